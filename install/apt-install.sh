@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Install the Debian packages listed in install/apt-packages.txt that are missing.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+mapfile -t wanted < <(sed -e 's/#.*//' -e 's/[[:space:]]//g' "$here/apt-packages.txt" | grep -v '^$')
+missing=()
+for pkg in "${wanted[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" -ne 0 ]; then
+  echo "kalkan: these Debian packages are missing: ${missing[*]}" >&2
+  echo "kalkan: run as root, or: sudo apt-get install ${missing[*]}" >&2
+  exit 1
+fi
+echo "kalkan: installing Debian packages: ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# Debian starts these services on install; Kalkan starts its own instances when it needs them.
+for svc in clamav-daemon clamav-freshclam postgresql; do
+  systemctl disable --now "$svc" >/dev/null 2>&1 || service "$svc" stop >/dev/null 2>&1 || true
+done

@@ -1,0 +1,99 @@
+"""Incident rules: pure functions from one event to an incident draft (or None).
+
+A rule never touches the database.  The incident engine (policy_server.incidents)
+calls every rule registered for an event's type, then merges each draft into an
+open incident with the same `dedup_key` inside the draft's aggregation window, or
+opens a new one.  One module per domain registers its rules with `@rule(...)`;
+`ALL_RULE_MODULES` lists them so the engine can import them all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+
+class Severity(StrEnum):
+    low = "low"
+    medium = "medium"
+    high = "high"
+    critical = "critical"
+
+
+@dataclass(frozen=True)
+class RuleInput:
+    """What a rule sees: the stored event, flattened to plain data."""
+
+    event_id: str
+    type: str
+    agent_id: str
+    occurred_at: datetime
+    data: dict[str, Any]
+    clauses: tuple[str, ...] = ()
+    os_user: str | None = None
+    seat: str | None = None
+    room: str | None = None
+    hostname: str | None = None
+
+
+@dataclass(frozen=True)
+class IncidentDraft:
+    rule: str  # the rule's name, e.g. "web.report"
+    title: str  # English one-liner; the web pages translate by `rule` + `params`
+    severity: Severity
+    clauses: tuple[str, ...]
+    dedup_key: str  # drafts with the same key inside the window join one incident
+    window_s: int = 600
+    params: dict[str, Any] = field(default_factory=dict)
+    notify: tuple[str, ...] = ()  # roles to tell, e.g. ("class_teacher",) for 001 §2.7
+
+
+Rule = Callable[[RuleInput], IncidentDraft | None]
+
+RULES: dict[str, list[Rule]] = {}
+
+ALL_RULE_MODULES = (
+    "policy_server.rules.web",
+    "policy_server.rules.antivirus",
+    "policy_server.rules.usb",
+    "policy_server.rules.integrity",
+    "policy_server.rules.idle",
+    "policy_server.rules.network",
+    "policy_server.rules.agent",
+)
+
+
+def rule(*event_types: str) -> Callable[[Rule], Rule]:
+    """Register a rule for one or more event types."""
+
+    def register(fn: Rule) -> Rule:
+        for event_type in event_types:
+            RULES.setdefault(event_type, []).append(fn)
+        return fn
+
+    return register
+
+
+def load_all_rules() -> None:
+    """Import every rule module that exists (a domain not built yet is skipped)."""
+    import importlib
+
+    for module in ALL_RULE_MODULES:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+
+
+def evaluate(event: RuleInput) -> list[IncidentDraft]:
+    """Every draft the registered rules make of one event (pure)."""
+    drafts = []
+    for fn in RULES.get(event.type, ()):
+        draft = fn(event)
+        if draft is not None:
+            drafts.append(draft)
+    return drafts
