@@ -312,6 +312,9 @@ class IdleLocked(_Data):
 class IdleLockFailed(_Data):
     session: str = ""
     error: str
+    # why a lock was due; "no_helper": an ISUO session ended and no session helper was running
+    reason: Literal["idle", "isuo_end", "isuo_idle", "no_helper"] = "idle"
+    idle_s: float | None = None
 
 
 # --- network checks
@@ -321,12 +324,14 @@ class NetArpSpoof(_Data):
     gateway_ip: str
     expected_mac: str | None = None
     seen_macs: list[str]
+    occurrences: int = 1  # frames folded into this event by the agent's rate limit
 
 
 class NetRogueDhcp(_Data):
     server_ip: str
     server_mac: str | None = None
     offered_ip: str | None = None
+    occurrences: int = 1  # frames folded into this event by the agent's rate limit
 
 
 class NetBypass(_Data):
@@ -334,6 +339,7 @@ class NetBypass(_Data):
     dst_ip: str = ""
     dst_port: int | None = None
     detail: str = ""
+    occurrences: int = 1  # packets folded into this event by the agent's rate limit
 
 
 # The registry of every event type: type → (data model, clauses it serves by default).
