@@ -274,3 +274,21 @@ class IsuoAccess(Base):
     started_at: Mapped[datetime] = mapped_column(UtcDateTime)
     ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     start_event_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+
+
+class Notification(Base):
+    """Someone must be told about an incident (e.g. the class teacher, 001 §2.7).
+
+    `person_id` is set when the person could be found (a group's class teacher by
+    username); otherwise the notice is addressed to a role and shows to everyone in it.
+    """
+
+    __tablename__ = "notifications"
+    __table_args__ = (Index("ix_notifications_person", "person_id", "read_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id"))
+    person_id: Mapped[int | None] = mapped_column(ForeignKey("people.id"), nullable=True)
+    role: Mapped[str] = mapped_column(String(32))  # who it is for: class_teacher, admin, …
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    read_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)

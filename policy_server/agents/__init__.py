@@ -1,0 +1,1 @@
+"""Workstation agents: enrolment codes, enrolment, bearer tokens, last-seen and health."""

@@ -1,0 +1,95 @@
+"""The FastAPI application: `create_app(settings)` wires the database, the routers and the
+policy push hub.  Thin: each domain package has its own `views.py`."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from policy_server import protocol
+from policy_server.db import migrate
+from policy_server.db.session import make_engine, make_sessionmaker
+from policy_server.errors import KalkanError
+from policy_server.settings import Settings
+from policy_server.tls import ensure_school_ca
+
+log = logging.getLogger("kalkan.server")
+
+API_ROUTERS = (
+    "policy_server.agents.views",
+    "policy_server.events.views",
+    "policy_server.policies.views",
+    "policy_server.incidents.views",
+    "policy_server.admin_views",
+)
+WEB_ROUTER = "policy_server.web.routes"
+
+
+def _optional_router(module_name: str):
+    """The module's `router`, or None when the module does not exist yet."""
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:
+            raise
+        return None
+    return getattr(module, "router", None)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings.from_env()
+    settings.ensure_state_dir()
+    engine = make_engine(settings.database_url)
+    if settings.migrate_on_start:
+        migrate.upgrade(engine)
+    ensure_school_ca(settings.ca_cert_path, settings.ca_key_path)
+
+    from policy_server.policies.push import PushHub
+
+    hub = PushHub()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await hub.start(app.state.sessionmaker)
+        try:
+            yield
+        finally:
+            await hub.stop()
+            engine.dispose()
+
+    app = FastAPI(title="Kalkan policy server", version=str(protocol.PROTOCOL_VERSION), lifespan=lifespan)
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessionmaker = make_sessionmaker(engine)
+    app.state.push_hub = hub
+
+    @app.exception_handler(KalkanError)
+    async def _kalkan_error(_request: Request, exc: KalkanError) -> JSONResponse:
+        return JSONResponse({"detail": exc.message}, status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+            parts.append(f"{where}: {err.get('msg')}")
+        return JSONResponse({"detail": "the request is not valid: " + "; ".join(parts)}, status_code=422)
+
+    @app.get("/healthz")
+    def healthz() -> dict:
+        return {"status": "ok", "protocol_version": protocol.PROTOCOL_VERSION,
+                "database": engine.dialect.name}
+
+    for module_name in API_ROUTERS:
+        router = _optional_router(module_name)
+        if router is not None:
+            app.include_router(router)
+    web_router = _optional_router(WEB_ROUTER)
+    if web_router is not None:
+        app.include_router(web_router)
+    return app

@@ -1,0 +1,218 @@
+"""`kalkan-server`: run the policy server and look after it from the command line.
+
+    kalkan-server run [--db URL] [--host H] [--port P] [--state-dir DIR] [--no-tls]
+    kalkan-server migrate
+    kalkan-server create-user --role admin|teacher|director|district --username U
+                              [--full-name NAME] [--class-name 7a] [--password-stdin]
+    kalkan-server enrollment-code [--room ROOM] [--uses N] [--expires 7d|ISO] [--json]
+    kalkan-server revoke-agent AGENT_ID
+    kalkan-server demo [--json]
+    kalkan-server fingerprint
+
+`--state-dir` and `--db` work with every command (or KALKAN_STATE_DIR / KALKAN_DB_URL).
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import sys
+
+from policy_server.errors import KalkanError
+from policy_server.settings import Settings
+
+ACTOR_CLI = "cli"
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings.from_env(
+        state_dir=getattr(args, "state_dir", None), db_url=getattr(args, "db", None),
+        host=getattr(args, "host", None), port=getattr(args, "port", None),
+        tls=False if getattr(args, "no_tls", False) else None,
+    )
+
+
+def _session(settings: Settings):
+    from policy_server.db import migrate
+    from policy_server.db.session import make_engine, make_sessionmaker
+
+    settings.ensure_state_dir()
+    engine = make_engine(settings.database_url)
+    migrate.upgrade(engine)
+    return make_sessionmaker(engine)()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from policy_server.app import create_app
+    from policy_server.tls import cert_fingerprint, ensure_server_cert
+
+    settings = _settings(args)
+    settings.ensure_state_dir()
+    app = create_app(settings)
+    ssl = {}
+    scheme = "http"
+    if settings.tls:
+        ensure_server_cert(settings.cert_path, settings.key_path)
+        ssl = {"ssl_certfile": str(settings.cert_path), "ssl_keyfile": str(settings.key_path)}
+        scheme = "https"
+        print(f"server certificate SHA-256: {cert_fingerprint(settings.cert_path)}", flush=True)
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    print(f"Kalkan server on {scheme}://{host}:{settings.port} (state: {settings.state_dir}, "
+          f"database: {app.state.engine.dialect.name})", flush=True)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level,
+                timeout_graceful_shutdown=3, **ssl)
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from policy_server.db import migrate
+
+    with _session(_settings(args)) as db:
+        current = migrate.current_revision(db.get_bind())
+        print(f"database at revision {current} (head {migrate.head_revision()})")
+    return 0
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+        if not password:
+            raise KalkanError("no password on standard input: pipe it in, e.g. `echo '…' | kalkan-server …`")
+        return password
+    first = getpass.getpass("Password: ")
+    if first != getpass.getpass("Password again: "):
+        raise KalkanError("the two passwords differ; run the command again")
+    return first
+
+
+def cmd_create_user(args: argparse.Namespace) -> int:
+    from policy_server.people.service import create_person
+
+    password = _read_password(args)
+    with _session(_settings(args)) as db:
+        person = create_person(db, username=args.username, role=args.role, password=password, actor=ACTOR_CLI,
+                               full_name=args.full_name or "", class_name=args.class_name)
+        db.commit()
+        print(f"created {person.role} {person.username!r}")
+    return 0
+
+
+def cmd_enrollment_code(args: argparse.Namespace) -> int:
+    from policy_server.agents.service import create_enrollment_code, parse_expiry
+
+    with _session(_settings(args)) as db:
+        expires = parse_expiry(args.expires)
+        code = create_enrollment_code(db, actor=ACTOR_CLI, room=args.room, uses=args.uses, expires_at=expires)
+        db.commit()
+    if args.json:
+        print(json.dumps({"code": code, "room": args.room, "uses": args.uses,
+                          "expires_at": expires.isoformat()}))
+    else:
+        print(code)
+        print(f"(room {args.room or '-'}, {args.uses} use(s), expires {expires:%Y-%m-%d %H:%M} UTC)",
+              file=sys.stderr)
+    return 0
+
+
+def cmd_revoke_agent(args: argparse.Namespace) -> int:
+    from policy_server.agents.service import revoke_agent
+
+    with _session(_settings(args)) as db:
+        ws = revoke_agent(db, agent_id=args.agent_id, actor=ACTOR_CLI)
+        db.commit()
+        print(f"revoked the token of {ws.hostname} ({ws.id}); it must enrol again")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from policy_server.demo import seed_demo
+
+    settings = _settings(args)
+    with _session(settings) as db:
+        result = seed_demo(db, settings.state_dir)
+        db.commit()
+    if args.json:
+        print(json.dumps({"school": result.school, "room": result.room, "logins": result.logins,
+                          "enrollment_code": result.enrollment_code}))
+        return 0
+    print(f"School: {result.school}, room {result.room}")
+    for username, password in result.logins.items():
+        print(f"login: {username}  password: {password}")
+    print(f"enrollment code (room {result.room}, 50 uses, 7 days): {result.enrollment_code}")
+    return 0
+
+
+def cmd_fingerprint(args: argparse.Namespace) -> int:
+    from policy_server.tls import cert_fingerprint, ensure_server_cert
+
+    settings = _settings(args)
+    settings.ensure_state_dir()
+    ensure_server_cert(settings.cert_path, settings.key_path)
+    print(cert_fingerprint(settings.cert_path))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--state-dir", help="folder for the database, certificates and CA "
+                                            "(default /var/lib/kalkan-server as root)")
+    common.add_argument("--db", help="database URL (default: SQLite in the state dir), "
+                                     "e.g. postgresql+psycopg://kalkan:PASSWORD@localhost/kalkan")
+    parser = argparse.ArgumentParser(prog="kalkan-server", description="Kalkan policy server")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", parents=[common], help="serve the API and web console")
+    run.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    run.add_argument("--port", type=int, help="port (default 8443)")
+    run.add_argument("--no-tls", action="store_true", help="plain HTTP (tests and a reverse proxy only)")
+    run.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    run.set_defaults(func=cmd_run)
+
+    sub.add_parser("migrate", parents=[common], help="apply database migrations"
+                   ).set_defaults(func=cmd_migrate)
+
+    user = sub.add_parser("create-user", parents=[common], help="create a login")
+    user.add_argument("--role", required=True, choices=["admin", "teacher", "director", "district"])
+    user.add_argument("--username", required=True)
+    user.add_argument("--full-name")
+    user.add_argument("--class-name", help="the class this teacher is class teacher of, e.g. 7a")
+    user.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    user.set_defaults(func=cmd_create_user)
+
+    code = sub.add_parser("enrollment-code", parents=[common], help="make a code to enrol workstations")
+    code.add_argument("--room", help="the lab the workstations belong to")
+    code.add_argument("--uses", type=int, default=1, help="how many workstations may use it (default 1)")
+    code.add_argument("--expires", default="7d", help="'7d', '12h', '30m' or an ISO time (default 7d)")
+    code.add_argument("--json", action="store_true")
+    code.set_defaults(func=cmd_enrollment_code)
+
+    revoke = sub.add_parser("revoke-agent", parents=[common], help="revoke a workstation's token")
+    revoke.add_argument("agent_id")
+    revoke.set_defaults(func=cmd_revoke_agent)
+
+    demo = sub.add_parser("demo", parents=[common], help="seed a demo school and print its logins")
+    demo.add_argument("--json", action="store_true")
+    demo.set_defaults(func=cmd_demo)
+
+    sub.add_parser("fingerprint", parents=[common], help="print the server certificate's SHA-256"
+                   ).set_defaults(func=cmd_fingerprint)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except KalkanError as exc:
+        print(f"kalkan-server: {exc.message}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # bad database URL and similar
+        print(f"kalkan-server: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""Database engines and sessions for SQLite (the embedded default) and PostgreSQL.
+
+SQLite is tuned for a single busy writer with many readers: WAL journal, foreign keys on,
+a generous busy timeout, and every transaction started with `BEGIN IMMEDIATE` so that two
+writers queue for the lock instead of failing half-way with "database is locked" when a
+read transaction tries to become a write one.  PostgreSQL needs nothing special.
+
+`get_db` is the FastAPI dependency: one session per request, committed by the code that
+changes something (service functions call `db.commit()` through their callers), rolled back
+on error, always closed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from fastapi import Request
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+class DatabaseUrlError(ValueError):
+    pass
+
+
+def check_db_url(url: str) -> str:
+    """Reject URLs we cannot serve, with the fix in the message."""
+    try:
+        parsed = make_url(url)
+    except Exception as exc:  # sqlalchemy raises ArgumentError with a terse text
+        raise DatabaseUrlError(
+            f"database URL {url!r} is not valid ({exc}); use e.g. "
+            "'sqlite:////var/lib/kalkan-server/kalkan.sqlite' or "
+            "'postgresql+psycopg://kalkan:PASSWORD@localhost/kalkan'"
+        ) from None
+    backend = parsed.get_backend_name()
+    if backend == "postgresql" and parsed.get_driver_name() != "psycopg":
+        raise DatabaseUrlError(
+            f"PostgreSQL URLs must name the psycopg driver: write 'postgresql+psycopg://…' instead of {url!r}"
+        )
+    if backend not in ("sqlite", "postgresql"):
+        raise DatabaseUrlError(f"unsupported database {backend!r}; Kalkan runs on SQLite or PostgreSQL")
+    return url
+
+
+def make_engine(url: str, *, echo: bool = False) -> Engine:
+    check_db_url(url)
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            url,
+            echo=echo,
+            # Autocommit at the driver level: SQLAlchemy's "begin" hook below issues BEGIN itself.
+            connect_args={"isolation_level": None, "check_same_thread": False,
+                          "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+            pool_size=10,
+            max_overflow=20,
+        )
+        _tune_sqlite(engine)
+        return engine
+    return create_engine(url, echo=echo, pool_size=10, max_overflow=20, pool_pre_ping=True)
+
+
+def _tune_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA synchronous=NORMAL")  # durable across app crashes; WAL makes it safe
+        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def is_sqlite(engine_or_session: Engine | Session) -> bool:
+    bind = engine_or_session.get_bind() if isinstance(engine_or_session, Session) else engine_or_session
+    return bind.dialect.name == "sqlite"
+
+
+def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+def get_db(request: Request) -> Iterator[Session]:
+    """FastAPI dependency: a session bound to the app's engine, closed after the request."""
+    session: Session = request.app.state.sessionmaker()
+    try:
+        yield session
+    except Exception:
+        session.rollback()
+        raise
+    finally:
+        session.close()

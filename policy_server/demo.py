@@ -1,0 +1,83 @@
+"""`kalkan-server demo`: a demo school to try Kalkan with (idempotent).
+
+Creates "Demo School No. 1" with the lab "lab-1", student groups for two classes with a
+class teacher each, and three logins (admin, teacher, director).  The passwords are random
+on the first run and kept in `demo-logins.json` (mode 0600) in the state dir, so running the
+command again prints the same logins and only adds a fresh enrolment code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.orm import Session
+
+from policy_server import protocol
+from policy_server.agents.service import create_enrollment_code
+from policy_server.people.service import create_person, get_person_by_username
+from policy_server.policies.service import amend_policy, current_bundle
+from policy_server.school.service import ensure_room, ensure_school
+
+DEMO_SCHOOL = "Demo School No. 1"
+DEMO_ROOM = "lab-1"
+DEMO_PEOPLE = (  # username, role, full name, class of which they are the class teacher
+    ("admin", "admin", "Demo Responsible Person", None),
+    ("teacher", "teacher", "Demo Teacher", "7a"),
+    ("director", "director", "Demo Director", None),
+)
+ACTOR = "system:demo"
+
+
+@dataclass
+class DemoResult:
+    school: str
+    room: str
+    logins: dict[str, str]  # username → password
+    enrollment_code: str
+
+
+def _load_logins(path: Path) -> dict[str, str]:
+    if path.exists():
+        return json.loads(path.read_text())
+    return {}
+
+
+def _save_logins(path: Path, logins: dict[str, str]) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(logins, fh, indent=1)
+
+
+def _demo_policy(bundle: protocol.PolicyBundle) -> protocol.PolicyBundle:
+    return bundle.model_copy(update={
+        "school": DEMO_SCHOOL,
+        "groups": [
+            protocol.Group(name="class-7a", kind=protocol.GroupKind.student, os_groups=["class-7a"],
+                           class_teacher="teacher"),
+            protocol.Group(name="student", kind=protocol.GroupKind.student, os_groups=["students"]),
+            protocol.Group(name="teacher", kind=protocol.GroupKind.teacher, os_groups=["teachers"]),
+        ],
+    })
+
+
+def seed_demo(db: Session, state_dir: Path) -> DemoResult:
+    """Seed the demo school; the caller commits."""
+    ensure_school(db, name=DEMO_SCHOOL, actor=ACTOR, district="Demo district")
+    ensure_room(db, name=DEMO_ROOM, actor=ACTOR)
+    if current_bundle(db).school != DEMO_SCHOOL:
+        amend_policy(db, actor=ACTOR, comment="demo school policy", change=_demo_policy)
+    logins_path = state_dir / "demo-logins.json"
+    logins = _load_logins(logins_path)
+    for username, role, full_name, class_name in DEMO_PEOPLE:
+        if get_person_by_username(db, username) is None:
+            password = secrets.token_urlsafe(12)
+            create_person(db, username=username, role=role, password=password, actor=ACTOR,
+                          full_name=full_name, class_name=class_name)
+            logins[username] = password
+    _save_logins(logins_path, logins)
+    code = create_enrollment_code(db, actor=ACTOR, room=DEMO_ROOM, uses=50)
+    return DemoResult(school=DEMO_SCHOOL, room=DEMO_ROOM, logins=logins, enrollment_code=code)

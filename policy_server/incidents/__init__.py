@@ -1,0 +1,1 @@
+"""Incidents: what the rules made of the events, and what people did about them."""

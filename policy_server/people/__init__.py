@@ -1,0 +1,1 @@
+"""People with a server login: roles, passwords, login sessions."""

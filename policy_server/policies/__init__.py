@@ -1,0 +1,1 @@
+"""Policy bundles: the versioned history, amendments, and the push channel to agents."""

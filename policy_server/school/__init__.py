@@ -1,0 +1,1 @@
+"""The school itself: its name, its rooms (labs), and the demo school."""

@@ -1,0 +1,78 @@
+"""The policy server's settings: where its state lives, which database, how it listens.
+
+One small dataclass, filled from the command line (`kalkan-server run --db … --port …`)
+or from the environment (`KALKAN_STATE_DIR`, `KALKAN_DB_URL`, `KALKAN_HOST`, `KALKAN_PORT`,
+`KALKAN_NO_TLS=1`).  Everything the server writes — the SQLite database, the TLS
+certificate and key, the school CA — lives in `state_dir`, so a backup of that one folder
+is a backup of the school (PostgreSQL users back up the database as well).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def default_state_dir() -> Path:
+    env = os.environ.get("KALKAN_STATE_DIR")
+    if env:
+        return Path(env)
+    if os.geteuid() == 0:
+        return Path("/var/lib/kalkan-server")
+    return Path.home() / ".local" / "share" / "kalkan-server"
+
+
+@dataclass
+class Settings:
+    state_dir: Path = field(default_factory=default_state_dir)
+    # None: an SQLite file `kalkan.sqlite` in the state dir.  Or `postgresql+psycopg://…`.
+    db_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8443
+    tls: bool = True
+    # Apply Alembic migrations when the app is created (the `run` command always does).
+    migrate_on_start: bool = True
+    login_session_hours: int = 12
+    public_url: str | None = None  # how agents reach us; only used in messages
+
+    def __post_init__(self) -> None:
+        self.state_dir = Path(self.state_dir)
+
+    @property
+    def database_url(self) -> str:
+        if self.db_url:
+            return self.db_url
+        return f"sqlite:///{self.state_dir / 'kalkan.sqlite'}"
+
+    @property
+    def cert_path(self) -> Path:
+        return self.state_dir / "tls" / "server.crt"
+
+    @property
+    def key_path(self) -> Path:
+        return self.state_dir / "tls" / "server.key"
+
+    @property
+    def ca_cert_path(self) -> Path:
+        return self.state_dir / "ca" / "school-ca.crt"
+
+    @property
+    def ca_key_path(self) -> Path:
+        return self.state_dir / "ca" / "school-ca.key"
+
+    def ensure_state_dir(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    @classmethod
+    def from_env(cls, **overrides) -> Settings:
+        """Settings from the environment; explicit keyword overrides win (None = not given)."""
+        values: dict = {
+            "state_dir": default_state_dir(),
+            "db_url": os.environ.get("KALKAN_DB_URL") or None,
+            "host": os.environ.get("KALKAN_HOST", "127.0.0.1"),
+            "port": int(os.environ.get("KALKAN_PORT", "8443")),
+            "tls": os.environ.get("KALKAN_NO_TLS", "") not in ("1", "true", "yes"),
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
