@@ -1,0 +1,389 @@
+"""The web console's pages: thin handlers over the services, the queries and the presenters.
+
+Every page works without JavaScript; every change is a POST form carrying the
+login session's CSRF token and answered with a redirect (so a reload never
+repeats it).  Roles (002 §4, 004 §3): the responsible person (admin) sees and
+acts on everything; the director reads (no OS user names, 002 §3.1); a teacher
+reads the incidents and workstations of the rooms they teach in (000 §7.3).
+"""
+
+from __future__ import annotations
+
+import hmac
+from datetime import UTC, datetime
+from pathlib import Path
+
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import FileResponse, RedirectResponse, Response
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from policy_server.db.models import Person
+from policy_server.db.session import get_db
+from policy_server.errors import KalkanError, NotFound
+from policy_server.incidents import service as incidents
+from policy_server.people import auth
+from policy_server.web import presenters, queries
+from policy_server.web.i18n import N_
+from policy_server.web.pages import LOGIN_CSRF_COOKIE, Page, new_login_csrf, safe_next
+
+router = APIRouter(include_in_schema=False)
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+INCIDENTS_PER_PAGE = 25
+ISUO_PER_PAGE = 50
+EVENTS_SHOWN = 100
+
+NOTICES = {
+    "acknowledged": N_("The incident is acknowledged."),
+    "assigned": N_("The incident is assigned."),
+    "resolved": N_("The incident is resolved."),
+}
+
+
+def _page(request: Request, db: Session) -> Page:
+    return Page.for_request(request, auth.optional_person(request, db))
+
+
+def _form_csrf_ok(page: Page, token: str | None) -> bool:
+    return bool(page.csrf_token and token and hmac.compare_digest(page.csrf_token, token))
+
+
+def _csrf_refused(page: Page) -> Response:
+    return page.error_page(403, page._("The form's security token is missing or out of date. "
+                                       "Go back, reload the page and try again."))
+
+
+def _not_allowed(page: Page) -> Response:
+    return page.error_page(403, page._("Your role may not see or do this. "
+                                       "Ask the school's responsible person if you need it."))
+
+
+def _teacher_scope(db: Session, page: Page) -> tuple[list[str] | None, list[str] | None]:
+    """(rooms, agent_ids) a person is limited to; (None, None) for whole-school roles."""
+    if page.perms.see_all_rooms:
+        return None, None
+    rooms = queries.teacher_rooms(db, page.person)
+    return rooms, queries.agent_ids_in_rooms(db, rooms)
+
+
+def _where(ws, seat: str | None) -> str:
+    """'Lab 1 / seat 07 (pc-07)' from the workstation and the seat the event named."""
+    parts = []
+    if ws is not None and ws.room is not None:
+        parts.append(ws.room.name)
+    seat = seat or (ws.seat if ws is not None else None)
+    if seat:
+        parts.append(seat)
+    text = " / ".join(parts)
+    if ws is not None:
+        text = f"{text} ({ws.hostname})" if text else ws.hostname
+    return text
+
+
+# ----------------------------------------------------------------------------- static, home
+
+
+@router.get("/static/kalkan.css")
+def stylesheet() -> FileResponse:
+    return FileResponse(STATIC_DIR / "kalkan.css", media_type="text/css",
+                        headers={"Cache-Control": "public, max-age=3600"})
+
+
+@router.get("/")
+def home(request: Request, db: Session = Depends(get_db)) -> Response:
+    page = _page(request, db)
+    return RedirectResponse("/incidents" if page.person else "/login", status_code=303)
+
+
+# ----------------------------------------------------------------------------- login, logout
+
+
+def _login_form(page: Page, *, username: str = "", next_url: str = "/incidents", error: str | None = None,
+                status_code: int = 200) -> Response:
+    token = new_login_csrf()
+    response = page.render("login.html", status_code=status_code, page_title=page._("Log in"),
+                           csrf_token=token, username=username, next_url=safe_next(next_url), error=error)
+    response.set_cookie(LOGIN_CSRF_COOKIE, token, httponly=True, samesite="strict", path="/login",
+                        secure=bool(getattr(page.request.app.state.settings, "tls", False)))
+    return response
+
+
+@router.get("/login")
+def login_page(request: Request, next: str = "/incidents", db: Session = Depends(get_db)) -> Response:
+    page = _page(request, db)
+    if page.person:
+        return RedirectResponse(safe_next(next), status_code=303)
+    return _login_form(page, next_url=next)
+
+
+@router.post("/login")
+def login(
+    request: Request,
+    username: str = Form(""),
+    password: str = Form(""),
+    csrf_token: str = Form(""),
+    next: str = Form("/incidents"),
+    db: Session = Depends(get_db),
+) -> Response:
+    page = Page.for_request(request, None)
+    expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
+    if not expected or not csrf_token or not hmac.compare_digest(expected, csrf_token):
+        return _login_form(page, username=username, next_url=next, status_code=403,
+                           error=page._("The login form was out of date. Please try again."))
+    username = username.strip().lower()
+    person = auth.authenticate(db, username, password)
+    if person is None:
+        known = db.scalar(select(Person).where(Person.username == username))
+        if known is not None and known.disabled and auth.verify_password(known.password_hash, password):
+            message = page._("This account is disabled (002 §4.4). Ask the school's responsible person.")
+        else:
+            message = page._("Wrong user name or password. Check the keyboard language and Caps Lock.")
+        return _login_form(page, username=username, next_url=next, error=message, status_code=401)
+    cookie_value, _login = auth.create_login_session(
+        db, person, hours=request.app.state.settings.login_session_hours)
+    db.commit()
+    response = RedirectResponse(safe_next(next), status_code=303)
+    auth.set_session_cookie(response, request, cookie_value)
+    response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
+    return response
+
+
+@router.post("/logout")
+def logout(request: Request, csrf_token: str = Form(""), db: Session = Depends(get_db)) -> Response:
+    page = _page(request, db)
+    if page.person is None:
+        return RedirectResponse("/login", status_code=303)
+    if not _form_csrf_ok(page, csrf_token):
+        return _csrf_refused(page)
+    auth.end_login_session(db, request)
+    db.commit()
+    response = RedirectResponse("/login", status_code=303)
+    auth.clear_session_cookie(response)
+    return response
+
+
+# ----------------------------------------------------------------------------- incidents
+
+
+@router.get("/incidents")
+def incident_list(
+    request: Request,
+    status: str | None = None,
+    severity: str | None = None,
+    db: Session = Depends(get_db),
+) -> Response:
+    page = _page(request, db)
+    if page.person is None:
+        return page.login_redirect()
+    if not page.perms.see_incidents:
+        return _not_allowed(page)
+    filt = presenters.IncidentFilter.from_query(status, severity, request.query_params.get("page"))
+    rooms, agent_ids = _teacher_scope(db, page)
+    total = queries.count_matching(db, status=filt.status, severity=filt.severity, agent_ids=agent_ids)
+    pagination = presenters.Pagination(page=filt.page, per_page=INCIDENTS_PER_PAGE, total=total)
+    found = incidents.list_incidents(db, status=filt.status, severity=filt.severity, agent_ids=agent_ids,
+                                     limit=INCIDENTS_PER_PAGE, offset=pagination.offset)
+    stations = queries.workstations_by_id(db, {i.agent_id for i in found if i.agent_id})
+    rows = [
+        {
+            "id": i.id,
+            "title": presenters.incident_title(page.language, i.rule, i.params, i.title),
+            "severity": i.severity,
+            "status": i.status,
+            "where": _where(stations.get(i.agent_id), i.seat),
+            "os_user": i.os_user if page.perms.see_personal_data else None,
+            "last_seen_at": i.last_seen_at,
+            "event_count": i.event_count,
+            "clauses": i.clauses or [],
+        }
+        for i in found
+    ]
+    return page.render(
+        "incidents.html", page_title=page._("Incidents"), section="incidents", rows=rows, filt=filt,
+        pagination=pagination, counts=queries.incident_counts(db, agent_ids=agent_ids),
+        statuses=presenters.STATUSES, severities=presenters.SEVERITIES,
+        status_names=presenters.STATUS_NAMES, severity_names=presenters.SEVERITY_NAMES,
+        room_scope=", ".join(rooms) if rooms is not None else None,
+    )
+
+
+def _load_visible_incident(db: Session, page: Page, incident_id: int):
+    """The incident if this person may see it; None when missing or outside their rooms."""
+    try:
+        incident = incidents.get_incident(db, incident_id)
+    except NotFound:
+        return None
+    _, agent_ids = _teacher_scope(db, page)
+    if agent_ids is not None and incident.agent_id not in agent_ids:
+        return None
+    return incident
+
+
+def _timeline_rows(page: Page, incident) -> list[dict]:
+    rows = []
+    for entry in incident.timeline:
+        detail = entry.detail or {}
+        note = detail.get("reason") or detail.get("assignee") or ""  # what was decided, by whom
+        rows.append({
+            "at": entry.at,
+            "actor": entry.actor,
+            "action_name": page._(presenters.TIMELINE_ACTIONS[entry.action])
+            if entry.action in presenters.TIMELINE_ACTIONS else entry.action,
+            "note": note,
+        })
+    return rows
+
+
+def _incident_detail(page: Page, db: Session, incident, *, notice: str | None = None,
+                     error: str | None = None, status_code: int = 200) -> Response:
+    ws = queries.workstations_by_id(db, {incident.agent_id} if incident.agent_id else set()).get(
+        incident.agent_id)
+    events = incidents.incident_events(db, incident.id, limit=EVENTS_SHOWN)
+    assignee = db.get(Person, incident.assignee_id) if incident.assignee_id else None
+    title = presenters.incident_title(page.language, incident.rule, incident.params, incident.title)
+    return page.render(
+        "incident.html", status_code=status_code, page_title=page._("Incident %(id)d", id=incident.id),
+        section="incidents", incident=incident, title=title, where=_where(ws, incident.seat),
+        events=[presenters.event_view(e, page.perms) for e in events],
+        events_hidden=max(0, incident.event_count - len(events)),
+        timeline=_timeline_rows(page, incident),
+        assignee=(assignee.full_name or assignee.username) if assignee else None,
+        assignees=queries.active_people(db) if page.perms.act_on_incidents else [],
+        status_names=presenters.STATUS_NAMES, severity_names=presenters.SEVERITY_NAMES,
+        role_names=presenters.ROLE_NAMES, notice=notice, error=error,
+    )
+
+
+@router.get("/incidents/{incident_id}")
+def incident_detail(request: Request, incident_id: int, done: str | None = None,
+                    db: Session = Depends(get_db)) -> Response:
+    page = _page(request, db)
+    if page.person is None:
+        return page.login_redirect()
+    if not page.perms.see_incidents:
+        return _not_allowed(page)
+    incident = _load_visible_incident(db, page, incident_id)
+    if incident is None:
+        return page.error_page(404, page._("There is no incident number %(id)d that you may see.",
+                                           id=incident_id))
+    notice = page._(NOTICES[done]) if done in NOTICES else None
+    return _incident_detail(page, db, incident, notice=notice)
+
+
+def _act(request: Request, db: Session, incident_id: int, csrf_token: str, action) -> Response:
+    """Shared edge of the three incident actions: login, role, CSRF, then the service call."""
+    page = _page(request, db)
+    if page.person is None:
+        return page.login_redirect()
+    if not page.perms.act_on_incidents:
+        return _not_allowed(page)
+    if not _form_csrf_ok(page, csrf_token):
+        return _csrf_refused(page)
+    incident = _load_visible_incident(db, page, incident_id)
+    if incident is None:
+        return page.error_page(404, page._("There is no incident number %(id)d that you may see.",
+                                           id=incident_id))
+    try:
+        done = action(page)
+    except KalkanError as exc:
+        db.rollback()
+        incident = incidents.get_incident(db, incident_id)
+        return _incident_detail(page, db, incident, error=_service_error(page, exc),
+                                status_code=exc.status_code)
+    db.commit()
+    return RedirectResponse(f"/incidents/{incident_id}?done={done}", status_code=303)
+
+
+def _service_error(page: Page, exc: KalkanError) -> str:
+    """The service's reason in the reader's language where we know it, else as the service said it."""
+    text = exc.message
+    if "already resolved" in text:
+        return page._("This incident is already resolved; nothing was changed.")
+    if "needs a reason" in text:
+        return page._("Write the reason before resolving: what was found and what was done.")
+    if "too long" in text:
+        return page._("The reason is too long: at most 2000 characters.")
+    if "disabled" in text:
+        return page._("That person does not exist or is disabled; choose another.")
+    return text
+
+
+@router.post("/incidents/{incident_id}/acknowledge")
+def acknowledge(request: Request, incident_id: int, csrf_token: str = Form(""),
+                db: Session = Depends(get_db)) -> Response:
+    def action(page: Page) -> str:
+        incidents.acknowledge(db, incident_id=incident_id, actor=page.person)
+        return "acknowledged"
+
+    return _act(request, db, incident_id, csrf_token, action)
+
+
+@router.post("/incidents/{incident_id}/resolve")
+def resolve(request: Request, incident_id: int, csrf_token: str = Form(""), reason: str = Form(""),
+            db: Session = Depends(get_db)) -> Response:
+    def action(page: Page) -> str:
+        incidents.resolve(db, incident_id=incident_id, actor=page.person, reason=reason)
+        return "resolved"
+
+    return _act(request, db, incident_id, csrf_token, action)
+
+
+@router.post("/incidents/{incident_id}/assign")
+def assign(request: Request, incident_id: int, csrf_token: str = Form(""), assignee_id: str = Form(""),
+           db: Session = Depends(get_db)) -> Response:
+    def action(page: Page) -> str:
+        try:
+            person_id = int(assignee_id) if assignee_id else None
+        except ValueError:
+            person_id = -1  # the service answers "does not exist" for it
+        incidents.assign(db, incident_id=incident_id, actor=page.person, assignee_id=person_id)
+        return "assigned"
+
+    return _act(request, db, incident_id, csrf_token, action)
+
+
+# ----------------------------------------------------------------------------- workstations, ISUO
+
+
+@router.get("/workstations")
+def workstation_list(request: Request, db: Session = Depends(get_db)) -> Response:
+    page = _page(request, db)
+    if page.person is None:
+        return page.login_redirect()
+    if not page.perms.see_workstations:
+        return _not_allowed(page)
+    rooms, _ = _teacher_scope(db, page)
+    now = datetime.now(UTC)
+    views = [presenters.workstation_view(ws, now) for ws in queries.workstations(db, rooms=rooms)]
+    return page.render(
+        "workstations.html", page_title=page._("Workstations"), section="workstations",
+        rows=presenters.sort_workstations(views), silent_after=presenters.SILENT_AFTER_MINUTES,
+        collector_states=presenters.COLLECTOR_STATES,
+    )
+
+
+ISUO_SOURCES = {"proxy": N_("Seen by the filter"), "import": N_("Imported from ISUO")}
+
+
+@router.get("/isuo")
+def isuo_log(request: Request, db: Session = Depends(get_db)) -> Response:
+    page = _page(request, db)
+    if page.person is None:
+        return page.login_redirect()
+    if not page.perms.see_isuo_log:
+        return _not_allowed(page)
+    filt = presenters.IncidentFilter.from_query(None, None, request.query_params.get("page"))
+    pagination = presenters.Pagination(page=filt.page, per_page=ISUO_PER_PAGE, total=0)
+    found, total = queries.isuo_access(db, limit=ISUO_PER_PAGE, offset=pagination.offset)
+    pagination = presenters.Pagination(page=filt.page, per_page=ISUO_PER_PAGE, total=total)
+    rows = [
+        {
+            "started_at": a.started_at, "ended_at": a.ended_at, "room": room, "seat": a.seat,
+            "os_user": a.os_user, "isuo_user": a.isuo_user, "host": a.host, "source": a.source,
+        }
+        for a, room in found
+    ]
+    return page.render("isuo.html", page_title=page._("ISUO access log"), section="isuo", rows=rows,
+                       pagination=pagination, source_names=ISUO_SOURCES)
+
