@@ -277,6 +277,10 @@ class IntegrityChanged(_Data):
     old_mode: int | None = None
     new_mode: int | None = None
     detected_by: Literal["watch", "fast_check", "full_check"] = "fast_check"
+    # content changed but the modification time was set back to the old one (an attempt to hide it)
+    mtime_restored: bool = False
+    # "program": a baselined program folder; "drop": an executable appeared where a user can drop one
+    area: Literal["program", "drop"] = "program"
 
 
 class IntegrityBaseline(_Data):
@@ -285,10 +289,16 @@ class IntegrityBaseline(_Data):
     digest: str
     files: int
     roots: list[str] = Field(default_factory=list)
+    # the chain: version number and the digest of the version before (None for the first)
+    seq: int = 0
+    prev_digest: str | None = None
+    # created | accepted | package_update | paths_changed | rebuilt | rebuilt_after_tamper | verified
+    reason: str = "created"
 
 
 class IntegrityTampered(_Data):
     detail: str
+    last_digest: str | None = None  # the last digest this agent wrote (its anchor), if readable
 
 
 class SoftwareChanged(_Data):
@@ -596,6 +606,8 @@ class IntegritySection(_Strict):
     exclude: list[str] = Field(default_factory=list)
     full_rehash_hours: int = 168
     accepted: list[AcceptedChange] = Field(default_factory=list)
+    check_interval_minutes: int = Field(default=60, ge=1)  # fast re-check (metadata) between full ones
+    auto_accept_package_updates: bool = True  # move the baseline for changes dpkg's md5sums explain
 
 
 class AntivirusSection(_Strict):
