@@ -1,0 +1,3 @@
+"""Kalkan workstation agent (see docs/agent.md)."""
+
+__version__ = "0.1.0"

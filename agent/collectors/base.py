@@ -51,6 +51,9 @@ class CollectorContext:
     platform: Any = None
     policy: PolicyBundle = field(default_factory=PolicyBundle)
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("kalkan.agent"))
+    # read-only view of the whole agent (agent.runtime.RuntimeView: every collector's health,
+    # outbox depth, drops, policy version, uptime); None in unit tests.  The heartbeat uses it.
+    runtime: Any = None
 
     def emit(self, event_type: str, data: Any, *, subject: Subject | None = None,
              clauses: list[str] | None = None) -> str:

@@ -1,0 +1,341 @@
+"""`kalkan-agent`: enrol a workstation, run the agent, show its status, uninstall.
+
+    kalkan-agent enroll --server https://SERVER:8443 --code CODE [--seat S] [--fingerprint SHA256]
+    kalkan-agent run [--collectors heartbeat,usb] [--platform linux|fake]
+    kalkan-agent status [--json]
+    kalkan-agent uninstall [--purge]
+
+The state dir is `/var/lib/kalkan-agent` unless `--state-dir` or `KALKAN_AGENT_STATE`
+says otherwise.  Domain modules add their own subcommands (see SUBCOMMAND_MODULES).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from agent import __version__ as AGENT_VERSION
+from agent.collectors.registry import COLLECTORS, load_collector_class
+from agent.outbox import Outbox
+from agent.runtime import PLATFORMS, AgentRuntime
+from agent.server_client import ServerClient, ServerError
+from agent.state import AgentConfig, AgentState, NotEnrolled, StatePaths
+from agent.tls import PinMismatch, fetch_certificate, normalise_fingerprint, pretty_fingerprint
+
+# Each module, if importable, has `register(subparsers)` adding its own subcommands.
+SUBCOMMAND_MODULES = (
+    "agent.integrity.cli",
+    "agent.antivirus.cli",
+    "agent.usb.cli",
+    "agent.proxy.cli",
+    "agent.idle.cli",
+    "agent.network.cli",
+)
+
+STATUS_FRESH_S = 20.0  # status.json older than this: the agent is not running
+
+# Headings of `status`, in the language of LANG (ky, ru, else en).
+_TEXT: dict[str, dict[str, str]] = {
+    "title": {"en": "Kalkan agent", "ru": "Агент Kalkan", "ky": "Kalkan агенти"},
+    "enrolled": {"en": "Enrolled", "ru": "Зарегистрирован", "ky": "Катталган"},
+    "agent_id": {"en": "Agent id", "ru": "Идентификатор агента", "ky": "Агенттин идентификатору"},
+    "server": {"en": "Server", "ru": "Сервер", "ky": "Сервер"},
+    "reachable": {"en": "Server reachable", "ru": "Сервер доступен", "ky": "Сервер жеткиликтүү"},
+    "running": {"en": "Agent running", "ru": "Агент работает", "ky": "Агент иштеп жатат"},
+    "policy": {"en": "Policy version", "ru": "Версия политики", "ky": "Саясаттын версиясы"},
+    "outbox": {"en": "Events waiting to be sent", "ru": "Событий ждут отправки",
+               "ky": "Жөнөтүүнү күткөн окуялар"},
+    "dropped": {"en": "Events dropped (outbox full)", "ru": "Отброшено событий (очередь полна)",
+                "ky": "Таштанды окуялар (кезек толду)"},
+    "rejected": {"en": "Events rejected by the server", "ru": "Событий отклонено сервером",
+                 "ky": "Сервер четке каккан окуялар"},
+    "collectors": {"en": "Collectors", "ru": "Сборщики", "ky": "Чогулткучтар"},
+    "yes": {"en": "yes", "ru": "да", "ky": "ооба"},
+    "no": {"en": "no", "ru": "нет", "ky": "жок"},
+    "unknown": {"en": "unknown", "ru": "неизвестно", "ky": "белгисиз"},
+    "none": {"en": "none", "ru": "нет", "ky": "жок"},
+}
+
+
+def _lang() -> str:
+    env = os.environ
+    value = (env.get("LC_ALL") or env.get("LC_MESSAGES") or env.get("LANG") or "en").lower()
+    return "ky" if value.startswith("ky") else "ru" if value.startswith("ru") else "en"
+
+
+def _t(key: str, lang: str) -> str:
+    return _TEXT[key][lang]
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"kalkan-agent: {message}", file=sys.stderr)
+    return code
+
+
+# ---------------------------------------------------------------------------- enroll
+
+
+def cmd_enroll(args: argparse.Namespace) -> int:
+    state = AgentState(StatePaths.from_option(args.state_dir))
+    if state.is_enrolled() and not args.force:
+        config = state.load_config()
+        return _fail(f"already enrolled as {config.agent_id} with {config.server_url}; "
+                     "add --force to enrol again (e.g. after the agent was revoked)")
+    url = args.server.rstrip("/")
+    expected = normalise_fingerprint(args.fingerprint) if args.fingerprint else None
+    sha256: str | None = None
+    pem = ""
+    if url.startswith("https://"):
+        try:
+            pem, sha256 = fetch_certificate(url)
+        except (OSError, ValueError) as exc:
+            return _fail(f"cannot fetch the server certificate from {url}: {exc}")
+        if expected is not None and sha256 != expected:
+            return _fail(f"the server's certificate SHA-256 is {pretty_fingerprint(sha256)}, not the "
+                         f"{pretty_fingerprint(expected)} you gave: refusing to enrol (wrong server, or "
+                         "someone in between)")
+        print(f"server certificate SHA-256: {pretty_fingerprint(sha256)}")
+        if expected is None:
+            print("  compare it with `kalkan-server fingerprint` on the server; it is now pinned")
+    elif url.startswith("http://"):
+        print("WARNING: plain http:// — nothing is encrypted or pinned; use only on a test bench",
+              file=sys.stderr)
+    else:
+        return _fail(f"{args.server!r} is not a URL; give it as https://HOST:PORT")
+    client = ServerClient(url, token=None, sha256=sha256)
+    try:
+        answer = client.enroll(code=args.code, seat=args.seat)
+    except ServerError as exc:
+        return _fail(str(exc))
+    except (httpx.HTTPError, PinMismatch) as exc:
+        return _fail(f"cannot reach {url}: {exc}")
+    finally:
+        client.close()
+    config = AgentConfig(
+        server_url=url,
+        agent_id=answer.agent_id,
+        server_sha256=sha256,
+        seat=answer.seat or args.seat,
+        room=answer.room,
+        school=answer.school,
+        enrolled_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    state.write_token(answer.token)  # token first: config present means "enrolled"
+    if pem:
+        state.write_server_cert(pem)
+    state.save_config(config)
+    print(f"enrolled as {answer.agent_id} (school {answer.school or '?'}, room {answer.room or '-'}, "
+          f"seat {config.seat or '-'}); state in {state.paths.root}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- run
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    state = AgentState(StatePaths.from_option(args.state_dir))
+    collectors = [c.strip() for c in args.collectors.split(",") if c.strip()] if args.collectors else None
+    try:
+        runtime = AgentRuntime(state, collectors=collectors, platform=args.platform,
+                               heartbeat_s=args.heartbeat)
+    except (ValueError, NotEnrolled) as exc:
+        return _fail(str(exc))
+    runtime.run()
+    return 0
+
+
+# ---------------------------------------------------------------------------- status
+
+
+def gather_status(state: AgentState, *, check_server: bool = True) -> dict[str, Any]:
+    """Everything `status` shows, as a dict (also the --json output)."""
+    report: dict[str, Any] = {"state_dir": str(state.paths.root), "enrolled": state.is_enrolled()}
+    config = None
+    if report["enrolled"]:
+        try:
+            config = state.load_config()
+        except (ValueError, NotEnrolled) as exc:
+            report["config_error"] = str(exc)
+    if config is not None:
+        report.update(agent_id=config.agent_id, server_url=config.server_url, seat=config.seat,
+                      room=config.room)
+    report["server_reachable"] = None
+    if config is not None and check_server:
+        try:
+            client = ServerClient(config.server_url, token=state.read_token(), sha256=config.server_sha256)
+            try:
+                report["server_reachable"] = client.healthz()
+            finally:
+                client.close()
+        except (httpx.HTTPError, OSError, ValueError, NotEnrolled) as exc:
+            report["server_reachable"] = False
+            report["server_error"] = str(exc)
+    bundle = state.load_policy()
+    report["policy_version"] = bundle.version if bundle else None
+    if state.paths.outbox.exists():
+        with Outbox(state.paths.outbox) as outbox:
+            report["outbox_depth"] = outbox.depth()
+            report["dropped"] = outbox.drop_totals()
+            report["rejected"] = [r.__dict__ for r in outbox.rejected(limit=5)]
+            report["rejected_count"] = outbox.rejected_count()
+    else:
+        report.update(outbox_depth=0, dropped={}, rejected=[], rejected_count=0)
+    status = state.read_status()
+    fresh = bool(status) and time.time() - status.get("updated_at", 0) < STATUS_FRESH_S
+    running = bool(status and status.get("running") and fresh)
+    report["running"] = running
+    report["collectors"] = status.get("collectors", {}) if running and status else {}
+    if running and status:
+        report["uplink"] = status.get("uplink")
+    return report
+
+
+def _yes_no(value: bool | None, lang: str) -> str:
+    return _t("unknown", lang) if value is None else _t("yes" if value else "no", lang)
+
+
+def format_status(report: dict[str, Any], lang: str) -> str:
+    lines = [f"{_t('title', lang)} {AGENT_VERSION}  ({report['state_dir']})"]
+
+    def row(key: str, value: Any) -> None:
+        lines.append(f"  {_t(key, lang) + ':':<34} {value}")
+
+    row("enrolled", _yes_no(report["enrolled"], lang))
+    if report.get("agent_id"):
+        row("agent_id", report["agent_id"])
+        row("server", report["server_url"])
+    if "config_error" in report:
+        lines.append(f"  ! {report['config_error']}")
+    row("reachable", _yes_no(report["server_reachable"], lang)
+        + (f"  ({report['server_error']})" if report.get("server_error") else ""))
+    row("running", _yes_no(report["running"], lang))
+    row("policy", report["policy_version"] if report["policy_version"] is not None else _t("none", lang))
+    row("outbox", report["outbox_depth"])
+    dropped = report.get("dropped") or {}
+    row("dropped", ", ".join(f"{k} {v}" for k, v in sorted(dropped.items())) if dropped else 0)
+    row("rejected", report.get("rejected_count", 0))
+    for rejected in report.get("rejected", []):
+        lines.append(f"      {rejected['type']} {rejected['id']}: {rejected['error']}")
+    lines.append(f"  {_t('collectors', lang)}:")
+    if not report["collectors"]:
+        lines.append(f"      {_t('unknown', lang)}")
+    for name, health in sorted(report["collectors"].items()):
+        detail = f" — {health.get('detail')}" if health.get("detail") else ""
+        lines.append(f"      {name:<12} {health.get('state')}{detail}")
+    return "\n".join(lines)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    state = AgentState(StatePaths.from_option(args.state_dir))
+    report = gather_status(state, check_server=not args.no_server)
+    if args.json:
+        print(json.dumps(report, indent=2, sort_keys=True, default=str))
+    else:
+        print(format_status(report, _lang()))
+    return 0 if report["enrolled"] and report["running"] else 1
+
+
+# ---------------------------------------------------------------------------- uninstall
+
+
+def cmd_uninstall(args: argparse.Namespace) -> int:
+    root = StatePaths.from_option(args.state_dir).root
+    problems = 0
+    for name in COLLECTORS:
+        try:
+            cls = load_collector_class(name)
+        except Exception as exc:
+            print(f"  {name}: not installed ({exc.__class__.__name__}), nothing to undo")
+            continue
+        undo = getattr(cls, "uninstall", None)
+        if undo is None:
+            continue
+        try:
+            undo(root)
+            print(f"  {name}: uninstalled")
+        except Exception as exc:
+            problems += 1
+            print(f"  {name}: uninstall FAILED: {exc}", file=sys.stderr)
+    if args.purge and root.exists():
+        shutil.rmtree(root)
+        print(f"removed {root}")
+    return 1 if problems else 0
+
+
+# ---------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kalkan-agent", description="Kalkan workstation agent")
+    parser.add_argument("--version", action="version", version=f"kalkan-agent {AGENT_VERSION}")
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def with_state_dir(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--state-dir", type=Path, default=None,
+                       help="state directory (default $KALKAN_AGENT_STATE or /var/lib/kalkan-agent)")
+        return p
+
+    enroll = with_state_dir(sub.add_parser("enroll", help="enrol this workstation with a server"))
+    enroll.add_argument("--server", required=True, help="server URL, e.g. https://10.0.0.2:8443")
+    enroll.add_argument("--code", required=True, help="enrolment code from `kalkan-server enrollment-code`")
+    enroll.add_argument("--seat", help="seat name of this workstation in the room, e.g. lab1-05")
+    enroll.add_argument("--fingerprint", help="expected server certificate SHA-256 (refuse any other)")
+    enroll.add_argument("--force", action="store_true", help="enrol again even if already enrolled")
+    enroll.set_defaults(func=cmd_enroll)
+
+    run = with_state_dir(sub.add_parser("run", help="run the agent until SIGTERM"))
+    run.add_argument("--collectors", help=f"comma-separated subset of: {', '.join(COLLECTORS)}")
+    run.add_argument("--platform", choices=PLATFORMS, default="linux")
+    run.add_argument("--heartbeat", type=float, default=None, help="heartbeat interval in seconds")
+    run.set_defaults(func=cmd_run)
+
+    status = with_state_dir(sub.add_parser("status", help="enrolment, server, policy, outbox, collectors"))
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--no-server", action="store_true", help="do not contact the server")
+    status.set_defaults(func=cmd_status)
+
+    uninstall = with_state_dir(sub.add_parser("uninstall", help="undo what the collectors installed"))
+    uninstall.add_argument("--purge", action="store_true", help="also delete the state directory")
+    uninstall.set_defaults(func=cmd_uninstall)
+
+    for module_name in SUBCOMMAND_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name and module_name.startswith(exc.name):
+                continue  # that domain has no CLI (yet)
+            print(f"kalkan-agent: {module_name} cannot be loaded ({exc}); its commands are missing",
+                  file=sys.stderr)
+            continue
+        except Exception as exc:
+            print(f"kalkan-agent: {module_name} cannot be loaded ({exc}); its commands are missing",
+                  file=sys.stderr)
+            continue
+        register = getattr(module, "register", None)
+        if register is not None:
+            register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
