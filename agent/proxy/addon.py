@@ -1,0 +1,365 @@
+"""The Kalkan mitmproxy addon: thin hooks over the pure parts.
+
+Run by `agent.collectors.proxy.ProxyCollector` as
+`mitmdump -s agent/proxy/mitm_entry.py --set kalkan_state_dir=…`.
+
+Per connection:
+* `client_connected`: who owns the client socket (`subject.connection_owner`).
+* `tls_clienthello`: decide from the SNI (or the original destination) whether to
+  pass the TLS through untouched (most traffic; always ISUO, banks, system users),
+  or intercept it (search and video for SafeSearch, blocked hosts for the block page).
+Per request (intercepted TLS and plain HTTP):
+* the reserved pages (`http://report.kalkan/`, `/__kalkan__/unblock` on any host);
+* the filter's verdict → block page + `web.blocked`, or SafeSearch + query alert,
+  then per-domain usage counts (never URLs) and the 15-minute in-memory history.
+A background task reloads `policy.json` within 0.25 s of a change (no restart, no
+dropped connection), flushes `web.usage` and ends idle ISUO sessions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+from mitmproxy import connection, ctx, http, tls
+
+from agent.proxy import engine as engine_mod
+from agent.proxy.history import RecentPages
+from agent.proxy.i18n import pick_language, t
+from agent.proxy.isuo import IsuoTracker
+from agent.proxy.pages import REPORT_HOST, REPORT_SEND_PATH, UNBLOCK_PATH, BlockInfo, PageSet
+from agent.proxy.subject import OsUser, connection_owner
+from agent.proxy.usage import UsageCounter
+from agent.proxy.watch import POLL_S, FileWatch
+from policy_server.protocol import Subject, WebAlert, WebBlocked, WebReport, WebUnblockRequest
+
+log = logging.getLogger("kalkan.proxy")
+
+HTML = {"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store"}
+BLOCK_EVENT_DEDUP_S = 60.0
+
+
+@dataclass(frozen=True)
+class ConnSubject:
+    user: OsUser | None
+    system: bool  # a system account (apt, the agent): passed through, never a person
+
+    @property
+    def name(self) -> str | None:
+        return self.user.name if self.user else None
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        return self.user.groups if self.user else ()
+
+
+UNKNOWN = ConnSubject(user=None, system=False)
+
+
+class KalkanAddon:
+    def __init__(self, *, sink: Any = None, clock=time.time) -> None:
+        self._sink = sink
+        self._own_sink = sink is None
+        self.clock = clock
+        self.engine: engine_mod.Engine = engine_mod.Engine.empty()
+        self.pages = PageSet(category_name=engine_mod.category_name)
+        self.history = RecentPages()
+        self.usage = UsageCounter()
+        self.isuo = IsuoTracker()
+        self._subjects: dict[str, ConnSubject] = {}
+        self._isuo_conns: dict[str, tuple[str, str]] = {}
+        self._recent_blocks: dict[tuple[str | None, str], float] = {}
+        self._watch: FileWatch | None = None
+        self._task: asyncio.Task | None = None
+        self.policy_error: str = ""
+
+    # ------------------------------------------------------------------ options
+
+    def load(self, loader) -> None:
+        loader.add_option("kalkan_state_dir", str, "", "Kalkan agent state dir (policy.json, outbox.sqlite).")
+        loader.add_option("kalkan_policy", str, "", "Policy bundle file; default <state dir>/policy.json.")
+        loader.add_option("kalkan_outbox", str, "", "Event outbox; default <state dir>/outbox.sqlite.")
+        loader.add_option("kalkan_index", str, "", "Category lists: a UT1-format folder or compiled index.")
+        loader.add_option("kalkan_seat", str, "", "This workstation's seat name (from the agent's config).")
+        loader.add_option("kalkan_language", str, "ky", "School default language of the pages: ky, ru or en.")
+        loader.add_option("kalkan_system_uid_max", int, 999,
+                          "Connections of uids up to this (system services) pass through unfiltered.")
+
+    def configure(self, updated: set[str]) -> None:
+        opts = ctx.options
+        if "kalkan_language" in updated and opts.kalkan_language not in ("ky", "ru", "en"):
+            raise ValueError(f"kalkan_language={opts.kalkan_language!r}: use ky, ru or en")
+        state = Path(opts.kalkan_state_dir) if opts.kalkan_state_dir else None
+        if updated & {"kalkan_state_dir", "kalkan_outbox"} and self._own_sink:
+            outbox = Path(opts.kalkan_outbox) if opts.kalkan_outbox else None
+            outbox = outbox or (state / "outbox.sqlite" if state else None)
+            if outbox is not None:
+                from agent.proxy.events import outbox_sink
+
+                self._sink = outbox_sink(outbox)
+        if updated & {"kalkan_state_dir", "kalkan_policy", "kalkan_index"}:
+            policy = Path(opts.kalkan_policy) if opts.kalkan_policy else None
+            policy = policy or (state / "policy.json" if state else None)
+            self._watch = FileWatch(policy) if policy else None
+            self.engine_index = opts.kalkan_index or None
+            self.reload_policy()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def running(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._background())
+
+    def done(self) -> None:
+        now = self.clock()
+        for user, event in self.isuo.end_all(now):
+            self._emit("isuo.session", event, user)
+        self._flush_usage(now, force=True)
+        if self._task:
+            self._task.cancel()
+        if self._own_sink and self._sink is not None:
+            self._sink.close()
+
+    async def _background(self) -> None:
+        while True:
+            await asyncio.sleep(POLL_S)
+            try:
+                if self._watch is not None and self._watch.changed():
+                    await asyncio.to_thread(self.reload_policy, False)
+                now = self.clock()
+                for user, event in self.isuo.expire(now):
+                    self._emit("isuo.session", event, user)
+                self._flush_usage(now)
+            except Exception:  # the loop must survive anything one round does
+                log.exception("kalkan background round failed")
+
+    def reload_policy(self, mark_seen: bool = True) -> None:
+        """Load the policy (the last good one stays if the new file is bad)."""
+        if self._watch is None:
+            return
+        if mark_seen:
+            self._watch.changed()
+        try:
+            raw = json.loads(self._watch.path.read_text())
+        except FileNotFoundError:
+            self.policy_error = f"no policy yet at {self._watch.path}; using the strict defaults"
+            log.warning(self.policy_error)
+            return
+        except (OSError, json.JSONDecodeError) as exc:
+            self.policy_error = f"could not read {self._watch.path}: {exc}; keeping the last good policy"
+            log.error(self.policy_error)
+            return
+        try:
+            self.engine = engine_mod.Engine.from_bundle(raw, index=getattr(self, "engine_index", None))
+            self.policy_error = ""
+            log.info("kalkan policy version %s loaded", self.engine.version)
+        except Exception as exc:
+            self.policy_error = f"policy in {self._watch.path} rejected: {exc}; keeping the last good policy"
+            log.error(self.policy_error)
+
+    # ------------------------------------------------------------------ subject
+
+    def client_connected(self, client: connection.Client) -> None:
+        owner = connection_owner(client.peername[0], client.peername[1])
+        system = owner is not None and owner.uid <= ctx.options.kalkan_system_uid_max
+        self._subjects[client.id] = ConnSubject(user=owner, system=system)
+
+    def client_disconnected(self, client: connection.Client) -> None:
+        self._subjects.pop(client.id, None)
+        isuo = self._isuo_conns.pop(client.id, None)
+        if isuo is not None:
+            self.isuo.closed(isuo[0], isuo[1], self.clock())
+
+    def _subject_of(self, client: connection.Client) -> ConnSubject:
+        return self._subjects.get(client.id, UNKNOWN)
+
+    def _group(self, subject: ConnSubject) -> str:
+        return self.engine.group_of(subject.name, subject.groups)
+
+    # ------------------------------------------------------------------ TLS: decide at ClientHello
+
+    def tls_clienthello(self, data: tls.ClientHelloData) -> None:
+        client = data.context.client
+        server = data.context.server
+        host = data.client_hello.sni or (server.address[0] if server.address else "")
+        subject = self._subject_of(client)
+        now = self.clock()
+        if self.engine.is_isuo(host):
+            data.ignore_connection = True
+            user = subject.name or "?"
+            self._isuo_conns[client.id] = (user, host)
+            started = self.isuo.opened(user, host, now)
+            if started is not None:
+                self._emit("isuo.session", started, subject.name)
+            return
+        if subject.system:
+            data.ignore_connection = True
+            return
+        action = self.engine.host_action(host, group=self._group(subject), user=subject.name,
+                                         seat=self._seat, when=now)
+        if action == engine_mod.PASSTHROUGH:
+            data.ignore_connection = True
+            self.usage.count(host, now)
+            if subject.name:
+                self.history.add(subject.name, f"https://{host}/", now)
+        # intercept and block both go on to the TLS interception; `request` serves the block page
+
+    # ------------------------------------------------------------------ HTTP
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        req = flow.request
+        host = req.pretty_host.lower().rstrip(".")
+        if host == REPORT_HOST:
+            self._serve_report(flow)
+            return
+        if req.path.startswith(UNBLOCK_PATH):
+            self._serve_unblock(flow)
+            return
+        subject = self._subject_of(flow.client_conn)
+        if subject.system:
+            return
+        now = self.clock()
+        if self.engine.is_isuo(host):  # plain-HTTP ISUO: only the fact of use, never the content
+            return
+        url = req.pretty_url
+        group = self._group(subject)
+        verdict = self.engine.decide(url, group=group, user=subject.name, seat=self._seat, when=now)
+        if not verdict.allowed:
+            self._block(flow, subject, group, verdict, now)
+            return
+        rewrite = self.engine.safe_search(url) if self.engine.safe_search_on else None
+        if rewrite is not None:
+            if rewrite.url != url:
+                req.url = rewrite.url
+            for name, value in rewrite.headers.items():
+                req.headers[name] = value
+            if rewrite.query:
+                self._check_query(rewrite, url, subject)
+        self.usage.count(host, now)
+        if subject.name and _is_document(req):
+            self.history.add(subject.name, url, now)
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        """A blocked download gets the same block page (decided on the response headers)."""
+        if flow.response is None or flow.metadata.get("kalkan") == "page":
+            return
+        subject = self._subject_of(flow.client_conn)
+        if subject.system:
+            return
+        group = self._group(subject)
+        verdict = self.engine.download(flow.request.pretty_url, group=group,
+                                       content_type=flow.response.headers.get("content-type", ""),
+                                       disposition=flow.response.headers.get("content-disposition", ""))
+        if verdict is not None and not verdict.allowed:
+            self._block(flow, subject, group, verdict, self.clock(), download=True)
+
+    # ------------------------------------------------------------------ pages
+
+    def _lang(self, flow: http.HTTPFlow) -> str:
+        return pick_language(flow.request.headers.get("accept-language"), ctx.options.kalkan_language)
+
+    def _block(self, flow: http.HTTPFlow, subject: ConnSubject, group: str, verdict: engine_mod.Verdict,
+               now: float, *, download: bool = False) -> None:
+        url = flow.request.pretty_url
+        info = BlockInfo(url=url, host=flow.request.pretty_host, categories=tuple(verdict.categories),
+                         rule=verdict.rule, clauses=tuple(verdict.clauses), download=download,
+                         detail=verdict.detail)
+        flow.response = http.Response.make(403, self.pages.block_page(info, self._lang(flow)), HTML)
+        flow.metadata["kalkan"] = "page"
+        key = (subject.name, url)
+        if now - self._recent_blocks.get(key, 0.0) >= BLOCK_EVENT_DEDUP_S:
+            self._recent_blocks[key] = now
+            if len(self._recent_blocks) > 10000:
+                self._recent_blocks.clear()
+            event = WebBlocked(url=url[:4096], host=info.host, categories=list(info.categories),
+                               rule=verdict.rule, group=group, download=download)
+            self._emit("web.blocked", event, subject.name, clauses=list(verdict.clauses) or None)
+
+    def _serve_report(self, flow: http.HTTPFlow) -> None:
+        req = flow.request
+        lang = self._lang(flow)
+        subject = self._subject_of(flow.client_conn)
+        flow.metadata["kalkan"] = "page"
+        if req.method == "POST" and req.path.startswith(REPORT_SEND_PATH):
+            form = _form(req)
+            lang = form.get("lang") if form.get("lang") in ("ky", "ru", "en") else lang
+            url = (form.get("typed") or form.get("picked") or "").strip()
+            if not url:
+                recent = self.history.recent(subject.name or "?", self.clock())
+                page = self.pages.report_page(recent, lang, error=t("report_missing_url", lang))
+                flow.response = http.Response.make(400, page, HTML)
+                return
+            comment = (form.get("comment") or "").strip()[:2000] or None
+            self._emit("web.report", WebReport(url=url[:4096], comment=comment), subject.name)
+            flow.response = http.Response.make(200, self.pages.report_thanks(url, lang), HTML)
+            return
+        recent = self.history.recent(subject.name or "?", self.clock())
+        flow.response = http.Response.make(200, self.pages.report_page(recent, lang), HTML)
+
+    def _serve_unblock(self, flow: http.HTTPFlow) -> None:
+        req = flow.request
+        flow.metadata["kalkan"] = "page"
+        if req.method != "POST":
+            flow.response = http.Response.make(405, "POST only", {"Content-Type": "text/plain"})
+            return
+        form = _form(req)
+        lang = form.get("lang") if form.get("lang") in ("ky", "ru", "en") else self._lang(flow)
+        url = (form.get("url") or "").strip()[:4096] or req.pretty_url
+        categories = [c for c in (form.get("categories") or "").split(",") if c]
+        subject = self._subject_of(flow.client_conn)
+        comment = (form.get("comment") or "").strip()[:2000] or None
+        rule = form.get("rule", "")
+        request = WebUnblockRequest(url=url, categories=categories, rule=rule, comment=comment)
+        self._emit("web.unblock_request", request, subject.name)
+        info = BlockInfo(url=url, host=req.pretty_host, categories=tuple(categories), rule=rule)
+        flow.response = http.Response.make(200, self.pages.block_page(info, lang, unblock_sent=True), HTML)
+
+    # ------------------------------------------------------------------ search alerts
+
+    def _check_query(self, rewrite: engine_mod.SearchRewrite, url: str, subject: ConnSubject) -> None:
+        score = self.engine.score(rewrite.query)
+        if score is not None and score.score >= self.engine.alert_threshold:
+            alert = WebAlert(url=url[:4096], engine=rewrite.engine, query=rewrite.query[:2000],
+                             score=score.score, threshold=self.engine.alert_threshold,
+                             lists=list(score.lists), phrases=list(score.phrases))
+            self._emit("web.alert", alert, subject.name)
+
+    # ------------------------------------------------------------------ events
+
+    @property
+    def _seat(self) -> str | None:
+        return ctx.options.kalkan_seat or None
+
+    def _emit(self, event_type: str, data: Any, os_user: str | None, *,
+              clauses: list[str] | None = None) -> None:
+        if self._sink is None:
+            log.warning("no outbox configured; %s not recorded", event_type)
+            return
+        subject = Subject(os_user=os_user, seat=self._seat)
+        self._sink.emit(event_type, data, subject=subject, clauses=clauses)
+
+    def _flush_usage(self, now: float, *, force: bool = False) -> None:
+        if force or self.usage.due(now):
+            usage = self.usage.flush(now)
+            if usage is not None:
+                self._emit("web.usage", usage, None)
+
+
+def _is_document(req: http.Request) -> bool:
+    dest = req.headers.get("sec-fetch-dest")
+    if dest:
+        return dest in ("document", "iframe")
+    return "text/html" in req.headers.get("accept", "")
+
+
+def _form(req: http.Request) -> dict[str, str]:
+    try:
+        parsed = parse_qs(req.get_text(strict=False) or "", keep_blank_values=True)
+    except ValueError:
+        return {}
+    return {key: values[0] for key, values in parsed.items() if values}

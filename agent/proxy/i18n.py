@@ -1,0 +1,147 @@
+"""The words a person reads on the proxy's pages, in Kyrgyz, Russian and English.
+
+A small dict of the three languages (the pages are few); message ids are the
+English keys.  `pick_language` follows the browser's Accept-Language, else the
+school's default language.
+"""
+
+from __future__ import annotations
+
+LANGUAGES = ("ky", "ru", "en")
+
+MESSAGES: dict[str, dict[str, str]] = {
+    "blocked_title": {
+        "ky": "Бул барак бөгөттөлгөн",
+        "ru": "Эта страница заблокирована",
+        "en": "This page is blocked",
+    },
+    "blocked_lead": {
+        "ky": "Мектептин интернет эрежелери боюнча бул баракка кирүүгө болбойт.",
+        "ru": "По правилам пользования интернетом в школе эта страница недоступна.",
+        "en": "Under the school's internet-use rules this page is not available.",
+    },
+    "what": {"ky": "Эмне", "ru": "Что", "en": "What"},
+    "why": {"ky": "Эмне үчүн", "ru": "Почему", "en": "Why"},
+    "category": {"ky": "Категория", "ru": "Категория", "en": "Category"},
+    "rule": {"ky": "Эреже", "ru": "Правило", "en": "Rule"},
+    "clause": {"ky": "Жобонун пункту", "ru": "Пункт положения", "en": "Regulation clause"},
+    "when": {"ky": "Качан", "ru": "Когда", "en": "When"},
+    "download": {"ky": "Файл жүктөө", "ru": "Загрузка файла", "en": "File download"},
+    "ask_unblock": {
+        "ky": "Ачууну суроо",
+        "ru": "Попросить разблокировать",
+        "en": "Ask to unblock",
+    },
+    "comment_optional": {
+        "ky": "Эмне үчүн керек (милдеттүү эмес)",
+        "ru": "Зачем нужно (необязательно)",
+        "en": "Why you need it (optional)",
+    },
+    "unblock_sent": {
+        "ky": "Сурамыңыз жооптуу адамга жөнөтүлдү.",
+        "ru": "Ваш запрос отправлен ответственному лицу.",
+        "en": "Your request was sent to the responsible person.",
+    },
+    "report_link": {
+        "ky": "Жаман баракты билдирүү",
+        "ru": "Сообщить о плохой странице",
+        "en": "Report a bad page",
+    },
+    "report_title": {
+        "ky": "Жаман баракты билдирүү",
+        "ru": "Сообщить о плохой странице",
+        "en": "Report a bad page",
+    },
+    "report_lead": {
+        "ky": "Зыяндуу же уят баракты көрсөңүз, аны тандап же дарегин жазып, жооптуу адамга билдириңиз.",
+        "ru": "Если вы увидели вредную или непристойную страницу, выберите её или введите адрес "
+              "и сообщите ответственному лицу.",
+        "en": "If you saw a harmful or indecent page, pick it or type its address and tell the "
+              "responsible person.",
+    },
+    "recent_pages": {
+        "ky": "Акыркы 15 мүнөттө ачылган барактар",
+        "ru": "Страницы за последние 15 минут",
+        "en": "Pages of the last 15 minutes",
+    },
+    "no_recent": {
+        "ky": "Акыркы 15 мүнөттө барак жок.",
+        "ru": "За последние 15 минут страниц нет.",
+        "en": "No pages in the last 15 minutes.",
+    },
+    "or_type_url": {"ky": "же дарегин жазыңыз", "ru": "или введите адрес", "en": "or type the address"},
+    "comment": {"ky": "Түшүндүрмө", "ru": "Комментарий", "en": "Comment"},
+    "send": {"ky": "Жөнөтүү", "ru": "Отправить", "en": "Send"},
+    "report_thanks": {
+        "ky": "Рахмат! Билдирүүңүз жооптуу адамга жөнөтүлдү. Бул баракты жабыңыз.",
+        "ru": "Спасибо! Ваше сообщение отправлено ответственному лицу. Закройте эту страницу.",
+        "en": "Thank you! Your report was sent to the responsible person. Please leave that page.",
+    },
+    "report_missing_url": {
+        "ky": "Баракты тандаңыз же дарегин жазыңыз.",
+        "ru": "Выберите страницу или введите адрес.",
+        "en": "Pick a page or type its address.",
+    },
+    "back": {"ky": "Артка", "ru": "Назад", "en": "Back"},
+}
+
+# Why a page was blocked, by the filter's rule id (filters.decision); unknown ids are shown as is.
+RULES: dict[str, dict[str, str]] = {
+    "category": {"ky": "Категория бөгөттөлгөн", "ru": "Категория запрещена", "en": "Blocked category"},
+    "block_list": {"ky": "Мектептин тыюу тизмеси", "ru": "Чёрный список школы", "en": "School block list"},
+    "ban": {
+        "ky": "Мугалим интернетти убактылуу жапкан",
+        "ru": "Учитель временно запретил интернет",
+        "en": "The teacher stopped your internet for now",
+    },
+    "lesson": {
+        "ky": "Сабакта уруксат берилген сайттар гана",
+        "ru": "На уроке доступны только разрешённые сайты",
+        "en": "Only the lesson's sites are allowed",
+    },
+    "no_internet": {"ky": "Сабакта интернет жок", "ru": "На уроке интернет отключён",
+                    "en": "No internet during this lesson"},
+    "unsupervised": {
+        "ky": "Мугалимсиз интернет жок (сабактан тышкары)",
+        "ru": "Без учителя интернет недоступен (вне урока)",
+        "en": "No internet without a teacher (outside a lesson)",
+    },
+    "schedule": {"ky": "Интернет убактысы эмес", "ru": "Вне расписания интернета",
+                 "en": "Outside the internet schedule"},
+    "download": {"ky": "Мындай файлдарды жүктөөгө болбойт", "ru": "Такие файлы скачивать нельзя",
+                 "en": "Files of this kind may not be downloaded"},
+    "default": {"ky": "Демейки эреже", "ru": "Правило по умолчанию", "en": "Default rule"},
+}
+
+
+def t(message_id: str, lang: str) -> str:
+    """The message in `lang` (falling back to English, then to the id itself)."""
+    entry = MESSAGES.get(message_id) or RULES.get(message_id)
+    if entry is None:
+        return message_id
+    return entry.get(lang) or entry["en"]
+
+
+def pick_language(accept_language: str | None, default: str = "ky") -> str:
+    """The first of ky/ru/en the browser asks for (by q-value), else `default`."""
+    if default not in LANGUAGES:
+        default = "ky"
+    if not accept_language:
+        return default
+    ranked: list[tuple[float, int, str]] = []
+    for position, part in enumerate(accept_language.split(",")):
+        piece = part.strip()
+        if not piece:
+            continue
+        tag, _, params = piece.partition(";")
+        quality = 1.0
+        params = params.strip()
+        if params.startswith("q="):
+            try:
+                quality = float(params[2:])
+            except ValueError:
+                quality = 0.0
+        primary = tag.strip().lower().split("-")[0]
+        if primary in LANGUAGES and quality > 0:
+            ranked.append((-quality, position, primary))
+    return min(ranked)[2] if ranked else default

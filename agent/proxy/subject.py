@@ -1,0 +1,85 @@
+"""Who opened a connection: the OS user owning the client socket.
+
+The kernel lists every TCP socket of the network namespace in /proc/net/tcp and
+/proc/net/tcp6 with its owner's uid.  The client's socket is the one whose
+*local* address is the peer address the proxy sees, so one read gives the uid
+without scanning processes (cheaper than psutil.net_connections, same answer).
+Unknown owner (a remote client, a race with a closed socket) → None, and the
+caller falls back to the bundle's default group, the strictest.
+"""
+
+from __future__ import annotations
+
+import grp
+import ipaddress
+import os
+import pwd
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+PROC_NET = Path("/proc/net")
+
+
+@dataclass(frozen=True)
+class OsUser:
+    uid: int
+    name: str
+    groups: tuple[str, ...] = ()
+
+
+def _hex_address(ip: str, port: int) -> str:
+    """The /proc/net/tcp spelling of an address: host-order 32-bit words in hex, then the port."""
+    addr = ipaddress.ip_address(ip)
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    packed = addr.packed
+    words = [packed[i:i + 4][::-1].hex().upper() for i in range(0, len(packed), 4)]
+    return f"{''.join(words)}:{port:04X}"
+
+
+def _candidates(ip: str, port: int) -> list[tuple[str, str]]:
+    addr = ipaddress.ip_address(ip)
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    if isinstance(addr, ipaddress.IPv4Address):
+        mapped = ipaddress.IPv6Address(f"::ffff:{addr}")
+        # an IPv4 client shows in tcp, or in tcp6 as ::ffff:a.b.c.d for a dual-stack socket
+        return [("tcp", _hex_address(str(addr), port)), ("tcp6", _hex_address(str(mapped), port))]
+    return [("tcp6", _hex_address(str(addr), port))]
+
+
+def socket_owner_uid(peer_ip: str, peer_port: int, proc_net: Path = PROC_NET) -> int | None:
+    """The uid owning the TCP socket whose local address is (peer_ip, peer_port)."""
+    for table, local in _candidates(peer_ip, peer_port):
+        try:
+            with open(proc_net / table, encoding="ascii") as fh:
+                next(fh, None)  # header
+                for line in fh:
+                    fields = line.split()
+                    if len(fields) > 7 and fields[1] == local:
+                        return int(fields[7])
+        except FileNotFoundError:
+            continue
+    return None
+
+
+@lru_cache(maxsize=256)
+def os_user(uid: int) -> OsUser:
+    """Name and group names of a uid (cached: accounts rarely change while the proxy runs)."""
+    try:
+        entry = pwd.getpwuid(uid)
+    except KeyError:
+        return OsUser(uid=uid, name=str(uid))
+    names = []
+    for gid in os.getgrouplist(entry.pw_name, entry.pw_gid):
+        try:
+            names.append(grp.getgrgid(gid).gr_name)
+        except KeyError:
+            continue
+    return OsUser(uid=uid, name=entry.pw_name, groups=tuple(names))
+
+
+def connection_owner(peer_ip: str, peer_port: int, proc_net: Path = PROC_NET) -> OsUser | None:
+    uid = socket_owner_uid(peer_ip, peer_port, proc_net)
+    return None if uid is None else os_user(uid)
