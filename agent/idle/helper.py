@@ -1,0 +1,168 @@
+"""The per-session helper: reads the session's idle time, locks it when due, and
+reports to the root agent.
+
+It runs as the logged-in user (XDG autostart: install/xdg/kalkan-session-helper.desktop,
+or the systemd user unit), so it can reach the user's X display or session bus.  It
+decides nothing about policy: the root agent hands it a `SessionPolicy` on every poll;
+if the agent cannot be reached it keeps the last one (or `OFFLINE_POLICY`), so a
+workstation still locks when the agent is down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shlex
+import threading
+import time
+from collections import deque
+from pathlib import Path
+
+from agent.idle.core import IdleTracker, SessionPolicy
+from agent.idle.wire import DEFAULT_SOCKET, WireError, request
+from agent.platform.idle import (
+    CommandLocker,
+    IdleSource,
+    IdleSourceError,
+    LogindIdleSource,
+    MutterIdleSource,
+    SessionLocker,
+    XScreenSaverIdleSource,
+    detect_idle_source,
+    detect_locker,
+)
+
+log = logging.getLogger("kalkan.idle.helper")
+
+OFFLINE_POLICY = SessionPolicy(timeout_s=900.0)  # the IdleSection default, used before the first poll
+
+
+class SessionHelper:
+    def __init__(
+        self,
+        source: IdleSource,
+        locker: SessionLocker,
+        *,
+        socket_path: Path = DEFAULT_SOCKET,
+        session: str = "",
+        read_interval_s: float = 1.0,
+        poll_interval_s: float = 5.0,
+    ) -> None:
+        self.source = source
+        self.locker = locker
+        self.socket_path = socket_path
+        self.session = session
+        self.read_interval_s = read_interval_s
+        self.poll_interval_s = poll_interval_s
+        self.policy = OFFLINE_POLICY
+        self.tracker = IdleTracker()
+        self._unsent: deque[dict] = deque(maxlen=20)  # reports kept while the agent is unreachable
+        self._next_poll = 0.0
+
+    def poll(self) -> None:
+        try:
+            reply = request({"op": "poll", "session": self.session}, socket_path=self.socket_path)
+            self.policy = SessionPolicy.from_wire(reply["policy"])
+        except (WireError, KeyError, ValueError, TypeError) as exc:
+            log.warning("keeping the last idle policy (%s s): %s", self.policy.timeout_s, exc)
+            return
+        while self._unsent:
+            try:
+                request(self._unsent[0], socket_path=self.socket_path)
+            except WireError:
+                return
+            self._unsent.popleft()
+
+    def report(self, message: dict) -> None:
+        try:
+            request(message, socket_path=self.socket_path)
+        except WireError as exc:
+            log.warning("could not report %s now, will retry: %s", message["op"], exc)
+            self._unsent.append(message)
+
+    def tick(self, now: float) -> None:
+        """One step: poll the agent when due, read the idle time, lock if the core says so."""
+        if now >= self._next_poll:
+            self.poll()
+            self._next_poll = now + self.poll_interval_s
+        try:
+            idle_s = self.source.idle_seconds()
+        except IdleSourceError as exc:
+            log.error("cannot read the idle time: %s", exc)
+            return
+        decision = self.tracker.step(idle_s, self.policy)
+        if not decision.lock:
+            return
+        result = self.locker.lock()
+        common = {"session": self.session, "idle_s": round(idle_s, 1), "reason": decision.reason,
+                  "request_id": decision.request_id}
+        if result.ok:
+            log.info("locked the session after %.0f s idle (%s)", idle_s, decision.reason)
+            self.report({"op": "locked", "timeout_s": self.policy.timeout_s, **common})
+        else:
+            log.error("could not lock the session: %s", result.error)
+            self.report({"op": "lock_failed", "error": result.error, **common})
+
+    def run(self, stop: threading.Event | None = None) -> None:
+        stop = stop or threading.Event()
+        while not stop.is_set():
+            self.tick(time.monotonic())
+            stop.wait(self.read_interval_s)
+
+
+def _source(kind: str, display: str | None) -> IdleSource:
+    if kind == "x11":
+        return XScreenSaverIdleSource(display)
+    if kind == "mutter":
+        return MutterIdleSource()
+    if kind == "logind":
+        return LogindIdleSource(os.environ.get("XDG_SESSION_ID", ""))
+    env = dict(os.environ)
+    if display:
+        env["DISPLAY"] = display
+    return detect_idle_source(env)
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    parser = parser or argparse.ArgumentParser(prog="kalkan-agent session-helper")
+    parser.description = ("Per-session helper: locks this desktop session when it is idle "
+                          "(timeouts come from the Kalkan agent).")
+    parser.add_argument("--socket", type=Path, default=DEFAULT_SOCKET, help="the agent's local socket")
+    parser.add_argument("--source", choices=["auto", "x11", "mutter", "logind"], default="auto",
+                        help="where to read the idle time (default: detect)")
+    parser.add_argument("--display", help="X display (default: $DISPLAY)")
+    parser.add_argument("--lock-command", help="lock with this command instead of loginctl, e.g. "
+                                               "'xdg-screensaver lock'")
+    parser.add_argument("--read-interval", type=float, default=1.0, help="seconds between idle readings")
+    parser.add_argument("--poll-interval", type=float, default=5.0, help="seconds between policy polls")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    return parser
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s kalkan-session-helper %(levelname)s %(message)s")
+    try:
+        source = _source(args.source, args.display)
+        locker = CommandLocker(shlex.split(args.lock_command)) if args.lock_command else detect_locker()
+    except (IdleSourceError, ValueError) as exc:
+        log.error("%s", exc)
+        return 2
+    session = os.environ.get("XDG_SESSION_ID") or args.display or os.environ.get("DISPLAY", "")
+    helper = SessionHelper(source, locker, socket_path=args.socket, session=session,
+                           read_interval_s=args.read_interval, poll_interval_s=args.poll_interval)
+    log.info("watching session %r with %s, locking with %s", session, source.name, locker.name)
+    try:
+        helper.run()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_from_args(build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
