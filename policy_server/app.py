@@ -21,6 +21,7 @@ from policy_server.tls import ensure_school_ca
 log = logging.getLogger("kalkan.server")
 
 API_ROUTERS = (
+    "policy_server.people.views",
     "policy_server.agents.views",
     "policy_server.events.views",
     "policy_server.policies.views",

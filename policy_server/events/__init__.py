@@ -1,0 +1,1 @@
+"""Event ingest: validate → store once → side effects (heartbeat, ISUO log) → incident rules."""

@@ -1,0 +1,67 @@
+"""`POST /api/v1/events`: an agent's batch of events."""
+
+from __future__ import annotations
+
+import json
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+
+from policy_server import protocol
+from policy_server.agents.auth import authenticate_agent, bearer_token
+from policy_server.db.models import Workstation
+from policy_server.events.ingest import ingest_batch
+
+router = APIRouter(prefix="/api/v1", tags=["events"])
+
+_TOO_BIG = (f"the batch is larger than {protocol.MAX_BATCH_BYTES} bytes; send at most "
+            f"{protocol.MAX_EVENTS_PER_BATCH} events and {protocol.MAX_BATCH_BYTES // 1024} KiB per batch")
+
+
+async def _read_body(request: Request) -> bytes:
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > protocol.MAX_BATCH_BYTES:
+        raise HTTPException(413, _TOO_BIG)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > protocol.MAX_BATCH_BYTES:
+            raise HTTPException(413, _TOO_BIG)
+    return bytes(body)
+
+
+def parse_batch(body: bytes) -> list:
+    try:
+        parsed = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise HTTPException(400, f"the body is not valid JSON ({exc}); send {{\"events\": [ … ]}}") from None
+    if not isinstance(parsed, dict) or not isinstance(parsed.get("events"), list):
+        raise HTTPException(422, 'the body must be a JSON object {"events": [event, …]}')
+    if extra := set(parsed) - {"events"}:
+        raise HTTPException(422, f"unknown fields in the batch: {', '.join(sorted(extra))}; "
+                                 'send only {"events": [...]}')
+    events = parsed["events"]
+    if len(events) > protocol.MAX_EVENTS_PER_BATCH:
+        raise HTTPException(413, f"the batch has {len(events)} events; the limit is "
+                                 f"{protocol.MAX_EVENTS_PER_BATCH}: split it into smaller batches")
+    return events
+
+
+@router.post("/events", response_model=protocol.BatchResult)
+async def post_events(request: Request) -> protocol.BatchResult:
+    # The body is read before any database transaction starts: on SQLite every transaction
+    # holds the write lock, which must never wait on a slow client's upload.
+    token = bearer_token(request)
+    body = await _read_body(request)
+    sessionmaker = request.app.state.sessionmaker
+
+    def work() -> protocol.BatchResult:
+        agent_id = authenticate_agent(sessionmaker, token).id  # 401 before looking at the content
+        events = parse_batch(body)
+        with sessionmaker() as db:
+            agent = db.get(Workstation, agent_id)
+            result = ingest_batch(db, agent=agent, items=events)
+            db.commit()
+        return result
+
+    return await run_in_threadpool(work)
