@@ -23,11 +23,6 @@ LANGUAGE_COOKIE_MAX_AGE = 365 * 24 * 3600
 LOGIN_CSRF_COOKIE = "kalkan_login_csrf"
 
 
-def school_default_language(request: Request) -> str:
-    settings = getattr(request.app.state, "settings", None)
-    return getattr(settings, "default_language", None) or i18n.DEFAULT_LANGUAGE
-
-
 def language_links(request: Request) -> dict[str, str]:
     """This page's URL in each language (the switcher keeps filters and page number)."""
     params = [(k, v) for k, v in request.query_params.multi_items() if k != "lang"]
@@ -52,13 +47,14 @@ class Page:
     csrf_token: str | None
 
     @classmethod
-    def for_request(cls, request: Request, person: Person | None) -> Page:
+    def for_request(cls, request: Request, person: Person | None, *, default_language: str | None = None
+                    ) -> Page:
         language = i18n.negotiate_language(
             query=request.query_params.get("lang"),
             cookie=request.cookies.get(i18n.LANGUAGE_COOKIE),
             person=person.language if person else None,
             accept_language=request.headers.get("accept-language"),
-            default=school_default_language(request),
+            default=default_language or i18n.DEFAULT_LANGUAGE,
         )
         login = getattr(request.state, "login_session", None)
         return cls(request, language, person, login.csrf_token if login else None)

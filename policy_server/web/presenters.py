@@ -113,7 +113,8 @@ def incident_title(language: str, rule: str, params: Mapping[str, Any] | None, f
     if message is None:
         return fallback
     try:
-        return i18n.translate(language, message, **dict(params or {}))
+        # Always %-format, even with no params: a title whose placeholder has no value falls back.
+        return i18n.translations(language).gettext(message) % dict(params or {})
     except (KeyError, TypeError, ValueError):
         # The rule's params changed shape; its own English title is still true.
         return fallback
@@ -233,12 +234,11 @@ def collectors_from_health(health: Mapping[str, Any] | None) -> list[CollectorVi
 
 
 def workstation_view(ws: Any, now: datetime) -> WorkstationView:
-    """From a db.models.Workstation (or anything with the same attributes)."""
-    room = getattr(getattr(ws, "room", None), "name", None) or ""
+    """From one row of `agents.service.list_workstations` (room as a name, health as the heartbeat)."""
     return WorkstationView(
         id=ws.id,
         hostname=ws.hostname,
-        room=room,
+        room=ws.room or "",
         seat=ws.seat or "",
         last_seen_at=ws.last_seen_at,
         silent_minutes=minutes_silent(ws.last_seen_at, now),

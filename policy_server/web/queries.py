@@ -15,10 +15,16 @@ from policy_server.db.models import (
     Incident,
     IsuoAccess,
     Person,
-    PolicyVersion,
     Room,
+    School,
     Workstation,
 )
+from policy_server.policies.service import current_bundle
+
+
+def school_language(db: Session) -> str | None:
+    """The school's default page language (Kyrgyz unless the school chose otherwise)."""
+    return db.scalar(select(School.default_language).order_by(School.id).limit(1))
 
 
 def teacher_rooms(db: Session, person: Person) -> list[str]:
@@ -28,12 +34,8 @@ def teacher_rooms(db: Session, person: Person) -> list[str]:
     (`lessons[].teacher` is the teacher's username), so the responsible person
     sets it up in one place: the lesson schedule.
     """
-    bundle = db.scalar(select(PolicyVersion.bundle).order_by(PolicyVersion.version.desc()).limit(1))
-    lessons = (bundle or {}).get("lessons") or []
-    return sorted({
-        str(lesson["room"]) for lesson in lessons
-        if isinstance(lesson, dict) and lesson.get("teacher") == person.username and lesson.get("room")
-    })
+    bundle = current_bundle(db)
+    return sorted({lesson.room for lesson in bundle.lessons if lesson.teacher == person.username})
 
 
 def agent_ids_in_rooms(db: Session, rooms: list[str]) -> list[str]:
@@ -68,15 +70,6 @@ def workstations_by_id(db: Session, ids: set[str]) -> dict[str, Workstation]:
         return {}
     query = select(Workstation).options(selectinload(Workstation.room)).where(Workstation.id.in_(ids))
     return {ws.id: ws for ws in db.scalars(query)}
-
-
-def workstations(db: Session, *, rooms: list[str] | None = None) -> list[Workstation]:
-    query = select(Workstation).options(selectinload(Workstation.room)).where(
-        Workstation.token_revoked.is_(False)
-    )
-    if rooms is not None:
-        query = query.join(Room, Workstation.room_id == Room.id).where(Room.name.in_(rooms))
-    return list(db.scalars(query))
 
 
 def active_people(db: Session) -> list[Person]:

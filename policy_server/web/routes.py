@@ -18,6 +18,7 @@ from fastapi.responses import FileResponse, RedirectResponse, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from policy_server.agents import service as agents
 from policy_server.db.models import Person
 from policy_server.db.session import get_db
 from policy_server.errors import KalkanError, NotFound
@@ -42,7 +43,8 @@ NOTICES = {
 
 
 def _page(request: Request, db: Session) -> Page:
-    return Page.for_request(request, auth.optional_person(request, db))
+    return Page.for_request(request, auth.optional_person(request, db),
+                            default_language=queries.school_language(db))
 
 
 def _form_csrf_ok(page: Page, token: str | None) -> bool:
@@ -126,7 +128,7 @@ def login(
     next: str = Form("/incidents"),
     db: Session = Depends(get_db),
 ) -> Response:
-    page = Page.for_request(request, None)
+    page = Page.for_request(request, None, default_language=queries.school_language(db))
     expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
     if not expected or not csrf_token or not hmac.compare_digest(expected, csrf_token):
         return _login_form(page, username=username, next_url=next, status_code=403,
@@ -355,7 +357,9 @@ def workstation_list(request: Request, db: Session = Depends(get_db)) -> Respons
         return _not_allowed(page)
     rooms, _ = _teacher_scope(db, page)
     now = datetime.now(UTC)
-    views = [presenters.workstation_view(ws, now) for ws in queries.workstations(db, rooms=rooms)]
+    registered = agents.list_workstations(db) if rooms is None else [
+        ws for room in rooms for ws in agents.list_workstations(db, room=room)]
+    views = [presenters.workstation_view(ws, now) for ws in registered if not ws.revoked]
     return page.render(
         "workstations.html", page_title=page._("Workstations"), section="workstations",
         rows=presenters.sort_workstations(views), silent_after=presenters.SILENT_AFTER_MINUTES,
