@@ -74,6 +74,7 @@ class KalkanAddon:
         self.isuo = IsuoTracker()
         self._subjects: dict[str, ConnSubject] = {}
         self._isuo_conns: dict[str, tuple[str, str]] = {}
+        self._refused: set[str] = set()
         self._recent_blocks: dict[tuple[str | None, str], float] = {}
         self._watch: FileWatch | None = None
         self._task: asyncio.Task | None = None
@@ -87,6 +88,7 @@ class KalkanAddon:
         loader.add_option("kalkan_outbox", str, "", "Event outbox; default <state dir>/outbox.sqlite.")
         loader.add_option("kalkan_index", str, "", "Category lists: a UT1-format folder or compiled index.")
         loader.add_option("kalkan_seat", str, "", "This workstation's seat name (from the agent's config).")
+        loader.add_option("kalkan_room", str, "", "This workstation's room (lessons are per room).")
         loader.add_option("kalkan_language", str, "ky", "School default language of the pages: ky, ru or en.")
         loader.add_option("kalkan_system_uid_max", int, 999,
                           "Connections of uids up to this (system services) pass through unfiltered.")
@@ -171,6 +173,7 @@ class KalkanAddon:
 
     def client_disconnected(self, client: connection.Client) -> None:
         self._subjects.pop(client.id, None)
+        self._refused.discard(client.id)
         isuo = self._isuo_conns.pop(client.id, None)
         if isuo is not None:
             self.isuo.closed(isuo[0], isuo[1], self.clock())
@@ -189,25 +192,37 @@ class KalkanAddon:
         host = data.client_hello.sni or (server.address[0] if server.address else "")
         subject = self._subject_of(client)
         now = self.clock()
-        if self.engine.is_isuo(host):
-            data.ignore_connection = True
-            user = subject.name or "?"
-            self._isuo_conns[client.id] = (user, host)
-            started = self.isuo.opened(user, host, now)
-            if started is not None:
-                self._emit("isuo.session", started, subject.name)
-            return
         if subject.system:
             data.ignore_connection = True
             return
-        action = self.engine.host_action(host, group=self._group(subject), user=subject.name,
-                                         seat=self._seat, when=now)
-        if action == engine_mod.PASSTHROUGH:
+        verdict = self.engine.host_verdict(host, group=self._group(subject), user=subject.name,
+                                           seat=self._seat, room=self._room, when=now)
+        if verdict.action == engine_mod.PASSTHROUGH:
             data.ignore_connection = True
+            if self.engine.is_isuo(host):  # who and when only, never what (000 §6.8)
+                user = subject.name or "?"
+                self._isuo_conns[client.id] = (user, host)
+                started = self.isuo.opened(user, host, now)
+                if started is not None:
+                    self._emit("isuo.session", started, subject.name)
+                return
             self.usage.count(host, now)
             if subject.name:
                 self.history.add(subject.name, f"https://{host}/", now)
-        # intercept and block both go on to the TLS interception; `request` serves the block page
+        elif verdict.action == engine_mod.BLOCK and not verdict.intercept_tls:
+            # blocked, and never to be looked inside (ISUO, banks): refuse the connection
+            data.ignore_connection = True
+            self._refused.add(client.id)
+            url = f"https://{host}/"
+            self._record_block(subject, self._group(subject), url, host, engine_mod.Verdict(
+                allowed=False, categories=tuple(verdict.categories), rule=verdict.rule,
+                clauses=tuple(verdict.clauses)), now)
+        # intercept, and block with intercept_tls, go on to TLS interception: `request` decides
+        # per URL and serves the block page.
+
+    def server_connect(self, data) -> None:
+        if data.client.id in self._refused:
+            data.server.error = "blocked by Kalkan at the TLS ClientHello"
 
     # ------------------------------------------------------------------ HTTP
 
@@ -228,7 +243,8 @@ class KalkanAddon:
             return
         url = req.pretty_url
         group = self._group(subject)
-        verdict = self.engine.decide(url, group=group, user=subject.name, seat=self._seat, when=now)
+        verdict = self.engine.decide(url, group=group, user=subject.name, seat=self._seat, room=self._room,
+                                     when=now)
         if not verdict.allowed:
             self._block(flow, subject, group, verdict, now)
             return
@@ -271,14 +287,21 @@ class KalkanAddon:
                          detail=verdict.detail)
         flow.response = http.Response.make(403, self.pages.block_page(info, self._lang(flow)), HTML)
         flow.metadata["kalkan"] = "page"
+        self._record_block(subject, group, url, info.host, verdict, now, download=download)
+
+    def _record_block(self, subject: ConnSubject, group: str, url: str, host: str,
+                      verdict: engine_mod.Verdict, now: float, *, download: bool = False) -> None:
+        """`web.blocked` with the full URL, once a minute per user and URL (a page's many
+        blocked parts must not flood the outbox; the server aggregates attempts)."""
         key = (subject.name, url)
-        if now - self._recent_blocks.get(key, 0.0) >= BLOCK_EVENT_DEDUP_S:
-            self._recent_blocks[key] = now
-            if len(self._recent_blocks) > 10000:
-                self._recent_blocks.clear()
-            event = WebBlocked(url=url[:4096], host=info.host, categories=list(info.categories),
-                               rule=verdict.rule, group=group, download=download)
-            self._emit("web.blocked", event, subject.name, clauses=list(verdict.clauses) or None)
+        if now - self._recent_blocks.get(key, 0.0) < BLOCK_EVENT_DEDUP_S:
+            return
+        if len(self._recent_blocks) > 10000:
+            self._recent_blocks.clear()
+        self._recent_blocks[key] = now
+        event = WebBlocked(url=url[:4096], host=host, categories=list(verdict.categories),
+                           rule=verdict.rule, group=group, download=download)
+        self._emit("web.blocked", event, subject.name, clauses=list(verdict.clauses) or None)
 
     def _serve_report(self, flow: http.HTTPFlow) -> None:
         req = flow.request
@@ -334,6 +357,10 @@ class KalkanAddon:
     @property
     def _seat(self) -> str | None:
         return ctx.options.kalkan_seat or None
+
+    @property
+    def _room(self) -> str | None:
+        return ctx.options.kalkan_room or None
 
     def _emit(self, event_type: str, data: Any, os_user: str | None, *,
               clauses: list[str] | None = None) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -55,44 +56,34 @@ def category_name(category_id: str, lang: str) -> str:
     return categories.names([category_id], lang)[0]
 
 
-def _host_matches(host: str, patterns: list[str] | tuple[str, ...]) -> bool:
-    host = host.lower().rstrip(".")
-    for pattern in patterns:
-        pattern = pattern.lower().strip().rstrip(".")
-        if pattern and (host == pattern or host.endswith("." + pattern)):
-            return True
-    return False
-
-
 _INDEX_CACHE: dict[str, Any] = {}
 _INDEX_LOCK = threading.Lock()
 
 
 def load_index(source: str | None) -> Any:
-    """The category index, built once per source and shared by every policy version."""
+    """The compiled category index (`kalkan-filter compile`), opened once per file and shared
+    by every policy version."""
     if not source:
         return None
     with _INDEX_LOCK:
         if source not in _INDEX_CACHE:
             from filters.index import CategoryIndex
 
-            path = Path(source)
-            if path.is_dir():
-                _INDEX_CACHE[source] = CategoryIndex.from_ut1(path)
-            else:
-                _INDEX_CACHE[source] = CategoryIndex.load(path)
+            if not Path(source).is_file():
+                raise FileNotFoundError(f"category index {source} not found; compile it with "
+                                        "`kalkan-filter compile` or fix kalkan_index")
+            _INDEX_CACHE[source] = CategoryIndex.open(source)
         return _INDEX_CACHE[source]
 
 
 class Engine:
-    def __init__(self, bundle: PolicyBundle, filter_policy: Any = None, index: Any = None) -> None:
+    def __init__(self, bundle: PolicyBundle, filter_policy: Any, index: Any = None) -> None:
         self.bundle = bundle
         self.version = bundle.version
-        self.isuo_hosts = tuple(bundle.isuo.hosts)
         self.alert_threshold = bundle.filtering.alert_threshold
         self.safe_search_on = bundle.filtering.safe_search
-        self._policy = filter_policy
-        self._index = index
+        self.policy = filter_policy
+        self.index = index
         self._group_cache: dict[tuple[str | None, tuple[str, ...]], str] = {}
 
     @classmethod
@@ -102,61 +93,75 @@ class Engine:
 
     @classmethod
     def from_bundle(cls, raw: dict[str, Any], *, index: str | None = None) -> Engine:
-        bundle = PolicyBundle.model_validate(raw)
         from filters.policy import FilterPolicy
 
+        bundle = PolicyBundle.model_validate(raw)
         return cls(bundle, FilterPolicy.from_bundle(raw), load_index(index))
 
     # --- the proxy's own knowledge
 
     def is_isuo(self, host: str) -> bool:
-        return _host_matches(host, self.isuo_hosts)
+        return bool(self.policy.isuo_hosts.host_listed(host.lower().rstrip(".")))
 
     def group_of(self, user: str | None, groups: tuple[str, ...]) -> str:
         key = (user, groups)
         found = self._group_cache.get(key)
         if found is None:
-            found = self._group_cache[key] = self.bundle.group_of(user, list(groups))
+            found = self._group_cache[key] = self.policy.group_of(user, groups)
         return found
 
     # --- delegated to filters/
 
-    def host_action(self, host: str, *, group: str, user: str | None, seat: str | None, when: float) -> str:
+    def host_verdict(self, host: str, *, group: str, user: str | None, seat: str | None,
+                     room: str | None, when: float) -> Any:
+        """`filters.decision.HostVerdict`: passthrough / intercept / block (+ intercept_tls)."""
         from filters.decision import decide_host
 
-        verdict = decide_host(self._policy, self._index, host, group=group, user=user, seat=seat, when=when)
-        return str(getattr(verdict, "action", verdict))
+        return decide_host(self.policy, self.index, host=host, group=group, at=_at(when), room=room,
+                           seat=seat, os_user=user)
 
-    def decide(self, url: str, *, group: str, user: str | None, seat: str | None, when: float) -> Verdict:
+    def decide(self, url: str, *, group: str, user: str | None, seat: str | None, room: str | None,
+               when: float) -> Verdict:
         from filters.decision import decide
 
-        verdict = decide(self._policy, self._index, url, group=group, user=user, seat=seat, when=when)
-        if verdict.allowed:
+        verdict = decide(self.policy, self.index, url=url, group=group, at=_at(when), room=room, seat=seat,
+                         os_user=user)
+        if not verdict.blocked:
             return ALLOW
         return Verdict(allowed=False, categories=tuple(verdict.categories), rule=verdict.rule,
-                       clauses=tuple(verdict.clauses), detail=getattr(verdict, "detail", ""))
+                       clauses=tuple(verdict.clauses))
 
     def safe_search(self, url: str) -> SearchRewrite | None:
-        from filters import search
+        from filters.search import extract_query, safe_search
 
-        found = search.rewrite(url)
-        if found is None:
+        forced = safe_search(url)
+        if forced.engine is None:
             return None
-        return SearchRewrite(url=found.url, engine=found.engine, query=found.query or "",
-                             headers=dict(getattr(found, "headers", {}) or {}))
+        query = extract_query(url)
+        return SearchRewrite(url=forced.url, engine=forced.engine, query=query.text if query else "",
+                             headers=dict(forced.headers))
 
     def score(self, text: str) -> Score | None:
-        from filters import phrases
-
+        try:
+            from filters import phrases
+        except ImportError:  # the phrase lists are not built yet: nothing to score with
+            return None
         result = phrases.score(text)
-        return Score(score=result.score, lists=tuple(result.lists), phrases=tuple(result.phrases))
+        return Score(score=int(result.score), lists=tuple(getattr(result, "lists", ())),
+                     phrases=tuple(getattr(result, "phrases", ())))
 
     def download(self, url: str, *, group: str, content_type: str, disposition: str) -> Verdict | None:
-        from filters import downloads
-
-        verdict = downloads.check(self._policy, url, group=group, content_type=content_type,
-                                  disposition=disposition)
-        if verdict is None or verdict.allowed:
+        try:
+            from filters import downloads
+        except ImportError:  # download kinds are not defined yet
             return None
-        return Verdict(allowed=False, categories=tuple(verdict.categories), rule="download",
-                       clauses=tuple(verdict.clauses))
+        verdict = downloads.check(self.policy, url, group=group, content_type=content_type,
+                                  disposition=disposition)
+        if verdict is None or not getattr(verdict, "blocked", False):
+            return None
+        return Verdict(allowed=False, categories=tuple(getattr(verdict, "categories", ())), rule="download",
+                       clauses=tuple(getattr(verdict, "clauses", ("000 §8.1",))))
+
+
+def _at(when: float) -> datetime:
+    return datetime.fromtimestamp(when, UTC)

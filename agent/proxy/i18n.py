@@ -88,28 +88,38 @@ MESSAGES: dict[str, dict[str, str]] = {
 # Why a page was blocked, by the filter's rule id (filters.decision); unknown ids are shown as is.
 RULES: dict[str, dict[str, str]] = {
     "category": {"ky": "Категория бөгөттөлгөн", "ru": "Категория запрещена", "en": "Blocked category"},
-    "block_list": {"ky": "Мектептин тыюу тизмеси", "ru": "Чёрный список школы", "en": "School block list"},
+    "school.block_list": {"ky": "Мектептин тыюу тизмеси", "ru": "Чёрный список школы",
+                          "en": "School block list"},
+    "group.block_list": {"ky": "Топтун тыюу тизмеси", "ru": "Чёрный список группы", "en": "Group block list"},
     "ban": {
         "ky": "Мугалим интернетти убактылуу жапкан",
         "ru": "Учитель временно запретил интернет",
         "en": "The teacher stopped your internet for now",
     },
-    "lesson": {
+    "lesson.not_on_allow_list": {
         "ky": "Сабакта уруксат берилген сайттар гана",
         "ru": "На уроке доступны только разрешённые сайты",
         "en": "Only the lesson's sites are allowed",
     },
-    "no_internet": {"ky": "Сабакта интернет жок", "ru": "На уроке интернет отключён",
-                    "en": "No internet during this lesson"},
-    "unsupervised": {
+    "lesson.no_internet": {"ky": "Сабакта интернет жок", "ru": "На уроке интернет отключён",
+                           "en": "No internet during this lesson"},
+    "unsupervised.no_internet": {
         "ky": "Мугалимсиз интернет жок (сабактан тышкары)",
         "ru": "Без учителя интернет недоступен (вне урока)",
         "en": "No internet without a teacher (outside a lesson)",
     },
-    "schedule": {"ky": "Интернет убактысы эмес", "ru": "Вне расписания интернета",
-                 "en": "Outside the internet schedule"},
+    "unsupervised.not_on_allow_list": {
+        "ky": "Сабактан тышкары мектеп уруксат берген сайттар гана",
+        "ru": "Вне урока доступны только сайты, разрешённые школой",
+        "en": "Outside a lesson only the school's allowed sites open",
+    },
+    "schedule.outside_hours": {"ky": "Интернет убактысы эмес", "ru": "Вне расписания интернета",
+                               "en": "Outside the internet schedule"},
+    "schedule.holiday": {"ky": "Майрам күнү интернет жок", "ru": "В праздничный день интернет закрыт",
+                         "en": "No internet on a holiday"},
     "download": {"ky": "Мындай файлдарды жүктөөгө болбойт", "ru": "Такие файлы скачивать нельзя",
                  "en": "Files of this kind may not be downloaded"},
+    "default.block": {"ky": "Демейки эреже", "ru": "Правило по умолчанию", "en": "Default rule"},
     "default": {"ky": "Демейки эреже", "ru": "Правило по умолчанию", "en": "Default rule"},
 }
 
