@@ -1,0 +1,76 @@
+"""Network-check rules (000 §5.6: detect unauthorised access in time).
+
+The agents already fold a storm into a few events (each with `occurrences`); these
+rules fold those events into one incident per attack: an ARP spoof or rogue DHCP
+server is seen by every workstation of the room, so its key is the room (or the
+agent when the room is unknown) and the attacker's identity, with an hour's window.
+A bypass attempt belongs to one seat and user.
+"""
+
+from __future__ import annotations
+
+from policy_server.rules import IncidentDraft, RuleInput, Severity, rule
+
+LAN_WINDOW_S = 3600
+BYPASS_WINDOW_S = 1800
+
+
+def _segment(event: RuleInput) -> str:
+    return f"room:{event.room}" if event.room else f"agent:{event.agent_id}"
+
+
+@rule("net.arp_spoof")
+def arp_spoof(event: RuleInput) -> IncidentDraft:
+    gateway = str(event.data.get("gateway_ip", "?"))
+    macs = [str(m) for m in event.data.get("seen_macs", [])]
+    expected = event.data.get("expected_mac")
+    rogue = sorted(m for m in macs if m != expected) or macs
+    return IncidentDraft(
+        rule="net.arp_spoof",
+        title=f"ARP spoofing: {', '.join(rogue) or 'unknown MAC'} claims the gateway {gateway}",
+        severity=Severity.high,
+        clauses=("000 §5.6",),
+        dedup_key=f"net.arp_spoof:{_segment(event)}:{gateway}",
+        window_s=LAN_WINDOW_S,
+        params={"gateway_ip": gateway, "seen_macs": macs, "expected_mac": expected,
+                "occurrences": int(event.data.get("occurrences", 1)), "seat": event.seat},
+    )
+
+
+@rule("net.rogue_dhcp")
+def rogue_dhcp(event: RuleInput) -> IncidentDraft:
+    server = str(event.data.get("server_ip", "?"))
+    mac = event.data.get("server_mac")
+    return IncidentDraft(
+        rule="net.rogue_dhcp",
+        title=f"Rogue DHCP server {server}" + (f" ({mac})" if mac else ""),
+        severity=Severity.high,
+        clauses=("000 §5.6",),
+        dedup_key=f"net.rogue_dhcp:{_segment(event)}:{mac or server}",
+        window_s=LAN_WINDOW_S,
+        params={"server_ip": server, "server_mac": mac, "offered_ip": event.data.get("offered_ip"),
+                "occurrences": int(event.data.get("occurrences", 1)), "seat": event.seat},
+    )
+
+
+_BYPASS_SEVERITY = {"vpn": Severity.high, "tor": Severity.high}
+
+
+@rule("net.bypass")
+def bypass(event: RuleInput) -> IncidentDraft:
+    kind = str(event.data.get("kind", "other"))
+    who = event.os_user or event.seat or event.agent_id
+    return IncidentDraft(
+        rule="net.bypass",
+        title=f"Filter bypass attempt ({kind}) by {who}",
+        severity=_BYPASS_SEVERITY.get(kind, Severity.medium),
+        clauses=("000 §5.6", "001 §2.11", "001 §2.7"),
+        # one incident per user (or seat) and kind; destinations vary within a storm
+        dedup_key=f"net.bypass:{event.agent_id}:{event.os_user or '-'}:{kind}",
+        window_s=BYPASS_WINDOW_S,
+        params={"kind": kind, "dst_ip": event.data.get("dst_ip"), "dst_port": event.data.get("dst_port"),
+                "detail": event.data.get("detail", ""), "occurrences": int(event.data.get("occurrences", 1)),
+                "seat": event.seat, "os_user": event.os_user},
+        # a deliberate attempt to get round the filter: the class teacher is told (001 §2.7)
+        notify=("class_teacher",),
+    )
