@@ -1,0 +1,167 @@
+"""Incident engine and lifecycle: dedup in the window, timeline, audit, notifications."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+
+from policy_server import protocol
+from policy_server.db.models import AuditRecord, Incident, IncidentEvent, Notification, TimelineEntry
+
+T0 = datetime(2025, 3, 3, 9, 0, tzinfo=UTC)
+
+
+def blocked(at: datetime, os_user: str = "st1", group: str | None = None) -> protocol.EventEnvelope:
+    return protocol.make_event(
+        "web.blocked",
+        {
+            "url": "http://porn.example/",
+            "host": "porn.example",
+            "categories": ["adult"],
+            "group": group or "",
+        },
+        subject=protocol.Subject(os_user=os_user, seat="seat-1"),
+        occurred_at=at,
+    )
+
+
+def incidents(api) -> list[Incident]:
+    with api.db() as db:
+        return list(db.scalars(select(Incident).order_by(Incident.id)))
+
+
+def test_web_report_opens_incident_for_responsible_person(api):
+    _, auth = api.enroll()
+    event = protocol.make_event(
+        "web.report",
+        {"url": "http://bad.example/page", "comment": "scary"},
+        subject=protocol.Subject(os_user="st1"),
+    )
+    api.post(auth, event)
+    (incident,) = incidents(api)
+    assert incident.rule == "web.report" and incident.status == "new" and incident.severity == "medium"
+    assert incident.clauses == ["000 §8.3", "001 §3.4"]
+    assert incident.params["url"] == "http://bad.example/page"
+    with api.db() as db:
+        assert db.scalar(select(IncidentEvent.event_id)) == str(event.id)
+        actions = [t.action for t in db.scalars(select(TimelineEntry).order_by(TimelineEntry.id))]
+        assert actions == ["opened", "notified"]
+        assert db.scalar(select(Notification.role)) == "admin"
+
+
+def test_blocked_attempts_merge_within_window_and_split_after(api):
+    _, auth = api.enroll()
+    api.user("teacher", "aigul", class_name="7a")
+    from policy_server.policies.service import amend_policy
+
+    with api.db() as db:
+        amend_policy(
+            db,
+            actor="test",
+            comment="class teacher",
+            change=lambda b: b.model_copy(
+                update={"groups": [protocol.Group(name="class-7a", os_users=["st1"], class_teacher="aigul")]}
+            ),
+        )
+        db.commit()
+    first = [blocked(T0 + timedelta(seconds=10 * i)) for i in range(30)]
+    api.post(auth, *first[:10])
+    api.post(auth, *first[10:])  # a second batch joins the same incident
+    api.post(auth, blocked(T0 + timedelta(minutes=11)))  # past the 10-minute window: a new incident
+    api.post(auth, blocked(T0 + timedelta(minutes=1), os_user="st2"))  # another user: its own incident
+    found = incidents(api)
+    assert [(i.os_user, i.event_count) for i in found] == [("st1", 30), ("st1", 1), ("st2", 1)]
+    assert found[0].last_seen_at == T0 + timedelta(seconds=290)
+    with api.db() as db:
+        timeline = [
+            (t.action, t.detail)
+            for t in db.scalars(
+                select(TimelineEntry)
+                .where(TimelineEntry.incident_id == found[0].id)
+                .order_by(TimelineEntry.id)
+            )
+        ]
+        assert timeline[0][0] == "opened"
+        assert ("notified", {"role": "class_teacher", "to": "aigul"}) in timeline
+        assert [d["count"] for a, d in timeline if a == "events_added"] == [9, 20]
+        notes = list(db.scalars(select(Notification)))
+        # One notice per st1 incident; st2 is in no group with a class teacher.
+        assert [(n.role, n.incident_id) for n in notes] == [
+            ("class_teacher", found[0].id),
+            ("class_teacher", found[1].id),
+        ]
+        assert (
+            len(db.scalars(select(IncidentEvent).where(IncidentEvent.incident_id == found[0].id)).all()) == 30
+        )
+
+
+def test_lifecycle_with_timeline_and_audit_through_the_api(api):
+    _, auth = api.enroll()
+    api.post(auth, protocol.make_event("web.report", {"url": "http://bad.example/"}))
+    (incident,) = incidents(api)
+    admin_id = api.user("admin", "boss")
+    csrf = api.login("boss")
+    c = api.client
+    assert c.post(f"/api/v1/incidents/{incident.id}/ack").status_code == 403  # no CSRF header
+    assert c.post(f"/api/v1/incidents/{incident.id}/ack", headers=csrf).json()["status"] == "acknowledged"
+    assert (
+        c.post(
+            f"/api/v1/incidents/{incident.id}/assign", json={"assignee_id": admin_id}, headers=csrf
+        ).json()["assignee_id"]
+        == admin_id
+    )
+    r = c.post(f"/api/v1/incidents/{incident.id}/resolve", json={"reason": "  "}, headers=csrf)
+    assert r.status_code == 422 and "needs a reason" in r.json()["detail"]
+    r = c.post(
+        f"/api/v1/incidents/{incident.id}/resolve", json={"reason": "site added to block list"}, headers=csrf
+    )
+    assert r.json()["status"] == "resolved" and r.json()["resolution"] == "site added to block list"
+    r = c.post(f"/api/v1/incidents/{incident.id}/ack", headers=csrf)
+    assert r.status_code == 409 and "already resolved" in r.json()["detail"]
+    detail = c.get(f"/api/v1/incidents/{incident.id}").json()
+    assert [(t["actor"], t["action"]) for t in detail["timeline"]] == [
+        ("system", "opened"),
+        ("system", "notified"),
+        ("boss", "acknowledged"),
+        ("boss", "assigned"),
+        ("boss", "resolved"),
+    ]
+    with api.db() as db:
+        audit = [a.action for a in db.scalars(select(AuditRecord).where(AuditRecord.actor == "boss"))]
+    assert audit == ["person.login", "incident.acknowledged", "incident.assigned", "incident.resolved"]
+    # A resolved incident is closed: the same report again opens a new one.
+    api.post(auth, protocol.make_event("web.report", {"url": "http://bad.example/"}))
+    assert [i.status for i in incidents(api)] == ["resolved", "new"]
+    assert c.get("/api/v1/incidents?status=new").json()["total"] == 1
+    r = c.get("/api/v1/incidents?status=bogus")
+    assert r.status_code == 422 and "unknown incident status" in r.json()["detail"]
+
+
+def test_roles_are_enforced(api):
+    _, auth = api.enroll()
+    api.post(
+        auth,
+        protocol.make_event(
+            "web.report", {"url": "http://bad.example/"}, subject=protocol.Subject(os_user="st1")
+        ),
+    )
+    (incident,) = incidents(api)
+    api.user("director", "dir")
+    csrf = api.login("dir")
+    listed = api.client.get("/api/v1/incidents").json()["incidents"]
+    assert listed[0]["os_user"] is None  # 002 §3.1: directors see no personal data
+    r = api.client.post(f"/api/v1/incidents/{incident.id}/ack", headers=csrf)
+    assert r.status_code == 403 and "director" in r.json()["detail"]
+    api.client.cookies.clear()
+    assert api.client.get("/api/v1/incidents").status_code == 401
+
+
+def test_failed_collector_in_heartbeat_is_an_incident(api):
+    _, auth = api.enroll()
+    beat = {"agent_version": "0.1", "collectors": {"antivirus": {"state": "failed", "detail": "clamd down"}}}
+    api.post(auth, protocol.make_event("agent.heartbeat", beat), protocol.make_event("agent.heartbeat", beat))
+    api.post(auth, protocol.make_event("agent.heartbeat", {"agent_version": "0.1"}))
+    (incident,) = incidents(api)
+    assert incident.rule == "agent.collector_failed" and incident.severity == "high"
+    assert incident.event_count == 2 and incident.params["details"] == {"antivirus": "clamd down"}
