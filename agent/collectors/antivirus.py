@@ -7,7 +7,8 @@ Threads:
 * `kalkan-av-ondemand` scans what the media and download watchers hand it.
 * the mount watcher and the download watcher (see agent/antivirus/).
 
-The clamd socket is `/run/clamav/clamd.ctl` (install/clamav/) unless the
+Its files live in <state dir>/collectors/antivirus/ (checkpoint, last full scan,
+quarantine/).  The clamd socket is `/run/clamav/clamd.ctl` (install/clamav/) unless the
 environment variable KALKAN_CLAMD_SOCKET names another.
 """
 
@@ -29,6 +30,7 @@ from agent.antivirus.media import MountWatcher
 from agent.antivirus.schedule import ScanDecision, decide, lesson_running
 from agent.antivirus.service import AntivirusService, ScanTuning
 from agent.collectors.base import Collector, CollectorContext, healthy, unhealthy
+from agent.state import StatePaths
 from policy_server.protocol import AvHealth, AvScanKind, CollectorHealth, PolicyBundle
 
 SOCKET_ENV = "KALKAN_CLAMD_SOCKET"
@@ -55,7 +57,7 @@ class AntivirusCollector(Collector):
         super().__init__(ctx)
         socket_path = clamd_socket or os.environ.get(SOCKET_ENV) or DEFAULT_SOCKET
         self.client = ClamdClient(socket_path)
-        self.folder = Path(ctx.state_dir)
+        self.folder = StatePaths(Path(ctx.state_dir)).collector_dir(self.name)
         self.service = AntivirusService(self.client, self.folder, ctx.emit, tuning=tuning,
                                         mounts_file=mounts_file)
         self.tick_s = tick_s

@@ -44,7 +44,8 @@ def infected_tree(tmp_path) -> dict:
     infected = {str(root / "docs" / "deep" / "eicar.com"), str(secret)}
     infected |= {str(root / "games" / n) for n in samples}
     files = sorted(str(p) for p in root.rglob("*") if p.is_file())
-    return {"root": root, "infected": infected, "files": files}
+    size = sum(Path(p).stat().st_size for p in files)
+    return {"root": root, "infected": infected, "files": files, "bytes": size}
 
 
 def files_in(root: Path) -> list[str]:
