@@ -555,8 +555,8 @@ class Ban(_Strict):
 
 
 class FilteringSection(_Strict):
-    """Content filtering.  `filters.policy.FilterPolicy.from_dict` reads exactly this
-    section's `model_dump(mode="json")`; keep the two in step."""
+    """Content filtering.  `filters.policy.FilterPolicy.from_bundle` reads this section
+    (inside the bundle's `model_dump(mode="json")`); keep the two in step."""
 
     # group → category → "allow" | "block"; categories are Kalkan category ids (filters/).
     category_actions: dict[str, dict[str, Literal["allow", "block"]]] = Field(default_factory=dict)
@@ -575,6 +575,8 @@ class FilteringSection(_Strict):
     intercept_hosts: list[str] = Field(default_factory=list)  # always intercepted (search, video)
     alert_threshold: int = 50
     index_sha256: str | None = None  # compiled category index artifact, content-addressed
+    # The school's own categorisation on top of the index (entry → Kalkan category ids).
+    site_categories: dict[str, list[str]] = Field(default_factory=dict)
     timezone: str = "Asia/Bishkek"
 
 
