@@ -90,6 +90,8 @@ class KalkanAddon:
         loader.add_option("kalkan_seat", str, "", "This workstation's seat name (from the agent's config).")
         loader.add_option("kalkan_room", str, "", "This workstation's room (lessons are per room).")
         loader.add_option("kalkan_language", str, "ky", "School default language of the pages: ky, ru or en.")
+        loader.add_option("kalkan_isuo_idle_s", int, 120,
+                          "An ISUO session ends after this many seconds without an open connection.")
         loader.add_option("kalkan_system_uid_max", int, 999,
                           "Connections of uids up to this (system services) pass through unfiltered.")
 
@@ -97,6 +99,8 @@ class KalkanAddon:
         opts = ctx.options
         if "kalkan_language" in updated and opts.kalkan_language not in ("ky", "ru", "en"):
             raise ValueError(f"kalkan_language={opts.kalkan_language!r}: use ky, ru or en")
+        if "kalkan_isuo_idle_s" in updated:
+            self.isuo.idle_end_s = opts.kalkan_isuo_idle_s
         state = Path(opts.kalkan_state_dir) if opts.kalkan_state_dir else None
         if updated & {"kalkan_state_dir", "kalkan_outbox"} and self._own_sink:
             outbox = Path(opts.kalkan_outbox) if opts.kalkan_outbox else None

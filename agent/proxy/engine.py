@@ -141,26 +141,23 @@ class Engine:
         return SearchRewrite(url=forced.url, engine=forced.engine, query=query.text if query else "",
                              headers=dict(forced.headers))
 
-    def score(self, text: str) -> Score | None:
-        try:
-            from filters import phrases
-        except ImportError:  # the phrase lists are not built yet: nothing to score with
-            return None
+    def score(self, text: str) -> Score:
+        from filters import phrases
+
         result = phrases.score(text)
-        return Score(score=int(result.score), lists=tuple(getattr(result, "lists", ())),
-                     phrases=tuple(getattr(result, "phrases", ())))
+        return Score(score=int(result.total), lists=tuple(sorted(result.lists)),
+                     phrases=tuple(result.phrases))
 
     def download(self, url: str, *, group: str, content_type: str, disposition: str) -> Verdict | None:
-        try:
-            from filters import downloads
-        except ImportError:  # download kinds are not defined yet
+        """A blocked download's verdict (the kinds as its categories), else None."""
+        from filters.downloads import check_download
+
+        verdict = check_download(self.policy, group=group, url=url, content_type=content_type or None,
+                                 content_disposition=disposition or None)
+        if not verdict.blocked:
             return None
-        verdict = downloads.check(self.policy, url, group=group, content_type=content_type,
-                                  disposition=disposition)
-        if verdict is None or not getattr(verdict, "blocked", False):
-            return None
-        return Verdict(allowed=False, categories=tuple(getattr(verdict, "categories", ())), rule="download",
-                       clauses=tuple(getattr(verdict, "clauses", ("000 §8.1",))))
+        return Verdict(allowed=False, categories=verdict.blocked_kinds, rule=verdict.rule,
+                       clauses=tuple(verdict.clauses), detail=", ".join(verdict.blocked_kinds))
 
 
 def _at(when: float) -> datetime:
