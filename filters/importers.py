@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .canonical import canonicalize, split_canonical
+from .canonical import canonical_host, canonicalize, split_canonical
 from .categories import CATEGORIES, UT1_MAP
 
 FORMATS = ("plain", "hosts", "adguard", "ut1")
@@ -55,6 +55,7 @@ class Problem:
 
 ProblemSink = Callable[[Problem], None]
 
+_PLAIN_DOMAIN = re.compile(r"^[a-z0-9_\-]+(\.[a-z0-9_\-]+)+$")
 _HOST_CHARS = re.compile(r"^[a-z0-9_\-.%\[\]:]+$")
 
 
@@ -65,9 +66,12 @@ def parse_entry(text: str) -> tuple[str, str | None] | str:
         return "empty entry"
     if text.startswith("*."):
         text = text[2:]
+    if _PLAIN_DOMAIN.match(text):
+        # The common case (most of a list): already canonical unless it spells an IP.
+        return (canonical_host(text) if text[0].isdigit() or "0x" in text else text), None
     if any(c.isspace() for c in text):
         return "an entry may not contain spaces"
-    canonical = canonicalize(text)
+    canonical = canonicalize(text if "://" in text else "http://" + text)
     host, path, query = split_canonical(canonical)
     if not host or "." not in host and not host.startswith("["):
         return "not a domain name (a dot is needed, as in example.kg)"
@@ -123,7 +127,7 @@ def _ut1_folder(root: Path, name: str) -> Path | None:
     path = root / name
     for _ in range(4):
         if path.is_dir():
-            return path
+            return path.resolve()  # a symlinked alias and its target are one folder
         if path.is_file() and path.stat().st_size < 256:
             target = path.read_text("utf-8", "replace").strip()
             if target and "/" not in target and "\n" not in target:

@@ -470,7 +470,7 @@ def compile_index(sources: Iterable[Source | Iterable[Entry]], out_path: str | o
             if on_progress and done % 50000 == 0:
                 on_progress(done, max(total, done))
     if on_progress:
-        on_progress(done, max(total, done))
+        on_progress(max(total, done), max(total, done))
     _write(out_path, masks, table, stats, meta or {})
     stats.seconds = round(time.perf_counter() - started, 3)
     return stats
