@@ -18,10 +18,6 @@ from tests.network import frames as f
 SEND = Path(__file__).with_name("send.py")
 
 
-def netns(ns: str, *argv: str, repo: Path) -> list[str]:
-    return ["ip", "netns", "exec", ns, *argv]
-
-
 class Watcher:
     """`kalkan-agent network watch` in the workstation namespace."""
 
