@@ -185,7 +185,7 @@ class ProxyCollector(Collector):
             detail = f"mitmdump pid {pid}, restarts {self.restarts}"
             if self.problem or self.firewall_problem:
                 return unhealthy(f"{detail}; {self.problem or self.firewall_problem}")
-            if not (self.confdir / ca_mod.MITMPROXY_CA_FILE).exists():
+            if not (self.confdir / ca_mod.SCHOOL_CA_MARK).exists():
                 return unhealthy(f"{detail}; no school CA yet (mitmproxy made its own)")
             return healthy(detail)
         except Exception as exc:  # health never raises

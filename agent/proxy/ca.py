@@ -31,6 +31,7 @@ SYSTEM_CA = Path("usr/local/share/ca-certificates") / f"{CA_NAME}.crt"
 FIREFOX_POLICY = Path("etc/firefox/policies/policies.json")
 FIREFOX_CERT = Path("etc/firefox/policies") / f"{CA_NAME}.pem"
 MITMPROXY_CA_FILE = "mitmproxy-ca.pem"
+SCHOOL_CA_MARK = "kalkan-school-ca.pem"  # beside it: tells the school CA from one mitmproxy made
 
 
 class CaError(RuntimeError):
@@ -78,6 +79,7 @@ def write_proxy_ca(confdir: Path, cert_pem: str, key_pem: str, *, owner_uid: int
     os.replace(tmp, target)
     # mitmproxy also wants the bare certificate beside it for its own "cert" download page
     (confdir / "mitmproxy-ca-cert.pem").write_text(cert_pem.strip() + "\n")
+    (confdir / SCHOOL_CA_MARK).write_text(cert_pem.strip() + "\n")
     return target
 
 

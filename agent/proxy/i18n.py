@@ -155,3 +155,9 @@ def pick_language(accept_language: str | None, default: str = "ky") -> str:
         if primary in LANGUAGES and quality > 0:
             ranked.append((-quality, position, primary))
     return min(ranked)[2] if ranked else default
+
+
+def rule_text(rule: str, lang: str) -> str:
+    """Why a page was blocked, in `lang`; an unknown rule id is shown as it is."""
+    entry = RULES.get(rule or "default")
+    return (entry.get(lang) or entry["en"]) if entry else rule

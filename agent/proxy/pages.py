@@ -14,7 +14,7 @@ from pathlib import Path
 
 import jinja2
 
-from agent.proxy.i18n import t
+from agent.proxy.i18n import rule_text, t
 
 REPORT_HOST = "report.kalkan"
 REPORT_URL = f"http://{REPORT_HOST}/"
@@ -59,6 +59,7 @@ class PageSet:
         self._env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
                                        undefined=jinja2.StrictUndefined)
         self._env.globals["t"] = t
+        self._env.globals["rule_text"] = rule_text
 
     def block_page(self, info: BlockInfo, lang: str, *, unblock_sent: bool = False) -> str:
         names = [self.category_name(c, lang) for c in info.categories]
