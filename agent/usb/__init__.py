@@ -1,0 +1,1 @@
+"""USB device policy: classify devices by interface class, decide, block via sysfs."""
