@@ -24,7 +24,7 @@ def register(subparsers) -> None:
     helper = subparsers.add_parser("session-helper", help="lock this desktop session when it is idle")
     build_parser(helper)
     helper.set_defaults(func=run_from_args)
-    notify = subparsers.add_parser("isuo-notify", help="tell the idle collector an ISUO session started/ended")
+    notify = subparsers.add_parser("isuo-notify", help="tell the agent an ISUO session started/ended")
     notify.add_argument("user", help="OS user name")
     notify.add_argument("state", choices=["start", "end"])
     notify.add_argument("--socket", type=Path, default=DEFAULT_SOCKET)
