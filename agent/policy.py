@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -178,13 +179,17 @@ class PolicyManager:
         self.try_fetch(client)
 
     def close_stream(self) -> None:
-        """Unblock the push thread on stop (it may be waiting for the next event)."""
+        """Unblock the push thread on stop: it sits in a blocking read of the stream, which
+        only a socket shutdown interrupts (close() from another thread does not)."""
         stream = getattr(self, "_stream", None)
-        if stream is not None:
-            try:
-                stream.close()
-            except Exception:  # closing from another thread may race; the thread ends either way
-                pass
+        if stream is None:
+            return
+        try:
+            sock = stream.extensions["network_stream"].get_extra_info("socket")
+            if sock is not None:
+                sock.shutdown(socket.SHUT_RDWR)
+        except (KeyError, OSError, AttributeError):
+            pass  # already closed, or a transport without a socket: the thread is a daemon anyway
 
     def run_poll(self, client: ServerClient, stop: threading.Event,
                  interval_s: float = DEFAULT_POLL_S) -> None:
