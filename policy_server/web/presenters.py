@@ -77,7 +77,8 @@ SEVERITY_NAMES = {
 }
 TIMELINE_ACTIONS = {
     "opened": N_("Opened"),
-    "event_added": N_("Another event joined"),
+    "events_added": N_("More events joined"),
+    "notified": N_("Notified"),
     "acknowledged": N_("Acknowledged"),
     "assigned": N_("Assigned"),
     "resolved": N_("Resolved"),

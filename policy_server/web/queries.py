@@ -2,18 +2,21 @@
 
 Every change goes through the domain services (`incidents.service` writes the
 timeline and the audit record); this module only reads, in the shapes the pages
-show: counts per status, a teacher's rooms, workstations with their room, the
-ISUO access log with its room.
+show: what a person may see (`Scope`), incidents within it, counts per status,
+workstations with their room, the ISUO access log with its room.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from dataclasses import dataclass
+
+from sqlalchemy import ColumnElement, Select, func, or_, select, true
 from sqlalchemy.orm import Session, selectinload
 
 from policy_server.db.models import (
     Incident,
     IsuoAccess,
+    Notification,
     Person,
     Room,
     School,
@@ -38,31 +41,65 @@ def teacher_rooms(db: Session, person: Person) -> list[str]:
     return sorted({lesson.room for lesson in bundle.lessons if lesson.teacher == person.username})
 
 
-def agent_ids_in_rooms(db: Session, rooms: list[str]) -> list[str]:
-    if not rooms:
-        return []
-    query = select(Workstation.id).join(Room, Workstation.room_id == Room.id).where(Room.name.in_(rooms))
-    return list(db.scalars(query))
+@dataclass(frozen=True)
+class Scope:
+    """Which incidents a person may see: everything (`whole_school`), or a teacher's share:
+    the incidents of the workstations in their rooms, and those they were told about
+    as class teacher (001 §2.7)."""
+
+    whole_school: bool
+    rooms: tuple[str, ...] = ()
+    agent_ids: tuple[str, ...] = ()
+    incident_ids: tuple[int, ...] = ()
+
+    def condition(self) -> ColumnElement[bool]:
+        if self.whole_school:
+            return true()
+        return or_(Incident.agent_id.in_(self.agent_ids), Incident.id.in_(self.incident_ids))
+
+    def allows(self, incident: Incident) -> bool:
+        return self.whole_school or incident.agent_id in self.agent_ids or incident.id in self.incident_ids
 
 
-def incident_counts(db: Session, *, agent_ids: list[str] | None = None) -> dict[str, int]:
-    """How many incidents are in each status (for the summary line; no personal data)."""
-    query = select(Incident.status, func.count(Incident.id)).group_by(Incident.status)
-    if agent_ids is not None:
-        query = query.where(Incident.agent_id.in_(agent_ids))
-    return {status: count for status, count in db.execute(query)}
+WHOLE_SCHOOL = Scope(whole_school=True)
 
 
-def count_matching(db: Session, *, status: str | None, severity: str | None,
-                   agent_ids: list[str] | None) -> int:
-    query = select(func.count(Incident.id))
+def teacher_scope(db: Session, person: Person) -> Scope:
+    rooms = teacher_rooms(db, person)
+    agent_ids: list[str] = []
+    if rooms:
+        query = select(Workstation.id).join(Room, Workstation.room_id == Room.id).where(Room.name.in_(rooms))
+        agent_ids = list(db.scalars(query))
+    told = db.scalars(select(Notification.incident_id).where(Notification.person_id == person.id))
+    return Scope(whole_school=False, rooms=tuple(rooms), agent_ids=tuple(agent_ids),
+                 incident_ids=tuple(sorted(set(told))))
+
+
+def _filtered(query: Select, scope: Scope, status: str | None, severity: str | None) -> Select:
+    query = query.where(scope.condition())
     if status:
         query = query.where(Incident.status == status)
     if severity:
         query = query.where(Incident.severity == severity)
-    if agent_ids is not None:
-        query = query.where(Incident.agent_id.in_(agent_ids))
-    return db.scalar(query) or 0
+    return query
+
+
+def list_incidents(db: Session, scope: Scope, *, status: str | None, severity: str | None,
+                   limit: int, offset: int) -> list[Incident]:
+    """Newest first, like `incidents.service.list_incidents`, within a person's scope."""
+    query = select(Incident).order_by(Incident.last_seen_at.desc(), Incident.id.desc())
+    return list(db.scalars(_filtered(query, scope, status, severity).limit(limit).offset(offset)))
+
+
+def count_incidents(db: Session, scope: Scope, *, status: str | None, severity: str | None) -> int:
+    return db.scalar(_filtered(select(func.count(Incident.id)), scope, status, severity)) or 0
+
+
+def incident_counts(db: Session, scope: Scope) -> dict[str, int]:
+    """How many incidents are in each status (for the summary line; no personal data)."""
+    query = select(Incident.status, func.count(Incident.id)).where(scope.condition())
+    query = query.group_by(Incident.status)
+    return {status: count for status, count in db.execute(query)}
 
 
 def workstations_by_id(db: Session, ids: set[str]) -> dict[str, Workstation]:

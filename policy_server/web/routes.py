@@ -61,26 +61,19 @@ def _not_allowed(page: Page) -> Response:
                                        "Ask the school's responsible person if you need it."))
 
 
-def _teacher_scope(db: Session, page: Page) -> tuple[list[str] | None, list[str] | None]:
-    """(rooms, agent_ids) a person is limited to; (None, None) for whole-school roles."""
-    if page.perms.see_all_rooms:
-        return None, None
-    rooms = queries.teacher_rooms(db, page.person)
-    return rooms, queries.agent_ids_in_rooms(db, rooms)
+def _scope(db: Session, page: Page) -> queries.Scope:
+    return queries.WHOLE_SCHOOL if page.perms.see_all_rooms else queries.teacher_scope(db, page.person)
 
 
-def _where(ws, seat: str | None) -> str:
-    """'Lab 1 / seat 07 (pc-07)' from the workstation and the seat the event named."""
+def _where(ws, seat: str | None) -> dict[str, str]:
+    """{'place': 'Lab 1 / 07', 'host': 'pc-07'} from the workstation and the seat the event named."""
     parts = []
     if ws is not None and ws.room is not None:
         parts.append(ws.room.name)
     seat = seat or (ws.seat if ws is not None else None)
     if seat:
         parts.append(seat)
-    text = " / ".join(parts)
-    if ws is not None:
-        text = f"{text} ({ws.hostname})" if text else ws.hostname
-    return text
+    return {"place": " / ".join(parts), "host": ws.hostname if ws is not None else ""}
 
 
 # ----------------------------------------------------------------------------- static, home
@@ -181,11 +174,15 @@ def incident_list(
     if not page.perms.see_incidents:
         return _not_allowed(page)
     filt = presenters.IncidentFilter.from_query(status, severity, request.query_params.get("page"))
-    rooms, agent_ids = _teacher_scope(db, page)
-    total = queries.count_matching(db, status=filt.status, severity=filt.severity, agent_ids=agent_ids)
+    scope = _scope(db, page)
+    total = queries.count_incidents(db, scope, status=filt.status, severity=filt.severity)
     pagination = presenters.Pagination(page=filt.page, per_page=INCIDENTS_PER_PAGE, total=total)
-    found = incidents.list_incidents(db, status=filt.status, severity=filt.severity, agent_ids=agent_ids,
-                                     limit=INCIDENTS_PER_PAGE, offset=pagination.offset)
+    if scope.whole_school:
+        found = incidents.list_incidents(db, status=filt.status, severity=filt.severity,
+                                         limit=INCIDENTS_PER_PAGE, offset=pagination.offset)
+    else:
+        found = queries.list_incidents(db, scope, status=filt.status, severity=filt.severity,
+                                       limit=INCIDENTS_PER_PAGE, offset=pagination.offset)
     stations = queries.workstations_by_id(db, {i.agent_id for i in found if i.agent_id})
     rows = [
         {
@@ -203,10 +200,10 @@ def incident_list(
     ]
     return page.render(
         "incidents.html", page_title=page._("Incidents"), section="incidents", rows=rows, filt=filt,
-        pagination=pagination, counts=queries.incident_counts(db, agent_ids=agent_ids),
+        pagination=pagination, counts=queries.incident_counts(db, scope),
         statuses=presenters.STATUSES, severities=presenters.SEVERITIES,
         status_names=presenters.STATUS_NAMES, severity_names=presenters.SEVERITY_NAMES,
-        room_scope=", ".join(rooms) if rooms is not None else None,
+        room_scope=None if scope.whole_school else (", ".join(scope.rooms) or "—"),
     )
 
 
@@ -216,17 +213,17 @@ def _load_visible_incident(db: Session, page: Page, incident_id: int):
         incident = incidents.get_incident(db, incident_id)
     except NotFound:
         return None
-    _, agent_ids = _teacher_scope(db, page)
-    if agent_ids is not None and incident.agent_id not in agent_ids:
-        return None
-    return incident
+    return incident if _scope(db, page).allows(incident) else None
 
 
 def _timeline_rows(page: Page, incident) -> list[dict]:
     rows = []
     for entry in incident.timeline:
         detail = entry.detail or {}
-        note = detail.get("reason") or detail.get("assignee") or ""  # what was decided, by whom
+        # What was decided or who was told, in the words the service stored.
+        note = detail.get("reason") or detail.get("assignee") or detail.get("to") or ""
+        if entry.action == "events_added" and detail.get("total"):
+            note = page._("%(num)d events in all", num=int(detail["total"]))
         rows.append({
             "at": entry.at,
             "actor": entry.actor,
@@ -355,10 +352,10 @@ def workstation_list(request: Request, db: Session = Depends(get_db)) -> Respons
         return page.login_redirect()
     if not page.perms.see_workstations:
         return _not_allowed(page)
-    rooms, _ = _teacher_scope(db, page)
+    scope = _scope(db, page)
     now = datetime.now(UTC)
-    registered = agents.list_workstations(db) if rooms is None else [
-        ws for room in rooms for ws in agents.list_workstations(db, room=room)]
+    registered = agents.list_workstations(db) if scope.whole_school else [
+        ws for room in scope.rooms for ws in agents.list_workstations(db, room=room)]
     views = [presenters.workstation_view(ws, now) for ws in registered if not ws.revoked]
     return page.render(
         "workstations.html", page_title=page._("Workstations"), section="workstations",
