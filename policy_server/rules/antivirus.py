@@ -1,0 +1,91 @@
+"""Antivirus rules (000 §4.2, §5.4): a threat found, the antivirus not working.
+
+Not here (an event-driven rule cannot see an absence): "no completed full scan
+in 7 days" needs a periodic server-side check over the stored
+`av.scan.completed` events; it is not built yet.
+"""
+
+from __future__ import annotations
+
+from policy_server.rules import IncidentDraft, RuleInput, Severity, rule
+
+_DEAD = {"clamd_missing", "clamd_unreachable"}
+_TITLES = {
+    "clamd_missing": "Antivirus is not installed or not running on {where}",
+    "clamd_unreachable": "Antivirus does not answer on {where}",
+    "signatures_stale": "Antivirus signatures are out of date on {where}",
+    "signatures_unknown": "Antivirus has no signature database on {where}",
+}
+
+
+def _where(event: RuleInput) -> str:
+    return event.seat or event.hostname or event.agent_id
+
+
+@rule("av.threat")
+def threat_found(event: RuleInput) -> IncidentDraft:
+    data = event.data
+    quarantined = bool(data.get("quarantined"))
+    source = str(data.get("source", "full"))
+    return IncidentDraft(
+        rule="av.threat",
+        title=f"Malware {data.get('signature', '?')} found on {_where(event)}"
+        + ("" if quarantined else " (NOT quarantined)"),
+        # a threat left in place is worse than one in quarantine
+        severity=Severity.high if quarantined else Severity.critical,
+        clauses=("000 §4.2", "000 §5.4"),
+        # the same file re-appearing (re-downloaded, same stick again) joins one incident for a day
+        dedup_key=f"av.threat:{event.agent_id}:{data.get('sha256') or data.get('path')}",
+        window_s=86400,
+        params={
+            "seat": event.seat,
+            "os_user": event.os_user,
+            "path": data.get("path"),
+            "signature": data.get("signature"),
+            "source": source,
+            "quarantined": quarantined,
+            "quarantine_id": data.get("quarantine_id"),
+        },
+    )
+
+
+@rule("av.health")
+def antivirus_not_working(event: RuleInput) -> IncidentDraft | None:
+    problem = event.data.get("problem")
+    if not problem:
+        return None
+    dead = problem in _DEAD
+    return IncidentDraft(
+        rule="av.health",
+        title=_TITLES.get(problem, "Antivirus problem on {where}").format(where=_where(event)),
+        severity=Severity.high if dead else Severity.medium,
+        clauses=("000 §5.4",),
+        dedup_key=f"av.health:{event.agent_id}:{problem}",
+        window_s=86400,  # the agent repeats the problem every few hours; one incident a day
+        params={
+            "seat": event.seat,
+            "problem": problem,
+            "signature_version": event.data.get("signature_version"),
+            "signature_age_days": event.data.get("signature_age_days"),
+        },
+    )
+
+
+@rule("av.scan.completed")
+def scan_with_errors(event: RuleInput) -> IncidentDraft | None:
+    """A weekly scan that could not read many files is weak proof: tell the responsible person."""
+    data = event.data
+    if data.get("kind") != "full":
+        return None
+    files, errors = int(data.get("files") or 0), int(data.get("errors") or 0)
+    if errors < 100 or errors < files * 0.05:
+        return None
+    return IncidentDraft(
+        rule="av.scan.errors",
+        title=f"Weekly antivirus scan on {_where(event)} could not read {errors} of {files} files",
+        severity=Severity.low,
+        clauses=("000 §5.4",),
+        dedup_key=f"av.scan.errors:{event.agent_id}",
+        window_s=7 * 86400,
+        params={"seat": event.seat, "files": files, "errors": errors, "scan_id": data.get("scan_id")},
+    )
