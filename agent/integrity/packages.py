@@ -1,0 +1,212 @@
+"""Software inventory and "did the package manager do this?" (thin edge over dpkg's database).
+
+dpkg keeps, per installed package, the paths it owns (`info/<pkg>.list`) and the
+MD5 of every regular file as shipped (`info/<pkg>.md5sums`).  A changed file is
+explained by the package manager when a package owns it *and* its content is
+exactly what that package shipped; a package file whose content differs from its
+md5sums was changed by someone else, whoever owns it.  `root`/`admindir` work
+like `dpkg --root/--admindir`, so tests use a real dpkg database of their own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.integrity.diff import ADDED, MODIFIED, PERMISSIONS, REMOVED, Change
+from agent.integrity.model import LINK
+
+
+@dataclass(frozen=True)
+class Explanation:
+    by_package_manager: bool
+    package: str | None
+
+
+def _md5(path: str) -> str | None:
+    h = hashlib.md5(usedforsecurity=False)
+    try:
+        with open(path, "rb") as handle:
+            while chunk := handle.read(1 << 20):
+                h.update(chunk)
+    except OSError:
+        return None
+    return h.hexdigest()
+
+
+class DpkgDatabase:
+    """Read-only view of a dpkg database (nothing here runs dpkg)."""
+
+    def __init__(self, admindir: str | Path = "/var/lib/dpkg", root: str | Path = "/") -> None:
+        self.admindir = Path(admindir)
+        self.info = self.admindir / "info"
+        self.root = os.path.normpath(str(root))
+        self._owners: dict[str, list[str]] | None = None
+        self._owners_stamp: float | None = None
+        self._md5sums: dict[str, dict[str, str]] = {}
+
+    @property
+    def available(self) -> bool:
+        return (self.admindir / "status").is_file()
+
+    # --------------------------------------------------------------- paths
+
+    def _package_path(self, path: str) -> str:
+        """The path as dpkg records it (without the --root prefix)."""
+        if self.root == "/":
+            return path
+        rel = os.path.relpath(path, self.root)
+        return "/" + rel if not rel.startswith("..") else path
+
+    def _stamp(self) -> float:
+        try:
+            return max(self.info.stat().st_mtime, (self.admindir / "status").stat().st_mtime)
+        except OSError:
+            return 0.0
+
+    def _index(self) -> dict[str, list[str]]:
+        """path → packages listing it; rebuilt when dpkg's database changed."""
+        stamp = self._stamp()
+        if self._owners is None or stamp != self._owners_stamp:
+            owners: dict[str, list[str]] = {}
+            for list_file in self.info.glob("*.list") if self.info.is_dir() else ():
+                package = list_file.name[: -len(".list")]
+                try:
+                    text = list_file.read_bytes()
+                except OSError:
+                    continue
+                for line in text.splitlines():
+                    if line:
+                        owners.setdefault(os.fsdecode(line), []).append(package)
+            self._owners, self._owners_stamp, self._md5sums = owners, stamp, {}
+        return self._owners
+
+    def owners(self, path: str) -> list[str]:
+        return self._index().get(self._package_path(path), [])
+
+    def owner(self, path: str) -> str | None:
+        found = self.owners(path)
+        return found[0] if found else None
+
+    def shipped_md5(self, package: str, path: str) -> str | None:
+        if package not in self._md5sums:
+            sums: dict[str, str] = {}
+            try:
+                for line in (self.info / f"{package}.md5sums").read_bytes().splitlines():
+                    digest, _, rel = line.partition(b"  ")
+                    sums["/" + os.fsdecode(rel)] = digest.decode()
+            except OSError:
+                pass
+            self._md5sums[package] = sums
+        return self._md5sums[package].get(self._package_path(path))
+
+    def touched_since(self, package: str, since_ns: int) -> bool:
+        """Was the package (re)installed after `since_ns`?  dpkg rewrites its .list then."""
+        try:
+            return (self.info / f"{package}.list").stat().st_mtime_ns > since_ns
+        except OSError:
+            return False
+
+    def stat_override(self, path: str) -> tuple[str, str, int] | None:
+        """(user, group, mode) from `dpkg-statoverride`, if the admin set one."""
+        try:
+            lines = (self.admindir / "statoverride").read_text().splitlines()
+        except OSError:
+            return None
+        want = self._package_path(path)
+        for line in lines:
+            parts = line.split()
+            if len(parts) == 4 and parts[3] == want:
+                return parts[0], parts[1], int(parts[2], 8)
+        return None
+
+    # --------------------------------------------------------------- explanation
+
+    def explain(self, change: Change) -> Explanation:
+        """Whether the package manager explains a change (see the module docstring)."""
+        if change.change == REMOVED:
+            package = change.old.package if change.old else None
+            if package is None:
+                return Explanation(False, None)
+            # dpkg removed it when the package that had it no longer lists it.
+            return Explanation(package not in self.owners(change.path), package)
+        owners = self.owners(change.path)
+        if not owners:
+            return Explanation(False, None)
+        new = change.new
+        if change.change in (ADDED, MODIFIED) and new is not None and new.kind != LINK:
+            current = _md5(change.path)
+            for package in owners:
+                shipped = self.shipped_md5(package, change.path)
+                if shipped is not None and shipped == current:
+                    return Explanation(True, package)
+            return Explanation(False, owners[0])
+        # Symlinks (no md5 in dpkg) and permission changes: explained when the owning
+        # package was (re)installed after the baseline saw the file, or by a statoverride.
+        since = change.old.ctime_ns if change.old else 0
+        for package in owners:
+            if self.touched_since(package, since):
+                return Explanation(True, package)
+        if change.change == PERMISSIONS and new is not None:
+            override = self.stat_override(change.path)
+            if override is not None and override[2] == new.mode:
+                return Explanation(True, owners[0])
+        return Explanation(False, owners[0])
+
+    # --------------------------------------------------------------- inventory
+
+    def installed(self) -> dict[str, str]:
+        """Installed packages → version, from the status file."""
+        try:
+            text = (self.admindir / "status").read_text(errors="replace")
+        except OSError:
+            return {}
+        packages: dict[str, str] = {}
+        for stanza in text.split("\n\n"):
+            fields: dict[str, str] = {}
+            for line in stanza.splitlines():
+                if line and not line[0].isspace() and ":" in line:
+                    key, _, value = line.partition(":")
+                    fields[key] = value.strip()
+            if fields.get("Status", "").endswith(" installed") and "Package" in fields:
+                name = fields["Package"]
+                if name in packages:
+                    name = f"{name}:{fields.get('Architecture', '')}"
+                packages[name] = fields.get("Version", "")
+        return packages
+
+
+def _command_inventory(prefix: str, argv: list[str], name_col: int, version_col: int) -> dict[str, str]:
+    if shutil.which(argv[0]) is None:
+        return {}
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    found = {}
+    for line in out.splitlines()[1 if prefix == "snap" else 0:]:
+        cols = line.split("\t") if prefix == "flatpak" else line.split()
+        if len(cols) > max(name_col, version_col):
+            found[f"{prefix}:{cols[name_col]}"] = cols[version_col]
+    return found
+
+
+def inventory(dpkg: DpkgDatabase) -> dict[str, str]:
+    """Everything installed: dpkg packages, and snaps and flatpaks where present."""
+    found = dict(dpkg.installed())
+    found.update(_command_inventory("snap", ["snap", "list"], 0, 1))
+    found.update(_command_inventory("flatpak", ["flatpak", "list", "--columns=application,version"], 0, 1))
+    return found
+
+
+def inventory_diff(old: Mapping[str, str], new: Mapping[str, str]) -> tuple[list[str], list[str], list[str]]:
+    """(installed, removed, upgraded) as readable lines: "name version", "name old -> new" (pure)."""
+    installed = [f"{n} {new[n]}" for n in sorted(new.keys() - old.keys())]
+    removed = [f"{n} {old[n]}" for n in sorted(old.keys() - new.keys())]
+    upgraded = [f"{n} {old[n]} -> {new[n]}" for n in sorted(old.keys() & new.keys()) if old[n] != new[n]]
+    return installed, removed, upgraded
