@@ -156,6 +156,8 @@ def _allow_lists(policy: FilterPolicy, group: str, host: str, path: str, query: 
 def decide_canonical(policy: FilterPolicy, index: CategoryIndex | None, *, url: str, group: str, at: datetime,
                      room: str | None = None, seat: str | None = None, os_user: str | None = None) -> Verdict:
     """`decide` for an URL that is already canonical (saves the canonicalisation)."""
+    if at.tzinfo is None:
+        at = policy.local(at)  # a naive time is school-local time
     host, path, query = split_canonical(url)
     kind = policy.kind_of(group)
     student = kind == "student"
@@ -285,6 +287,8 @@ def decide_host(policy: FilterPolicy, index: CategoryIndex | None, *, host: str,
     6. otherwise ``passthrough``.
     """
     host = canonical_host(host.strip().rstrip("."))
+    if at.tzinfo is None:
+        at = policy.local(at)
     root = decide_canonical(policy, index, url=f"https://{host}/", group=group, at=at, room=room, seat=seat,
                             os_user=os_user)
     cats, clauses = root.categories, root.clauses
