@@ -244,3 +244,19 @@ def test_pages_are_not_cached_and_cannot_be_framed(client, school):
     assert answer.headers["cache-control"] == "no-store"
     assert answer.headers["x-frame-options"] == "DENY"
     assert "script-src" not in answer.headers["content-security-policy"]  # no scripts at all
+
+
+def test_class_teacher_sees_incidents_they_were_told_about(client, school, web_app):
+    from policy_server.db.models import Notification
+    from policy_server.people.service import get_person_by_username
+
+    teacher = school.person("teacher")
+    told = school.incident(school.workstation(hostname="pc-told", room="Lab N", seat="02"),
+                           url="http://told.example/")
+    with web_app.state.sessionmaker() as db:
+        person = get_person_by_username(db, teacher)
+        db.add(Notification(incident_id=told, person_id=person.id, role="class_teacher"))
+        db.commit()
+    login(client, teacher)
+    assert "http://told.example/" in client.get("/incidents?lang=en").text
+    assert client.get(f"/incidents/{told}").status_code == 200
