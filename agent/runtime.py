@@ -169,9 +169,10 @@ class AgentRuntime:
             return
         self._running = True
         self._stop.clear()
+        # Load every collector before starting any, so the first heartbeat knows them all.
         for name in self.collector_names:
-            slot = self._load(name)
-            self.slots[name] = slot
+            self.slots[name] = self._load(name)
+        for name, slot in self.slots.items():
             if slot.collector is None:
                 log.error("collector %s: %s", name, slot.error)
                 continue

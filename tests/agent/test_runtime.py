@@ -1,0 +1,119 @@
+"""The runtime: collectors loaded (or reported failed), heartbeat, policy to collectors, SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from agent.collectors import registry
+from agent.collectors.heartbeat import build_heartbeat
+from agent.runtime import AgentRuntime
+from agent.state import AgentState
+from policy_server.protocol import PolicyBundle
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLES = "tests.agent.sample_collectors"
+
+
+@pytest.fixture
+def sample_registry(monkeypatch):
+    for name, cls in {"recording": "Recording", "broken_start": "BrokenStart",
+                      "broken_health": "BrokenHealth", "with_uninstall": "WithUninstall"}.items():
+        monkeypatch.setitem(registry.COLLECTORS, name, f"{SAMPLES}:{cls}")
+    monkeypatch.setitem(registry.COLLECTORS, "ghost", "tests.agent.no_such_module:Ghost")
+
+
+def _events(runtime: AgentRuntime) -> list[dict]:
+    return [json.loads(e.body) for e in runtime.outbox.peek_batch(1000, max_bytes=10**9)]
+
+
+def _wait(predicate, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_failing_collectors_are_reported_and_the_rest_runs(state: AgentState, sample_registry) -> None:
+    runtime = AgentRuntime(state, collectors=["heartbeat", "recording", "broken_start", "broken_health",
+                                              "ghost"], platform="fake", status_interval_s=0.2)
+    runtime.start()
+    try:
+        assert _wait(lambda: any(e["type"] == "agent.heartbeat" for e in _events(runtime)))
+        health = runtime.collector_health()
+        assert health["recording"].state == "ok" and health["recording"].detail == "platform fake"
+        assert health["broken_start"].state == "failed"
+        assert "clamd socket missing" in health["broken_start"].detail
+        assert health["broken_health"].state == "failed"
+        assert "ZeroDivisionError" in health["broken_health"].detail
+        assert health["ghost"].state == "failed" and "no_such_module" in health["ghost"].detail
+        beat = next(e for e in _events(runtime) if e["type"] == "agent.heartbeat")
+        assert set(beat["data"]["collectors"]) == {"recording", "broken_start", "broken_health", "ghost"}
+        assert any(e["type"] == "web.report" for e in _events(runtime))  # the collector's own event
+        assert _wait(lambda: (state.read_status() or {}).get("collectors", {}).get("ghost") is not None)
+        status = state.read_status()
+        assert status["running"] and status["outbox"]["depth"] >= 2 and status["enrolled"] is False
+    finally:
+        runtime.stop()
+    assert runtime.slots["recording"].collector.stopped
+    assert state.read_status()["running"] is False
+
+
+def test_offline_start_uses_last_good_bundle_and_new_bundles_reach_collectors(state, sample_registry) -> None:
+    state.save_policy(PolicyBundle(version=7).sealed())
+    runtime = AgentRuntime(state, collectors=["recording"], platform="fake")
+    runtime.start()
+    try:
+        collector = runtime.slots["recording"].collector
+        assert collector.policies == [7] and runtime.policy_version() == 7
+        runtime.policy.apply_raw(PolicyBundle(version=8).sealed().model_dump(mode="json"))
+        assert collector.policies == [7, 8] and collector.ctx.policy.version == 8
+        assert state.load_policy().version == 8
+    finally:
+        runtime.stop()
+
+
+def test_bad_arguments_are_explained(state) -> None:
+    with pytest.raises(ValueError, match="unknown platform"):
+        AgentRuntime(state, platform="windows95")
+    with pytest.raises(ValueError, match="unknown collector 'nope'"):
+        AgentRuntime(state, collectors=["nope"], platform="fake")
+
+
+def test_heartbeat_content_from_runtime_view(state, sample_registry) -> None:
+    runtime = AgentRuntime(state, collectors=["recording"], platform="fake")
+    runtime.start()
+    try:
+        beat = build_heartbeat(runtime)
+        assert beat.outbox_depth == runtime.outbox.depth() >= 1
+        assert beat.collectors["recording"].state == "ok" and beat.policy_version is None
+        assert beat.uptime_s >= 0
+    finally:
+        runtime.stop()
+
+
+def test_sigterm_stops_the_agent_cleanly(tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agent.cli", "run", "--state-dir", str(state_dir), "--platform", "fake",
+         "--collectors", "heartbeat"], cwd=REPO, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        assert _wait(lambda: (state_dir / "status.json").exists(), 30)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    status = json.loads((state_dir / "status.json").read_text())
+    assert status["running"] is False and status["collectors"]["heartbeat"]["state"] in ("ok", "failed")
+    assert "agent stopped" in proc.stderr.read()
