@@ -28,15 +28,26 @@ SYSTEM_KEY_DIR = Path("/etc/kalkan/integrity")
 class IntegrityCollector(Collector):
     name = "integrity"
 
-    def __init__(self, ctx: CollectorContext, *, key_dir: Path | None = None, workers: int | None = None,
-                 settle_s: float = 0.2) -> None:
+    def __init__(
+        self,
+        ctx: CollectorContext,
+        *,
+        key_dir: Path | None = None,
+        workers: int | None = None,
+        settle_s: float = 0.2,
+    ) -> None:
         super().__init__(ctx)
         if key_dir is None:
             root_on_linux = ctx.platform == "linux" and os.geteuid() == 0
             key_dir = SYSTEM_KEY_DIR if root_on_linux else Path(ctx.state_dir) / "integrity-key"
         self.config = IntegrityConfig.from_section(ctx.policy.integrity)
-        self.engine = IntegrityEngine(self.config, state_dir=Path(ctx.state_dir) / "integrity", key_dir=key_dir,
-                                      emit=self._emit, workers=workers)
+        self.engine = IntegrityEngine(
+            self.config,
+            state_dir=Path(ctx.state_dir) / "integrity",
+            key_dir=key_dir,
+            emit=self._emit,
+            workers=workers,
+        )
         self.settle_s = settle_s
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -120,10 +131,15 @@ class IntegrityCollector(Collector):
             self._problem = "the baseline was tampered with; a new one was made (see the incident)"
             self.engine.build_baseline(reason="rebuilt_after_tamper")
             return
-        self._pending = sum(1 for c in result.changes
-                            if not result.explained.get(c.path) or not result.explained[c.path].by_package_manager)
-        self._last_check = (f"{time.strftime('%Y-%m-%d %H:%M')} ({'full' if full else 'fast'}, "
-                            f"{result.files} files, {result.duration_s:.1f} s)")
+        self._pending = sum(
+            1
+            for c in result.changes
+            if not result.explained.get(c.path) or not result.explained[c.path].by_package_manager
+        )
+        self._last_check = (
+            f"{time.strftime('%Y-%m-%d %H:%M')} ({'full' if full else 'fast'}, "
+            f"{result.files} files, {result.duration_s:.1f} s)"
+        )
 
     def _run(self) -> None:
         try:

@@ -49,11 +49,17 @@ _TEXT: dict[str, dict[str, str]] = {
     "modified": {"en": "modified", "ru": "изменён", "ky": "өзгөртүлдү"},
     "removed": {"en": "removed", "ru": "удалён", "ky": "өчүрүлдү"},
     "permissions": {"en": "permissions", "ru": "права", "ky": "укуктар"},
-    "by_pm": {"en": "package manager ({package})", "ru": "пакетный менеджер ({package})",
-              "ky": "пакет менеджери ({package})"},
+    "by_pm": {
+        "en": "package manager ({package})",
+        "ru": "пакетный менеджер ({package})",
+        "ky": "пакет менеджери ({package})",
+    },
     "not_pm": {"en": "NOT the package manager", "ru": "НЕ пакетный менеджер", "ky": "пакет менеджери ЭМЕС"},
-    "mtime_restored": {"en": "modification time was set back", "ru": "время изменения подделано",
-                       "ky": "өзгөртүү убактысы артка коюлган"},
+    "mtime_restored": {
+        "en": "modification time was set back",
+        "ru": "время изменения подделано",
+        "ky": "өзгөртүү убактысы артка коюлган",
+    },
     "missing": {
         "en": "There is no baseline yet. Make one with: kalkan-agent integrity baseline",
         "ru": "Эталона ещё нет. Создайте его: kalkan-agent integrity baseline",
@@ -61,15 +67,17 @@ _TEXT: dict[str, dict[str, str]] = {
     },
     "tampered": {
         "en": "The baseline was tampered with: {detail}. This is reported to the server. Check the "
-              "computer, then make a new baseline with: kalkan-agent integrity baseline",
+        "computer, then make a new baseline with: kalkan-agent integrity baseline",
         "ru": "Эталон подделан: {detail}. Об этом сообщено на сервер. Проверьте компьютер, затем "
-              "создайте новый эталон: kalkan-agent integrity baseline",
+        "создайте новый эталон: kalkan-agent integrity baseline",
         "ky": "Эталон бурмаланган: {detail}. Бул серверге билдирилди. Компьютерди текшериңиз, андан "
-              "кийин жаңы эталон түзүңүз: kalkan-agent integrity baseline",
+        "кийин жаңы эталон түзүңүз: kalkan-agent integrity baseline",
     },
-    "bad_policy": {"en": "The integrity settings are wrong: {detail}",
-                   "ru": "Настройки целостности неверны: {detail}",
-                   "ky": "Бүтүндүк жөндөөлөрү туура эмес: {detail}"},
+    "bad_policy": {
+        "en": "The integrity settings are wrong: {detail}",
+        "ru": "Настройки целостности неверны: {detail}",
+        "ky": "Бүтүндүк жөндөөлөрү туура эмес: {detail}",
+    },
 }
 
 
@@ -106,8 +114,10 @@ class ProgressBar:
         frac = nbytes / self.total_bytes if self.total_bytes else 1.0
         filled = int(frac * self.width)
         rate = nbytes / max(now - self.started, 1e-6) / 1e6
-        line = (f"{self.label} [{'#' * filled}{'-' * (self.width - filled)}] {frac * 100:5.1f}%  "
-                f"{files}/{self.total_files}  {nbytes / 1e9:.2f}/{self.total_bytes / 1e9:.2f} GB  {rate:.0f} MB/s")
+        line = (
+            f"{self.label} [{'#' * filled}{'-' * (self.width - filled)}] {frac * 100:5.1f}%  "
+            f"{files}/{self.total_files}  {nbytes / 1e9:.2f}/{self.total_bytes / 1e9:.2f} GB  {rate:.0f} MB/s"
+        )
         self.stream.write(("\r" + line if self._tty else line + "\n") + ("\n" if done and self._tty else ""))
         self.stream.flush()
 
@@ -180,14 +190,20 @@ def _run(args: argparse.Namespace) -> int:
         print(_t(lang, "bad_policy", detail=exc), file=sys.stderr)
         return 3
     emit, sink, close = _emitter(args, state_root)
-    engine = IntegrityEngine(config, state_dir=integrity_dir, key_dir=key_dir, emit=emit, workers=args.workers)
+    engine = IntegrityEngine(
+        config, state_dir=integrity_dir, key_dir=key_dir, emit=emit, workers=args.workers
+    )
     bar = None if args.quiet else ProgressBar(_t(lang, "hashing"))
     try:
         if args.command_integrity == "baseline":
-            baseline = engine.build_baseline(reason="rebuilt" if engine.store.exists() else "created",
-                                             progress=bar, on_total=bar.total if bar else None)
-            print(_t(lang, "baseline_done", seq=baseline.seq, files=len(baseline.keys),
-                     digest=baseline.digest))
+            baseline = engine.build_baseline(
+                reason="rebuilt" if engine.store.exists() else "created",
+                progress=bar,
+                on_total=bar.total if bar else None,
+            )
+            print(
+                _t(lang, "baseline_done", seq=baseline.seq, files=len(baseline.keys), digest=baseline.digest)
+            )
             return 0
         try:
             result = engine.check(full=args.full, progress=bar, on_total=bar.total if bar else None)
@@ -200,10 +216,22 @@ def _run(args: argparse.Namespace) -> int:
         if args.json:
             for event_type, data in sink.events:
                 print(json.dumps({"type": event_type, "data": data.model_dump(mode="json")}))
-        print(_t(lang, "check_done", kind=_t(lang, "full" if args.full else "fast"), files=result.files,
-                 hashed=result.hashed_files, secs=result.duration_s), file=sys.stderr if args.json else sys.stdout)
-        waiting = [c for c in result.changes if not result.explained[c.path].by_package_manager
-                   or not config.auto_accept_package_updates]
+        print(
+            _t(
+                lang,
+                "check_done",
+                kind=_t(lang, "full" if args.full else "fast"),
+                files=result.files,
+                hashed=result.hashed_files,
+                secs=result.duration_s,
+            ),
+            file=sys.stderr if args.json else sys.stdout,
+        )
+        waiting = [
+            c
+            for c in result.changes
+            if not result.explained[c.path].by_package_manager or not config.auto_accept_package_updates
+        ]
         out = sys.stderr if args.json else sys.stdout
         if not result.changes:
             print(_t(lang, "no_changes"), file=out)
@@ -211,7 +239,7 @@ def _run(args: argparse.Namespace) -> int:
             print(_t(lang, "changes", n=len(waiting)), file=out)
             for change in result.changes:
                 how = result.explained[change.path]
-                who = (_t(lang, "by_pm", package=how.package) if how.by_package_manager else _t(lang, "not_pm"))
+                who = _t(lang, "by_pm", package=how.package) if how.by_package_manager else _t(lang, "not_pm")
                 extra = f"; {_t(lang, 'mtime_restored')}" if change.mtime_restored else ""
                 print(f"  {_t(lang, change.change):12} {change.path}  [{who}{extra}]", file=out)
         return 1 if waiting else 0
@@ -223,13 +251,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `integrity baseline|check` to the `kalkan-agent` command line."""
     integrity = subparsers.add_parser("integrity", help="software integrity: baseline and checks (000 §4.2)")
     sub = integrity.add_subparsers(dest="command_integrity", required=True)
-    for name, help_text in (("baseline", "hash the program folders and make them the baseline"),
-                            ("check", "compare the program folders with the baseline and report changes")):
+    for name, help_text in (
+        ("baseline", "hash the program folders and make them the baseline"),
+        ("check", "compare the program folders with the baseline and report changes"),
+    ):
         p = sub.add_parser(name, help=help_text)
-        p.add_argument("--state-dir", type=Path, default=None,
-                       help="agent state folder (default $KALKAN_AGENT_STATE or /var/lib/kalkan-agent)")
-        p.add_argument("--key-dir", type=Path, default=None,
-                       help="where the baseline's key and anchor live (default /etc/kalkan/integrity as root)")
+        p.add_argument(
+            "--state-dir",
+            type=Path,
+            default=None,
+            help="agent state folder (default $KALKAN_AGENT_STATE or /var/lib/kalkan-agent)",
+        )
+        p.add_argument(
+            "--key-dir",
+            type=Path,
+            default=None,
+            help="where the baseline's key and anchor live (default /etc/kalkan/integrity as root)",
+        )
         p.add_argument("--policy", help="policy bundle JSON to take the folders from (default: the agent's)")
         p.add_argument("--paths", nargs="+", help="folders to watch instead of the policy's")
         p.add_argument("--exclude", nargs="+", help="patterns to leave out, e.g. '*.pyc'")
@@ -238,7 +276,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         p.add_argument("--quiet", action="store_true", help="no progress bar")
         p.add_argument("--lang", choices=("ky", "ru", "en"), help="language of the messages (default: LANG)")
         if name == "check":
-            p.add_argument("--full", action="store_true", help="re-read every file (slow, catches everything)")
+            p.add_argument(
+                "--full", action="store_true", help="re-read every file (slow, catches everything)"
+            )
             p.add_argument("--json", action="store_true", help="print the events as JSON lines")
         p.set_defaults(func=_run)
 

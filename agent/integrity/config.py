@@ -26,7 +26,10 @@ class IntegrityConfig:
 
     @classmethod
     def from_section(cls, section: IntegritySection) -> IntegrityConfig:
-        for name, values in (("integrity.paths", section.paths), ("integrity.drop_paths", section.drop_paths)):
+        for name, values in (
+            ("integrity.paths", section.paths),
+            ("integrity.drop_paths", section.drop_paths),
+        ):
             for value in values:
                 if not value.startswith("/"):
                     raise IntegrityConfigError(

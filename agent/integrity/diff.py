@@ -36,8 +36,14 @@ class Change:
     def fingerprint(self) -> tuple:
         """What makes two sightings of a change the same one (so it is reported once)."""
         new = self.new
-        return (self.path, self.change, new.sha256 if new else None, new.mode if new else None,
-                new.uid if new else None, new.gid if new else None)
+        return (
+            self.path,
+            self.change,
+            new.sha256 if new else None,
+            new.mode if new else None,
+            new.uid if new else None,
+            new.gid if new else None,
+        )
 
 
 def compare(old: FileRecord | None, new: FileRecord | None) -> Change | None:

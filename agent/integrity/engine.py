@@ -42,7 +42,19 @@ Emit = Callable[[str, Any, list[str] | None], None]
 DROP_CLAUSES = ["000 §4.2", "000 §6.5"]  # a program dropped by a user: installing third-party software
 # What makes a file in a drop place a program: the executable bit, or the start of one.
 _PROGRAM_MAGIC = (b"\x7fELF", b"#!", b"MZ")
-_PROGRAM_SUFFIXES = (".exe", ".msi", ".bat", ".cmd", ".sh", ".run", ".bin", ".appimage", ".deb", ".jar", ".py")
+_PROGRAM_SUFFIXES = (
+    ".exe",
+    ".msi",
+    ".bat",
+    ".cmd",
+    ".sh",
+    ".run",
+    ".bin",
+    ".appimage",
+    ".deb",
+    ".jar",
+    ".py",
+)
 
 
 @dataclass
@@ -74,8 +86,16 @@ def looks_like_program(record: FileRecord) -> bool:
 
 
 class IntegrityEngine:
-    def __init__(self, config: IntegrityConfig, *, state_dir: Path, key_dir: Path, emit: Emit,
-                 dpkg: DpkgDatabase | None = None, workers: int | None = None) -> None:
+    def __init__(
+        self,
+        config: IntegrityConfig,
+        *,
+        state_dir: Path,
+        key_dir: Path,
+        emit: Emit,
+        dpkg: DpkgDatabase | None = None,
+        workers: int | None = None,
+    ) -> None:
         self.config = config
         self.state_dir = Path(state_dir)
         self.store = BaselineStore(self.state_dir, Path(key_dir))
@@ -142,23 +162,41 @@ class IntegrityEngine:
     def _emit_change(self, change: Change, how: Explanation, detected_by: str, area: str = "program") -> None:
         old, new = change.old, change.new
         data = IntegrityChanged(
-            path=change.path, change=IntegrityChangeKind(change.change),
-            by_package_manager=how.by_package_manager, package=how.package,
-            old_sha256=old.sha256 if old else None, new_sha256=new.sha256 if new else None,
-            old_mode=old.mode if old else None, new_mode=new.mode if new else None,
-            detected_by=detected_by, mtime_restored=change.mtime_restored, area=area,
+            path=change.path,
+            change=IntegrityChangeKind(change.change),
+            by_package_manager=how.by_package_manager,
+            package=how.package,
+            old_sha256=old.sha256 if old else None,
+            new_sha256=new.sha256 if new else None,
+            old_mode=old.mode if old else None,
+            new_mode=new.mode if new else None,
+            detected_by=detected_by,
+            mtime_restored=change.mtime_restored,
+            area=area,
         )
         self.emit("integrity.changed", data, DROP_CLAUSES if area == "drop" else None)
 
     def _emit_baseline(self, baseline: Baseline, reason: str | None = None) -> None:
-        self.emit("integrity.baseline", IntegrityBaseline(
-            digest=baseline.digest, files=len(baseline.keys), roots=baseline.roots, seq=baseline.seq,
-            prev_digest=baseline.prev_digest, reason=reason or baseline.reason), None)
+        self.emit(
+            "integrity.baseline",
+            IntegrityBaseline(
+                digest=baseline.digest,
+                files=len(baseline.keys),
+                roots=baseline.roots,
+                seq=baseline.seq,
+                prev_digest=baseline.prev_digest,
+                reason=reason or baseline.reason,
+            ),
+            None,
+        )
 
     def _emit_tampered(self, exc: BaselineTampered) -> None:
         anchor = self.store.anchor_digest()
-        self.emit("integrity.tampered", IntegrityTampered(detail=str(exc), last_digest=anchor[1] if anchor else None),
-                  None)
+        self.emit(
+            "integrity.tampered",
+            IntegrityTampered(detail=str(exc), last_digest=anchor[1] if anchor else None),
+            None,
+        )
 
     # ------------------------------------------------------------------ baseline
 
@@ -168,16 +206,32 @@ class IntegrityEngine:
             return old.package
         return self.dpkg.owner(path) if self.dpkg.available else None
 
-    def build_baseline(self, *, reason: str = "created", progress: Progress | None = None,
-                       on_total: Callable[[int, int], None] | None = None) -> Baseline:
+    def build_baseline(
+        self,
+        *,
+        reason: str = "created",
+        progress: Progress | None = None,
+        on_total: Callable[[int, int], None] | None = None,
+    ) -> Baseline:
         """Hash everything now and make it the baseline (a new version of the chain, which
         continues from the last digest written even when the old baseline is damaged)."""
         with self._exclusive():
-            result = scan(self.config.paths, self.config.exclude, full=True, workers=self.workers,
-                          progress=progress, on_total=on_total)
+            result = scan(
+                self.config.paths,
+                self.config.exclude,
+                full=True,
+                workers=self.workers,
+                progress=progress,
+                on_total=on_total,
+            )
             records = {p: r.with_package(self._package_of(p, None)) for p, r in result.records.items()}
-            baseline = self.store.save(records, roots=list(self.config.paths), exclude=list(self.config.exclude),
-                                       reason=reason, previous=self.store.anchor_digest())
+            baseline = self.store.save(
+                records,
+                roots=list(self.config.paths),
+                exclude=list(self.config.exclude),
+                reason=reason,
+                previous=self.store.anchor_digest(),
+            )
             self._reported.clear()
             self._remember_reported()
             self._save_json(self._schedule_path, {"last_full": time.time()})
@@ -195,8 +249,13 @@ class IntegrityEngine:
 
     # ------------------------------------------------------------------ checks
 
-    def check(self, *, full: bool = False, progress: Progress | None = None,
-              on_total: Callable[[int, int], None] | None = None) -> CheckResult:
+    def check(
+        self,
+        *,
+        full: bool = False,
+        progress: Progress | None = None,
+        on_total: Callable[[int, int], None] | None = None,
+    ) -> CheckResult:
         """Compare the disk with the baseline; report new changes; move the baseline for
         accepted and package-manager changes.  Raises BaselineMissing / BaselineTampered.
 
@@ -206,8 +265,15 @@ class IntegrityEngine:
         started = time.monotonic()
         with self._exclusive():
             base = self.load_baseline()
-            scanned = scan(self.config.paths, self.config.exclude, known=base.keys, full=full,
-                           workers=self.workers, progress=progress, on_total=on_total)
+            scanned = scan(
+                self.config.paths,
+                self.config.exclude,
+                known=base.keys,
+                full=full,
+                workers=self.workers,
+                progress=progress,
+                on_total=on_total,
+            )
             current = scanned.records  # only the candidates
             now_excluded = ExcludeMatcher(self.config.exclude)
             was_excluded = ExcludeMatcher(base.exclude)
@@ -221,8 +287,11 @@ class IntegrityEngine:
                 if path in scanned.seen and path not in view:
                     view[path] = old[path]
             # Newly watched paths (the policy grew) are taken in silently.
-            taken_silently = [r for p, r in current.items() if p not in old
-                              and (not under(p, base.roots) or was_excluded(p))]
+            taken_silently = [
+                r
+                for p, r in current.items()
+                if p not in old and (not under(p, base.roots) or was_excluded(p))
+            ]
             for record in taken_silently:
                 del view[record.path]
             relevant = {p: r for p, r in old.items() if p not in out_of_scope}
@@ -244,8 +313,18 @@ class IntegrityEngine:
             drops = {f for f in self._reported if f[0] == "drop" and os.path.lexists(f[1])}
             self._reported = drops | {c.fingerprint for c in pending}
             self._remember_reported()
-            new_base = self._move_baseline(base, old, current, moved_base, accepted, pending, taken_in,
-                                           taken_silently, out_of_scope, explained)
+            new_base = self._move_baseline(
+                base,
+                old,
+                current,
+                moved_base,
+                accepted,
+                pending,
+                taken_in,
+                taken_silently,
+                out_of_scope,
+                explained,
+            )
             if new_base.digest != base.digest:
                 self._emit_baseline(new_base)
             elif full:
@@ -253,15 +332,33 @@ class IntegrityEngine:
             if full:
                 self._save_json(self._schedule_path, {"last_full": time.time()})
             self._check_inventory()
-            return CheckResult(changes=changes, reported=reported, explained=explained, accepted=accepted,
-                               files=len(scanned.seen), hashed_files=scanned.hashed_files,
-                               hashed_bytes=scanned.hashed_bytes, reused=scanned.reused, full=full,
-                               baseline=new_base, duration_s=time.monotonic() - started)
+            return CheckResult(
+                changes=changes,
+                reported=reported,
+                explained=explained,
+                accepted=accepted,
+                files=len(scanned.seen),
+                hashed_files=scanned.hashed_files,
+                hashed_bytes=scanned.hashed_bytes,
+                reused=scanned.reused,
+                full=full,
+                baseline=new_base,
+                duration_s=time.monotonic() - started,
+            )
 
-    def _move_baseline(self, base: Baseline, old: dict[str, FileRecord], current: dict[str, FileRecord],
-                       moved_base: dict[str, FileRecord], accepted: list[str], pending: list[Change],
-                       taken_in: list[Change], taken_silently: list[FileRecord], out_of_scope: set[str],
-                       explained: dict[str, Explanation]) -> Baseline:
+    def _move_baseline(
+        self,
+        base: Baseline,
+        old: dict[str, FileRecord],
+        current: dict[str, FileRecord],
+        moved_base: dict[str, FileRecord],
+        accepted: list[str],
+        pending: list[Change],
+        taken_in: list[Change],
+        taken_silently: list[FileRecord],
+        out_of_scope: set[str],
+        explained: dict[str, Explanation],
+    ) -> Baseline:
         """Write what the check settled into the baseline (nothing at all on an unchanged tree)."""
         pending_paths = {c.path for c in pending}
         upserts: list[FileRecord] = []
@@ -270,8 +367,12 @@ class IntegrityEngine:
         # Unchanged content with new metadata (e.g. copied over itself): refresh the fast-path cache.
         for path, record in current.items():
             was = old.get(path)
-            if was is not None and path not in pending_paths and compare(was, record) is None \
-                    and record_key(was) != record_key(record):
+            if (
+                was is not None
+                and path not in pending_paths
+                and compare(was, record) is None
+                and record_key(was) != record_key(record)
+            ):
                 upserts.append(record.with_package(was.package))
         for path in accepted:
             if path in moved_base:
@@ -284,23 +385,40 @@ class IntegrityEngine:
             else:
                 upserts.append(change.new.with_package(explained[change.path].package))
         upserts.extend(r.with_package(self._package_of(r.path, None)) for r in taken_silently)
-        roots_changed = sorted(base.roots) != sorted(self.config.paths) or \
-            sorted(base.exclude) != sorted(self.config.exclude)
+        roots_changed = sorted(base.roots) != sorted(self.config.paths) or sorted(base.exclude) != sorted(
+            self.config.exclude
+        )
         if not upserts and not deletes and not roots_changed:
             return base
-        reason = ("accepted" if accepted else "package_update" if taken_in else
-                  "paths_changed" if roots_changed else base.reason)
-        return self.store.update(base, upserts=upserts, deletes=deletes, roots=list(self.config.paths),
-                                 exclude=list(self.config.exclude), reason=reason,
-                                 content_changed=content_changed or roots_changed)
+        reason = (
+            "accepted"
+            if accepted
+            else "package_update"
+            if taken_in
+            else "paths_changed"
+            if roots_changed
+            else base.reason
+        )
+        return self.store.update(
+            base,
+            upserts=upserts,
+            deletes=deletes,
+            roots=list(self.config.paths),
+            exclude=list(self.config.exclude),
+            reason=reason,
+            content_changed=content_changed or roots_changed,
+        )
 
     def _check_inventory(self) -> None:
         old = self._load_json(self._inventory_path, None)
         new = inventory(self.dpkg)
         if old is not None and old != new:
             installed, removed, upgraded = inventory_diff(old, new)
-            self.emit("software.changed", SoftwareChanged(installed=installed, removed=removed,
-                                                          upgraded=upgraded), None)
+            self.emit(
+                "software.changed",
+                SoftwareChanged(installed=installed, removed=removed, upgraded=upgraded),
+                None,
+            )
         if old != new:
             self._save_json(self._inventory_path, new)
 

@@ -23,7 +23,9 @@ _POOL_MIN_FILES = 2000
 _BATCH_BYTES = 16 << 20
 _BATCH_FILES = 512
 
-_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+_OPEN_FLAGS = (
+    os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+)
 _NOATIME = getattr(os, "O_NOATIME", 0)  # reading for a check must not touch atime
 
 Progress = Callable[[int, int], None]  # (files done, bytes done)

@@ -55,27 +55,67 @@ class FileRecord:
 
     # Positional copies: dataclasses.replace costs ~10x more, and these run per file.
     def with_hash(self, sha256: str | None) -> FileRecord:
-        return FileRecord(self.path, self.kind, self.size, self.mtime_ns, self.ctime_ns, self.ino, self.dev,
-                          self.mode, self.uid, self.gid, sha256, self.target, self.package)
+        return FileRecord(
+            self.path,
+            self.kind,
+            self.size,
+            self.mtime_ns,
+            self.ctime_ns,
+            self.ino,
+            self.dev,
+            self.mode,
+            self.uid,
+            self.gid,
+            sha256,
+            self.target,
+            self.package,
+        )
 
     def with_package(self, package: str | None) -> FileRecord:
         if package == self.package:
             return self
-        return FileRecord(self.path, self.kind, self.size, self.mtime_ns, self.ctime_ns, self.ino, self.dev,
-                          self.mode, self.uid, self.gid, self.sha256, self.target, package)
+        return FileRecord(
+            self.path,
+            self.kind,
+            self.size,
+            self.mtime_ns,
+            self.ctime_ns,
+            self.ino,
+            self.dev,
+            self.mode,
+            self.uid,
+            self.gid,
+            self.sha256,
+            self.target,
+            package,
+        )
 
     def content_line(self) -> str:
         """The protected part as one canonical line (the digest is over these)."""
         return "\t".join(
-            (self.path, self.kind, self.sha256 or "-", f"{self.mode:o}", str(self.uid), str(self.gid),
-             self.target or "")
+            (
+                self.path,
+                self.kind,
+                self.sha256 or "-",
+                f"{self.mode:o}",
+                str(self.uid),
+                str(self.gid),
+                self.target or "",
+            )
         )
 
     def cache_line(self) -> str:
         """Everything, for the local HMAC (which also covers the fast-path cache)."""
         return "\t".join(
-            (self.content_line(), str(self.size), str(self.mtime_ns), str(self.ctime_ns), str(self.ino),
-             str(self.dev), self.package or "")
+            (
+                self.content_line(),
+                str(self.size),
+                str(self.mtime_ns),
+                str(self.ctime_ns),
+                str(self.ino),
+                str(self.dev),
+                self.package or "",
+            )
         )
 
 
@@ -88,8 +128,9 @@ pack_key = _KEY.pack
 
 def fast_key(st) -> bytes:
     """What the fast path compares: equal keys mean the file was not touched (see FileRecord)."""
-    return pack_key(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev, st.st_mode, st.st_uid,
-                    st.st_gid)
+    return pack_key(
+        st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev, st.st_mode, st.st_uid, st.st_gid
+    )
 
 
 _TYPE_BITS = {FILE: statmod.S_IFREG, LINK: statmod.S_IFLNK}
@@ -97,8 +138,16 @@ _TYPE_BITS = {FILE: statmod.S_IFREG, LINK: statmod.S_IFLNK}
 
 def record_key(record: FileRecord) -> bytes:
     """The same key from a record."""
-    return pack_key(record.size, record.mtime_ns, record.ctime_ns, record.ino, record.dev,
-                    record.mode | _TYPE_BITS[record.kind], record.uid, record.gid)
+    return pack_key(
+        record.size,
+        record.mtime_ns,
+        record.ctime_ns,
+        record.ino,
+        record.dev,
+        record.mode | _TYPE_BITS[record.kind],
+        record.uid,
+        record.gid,
+    )
 
 
 def record_from_stat(path: str, st, target: str | None = None) -> FileRecord | None:
@@ -128,8 +177,9 @@ def link_hash(target: str) -> str:
     return hashlib.sha256(target.encode("utf-8", "surrogateescape")).hexdigest()
 
 
-def content_digest(records: Iterable[FileRecord], *, seq: int, prev_digest: str | None,
-                   roots: Iterable[str]) -> str:
+def content_digest(
+    records: Iterable[FileRecord], *, seq: int, prev_digest: str | None, roots: Iterable[str]
+) -> str:
     """SHA-256 over the protected content, chained to the previous baseline's digest.
 
     `records` must come sorted by path.  The chain (`prev_digest`) makes a silent

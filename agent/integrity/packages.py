@@ -189,7 +189,7 @@ def _command_inventory(prefix: str, argv: list[str], name_col: int, version_col:
     except (OSError, subprocess.TimeoutExpired):
         return {}
     found = {}
-    for line in out.splitlines()[1 if prefix == "snap" else 0:]:
+    for line in out.splitlines()[1 if prefix == "snap" else 0 :]:
         cols = line.split("\t") if prefix == "flatpak" else line.split()
         if len(cols) > max(name_col, version_col):
             found[f"{prefix}:{cols[name_col]}"] = cols[version_col]

@@ -24,7 +24,9 @@ class ExcludeMatcher:
     def __init__(self, patterns: Iterable[str]) -> None:
         patterns = [p for p in patterns if p]
         self.active = bool(patterns)
-        self._regex = re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns)) if patterns else None
+        self._regex = (
+            re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns)) if patterns else None
+        )
 
     def __call__(self, path: str) -> bool:
         return bool(self._regex and self._regex.match(path))
@@ -111,8 +113,16 @@ def scan(
                     except OSError:
                         continue
                     seen.add(path)
-                    if known_get(path) == pack_key(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino,
-                                                   st.st_dev, st.st_mode, st.st_uid, st.st_gid):
+                    if known_get(path) == pack_key(
+                        st.st_size,
+                        st.st_mtime_ns,
+                        st.st_ctime_ns,
+                        st.st_ino,
+                        st.st_dev,
+                        st.st_mode,
+                        st.st_uid,
+                        st.st_gid,
+                    ):
                         continue  # the fast path: untouched (model.fast_key, inlined: this runs per file)
                     try:
                         target = os.readlink(path) if entry.is_symlink() else None

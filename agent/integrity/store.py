@@ -48,7 +48,8 @@ class BaselineTampered(Exception):
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE files (
-    path PRIMARY KEY, fkey BLOB NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL,
+    path PRIMARY KEY, fkey BLOB NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
+    ctime_ns INTEGER NOT NULL,
     ino INTEGER NOT NULL, dev INTEGER NOT NULL, st_mode INTEGER NOT NULL, uid INTEGER NOT NULL,
     gid INTEGER NOT NULL, sha256 TEXT, target BLOB, package TEXT
 ) WITHOUT ROWID;
@@ -72,19 +73,47 @@ def _keys(db: sqlite3.Connection) -> dict[str, bytes]:
     keys = dict(db.execute(_KEYS + " WHERE typeof(path) = 'text'"))
     keys.update((os.fsdecode(p), k) for p, k in db.execute(_KEYS + " WHERE typeof(path) = 'blob'"))
     return keys
+
+
 _TYPE_BITS = {FILE: statmod.S_IFREG, LINK: statmod.S_IFLNK}
 
 
 def _row(r: FileRecord) -> tuple:
-    return (record_key(r), _db_path(r.path), r.size, r.mtime_ns, r.ctime_ns, r.ino, r.dev, r.mode | _TYPE_BITS[r.kind],
-            r.uid, r.gid, r.sha256, os.fsencode(r.target) if r.target is not None else None, r.package)
+    return (
+        record_key(r),
+        _db_path(r.path),
+        r.size,
+        r.mtime_ns,
+        r.ctime_ns,
+        r.ino,
+        r.dev,
+        r.mode | _TYPE_BITS[r.kind],
+        r.uid,
+        r.gid,
+        r.sha256,
+        os.fsencode(r.target) if r.target is not None else None,
+        r.package,
+    )
 
 
 def _record(row: tuple) -> FileRecord:
     path, size, mtime_ns, ctime_ns, ino, dev, st_mode, uid, gid, sha256, target, package = row
     kind = LINK if statmod.S_ISLNK(st_mode) else FILE
-    return FileRecord(path if isinstance(path, str) else os.fsdecode(path), kind, size, mtime_ns, ctime_ns, ino, dev, statmod.S_IMODE(st_mode),
-                      uid, gid, sha256, os.fsdecode(target) if target is not None else None, package)
+    return FileRecord(
+        path if isinstance(path, str) else os.fsdecode(path),
+        kind,
+        size,
+        mtime_ns,
+        ctime_ns,
+        ino,
+        dev,
+        statmod.S_IMODE(st_mode),
+        uid,
+        gid,
+        sha256,
+        os.fsdecode(target) if target is not None else None,
+        package,
+    )
 
 
 @dataclass
@@ -107,7 +136,9 @@ class Baseline:
             return {}
         found = {}
         for path in paths:
-            row = self.db.execute(f"SELECT {_COLUMNS} FROM files WHERE path = ?", (_db_path(path),)).fetchone()
+            row = self.db.execute(
+                f"SELECT {_COLUMNS} FROM files WHERE path = ?", (_db_path(path),)
+            ).fetchone()
             if row is not None:
                 found[path] = _record(row)
         return found
@@ -195,15 +226,24 @@ class BaselineStore:
         if not hmac.compare_digest(seal, str(anchor.get("seal", ""))):
             raise BaselineTampered(
                 f"{self.db_path} is not the baseline last written (version {anchor.get('seq')}, digest "
-                f"{str(anchor.get('digest'))[:12]}…): it was edited, replaced or rolled back")
+                f"{str(anchor.get('digest'))[:12]}…): it was edited, replaced or rolled back"
+            )
         db = sqlite3.connect(":memory:", check_same_thread=False)
         try:
             db.deserialize(data)
             meta = dict(db.execute("SELECT key, value FROM meta"))
             keys = _keys(db)
-            baseline = Baseline(keys=keys, roots=json.loads(meta["roots"]), exclude=json.loads(meta["exclude"]),
-                                seq=int(meta["seq"]), digest=meta["digest"], prev_digest=meta["prev_digest"] or None,
-                                created_at=meta["created_at"], reason=meta["reason"], db=db)
+            baseline = Baseline(
+                keys=keys,
+                roots=json.loads(meta["roots"]),
+                exclude=json.loads(meta["exclude"]),
+                seq=int(meta["seq"]),
+                digest=meta["digest"],
+                prev_digest=meta["prev_digest"] or None,
+                created_at=meta["created_at"],
+                reason=meta["reason"],
+                db=db,
+            )
         except (sqlite3.Error, KeyError, ValueError, TypeError) as exc:
             db.close()
             raise BaselineTampered(f"the baseline file {self.db_path} is damaged: {exc}") from None
@@ -225,18 +265,35 @@ class BaselineStore:
 
     # ------------------------------------------------------------------ writing
 
-    def save(self, records: Mapping[str, FileRecord], *, roots: list[str], exclude: list[str], reason: str,
-             previous: tuple[int, str] | None) -> Baseline:
+    def save(
+        self,
+        records: Mapping[str, FileRecord],
+        *,
+        roots: list[str],
+        exclude: list[str],
+        reason: str,
+        previous: tuple[int, str] | None,
+    ) -> Baseline:
         """A whole new baseline version, chained to `previous` (seq, digest) if any."""
         db = sqlite3.connect(":memory:", check_same_thread=False)
         db.executescript(_SCHEMA)
         db.executemany(_INSERT, (_row(r) for r in records.values()))
         seq, prev_digest = (previous[0] + 1, previous[1]) if previous else (0, None)
-        return self._commit(db, roots=roots, exclude=exclude, reason=reason, seq=seq, prev_digest=prev_digest,
-                            digest=None)
+        return self._commit(
+            db, roots=roots, exclude=exclude, reason=reason, seq=seq, prev_digest=prev_digest, digest=None
+        )
 
-    def update(self, base: Baseline, *, upserts: Iterable[FileRecord], deletes: Iterable[str],
-               roots: list[str], exclude: list[str], reason: str, content_changed: bool) -> Baseline:
+    def update(
+        self,
+        base: Baseline,
+        *,
+        upserts: Iterable[FileRecord],
+        deletes: Iterable[str],
+        roots: list[str],
+        exclude: list[str],
+        reason: str,
+        content_changed: bool,
+    ) -> Baseline:
         """Apply changes to `base`.  A new version when the protected content changed; else
         the same version and digest with a fresh seal (only the fast-path cache moved)."""
         db = sqlite3.connect(":memory:", check_same_thread=False)
@@ -244,18 +301,48 @@ class BaselineStore:
         db.executemany(_INSERT, (_row(r) for r in upserts))
         db.executemany("DELETE FROM files WHERE path = ?", ((_db_path(p),) for p in deletes))
         if content_changed or sorted(roots) != sorted(base.roots):
-            return self._commit(db, roots=roots, exclude=exclude, reason=reason, seq=base.seq + 1,
-                                prev_digest=base.digest, digest=None)
-        return self._commit(db, roots=roots, exclude=exclude, reason=base.reason, seq=base.seq,
-                            prev_digest=base.prev_digest, digest=base.digest)
+            return self._commit(
+                db,
+                roots=roots,
+                exclude=exclude,
+                reason=reason,
+                seq=base.seq + 1,
+                prev_digest=base.digest,
+                digest=None,
+            )
+        return self._commit(
+            db,
+            roots=roots,
+            exclude=exclude,
+            reason=base.reason,
+            seq=base.seq,
+            prev_digest=base.prev_digest,
+            digest=base.digest,
+        )
 
-    def _commit(self, db: sqlite3.Connection, *, roots: list[str], exclude: list[str], reason: str, seq: int,
-                prev_digest: str | None, digest: str | None) -> Baseline:
+    def _commit(
+        self,
+        db: sqlite3.Connection,
+        *,
+        roots: list[str],
+        exclude: list[str],
+        reason: str,
+        seq: int,
+        prev_digest: str | None,
+        digest: str | None,
+    ) -> Baseline:
         if digest is None:
             digest = _digest_of(db, seq=seq, prev_digest=prev_digest, roots=roots)
         created_at = datetime.now(UTC).isoformat(timespec="seconds")
-        meta = {"seq": str(seq), "digest": digest, "prev_digest": prev_digest or "", "roots": json.dumps(roots),
-                "exclude": json.dumps(exclude), "created_at": created_at, "reason": reason}
+        meta = {
+            "seq": str(seq),
+            "digest": digest,
+            "prev_digest": prev_digest or "",
+            "roots": json.dumps(roots),
+            "exclude": json.dumps(exclude),
+            "created_at": created_at,
+            "reason": reason,
+        }
         db.execute("DELETE FROM meta")
         db.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
         db.commit()
@@ -265,5 +352,14 @@ class BaselineStore:
         _write_private(self.db_path, data)
         _write_private(self.anchor_path, json.dumps({"seq": seq, "digest": digest, "seal": seal}).encode())
         keys = _keys(db)
-        return Baseline(keys=keys, roots=list(roots), exclude=list(exclude), seq=seq, digest=digest,
-                        prev_digest=prev_digest, created_at=created_at, reason=reason, db=db)
+        return Baseline(
+            keys=keys,
+            roots=list(roots),
+            exclude=list(exclude),
+            seq=seq,
+            digest=digest,
+            prev_digest=prev_digest,
+            created_at=created_at,
+            reason=reason,
+            db=db,
+        )

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from watchdog.events import (
     DirCreatedEvent,
     DirMovedEvent,
+    FileAttribEvent,
     FileClosedEvent,
     FileCreatedEvent,
     FileDeletedEvent,
@@ -30,8 +31,16 @@ from watchdog.observers import Observer
 
 log = logging.getLogger("kalkan.agent.integrity")
 
-_EVENTS = [FileCreatedEvent, FileModifiedEvent, FileDeletedEvent, FileMovedEvent, FileClosedEvent,
-           DirCreatedEvent, DirMovedEvent]
+_EVENTS = [
+    FileCreatedEvent,
+    FileModifiedEvent,
+    FileAttribEvent,
+    FileDeletedEvent,
+    FileMovedEvent,
+    FileClosedEvent,
+    DirCreatedEvent,
+    DirMovedEvent,
+]
 
 
 class _Handler(FileSystemEventHandler):
@@ -62,7 +71,9 @@ class _Handler(FileSystemEventHandler):
 class IntegrityWatch:
     """Watches folders and hands each changed path to `check(path)` once it settles."""
 
-    def __init__(self, check: Callable[[str], object], folders: Iterable[str], *, settle_s: float = 0.2) -> None:
+    def __init__(
+        self, check: Callable[[str], object], folders: Iterable[str], *, settle_s: float = 0.2
+    ) -> None:
         self._check = check
         self.folders = [f for f in folders if os.path.isdir(f)]
         self.settle_s = settle_s

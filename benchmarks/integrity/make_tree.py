@@ -46,7 +46,7 @@ def main() -> None:
         size = min(rng.choice(sizes), len(blob) - 64)
         off = rng.randrange(0, len(blob) - size)
         with open(path, "wb") as handle:
-            handle.write(blob[off:off + size] + i.to_bytes(8, "little"))
+            handle.write(blob[off : off + size] + i.to_bytes(8, "little"))
         os.chmod(path, 0o755 if rng.random() < 0.2 else 0o644)
         total += size
     open(os.path.join(root, ".complete"), "w").close()

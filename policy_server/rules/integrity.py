@@ -31,34 +31,57 @@ def _where(event: RuleInput) -> str:
 def integrity_changed(event: RuleInput) -> IncidentDraft | None:
     data = event.data
     path, change = data.get("path", ""), data.get("change", "")
-    params = {"path": path, "change": change, "package": data.get("package"), "where": _where(event),
-              "detected_by": data.get("detected_by")}
+    params = {
+        "path": path,
+        "change": change,
+        "package": data.get("package"),
+        "where": _where(event),
+        "detected_by": data.get("detected_by"),
+    }
     if data.get("area") == "drop":
         return IncidentDraft(
-            rule="integrity.program_dropped", title=f"Program dropped at {path} on {_where(event)}",
-            severity=Severity.medium, clauses=("000 §6.5", "000 §4.2"),
-            dedup_key=f"integrity.drop:{event.agent_id}", window_s=HOUR, params=params)
+            rule="integrity.program_dropped",
+            title=f"Program dropped at {path} on {_where(event)}",
+            severity=Severity.medium,
+            clauses=("000 §6.5", "000 §4.2"),
+            dedup_key=f"integrity.drop:{event.agent_id}",
+            window_s=HOUR,
+            params=params,
+        )
     if data.get("by_package_manager"):
         return IncidentDraft(
-            rule="integrity.package_update", title=f"Software updated by the package manager on {_where(event)}",
-            severity=Severity.low, clauses=("000 §4.2",),
-            dedup_key=f"integrity.update:{event.agent_id}", window_s=DAY, params=params)
+            rule="integrity.package_update",
+            title=f"Software updated by the package manager on {_where(event)}",
+            severity=Severity.low,
+            clauses=("000 §4.2",),
+            dedup_key=f"integrity.update:{event.agent_id}",
+            window_s=DAY,
+            params=params,
+        )
     hidden = bool(data.get("mtime_restored"))
     return IncidentDraft(
         rule="integrity.unauthorised_change",
         title=f"Unauthorised change ({change}) of {path} on {_where(event)}"
-              + (" with its modification time set back" if hidden else ""),
-        severity=Severity.critical if hidden else Severity.high, clauses=("000 §4.2", "000 §5.6"),
-        dedup_key=f"integrity.change:{event.agent_id}", window_s=HOUR, params={**params, "hidden": hidden})
+        + (" with its modification time set back" if hidden else ""),
+        severity=Severity.critical if hidden else Severity.high,
+        clauses=("000 §4.2", "000 §5.6"),
+        dedup_key=f"integrity.change:{event.agent_id}",
+        window_s=HOUR,
+        params={**params, "hidden": hidden},
+    )
 
 
 @rule("integrity.tampered")
 def integrity_tampered(event: RuleInput) -> IncidentDraft:
     return IncidentDraft(
-        rule="integrity.tampered", title=f"Integrity baseline tampered with on {_where(event)}",
-        severity=Severity.critical, clauses=("000 §4.2", "000 §5.6"),
-        dedup_key=f"integrity.tampered:{event.agent_id}", window_s=DAY,
-        params={"detail": event.data.get("detail", ""), "where": _where(event)})
+        rule="integrity.tampered",
+        title=f"Integrity baseline tampered with on {_where(event)}",
+        severity=Severity.critical,
+        clauses=("000 §4.2", "000 §5.6"),
+        dedup_key=f"integrity.tampered:{event.agent_id}",
+        window_s=DAY,
+        params={"detail": event.data.get("detail", ""), "where": _where(event)},
+    )
 
 
 @rule("software.changed")
@@ -67,10 +90,14 @@ def software_changed(event: RuleInput) -> IncidentDraft | None:
     if not installed:
         return None  # upgrades and removals are visible in the events; installs are what 000 §6.5 forbids
     return IncidentDraft(
-        rule="software.installed", title=f"{len(installed)} program(s) installed on {_where(event)}",
-        severity=Severity.medium, clauses=("000 §6.5", "000 §4.2"),
-        dedup_key=f"software.installed:{event.agent_id}", window_s=DAY,
-        params={"installed": installed[:50], "where": _where(event)})
+        rule="software.installed",
+        title=f"{len(installed)} program(s) installed on {_where(event)}",
+        severity=Severity.medium,
+        clauses=("000 §6.5", "000 §4.2"),
+        dedup_key=f"software.installed:{event.agent_id}",
+        window_s=DAY,
+        params={"installed": installed[:50], "where": _where(event)},
+    )
 
 
 @rule("integrity.baseline")
@@ -79,9 +106,14 @@ def baseline_rebuilt(event: RuleInput) -> IncidentDraft | None:
     if event.data.get("reason") != "rebuilt":
         return None
     return IncidentDraft(
-        rule="integrity.baseline_rebuilt", title=f"Integrity baseline rebuilt by hand on {_where(event)}",
-        severity=Severity.low, clauses=("000 §4.2",), dedup_key=f"integrity.rebuilt:{event.agent_id}",
-        window_s=DAY, params={"digest": event.data.get("digest"), "where": _where(event)})
+        rule="integrity.baseline_rebuilt",
+        title=f"Integrity baseline rebuilt by hand on {_where(event)}",
+        severity=Severity.low,
+        clauses=("000 §4.2",),
+        dedup_key=f"integrity.rebuilt:{event.agent_id}",
+        window_s=DAY,
+        params={"digest": event.data.get("digest"), "where": _where(event)},
+    )
 
 
 def check_baseline_chain(last_known: dict[str, Any] | None, event: RuleInput) -> IncidentDraft | None:
@@ -105,7 +137,14 @@ def check_baseline_chain(last_known: dict[str, Any] | None, event: RuleInput) ->
     return IncidentDraft(
         rule="integrity.chain_broken",
         title=f"Integrity baseline on {_where(event)} is not the one the server knows",
-        severity=Severity.critical, clauses=("000 §4.2", "000 §5.6"),
-        dedup_key=f"integrity.chain:{event.agent_id}", window_s=DAY,
-        params={"expected": last, "found": data.get("digest"), "prev": data.get("prev_digest"),
-                "where": _where(event)})
+        severity=Severity.critical,
+        clauses=("000 §4.2", "000 §5.6"),
+        dedup_key=f"integrity.chain:{event.agent_id}",
+        window_s=DAY,
+        params={
+            "expected": last,
+            "found": data.get("digest"),
+            "prev": data.get("prev_digest"),
+            "where": _where(event),
+        },
+    )

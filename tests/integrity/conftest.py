@@ -67,8 +67,12 @@ def tree(tmp_path: Path) -> Path:
     root = tmp_path / "opt" / "app"
     (root / "bin").mkdir(parents=True)
     (root / "lib").mkdir()
-    for name, body in (("bin/editor", b"\x7fELF editor v1"), ("bin/viewer", b"\x7fELF viewer v1"),
-                       ("lib/libcore.so", b"core" * 5000), ("lib/data.txt", b"plain data")):
+    for name, body in (
+        ("bin/editor", b"\x7fELF editor v1"),
+        ("bin/viewer", b"\x7fELF viewer v1"),
+        ("lib/libcore.so", b"core" * 5000),
+        ("lib/data.txt", b"plain data"),
+    ):
         (root / name).write_bytes(body)
     os.chmod(root / "bin/editor", 0o755)
     os.chmod(root / "bin/viewer", 0o755)
@@ -78,8 +82,14 @@ def tree(tmp_path: Path) -> Path:
 
 def make_engine(tree: Path, tmp_path: Path, sink: Sink, **config) -> IntegrityEngine:
     cfg = IntegrityConfig(paths=(str(tree),), **config)
-    return IntegrityEngine(cfg, state_dir=tmp_path / "state", key_dir=tmp_path / "key", emit=sink,
-                           dpkg=DpkgDatabase(tmp_path / "no-dpkg"), workers=1)
+    return IntegrityEngine(
+        cfg,
+        state_dir=tmp_path / "state",
+        key_dir=tmp_path / "key",
+        emit=sink,
+        dpkg=DpkgDatabase(tmp_path / "no-dpkg"),
+        workers=1,
+    )
 
 
 @pytest.fixture

@@ -47,10 +47,14 @@ def test_rebase_takes_changes_in():
     assert diff(rebase(base, diff(base, current)), current) == []
 
 
-@given(st.dictionaries(st.sampled_from(["/a", "/b", "/c", "/d"]), st.sampled_from(["1" * 64, "2" * 64]),
-                       max_size=4),
-       st.dictionaries(st.sampled_from(["/a", "/b", "/c", "/d"]), st.sampled_from(["1" * 64, "2" * 64]),
-                       max_size=4))
+@given(
+    st.dictionaries(
+        st.sampled_from(["/a", "/b", "/c", "/d"]), st.sampled_from(["1" * 64, "2" * 64]), max_size=4
+    ),
+    st.dictionaries(
+        st.sampled_from(["/a", "/b", "/c", "/d"]), st.sampled_from(["1" * 64, "2" * 64]), max_size=4
+    ),
+)
 def test_diff_reports_exactly_the_paths_that_differ(old, new):
     base = {p: rec(p, sha=s) for p, s in old.items()}
     current = {p: rec(p, sha=s) for p, s in new.items()}
@@ -61,6 +65,8 @@ def test_diff_reports_exactly_the_paths_that_differ(old, new):
 def test_digest_covers_content_and_chain_but_not_the_fast_path_cache():
     a = [rec("/a"), rec("/b")]
     d = content_digest(a, seq=0, prev_digest=None, roots=["/"])
-    assert d == content_digest([rec("/a", mtime=5, ctime=6, ino=7), rec("/b")], seq=0, prev_digest=None, roots=["/"])
+    assert d == content_digest(
+        [rec("/a", mtime=5, ctime=6, ino=7), rec("/b")], seq=0, prev_digest=None, roots=["/"]
+    )
     assert d != content_digest([rec("/a", sha="b" * 64), rec("/b")], seq=0, prev_digest=None, roots=["/"])
     assert d != content_digest(a, seq=1, prev_digest=d, roots=["/"])
