@@ -89,6 +89,7 @@ class _EchoHandler(http.server.BaseHTTPRequestHandler):
     """Answers every request with what it received (so tests see SafeSearch rewrites)."""
 
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go in two writes: no 40 ms delayed-ACK stall
     seen: list[dict] = []
 
     def _answer(self) -> None:
