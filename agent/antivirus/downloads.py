@@ -28,7 +28,11 @@ def expand_folders(patterns: Iterable[str]) -> list[str]:
 
 
 def is_temporary(path: str) -> bool:
-    name = Path(path).name
+    parts = Path(path).parts
+    name = parts[-1] if parts else ""
+    # clamd unpacks archives into /tmp/clamav-<hash>.tmp/: scanning those would feed itself
+    if any(part.startswith("clamav-") for part in parts[:-1]):
+        return True
     return name.endswith(TEMPORARY_SUFFIXES) or name.startswith(".~")
 
 

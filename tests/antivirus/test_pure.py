@@ -101,3 +101,12 @@ def test_removable_mounts():
     text = ("/dev/sda1 / ext4 rw 0 0\n/dev/sdb1 /media/ali/MY\\040STICK vfat rw 0 0\n"
             "proc /proc proc rw 0 0\n/dev/sdc1 /run/media/x/DISK exfat rw 0 0\n")
     assert removable_mounts(text) == {"/media/ali/MY STICK", "/run/media/x/DISK"}
+
+
+def test_download_watcher_ignores_temporary_and_clamd_files():
+    from agent.antivirus.downloads import is_temporary
+
+    assert is_temporary("/home/a/Downloads/game.exe.part")
+    assert is_temporary("/home/a/Downloads/x.crdownload")
+    assert is_temporary("/tmp/clamav-4f2a.tmp/unpacked/file1")
+    assert not is_temporary("/home/a/Downloads/game.exe")

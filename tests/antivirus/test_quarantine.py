@@ -68,3 +68,37 @@ def test_cli_lists_and_restores(tmp_path, capsys):
     assert victim.exists()
     assert main(["av", "restore", entry.id, "--state-dir", str(tmp_path / "state")]) == 1
     assert "quarantine list" in capsys.readouterr().err
+
+
+def test_cli_scan_now_writes_proof_to_the_outbox(clamd, tmp_path, capsys):
+    from agent.cli import main
+    from agent.outbox import Outbox
+
+    folder = tmp_path / "stick"
+    folder.mkdir()
+    (folder / "ok.txt").write_text("fine")
+    (folder / "bad.com").write_bytes(EICAR)
+    state = tmp_path / "state"
+    code = main(
+        ["av", "scan-now", str(folder), "--socket", str(clamd.socket_path), "--state-dir", str(state)]
+    )
+    assert code == 3, "exit code 3: threats found"
+    assert not (folder / "bad.com").exists() and (folder / "ok.txt").exists()
+    with Outbox(state / "outbox.sqlite") as outbox:
+        types = [event.type for event in outbox.peek_batch()]
+    assert types == ["av.scan.started", "av.threat", "av.scan.completed"]
+    assert "Kalkan.Test.Eicar" in capsys.readouterr().out
+    assert (
+        main(
+            [
+                "av",
+                "scan-now",
+                str(tmp_path / "nope"),
+                "--socket",
+                str(clamd.socket_path),
+                "--state-dir",
+                str(state),
+            ]
+        )
+        == 1
+    )
