@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import timedelta
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, text
 from sqlalchemy.orm import Session
 
 from policy_server import protocol
@@ -61,62 +61,69 @@ def process_events(db: Session, events: list[RuleInput]) -> list[Incident]:
     by_key: dict[str, list[tuple[IncidentDraft, RuleInput]]] = defaultdict(list)
     for event in events:
         for draft in evaluate(event):
-            by_key[draft.dedup_key].append((draft, event))
+            by_key[draft.dedup_key[:300]].append((draft, event))
     if not by_key:
         return []
-    bundles = _BundleCache(db)
-    touched: list[Incident] = []
-    links: list[dict[str, object]] = []
-    for key, pairs in by_key.items():
-        pairs.sort(key=lambda p: p[1].occurred_at)
-        incident = db.scalar(
+    keys = sorted(by_key)
+    with db.no_autoflush:
+        if db.get_bind().dialect.name == "postgresql":
+            # Advisory locks on the keys, taken in sorted order in one statement: two concurrent
+            # batches touching the same keys queue instead of deadlocking, cannot both open an
+            # incident for one key, and never lose an update of `event_count`.  (SQLite's
+            # BEGIN IMMEDIATE already runs one writer at a time.)
+            db.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) "
+                            "FROM unnest(CAST(:keys AS text[])) AS k ORDER BY k"), {"keys": keys})
+        earliest = min(e.occurred_at for e in events)
+        open_by_key: dict[str, Incident] = {}
+        for incident in db.scalars(
             select(Incident)
-            .where(Incident.dedup_key == key, Incident.status != IncidentStatus.resolved,
-                   Incident.window_ends_at >= pairs[0][1].occurred_at)
-            .order_by(Incident.id.desc()).limit(1)
-        )
-        added = 0
-        for draft, event in pairs:
-            if incident is None or event.occurred_at > incident.window_ends_at:
-                if incident is not None and added:
-                    _timeline_added(db, incident, added)
-                incident = _open(db, draft, event, bundles)
-                touched.append(incident)
-                added = 0
-            else:
-                incident.event_count += 1
-                incident.last_seen_at = max(incident.last_seen_at, event.occurred_at)
-                incident.severity = _max_severity(incident.severity, draft.severity.value)
-                added += 1
-                if incident not in touched:
-                    touched.append(incident)
-            links.append({"incident_id": incident.id, "event_id": event.event_id})
-        if incident is not None and added:
-            _timeline_added(db, incident, added)
-    db.execute(insert(IncidentEvent), links)
-    return touched
+            .where(Incident.dedup_key.in_(keys), Incident.status != IncidentStatus.resolved,
+                   Incident.window_ends_at >= earliest)
+            .order_by(Incident.id)
+        ):
+            open_by_key[incident.dedup_key] = incident  # the newest one wins
+        touched: dict[int, Incident] = {}
+        opened: list[tuple[Incident, IncidentDraft, RuleInput]] = []
+        added: dict[int, int] = defaultdict(int)  # id(incident) → events added in this batch
+        members: list[tuple[Incident, str]] = []
+        for key in keys:
+            incident = open_by_key.get(key)
+            for draft, event in sorted(by_key[key], key=lambda p: p[1].occurred_at):
+                if incident is None or event.occurred_at > incident.window_ends_at:
+                    incident = _new_incident(draft, event)
+                    opened.append((incident, draft, event))
+                else:
+                    incident.event_count += 1
+                    incident.last_seen_at = max(incident.last_seen_at, event.occurred_at)
+                    incident.severity = _max_severity(incident.severity, draft.severity.value)
+                    added[id(incident)] += 1
+                touched[id(incident)] = incident
+                members.append((incident, event.event_id))
+        db.add_all(i for i, _, _ in opened)
+        db.flush()  # one multi-row INSERT for the new incidents gives them their ids
+        now = utcnow()
+        timeline = [{"incident_id": i.id, "actor": SYSTEM, "action": "opened", "at": now,
+                     "detail": {"event_id": e.event_id, "rule": d.rule}} for i, d, e in opened]
+        timeline += [{"incident_id": i.id, "actor": SYSTEM, "action": "events_added", "at": now,
+                      "detail": {"count": added[id(i)], "total": i.event_count}}
+                     for i in touched.values() if added.get(id(i))]
+        db.execute(insert(TimelineEntry), timeline)
+        db.execute(insert(IncidentEvent), [{"incident_id": i.id, "event_id": eid} for i, eid in members])
+        bundles = _BundleCache(db)
+        for incident, draft, event in opened:
+            for role in draft.notify:
+                _notify(db, incident, role, draft, event, bundles)
+    return list(touched.values())
 
 
-def _open(db: Session, draft: IncidentDraft, event: RuleInput, bundles: _BundleCache) -> Incident:
-    incident = Incident(
+def _new_incident(draft: IncidentDraft, event: RuleInput) -> Incident:
+    return Incident(
         rule=draft.rule, title=draft.title[:300], params=draft.params, severity=draft.severity.value,
         clauses=list(draft.clauses), dedup_key=draft.dedup_key[:300], status=IncidentStatus.new,
         agent_id=event.agent_id, seat=event.seat, os_user=event.os_user,
         first_seen_at=event.occurred_at, last_seen_at=event.occurred_at,
         window_ends_at=event.occurred_at + timedelta(seconds=draft.window_s), event_count=1,
     )
-    db.add(incident)
-    db.flush()
-    db.add(TimelineEntry(incident_id=incident.id, actor=SYSTEM, action="opened", at=utcnow(),
-                         detail={"event_id": event.event_id, "rule": draft.rule}))
-    for role in draft.notify:
-        _notify(db, incident, role, draft, event, bundles)
-    return incident
-
-
-def _timeline_added(db: Session, incident: Incident, count: int) -> None:
-    db.add(TimelineEntry(incident_id=incident.id, actor=SYSTEM, action="events_added", at=utcnow(),
-                         detail={"count": count, "total": incident.event_count}))
 
 
 def _notify(db: Session, incident: Incident, role: str, draft: IncidentDraft, event: RuleInput,
