@@ -148,7 +148,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     collectors = [c.strip() for c in args.collectors.split(",") if c.strip()] if args.collectors else None
     try:
         runtime = AgentRuntime(state, collectors=collectors, platform=args.platform,
-                               heartbeat_s=args.heartbeat)
+                               heartbeat_s=args.heartbeat, status_interval_s=args.status_interval)
     except (ValueError, NotEnrolled) as exc:
         return _fail(str(exc))
     runtime.run()
@@ -299,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--collectors", help=f"comma-separated subset of: {', '.join(COLLECTORS)}")
     run.add_argument("--platform", choices=PLATFORMS, default="linux")
     run.add_argument("--heartbeat", type=float, default=None, help="heartbeat interval in seconds")
+    run.add_argument("--status-interval", type=float, default=5.0, help="seconds between status.json writes")
     run.set_defaults(func=cmd_run)
 
     status = with_state_dir(sub.add_parser("status", help="enrolment, server, policy, outbox, collectors"))

@@ -354,10 +354,13 @@ class OutboxSink:
     event type's model (a collector bug fails loudly where it happens), builds the envelope
     with `protocol.make_event`, stores it durably, and returns the event id.
 
+    `seat`, if given, goes into every event's subject that lacks one (the seat this
+    workstation was enrolled as; `open_sink()` reads it from the state dir).
     `on_added`, if given, is called after each stored event (the runtime wakes the uplink)."""
 
-    def __init__(self, outbox: Outbox, on_added: Any = None) -> None:
+    def __init__(self, outbox: Outbox, on_added: Any = None, *, seat: str | None = None) -> None:
         self.outbox = outbox
+        self.seat = seat
         self._on_added = on_added
 
     def emit(
@@ -371,8 +374,20 @@ class OutboxSink:
         if event_type not in EVENT_TYPES:
             raise OutboxError(f"unknown event type {event_type!r}; declare it in policy_server/protocol.py "
                               f"EVENT_TYPES (known: {', '.join(sorted(EVENT_TYPES))})")
+        if self.seat and (subject is None or subject.seat is None):
+            subject = Subject(os_user=subject.os_user if subject else None, seat=self.seat)
         envelope = make_event(event_type, data, subject=subject, clauses=clauses)
         self.outbox.add(envelope)
         if self._on_added is not None:
             self._on_added()
         return str(envelope.id)
+
+
+def open_sink(state_dir: Path | str | None = None) -> OutboxSink:
+    """The outbox sink of an agent's state dir, for another process (the filtering proxy):
+    events get the enrolled seat.  `state_dir` None: $KALKAN_AGENT_STATE or the default."""
+    from agent.state import AgentState, StatePaths  # here: agent.state is not needed otherwise
+
+    state = AgentState(StatePaths.from_option(state_dir))
+    seat = state.load_config().seat if state.paths.config.is_file() else None
+    return OutboxSink(Outbox(state.paths.outbox), seat=seat)

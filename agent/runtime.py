@@ -89,7 +89,8 @@ class AgentRuntime:
         self.outbox = Outbox(self.paths.outbox, max_bytes=outbox_max_bytes)
         self.client = client if client is not None else self._client_from_config()
         self.uplink = Uplink(self.outbox, self.client) if self.client is not None else None
-        self.sink = OutboxSink(self.outbox, on_added=self._wake_uplink)
+        self.sink = OutboxSink(self.outbox, on_added=self._wake_uplink,
+                               seat=self.config.seat if self.config else None)
         self.policy = PolicyManager(state, on_apply=self._apply_policy)
         self.slots: dict[str, _Slot] = {}
         self.started_at = time.monotonic()

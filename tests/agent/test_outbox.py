@@ -223,3 +223,21 @@ def test_event_acknowledged_by_add_survives_sigkill(tmp_path: Path) -> None:
             all_stored |= {b.id for b in batch}
             outbox.remove([b.id for b in batch])
     assert set(seen + rest) <= all_stored
+
+
+def test_open_sink_adds_the_enrolled_seat(tmp_path: Path) -> None:
+    from agent.outbox import open_sink
+    from agent.state import AgentConfig, AgentState, StatePaths
+    from policy_server.protocol import Subject
+
+    state = AgentState(StatePaths(tmp_path / "state").ensure())
+    state.save_config(AgentConfig(server_url="https://s", agent_id="a", server_sha256="ab" * 32,
+                                  seat="lab1-07"))
+    sink = open_sink(state.paths.root)
+    try:
+        sink.emit("web.report", {"url": "http://a.test/"})
+        sink.emit("web.report", {"url": "http://b.test/"}, subject=Subject(os_user="student1"))
+        subjects = [json.loads(b.body)["subject"] for b in sink.outbox.peek_batch(10)]
+    finally:
+        sink.outbox.close()
+    assert subjects == [{"os_user": None, "seat": "lab1-07"}, {"os_user": "student1", "seat": "lab1-07"}]
