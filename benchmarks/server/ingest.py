@@ -38,15 +38,31 @@ def make_events(n: int, seats: int = 30) -> list[dict]:
         subject = protocol.Subject(os_user=f"st{rng.randrange(seats)}", seat=seat)
         kind = rng.random()
         if kind < 0.4:
-            e = protocol.make_event("web.blocked", {"url": f"http://bad{i % 50}.example/", "host": "bad.example",
-                                                    "categories": ["adult"], "group": "student"}, subject=subject)
+            e = protocol.make_event(
+                "web.blocked",
+                {
+                    "url": f"http://bad{i % 50}.example/",
+                    "host": "bad.example",
+                    "categories": ["adult"],
+                    "group": "student",
+                },
+                subject=subject,
+            )
         elif kind < 0.7:
-            e = protocol.make_event("agent.heartbeat", {"agent_version": "0.1.0", "policy_version": 1,
-                                                        "collectors": {"usb": {"state": "ok"}}})
+            e = protocol.make_event(
+                "agent.heartbeat",
+                {"agent_version": "0.1.0", "policy_version": 1, "collectors": {"usb": {"state": "ok"}}},
+            )
         elif kind < 0.9:
-            e = protocol.make_event("web.usage", {"period_start": "2025-01-01T08:00:00Z",
-                                                  "period_end": "2025-01-01T09:00:00Z",
-                                                  "counts": {"edu.kg": 12, "wikipedia.org": 3}}, subject=subject)
+            e = protocol.make_event(
+                "web.usage",
+                {
+                    "period_start": "2025-01-01T08:00:00Z",
+                    "period_end": "2025-01-01T09:00:00Z",
+                    "counts": {"edu.kg": 12, "wikipedia.org": 3},
+                },
+                subject=subject,
+            )
         else:
             e = protocol.make_event("web.report", {"url": f"http://r{i % 20}.example/"}, subject=subject)
         out.append(e.model_dump(mode="json"))
@@ -58,7 +74,7 @@ def bench_http(db_url: str | None, state: Path, events: list[dict]) -> float:
 
     with KalkanServerProcess(state, db_url=db_url) as server:
         tokens = [server.enroll(f"pc-{i}", room="lab-1")[1] for i in range(2)]
-        batches = [events[i:i + BATCH] for i in range(0, len(events), BATCH)]
+        batches = [events[i : i + BATCH] for i in range(0, len(events), BATCH)]
         lanes = [batches[0::2], batches[1::2]]
         errors: list[str] = []
 
@@ -107,7 +123,7 @@ def bench_pipeline(db_url: str, events: list[dict]) -> float:
     start = time.perf_counter()
     for i in range(0, len(events), BATCH):
         with sm() as db:
-            result = ingest_batch(db, agent=agent(db), items=events[i:i + BATCH])
+            result = ingest_batch(db, agent=agent(db), items=events[i : i + BATCH])
             db.commit()
             assert not result.rejected
     elapsed = time.perf_counter() - start
@@ -126,7 +142,7 @@ def bench_baseline(db_url: str, events: list[dict]) -> float:
     for i in range(0, len(events), BATCH):
         with sm() as db:
             ws = agent(db)
-            for n, item in enumerate(events[i:i + BATCH]):
+            for n, item in enumerate(events[i : i + BATCH]):
                 v = validate_event(item, n, ws.id, protocol.datetime.now(protocol.UTC))
                 if db.get(Event, v.row["id"]) is None:
                     db.add(Event(**v.row))
@@ -152,22 +168,34 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
             for backend in ("sqlite", "postgresql"):
-                def url(name: str, backend=backend) -> str:
-                    return f"sqlite:///{tmp / name}.sqlite" if backend == "sqlite" else cluster.create_database()
 
-                http = bench_http(None if backend == "sqlite" else url("h"), tmp / f"state-{backend}",
-                                  make_events(args.events))
+                def url(name: str, backend=backend) -> str:
+                    return (
+                        f"sqlite:///{tmp / name}.sqlite" if backend == "sqlite" else cluster.create_database()
+                    )
+
+                http = bench_http(
+                    None if backend == "sqlite" else url("h"),
+                    tmp / f"state-{backend}",
+                    make_events(args.events),
+                )
                 pipe = bench_pipeline(url("p"), make_events(args.events))
                 base = bench_baseline(url("b"), make_events(args.baseline_events))
                 rows.append((backend, http, pipe, base))
-                print(f"{backend}: http {http:,.0f}/s  pipeline {pipe:,.0f}/s  baseline {base:,.0f}/s", flush=True)
+                print(
+                    f"{backend}: http {http:,.0f}/s  pipeline {pipe:,.0f}/s  baseline {base:,.0f}/s",
+                    flush=True,
+                )
     finally:
         cluster.stop()
-    print("\n| backend | HTTP (real server, TLS, 2 clients) | pipeline in-process | naive baseline | goal | HTTP / goal |")
+    print("\n| backend | HTTP (real server, TLS, 2 clients) | pipeline in-process | naive baseline "
+          "| goal | HTTP / goal |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for backend, http, pipe, base in rows:
         goal = 10_000 if backend == "sqlite" else 20_000
-        print(f"| {backend} | {http:,.0f}/s | {pipe:,.0f}/s | {base:,.0f}/s | {goal:,}/s | {http / goal:.2f} |")
+        print(
+            f"| {backend} | {http:,.0f}/s | {pipe:,.0f}/s | {base:,.0f}/s | {goal:,}/s | {http / goal:.2f} |"
+        )
 
 
 if __name__ == "__main__":
