@@ -276,7 +276,7 @@ def cmd_uninstall(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------- parser
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(*, with_extras: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kalkan-agent", description="Kalkan workstation agent")
     parser.add_argument("--version", action="version", version=f"kalkan-agent {AGENT_VERSION}")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
@@ -311,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     uninstall.add_argument("--purge", action="store_true", help="also delete the state directory")
     uninstall.set_defaults(func=cmd_uninstall)
 
-    for module_name in SUBCOMMAND_MODULES:
+    for module_name in SUBCOMMAND_MODULES if with_extras else ():
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
@@ -331,7 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    # The long-running `run` skips the domain subcommands: importing them costs memory (~3 MB).
+    parser = build_parser(with_extras="run" not in argv)
     args = parser.parse_args(argv)
     logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
