@@ -171,7 +171,8 @@ class KalkanAddon:
     # ------------------------------------------------------------------ subject
 
     def client_connected(self, client: connection.Client) -> None:
-        owner = connection_owner(client.peername[0], client.peername[1])
+        dialled = (client.sockname[0], client.sockname[1]) if client.sockname else None
+        owner = connection_owner(client.peername[0], client.peername[1], dialled)
         system = owner is not None and owner.uid <= ctx.options.kalkan_system_uid_max
         self._subjects[client.id] = ConnSubject(user=owner, system=system)
 

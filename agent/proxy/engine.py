@@ -19,6 +19,8 @@ from typing import Any
 from policy_server.protocol import PolicyBundle
 
 PASSTHROUGH, INTERCEPT, BLOCK = "passthrough", "intercept", "block"
+HOST_CACHE_BUCKET_S = 60
+HOST_CACHE_MAX = 4096
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,7 @@ class Engine:
         self.policy = filter_policy
         self.index = index
         self._group_cache: dict[tuple[str | None, tuple[str, ...]], str] = {}
+        self._host_cache: dict[tuple, Any] = {}
 
     @classmethod
     def empty(cls) -> Engine:
@@ -114,11 +117,25 @@ class Engine:
 
     def host_verdict(self, host: str, *, group: str, user: str | None, seat: str | None,
                      room: str | None, when: float) -> Any:
-        """`filters.decision.HostVerdict`: passthrough / intercept / block (+ intercept_tls)."""
-        from filters.decision import decide_host
+        """`filters.decision.HostVerdict`: passthrough / intercept / block (+ intercept_tls).
 
-        return decide_host(self.policy, self.index, host=host, group=group, at=_at(when), room=room,
-                           seat=seat, os_user=user)
+        Cached per (host, group, user, seat, room, minute) for this policy version: a browser
+        opens many connections to the same few hosts, and the cache takes the ClientHello
+        decision off the tail (a dict lookup instead of the category index and the rules).
+        A new policy (a ban, a lesson) builds a new Engine, so its cache starts empty; only
+        time-of-day changes inside the bundle (a lesson's scheduled start, a ban's `until`)
+        are seen up to a minute late at the ClientHello — each request is still decided fresh.
+        """
+        key = (host, group, user, seat, room, int(when // HOST_CACHE_BUCKET_S))
+        found = self._host_cache.get(key)
+        if found is None:
+            from filters.decision import decide_host
+
+            if len(self._host_cache) >= HOST_CACHE_MAX:
+                self._host_cache.clear()  # simpler than LRU; refills in a few connections
+            found = self._host_cache[key] = decide_host(self.policy, self.index, host=host, group=group,
+                                                        at=_at(when), room=room, seat=seat, os_user=user)
+        return found
 
     def decide(self, url: str, *, group: str, user: str | None, seat: str | None, room: str | None,
                when: float) -> Verdict:
