@@ -59,7 +59,7 @@ class UsbCollector(Collector):
         *,
         sysfs_root: str | Path | None = None,
         hotplug: HotplugSource | None = None,
-        poll_interval_s: float = 1.0,
+        poll_interval_s: float = 0.1,  # a listdir of /sys/bus/usb/devices: cheap
     ) -> None:
         super().__init__(ctx)
         fake = ctx.platform == "fake"

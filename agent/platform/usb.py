@@ -257,7 +257,7 @@ class PollingHotplug:
 
     kind = "polling"
 
-    def __init__(self, adapter: SysfsUsb, interval_s: float = 1.0) -> None:
+    def __init__(self, adapter: SysfsUsb, interval_s: float = 0.1) -> None:
         self.adapter = adapter
         self.interval_s = interval_s
         self._known = set(adapter.names())
@@ -284,7 +284,7 @@ class PollingHotplug:
         pass
 
 
-def open_hotplug(adapter: SysfsUsb, prefer: str = "netlink", poll_interval_s: float = 1.0) -> HotplugSource:
+def open_hotplug(adapter: SysfsUsb, prefer: str = "netlink", poll_interval_s: float = 0.1) -> HotplugSource:
     """The kernel's uevents if this machine gives them to us, else polling."""
     if prefer == "fake":
         return FakeHotplug()

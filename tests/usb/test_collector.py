@@ -166,3 +166,18 @@ def test_cli_lists_devices_with_decisions(tmp_path, capsys):
     assert main(["usb", "list", "--sysfs-root", str(tree.root), "--state-dir", str(tmp_path / "st")]) == 0
     out = capsys.readouterr().out
     assert "413c:2113" in out and "03eb:2401" in out and "badusb_storage_with_keyboard" in out
+
+
+def test_registry_builds_the_collectors_for_the_fake_platform(tmp_path, sink):
+    from agent.collectors.base import CollectorContext
+    from agent.collectors.registry import load_collector_class
+
+    ctx = CollectorContext(sink=sink, state_dir=tmp_path, platform="fake")
+    usb = load_collector_class("usb")(ctx)
+    assert usb.fake_hotplug.kind == "fake"
+    assert usb.adapter.root == tmp_path / "collectors" / "usb" / "fake-sys"
+    usb.start()
+    usb.stop()
+    assert usb.health().state == CollectorState.ok
+    antivirus = load_collector_class("antivirus")(ctx)
+    assert antivirus.folder == tmp_path / "collectors" / "antivirus"
