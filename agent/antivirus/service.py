@@ -32,6 +32,7 @@ from policy_server.protocol import (
 )
 
 Emit = Callable[[str, Any], Any]
+SIGNATURE_DIR = "/var/lib/clamav"
 log = logging.getLogger("kalkan.agent.antivirus")
 
 
@@ -82,9 +83,10 @@ class AntivirusService:
                                         source=source, quarantined=quarantined, quarantine_id=quarantine_id))
 
     def full_scan_excludes(self, section: AntivirusSection) -> list[str]:
-        # never scan the quarantine (it holds the threats) nor pseudo file systems
+        # never the quarantine (it holds the threats), clamd's own signature files,
+        # pseudo file systems or network shares
         return sorted(set(section.exclude) | set(pseudo_filesystem_mounts(self.mounts_file))
-                      | {str(self.quarantine.folder)})
+                      | {str(self.quarantine.folder), SIGNATURE_DIR})
 
     # -- on-demand scans (media, downloads)
 

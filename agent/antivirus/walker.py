@@ -91,10 +91,12 @@ def _walk_dir(path: str, index: int, parts: tuple[str, ...], resume: tuple[str, 
 
 
 def pseudo_filesystem_mounts(mounts_file: str | Path = "/proc/self/mounts") -> list[str]:
-    """Mount points of pseudo file systems a full scan must never enter."""
+    """Mount points a full scan must never enter: pseudo file systems, and network shares
+    (a school file server must not be scanned by every workstation at once)."""
     pseudo = {"proc", "sysfs", "devtmpfs", "devpts", "cgroup", "cgroup2", "securityfs", "debugfs",
               "tracefs", "fusectl", "configfs", "pstore", "bpf", "mqueue", "hugetlbfs", "autofs",
-              "binfmt_misc", "efivarfs", "rpc_pipefs", "nsfs"}
+              "binfmt_misc", "efivarfs", "rpc_pipefs", "nsfs",
+              "nfs", "nfs4", "cifs", "smb3", "fuse.sshfs", "9p"}
     points = []
     try:
         for line in Path(mounts_file).read_text().splitlines():

@@ -118,7 +118,7 @@ from policy_server.protocol import AntivirusSection
 
 real_open = engine.open_for_scan
 def slow_open(path):
-    time.sleep(0.004)  # slow enough that the test can kill it half-way
+    time.sleep(0.01)  # slow enough that the test can kill it half-way
     return real_open(path)
 engine.open_for_scan = slow_open
 socket_path, state, root = sys.argv[1:4]

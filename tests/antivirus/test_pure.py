@@ -110,3 +110,12 @@ def test_download_watcher_ignores_temporary_and_clamd_files():
     assert is_temporary("/home/a/Downloads/x.crdownload")
     assert is_temporary("/tmp/clamav-4f2a.tmp/unpacked/file1")
     assert not is_temporary("/home/a/Downloads/game.exe")
+
+
+def test_full_scan_never_enters_pseudo_or_network_mounts(tmp_path):
+    from agent.antivirus.walker import pseudo_filesystem_mounts
+
+    mounts = tmp_path / "mounts"
+    mounts.write_text("/dev/sda1 / ext4 rw 0 0\nproc /proc proc rw 0 0\n"
+                      "server:/share /mnt/school\\040share nfs4 rw 0 0\n/dev/sdb1 /media/x vfat rw 0 0\n")
+    assert pseudo_filesystem_mounts(mounts) == ["/proc", "/mnt/school share"]
