@@ -119,9 +119,10 @@ class AgentConfig:
         return cls(**{k: v for k, v in raw.items() if k in known})
 
 
-def atomic_write(path: Path, data: str | bytes, *, mode: int = 0o644) -> None:
+def atomic_write(path: Path, data: str | bytes, *, mode: int = 0o644, durable: bool = True) -> None:
     """Write a whole file so readers see the old or the new content, never a mix:
-    a temp file in the same folder, fsync, chmod, rename over, fsync the folder."""
+    a temp file in the same folder, fsync, chmod, rename over, fsync the folder.
+    `durable=False` skips the fsyncs (for files rewritten every few seconds anyway)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = data.encode() if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -129,12 +130,15 @@ def atomic_write(path: Path, data: str | bytes, *, mode: int = 0o644) -> None:
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    if not durable:
+        return
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
@@ -203,7 +207,8 @@ class AgentState:
 
     # --- status
     def write_status(self, status: dict[str, Any]) -> None:
-        atomic_write(self.paths.status, json.dumps(status, indent=1, sort_keys=True, default=str) + "\n")
+        atomic_write(self.paths.status, json.dumps(status, indent=1, sort_keys=True, default=str) + "\n",
+                     durable=False)
 
     def read_status(self) -> dict[str, Any] | None:
         try:

@@ -179,11 +179,8 @@ class Uplink:
             stop.wait(seconds)
             return
         self.wake.clear()
-        deadline = time.monotonic() + seconds
-        while not stop.is_set():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or self.wake.wait(min(remaining, 0.5)):
-                return
+        if not stop.is_set():
+            self.wake.wait(seconds)  # the runtime sets `wake` on stop as well
 
     def _failed(self, message: str) -> None:
         self.status.reachable = False

@@ -107,6 +107,8 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--warmup", type=float, default=20.0)
+    parser.add_argument("--each", action="store_true",
+                        help="also one agent per collector (heartbeat + that one), to see who costs what")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="kalkan-agent-bench-"))
     started: list = []
@@ -123,12 +125,23 @@ def main() -> int:
             everything.enroll(server, seat="bench-2")
             everything.start(platform="fake")
             started += [hb, everything]
+            singles: dict[str, AgentProcess] = {}
+            if args.each:
+                from agent.collectors.registry import COLLECTORS
+
+                for name in [n for n in COLLECTORS if n != "heartbeat"]:
+                    single = AgentProcess(work / f"agent-{name}")
+                    single.enroll(server, seat=f"bench-{name}")
+                    single.start(collectors=["heartbeat", name], platform="fake")
+                    singles[name] = single
+                    started.append(single)
             time.sleep(args.warmup)
             named = {
                 "python-bare (baseline)": psutil.Process(bare.pid),
                 "python-imports (baseline)": psutil.Process(imports.pid),
                 "agent-heartbeat": psutil.Process(hb.proc.pid),
                 "agent-all (fake platform)": psutil.Process(everything.proc.pid),
+                **{f"agent-heartbeat+{n}": psutil.Process(a.proc.pid) for n, a in singles.items()},
             }
             results = measure(named, args.seconds)
             health = (everything.status() or {}).get("collectors", {})
