@@ -257,3 +257,37 @@ def test_download_and_media_scans(clamd, sink, tmp_path):
         assert (stick / "photos" / "cat.jpg").exists()
     finally:
         collector.stop()
+
+
+@pytest.mark.root
+def test_really_mounted_stick_is_scanned(clamd, sink, tmp_path):
+    """A real ext4 image on a loop device, mounted under a media folder (needs root and /dev/loop*)."""
+    content = tmp_path / "content"
+    (content / "homework").mkdir(parents=True)
+    (content / "homework" / "essay.txt").write_text("my essay\n")
+    (content / "autorun.exe").write_bytes(EICAR)
+    image = tmp_path / "stick.img"
+    subprocess.run(["truncate", "-s", "8M", str(image)], check=True)
+    subprocess.run(["mke2fs", "-q", "-t", "ext4", "-d", str(content), str(image)], check=True)
+    media_root = tmp_path / "media"
+    point = media_root / "aibek" / "STICK"
+    point.mkdir(parents=True)
+    ctx = CollectorContext(sink=sink, state_dir=tmp_path / "state",
+                           policy=PolicyBundle(antivirus=AntivirusSection(download_dirs=[])))
+    collector = AntivirusCollector(ctx, clamd_socket=clamd.socket_path, tick_s=3600, media_poll_s=0.2,
+                                   nobody_at_console=lambda: False, clock=lambda: MONDAY_EVENING)
+    collector.media_watcher.prefixes = (str(media_root) + "/",)
+    collector.start()
+    mounted = subprocess.run(["mount", "-o", "loop", str(image), str(point)], capture_output=True, text=True)
+    try:
+        if mounted.returncode != 0:
+            pytest.skip(f"this machine cannot loop-mount ({mounted.stderr.strip()}); "
+                        "test_download_and_media_scans covers the logic with a mount table file")
+        threat = sink.wait_for("av.threat", timeout=15)[0].data
+        assert threat["path"] == str(point / "autorun.exe") and threat["source"] == "media"
+        assert threat["quarantined"] and not (point / "autorun.exe").exists()
+        assert (point / "homework" / "essay.txt").exists()
+    finally:
+        collector.stop()
+        if mounted.returncode == 0:
+            subprocess.run(["umount", str(point)], check=False)
