@@ -1,11 +1,15 @@
 """Antivirus rules (000 §4.2, §5.4): a threat found, the antivirus not working.
 
-Not here (an event-driven rule cannot see an absence): "no completed full scan
-in 7 days" needs a periodic server-side check over the stored
-`av.scan.completed` events; it is not built yet.
+An event rule cannot see an absence, so "no completed full scan in 7 days" is
+`overdue_full_scans()`: a pure function the server's periodic jobs call with
+each workstation's last `av.scan.completed` (kind full).  Wiring it to a timer
+is the server's job and is not done yet.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timedelta
 
 from policy_server.rules import IncidentDraft, RuleInput, Severity, rule
 
@@ -89,3 +93,41 @@ def scan_with_errors(event: RuleInput) -> IncidentDraft | None:
         window_s=7 * 86400,
         params={"seat": event.seat, "files": files, "errors": errors, "scan_id": data.get("scan_id")},
     )
+
+
+def overdue_full_scans(
+    last_full_scan: Mapping[str, datetime | None],
+    *,
+    now: datetime,
+    max_age: timedelta = timedelta(days=7),
+    names: Mapping[str, str] | None = None,
+) -> list[IncidentDraft]:
+    """One draft per agent whose last completed full scan is older than `max_age` (or missing).
+
+    `last_full_scan`: agent id → time of its last `av.scan.completed` with kind "full"
+    (None: never).  The dedup key is per agent and week, so the daily check adds to one
+    incident until a scan arrives.
+    """
+    drafts = []
+    for agent_id, last in sorted(last_full_scan.items()):
+        if last is not None and now - last <= max_age:
+            continue
+        where = (names or {}).get(agent_id, agent_id)
+        days = None if last is None else round((now - last).total_seconds() / 86400, 1)
+        drafts.append(
+            IncidentDraft(
+                rule="av.full_scan_overdue",
+                title=f"No weekly antivirus scan on {where} "
+                + ("ever" if last is None else f"for {days} days"),
+                severity=Severity.medium,
+                clauses=("000 §5.4",),
+                dedup_key=f"av.full_scan_overdue:{agent_id}",
+                window_s=7 * 86400,
+                params={
+                    "agent_id": agent_id,
+                    "last_full_scan": last.isoformat() if last else None,
+                    "days": days,
+                },
+            )
+        )
+    return drafts

@@ -54,3 +54,16 @@ def test_full_scan_with_many_unreadable_files():
     [weak] = evaluate(event("av.scan.completed", {"kind": "full", "files": 1000, "errors": 400}))
     assert weak.severity == Severity.low
     assert evaluate(event("av.scan.completed", {"kind": "media", "files": 10, "errors": 10})) == []
+
+
+def test_overdue_full_scans():
+    from datetime import timedelta
+
+    from policy_server.rules.antivirus import overdue_full_scans
+
+    now = datetime(2026, 11, 23, 12, tzinfo=UTC)
+    drafts = overdue_full_scans({"fresh": now - timedelta(days=2), "old": now - timedelta(days=9),
+                                 "never": None}, now=now, names={"old": "lab1-03"})
+    assert [d.params["agent_id"] for d in drafts] == ["never", "old"]
+    assert "lab1-03 for 9.0 days" in drafts[1].title and drafts[0].title.endswith("ever")
+    assert all(d.clauses == ("000 §5.4",) for d in drafts)
