@@ -117,7 +117,22 @@ def _escape_host_bytes(data: bytes) -> str:
 
 
 def canonical_host(raw: str | bytes) -> str:
-    """The canonical form of a host name alone (no userinfo, no port expected)."""
+    """The canonical form of a host name alone (no userinfo, no port expected).
+
+    One pass is not always a fixed point: punycode moves non-ASCII characters to the end
+    of a label, which can join a stray '%' with hex digits into a new escape (``%¡00`` →
+    ``xn--%00-2da``).  Passes repeat until the host stops changing, so canonicalisation
+    stays idempotent (a property test guards this)."""
+    host = _canonical_host_once(raw)
+    for _ in range(4):
+        again = _canonical_host_once(host)
+        if again == host:
+            break
+        host = again
+    return host
+
+
+def _canonical_host_once(raw: str | bytes) -> str:
     data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
     data = _unescape_fully(data)
     text = data.decode("utf-8", "surrogateescape")

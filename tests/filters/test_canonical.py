@@ -2,7 +2,7 @@
 property tests (never raises, idempotent)."""
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from filters.canonical import canonical_host, canonicalize, host_suffixes, lookup_expressions
@@ -121,6 +121,7 @@ url_like = st.one_of(
 
 @settings(max_examples=600, deadline=None)
 @given(url_like)
+@example("%¡00")  # punycode joined a stray '%' with hex digits into a new escape (found by CI)
 def test_canonicalize_never_raises_and_is_idempotent(url):
     once = canonicalize(url)
     assert isinstance(once, str) and once.isascii()
