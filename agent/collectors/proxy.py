@@ -9,28 +9,50 @@ and installs the school CA.
   restarts and the last exit code show in `kalkan-agent status`.
 * Policy changes need no restart: the addon reloads `policy.json` itself; this
   collector only regenerates the firewall ruleset when its inputs change.
+* The child's events come back on a pipe it inherits (`kalkan_event_fd`); this
+  collector stores them in the outbox, so the proxy's user needs no write access to
+  the agent's state.  ISUO session start/end are also relayed to the idle collector
+  (`agent.idle.wire.notify_isuo`, 000 §6.8), which only root may tell.
+* Once enrolled it fetches the school CA (`GET /api/v1/ca`, pinned) and installs it
+  (proxy, system store, Firefox, Chromium), retrying every minute until it succeeds.
+* On Linux it keeps the `/etc/hosts` line for `report.kalkan` (`agent.proxy.hosts`).
+
+Settings: `<state>/collectors/proxy/settings.json` (optional; keys of `ProxySettings`).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
+import stat
 import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 from agent.collectors.base import Collector, CollectorContext, healthy, unhealthy
 from agent.platform.firewall import FirewallError, firewall_adapter
 from agent.proxy import ca as ca_mod
-from agent.proxy.nftables import DEFAULT_TRANSPARENT_PORT, config_from_policy, render_ruleset
-from policy_server.protocol import CollectorHealth, CollectorState, PolicyBundle
+from agent.proxy import hosts as hosts_mod
+from agent.proxy.events import read_events
+from agent.proxy.nftables import DEFAULT_TRANSPARENT_PORT, RulesetError, config_from_policy, render_ruleset
+from agent.proxy.pages import REPORT_HOST
+from policy_server.protocol import CollectorHealth, CollectorState, PolicyBundle, Subject
 
 ENTRY = Path(__file__).resolve().parents[1] / "proxy" / "mitm_entry.py"
 MAX_BACKOFF_S = 30.0
 STABLE_S = 60.0  # a child that lived this long resets the back-off
+
+
+SETTINGS_FILE = "settings.json"
+
+
+class SettingsError(ValueError):
+    pass
 
 
 @dataclass
@@ -43,6 +65,38 @@ class ProxySettings:
     language: str = "ky"
     index: str = ""  # category lists (UT1 folder or compiled index); "" = none yet
     extra_args: tuple[str, ...] = ()
+    fetch_ca: bool = True  # fetch the school CA from the server once enrolled
+    ca_retry_s: float = 60.0
+    ca_root: str = ""  # where the CA is installed; "" = "/" on Linux, the collector's dir on "fake"
+    hosts_file: str = ""  # "" = /etc/hosts on Linux, none on "fake"
+    idle_socket: str = ""  # "" = agent.idle.wire.DEFAULT_SOCKET
+
+    @classmethod
+    def from_file(cls, path: Path) -> ProxySettings:
+        """Settings from a JSON object; a wrong key or type is named, with the fix."""
+        try:
+            raw = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise SettingsError(f"{path}: not readable JSON ({exc}); fix it or delete it for the defaults") \
+                from None
+        if not isinstance(raw, dict):
+            raise SettingsError(f"{path}: must be a JSON object of proxy settings")
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(raw) - set(known))
+        if unknown:
+            raise SettingsError(f"{path}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(known)}")
+        values: dict[str, Any] = {}
+        for name, value in raw.items():
+            default = getattr(cls(), name)
+            if name == "extra_args":
+                if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                    raise SettingsError(f"{path}: extra_args must be a list of strings")
+                value = tuple(value)
+            elif isinstance(default, bool) != isinstance(value, bool) or not isinstance(
+                    value, type(default) if not isinstance(default, float) else (int, float)):
+                raise SettingsError(f"{path}: {name} must be a {type(default).__name__}, not {value!r}")
+            values[name] = value
+        return cls(**values)
 
 
 def mitmdump_binary() -> str:
@@ -51,7 +105,7 @@ def mitmdump_binary() -> str:
 
 
 def mitmdump_command(settings: ProxySettings, *, state_dir: Path, confdir: Path,
-                     seat: str | None, room: str | None = None) -> list[str]:
+                     seat: str | None, room: str | None = None, event_fd: int | None = None) -> list[str]:
     """The child's command line (pure: tested on its own)."""
     args = [mitmdump_binary(), "--quiet", "-s", str(ENTRY),
             "--mode", f"regular@{settings.listen_host}:{settings.regular_port}"]
@@ -70,7 +124,20 @@ def mitmdump_command(settings: ProxySettings, *, state_dir: Path, confdir: Path,
         args += ["--set", f"kalkan_room={room}"]
     if settings.index:
         args += ["--set", f"kalkan_index={settings.index}"]
+    if event_fd is not None:
+        args += ["--set", f"kalkan_event_fd={event_fd}"]
     return args + list(settings.extra_args)
+
+
+def drop_privileges(account: pwd.struct_passwd) -> list[str]:
+    """Run the child as the proxy's account, with no supplementary groups and no capabilities.
+
+    util-linux `setpriv` rather than Popen(user=…): it switches ids and empties the
+    capability sets in one audited tool, and it also starts an interpreter that lives in a
+    root-only folder (a developer's pyenv) — Popen's own switch happens before exec and
+    would be refused there."""
+    return ["setpriv", f"--reuid={account.pw_uid}", f"--regid={account.pw_gid}", "--clear-groups",
+            "--inh-caps=-all", "--bounding-set=-all", "--"]
 
 
 class ProxyCollector(Collector):
@@ -78,19 +145,46 @@ class ProxyCollector(Collector):
 
     def __init__(self, ctx: CollectorContext, settings: ProxySettings | None = None) -> None:
         super().__init__(ctx)
-        self.settings = settings or ProxySettings()
         self.dir = Path(ctx.state_dir) / "collectors" / "proxy"
+        settings_file = self.dir / SETTINGS_FILE
+        if settings is None:
+            settings = ProxySettings.from_file(settings_file) if settings_file.exists() else ProxySettings()
+        self.settings = settings
         self.confdir = self.dir / "mitmproxy"
         self._proc: subprocess.Popen | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._ca_thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._restart_requested = False
         self.restarts = 0
         self.last_exit: int | None = None
         self.problem = ""
         self.firewall_problem = ""
+        self.ca_problem = ""
+        self.events_relayed = 0
         self._ruleset: str | None = None
         self._firewall = firewall_adapter("fake" if ctx.platform == "fake" else "linux")
+
+    # ------------------------------------------------------------------ where things go
+
+    @property
+    def ca_root(self) -> Path:
+        if self.settings.ca_root:
+            return Path(self.settings.ca_root)
+        return Path("/") if self.ctx.platform != "fake" else self.dir / "root"
+
+    @property
+    def hosts_file(self) -> Path | None:
+        if self.settings.hosts_file:
+            return Path(self.settings.hosts_file)
+        return Path("/etc/hosts") if self.ctx.platform != "fake" else None
+
+    @property
+    def idle_socket(self) -> Path:
+        from agent.idle.wire import DEFAULT_SOCKET
+
+        return Path(self.settings.idle_socket) if self.settings.idle_socket else DEFAULT_SOCKET
 
     # ------------------------------------------------------------------ plumbing
 
@@ -106,19 +200,26 @@ class ProxyCollector(Collector):
         self.dir.mkdir(parents=True, exist_ok=True)
         self.confdir.mkdir(parents=True, exist_ok=True)
         account = self._proxy_account()
-        kwargs: dict = {}
-        if account is not None:
-            os.chown(self.confdir, account.pw_uid, account.pw_gid)
-            kwargs = {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
+        read_fd, write_fd = os.pipe()
         log_file = open(self.dir / "mitmdump.log", "ab")  # noqa: SIM115 - handed to the child
         cmd = mitmdump_command(self.settings, state_dir=Path(self.ctx.state_dir), confdir=self.confdir,
-                               seat=self.ctx.seat, room=self.ctx.room)
+                               seat=self.ctx.seat, room=self.ctx.room, event_fd=write_fd)
+        if account is not None:
+            os.chown(self.confdir, account.pw_uid, account.pw_gid)
+            cmd = drop_privileges(account) + cmd
         env = {**os.environ, "HOME": str(self.dir)}
         try:
-            return subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env,
-                                    start_new_session=True, **kwargs)
+            proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env,
+                                    start_new_session=True, pass_fds=(write_fd,))
+        except BaseException:
+            os.close(read_fd)
+            raise
         finally:
             log_file.close()
+            os.close(write_fd)  # only the child holds the write end: EOF when it dies
+        threading.Thread(target=self._relay_events, args=(read_fd,), name="kalkan-proxy-events",
+                         daemon=True).start()
+        return proc
 
     def _supervise(self) -> None:
         backoff = 1.0
@@ -139,6 +240,10 @@ class ProxyCollector(Collector):
             code = proc.wait()
             if self._stop.is_set():
                 return
+            with self._lock:
+                requested, self._restart_requested = self._restart_requested, False
+            if requested:  # we stopped it ourselves (a new CA): start again at once
+                continue
             self.last_exit = code
             self.restarts += 1
             self.problem = f"mitmdump exited with code {code}; restarting (see {self.dir / 'mitmdump.log'})"
@@ -149,13 +254,43 @@ class ProxyCollector(Collector):
                 return
             backoff = min(backoff * 2, MAX_BACKOFF_S)
 
+    # ------------------------------------------------------------------ events from the child
+
+    def _relay_events(self, read_fd: int) -> None:
+        """Store every event the child sends; relay ISUO sessions to the idle collector."""
+        with os.fdopen(read_fd, "rb") as stream:
+            for event_type, data, subject, clauses in read_events(stream):
+                try:
+                    who = Subject.model_validate(subject) if subject else None
+                    self.ctx.emit(event_type, data, subject=who, clauses=clauses)
+                    self.events_relayed += 1
+                except Exception as exc:  # a bad event is logged, the next one still counts
+                    self.ctx.log.error("proxy event %s not stored: %s", event_type, exc)
+                    continue
+                if event_type == "isuo.session" and who is not None and who.os_user:
+                    self._notify_idle(who.os_user, str(data.get("state", "")))
+
+    def _notify_idle(self, user: str, state: str) -> None:
+        from agent.idle.wire import WireError, notify_isuo
+
+        try:
+            notify_isuo(user, state, socket_path=self.idle_socket)
+        except (WireError, ValueError) as exc:  # the idle collector may be off: the proxy goes on
+            self.ctx.log.warning("ISUO %s of %s not passed to idle locking: %s", state, user, exc)
+
     # ------------------------------------------------------------------ Collector
 
     def start(self) -> None:
         self._stop.clear()
+        self._grant_proxy_access()
         self._apply_firewall(self.ctx.policy)
+        self._apply_hosts()
         self._thread = threading.Thread(target=self._supervise, name="kalkan-proxy-supervisor", daemon=True)
         self._thread.start()
+        if self.settings.fetch_ca and not (self.confdir / ca_mod.SCHOOL_CA_MARK).exists():
+            self._ca_thread = threading.Thread(target=self._fetch_ca_until_done, name="kalkan-proxy-ca",
+                                               daemon=True)
+            self._ca_thread.start()
 
     def stop(self) -> None:
         self._stop.set()
@@ -168,8 +303,9 @@ class ProxyCollector(Collector):
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
-        if self._thread is not None:
-            self._thread.join(15)
+        for thread in (self._thread, self._ca_thread):
+            if thread is not None:
+                thread.join(15)
 
     def pid(self) -> int | None:
         proc = self._proc
@@ -186,7 +322,8 @@ class ProxyCollector(Collector):
             if self.problem or self.firewall_problem:
                 return unhealthy(f"{detail}; {self.problem or self.firewall_problem}")
             if not (self.confdir / ca_mod.SCHOOL_CA_MARK).exists():
-                return unhealthy(f"{detail}; no school CA yet (mitmproxy made its own)")
+                why = f": {self.ca_problem}" if self.ca_problem else ""
+                return unhealthy(f"{detail}; no school CA yet (mitmproxy made its own){why}")
             return healthy(detail)
         except Exception as exc:  # health never raises
             return unhealthy(f"health check failed: {exc}")
@@ -195,7 +332,28 @@ class ProxyCollector(Collector):
         super().on_policy(bundle)
         self._apply_firewall(bundle)  # the addon reloads policy.json by itself
 
-    # ------------------------------------------------------------------ firewall and CA
+    # ------------------------------------------------------------------ what the proxy's user may touch
+
+    def _grant_proxy_access(self) -> None:
+        """The proxy's user reads `policy.json` (mode 0644, written by the agent) and its own
+        confdir; it writes nothing of the agent's (events come over the pipe).  Only the
+        folders on the way must be searchable: if an administrator made the state dir
+        private, let the proxy's group through it (search only, no listing, no writing)."""
+        account = self._proxy_account()
+        if account is None:
+            return
+        for folder in (Path(self.ctx.state_dir), Path(self.ctx.state_dir) / "collectors", self.dir):
+            folder.mkdir(parents=True, exist_ok=True)
+            mode = folder.stat().st_mode
+            if not mode & stat.S_IXOTH:
+                os.chown(folder, -1, account.pw_gid)
+                os.chmod(folder, stat.S_IMODE(mode) | stat.S_IXGRP)
+        policy = Path(self.ctx.state_dir) / "policy.json"
+        if policy.exists() and not policy.stat().st_mode & stat.S_IROTH:
+            os.chown(policy, -1, account.pw_gid)
+            os.chmod(policy, stat.S_IMODE(policy.stat().st_mode) | stat.S_IRGRP)
+
+    # ------------------------------------------------------------------ firewall, hosts and CA
 
     def _apply_firewall(self, bundle: PolicyBundle) -> None:
         if not self.settings.firewall:
@@ -203,35 +361,62 @@ class ProxyCollector(Collector):
         account = self._proxy_account()
         if account is None and self.ctx.platform != "fake":
             self.firewall_problem = (f"no OS user {self.settings.proxy_user!r}: the firewall redirect is "
-                                     "not installed; create it with `useradd --system kalkan-proxy`")
+                                     "not installed; run install/install-agent.sh (creates it)")
             return
         uid = account.pw_uid if account is not None else 999
-        ruleset = render_ruleset(config_from_policy(bundle, proxy_uid=uid,
-                                                    transparent_port=self.settings.transparent_port))
-        if ruleset == self._ruleset:
-            return
         try:
+            ruleset = render_ruleset(config_from_policy(bundle, proxy_uid=uid,
+                                                        transparent_port=self.settings.transparent_port))
+            if ruleset == self._ruleset:
+                return
             self._firewall.install(ruleset)
             self._ruleset = ruleset
             self.firewall_problem = ""
-        except FirewallError as exc:
+        except (FirewallError, RulesetError) as exc:
             self.firewall_problem = str(exc)
             self.ctx.log.error("proxy firewall: %s", exc)
 
+    def _apply_hosts(self) -> None:
+        if self.hosts_file is None:
+            return
+        try:
+            hosts_mod.add_entry(self.hosts_file, [REPORT_HOST])
+        except OSError as exc:
+            self.ctx.log.error("cannot add %s to %s: %s", REPORT_HOST, self.hosts_file, exc)
+
+    def _fetch_ca_until_done(self) -> None:
+        from agent.proxy.ca_fetch import fetch_school_ca
+
+        while not self._stop.is_set():
+            try:
+                cert_pem, key_pem = fetch_school_ca(Path(self.ctx.state_dir))
+                self.install_ca(cert_pem, key_pem, self.ca_root)
+                self.ca_problem = ""
+                self.ctx.log.info("school CA fetched from the server and installed")
+                return
+            except Exception as exc:
+                self.ca_problem = str(exc)
+                self.ctx.log.warning("school CA: %s; retrying in %.0f s", exc, self.settings.ca_retry_s)
+            if self._stop.wait(self.settings.ca_retry_s):
+                return
+
     def install_ca(self, cert_pem: str, key_pem: str, root: Path = Path("/")) -> None:
-        """Give the proxy the school CA and make the browsers trust it (restart picks it up)."""
+        """Give the proxy the school CA and make the browsers trust it (the proxy restarts with it)."""
         account = self._proxy_account()
+        ca_mod.install_everywhere(cert_pem, root)
         ca_mod.write_proxy_ca(self.confdir, cert_pem, key_pem,
                               owner_uid=account.pw_uid if account is not None else None)
-        ca_mod.install_everywhere(cert_pem, root)
         with self._lock:
             if self._proc is not None and self._proc.poll() is None:
-                self._proc.terminate()  # the supervisor restarts it with the new CA
+                self._restart_requested = True
+                self._proc.terminate()  # the supervisor starts it again at once, with the new CA
 
     @classmethod
-    def uninstall(cls, state_dir: Path, *, root: Path = Path("/"), netns: str | None = None) -> None:
-        """`kalkan-agent uninstall`: remove the firewall table and the CA everywhere."""
+    def uninstall(cls, state_dir: Path, *, root: Path = Path("/"), netns: str | None = None,
+                  hosts_file: Path | None = None) -> None:
+        """`kalkan-agent uninstall`: remove the firewall table, the hosts line and the CA everywhere."""
         from agent.platform.firewall import LinuxFirewall
 
         LinuxFirewall(netns=netns).remove()
+        hosts_mod.remove_entry(hosts_file or root / "etc/hosts")
         ca_mod.remove_everywhere(root)

@@ -21,6 +21,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,6 +88,8 @@ class KalkanAddon:
         loader.add_option("kalkan_state_dir", str, "", "Kalkan agent state dir (policy.json, outbox.sqlite).")
         loader.add_option("kalkan_policy", str, "", "Policy bundle file; default <state dir>/policy.json.")
         loader.add_option("kalkan_outbox", str, "", "Event outbox; default <state dir>/outbox.sqlite.")
+        loader.add_option("kalkan_event_fd", int, -1,
+                          "A pipe from the agent's proxy collector: events go there, not to the outbox.")
         loader.add_option("kalkan_index", str, "", "Category lists: a UT1-format folder or compiled index.")
         loader.add_option("kalkan_seat", str, "", "This workstation's seat name (from the agent's config).")
         loader.add_option("kalkan_room", str, "", "This workstation's room (lessons are per room).")
@@ -102,10 +106,17 @@ class KalkanAddon:
         if "kalkan_isuo_idle_s" in updated:
             self.isuo.idle_end_s = opts.kalkan_isuo_idle_s
         state = Path(opts.kalkan_state_dir) if opts.kalkan_state_dir else None
-        if updated & {"kalkan_state_dir", "kalkan_outbox"} and self._own_sink:
+        if updated & {"kalkan_state_dir", "kalkan_outbox", "kalkan_event_fd"} and self._own_sink:
             outbox = Path(opts.kalkan_outbox) if opts.kalkan_outbox else None
             outbox = outbox or (state / "outbox.sqlite" if state else None)
-            if outbox is not None:
+            if self._sink is not None:
+                self._sink.close()
+                self._sink = None
+            if opts.kalkan_event_fd >= 0:
+                from agent.proxy.events import pipe_sink
+
+                self._sink = pipe_sink(opts.kalkan_event_fd, on_broken=_stop_this_process)
+            elif outbox is not None:
                 from agent.proxy.events import outbox_sink
 
                 self._sink = outbox_sink(outbox)
@@ -380,6 +391,11 @@ class KalkanAddon:
             usage = self.usage.flush(now)
             if usage is not None:
                 self._emit("web.usage", usage, None)
+
+
+def _stop_this_process() -> None:
+    """The agent that supervises us is gone: stop (mitmdump shuts down cleanly on SIGTERM)."""
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _is_document(req: http.Request) -> bool:

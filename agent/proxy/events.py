@@ -1,13 +1,19 @@
-"""Events from the mitmdump process to the agent's durable outbox.
+"""Events from the mitmdump process to the agent.
 
-The proxy runs in its own process and writes to the same SQLite outbox as the
-agent (`agent.outbox` is safe across processes).  Writes go through one
-background thread so an fsync never stalls the proxy's event loop.
+Two ways, one interface (`emit`), always through one background thread so a slow
+write never stalls the proxy's event loop:
+
+* `pipe_sink` (production: the agent's proxy collector spawned this process): one JSON
+  line per event on an inherited pipe; the collector stores it in the outbox.
+* `outbox_sink` (a proxy started by hand or by a test rig): straight into the SQLite
+  outbox (`agent.outbox` is safe across processes).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import queue
 import threading
 from pathlib import Path
@@ -76,3 +82,59 @@ def outbox_sink(outbox_path: Path) -> BackgroundSink:
     from agent.outbox import Outbox, OutboxSink
 
     return BackgroundSink(_FlushAware(OutboxSink(Outbox(outbox_path))))
+
+
+class PipeWriter:
+    """Hands each event, as one JSON line, to the agent through a pipe the agent's proxy
+    collector gave this process (`--set kalkan_event_fd=N`).
+
+    Why a pipe and not the outbox file: the proxy runs as its own unprivileged user and
+    handles untrusted traffic; with a pipe it needs no write access to anything of the
+    agent's (the outbox, the state dir), and the agent stores and validates every event
+    itself.  If the agent goes away the pipe breaks and the proxy stops (`on_broken`), so
+    no orphan proxy keeps the ports once its supervisor is gone.
+    """
+
+    def __init__(self, fd: int, on_broken: Any = None) -> None:
+        self._file = os.fdopen(fd, "wb", buffering=0)
+        self._on_broken = on_broken
+
+    def emit(self, event_type: str, data: Any, *, subject: Subject | None = None,
+             clauses: list[str] | None = None) -> str:
+        if event_type == "__flush__":  # writes are unbuffered: nothing to wait for
+            data.set()
+            return ""
+        body = data.model_dump(mode="json") if hasattr(data, "model_dump") else data
+        line = json.dumps({"type": event_type, "data": body,
+                           "subject": subject.model_dump(mode="json") if subject else None,
+                           "clauses": clauses}, separators=(",", ":")).encode() + b"\n"
+        try:
+            self._file.write(line)  # the writer thread blocks here if the agent is slow, never the proxy
+        except BrokenPipeError:
+            if self._on_broken is not None:
+                log.error("the agent closed the event pipe; stopping the proxy")
+                on_broken, self._on_broken = self._on_broken, None
+                on_broken()
+            raise
+        return ""
+
+    def close(self) -> None:
+        try:
+            self._file.close()
+        except OSError:
+            pass
+
+
+def pipe_sink(fd: int, on_broken: Any = None) -> BackgroundSink:
+    return BackgroundSink(PipeWriter(fd, on_broken))
+
+
+def read_events(stream: Any) -> Any:
+    """The agent's side: yield (type, data, subject dict, clauses) per line until EOF.
+    A malformed line is logged and skipped (it can only come from a broken proxy)."""
+    for raw in stream:
+        try:
+            message = json.loads(raw)
+            yield message["type"], message["data"], message.get("subject"), message.get("clauses")
+        except (ValueError, KeyError, TypeError) as exc:
+            log.error("bad line on the proxy's event pipe (%s): %r", exc, raw[:200])

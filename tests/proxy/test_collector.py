@@ -6,6 +6,8 @@ import os
 import signal
 import time
 
+import pytest
+
 from agent.collectors.base import CollectorContext
 from agent.collectors.proxy import ProxyCollector, ProxySettings, mitmdump_command
 from policy_server.protocol import CollectorState
@@ -48,3 +50,63 @@ def test_supervised_child_restarts(tmp_path):
     finally:
         collector.stop()
     assert collector.pid() is None and collector.health().state == CollectorState.stopped
+
+
+def test_settings_file_is_read_and_mistakes_are_named(tmp_path):
+    from agent.collectors.proxy import SettingsError
+
+    good = tmp_path / "settings.json"
+    good.write_text('{"regular_port": 4000, "extra_args": ["--set", "x=1"], "ca_retry_s": 5}')
+    settings = ProxySettings.from_file(good)
+    assert settings.regular_port == 4000 and settings.extra_args == ("--set", "x=1")
+    assert settings.ca_retry_s == 5
+    for text, message in [('{"regular_prot": 1}', "unknown setting(s) regular_prot"),
+                          ('{"regular_port": "80"}', "regular_port must be a int"),
+                          ('{"firewall": 1}', "firewall must be a bool"),
+                          ("[1]", "must be a JSON object"), ("{", "not readable JSON")]:
+        good.write_text(text)
+        try:
+            ProxySettings.from_file(good)
+        except SettingsError as exc:
+            assert message in str(exc), (text, str(exc))
+        else:
+            raise AssertionError(f"{text} was accepted")
+
+
+def test_hosts_line_added_once_and_removed_exactly(tmp_path):
+    from agent.proxy import hosts
+
+    path = tmp_path / "hosts"
+    path.write_text("127.0.0.1\tlocalhost\n10.0.0.5\tserver.school\n")
+    path.chmod(0o644)
+    assert hosts.add_entry(path, ["report.kalkan"]) is True
+    assert hosts.add_entry(path, ["report.kalkan"]) is False  # idempotent
+    lines = path.read_text().splitlines()
+    assert lines[:2] == ["127.0.0.1\tlocalhost", "10.0.0.5\tserver.school"]
+    assert lines[2].split()[:2] == ["192.0.2.80", "report.kalkan"] and len(lines) == 3
+    assert path.stat().st_mode & 0o777 == 0o644
+    assert hosts.remove_entry(path) is True and hosts.remove_entry(path) is False
+    assert path.read_text() == "127.0.0.1\tlocalhost\n10.0.0.5\tserver.school\n"
+
+
+@pytest.mark.root
+def test_install_script_creates_the_proxy_account_in_a_staged_root(tmp_path):
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    for name in ("passwd", "group", "shadow", "gshadow", "login.defs"):
+        shutil.copy(f"/etc/{name}", etc / name)
+    script = Path(__file__).resolve().parents[2] / "install" / "install-agent.sh"
+    for _ in range(2):  # safe to repeat
+        done = subprocess.run([str(script), "--root", str(tmp_path)], capture_output=True, text=True,
+                              timeout=60)
+        assert done.returncode == 0, done.stderr
+    entries = [line for line in (etc / "passwd").read_text().splitlines() if line.startswith("kalkan-proxy:")]
+    assert len(entries) == 1 and entries[0].endswith(":/nonexistent:/usr/sbin/nologin")
+    assert (tmp_path / "etc/systemd/system/kalkan-agent.service").is_file()
+    assert (tmp_path / "var/lib/kalkan-agent").stat().st_mode & 0o777 == 0o755
+    bad = subprocess.run([str(script), "--bogus"], capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 2 and "unknown option --bogus" in bad.stderr

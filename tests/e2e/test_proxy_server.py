@@ -1,0 +1,213 @@
+"""The filtering proxy end to end: the real server, the real agent (`kalkan-agent run` with the
+proxy and idle collectors), the real mitmdump it supervises (as the `kalkan-proxy` account made
+by install/install-agent.sh), real origins, curl as real student/teacher accounts.
+
+Shown here: the school CA fetched from the server and installed by itself; a report from the
+report page reaching the server as an incident; a ban pushed from the server blocking the seat's
+next request within 2 s; an ISUO session reaching the idle collector (shorter timeout, lock at
+the end, 000 §6.8).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from policy_server.protocol import Group, GroupKind, PolicyBundle
+from tests.proxy.conftest import FAKE_HOSTS, STUDENT, TEACHER, _account, upstream_for
+from tests.support.agent_process import AgentProcess
+from tests.support.proxy_rig import UPSTREAM_MAP, free_port, start_origin, wait_port
+from tests.support.server import KalkanServerProcess
+
+pytestmark = [pytest.mark.e2e, pytest.mark.root]
+
+REPO = Path(__file__).resolve().parents[2]
+SEAT = "lab1-01"
+ADMIN = ("boss", "a-long-admin-password")
+
+
+def _policy(bundle: PolicyBundle) -> PolicyBundle:
+    bundle.groups = [Group(name="student", kind=GroupKind.student, os_users=[STUDENT]),
+                     Group(name="teacher", kind=GroupKind.teacher, os_users=[TEACHER])]
+    bundle.filtering.allow_list = ["school.test"]
+    bundle.idle.isuo_timeout_s = 120
+    bundle.idle.lock_on_isuo_end = True
+    return bundle
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    made = subprocess.run([str(REPO / "install" / "install-agent.sh"), "--account-only"],
+                          capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    accounts = {"student": _account(STUDENT), "teacher": _account(TEACHER)}
+    # every folder the proxy's account reads must be reachable by it (pytest's tmp is root-only)
+    shared = Path(tempfile.mkdtemp(prefix="kalkan-e2e-proxy-"))
+    shared.chmod(0o755)
+    origin = start_origin(FAKE_HOSTS, shared)
+    server = KalkanServerProcess(tmp_path_factory.mktemp("server"))
+    agent = AgentProcess(shared / "agent")
+    try:
+        server.start()
+        server.create_user("admin", *ADMIN)
+        server.amend_policy("e2e proxy groups", _policy)
+        agent.enroll(server, seat=SEAT, room="lab-1")
+        port = free_port()
+        mapping = ",".join(f"{k}={v[0]}:{v[1]}" for k, v in upstream_for(origin).items())
+        idle_socket = shared / "idle.sock"
+        settings = {"regular_port": port, "transparent_port": 0, "firewall": False,
+                    "idle_socket": str(idle_socket),
+                    "extra_args": ["-s", str(UPSTREAM_MAP), "--set", f"test_upstream_map={mapping}",
+                                   "--set", f"ssl_verify_upstream_trusted_ca={shared / 'origin-ca.pem'}",
+                                   "--set", "kalkan_isuo_idle_s=1"]}
+        settings_file = agent.state_dir / "collectors" / "proxy" / "settings.json"
+        settings_file.parent.mkdir(parents=True, exist_ok=True)
+        settings_file.write_text(json.dumps(settings))
+        os.environ["KALKAN_IDLE_SOCKET"] = str(idle_socket)  # the agent's idle collector listens there
+        try:
+            agent.start(collectors=["proxy", "idle"], heartbeat_s=1)
+        finally:
+            os.environ.pop("KALKAN_IDLE_SOCKET", None)
+        world = {"server": server, "agent": agent, "port": port, "accounts": accounts, "shared": shared,
+                 "idle_socket": idle_socket}
+        try:
+            wait_port(port, timeout=60)
+        except TimeoutError:
+            raise AssertionError(f"the agent's proxy never listened\n{logs(world)}") from None
+        yield world
+    finally:
+        agent.stop()
+        server.stop()
+        origin.close()
+        shutil.rmtree(shared, ignore_errors=True)
+
+
+def logs(world) -> str:
+    agent_dir = world["agent"].state_dir
+    parts = []
+    for path in (agent_dir / "agent.log", agent_dir / "collectors/proxy/mitmdump.log"):
+        if path.exists():
+            parts.append(f"--- {path.name}\n{path.read_text(errors='replace')[-3000:]}")
+    return "\n".join(parts)
+
+
+def curl(world, who: str, url: str, *extra: str) -> subprocess.CompletedProcess:
+    return world["accounts"][who].run(["curl", "-sS", "--max-time", "15", "-x",
+                                       f"http://127.0.0.1:{world['port']}",
+                                       "-w", "\n%{http_code}", url, *extra])
+
+
+def status_of(result: subprocess.CompletedProcess) -> int:
+    return int(result.stdout.rsplit("\n", 1)[-1])
+
+
+def wait_for(predicate, timeout: float, what: str, world=None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = predicate()
+        if found:
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"{what} did not happen within {timeout}s\n{logs(world) if world else ''}")
+
+
+def test_school_ca_is_fetched_from_the_server_and_installed(world):
+    agent, server = world["agent"], world["server"]
+    confdir = agent.state_dir / "collectors" / "proxy" / "mitmproxy"
+    wait_for(lambda: (confdir / "kalkan-school-ca.pem").exists(), 30, "the school CA fetch")
+    token = (agent.state_dir / "token").read_text().strip()
+    with server.agent_client(token) as client:
+        served = client.get("/api/v1/ca").json()["cert_pem"].strip()
+    assert (confdir / "kalkan-school-ca.pem").read_text().strip() == served
+    # installed into the (platform fake: staged) system store too
+    staged = agent.state_dir / "collectors/proxy/root/usr/local/share/ca-certificates/kalkan-school-ca.crt"
+    assert staged.read_text().strip() == served
+    # the proxy restarted with it: an intercepted page is signed by the school CA
+    cafile = world["shared"] / "school-ca.pem"
+    cafile.write_text(served + "\n")
+
+    last = []
+
+    def intercepted_under_school_ca():
+        wait_port(world["port"], timeout=20)
+        result = curl(world, "teacher", "https://www.google.com/search?q=cats", "--cacert", str(cafile))
+        last[:] = [result.stderr[-500:]]
+        return result.returncode == 0 and status_of(result) == 200
+
+    try:
+        wait_for(intercepted_under_school_ca, 20, "an intercepted request trusted under the school CA", world)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\nlast curl: {last}") from None
+    status = agent.wait_status(lambda s: s["collectors"]["proxy"]["state"] == "ok", timeout=15)
+    assert "mitmdump pid" in status["collectors"]["proxy"]["detail"]
+
+
+def test_report_from_the_report_page_reaches_the_server_as_an_incident(world):
+    result = curl(world, "student", "http://report.kalkan/send", "--data-urlencode",
+                  "typed=http://bad-page.test/insults", "--data-urlencode", "comment=e2e report",
+                  "-H", "Accept-Language: en")
+    assert status_of(result) == 200, result.stdout + result.stderr
+    with world["server"].login(*ADMIN) as admin:
+        def reported():
+            body = admin.get("/api/v1/incidents").json()
+            items = body["incidents"]
+            return [i for i in items if i.get("rule") == "web.report"
+                    and "bad-page.test" in json.dumps(i)]
+
+        [incident] = wait_for(reported, 30, "the web.report incident on the server")
+    assert "000 §8.3" in json.dumps(incident, ensure_ascii=False)
+    assert incident["params"]["comment"] == "e2e report"
+
+
+def test_ban_pushed_from_the_server_blocks_the_seat_within_two_seconds(world):
+    assert status_of(curl(world, "student", "http://school.test/lesson")) == 200
+    until = (datetime.now(UTC) + timedelta(minutes=10)).isoformat()
+    with world["server"].login(*ADMIN) as admin:
+        response = admin.post("/api/v1/bans", json={"seat": SEAT, "until": until, "reason": "e2e"})
+        pushed = time.monotonic()
+        assert response.status_code in (200, 201), response.text
+        while status_of(curl(world, "student", "http://school.test/lesson")) != 403:
+            assert time.monotonic() - pushed < 2.0, "the ban did not block the seat within 2 s"
+            time.sleep(0.05)
+        ban_id = response.json().get("id") or response.json().get("ban_id")
+        lifted = admin.delete(f"/api/v1/bans/{ban_id}")
+        assert lifted.status_code in (200, 204), lifted.text
+    wait_for(lambda: status_of(curl(world, "student", "http://school.test/lesson")) == 200, 5,
+             "lifting the ban")
+
+
+POLL = """
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])
+s.sendall(b'{"op":"poll","session":"e2e"}\\n'); print(s.makefile().readline())
+"""
+
+
+def idle_poll(world, who: str) -> dict:
+    result = world["accounts"][who].run(["/usr/bin/python3", "-c", POLL, str(world["idle_socket"])])
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)["policy"]
+
+
+def test_isuo_session_shortens_the_idle_timeout_and_locks_at_its_end(world):
+    assert idle_poll(world, "teacher")["reason"] == "idle"
+    # a real HTTPS request to ISUO: passed through untouched (origin certificate), session starts
+    result = curl(world, "teacher", "https://emis.edu.gov.kg/login", "--cacert",
+                  str(world["shared"] / "origin-ca.pem"))
+    assert status_of(result) == 200 and "ORIGIN OK emis.edu.gov.kg" in result.stdout
+    during = wait_for(lambda: (p := idle_poll(world, "teacher"))["reason"] == "isuo_idle" and p, 10,
+                      "the ISUO start at the idle collector")
+    assert during["timeout_s"] == 120
+    # the session ends after 1 s without a connection (kalkan_isuo_idle_s=1): lock at once
+    ended = wait_for(lambda: (p := idle_poll(world, "teacher"))["lock_request"] and p, 15,
+                     "the lock request at the ISUO session's end")
+    assert ended["lock_request"]
+    assert idle_poll(world, "student")["lock_request"] is None  # only that user's session
