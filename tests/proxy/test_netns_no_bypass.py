@@ -8,10 +8,12 @@ after the table is removed), so a broken test rig cannot pass as a working filte
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -158,13 +160,39 @@ def test_foreign_proxy_quic_dns_and_dot_fail(lab):
     assert probe(lab, own, "tcp", "10.77.0.2", 853) == "FOREIGN SERVICE"
 
 
+def test_report_page_by_name_through_the_hosts_line(lab):
+    """`report.kalkan` in /etc/hosts (the line the collector writes) → 192.0.2.80, a non-local
+    address the redirect captures: a browser with no proxy setting opens the report page."""
+    from agent.proxy import hosts
+
+    netns_etc = Path("/etc/netns") / lab["ws"]  # `ip netns exec` mounts these over /etc
+    netns_etc.mkdir(parents=True)
+    try:
+        (netns_etc / "hosts").write_text("127.0.0.1\tlocalhost\n")
+        hosts.add_entry(netns_etc / "hosts", ["report.kalkan"])
+        page = as_user(lab, lab["student"], "curl", "-sS", "--noproxy", "*", "--max-time", "10",
+                       "-H", "Accept-Language: en", "http://report.kalkan/")
+        assert "Report a bad page" in page, page
+        # control: the proxy's own uid is not redirected, and nothing real answers at 192.0.2.80
+        own = as_user(lab, lab["proxy_user"], "curl", "-sS", "--max-time", "3", "http://report.kalkan/")
+        assert "Report a bad page" not in own
+    finally:
+        shutil.rmtree(netns_etc, ignore_errors=True)
+
+
 def test_uninstall_removes_only_the_kalkan_table(lab):
     firewall, student = lab["firewall"], lab["student"]
     sh(*lab["in_ws"], "nft", "add", "table", "inet", "someone_else")
     assert firewall.installed()
     from agent.collectors.proxy import ProxyCollector
+    from agent.proxy import hosts
 
+    staged_hosts = lab["state"] / "root" / "etc" / "hosts"
+    staged_hosts.parent.mkdir(parents=True, exist_ok=True)
+    staged_hosts.write_text("127.0.0.1\tlocalhost\n")
+    hosts.add_entry(staged_hosts, ["report.kalkan"])
     ProxyCollector.uninstall(lab["state"], root=lab["state"] / "root", netns=lab["ws"])
     assert not firewall.installed()
+    assert staged_hosts.read_text() == "127.0.0.1\tlocalhost\n"  # our line gone, nothing else touched
     assert "someone_else" in sh(*lab["in_ws"], "nft", "list", "tables").stdout
     assert probe(lab, student, "tcp", "10.77.0.2", 3128) == "FOREIGN SERVICE"  # the rules were the cause
