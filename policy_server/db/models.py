@@ -212,6 +212,7 @@ class IncidentEvent(Base):
     """Which events an incident is made of."""
 
     __tablename__ = "incident_events"
+    __table_args__ = (Index("ix_incident_events_event", "event_id"),)
 
     incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id"), primary_key=True)
     event_id: Mapped[str] = mapped_column(ForeignKey("events.id"), primary_key=True)

@@ -3,8 +3,17 @@
 For a batch of accepted events it runs `policy_server.rules.evaluate` on each (pure), groups
 the drafts by `dedup_key`, and for each key either adds the events to the open incident
 whose aggregation window contains them (count, last seen, links, one timeline entry per
-batch) or opens a new incident (window = first event + `window_s`).  One query per distinct
-key, not per event, so a flood of fifty blocked pages costs one lookup.
+batch) or opens a new incident (window = its first event + `window_s`).  The database work
+is a fixed handful of statements per batch, whatever the number of keys or events: one
+SELECT of the open incidents of all keys, one multi-row INSERT of the new ones, one
+executemany UPDATE, one INSERT each of links and timeline entries.
+
+**Thresholds.**  A draft with `open_after = N > 1` (e.g. blocked pages: 001 §2.7 is about
+*repeated* attempts) opens an incident only when N drafts of its key fall inside one
+`window_s`.  The attempts are counted across batches from the stored events themselves: the
+events of the same types and agents in the window that no incident holds yet are read back
+(one query, only for keys that need it) and run through the same pure rules to find their
+keys.  When the N-th arrives, the incident opens with all N linked to it.
 
 Drafts with `notify` leave a `Notification`: `class_teacher` is resolved through the policy
 bundle (the student's group → its `class_teacher` username, 001 §2.7); other roles are
@@ -13,32 +22,69 @@ addressed by role.
 
 from __future__ import annotations
 
-from collections import defaultdict
-from datetime import timedelta
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
-from sqlalchemy import insert, select, text
+from sqlalchemy import bindparam, exists, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from policy_server import protocol
+from policy_server.db.bulk import insert_rows
 from policy_server.db.models import (
+    Event,
     Incident,
     IncidentEvent,
     IncidentStatus,
     Notification,
     Person,
+    Room,
     TimelineEntry,
+    Workstation,
     utcnow,
 )
 from policy_server.rules import IncidentDraft, RuleInput, Severity, evaluate, load_all_rules
 
 SYSTEM = "system"
 _SEVERITY_RANK = {s.value: i for i, s in enumerate(Severity)}
+_KEY_LEN = 300  # Incident.dedup_key is String(300)
 
 load_all_rules()
 
 
 def _max_severity(a: str, b: str) -> str:
     return a if _SEVERITY_RANK.get(a, 0) >= _SEVERITY_RANK.get(b, 0) else b
+
+
+@dataclass
+class _Member:
+    draft: IncidentDraft
+    event: RuleInput
+
+
+@dataclass
+class _Incident:
+    """An incident as this batch sees it: loaded open, or opened now."""
+
+    id: int | None
+    event_count: int
+    first_seen_at: datetime
+    last_seen_at: datetime
+    window_ends_at: datetime
+    severity: str
+    opened_by: _Member | None = None  # set when opened in this batch
+    added: int = 0  # events added in this batch beyond those it opened with
+    members: list[str] = field(default_factory=list)  # event ids to link
+
+    def covers(self, at: datetime) -> bool:
+        return at <= self.window_ends_at
+
+    def add(self, member: _Member) -> None:
+        self.event_count += 1
+        self.added += 1
+        self.last_seen_at = max(self.last_seen_at, member.event.occurred_at)
+        self.severity = _max_severity(self.severity, member.draft.severity.value)
+        self.members.append(member.event.event_id)
 
 
 class _BundleCache:
@@ -56,12 +102,12 @@ class _BundleCache:
         return self._bundle
 
 
-def process_events(db: Session, events: list[RuleInput]) -> list[Incident]:
-    """Run the rules on stored events and merge the drafts; returns incidents touched."""
-    by_key: dict[str, list[tuple[IncidentDraft, RuleInput]]] = defaultdict(list)
+def process_events(db: Session, events: list[RuleInput]) -> list[int]:
+    """Run the rules on stored events and merge the drafts; returns the ids of incidents touched."""
+    by_key: dict[str, list[_Member]] = defaultdict(list)
     for event in events:
         for draft in evaluate(event):
-            by_key[draft.dedup_key[:300]].append((draft, event))
+            by_key[draft.dedup_key[:_KEY_LEN]].append(_Member(draft, event))
     if not by_key:
         return []
     keys = sorted(by_key)
@@ -73,60 +119,155 @@ def process_events(db: Session, events: list[RuleInput]) -> list[Incident]:
             # BEGIN IMMEDIATE already runs one writer at a time.)
             db.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) "
                             "FROM unnest(CAST(:keys AS text[])) AS k ORDER BY k"), {"keys": keys})
-        earliest = min(e.occurred_at for e in events)
-        open_by_key: dict[str, Incident] = {}
-        for incident in db.scalars(
-            select(Incident)
-            .where(Incident.dedup_key.in_(keys), Incident.status != IncidentStatus.resolved,
-                   Incident.window_ends_at >= earliest)
-            .order_by(Incident.id)
-        ):
-            open_by_key[incident.dedup_key] = incident  # the newest one wins
-        touched: dict[int, Incident] = {}
-        opened: list[tuple[Incident, IncidentDraft, RuleInput]] = []
-        added: dict[int, int] = defaultdict(int)  # id(incident) → events added in this batch
-        members: list[tuple[Incident, str]] = []
+        open_by_key = _open_incidents(db, keys, min(e.occurred_at for e in events))
+        earlier = _uncounted_earlier(db, by_key, open_by_key, {e.event_id for e in events})
+        touched: list[_Incident] = []
         for key in keys:
-            incident = open_by_key.get(key)
-            for draft, event in sorted(by_key[key], key=lambda p: p[1].occurred_at):
-                if incident is None or event.occurred_at > incident.window_ends_at:
-                    incident = _new_incident(draft, event)
-                    opened.append((incident, draft, event))
-                else:
-                    incident.event_count += 1
-                    incident.last_seen_at = max(incident.last_seen_at, event.occurred_at)
-                    incident.severity = _max_severity(incident.severity, draft.severity.value)
-                    added[id(incident)] += 1
-                touched[id(incident)] = incident
-                members.append((incident, event.event_id))
-        db.add_all(i for i, _, _ in opened)
-        db.flush()  # one multi-row INSERT for the new incidents gives them their ids
-        now = utcnow()
-        timeline = [{"incident_id": i.id, "actor": SYSTEM, "action": "opened", "at": now,
-                     "detail": {"event_id": e.event_id, "rule": d.rule}} for i, d, e in opened]
-        timeline += [{"incident_id": i.id, "actor": SYSTEM, "action": "events_added", "at": now,
-                      "detail": {"count": added[id(i)], "total": i.event_count}}
-                     for i in touched.values() if added.get(id(i))]
-        db.execute(insert(TimelineEntry), timeline)
-        db.execute(insert(IncidentEvent), [{"incident_id": i.id, "event_id": eid} for i, eid in members])
-        bundles = _BundleCache(db)
-        for incident, draft, event in opened:
-            for role in draft.notify:
-                _notify(db, incident, role, draft, event, bundles)
-    return list(touched.values())
+            touched += _merge_key(open_by_key.get(key), earlier.get(key, []), by_key[key])
+        _write(db, touched)
+    return [i.id for i in touched if i.id is not None]
 
 
-def _new_incident(draft: IncidentDraft, event: RuleInput) -> Incident:
-    return Incident(
-        rule=draft.rule, title=draft.title[:300], params=draft.params, severity=draft.severity.value,
-        clauses=list(draft.clauses), dedup_key=draft.dedup_key[:300], status=IncidentStatus.new,
-        agent_id=event.agent_id, seat=event.seat, os_user=event.os_user,
-        first_seen_at=event.occurred_at, last_seen_at=event.occurred_at,
-        window_ends_at=event.occurred_at + timedelta(seconds=draft.window_s), event_count=1,
+def _open_incidents(db: Session, keys: list[str], earliest: datetime) -> dict[str, _Incident]:
+    """The newest unresolved incident per key whose window reaches the batch's first event."""
+    found: dict[str, _Incident] = {}
+    rows = db.execute(
+        select(Incident.id, Incident.dedup_key, Incident.event_count, Incident.first_seen_at,
+               Incident.last_seen_at, Incident.window_ends_at, Incident.severity)
+        .where(Incident.dedup_key.in_(keys), Incident.status != IncidentStatus.resolved,
+               Incident.window_ends_at >= earliest)
+        .order_by(Incident.id)
+    )
+    for incident_id, key, count, first_seen, last_seen, window_ends, severity in rows:
+        found[key] = _Incident(id=incident_id, event_count=count, first_seen_at=first_seen,
+                               last_seen_at=last_seen, window_ends_at=window_ends,
+                               severity=severity)  # the newest wins
+    return found
+
+
+def _uncounted_earlier(db: Session, by_key: dict[str, list[_Member]], open_by_key: dict[str, _Incident],
+                       batch_ids: set[str]) -> dict[str, list[_Member]]:
+    """For threshold keys with an attempt no open incident covers: the stored attempts before
+    it that no incident holds yet (from earlier batches), by key."""
+    wanted: dict[str, list[_Member]] = {}
+    for key, members in by_key.items():
+        incident = open_by_key.get(key)
+        uncovered = [m for m in members
+                     if m.draft.open_after > 1 and not (incident and incident.covers(m.event.occurred_at))]
+        if uncovered:
+            wanted[key] = uncovered
+    if not wanted:
+        return {}
+    uncovered = [m for ms in wanted.values() for m in ms]
+    since = min(m.event.occurred_at - timedelta(seconds=m.draft.window_s) for m in uncovered)
+    until = max(m.event.occurred_at for m in uncovered)
+    rows = db.execute(
+        select(Event.id, Event.type, Event.agent_id, Event.occurred_at, Event.data, Event.clauses,
+               Event.os_user, Event.seat, Workstation.seat, Workstation.hostname, Room.name)
+        .join(Workstation, Workstation.id == Event.agent_id)
+        .outerjoin(Room, Room.id == Workstation.room_id)
+        .where(Event.type.in_({m.event.type for m in uncovered}),
+               Event.agent_id.in_({m.event.agent_id for m in uncovered}),
+               Event.occurred_at >= since, Event.occurred_at <= until,
+               ~exists().where(IncidentEvent.event_id == Event.id))
+    )
+    earlier: dict[str, list[_Member]] = defaultdict(list)
+    for event_id, type_, agent_id, at, data, clauses, os_user, seat, agent_seat, hostname, room in rows:
+        if event_id in batch_ids:
+            continue
+        event = RuleInput(event_id=event_id, type=type_, agent_id=agent_id, occurred_at=at, data=data,
+                          clauses=tuple(clauses or ()), os_user=os_user, seat=seat or agent_seat,
+                          room=room, hostname=hostname)
+        for draft in evaluate(event):
+            key = draft.dedup_key[:_KEY_LEN]
+            if key in wanted:
+                earlier[key].append(_Member(draft, event))
+    return earlier
+
+
+def _merge_key(incident: _Incident | None, earlier: list[_Member], batch: list[_Member]) -> list[_Incident]:
+    """Walk one key's attempts in time order: join the covering incident, or count towards
+    opening one.  Returns every incident this key touched."""
+    touched: list[_Incident] = [incident] if incident else []
+    pending: deque[_Member] = deque()  # attempts not in any incident, inside one window
+    for member in sorted([*earlier, *batch], key=lambda m: m.event.occurred_at):
+        at = member.event.occurred_at
+        if incident is not None and incident.covers(at):
+            incident.add(member)
+            continue
+        pending.append(member)
+        while pending and pending[0].event.occurred_at < at - timedelta(seconds=member.draft.window_s):
+            pending.popleft()
+        if len(pending) >= member.draft.open_after:
+            incident = _opened(list(pending))
+            touched.append(incident)
+            pending.clear()
+    return [i for i in touched if i.opened_by or i.added]
+
+
+def _opened(members: list[_Member]) -> _Incident:
+    first, last = members[0], members[-1]
+    return _Incident(
+        id=None, event_count=len(members), first_seen_at=first.event.occurred_at,
+        last_seen_at=last.event.occurred_at,
+        window_ends_at=first.event.occurred_at + timedelta(seconds=last.draft.window_s),
+        severity=max((m.draft.severity.value for m in members), key=lambda s: _SEVERITY_RANK.get(s, 0)),
+        opened_by=last, members=[m.event.event_id for m in members],
     )
 
 
-def _notify(db: Session, incident: Incident, role: str, draft: IncidentDraft, event: RuleInput,
+def _write(db: Session, touched: list[_Incident]) -> None:
+    if not touched:  # (an empty executemany would insert one row of defaults)
+        return
+    opened = [i for i in touched if i.opened_by is not None]
+    grown = [i for i in touched if i.opened_by is None and i.added]
+    if opened:
+        new_ids = db.execute(
+            insert(Incident).returning(Incident.id, sort_by_parameter_order=True),
+            [_incident_row(i) for i in opened],
+        ).scalars().all()
+        for incident, new_id in zip(opened, new_ids, strict=True):
+            incident.id = new_id
+    if grown:
+        table = Incident.__table__
+        db.connection().execute(
+            update(table).where(table.c.id == bindparam("_id"))
+            .values(event_count=bindparam("_count"), last_seen_at=bindparam("_last"),
+                    severity=bindparam("_severity")),
+            [{"_id": i.id, "_count": i.event_count, "_last": i.last_seen_at, "_severity": i.severity}
+             for i in grown],
+        )
+    now = utcnow()
+    timeline = [{"incident_id": i.id, "actor": SYSTEM, "action": "opened", "at": now,
+                 "detail": {"event_id": i.opened_by.event.event_id, "rule": i.opened_by.draft.rule,
+                            "count": i.event_count - i.added}} for i in opened]
+    timeline += [{"incident_id": i.id, "actor": SYSTEM, "action": "events_added", "at": now,
+                  "detail": {"count": i.added, "total": i.event_count}} for i in touched if i.added]
+    connection = db.connection()
+    insert_rows(connection, TimelineEntry.__table__, ("incident_id", "actor", "action", "at", "detail"),
+                [(t["incident_id"], t["actor"], t["action"], t["at"], t["detail"]) for t in timeline])
+    insert_rows(connection, IncidentEvent.__table__, ("incident_id", "event_id"),
+                [(i.id, event_id) for i in touched for event_id in i.members])
+    bundles = _BundleCache(db)
+    for incident in opened:
+        member = incident.opened_by
+        for role in member.draft.notify:
+            _notify(db, incident.id, role, member.draft, member.event, bundles)
+
+
+def _incident_row(incident: _Incident) -> dict:
+    draft, event = incident.opened_by.draft, incident.opened_by.event
+    return {
+        "rule": draft.rule, "title": draft.title[:300], "params": draft.params, "severity": incident.severity,
+        "clauses": list(draft.clauses), "dedup_key": draft.dedup_key[:_KEY_LEN], "status": IncidentStatus.new,
+        "agent_id": event.agent_id, "seat": event.seat, "os_user": event.os_user,
+        "first_seen_at": incident.first_seen_at, "last_seen_at": incident.last_seen_at,
+        "window_ends_at": incident.window_ends_at, "event_count": incident.event_count,
+        "created_at": utcnow(),
+    }
+
+
+def _notify(db: Session, incident_id: int, role: str, draft: IncidentDraft, event: RuleInput,
             bundles: _BundleCache) -> None:
     person_id = None
     to = role
@@ -140,6 +281,6 @@ def _notify(db: Session, incident: Incident, role: str, draft: IncidentDraft, ev
         if person is None or person.disabled:
             return
         person_id, to = person.id, person.username
-    db.add(Notification(incident_id=incident.id, person_id=person_id, role=role))
-    db.add(TimelineEntry(incident_id=incident.id, actor=SYSTEM, action="notified", at=utcnow(),
+    db.add(Notification(incident_id=incident_id, person_id=person_id, role=role))
+    db.add(TimelineEntry(incident_id=incident_id, actor=SYSTEM, action="notified", at=utcnow(),
                          detail={"role": role, "to": to}))

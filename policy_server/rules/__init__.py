@@ -49,6 +49,9 @@ class IncidentDraft:
     window_s: int = 600
     params: dict[str, Any] = field(default_factory=dict)
     notify: tuple[str, ...] = ()  # roles to tell, e.g. ("class_teacher",) for 001 §2.7
+    # Open the incident only when this many drafts with the key fall inside `window_s`
+    # (counted across batches; e.g. the 5th blocked page in 10 minutes).  1 = at once.
+    open_after: int = 1
 
 
 Rule = Callable[[RuleInput], IncidentDraft | None]

@@ -2,8 +2,10 @@
 
 Pure functions: event in, draft (or None) out.  Dedup keys decide what joins one incident:
 * `web.report` — one incident per reported URL per day, for the responsible person (000 §8.3);
-* `web.blocked` — one incident per seat + OS user per 10 minutes, however many pages were
-  refused, and the class teacher is told (001 §2.7: deliberate attempts);
+* `web.blocked` — repeated attempts, not a single mistyped link: the incident opens at the
+  5th refused page by one seat + OS user within 10 minutes (counted across batches, the
+  earlier four join it), holds every further attempt of its 10-minute window, and the class
+  teacher is told (001 §2.7: deliberate attempts);
 * `web.alert` — per seat + user per 10 minutes; self-harm lists make it high (000 §8.1);
 * `web.unblock_request` — one per URL host per day.
 """
@@ -16,6 +18,7 @@ from policy_server.rules import IncidentDraft, RuleInput, Severity, rule
 
 DAY_S = 24 * 3600
 BLOCKED_WINDOW_S = 10 * 60
+BLOCKED_OPEN_AFTER = 5  # attempts inside BLOCKED_WINDOW_S before it is an incident (001 §2.7)
 SELF_HARM_LISTS = {"self-harm", "selfharm", "suicide", "self_harm"}
 
 
@@ -64,6 +67,7 @@ def repeated_blocked_attempts(event: RuleInput) -> IncidentDraft:
         params={"host": host, "categories": list(data.get("categories") or []),
                 "group": data.get("group") or None},
         notify=("class_teacher",),
+        open_after=BLOCKED_OPEN_AFTER,
     )
 
 

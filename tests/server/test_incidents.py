@@ -50,8 +50,7 @@ def test_web_report_opens_incident_for_responsible_person(api):
         assert db.scalar(select(Notification.role)) == "admin"
 
 
-def test_blocked_attempts_merge_within_window_and_split_after(api):
-    _, auth = api.enroll()
+def _class_teacher_for_st1(api) -> None:
     api.user("teacher", "aigul", class_name="7a")
     from policy_server.policies.service import amend_policy
 
@@ -65,35 +64,70 @@ def test_blocked_attempts_merge_within_window_and_split_after(api):
             ),
         )
         db.commit()
-    first = [blocked(T0 + timedelta(seconds=10 * i)) for i in range(30)]
-    api.post(auth, *first[:10])
-    api.post(auth, *first[10:])  # a second batch joins the same incident
-    api.post(auth, blocked(T0 + timedelta(minutes=11)))  # past the 10-minute window: a new incident
-    api.post(auth, blocked(T0 + timedelta(minutes=1), os_user="st2"))  # another user: its own incident
-    found = incidents(api)
-    assert [(i.os_user, i.event_count) for i in found] == [("st1", 30), ("st1", 1), ("st2", 1)]
-    assert found[0].last_seen_at == T0 + timedelta(seconds=290)
+
+
+def _timeline(api, incident_id: int) -> list[tuple[str, dict]]:
     with api.db() as db:
-        timeline = [
+        return [
             (t.action, t.detail)
             for t in db.scalars(
-                select(TimelineEntry)
-                .where(TimelineEntry.incident_id == found[0].id)
-                .order_by(TimelineEntry.id)
+                select(TimelineEntry).where(TimelineEntry.incident_id == incident_id).order_by(TimelineEntry.id)
             )
         ]
-        assert timeline[0][0] == "opened"
-        assert ("notified", {"role": "class_teacher", "to": "aigul"}) in timeline
-        assert [d["count"] for a, d in timeline if a == "events_added"] == [9, 20]
-        notes = list(db.scalars(select(Notification)))
-        # One notice per st1 incident; st2 is in no group with a class teacher.
-        assert [(n.role, n.incident_id) for n in notes] == [
-            ("class_teacher", found[0].id),
-            ("class_teacher", found[1].id),
+
+
+def _linked(api, incident_id: int) -> set[str]:
+    with api.db() as db:
+        return set(db.scalars(select(IncidentEvent.event_id).where(IncidentEvent.incident_id == incident_id)))
+
+
+def test_blocked_attempts_open_an_incident_at_the_fifth_counted_across_batches(api):
+    _, auth = api.enroll()
+    _class_teacher_for_st1(api)
+    first = [blocked(T0 + timedelta(seconds=10 * i)) for i in range(30)]
+    api.post(auth, *first[:3])
+    assert incidents(api) == []  # three attempts are not yet "repeated" (001 §2.7)
+    api.post(auth, *first[3:5])  # the 4th and 5th, in another batch: the 5th opens it
+    (incident,) = incidents(api)
+    assert incident.event_count == 5 and incident.first_seen_at == T0
+    assert incident.window_ends_at == T0 + timedelta(minutes=10)
+    assert _linked(api, incident.id) == {str(e.id) for e in first[:5]}  # the earlier three joined it
+    api.post(auth, *first[5:])  # the rest of its window joins it
+    (incident,) = incidents(api)
+    assert incident.event_count == 30 and incident.last_seen_at == T0 + timedelta(seconds=290)
+    assert len(_linked(api, incident.id)) == 30
+    timeline = _timeline(api, incident.id)
+    assert timeline[0] == ("opened", {"event_id": str(first[4].id), "rule": "web.blocked", "count": 5})
+    assert ("notified", {"role": "class_teacher", "to": "aigul"}) in timeline
+    assert [d["count"] for a, d in timeline if a == "events_added"] == [25]
+    with api.db() as db:
+        assert [(n.role, n.incident_id) for n in db.scalars(select(Notification))] == [
+            ("class_teacher", incident.id)
         ]
-        assert (
-            len(db.scalars(select(IncidentEvent).where(IncidentEvent.incident_id == found[0].id)).all()) == 30
-        )
+
+
+def test_blocked_attempts_after_the_window_count_afresh_and_never_twice(api):
+    _, auth = api.enroll()
+    _class_teacher_for_st1(api)
+    api.post(auth, *[blocked(T0 + timedelta(seconds=60 * i)) for i in range(6)])  # 0..5 min: one incident
+    # Past its window (T0 + 10 min) the attempts count afresh; those of 1..5 min are within ten
+    # minutes of 11:00 but already belong to the first incident, so they do not count again.
+    late = [blocked(T0 + timedelta(minutes=11, seconds=10 * i)) for i in range(5)]
+    api.post(auth, *late[:4])
+    assert [i.event_count for i in incidents(api)] == [6]
+    api.post(auth, late[4])
+    found = incidents(api)
+    assert [(i.event_count, i.first_seen_at) for i in found] == [(6, T0), (5, T0 + timedelta(minutes=11))]
+    assert _linked(api, found[1].id) == {str(e.id) for e in late}
+
+
+def test_blocked_attempts_spread_out_or_by_several_users_are_no_incident(api):
+    _, auth = api.enroll()
+    # st2: five attempts, but never five within ten minutes.
+    api.post(auth, *[blocked(T0 + timedelta(minutes=3 * i), os_user="st2") for i in range(5)])
+    # four users with two attempts each at the same seat: each user is counted on their own.
+    api.post(auth, *[blocked(T0 + timedelta(seconds=i), os_user=f"u{i % 4}") for i in range(8)])
+    assert incidents(api) == []
 
 
 def test_lifecycle_with_timeline_and_audit_through_the_api(api):

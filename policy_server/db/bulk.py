@@ -1,0 +1,120 @@
+"""Many-row INSERTs through the database driver, for the ingest hot path.
+
+SQLAlchemy builds every row of an `executemany` through its compiler and per-column type
+processors; psycopg then adapts each row as its own pipelined statement.  At hundreds of
+rows per batch that cost more than the database's own work.  `insert_rows` sends the rows
+the cheap way for each backend, inside the caller's transaction (the session's connection):
+
+* **PostgreSQL**: one statement, `INSERT … SELECT … FROM unnest(col1[], col2[], …)`, the
+  columns travelling as binary arrays (no per-value quoting), the query text constant so
+  psycopg prepares it once per connection.  Optional `ON CONFLICT (…) DO NOTHING` and
+  `RETURNING`.
+* **SQLite**: `cursor.executemany` of one prepared `INSERT`; times converted with
+  SQLAlchemy's own SQLite format so the ORM reads them back unchanged.
+
+Values are given as Python values: aware datetimes, dicts/lists for JSON columns (or JSON
+text already made, as `Json(text)`), strings, ints, bools, None.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import orjson
+from sqlalchemy import JSON, Boolean, Connection, Table
+from sqlalchemy.dialects import postgresql, sqlite
+
+
+@dataclass(frozen=True, slots=True)
+class Json:
+    """JSON text that is already serialized: stored as is."""
+
+    text: str
+
+
+def _json_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, Json):
+        return value.text
+    return orjson.dumps(value).decode()
+
+
+def _is_json(column) -> bool:
+    return isinstance(column.type, JSON)  # JsonType (JSON, JSONB on PostgreSQL) included
+
+
+@cache
+def _postgres_sql(table: Table, columns: tuple[str, ...], on_conflict: tuple[str, ...] | None,
+                  returning: tuple[str, ...] | None) -> tuple[str, tuple[bool, ...]]:
+    dialect = postgresql.psycopg.dialect()
+    arrays, selects, is_json = [], [], []
+    for i, name in enumerate(columns):
+        column = table.c[name]
+        json_column = _is_json(column)
+        sql_type = "text" if json_column else column.type.compile(dialect=dialect)
+        arrays.append(f"%(c{i})b::{sql_type}[]")
+        selects.append(f"u.c{i}::jsonb" if json_column else f"u.c{i}")
+        is_json.append(json_column)
+    names = ", ".join(f"c{i}" for i in range(len(columns)))
+    sql = (f"INSERT INTO {table.name} ({', '.join(columns)}) SELECT {', '.join(selects)} "
+           f"FROM unnest({', '.join(arrays)}) AS u({names})")
+    if on_conflict:
+        sql += f" ON CONFLICT ({', '.join(on_conflict)}) DO NOTHING"
+    if returning:
+        sql += f" RETURNING {', '.join(returning)}"
+    return sql, tuple(is_json)
+
+
+@cache
+def _sqlite_sql(table: Table, columns: tuple[str, ...]) -> tuple[str, tuple[Callable[[Any], Any], ...]]:
+    dialect = sqlite.dialect()
+    converters: list[Callable[[Any], Any]] = []
+    for name in columns:
+        column = table.c[name]
+        if _is_json(column):
+            converters.append(_json_text)
+        elif isinstance(column.type, Boolean):
+            converters.append(lambda v: None if v is None else int(bool(v)))
+        else:
+            process = column.type.dialect_impl(dialect).bind_processor(dialect)
+            converters.append(process or (lambda v: v))
+    marks = ", ".join("?" * len(columns))
+    return f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({marks})", tuple(converters)
+
+
+def insert_rows(connection: Connection, table: Table, columns: Sequence[str], rows: Sequence[Sequence[Any]],
+                *, on_conflict_do_nothing: Sequence[str] | None = None,
+                returning: Sequence[str] | None = None) -> list[tuple]:
+    """Insert `rows` (tuples in `columns` order); returns the RETURNING rows (PostgreSQL only).
+
+    On SQLite `on_conflict_do_nothing` and `returning` are refused: the caller decides what is
+    new before inserting (see events/store.py), so a conflict there is an error, not silence.
+    """
+    if not rows:
+        return []
+    columns = tuple(columns)
+    raw = connection.connection.dbapi_connection
+    if connection.dialect.name == "postgresql":
+        sql, is_json = _postgres_sql(table, columns, tuple(on_conflict_do_nothing or ()) or None,
+                                     tuple(returning or ()) or None)
+        params = {}
+        for i, json_column in enumerate(is_json):
+            values = [row[i] for row in rows]
+            params[f"c{i}"] = [_json_text(v) for v in values] if json_column else values
+        with raw.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchall() if returning else []
+    if on_conflict_do_nothing or returning:
+        raise ValueError("insert_rows on SQLite takes no on_conflict_do_nothing/returning")
+    sql, converters = _sqlite_sql(table, columns)
+    cursor = raw.cursor()
+    try:
+        cursor.executemany(sql, [tuple(convert(v) for convert, v in zip(converters, row, strict=True))
+                                 for row in rows])
+    finally:
+        cursor.close()
+    return []
