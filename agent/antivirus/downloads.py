@@ -5,6 +5,11 @@ rename it when done, so the watcher reacts to a file being closed after
 writing and to a rename into the folder; temporary names are ignored.  The
 policy's folders may contain globs (`/home/*/Downloads`); they are expanded
 again every minute so a new user's folder is picked up.
+
+Only "closed after writing" and "renamed" reach Python: the inotify mask asks the
+kernel for nothing else (watchdog's default also delivers every open, read and
+attribute change, which on a busy /tmp kept the agent awake).  The agent's own
+state folder is ignored, so its status file and outbox never trigger scans.
 """
 
 from __future__ import annotations
@@ -36,9 +41,14 @@ def is_temporary(path: str) -> bool:
     return name.endswith(TEMPORARY_SUFFIXES) or name.startswith(".~")
 
 
+# the only events the watcher acts on; passed to inotify as its mask
+WANTED_EVENTS = [FileClosedEvent, FileMovedEvent]
+
+
 class _Handler(FileSystemEventHandler):
-    def __init__(self, on_file: Callable[[str], None]) -> None:
+    def __init__(self, on_file: Callable[[str], None], ignore: tuple[str, ...] = ()) -> None:
         self.on_file = on_file
+        self.ignore = ignore
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         if event.is_directory:
@@ -50,18 +60,19 @@ class _Handler(FileSystemEventHandler):
         else:
             return
         path = path.decode() if isinstance(path, bytes) else path
-        if not is_temporary(path):
+        if not is_temporary(path) and not path.startswith(self.ignore):
             self.on_file(path)
 
 
 class DownloadWatcher:
     def __init__(self, patterns: Iterable[str], on_file: Callable[[str], None], *,
-                 rescan_folders_s: float = 60.0) -> None:
+                 rescan_folders_s: float = 60.0, ignore: Iterable[str | Path] = ()) -> None:
         self.patterns = list(patterns)
         self.on_file = on_file
         self.rescan_folders_s = rescan_folders_s
         self._observer = Observer()
-        self._handler = _Handler(on_file)
+        # folders whose files are never scans (the agent's own state); compared as "folder/" prefixes
+        self._handler = _Handler(on_file, tuple(str(Path(f)).rstrip("/") + "/" for f in ignore))
         self._watched: dict[str, object] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -75,7 +86,8 @@ class DownloadWatcher:
         with self._lock:
             for folder in expand_folders(self.patterns):
                 if folder not in self._watched:
-                    self._watched[folder] = self._observer.schedule(self._handler, folder, recursive=True)
+                    self._watched[folder] = self._observer.schedule(self._handler, folder, recursive=True,
+                                                                    event_filter=WANTED_EVENTS)
             for folder in [f for f in self._watched if not Path(f).is_dir()]:
                 try:
                     self._observer.unschedule(self._watched.pop(folder))

@@ -93,6 +93,8 @@ class AntivirusService:
     def scan_paths(self, roots: Iterable[str | Path], kind: AvScanKind) -> ScanTotals:
         """Scan files or folders now; threats are quarantined and reported."""
         roots = [str(root) for root in roots]
+        # raises ClamdUnavailable before any event: no "started" without a "completed" while clamd is down
+        self.client.ping()
         scan_id = uuid.uuid4().hex
         started = datetime.now(UTC)
         clock = time.monotonic()

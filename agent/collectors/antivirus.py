@@ -4,7 +4,11 @@ Threads:
 * `kalkan-av-schedule` wakes every `tick_s`: checks clamd (emits `av.health`
   when the state changes, and every `health_every_s`), then asks the schedule
   whether the weekly full scan must run (or resume, or catch up) and runs it.
-* `kalkan-av-ondemand` scans what the media and download watchers hand it.
+  While clamd is down it probes with a growing pause (1 s, 2 s, … up to `tick_s`)
+  instead, and when clamd answers again it hands the parked files to the scanner.
+* `kalkan-av-ondemand` scans what the media and download watchers hand it.  While
+  clamd is down it does not try: it parks the file (once, bounded) without an event
+  or a log line, so a busy download folder costs nothing until clamd is back.
 * the mount watcher and the download watcher (see agent/antivirus/).
 
 Its files live in <state dir>/collectors/antivirus/ (checkpoint, last full scan,
@@ -23,12 +27,13 @@ from pathlib import Path
 
 from agent.antivirus import media
 from agent.antivirus.checkpoint import Checkpoint, last_completed_at
-from agent.antivirus.clamd import DEFAULT_SOCKET, ClamdClient, ClamdError
+from agent.antivirus.clamd import DEFAULT_SOCKET, ClamdClient, ClamdError, ClamdUnavailable
 from agent.antivirus.downloads import DownloadWatcher
 from agent.antivirus.health import CLAMD_MISSING, CLAMD_UNREACHABLE, assess
 from agent.antivirus.media import MountWatcher
 from agent.antivirus.schedule import ScanDecision, decide, lesson_running
 from agent.antivirus.service import AntivirusService, ScanTuning
+from agent.antivirus.waiting import Backoff, ParkedScans
 from agent.collectors.base import Collector, CollectorContext, healthy, unhealthy
 from agent.state import StatePaths
 from policy_server.protocol import AvHealth, AvScanKind, CollectorHealth, PolicyBundle
@@ -53,7 +58,8 @@ class AntivirusCollector(Collector):
                  tuning: ScanTuning = ScanTuning(),
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC),
                  nobody_at_console: Callable[[], bool] = nobody_logged_in,
-                 mounts_file: str = "/proc/self/mounts", media_poll_s: float = 2.0) -> None:
+                 mounts_file: str = "/proc/self/mounts", media_poll_s: float = 2.0,
+                 first_retry_s: float = 1.0, max_parked: int = 10_000) -> None:
         super().__init__(ctx)
         socket_path = clamd_socket or os.environ.get(SOCKET_ENV) or DEFAULT_SOCKET
         self.client = ClamdClient(socket_path)
@@ -72,12 +78,17 @@ class AntivirusCollector(Collector):
         self._pending_lock = threading.Lock()
         self._last_health: AvHealth | None = None
         self._last_health_sent: datetime | None = None
+        # set while clamd does not answer (by the health check, or by a scan that could not connect)
+        self.clamd_down = threading.Event()
+        self.retry = Backoff(first_s=min(first_retry_s, tick_s), max_s=tick_s)
+        self.parked: ParkedScans[tuple[AvScanKind, str]] = ParkedScans(max_parked)
         self.last_decision: ScanDecision | None = None
         self.scanning = threading.Event()
         self.media_watcher = MountWatcher(lambda point: self.request_scan(AvScanKind.media, point),
                                           mounts_file=mounts_file, interval_s=media_poll_s)
         self.download_watcher = DownloadWatcher(ctx.policy.antivirus.download_dirs,
-                                                lambda path: self.request_scan(AvScanKind.download, path))
+                                                lambda path: self.request_scan(AvScanKind.download, path),
+                                                ignore=[ctx.state_dir])
 
     # -- plug-in interface
 
@@ -146,11 +157,19 @@ class AntivirusCollector(Collector):
         overdue = self._last_health_sent is None \
             or (now - self._last_health_sent).total_seconds() >= self.health_every_s
         self._last_health = current
+        if current.clamd_reachable:
+            self.clamd_down.clear()
+        else:
+            self.clamd_down.set()
         if changed or overdue:
             self.ctx.emit("av.health", current)
             self._last_health_sent = now
-            if current.problem:
-                self.ctx.log.warning("antivirus health problem: %s", current.problem)
+            if current.problem and changed:  # once per state change, not every health_every_s
+                self.ctx.log.warning("antivirus health problem: %s%s", current.problem,
+                                     "; files to scan wait until clamd answers"
+                                     if not current.clamd_reachable else "")
+            elif previous is not None and previous.problem and not current.problem:
+                self.ctx.log.info("antivirus healthy again (signatures %s)", current.signature_version)
         return current
 
     def machine_idle(self, now: datetime) -> bool:
@@ -191,8 +210,25 @@ class AntivirusCollector(Collector):
                 self.tick()
             except Exception:  # noqa: BLE001 - the loop must survive; the log says why
                 self.ctx.log.exception("antivirus schedule round failed")
-            self._wake.wait(self.tick_s)
+            if self.clamd_down.is_set():
+                pause = self.retry.next_pause()
+            else:
+                self.retry.reset()
+                self.release_parked()
+                pause = self.tick_s
+            self._wake.wait(pause)
             self._wake.clear()
+
+    def release_parked(self) -> int:
+        """clamd answers again: queue what arrived while it was down (logged once)."""
+        jobs, dropped = self.parked.release()
+        if jobs:
+            lost = f" ({dropped} older ones were not kept)" if dropped else ""
+            self.ctx.log.info("clamd answers again: scanning %d file(s) and media that arrived while it was "
+                              "down%s", len(jobs), lost)
+        for kind, path in jobs:
+            self.request_scan(kind, path)
+        return len(jobs)
 
     def _ondemand_loop(self) -> None:
         while True:
@@ -204,8 +240,17 @@ class AntivirusCollector(Collector):
                 self._pending.discard(job)
             if not os.path.exists(path):
                 continue
+            if self.clamd_down.is_set():
+                self.parked.park(job)  # no connection attempt, no event, no log line per file
+                continue
             try:
                 self.service.scan_paths([path], kind)
+            except ClamdUnavailable:
+                # clamd went away since the last health check: park it and let the schedule
+                # thread notice (it logs the state change once and probes with a growing pause)
+                self.parked.park(job)
+                self.clamd_down.set()
+                self._wake.set()
             except ClamdError as exc:
                 self.ctx.log.error("could not scan %s (%s): %s", path, kind.value, exc)
             except Exception:  # noqa: BLE001

@@ -1,6 +1,7 @@
 """`NetworkCollector`: ARP spoofing, rogue DHCP and filter-bypass checks (000 §5.6).
 
-A thin edge: scapy captures on the default route's interface through a BPF filter,
+A thin edge: an AF_PACKET socket captures on the default route's interface through a
+kernel BPF filter (agent.network.sniffer; no scapy in the agent),
 `agent.network.monitor` decides, and a storm leaves as a few events with
 `occurrences` (the server's rules then make one incident of them).  The gateway
 defaults to the kernel's default route when the policy names none.
@@ -51,7 +52,7 @@ class NetworkCollector(Collector):
             self._sniffer = LiveSniffer(iface=self.iface, bpf=build_bpf(self.monitor.config),
                                         on_packet=self.feed, on_ready=self.ready.set)
             self._sniffer.start()
-        except Exception as exc:  # no root, no interface, no tcpdump to compile the filter …
+        except Exception as exc:  # no root, no interface, no libpcap to compile the filter …
             self._error = f"cannot capture on {self.iface or 'the default interface'}: {exc}"
             self.ctx.log.error("network: %s", self._error)
 
@@ -91,7 +92,7 @@ class NetworkCollector(Collector):
     # ------------------------------------------------------------------ work
 
     def feed(self, packet) -> None:
-        """One captured packet (called on scapy's capture thread)."""
+        """One captured Ethernet frame (called on the capture thread)."""
         with self._lock:
             emissions = self.monitor.feed(packet, time.monotonic())
         self._emit_all(emissions)

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-
-from scapy.packet import Packet
+from typing import Any
 
 from agent.network.detectors import Detectors, NetworkConfig
 from agent.network.packets import parse
@@ -24,7 +23,8 @@ class NetworkMonitor:
         self.detectors = Detectors(self.config)
         self.limiter = RateLimiter(interval_s=self.interval_s)
 
-    def feed(self, packet: Packet, now: float) -> list[Emission]:
+    def feed(self, packet: bytes | Any, now: float) -> list[Emission]:
+        """One Ethernet frame (bytes, or a scapy packet in tests and pcap files)."""
         self.packets += 1
         observation = parse(packet)
         if observation is None:
