@@ -91,7 +91,7 @@ def _t(lang: str, key: str, **params: Any) -> str:
 
 
 class ProgressBar:
-    """A one-line bar on stderr: [#####-----]  48%  29102/60000 files  1.4/2.9 GB  820 MB/s."""
+    """A one-line bar on stderr: [#####-----]  48%  29102/60000  1.40 GB  820 MB/s."""
 
     def __init__(self, label: str, stream=None, width: int = 30) -> None:
         self.label = label
@@ -103,7 +103,7 @@ class ProgressBar:
         self._tty = self.stream.isatty()
 
     def total(self, files: int, nbytes: int) -> None:
-        self.total_files, self.total_bytes, self.started = files, nbytes, time.monotonic()
+        self.total_files, self.total_bytes = files, nbytes  # hashing began with the walk: keep `started`
 
     def __call__(self, files: int, nbytes: int) -> None:
         now = time.monotonic()
@@ -111,12 +111,16 @@ class ProgressBar:
         if not done and now - self._last_draw < (0.1 if self._tty else 5.0):
             return
         self._last_draw = now
-        frac = nbytes / self.total_bytes if self.total_bytes else 1.0
-        filled = int(frac * self.width)
+        # A full scan learns sizes only while hashing (no lstat in its walk): then count files.
+        if self.total_bytes:
+            frac, amount = nbytes / self.total_bytes, f"{nbytes / 1e9:.2f}/{self.total_bytes / 1e9:.2f} GB"
+        else:
+            frac, amount = (files / self.total_files if self.total_files else 1.0), f"{nbytes / 1e9:.2f} GB"
+        filled = int(min(frac, 1.0) * self.width)
         rate = nbytes / max(now - self.started, 1e-6) / 1e6
         line = (
             f"{self.label} [{'#' * filled}{'-' * (self.width - filled)}] {frac * 100:5.1f}%  "
-            f"{files}/{self.total_files}  {nbytes / 1e9:.2f}/{self.total_bytes / 1e9:.2f} GB  {rate:.0f} MB/s"
+            f"{files}/{self.total_files}  {amount}  {rate:.0f} MB/s"
         )
         self.stream.write(("\r" + line if self._tty else line + "\n") + ("\n" if done and self._tty else ""))
         self.stream.flush()

@@ -200,11 +200,14 @@ class IntegrityEngine:
 
     # ------------------------------------------------------------------ baseline
 
-    def _package_of(self, path: str, old: FileRecord | None) -> str | None:
-        """The owning dpkg package (carried over from the baseline when it knew it)."""
+    def _package_of(
+        self, path: str, old: FileRecord | None, owner: Callable[[str], str | None]
+    ) -> str | None:
+        """The owning dpkg package (carried over from the baseline when it knew it);
+        `owner` is `self.dpkg.owner_lookup()`, taken once per loop."""
         if old is not None and old.package:
             return old.package
-        return self.dpkg.owner(path) if self.dpkg.available else None
+        return owner(path)
 
     def build_baseline(
         self,
@@ -224,7 +227,8 @@ class IntegrityEngine:
                 progress=progress,
                 on_total=on_total,
             )
-            records = {p: r.with_package(self._package_of(p, None)) for p, r in result.records.items()}
+            owner = self.dpkg.owner_lookup()
+            records = {p: r.with_package(owner(p)) for p, r in result.records.items()}
             baseline = self.store.save(
                 records,
                 roots=list(self.config.paths),
@@ -374,9 +378,10 @@ class IntegrityEngine:
                 and record_key(was) != record_key(record)
             ):
                 upserts.append(record.with_package(was.package))
+        owner = self.dpkg.owner_lookup()
         for path in accepted:
             if path in moved_base:
-                upserts.append(moved_base[path].with_package(self._package_of(path, old.get(path))))
+                upserts.append(moved_base[path].with_package(self._package_of(path, old.get(path), owner)))
             else:
                 deletes.append(path)
         for change in taken_in:
@@ -384,7 +389,7 @@ class IntegrityEngine:
                 deletes.append(change.path)
             else:
                 upserts.append(change.new.with_package(explained[change.path].package))
-        upserts.extend(r.with_package(self._package_of(r.path, None)) for r in taken_silently)
+        upserts.extend(r.with_package(owner(r.path)) for r in taken_silently)
         roots_changed = sorted(base.roots) != sorted(self.config.paths) or sorted(base.exclude) != sorted(
             self.config.exclude
         )

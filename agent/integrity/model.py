@@ -6,7 +6,7 @@ import hashlib
 import stat as statmod
 import struct
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 # Kinds of entries the baseline keeps.  Directories are not kept (a new file in
 # them is what matters); sockets, fifos and device nodes are not programs.
@@ -14,9 +14,11 @@ FILE = "file"
 LINK = "link"
 
 
-@dataclass(frozen=True, slots=True)
-class FileRecord:
-    """One file as the baseline knows it.
+class FileRecord(NamedTuple):
+    """One file as the baseline knows it (immutable).
+
+    A NamedTuple rather than a frozen dataclass: a full scan builds one per file,
+    and a frozen dataclass costs ~4 us to build against ~0.7 us for this.
 
     `size, mtime_ns, ctime_ns, ino, dev` are the *fast-path cache*: when they are
     all unchanged the file is not re-read.  ctime is the one that matters most:
@@ -53,7 +55,7 @@ class FileRecord:
             and self.dev == other.dev
         )
 
-    # Positional copies: dataclasses.replace costs ~10x more, and these run per file.
+    # Positional copies: these run per file, and _replace costs more.
     def with_hash(self, sha256: str | None) -> FileRecord:
         return FileRecord(
             self.path,

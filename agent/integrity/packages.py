@@ -14,7 +14,7 @@ import hashlib
 import os
 import shutil
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,6 +92,19 @@ class DpkgDatabase:
     def owner(self, path: str) -> str | None:
         found = self.owners(path)
         return found[0] if found else None
+
+    def owner_lookup(self) -> Callable[[str], str | None]:
+        """`owner` for many paths at once: dpkg's database is looked at once, not twice
+        per path (a baseline of /usr asks for 60 000 paths)."""
+        if not self.available:
+            return lambda path: None
+        index, package_path = self._index(), self._package_path
+
+        def lookup(path: str) -> str | None:
+            found = index.get(package_path(path))
+            return found[0] if found else None
+
+        return lookup
 
     def shipped_md5(self, package: str, path: str) -> str | None:
         if package not in self._md5sums:

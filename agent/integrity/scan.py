@@ -14,8 +14,8 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from agent.integrity.hasher import Progress, hash_paths
-from agent.integrity.model import LINK, FileRecord, link_hash, pack_key, record_from_stat, record_key
+from agent.integrity.hasher import HashStream, Progress, hash_with_stat
+from agent.integrity.model import FILE, LINK, FileRecord, link_hash, pack_key, record_from_stat, record_key
 
 
 class ExcludeMatcher:
@@ -74,14 +74,61 @@ def scan(
 
     With `full=False`, a file whose `fast_key` equals `known[path]` (the baseline's)
     is only counted in `seen`: not read, not even turned into a record; this loop is
-    the whole cost of an hourly check, so it stays lean.  `on_total(files, bytes)` is
-    told the size of the hashing job before it starts (for a progress bar).
+    the whole cost of an hourly check, so it stays lean.  Files are hashed while the
+    walk goes on; `on_total(files, bytes)` is told the size of the whole hashing job
+    when the walk ends (for a progress bar; `progress` is only called after that).
     """
     known = known if (known is not None and not full) else {}
-    excluded = ExcludeMatcher(exclude)
+    with HashStream(workers=workers, progress=progress) as hasher:
+        result, to_hash = _walk(roots, ExcludeMatcher(exclude), known, hasher)
+        if on_total:
+            on_total(len(to_hash), 0)  # sizes are learnt while hashing (a full walk does no lstat)
+        answers = hasher.finish()
+    records = result.records
+    for path, found in zip(to_hash, answers, strict=True):
+        if found is None:
+            _take_unhashed(path, result)
+            continue
+        result.hashed_files += 1
+        result.hashed_bytes += found.size
+        records[path] = FileRecord(
+            path, FILE, found.size, found.mtime_ns, found.ctime_ns, found.ino, found.dev,
+            found.mode & 0o7777, found.uid, found.gid, found.sha256,
+        )  # fmt: skip
+    return result
+
+
+def _take_unhashed(path: str, result: ScanResult) -> None:
+    """A file the worker could not hash: gone, swapped for a symlink or a fifo, or unreadable."""
+    record = read_record(path)
+    if record is None:
+        result.seen.discard(path)  # removed while we walked (or no longer a kind we keep)
+    elif record.kind == LINK:
+        result.records[path] = record.with_hash(link_hash(record.target or ""))
+    else:
+        result.hashed_files += 1
+        result.unreadable.append(path)
+        result.records[path] = record
+
+
+def _walk(
+    roots: Iterable[str], excluded: ExcludeMatcher, known: Mapping[str, bytes], hasher: HashStream
+) -> tuple[ScanResult, list[str]]:
+    """The walk: every file and symlink path into `seen`; symlinks recorded at once;
+    regular files the fast path cannot vouch for handed to `hasher` (which hashes them
+    while the walk goes on) and returned in the order handed over.
+
+    Without `known` (a full scan) there is nothing to compare, so no lstat at all: the
+    directory entry's type says "regular file" and the hasher's fstat gives the rest.
+    """
     known_get = known.get
+    check_fast_path = bool(known)
     seen: set[str] = set()
-    candidates: list[FileRecord] = []
+    result = ScanResult({}, seen)
+    records = result.records
+    to_hash: list[str] = []
+    add = hasher.add
+
     for root in roots:
         root = os.path.normpath(root)
         if excluded(root) or not os.path.lexists(root):
@@ -91,7 +138,11 @@ def scan(
             if record is not None:
                 seen.add(root)
                 if known.get(root) != record_key(record):
-                    candidates.append(record)
+                    if record.kind == LINK:
+                        records[root] = record.with_hash(link_hash(record.target or ""))
+                    else:
+                        to_hash.append(root)
+                        add(root, record.size)
             continue
         stack = [root]
         while stack:
@@ -109,11 +160,15 @@ def scan(
                         if entry.is_dir(follow_symlinks=False):
                             stack.append(path)
                             continue
+                        if not check_fast_path and entry.is_file(follow_symlinks=False):
+                            seen.add(path)  # full scan: no lstat, the hasher fstat's what it opens
+                            to_hash.append(path)
+                            add(path)
+                            continue
                         st = entry.stat(follow_symlinks=False)
                     except OSError:
                         continue
-                    seen.add(path)
-                    if known_get(path) == pack_key(
+                    if check_fast_path and known_get(path) == pack_key(
                         st.st_size,
                         st.st_mtime_ns,
                         st.st_ctime_ns,
@@ -123,45 +178,37 @@ def scan(
                         st.st_uid,
                         st.st_gid,
                     ):
+                        seen.add(path)
                         continue  # the fast path: untouched (model.fast_key, inlined: this runs per file)
-                    try:
-                        target = os.readlink(path) if entry.is_symlink() else None
-                    except OSError:
-                        continue
-                    record = record_from_stat(path, st, target)
-                    if record is None:
-                        seen.discard(path)
-                    else:
-                        candidates.append(record)
-    result = ScanResult({}, seen, reused=len(seen) - len(candidates))
-    to_hash = []
-    for record in candidates:
-        if record.kind == LINK:
-            result.records[record.path] = record.with_hash(link_hash(record.target or ""))
-        else:
-            to_hash.append(record)
-    sizes = [r.size for r in to_hash]
-    result.hashed_files, result.hashed_bytes = len(to_hash), sum(sizes)
-    if on_total:
-        on_total(len(to_hash), sum(sizes))
-    hashes = hash_paths([r.path for r in to_hash], sizes, workers=workers, progress=progress)
-    for record, sha in zip(to_hash, hashes, strict=True):
-        if sha is None:
-            if not os.path.lexists(record.path):
-                seen.discard(record.path)
-                continue  # removed while we walked
-            result.unreadable.append(record.path)
-        result.records[record.path] = record.with_hash(sha)
-    return result
+                    mode = st.st_mode & 0o170000
+                    if mode == 0o100000:  # regular file
+                        seen.add(path)
+                        to_hash.append(path)
+                        add(path, st.st_size)
+                    elif mode == 0o120000:  # symlink
+                        try:
+                            target = os.readlink(path)
+                        except OSError:
+                            continue
+                        record = record_from_stat(path, st, target)
+                        if record is not None:
+                            seen.add(path)
+                            records[path] = record.with_hash(link_hash(target))
+    result.reused = len(seen) - len(records) - len(to_hash)
+    return result, to_hash
 
 
 def scan_one(path: str) -> FileRecord | None:
     """The current record of one path with its hash (the real-time watch uses this)."""
-    from agent.integrity.hasher import hash_file
-
     record = read_record(path)
     if record is None:
         return None
     if record.kind == LINK:
         return record.with_hash(link_hash(record.target or ""))
-    return record.with_hash(hash_file(path))
+    found = hash_with_stat(path)
+    if found is None:
+        return record  # unreadable (sha256 None), or gone this instant
+    return FileRecord(
+        path, FILE, found.size, found.mtime_ns, found.ctime_ns, found.ino, found.dev,
+        found.mode & 0o7777, found.uid, found.gid, found.sha256,
+    )  # fmt: skip
