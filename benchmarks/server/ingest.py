@@ -1,37 +1,54 @@
 """Ingest benchmark: events/s through validate → store → rules, batches of 500.
 
-Runs, side by side in one go, on SQLite and on a throwaway PostgreSQL cluster:
-* `http`     — the real `kalkan-server run` (TLS), 2 client threads posting batches of 500;
-* `pipeline` — `ingest_batch` called in-process (no HTTP/JSON), the server's own work;
-* `baseline` — the same events stored the naive way (validate, then one ORM row per event with
-  a duplicate check each, then the rules), measured in the same run on the same database.
+Measures, side by side in one run, on SQLite and on a throwaway PostgreSQL cluster, the
+current code and the previous implementation (the baseline):
 
+* `http`     — a real `kalkan-server run` (TLS) and `--clients` concurrent posting clients,
+  each its own enrolled agent, bodies serialized before the clock starts.  The baseline
+  server is the tree of `--baseline-ref` (default 5897ecc, the first pass), exported with
+  `git archive` to a temporary folder and run from there with the same Python.
+* `pipeline` — `ingest_batch` called in-process (no HTTP, no JSON parsing): the server's own
+  work.  The baseline is `previous_pipeline.py`, a frozen copy of the first pass's code.
+
+The new and old variants alternate inside each repeat so that other load on this shared
+machine hits both alike; the table shows medians of `--repeats` runs and the load average.
 The event mix is what a lab sends: 40 % web.blocked (rules merge them into incidents), 30 %
 heartbeats, 20 % web.usage, 10 % web.report.
 
-    .venv/bin/python benchmarks/server/ingest.py [--events 40000]
+    .venv/bin/python benchmarks/server/ingest.py [--events 20000] [--clients 4] [--repeats 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import platform
 import random
+import statistics
+import subprocess
 import sys
+import tarfile
 import tempfile
 import threading
 import time
+from datetime import date
+from functools import partial
 from pathlib import Path
+
+import orjson
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from policy_server import protocol  # noqa: E402
 
 BATCH = 500
+GOALS = {"sqlite": 10_000, "postgresql": 20_000}
 
 
-def make_events(n: int, seats: int = 30) -> list[dict]:
-    rng = random.Random(7)
+def make_events(n: int, seats: int = 30, seed: int = 7) -> list[dict]:
+    rng = random.Random(seed)
     out = []
     for i in range(n):
         seat = f"seat-{rng.randrange(seats)}"
@@ -40,12 +57,8 @@ def make_events(n: int, seats: int = 30) -> list[dict]:
         if kind < 0.4:
             e = protocol.make_event(
                 "web.blocked",
-                {
-                    "url": f"http://bad{i % 50}.example/",
-                    "host": "bad.example",
-                    "categories": ["adult"],
-                    "group": "student",
-                },
+                {"url": f"http://bad{i % 50}.example/", "host": "bad.example", "categories": ["adult"],
+                 "group": "student"},
                 subject=subject,
             )
         elif kind < 0.7:
@@ -56,11 +69,8 @@ def make_events(n: int, seats: int = 30) -> list[dict]:
         elif kind < 0.9:
             e = protocol.make_event(
                 "web.usage",
-                {
-                    "period_start": "2025-01-01T08:00:00Z",
-                    "period_end": "2025-01-01T09:00:00Z",
-                    "counts": {"edu.kg": 12, "wikipedia.org": 3},
-                },
+                {"period_start": "2025-01-01T08:00:00Z", "period_end": "2025-01-01T09:00:00Z",
+                 "counts": {"edu.kg": 12, "wikipedia.org": 3}},
                 subject=subject,
             )
         else:
@@ -69,21 +79,54 @@ def make_events(n: int, seats: int = 30) -> list[dict]:
     return out
 
 
-def bench_http(db_url: str | None, state: Path, events: list[dict]) -> float:
+# ----------------------------------------------------------------------------- HTTP
+
+
+def export_tree(ref: str, into: Path) -> Path:
+    """The repository at `ref`, as files (no checkout of the shared working tree)."""
+    archive = into / "baseline.tar"
+    subprocess.run(["git", "archive", "--format=tar", "-o", str(archive), ref], cwd=REPO, check=True)
+    tree = into / "baseline"
+    tree.mkdir()
+    with tarfile.open(archive) as tar:
+        tar.extractall(tree, filter="data")
+    return tree
+
+
+def server_process(state: Path, db_url: str | None, code_tree: Path | None):
+    """A `kalkan-server run` of this repository, or of an exported older tree."""
     from tests.support.server import KalkanServerProcess
 
-    with KalkanServerProcess(state, db_url=db_url) as server:
-        tokens = [server.enroll(f"pc-{i}", room="lab-1")[1] for i in range(2)]
-        batches = [events[i : i + BATCH] for i in range(0, len(events), BATCH)]
-        lanes = [batches[0::2], batches[1::2]]
+    class Server(KalkanServerProcess):
+        def _command(self) -> list[str]:
+            cmd = super()._command()
+            if code_tree is None:
+                return cmd
+            # Same arguments, but the `policy_server` package imported from the old tree.
+            boot = (f"import sys; sys.path.insert(0, {str(code_tree)!r}); "
+                    "from policy_server.cli import main; sys.exit(main())")
+            return [sys.executable, "-c", boot, *cmd[3:]]
+
+    return Server(state, db_url=db_url)
+
+
+def bench_http(db_url: str | None, state: Path, events: list[dict], *, clients: int,
+               code_tree: Path | None) -> float:
+    with server_process(state, db_url, code_tree) as server:
+        tokens = [server.enroll(f"pc-{i}", room="lab-1")[1] for i in range(clients)]
+        bodies = [orjson.dumps({"events": events[i:i + BATCH]}) for i in range(0, len(events), BATCH)]
+        lanes = [bodies[k::clients] for k in range(clients)]
         errors: list[str] = []
 
-        def lane(token: str, mine: list[list[dict]]) -> None:
+        def lane(token: str, mine: list[bytes]) -> None:
             with server.agent_client(token) as c:
-                for b in mine:
-                    r = c.post("/api/v1/events", json={"events": b})
-                    if r.status_code != 200 or len(r.json()["accepted"]) != len(b):
+                for body in mine:
+                    r = c.post("/api/v1/events", content=body, headers={"content-type": "application/json"})
+                    if r.status_code != 200 or len(r.json()["accepted"]) != BATCH:
                         errors.append(r.text[:200])
+
+        for k, token in enumerate(tokens):  # warm-up (connections, caches, prepared statements): not timed
+            lane(token, [orjson.dumps({"events": make_events(BATCH, seed=100 + k)})])
 
         threads = [threading.Thread(target=lane, args=(t, m)) for t, m in zip(tokens, lanes, strict=True)]
         start = time.perf_counter()
@@ -95,6 +138,9 @@ def bench_http(db_url: str | None, state: Path, events: list[dict]) -> float:
         if errors:
             raise RuntimeError(f"ingest errors: {errors[:3]}\n{server.log_text()}")
     return len(events) / elapsed
+
+
+# ----------------------------------------------------------------------------- in-process
 
 
 def _setup(db_url: str):
@@ -116,86 +162,102 @@ def _setup(db_url: str):
     return engine, sm, lambda db: db.get(Workstation, agent_id)
 
 
-def bench_pipeline(db_url: str, events: list[dict]) -> float:
-    from policy_server.events.ingest import ingest_batch
-
+def bench_pipeline(db_url: str, events: list[dict], *, ingest) -> float:
     engine, sm, agent = _setup(db_url)
+    with sm() as db:  # warm-up (connection, caches, prepared statements): not timed
+        ingest(db, agent=agent(db), items=make_events(BATCH, seed=99))
+        db.commit()
     start = time.perf_counter()
     for i in range(0, len(events), BATCH):
         with sm() as db:
-            result = ingest_batch(db, agent=agent(db), items=events[i : i + BATCH])
+            result = ingest(db, agent=agent(db), items=events[i:i + BATCH])
             db.commit()
-            assert not result.rejected
+            assert not result.rejected and len(result.accepted) == len(events[i:i + BATCH])
     elapsed = time.perf_counter() - start
     engine.dispose()
     return len(events) / elapsed
 
 
-def bench_baseline(db_url: str, events: list[dict]) -> float:
-    """Naive: per event a duplicate SELECT and an ORM INSERT, rules per event."""
-    from policy_server.db.models import Event
-    from policy_server.events.ingest import _rule_input, validate_event
-    from policy_server.incidents.engine import process_events
+# ----------------------------------------------------------------------------- report
 
-    engine, sm, agent = _setup(db_url)
-    start = time.perf_counter()
-    for i in range(0, len(events), BATCH):
-        with sm() as db:
-            ws = agent(db)
-            for n, item in enumerate(events[i : i + BATCH]):
-                v = validate_event(item, n, ws.id, protocol.datetime.now(protocol.UTC))
-                if db.get(Event, v.row["id"]) is None:
-                    db.add(Event(**v.row))
-                    db.flush()
-                    process_events(db, [_rule_input(v, ws, "lab-1")])
-            db.commit()
-    elapsed = time.perf_counter() - start
-    engine.dispose()
-    return len(events) / elapsed
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--events", type=int, default=40_000)
-    parser.add_argument("--baseline-events", type=int, default=10_000)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=20_000, help="events per measurement")
+    parser.add_argument("--clients", type=int, default=4, help="concurrent posting clients (HTTP)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--baseline-ref", default="5897ecc", help="git ref of the previous implementation")
+    parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument("--no-http", action="store_true", help="only the in-process pipeline")
     args = parser.parse_args()
+
+    import previous_pipeline
+
+    from policy_server.events.ingest import ingest_batch
     from tests.support.postgres import PostgresCluster
 
-    cluster = PostgresCluster()
-    cluster.start()
-    rows = []
+    backends = args.backends.split(",")
+    cluster = PostgresCluster() if "postgresql" in backends else None
+    if cluster:
+        cluster.start()
+    runs: dict[tuple[str, str], list[float]] = {}
+    loads: list[float] = []
     try:
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
-            for backend in ("sqlite", "postgresql"):
+            old_tree = None if args.no_http else export_tree(args.baseline_ref, tmp)
+            databases = iter(range(10**6))
 
-                def url(name: str, backend=backend) -> str:
-                    return (
-                        f"sqlite:///{tmp / name}.sqlite" if backend == "sqlite" else cluster.create_database()
-                    )
+            def fresh_url(backend: str) -> str:
+                return (f"sqlite:///{tmp / f'p{next(databases)}.sqlite'}" if backend == "sqlite"
+                        else cluster.create_database())
 
-                http = bench_http(
-                    None if backend == "sqlite" else url("h"),
-                    tmp / f"state-{backend}",
-                    make_events(args.events),
-                )
-                pipe = bench_pipeline(url("p"), make_events(args.events))
-                base = bench_baseline(url("b"), make_events(args.baseline_events))
-                rows.append((backend, http, pipe, base))
-                print(
-                    f"{backend}: http {http:,.0f}/s  pipeline {pipe:,.0f}/s  baseline {base:,.0f}/s",
-                    flush=True,
-                )
+            for repeat in range(args.repeats):
+                for backend in backends:
+                    def http_url(backend=backend) -> str | None:  # SQLite: the server's own file
+                        return None if backend == "sqlite" else fresh_url(backend)
+
+                    variants = [
+                        ("pipeline new", partial(bench_pipeline, fresh_url(backend), ingest=ingest_batch)),
+                        ("pipeline old", partial(bench_pipeline, fresh_url(backend),
+                                                 ingest=previous_pipeline.ingest_batch)),
+                    ]
+                    if not args.no_http:
+                        variants += [
+                            (f"http {age}", partial(bench_http, http_url(), tmp / f"{backend}-{age}{repeat}",
+                                                    clients=args.clients, code_tree=tree))
+                            for age, tree in (("new", None), ("old", old_tree))
+                        ]
+                    for name, bench in variants:
+                        loads.append(os.getloadavg()[0])
+                        rate = bench(make_events(args.events))
+                        runs.setdefault((backend, name), []).append(rate)
+                        print(f"repeat {repeat + 1}: {backend:10} {name:13} {rate:9,.0f}/s   "
+                              f"(load {os.getloadavg()[0]:.1f})", flush=True)
     finally:
-        cluster.stop()
-    print("\n| backend | HTTP (real server, TLS, 2 clients) | pipeline in-process | naive baseline "
-          "| goal | HTTP / goal |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
-    for backend, http, pipe, base in rows:
-        goal = 10_000 if backend == "sqlite" else 20_000
-        print(
-            f"| {backend} | {http:,.0f}/s | {pipe:,.0f}/s | {base:,.0f}/s | {goal:,}/s | {http / goal:.2f} |"
-        )
+        if cluster:
+            cluster.stop()
+
+    med = {k: statistics.median(v) for k, v in runs.items()}
+    print(f"\nMachine: nproc={os.cpu_count()}, {cpu_model()}; date {date.today()}; "
+          f"load average (1 min) during the runs: median {statistics.median(loads):.1f}, "
+          f"max {max(loads):.1f}; {args.events} events per run, medians of {args.repeats}")
+    kinds = ["pipeline"] + ([] if args.no_http else ["http"])
+    print("\n| backend | measure | new | previous (baseline) | new / previous | goal | new / goal |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    for backend in backends:
+        for kind in kinds:
+            new, old = med[(backend, f"{kind} new")], med[(backend, f"{kind} old")]
+            label = (f"HTTP, TLS, {args.clients} clients" if kind == "http" else "pipeline in-process")
+            print(f"| {backend} | {label} | {new:,.0f}/s | {old:,.0f}/s | {new / old:.2f}× | "
+                  f"{GOALS[backend]:,}/s | {new / GOALS[backend]:.2f} |")
 
 
 if __name__ == "__main__":

@@ -20,12 +20,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
 import orjson
 from sqlalchemy import JSON, Boolean, Connection, Table
 from sqlalchemy.dialects import postgresql, sqlite
+
+from policy_server.db.models import UtcDateTime
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,21 +72,45 @@ def _postgres_sql(table: Table, columns: tuple[str, ...], on_conflict: tuple[str
     return sql, tuple(is_json)
 
 
+def sqlite_utc_text(value: datetime | None) -> str | None:
+    """An aware time as SQLAlchemy stores a `UtcDateTime` in SQLite ("2025-01-01 08:00:00.000000")."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given to the database; use datetime.now(UTC)")
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+Converter = Callable[[Any], Any] | None  # None: the value goes to SQLite as it is
+
+
 @cache
-def _sqlite_sql(table: Table, columns: tuple[str, ...]) -> tuple[str, tuple[Callable[[Any], Any], ...]]:
+def _sqlite_sql(table: Table, columns: tuple[str, ...]) -> tuple[str, tuple[Converter, ...]]:
     dialect = sqlite.dialect()
-    converters: list[Callable[[Any], Any]] = []
+    converters: list[Converter] = []
     for name in columns:
         column = table.c[name]
         if _is_json(column):
             converters.append(_json_text)
+        elif isinstance(column.type, UtcDateTime):
+            converters.append(sqlite_utc_text)
         elif isinstance(column.type, Boolean):
             converters.append(lambda v: None if v is None else int(bool(v)))
         else:
-            process = column.type.dialect_impl(dialect).bind_processor(dialect)
-            converters.append(process or (lambda v: v))
+            converters.append(column.type.dialect_impl(dialect).bind_processor(dialect))
     marks = ", ".join("?" * len(columns))
     return f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({marks})", tuple(converters)
+
+
+def _sqlite_params(converters: Sequence[Converter], rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
+    todo = [(i, convert) for i, convert in enumerate(converters) if convert is not None]
+    out = []
+    for row in rows:
+        row = list(row)
+        for i, convert in todo:
+            row[i] = convert(row[i])
+        out.append(row)
+    return out
 
 
 def insert_rows(connection: Connection, table: Table, columns: Sequence[str], rows: Sequence[Sequence[Any]],
@@ -113,8 +140,52 @@ def insert_rows(connection: Connection, table: Table, columns: Sequence[str], ro
     sql, converters = _sqlite_sql(table, columns)
     cursor = raw.cursor()
     try:
-        cursor.executemany(sql, [tuple(convert(v) for convert, v in zip(converters, row, strict=True))
-                                 for row in rows])
+        cursor.executemany(sql, _sqlite_params(converters, rows))
     finally:
         cursor.close()
     return []
+
+
+@cache
+def _postgres_update_sql(table: Table, key: str, columns: tuple[str, ...]) -> tuple[str, tuple[bool, ...]]:
+    dialect = postgresql.psycopg.dialect()
+    names = (key, *columns)
+    arrays, is_json = [], []
+    for i, name in enumerate(names):
+        column = table.c[name]
+        json_column = _is_json(column)
+        arrays.append(f"%(c{i})b::{'text' if json_column else column.type.compile(dialect=dialect)}[]")
+        is_json.append(json_column)
+    sets = ", ".join(f"{name} = u.c{i + 1}{'::jsonb' if is_json[i + 1] else ''}"
+                     for i, name in enumerate(columns))
+    aliases = ", ".join(f"c{i}" for i in range(len(names)))
+    sql = (f"UPDATE {table.name} SET {sets} FROM unnest({', '.join(arrays)}) AS u({aliases}) "
+           f"WHERE {table.name}.{key} = u.c0")
+    return sql, tuple(is_json)
+
+
+def update_rows(connection: Connection, table: Table, key: str, columns: Sequence[str],
+                rows: Sequence[Sequence[Any]]) -> None:
+    """Update many rows by `key`: each row is (key value, *new values in `columns` order)."""
+    if not rows:
+        return
+    columns = tuple(columns)
+    raw = connection.connection.dbapi_connection
+    if connection.dialect.name == "postgresql":
+        sql, is_json = _postgres_update_sql(table, key, columns)
+        params = {}
+        for i, json_column in enumerate(is_json):
+            values = [row[i] for row in rows]
+            params[f"c{i}"] = [_json_text(v) for v in values] if json_column else values
+        with raw.cursor() as cursor:
+            cursor.execute(sql, params)
+        return
+    _, converters = _sqlite_sql(table, (key, *columns))
+    sql = f"UPDATE {table.name} SET {', '.join(f'{c} = ?' for c in columns)} WHERE {key} = ?"
+    cursor = raw.cursor()
+    try:
+        # The key goes last here: `SET … WHERE key = ?`.
+        cursor.executemany(sql, _sqlite_params((*converters[1:], converters[0]),
+                                               [(*row[1:], row[0]) for row in rows]))
+    finally:
+        cursor.close()

@@ -1,10 +1,11 @@
 """Batch ingest of agent events, the server's hot path: validate → store → rules.
 
-`ingest_batch` answers per event: accepted (stored now), duplicate (an id already stored, by
-an earlier post, a concurrent post, or twice in this batch), rejected (with a message).
-One bad event never blocks the others (`validation.validate_batch`).  The database's primary
-key decides what is a duplicate (`store.insert_new_events`), not a cache: that is what makes
-"stored once, forever" hold across restarts and races.
+`ingest_batch` (= `check_batch`, pure, then `store_batch` in the caller's transaction)
+answers per event: accepted (stored now), duplicate (an id already stored, by an earlier
+post, a concurrent post, or twice in this batch), rejected (with a message).  One bad event
+never blocks the others (`validation.validate_batch`).  The database's primary key decides
+what is a duplicate (`store.insert_new_events`), not a cache: that is what makes "stored
+once, forever" hold across restarts and races.
 
 Then, in the same transaction: heartbeats update the workstation row, `isuo.session`
 events fill the ISUO access log, and the incident engine runs the rules on the accepted
@@ -14,6 +15,7 @@ batch is stored.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
@@ -34,9 +36,17 @@ def _event_id_of(item: Any) -> str | None:
     return None
 
 
-def ingest_batch(db: Session, *, agent: Workstation, items: list[Any]) -> protocol.BatchResult:
+@dataclass
+class CheckedBatch:
+    """A batch after validation, before storage: what to store, and the answers so far."""
+
+    valid: list[ValidEvent]
+    result: protocol.BatchResult  # rejected events and ids repeated inside the batch
+
+
+def check_batch(items: list[Any]) -> CheckedBatch:
+    """Validate a batch (pure: no database, so it runs outside the write transaction)."""
     result = protocol.BatchResult()
-    now = utcnow()
     valid: list[ValidEvent] = []
     seen: set[str] = set()
     for item, checked in zip(items, validate_batch(items), strict=True):
@@ -47,11 +57,18 @@ def ingest_batch(db: Session, *, agent: Workstation, items: list[Any]) -> protoc
         else:
             seen.add(checked.id)
             valid.append(checked)
+    return CheckedBatch(valid=valid, result=result)
 
-    inserted = insert_new_events(db, agent_id=agent.id, received_at=now, events=valid)
-    accepted = [v for v in valid if v.id in inserted]
+
+def store_batch(db: Session, *, agent: Workstation, checked: CheckedBatch) -> protocol.BatchResult:
+    """Store the new events, apply their side effects and rules; the caller commits."""
+    now = utcnow()
+    result = protocol.BatchResult(duplicates=list(checked.result.duplicates),
+                                  rejected=list(checked.result.rejected))
+    inserted = insert_new_events(db, agent_id=agent.id, received_at=now, events=checked.valid)
+    accepted = [v for v in checked.valid if v.id in inserted]
     result.accepted = [v.id for v in accepted]
-    result.duplicates.extend(v.id for v in valid if v.id not in inserted)
+    result.duplicates.extend(v.id for v in checked.valid if v.id not in inserted)
 
     agent.last_seen_at = now
     _apply_side_effects(db, agent, accepted)
@@ -60,6 +77,11 @@ def ingest_batch(db: Session, *, agent: Workstation, items: list[Any]) -> protoc
         room = db.scalar(select(Room.name).where(Room.id == agent.room_id)) if agent.room_id else None
         process_events(db, [rule_input(v, agent, room) for v in with_rules])
     return result
+
+
+def ingest_batch(db: Session, *, agent: Workstation, items: list[Any]) -> protocol.BatchResult:
+    """Validate, store and run the rules on one batch (the caller commits)."""
+    return store_batch(db, agent=agent, checked=check_batch(items))
 
 
 def rule_input(v: ValidEvent, agent: Workstation, room: str | None) -> RuleInput:

@@ -11,7 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from policy_server import protocol
 from policy_server.agents.auth import authenticate_agent, bearer_token
 from policy_server.db.models import Workstation
-from policy_server.events.ingest import ingest_batch
+from policy_server.events.ingest import check_batch, store_batch
 
 router = APIRouter(prefix="/api/v1", tags=["events"])
 
@@ -65,10 +65,12 @@ async def post_events(request: Request) -> Response:
 
     def work() -> bytes:
         agent_id = authenticate_agent(sessionmaker, token).id  # 401 before looking at the content
-        events = parse_batch(body)
+        # Parsed and validated before the write transaction: on SQLite it holds the one write
+        # lock, so concurrent uploads validate while another batch is being stored.
+        checked = check_batch(parse_batch(body))
         with sessionmaker() as db:
             agent = db.get(Workstation, agent_id)
-            result = ingest_batch(db, agent=agent, items=events)
+            result = store_batch(db, agent=agent, checked=checked)
             db.commit()
         return orjson.dumps(result.model_dump())  # already a BatchResult: no second validation
 

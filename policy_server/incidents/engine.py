@@ -26,11 +26,11 @@ from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, exists, insert, select, text, update
+from sqlalchemy import exists, insert, select, text
 from sqlalchemy.orm import Session
 
 from policy_server import protocol
-from policy_server.db.bulk import insert_rows
+from policy_server.db.bulk import insert_rows, update_rows
 from policy_server.db.models import (
     Event,
     Incident,
@@ -228,24 +228,17 @@ def _write(db: Session, touched: list[_Incident]) -> None:
         ).scalars().all()
         for incident, new_id in zip(opened, new_ids, strict=True):
             incident.id = new_id
-    if grown:
-        table = Incident.__table__
-        db.connection().execute(
-            update(table).where(table.c.id == bindparam("_id"))
-            .values(event_count=bindparam("_count"), last_seen_at=bindparam("_last"),
-                    severity=bindparam("_severity")),
-            [{"_id": i.id, "_count": i.event_count, "_last": i.last_seen_at, "_severity": i.severity}
-             for i in grown],
-        )
-    now = utcnow()
-    timeline = [{"incident_id": i.id, "actor": SYSTEM, "action": "opened", "at": now,
-                 "detail": {"event_id": i.opened_by.event.event_id, "rule": i.opened_by.draft.rule,
-                            "count": i.event_count - i.added}} for i in opened]
-    timeline += [{"incident_id": i.id, "actor": SYSTEM, "action": "events_added", "at": now,
-                  "detail": {"count": i.added, "total": i.event_count}} for i in touched if i.added]
     connection = db.connection()
+    update_rows(connection, Incident.__table__, "id", ("event_count", "last_seen_at", "severity"),
+                [(i.id, i.event_count, i.last_seen_at, i.severity) for i in grown])
+    now = utcnow()
+    timeline = [(i.id, SYSTEM, "opened", now, {"event_id": i.opened_by.event.event_id,
+                                               "rule": i.opened_by.draft.rule,
+                                               "count": i.event_count - i.added}) for i in opened]
+    timeline += [(i.id, SYSTEM, "events_added", now, {"count": i.added, "total": i.event_count})
+                 for i in touched if i.added]
     insert_rows(connection, TimelineEntry.__table__, ("incident_id", "actor", "action", "at", "detail"),
-                [(t["incident_id"], t["actor"], t["action"], t["at"], t["detail"]) for t in timeline])
+                timeline)
     insert_rows(connection, IncidentEvent.__table__, ("incident_id", "event_id"),
                 [(i.id, event_id) for i in touched for event_id in i.members])
     bundles = _BundleCache(db)
