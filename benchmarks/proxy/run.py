@@ -1,6 +1,6 @@
-"""Proxy benchmark: mitmdump + Kalkan addon vs bare mitmdump, side by side in one run.
+"""Proxy benchmark: mitmdump + Kalkan addon vs bare mitmdump vs E2Guardian, side by side.
 
-    sudo .venv/bin/python benchmarks/proxy/run.py [--seconds 8]
+    sudo .venv/bin/python benchmarks/proxy/run.py [--seconds 6] [--rounds 3]
 
 Measures (all on loopback, the load generator run as a real teacher account so the
 addon makes real decisions):
@@ -10,8 +10,13 @@ addon makes real decisions):
 * new TLS connections decided at the ClientHello (the same, the host decided at the SNI);
 * the decision itself (filters.decide / decide_host through the addon's Engine), p50/p99;
 * added latency p50 of one sequential page load (curl, new connection) vs direct;
-* proxy RSS after the load.
-Prints a Markdown table row set; RESULTS.md keeps the numbers.
+* proxy RSS after the load;
+* E2Guardian 5.3 (Debian) with the same UT1 domain lists, plain HTTP req/s and RSS;
+* the socket-owner lookup: NETLINK_SOCK_DIAG vs the /proc/net/tcp scan, at this moment's
+  socket count.
+Kalkan runs with the compiled UT1 index (the lists E2Guardian gets).  Every load figure is
+measured `--rounds` times, the loads of the proxies interleaved, and the median reported with
+the load average.  Prints a Markdown table; RESULTS.md keeps the numbers.
 """
 
 from __future__ import annotations
@@ -30,6 +35,9 @@ import psutil
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from e2guardian_rig import start_e2guardian, stop_e2guardian  # noqa: E402
 
 from agent.proxy.engine import Engine  # noqa: E402
 from tests.proxy.conftest import FAKE_HOSTS, TEACHER, _account, base_bundle, upstream_for  # noqa: E402
@@ -123,30 +131,94 @@ def latency_p50(account, proxy_port: int | None, url: str, cafile: Path, n: int 
     return statistics.median(samples)
 
 
-def decision_timing(n: int = 20000) -> tuple[float, float]:
-    engine = Engine.from_bundle(base_bundle().model_dump(mode="json"))
-    urls = [f"https://{h}/path/{i}?q={i}" for i in range(50) for h in FAKE_HOSTS]
-    samples = []
-    for i in range(n):
-        url = urls[i % len(urls)]
-        start = time.perf_counter_ns()
-        host = url.split("/")[2]
-        engine.host_verdict(host, group="student", user="s", seat="x", room=None, when=time.time())
-        engine.decide(url, group="student", user="s", seat="x", room=None, when=time.time())
-        samples.append((time.perf_counter_ns() - start) / 1000)
-    samples.sort()
-    return samples[len(samples) // 2], samples[int(len(samples) * 0.99)]
+def decision_timing(index: str | None, n: int = 20000) -> dict[str, tuple[float, float]]:
+    """p50/p99 (µs) of the ClientHello decision (cached per host and minute, as the addon does),
+    of the uncached host decision, and of the per-request URL decision."""
+    engine = Engine.from_bundle(base_bundle().model_dump(mode="json"), index=index)
+    hosts = [f"h{i}.{h}" for i in range(40) for h in FAKE_HOSTS]  # a lab's working set of hosts
+    urls = [f"https://{h}/path/{i}?q={i}" for i, h in enumerate(hosts)]
+    now = time.time()
+
+    def run(fn) -> tuple[float, float]:
+        samples = []
+        for i in range(n):
+            start = time.perf_counter_ns()
+            fn(i)
+            samples.append((time.perf_counter_ns() - start) / 1000)
+        samples.sort()
+        return samples[len(samples) // 2], samples[int(len(samples) * 0.99)]
+
+    def host(i: int) -> None:
+        engine.host_verdict(hosts[i % len(hosts)], group="student", user="s", seat="x", room=None, when=now)
+
+    def host_uncached(i: int) -> None:
+        engine._host_cache.clear()
+        host(i)
+
+    def url(i: int) -> None:
+        engine.decide(urls[i % len(urls)], group="student", user="s", seat="x", room=None, when=now)
+
+    return {"host (ClientHello, cached)": run(host), "host, uncached": run(host_uncached),
+            "URL (each request)": run(url)}
+
+
+def owner_lookup_timing(n: int = 200) -> tuple[float, float, int]:
+    """Mean µs of one owner lookup by sock_diag and by the /proc scan, and the socket count."""
+    import socket
+
+    from agent.proxy.sockdiag import SockDiag
+    from agent.proxy.subject import socket_owner_uid
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        client = socket.create_connection(listener.getsockname())
+        accepted, peer = listener.accept()
+        diag = SockDiag()
+        start = time.perf_counter()
+        for _ in range(n):
+            assert diag.owner_uid(peer, listener.getsockname()) == os.geteuid()
+        netlink = (time.perf_counter() - start) / n * 1e6
+        start = time.perf_counter()
+        for _ in range(n // 10):
+            assert socket_owner_uid(*peer) == os.geteuid()
+        proc = (time.perf_counter() - start) / (n // 10) * 1e6
+        diag.close()
+        accepted.close()
+        client.close()
+    sockets = sum(1 for _ in open("/proc/net/tcp")) + sum(1 for _ in open("/proc/net/tcp6")) - 2
+    return netlink, proc, sockets
+
+
+def tree_rss_mib(pid: int) -> float:
+    """RSS of a process and its children (e2guardian may fork helpers)."""
+    parent = psutil.Process(pid)
+    return sum(p.memory_info().rss for p in [parent, *parent.children(recursive=True)]) / 2**20
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--seconds", type=int, default=6)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root: the load generator runs as a real teacher account")
     teacher = _account(TEACHER)
     tmp = Path(tempfile.mkdtemp(prefix="kalkan-bench-"))
     tmp.chmod(0o755)
+    ut1 = REPO.parent / "shared" / "data" / "ut1"
+    index = tmp / "ut1.idx"
+    subprocess.run([sys.executable, "-m", "filters.cli", "compile", "-o", str(index), "--ut1", str(ut1)],
+                   check=True, capture_output=True, cwd=REPO)
+    index.chmod(0o644)
+    from filters.categories import UT1_MAP
+
+    e2g_lists = tmp / "ut1-mapped"  # the same UT1 folders Kalkan's index imports
+    e2g_lists.mkdir()
+    for folder in sorted(ut1.iterdir()):
+        if folder.name in UT1_MAP and (folder / "domains").is_file():
+            (e2g_lists / folder.name).mkdir()
+            (e2g_lists / folder.name / "domains").symlink_to(folder / "domains")
     origin = start_origin(FAKE_HOSTS, tmp)
     origin_ca = tmp / "origin-ca.pem"
     school = make_ca("Bench School CA")
@@ -154,45 +226,81 @@ def main() -> None:
     school_ca.write_text(school.cert_pem)
     upstream = upstream_for(origin)
     kalkan = start_proxy(tmp / "kalkan", school_ca=school, upstream=upstream, bundle=base_bundle(),
-                         upstream_ca=origin_ca)
+                         upstream_ca=origin_ca, extra=["--set", f"kalkan_index={index}"])
     bare, bare_port = bare_proxy(tmp / "bare", upstream, origin_ca)
-    rows = []
+    e2g, e2g_port = start_e2guardian(tmp, e2g_lists)
+    loads: list[tuple[float, float, float]] = []
+    samples: dict[str, list[float]] = {}
+
+    def add(name: str, value: float) -> None:
+        samples.setdefault(name, []).append(value)
+
     try:
-        plain_url = f"http://news.test:{80}/"
-        # interleave the runs so contention from other work on the machine hits both alike
-        k1 = wrk_rps(teacher, kalkan.port, plain_url, "news.test", args.seconds, tmp)
-        b1 = wrk_rps(teacher, bare_port, plain_url, "news.test", args.seconds, tmp)
-        rows.append(("plain HTTP req/s (wrk -c16)", k1, b1))
-        k2 = connect_rps(teacher, kalkan.port, "news.test", args.seconds, origin_ca, tmp)
-        b2 = connect_rps(teacher, bare_port, "news.test", args.seconds, origin_ca, tmp)
-        rows.append(("CONNECT pass-through conn/s (new TLS each)", k2, b2))
+        ip_host = f"127.0.0.1:{origin.http_port}"
+        ip_url = f"http://{ip_host}/"
+        add("direct", wrk_rps(teacher, origin.http_port, ip_url, ip_host, args.seconds, tmp))
         bare_cafile = tmp / "bare" / "mitmproxy-ca-cert.pem"
-        k3 = connect_rps(teacher, kalkan.port, "www.google.com", args.seconds, school_ca, tmp)
-        b3 = connect_rps(teacher, bare_port, "www.google.com", args.seconds, bare_cafile, tmp)
-        rows.append(("new TLS conn/s, intercepted after ClientHello decision", k3, b3))
-        direct = latency_p50(teacher, None, f"https://news.test:{origin.https_port}/", origin_ca,
-                             resolve=f"news.test:{origin.https_port}:127.0.0.1")
-        via = latency_p50(teacher, kalkan.port, "https://news.test/", origin_ca)
-        via_bare = latency_p50(teacher, bare_port, "https://news.test/", bare_cafile)
-        p50, p99 = decision_timing()
-        rss_k = psutil.Process(kalkan.proc.pid).memory_info().rss / 2**20
-        rss_b = psutil.Process(bare.pid).memory_info().rss / 2**20
+        for _ in range(args.rounds):
+            loads.append(os.getloadavg())
+            # interleaved, so contention from other work on the machine hits all alike
+            # plain HTTP by the origin's address: the same URL for all three proxies (the fake
+            # host names need the test-only upstream map, which slows both mitmdumps alike)
+            for key, port in (("plain k", kalkan.port), ("plain b", bare_port), ("plain e", e2g_port)):
+                add(key, wrk_rps(teacher, port, ip_url, ip_host, args.seconds, tmp))
+            add("connect k", connect_rps(teacher, kalkan.port, "news.test", args.seconds, origin_ca, tmp))
+            add("connect b", connect_rps(teacher, bare_port, "news.test", args.seconds, origin_ca, tmp))
+            add("tls k", connect_rps(teacher, kalkan.port, "www.google.com", args.seconds, school_ca, tmp))
+            add("tls b", connect_rps(teacher, bare_port, "www.google.com", args.seconds, bare_cafile, tmp))
+            add("lat direct", latency_p50(teacher, None, f"https://news.test:{origin.https_port}/", origin_ca,
+                                          n=40, resolve=f"news.test:{origin.https_port}:127.0.0.1"))
+            add("lat k", latency_p50(teacher, kalkan.port, "https://news.test/", origin_ca, n=40))
+            add("lat b", latency_p50(teacher, bare_port, "https://news.test/", bare_cafile, n=40))
+        loads.append(os.getloadavg())
+        decisions = decision_timing(str(index))
+        netlink_us, proc_us, sockets = owner_lookup_timing()
+        rss = {"k": psutil.Process(kalkan.proc.pid).memory_info().rss / 2**20,
+               "b": psutil.Process(bare.pid).memory_info().rss / 2**20, "e": tree_rss_mib(e2g.pid)}
     finally:
         kalkan.stop()
         bare.terminate()
         bare.wait(10)
+        stop_e2guardian(e2g)
         origin.close()
+    med = {name: statistics.median(values) for name, values in samples.items()}
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
                 if line.startswith("model name")), platform.processor())
-    print(f"machine: nproc={os.cpu_count()}, CPU {cpu}; date {time.strftime('%Y-%m-%d %H:%M')}")
-    print("| measure | Kalkan | bare mitmdump | ratio | goal |")
-    print("| --- | --- | --- | --- | --- |")
-    for name, k, b in rows:
-        print(f"| {name} | {k:.0f} | {b:.0f} | {k / b:.2f} | ≥ 0.97 |")
-    print(f"| decision p50 / p99 (µs, host + URL) | {p50:.1f} / {p99:.1f} | – | – | p99 ≤ 50 |")
-    print(f"| page load p50 (ms): direct {direct:.2f} | via Kalkan {via:.2f} (+{via - direct:.2f}) | "
-          f"via bare {via_bare:.2f} (+{via_bare - direct:.2f}) | – | added ≤ 2 |")
-    print(f"| proxy RSS after load (MiB) | {rss_k:.0f} | {rss_b:.0f} | {rss_k / rss_b:.2f} | – |")
+    load_text = ", ".join(f"{a:.1f}" for a, _, _ in loads)
+    print(f"machine: nproc={os.cpu_count()}, CPU {cpu}; date {time.strftime('%Y-%m-%d %H:%M')}; "
+          f"{args.rounds} rounds of {args.seconds} s, medians; 1-min load average at each round: {load_text}")
+    print("| measure | Kalkan | bare mitmdump | ratio | goal | met? |")
+    print("| --- | --- | --- | --- | --- | --- |")
+
+    def row(name: str, k: float, b: float, goal: float = 0.97) -> None:
+        ratio = k / b
+        met = "yes" if ratio >= goal else "**no**"
+        print(f"| {name} | {k:.0f} | {b:.0f} | {ratio:.2f} | ≥ {goal} | {met} |")
+
+    row("plain HTTP req/s (wrk -t2 -c16)", med["plain k"], med["plain b"])
+    row("CONNECT pass-through, new TLS conn/s", med["connect k"], med["connect b"])
+    row("new TLS conn/s decided at ClientHello (intercepted)", med["tls k"], med["tls b"])
+    for name, (p50, p99) in decisions.items():
+        print(f"| decision {name}: p50 / p99 (µs) | {p50:.1f} / {p99:.1f} | – | – | p99 ≤ 50 | "
+              f"{'yes' if p99 <= 50 else '**no**'} |")
+    added_k, added_b = med["lat k"] - med["lat direct"], med["lat b"] - med["lat direct"]
+    print(f"| page load p50 (ms), direct {med['lat direct']:.2f} | {med['lat k']:.2f} (+{added_k:.2f}) | "
+          f"{med['lat b']:.2f} (+{added_b:.2f}) | – | added ≤ 2 | {'yes' if added_k <= 2 else '**no**'} |")
+    print(f"| proxy RSS after load (MiB) | {rss['k']:.0f} | {rss['b']:.0f} | {rss['k'] / rss['b']:.2f} "
+          "| – | – |")
+    print(f"| owner lookup (µs): sock_diag / /proc scan, {sockets} TCP sockets | {netlink_us:.0f} | "
+          f"{proc_us:.0f} (the old way) | {proc_us / netlink_us:.0f}× faster | – | – |")
+    print()
+    print("| E2Guardian 5.3 (same UT1 lists), plain HTTP to 127.0.0.1 | E2Guardian | Kalkan | Kalkan / E2G |")
+    print("| --- | --- | --- | --- |")
+    print(f"| req/s (wrk -t2 -c16; the origin alone serves {med['direct']:.0f}) | {med['plain e']:.0f} | "
+          f"{med['plain k']:.0f} | {med['plain k'] / med['plain e']:.2f} |")
+    print(f"| RSS after load (MiB) | {rss['e']:.0f} | {rss['k']:.0f} | {rss['k'] / rss['e']:.2f} |")
+    print()
+    print("raw samples:", {name: [round(v, 1) for v in values] for name, values in samples.items()})
 
 
 if __name__ == "__main__":
