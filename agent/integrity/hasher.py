@@ -18,26 +18,33 @@ per-file cost is as large as the hashing, so this module is built around it:
   end-of-file is skipped when the first read already returned the whole size;
 * big files are hashed straight from the page cache with mmap (no copy).
 
-Workers are processes (spawn), not threads: the per-file Python work then runs on
-both cores too, instead of queueing for one interpreter lock.
+Workers are processes, not threads: the per-file Python work then runs on both cores
+too, instead of queueing for one interpreter lock.  They are lean processes of our own
+(`hashworker`, fed through pipes), not a multiprocessing pool: a "spawn" child
+re-imports the parent's main module (the whole agent), which cost more CPU than
+hashing a small tree.  The parent only walks, hands out batches to whichever worker
+has the least queued, and unpacks the answers.
 """
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import mmap
-import multiprocessing
 import os
 import stat as statmod
 import struct
+import subprocess
+import sys
+import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from pathlib import Path
 from typing import NamedTuple
 
 _BUFFER = 256 << 10  # one read buffer per worker: fits the CPU's L2 cache, so hashing reads it from there
 _MMAP_MIN = 1 << 20  # from this size on, map the file instead of reading it (a copy costs more than faults)
 _MMAP_STEP = 1 << 20  # hash a mapping in 1 MiB steps (measured faster than one call on the whole map)
-# Below this much work a process pool costs more than it saves (start-up ~0.1-0.2 s).
+# Below this much work starting worker processes costs more than it saves (~30 ms each).
 _POOL_MIN_FILES = 1000
 _POOL_MIN_BYTES = 64 << 20  # counted only where the caller knows sizes (the fast check's lstat)
 # A batch is what one worker takes at a time: big enough to amortise the hand-over,
@@ -69,11 +76,15 @@ class Hashed(NamedTuple):
 
 # One answer on the wire: ok flag, digest, the eight stat fields (struct packing is far
 # cheaper to send back and unpack than pickled objects, per file).
-_ANSWER = struct.Struct("<?32sqqqQQQQQ")
+ANSWER = _ANSWER = struct.Struct("<?32sqqqQQQQQ")
 _MISSING = _ANSWER.pack(False, bytes(32), 0, 0, 0, 0, 0, 0, 0, 0)
 
 
-def _open(path: str) -> int:
+def new_buffer() -> bytearray:
+    return bytearray(_BUFFER)
+
+
+def _open(path: str | bytes) -> int:
     try:
         return os.open(path, _OPEN_FLAGS | _NOATIME)
     except PermissionError:  # O_NOATIME needs ownership or root
@@ -103,7 +114,7 @@ def _digest_fd(fd: int, size: int, buf: bytearray) -> bytes:
     return h.digest()
 
 
-def _answer(path: str, buf: bytearray) -> bytes:
+def pack_answer(path: str | bytes, buf: bytearray) -> bytes:
     """The packed answer for one path: digest and fstat of what was read, or _MISSING
     (gone, no access, or not a regular file any more)."""
     try:
@@ -125,12 +136,6 @@ def _answer(path: str, buf: bytearray) -> bytes:
         os.close(fd)
 
 
-def hash_batch(paths: Sequence[str]) -> bytes:
-    """The worker's job: hash a batch of files in order; one packed answer per path."""
-    buf = bytearray(_BUFFER)
-    return b"".join([_answer(path, buf) for path in paths])
-
-
 def _unpack(answers: bytes) -> list[Hashed | None]:
     out: list[Hashed | None] = []
     for ok, digest, *meta in _ANSWER.iter_unpack(answers):
@@ -146,26 +151,115 @@ def hash_file(path: str, buffer: bytearray | None = None) -> str | None:
 
 def hash_with_stat(path: str, buffer: bytearray | None = None) -> Hashed | None:
     """Hash and metadata of one regular file, from one open; None when it cannot be read."""
-    return _unpack(_answer(path, buffer if buffer is not None else bytearray(_BUFFER)))[0]
+    return _unpack(pack_answer(path, buffer if buffer is not None else bytearray(_BUFFER)))[0]
+
+
+class _Worker:
+    """One `hashworker` process, the batches it was given (in order), and a thread
+    that reads its answers as they come."""
+
+    def __init__(self, on_done: Callable[[], None]) -> None:
+        root = str(Path(__file__).resolve().parents[2])  # the folder holding the `agent` package
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "agent.integrity.hashworker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+            close_fds=True,
+        )
+        self.queued: collections.deque[_Batch] = collections.deque()
+        self._sent = threading.Semaphore(0)  # one release per batch sent, one more at close
+        self._on_done = on_done
+        self._reader = threading.Thread(target=self._read_answers, name="integrity-hash-reader", daemon=True)
+        self._reader.start()
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def send(self, batch: _Batch) -> None:
+        """Queue `batch` on this worker (OSError if it died)."""
+        payload = b"\0".join(os.fsencode(p) for p in batch.paths)
+        assert self.process.stdin is not None
+        self.queued.append(batch)
+        try:
+            self.process.stdin.write(struct.pack("<I", len(payload)) + payload)
+            self.process.stdin.flush()
+        except OSError:
+            self.queued.pop()
+            raise
+        self._sent.release()
+
+    def _read_answers(self) -> None:
+        """Answers come back in the order the batches went out."""
+        out = self.process.stdout
+        assert out is not None
+        while True:
+            self._sent.acquire()
+            if not self.queued:
+                return  # closed
+            batch = self.queued[0]
+            want = len(batch.paths) * _ANSWER.size
+            data = out.read(want)
+            if len(data) < want:  # the worker died: finish() redoes its batches in this process
+                while self.queued:
+                    self.queued.popleft().set(None)
+                self._on_done()
+                return
+            self.queued.popleft()
+            batch.set(data)
+            self._on_done()
+
+    def close(self) -> None:
+        if self.process.stdin is not None and not self.process.stdin.closed:
+            try:
+                self.process.stdin.close()
+            except OSError:
+                pass
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self._sent.release()  # wake the reader so it sees the end
+        self._reader.join(timeout=5)
+
+
+class _Batch:
+    __slots__ = ("paths", "answers", "done")
+
+    def __init__(self, paths: list[str]) -> None:
+        self.paths = paths
+        self.answers: bytes | None = None
+        self.done = threading.Event()
+
+    def set(self, answers: bytes | None) -> None:
+        self.answers = answers
+        self.done.set()
 
 
 class HashStream:
     """Hash files as the walk finds them; `finish()` gives the answers in the order added.
 
     Small jobs (the hourly fast check hashes a handful of changed files) are hashed
-    in this process at `finish()`.  Once the job is big enough for a pool to pay
-    off, `workers` processes start and take batches while the caller keeps walking.
-    Use it as a context manager so the pool is shut down even when the walk fails.
+    in this process at `finish()`.  Once the job is big enough for workers to pay
+    off, `workers` worker processes start and take batches while the caller keeps
+    walking; a batch goes to the worker with the fewest queued, so both finish
+    together.  Use it as a context manager: the workers end even when the walk fails.
     """
+
+    _MAX_QUEUED = 3  # batches queued per worker before the walk waits (keeps the split fair)
 
     def __init__(self, *, workers: int | None = None, progress: Progress | None = None) -> None:
         self.workers = workers or os.cpu_count() or 1
         self.progress = progress
         self.files = 0  # paths added so far
         self._hinted_bytes = 0
-        self._pool: Executor | None = None
-        self._batches: list[tuple[list[str], Future | None]] = []
+        self._pool: list[_Worker] = []
+        self._batches: list[_Batch] = []
+        self._pending: list[_Batch] = []  # not yet handed to a worker
         self._batch: list[str] = []
+        self._changed = threading.Condition()
 
     def __enter__(self) -> HashStream:
         return self
@@ -175,48 +269,80 @@ class HashStream:
 
     def add(self, path: str, size_hint: int = 0) -> None:
         """Queue one regular file; `size_hint` (its lstat size, when the caller has it)
-        only helps decide early that a few big files are worth the pool."""
+        only helps decide early that a few big files are worth the workers."""
         self._batch.append(path)
         self._hinted_bytes += size_hint
-        if len(self._batch) >= _BATCH_FILES or (self._pool is None and self._hinted_bytes >= _POOL_MIN_BYTES):
+        if len(self._batch) >= _BATCH_FILES or (not self._pool and self._hinted_bytes >= _POOL_MIN_BYTES):
             self._cut()
 
     def _cut(self) -> None:
-        """Close the current batch; hand it to a worker when the pool runs (start it if due)."""
-        batch, self._batch = self._batch, []
-        self.files += len(batch)
+        """Close the current batch; hand it to a worker when they run (start them if due)."""
+        batch, self._batch = _Batch(self._batch), []
+        self.files += len(batch.paths)
+        self._batches.append(batch)
+        self._pending.append(batch)
         if (
-            self._pool is None
+            not self._pool
             and self.workers > 1
             and (self.files >= _POOL_MIN_FILES or self._hinted_bytes >= _POOL_MIN_BYTES)
         ):
-            # spawn, not fork: the agent has threads, and a forked copy of a threaded process can deadlock.
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
-            self._batches = [(paths, self._pool.submit(hash_batch, paths)) for paths, _ in self._batches]
-        self._batches.append((batch, self._pool.submit(hash_batch, batch) if self._pool else None))
+            self._pool = [_Worker(self._notify) for _ in range(self.workers)]
+        if self._pool:
+            self._dispatch(wait=False)
+
+    def _notify(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
+
+    def _dispatch(self, *, wait: bool) -> None:
+        """Hand pending batches to the least-queued live workers; with `wait`, until none is left."""
+        with self._changed:
+            while self._pending:
+                live = [w for w in self._pool if w.alive()]
+                if not live:
+                    return  # every worker died: finish() hashes the rest here
+                worker = min(live, key=lambda w: len(w.queued))
+                if len(worker.queued) >= self._MAX_QUEUED:
+                    if not wait and len(self._pending) < 4 * self._MAX_QUEUED:
+                        return  # keep walking; the batch waits in `_pending`
+                    self._changed.wait(0.05)
+                    continue
+                try:
+                    worker.send(self._pending[0])
+                except OSError:  # broken pipe: that worker died
+                    worker.process.wait()
+                    continue
+                self._pending.pop(0)
 
     def finish(self) -> list[Hashed | None]:
         """Every answer, in the order the paths were added (None where unreadable)."""
         if self._batch:
             self._cut()
+        if self._pool:
+            self._dispatch(wait=True)
         results: list[Hashed | None] = []
         done_bytes = 0
         buf = bytearray(_BUFFER)
-        for paths, future in self._batches:
-            answers = future.result() if future is not None else b"".join(_answer(p, buf) for p in paths)
+        for batch in self._batches:
+            if batch in self._pending:  # never handed out (small job, or the workers died)
+                batch.set(None)
+            batch.done.wait()
+            answers = batch.answers
+            if answers is None:
+                answers = b"".join(pack_answer(p, buf) for p in batch.paths)
             found = _unpack(answers)
             results.extend(found)
             if self.progress:
                 done_bytes += sum(h.size for h in found if h)
                 self.progress(len(results), done_bytes)
-        self._batches = []
+        self._batches, self._pending = [], []
         self.close()
         return results
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        for worker in self._pool:
+            worker.close()
+        self._pool = []
 
 
 def hash_paths(

@@ -56,3 +56,26 @@ def test_not_a_regular_file_is_no_answer(tmp_path):
     assert hasher.hash_with_stat(str(tmp_path / "link")) is None  # O_NOFOLLOW: a link is not read through
     assert hasher.hash_with_stat(str(tmp_path / "fifo")) is None  # opened without blocking, then refused
     assert hasher.hash_file(str(tmp_path)) is None  # a folder
+
+
+def test_workers_are_lean_processes_and_a_dead_worker_loses_nothing(tmp_path, monkeypatch):
+    """The pool is our own `hashworker` processes; if one dies mid-job (OOM killer, kill -9),
+    the batches it held are hashed by the parent and every answer is still right."""
+    paths = _tree(tmp_path, 120)
+    expected = [hashlib.sha256(open(p, "rb").read()).hexdigest() for p in paths]
+    monkeypatch.setattr(hasher, "_POOL_MIN_FILES", 10)
+    monkeypatch.setattr(hasher, "_BATCH_FILES", 5)
+    with hasher.HashStream(workers=2) as stream:
+        for path in paths[:20]:
+            stream.add(path)
+        workers = list(stream._pool)
+        assert len(workers) == 2
+        cmdline = open(f"/proc/{workers[0].process.pid}/cmdline", "rb").read().split(b"\0")
+        assert b"agent.integrity.hashworker" in cmdline
+        workers[0].process.kill()
+        workers[0].process.wait()
+        for path in paths[20:]:
+            stream.add(path)
+        found = stream.finish()
+    assert [h.sha256 if h else None for h in found] == expected
+    assert all(w.process.poll() is not None for w in workers)  # nothing left running

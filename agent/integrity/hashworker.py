@@ -1,0 +1,55 @@
+"""A hashing worker process: `python -m agent.integrity.hashworker` (thin edge).
+
+Started by `hasher.WorkerPool`, never by hand.  It imports nothing but the hasher,
+so it starts in ~30 ms (a multiprocessing "spawn" child re-imports the parent's main
+module, which for the agent is the whole agent: ~0.2 s of CPU per worker and ~40 MB).
+
+Protocol on stdin/stdout, one batch at a time:
+  request:  4-byte little-endian length, then the paths (bytes) joined by NUL;
+  answer:   one `hasher.ANSWER` record per path, in order (fixed size, so no header).
+EOF on stdin ends the worker.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import struct
+
+from agent.integrity.hasher import new_buffer, pack_answer
+
+_LENGTH = struct.Struct("<I")
+
+
+def _read_exact(fd: int, n: int) -> bytes:
+    chunks, left = [], n
+    while left:
+        chunk = os.read(fd, left)
+        if not chunk:
+            return b""  # the parent closed the pipe: done
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def serve(fd_in: int = 0, fd_out: int = 1) -> None:
+    buf = new_buffer()
+    while True:
+        header = _read_exact(fd_in, _LENGTH.size)
+        if not header:
+            return
+        payload = _read_exact(fd_in, _LENGTH.unpack(header)[0])
+        _write_all(fd_out, b"".join([pack_answer(path, buf) for path in payload.split(b"\0")]))
+
+
+if __name__ == "__main__":
+    # Ctrl-C in the CLI reaches the whole process group: let the parent decide; a
+    # worker ends when its stdin closes.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    serve()
