@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import queue
+import select
 import threading
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,26 @@ class PipeWriter:
     def __init__(self, fd: int, on_broken: Any = None) -> None:
         self._file = os.fdopen(fd, "wb", buffering=0)
         self._on_broken = on_broken
+        self._lock = threading.Lock()
+        # Notice the agent going away at once, not at the next event (web.usage may be 15 min
+        # away): poll() reports POLLERR on a pipe's write end as soon as no reader is left.
+        threading.Thread(target=self._watch_reader, name="kalkan-proxy-pipe-watch", daemon=True).start()
+
+    def _watch_reader(self) -> None:
+        poller = select.poll()
+        poller.register(self._file.fileno(), 0)  # POLLERR and POLLHUP are always reported
+        while True:
+            for _fd, event in poller.poll():
+                if event & (select.POLLERR | select.POLLHUP | select.POLLNVAL):
+                    self._broken()
+                    return
+
+    def _broken(self) -> None:
+        with self._lock:
+            on_broken, self._on_broken = self._on_broken, None
+        if on_broken is not None:
+            log.error("the agent closed the event pipe; stopping the proxy")
+            on_broken()
 
     def emit(self, event_type: str, data: Any, *, subject: Subject | None = None,
              clauses: list[str] | None = None) -> str:
@@ -111,14 +132,13 @@ class PipeWriter:
         try:
             self._file.write(line)  # the writer thread blocks here if the agent is slow, never the proxy
         except BrokenPipeError:
-            if self._on_broken is not None:
-                log.error("the agent closed the event pipe; stopping the proxy")
-                on_broken, self._on_broken = self._on_broken, None
-                on_broken()
+            self._broken()
             raise
         return ""
 
     def close(self) -> None:
+        with self._lock:
+            self._on_broken = None  # closing on purpose is not the agent going away
         try:
             self._file.close()
         except OSError:

@@ -110,3 +110,36 @@ def test_install_script_creates_the_proxy_account_in_a_staged_root(tmp_path):
     assert (tmp_path / "var/lib/kalkan-agent").stat().st_mode & 0o777 == 0o755
     bad = subprocess.run([str(script), "--bogus"], capture_output=True, text=True, timeout=30)
     assert bad.returncode == 2 and "unknown option --bogus" in bad.stderr
+
+
+def test_events_come_over_the_pipe_and_the_proxy_stops_when_the_agent_is_gone(tmp_path):
+    """The child as the collector runs it: an event arrives as one JSON line on the inherited
+    pipe; closing the agent's end makes the child stop by itself (no orphan keeps the port)."""
+    import json
+    import subprocess
+    import urllib.request
+
+    port = free_port()
+    read_fd, write_fd = os.pipe()
+    cmd = mitmdump_command(ProxySettings(regular_port=port, transparent_port=0), state_dir=tmp_path,
+                           confdir=tmp_path / "conf", seat="s1", event_fd=write_fd)
+    proc = subprocess.Popen(cmd, pass_fds=(write_fd,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "HOME": str(tmp_path)})
+    os.close(write_fd)
+    try:
+        wait_port(port, proc=proc)
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": f"http://127.0.0.1:{port}"}))
+        with opener.open("http://report.kalkan/send", data=b"typed=http%3A%2F%2Fx.test%2F&comment=c",
+                         timeout=20) as response:
+            assert response.status == 200
+        with os.fdopen(read_fd, "rb") as pipe:
+            line = json.loads(pipe.readline())
+            assert line["type"] == "web.report" and line["data"]["url"] == "http://x.test/"
+            assert line["subject"]["seat"] == "s1"
+        # the read end is closed now: the child notices at once, not at its next event
+        assert proc.wait(20) is not None
+        assert not (tmp_path / "outbox.sqlite").exists()  # nothing written to the agent's state
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
