@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import socket
 import stat
 import subprocess
 import sys
@@ -104,13 +105,27 @@ def mitmdump_binary() -> str:
     return str(candidate) if candidate.exists() else "mitmdump"
 
 
+def ipv6_loopback_available() -> bool:
+    """False on a machine with IPv6 switched off (mitmdump would refuse to start on ::1)."""
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
 def mitmdump_command(settings: ProxySettings, *, state_dir: Path, confdir: Path,
                      seat: str | None, room: str | None = None, event_fd: int | None = None) -> list[str]:
     """The child's command line (pure: tested on its own)."""
     args = [mitmdump_binary(), "--quiet", "-s", str(ENTRY),
             "--mode", f"regular@{settings.listen_host}:{settings.regular_port}"]
     if settings.transparent_port:
-        args += ["--mode", f"transparent@{settings.transparent_port}"]
+        # loopback only: the nftables `redirect` of locally made connections goes to 127.0.0.1 / ::1,
+        # and nothing on the school's network should reach the proxy
+        args += ["--mode", f"transparent@127.0.0.1:{settings.transparent_port}"]
+        if ipv6_loopback_available():
+            args += ["--mode", f"transparent@::1:{settings.transparent_port}"]
     args += [
         "--set", f"confdir={confdir}",
         "--set", "connection_strategy=lazy",

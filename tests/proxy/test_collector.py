@@ -26,7 +26,8 @@ class ListSink:
 def test_command_line(tmp_path):
     cmd = mitmdump_command(ProxySettings(regular_port=1, transparent_port=2), state_dir=tmp_path,
                            confdir=tmp_path / "c", seat="s1", room="r1")
-    assert cmd[cmd.index("--mode") + 1] == "regular@127.0.0.1:1" and "transparent@2" in cmd
+    assert cmd[cmd.index("--mode") + 1] == "regular@127.0.0.1:1" and "transparent@127.0.0.1:2" in cmd
+    assert not [a for a in cmd if a.startswith("transparent@") and "127.0.0.1" not in a and "::1" not in a]
     assert f"kalkan_state_dir={tmp_path}" in cmd and "kalkan_seat=s1" in cmd and "kalkan_room=r1" in cmd
 
 

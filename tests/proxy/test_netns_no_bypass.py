@@ -93,7 +93,9 @@ def lab(readable_dir, accounts):
         log = open(state / "mitmdump.log", "ab")  # noqa: SIM115
         proxy = subprocess.Popen([*in_ws, "setpriv", f"--reuid={proxy_user.uid}", f"--regid={proxy_user.gid}",
                                   "--clear-groups", str(MITMDUMP), "--quiet", "-s", str(ENTRY),
-                                  "--mode", f"transparent@{TPORT}", "--set", f"confdir={state / 'mitmproxy'}",
+                                  "--mode", f"transparent@127.0.0.1:{TPORT}",  # loopback only, as
+                                  "--mode", f"transparent@::1:{TPORT}",  # the collector runs it
+                                  "--set", f"confdir={state / 'mitmproxy'}",
                                   "--set", "connection_strategy=lazy", "--set", "ssl_insecure=true",
                                   "--set", f"kalkan_state_dir={state}", "--set", "kalkan_seat=ns-01"],
                                  stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HOME": str(state)})
