@@ -144,3 +144,41 @@ def test_events_come_over_the_pipe_and_the_proxy_stops_when_the_agent_is_gone(tm
         if proc.poll() is None:
             proc.kill()
             proc.wait(5)
+
+
+@pytest.mark.root
+def test_a_private_state_dir_is_opened_to_the_proxy_group_only():
+    """The proxy's account must reach policy.json; if an administrator made the state dir
+    private, the collector lets the proxy's group search it (no listing, no writing)."""
+    import pwd
+    import shutil
+    import stat
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "install" / "install-agent.sh"
+    subprocess.run([str(script), "--account-only"], check=True, capture_output=True, timeout=60)
+    account = pwd.getpwnam("kalkan-proxy")
+    parent = Path(tempfile.mkdtemp(prefix="kalkan-state-"))
+    parent.chmod(0o755)  # pytest's own tmp is root-only
+    try:
+        state = parent / "state"
+        state.mkdir(mode=0o700)
+        policy = state / "policy.json"
+        policy.write_text("{}")
+        policy.chmod(0o600)
+
+        def proxy_reads_policy() -> bool:
+            return subprocess.run(["setpriv", f"--reuid={account.pw_uid}", f"--regid={account.pw_gid}",
+                                   "--clear-groups", "cat", str(policy)], capture_output=True).returncode == 0
+
+        assert not proxy_reads_policy()
+        ctx = CollectorContext(sink=ListSink(), state_dir=state, platform="fake")
+        ProxyCollector(ctx, ProxySettings(firewall=False))._grant_proxy_access()
+        assert proxy_reads_policy()
+        st = state.stat()
+        assert st.st_gid == account.pw_gid and stat.S_IMODE(st.st_mode) == 0o710  # search, not list
+        assert stat.S_IMODE(policy.stat().st_mode) == 0o640 and policy.stat().st_gid == account.pw_gid
+    finally:
+        shutil.rmtree(parent, ignore_errors=True)
