@@ -71,7 +71,9 @@ def _timeline(api, incident_id: int) -> list[tuple[str, dict]]:
         return [
             (t.action, t.detail)
             for t in db.scalars(
-                select(TimelineEntry).where(TimelineEntry.incident_id == incident_id).order_by(TimelineEntry.id)
+                select(TimelineEntry)
+                .where(TimelineEntry.incident_id == incident_id)
+                .order_by(TimelineEntry.id)
             )
         ]
 

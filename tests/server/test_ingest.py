@@ -171,3 +171,51 @@ def test_isuo_sessions_are_joined(api):
         (row,) = db.scalars(select(IsuoAccess)).all()
         assert row.os_user == "teacher1" and row.start_event_id == str(start.id)
         assert row.ended_at.isoformat() == "2025-03-01T08:20:00+00:00"
+
+
+def test_an_event_over_the_per_event_limit_is_rejected_alone(api):
+    _, auth = api.enroll()
+    good = [report(f"http://ok{i}.example/") for i in range(2)]
+    big = report().model_dump(mode="json")
+    big["data"]["padding"] = "x" * protocol.MAX_EVENT_BYTES  # unknown field: only its size matters
+    result = api.post(auth, good[0], big, good[1])
+    assert result["accepted"] == [str(e.id) for e in good]
+    (rejected,) = result["rejected"]
+    assert rejected["id"] == big["id"]
+    assert f"the limit is {protocol.MAX_EVENT_BYTES} bytes per event" in rejected["error"]
+    assert "event #1 (web.report)" in rejected["error"]
+    assert count_events(api) == 2
+
+
+def test_batch_validation_agrees_with_the_exact_check_event_by_event():
+    """The fast whole-batch path accepts exactly what the per-event reference accepts, with the
+    same stored content, and a failing batch falls back to per-event answers."""
+    from policy_server.events.validation import validate_batch, validate_exactly
+
+    subject = protocol.Subject(os_user="st1", seat="seat-3")
+    valid = [
+        report("http://a.example/", os_user="st1"),
+        protocol.make_event("agent.heartbeat", {"agent_version": "1", "collectors": {"av": {"state": "ok"}}}),
+        protocol.make_event("web.blocked", {"url": "http://b.example/", "categories": ["adult"]},
+                            subject=subject),
+        protocol.make_event("isuo.session", {"host": "emis.kg", "state": "start",
+                                             "started_at": "2025-03-01T08:00:00+06:00"}),
+        protocol.make_event("agent.events_dropped", {"counts": {"web.usage": 3}}, clauses=["000 §3.2"]),
+    ]
+    items = [e.model_dump(mode="json") for e in valid]
+    items[1]["data"]["unknown_extra"] = 1  # ignored by the data model, as the protocol promises
+    no_data = {k: v for k, v in protocol.make_event("software.changed", {}).model_dump(mode="json").items()
+               if k != "data"}  # `data` may be left out when its model has only defaults
+    items.append(no_data)
+    fast = validate_batch(items)
+    assert all(not isinstance(v, str) for v in fast)
+    def stored(v):
+        return v.id, v.type, v.occurred_at, v.os_user, v.seat, v.clauses, v.data_json
+
+    for index, (item, got) in enumerate(zip(items, fast, strict=True)):
+        assert stored(got) == stored(validate_exactly(item, index))
+    items[0]["occurred_at"] = "2025-03-01T08:00:00+06:00"
+    assert validate_batch(items)[0].occurred_at.isoformat() == "2025-03-01T02:00:00+00:00"  # kept in UTC
+    mixed = validate_batch([items[0], {"id": "nope", "type": "web.report"}, 5, items[2]])
+    assert mixed[0].id == items[0]["id"] and mixed[3].id == items[2]["id"]
+    assert "event #1 (web.report)" in mixed[1] and mixed[2] == "event #2 is not a JSON object"

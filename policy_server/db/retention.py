@@ -1,0 +1,116 @@
+"""Retention of minors' browsing records (001 §2.15), never silent (004 §3.6).
+
+Raw `web.usage` and `web.blocked` events say which pages a child visited or tried to visit:
+personal data of minors, kept only as long as needed (default 90 days, `--days`).  What
+`apply_retention` does, in one transaction:
+
+* removes those events older than the cut-off (by `occurred_at`), except the ones an
+  unresolved incident holds: the responsible person still needs them;
+* for events held by *resolved* incidents, removes the link too and writes one timeline
+  entry on each such incident ("events_removed", how many, why); the incident itself, its
+  counts, first/last seen and parameters stay: incidents are never deleted;
+* records one `AuditRecord` ("retention.applied") with the cut-off and what was removed.
+
+`plan_retention` answers the same questions without changing anything (the CLI's default,
+dry run).  Other event types (security events, heartbeats…) are not touched here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from policy_server.audit import audit
+from policy_server.db.models import Event, Incident, IncidentEvent, IncidentStatus, TimelineEntry, utcnow
+from policy_server.errors import InvalidInput
+
+BROWSING_TYPES = ("web.usage", "web.blocked")
+DEFAULT_DAYS = 90
+REASON = "retention of minors' browsing records (001 §2.15)"
+
+
+@dataclass
+class RetentionPlan:
+    days: int
+    cutoff: datetime
+    removable: dict[str, int] = field(default_factory=dict)  # event type → events to remove
+    kept_for_open_incidents: int = 0
+    incidents_affected: dict[int, int] = field(default_factory=dict)  # resolved incident → links removed
+
+    @property
+    def total(self) -> int:
+        return sum(self.removable.values())
+
+    def lines(self) -> list[str]:
+        out = [f"browsing events older than {self.days} days (before {self.cutoff:%Y-%m-%d %H:%M} UTC):"]
+        out += [f"  {t}: {self.removable.get(t, 0):,}" for t in BROWSING_TYPES]
+        out.append(f"  kept because an open incident holds them: {self.kept_for_open_incidents:,}")
+        out.append(f"  resolved incidents losing their raw events (the incidents stay): "
+                   f"{len(self.incidents_affected):,}")
+        return out
+
+
+def check_days(days: int) -> int:
+    if not isinstance(days, int) or days < 1:
+        raise InvalidInput(f"retention days must be a whole number of at least 1, not {days!r}; "
+                           f"the default is {DEFAULT_DAYS}")
+    return days
+
+
+def _held_by_open_incident():
+    return (select(IncidentEvent.event_id).join(Incident, Incident.id == IncidentEvent.incident_id)
+            .where(Incident.status != IncidentStatus.resolved))
+
+
+def _old_browsing(cutoff: datetime):
+    return (Event.type.in_(BROWSING_TYPES), Event.occurred_at < cutoff)
+
+
+def _removable_ids(cutoff: datetime):
+    """Old browsing events that no unresolved incident holds."""
+    return select(Event.id).where(*_old_browsing(cutoff), Event.id.not_in(_held_by_open_incident()))
+
+
+def plan_retention(db: Session, *, days: int = DEFAULT_DAYS, now: datetime | None = None) -> RetentionPlan:
+    """What `apply_retention` would remove now; changes nothing."""
+    days = check_days(days)
+    cutoff = (now or utcnow()) - timedelta(days=days)
+    old = _old_browsing(cutoff)
+    held = _held_by_open_incident()
+    removable_ids = _removable_ids(cutoff)
+    plan = RetentionPlan(days=days, cutoff=cutoff)
+    plan.removable = dict(db.execute(
+        select(Event.type, func.count()).where(*old, Event.id.not_in(held)).group_by(Event.type)).all())
+    plan.kept_for_open_incidents = db.scalar(select(func.count()).select_from(Event)
+                                             .where(*old, Event.id.in_(held))) or 0
+    plan.incidents_affected = dict(db.execute(
+        select(IncidentEvent.incident_id, func.count()).where(IncidentEvent.event_id.in_(removable_ids))
+        .group_by(IncidentEvent.incident_id)).all())
+    return plan
+
+
+def apply_retention(db: Session, *, actor: str, days: int = DEFAULT_DAYS,
+                    now: datetime | None = None) -> RetentionPlan:
+    """Remove what the plan says, with a timeline entry per affected incident and one audit
+    record; the caller commits (all or nothing)."""
+    plan = plan_retention(db, days=days, now=now)
+    removable_ids = _removable_ids(plan.cutoff)
+    no_sync = {"synchronize_session": False}  # bulk DELETEs: nothing of these is loaded in the session
+    if plan.incidents_affected:
+        db.execute(delete(IncidentEvent).where(IncidentEvent.event_id.in_(removable_ids)),
+                   execution_options=no_sync)
+    if plan.total:
+        # The links to resolved incidents are gone, those to open ones were never selected.
+        db.execute(delete(Event).where(Event.id.in_(removable_ids)), execution_options=no_sync)
+    at = utcnow()
+    for incident_id, count in sorted(plan.incidents_affected.items()):
+        db.add(TimelineEntry(incident_id=incident_id, actor=actor, action="events_removed", at=at,
+                             detail={"count": count, "reason": REASON, "days": plan.days}))
+    audit(db, actor=actor, action="retention.applied", target="events",
+          detail={"days": plan.days, "cutoff": plan.cutoff.isoformat(), "removed": plan.removable,
+                  "total": plan.total, "kept_for_open_incidents": plan.kept_for_open_incidents,
+                  "incidents_affected": len(plan.incidents_affected), "clauses": ["001 §2.15", "004 §3.6"]})
+    return plan

@@ -1,0 +1,178 @@
+"""Operations from the command line: backup and its check (000 §3.2), retention of minors'
+browsing events (001 §2.15) with its audit record (004 §3.6).  SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import subprocess
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
+
+from policy_server import protocol
+from policy_server.cli import main
+from policy_server.db.models import AuditRecord, Event, Incident, IncidentEvent, TimelineEntry
+from policy_server.db.session import make_engine, make_sessionmaker
+
+NOW = datetime.now(UTC)
+
+
+def cli(capsys, *args: str) -> tuple[int, str]:
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def report(i: int) -> protocol.EventEnvelope:
+    return protocol.make_event("web.report", {"url": f"http://bad{i}.example/"})
+
+
+def count(url: str, model=Event) -> int:
+    engine = make_engine(url)
+    try:
+        with make_sessionmaker(engine)() as db:
+            return db.scalar(select(func.count()).select_from(model))
+    finally:
+        engine.dispose()
+
+
+# ----------------------------------------------------------------------------- backup
+
+
+def backup_args(db_url: str, tmp_path: Path) -> tuple[str, ...]:
+    return ("backup", "--db", db_url, "--state-dir", str(tmp_path / "state"))
+
+
+def _restore(backup: Path, db_url: str, postgres_cluster) -> str:
+    """A database made from the backup alone; its URL."""
+    if db_url.startswith("sqlite"):
+        return f"sqlite:///{backup}"
+    target = postgres_cluster.create_database()
+    libpq = make_url(target).set(drivername="postgresql").render_as_string(hide_password=False)
+    subprocess.run([str(postgres_cluster.bin / "pg_restore"), "--no-owner", "--dbname", libpq, str(backup)],
+                   check=True, capture_output=True)
+    return target
+
+
+def test_backup_is_complete_restorable_and_audited(api, db_url, tmp_path, capsys, request):
+    _, auth = api.enroll()
+    api.post(auth, *[report(i) for i in range(7)])
+    out = tmp_path / "kalkan-backup"
+    code, text = cli(capsys, *backup_args(db_url, tmp_path), "--out", str(out))
+    assert code == 0, text
+    assert "backup written and checked" in text and out.is_file()
+    assert not list(tmp_path.glob(".kalkan-backup.partial"))
+    if db_url.startswith("sqlite"):
+        assert "events: 7" in text
+    code, text = cli(capsys, "check-backup", str(out))
+    assert code == 0 and "backup OK" in text, text
+    cluster = request.getfixturevalue("postgres_cluster") if not db_url.startswith("sqlite") else None
+    restored = _restore(out, db_url, cluster)
+    assert count(restored) == 7 and count(restored, Incident) == 7
+    with api.db() as db:
+        (record,) = db.scalars(select(AuditRecord).where(AuditRecord.action == "backup.created"))
+        assert record.target == str(out) and record.detail["bytes"] == out.stat().st_size
+    # A second backup to the same name is refused, the first left as it was.
+    size = out.stat().st_size
+    code, text = cli(capsys, *backup_args(db_url, tmp_path), "--out", str(out))
+    assert code == 2 and "already exists" in text and out.stat().st_size == size
+
+
+def test_damaged_or_foreign_backup_is_refused(api, db_url, tmp_path, capsys):
+    _, auth = api.enroll()
+    api.post(auth, *[report(i) for i in range(300)])
+    out = tmp_path / "b"
+    assert cli(capsys, *backup_args(db_url, tmp_path), "--out", str(out))[0] == 0
+    damaged = tmp_path / "damaged"
+    data = out.read_bytes()
+    damaged.write_bytes(data[: len(data) // 2])
+    code, text = cli(capsys, "check-backup", str(damaged))
+    assert code == 2 and "damaged" in text, text
+    foreign = tmp_path / "notes.txt"
+    foreign.write_text("hello")
+    code, text = cli(capsys, "check-backup", str(foreign))
+    assert code == 2 and "not a Kalkan backup" in text
+    code, text = cli(capsys, "check-backup", str(tmp_path / "missing"))
+    assert code == 2 and "is not a file" in text
+
+
+# ----------------------------------------------------------------------------- retention
+
+
+def blocked(at: datetime, os_user: str) -> protocol.EventEnvelope:
+    return protocol.make_event("web.blocked", {"url": "http://x.example/", "host": "x.example"},
+                               subject=protocol.Subject(os_user=os_user), occurred_at=at)
+
+
+def usage(at: datetime) -> protocol.EventEnvelope:
+    return protocol.make_event("web.usage", {"period_start": at.isoformat(), "period_end": at.isoformat(),
+                                             "counts": {"edu.kg": 3}}, occurred_at=at)
+
+
+def test_retention_removes_old_browsing_events_keeps_open_evidence_and_audits(api, db_url, tmp_path, capsys):
+    _, auth = api.enroll()
+    old = NOW - timedelta(days=100)
+    resolved_attempts = [blocked(old + timedelta(seconds=i), "st1") for i in range(5)]
+    open_attempts = [blocked(old + timedelta(seconds=i), "st2") for i in range(5)]
+    old_usage = [usage(old + timedelta(minutes=i)) for i in range(3)]
+    recent_usage = [usage(NOW - timedelta(days=10)) for _ in range(2)]
+    old_report = protocol.make_event("web.report", {"url": "http://r.example/"}, occurred_at=old)
+    api.post(auth, *resolved_attempts, *open_attempts, *old_usage, *recent_usage, old_report)
+    from policy_server.incidents.service import resolve
+
+    with api.db() as db:
+        first, second = db.scalars(
+            select(Incident).where(Incident.rule == "web.blocked").order_by(Incident.id))
+        assert (first.os_user, second.os_user) == ("st1", "st2")
+        resolve(db, incident_id=first.id, actor="test", reason="talked to the student")
+        db.commit()
+        resolved_id, open_id = first.id, second.id
+    args = ("retention", "--db", db_url, "--state-dir", str(tmp_path / "state"))
+
+    code, text = cli(capsys, *args)  # dry run
+    assert code == 0 and "dry run: nothing removed" in text, text
+    assert "web.usage: 3" in text and "web.blocked: 5" in text and "open incident holds them: 5" in text
+    assert count(db_url) == 16
+
+    code, text = cli(capsys, *args, "--apply")
+    assert code == 0 and "removed 8 events" in text, text
+    with api.db() as db:
+        remaining = set(db.scalars(select(Event.id)))
+        assert remaining == {str(e.id) for e in [*open_attempts, *recent_usage, old_report]}
+        assert db.scalar(select(func.count()).select_from(Incident)) == 3  # incidents are never deleted
+        assert set(db.scalars(select(IncidentEvent.incident_id))) == {open_id, *_report_incident(db)}
+        resolved = db.get(Incident, resolved_id)
+        assert resolved.event_count == 5  # the incident keeps its history
+        (entry,) = db.scalars(select(TimelineEntry).where(TimelineEntry.incident_id == resolved_id,
+                                                          TimelineEntry.action == "events_removed"))
+        assert entry.actor == "cli" and entry.detail["count"] == 5 and "001 §2.15" in entry.detail["reason"]
+        (record,) = db.scalars(select(AuditRecord).where(AuditRecord.action == "retention.applied"))
+        assert record.detail["removed"] == {"web.usage": 3, "web.blocked": 5}
+        assert record.detail["kept_for_open_incidents"] == 5 and record.detail["days"] == 90
+
+    code, text = cli(capsys, *args, "--apply")  # nothing left to remove: still audited
+    assert code == 0 and "removed 0 events" in text
+    assert count(db_url) == 8
+
+
+def _report_incident(db) -> set[int]:
+    return set(db.scalars(select(Incident.id).where(Incident.rule == "web.report")))
+
+
+def test_retention_days_must_be_sensible(api, db_url, tmp_path, capsys, monkeypatch):
+    args = ("retention", "--db", db_url, "--state-dir", str(tmp_path / "state"))
+    code, text = cli(capsys, *args, "--days", "0")
+    assert code == 2 and "at least 1" in text
+    monkeypatch.setenv("KALKAN_RETENTION_DAYS", "ninety")
+    code, text = cli(capsys, *args)
+    assert code == 2 and "KALKAN_RETENTION_DAYS" in text
+    monkeypatch.setenv("KALKAN_RETENTION_DAYS", "30")
+    code, text = cli(capsys, *args)
+    assert code == 0 and "older than 30 days" in text
+
+
+def test_backup_out_folder_must_exist(tmp_path, capsys):
+    code, text = cli(capsys, "backup", "--state-dir", str(tmp_path / "s"), "--out",
+                     str(tmp_path / "no-such-dir" / "b"))
+    assert code == 2 and "does not exist" in text
