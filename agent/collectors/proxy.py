@@ -144,6 +144,25 @@ def mitmdump_command(settings: ProxySettings, *, state_dir: Path, confdir: Path,
     return args + list(settings.extra_args)
 
 
+def unreachable_folder(path: Path, account: pwd.struct_passwd) -> Path | None:
+    """The first folder on the way to `path` that `account` (its own group only, as the child
+    runs with no supplementary groups) may not enter; None if all are searchable."""
+    for folder in [*reversed(path.resolve().parents), path.resolve()]:
+        try:
+            st = folder.stat()
+        except OSError:
+            return folder
+        if st.st_uid == account.pw_uid:
+            allowed = st.st_mode & stat.S_IXUSR
+        elif st.st_gid == account.pw_gid:
+            allowed = st.st_mode & stat.S_IXGRP
+        else:
+            allowed = st.st_mode & stat.S_IXOTH
+        if not allowed:
+            return folder
+    return None
+
+
 def drop_privileges(account: pwd.struct_passwd) -> list[str]:
     """Run the child as the proxy's account, with no supplementary groups and no capabilities.
 
@@ -177,6 +196,7 @@ class ProxyCollector(Collector):
         self.problem = ""
         self.firewall_problem = ""
         self.ca_problem = ""
+        self.account_problem = ""
         self.events_relayed = 0
         self._ruleset: str | None = None
         self._firewall = firewall_adapter("fake" if ctx.platform == "fake" else "linux")
@@ -203,13 +223,29 @@ class ProxyCollector(Collector):
 
     # ------------------------------------------------------------------ plumbing
 
-    def _proxy_account(self) -> pwd.struct_passwd | None:
+    def _named_account(self) -> pwd.struct_passwd | None:
         if os.geteuid() != 0:
             return None
         try:
             return pwd.getpwnam(self.settings.proxy_user)
         except KeyError:
             return None
+
+    def _proxy_account(self) -> pwd.struct_passwd | None:
+        """The account the child runs as, or None (then it runs as the agent's own user and the
+        firewall is not installed): the account must exist and reach the state dir and the code."""
+        account = self._named_account()
+        if account is None:
+            return None
+        for needed in (Path(self.ctx.state_dir), self.dir, ENTRY.parent):
+            blocked = unreachable_folder(needed, account)
+            if blocked is not None:
+                self.account_problem = (f"{account.pw_name} cannot enter {blocked}, so the proxy runs as "
+                                        f"root without the firewall redirect; make it searchable "
+                                        f"(chmod o+x {blocked})")
+                return None
+        self.account_problem = ""
+        return account
 
     def _spawn(self) -> subprocess.Popen:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -334,8 +370,8 @@ class ProxyCollector(Collector):
             if pid is None:
                 return unhealthy(self.problem or "mitmdump is not running", failed=self.restarts > 5)
             detail = f"mitmdump pid {pid}, restarts {self.restarts}"
-            if self.problem or self.firewall_problem:
-                return unhealthy(f"{detail}; {self.problem or self.firewall_problem}")
+            if self.problem or self.firewall_problem or self.account_problem:
+                return unhealthy(f"{detail}; {self.problem or self.firewall_problem or self.account_problem}")
             if not (self.confdir / ca_mod.SCHOOL_CA_MARK).exists():
                 why = f": {self.ca_problem}" if self.ca_problem else ""
                 return unhealthy(f"{detail}; no school CA yet (mitmproxy made its own){why}")
@@ -354,7 +390,7 @@ class ProxyCollector(Collector):
         confdir; it writes nothing of the agent's (events come over the pipe).  Only the
         folders on the way must be searchable: if an administrator made the state dir
         private, let the proxy's group through it (search only, no listing, no writing)."""
-        account = self._proxy_account()
+        account = self._named_account()
         if account is None:
             return
         for folder in (Path(self.ctx.state_dir), Path(self.ctx.state_dir) / "collectors", self.dir):
@@ -375,8 +411,9 @@ class ProxyCollector(Collector):
             return
         account = self._proxy_account()
         if account is None and self.ctx.platform != "fake":
-            self.firewall_problem = (f"no OS user {self.settings.proxy_user!r}: the firewall redirect is "
-                                     "not installed; run install/install-agent.sh (creates it)")
+            self.firewall_problem = self.account_problem or (
+                f"no OS user {self.settings.proxy_user!r}: the firewall redirect is not installed; "
+                "run install/install-agent.sh (creates it)")
             return
         uid = account.pw_uid if account is not None else 999
         try:

@@ -182,3 +182,27 @@ def test_a_private_state_dir_is_opened_to_the_proxy_group_only():
         assert stat.S_IMODE(policy.stat().st_mode) == 0o640 and policy.stat().st_gid == account.pw_gid
     finally:
         shutil.rmtree(parent, ignore_errors=True)
+
+
+@pytest.mark.root
+def test_proxy_account_that_cannot_reach_the_state_dir_is_not_used(tmp_path):
+    """pytest's tmp is root-only: the child would die at once as kalkan-proxy, so the collector
+    runs it as root and says why (and, on Linux, installs no firewall that exempts the wrong uid)."""
+    import subprocess
+    from pathlib import Path
+
+    from agent.collectors.proxy import unreachable_folder
+
+    script = Path(__file__).resolve().parents[2] / "install" / "install-agent.sh"
+    subprocess.run([str(script), "--account-only"], check=True, capture_output=True, timeout=60)
+    collector = ProxyCollector(CollectorContext(sink=ListSink(), state_dir=tmp_path / "s", platform="linux"),
+                               ProxySettings(firewall=True))
+    (tmp_path / "s").mkdir()
+    private = next(p for p in [*reversed(tmp_path.parents), tmp_path] if not p.stat().st_mode & 0o001)
+    assert collector._proxy_account() is None
+    assert f"cannot enter {private}" in collector.account_problem and "chmod o+x" in collector.account_problem
+    collector._apply_firewall(collector.ctx.policy)
+    assert collector.firewall_problem == collector.account_problem
+    import pwd
+
+    assert unreachable_folder(Path("/usr/bin"), pwd.getpwnam("kalkan-proxy")) is None
