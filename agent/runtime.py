@@ -227,8 +227,9 @@ class AgentRuntime:
         signal.signal(signal.SIGINT, _on_signal)
         self.start()
         try:
-            while not self._stop.wait(1.0):
-                pass
+            # no timeout: on POSIX a signal interrupts the wait and its handler sets the event,
+            # so the main thread sleeps until then instead of waking every second
+            self._stop.wait()
         finally:
             self.stop()
 

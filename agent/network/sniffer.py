@@ -3,8 +3,10 @@ that only the few frames the checks need ever reach Python, and one thread that
 sleeps in poll() (no timeout) until such a frame arrives or the capture is stopped.
 
 No scapy here: it cost ~33 MB of the agent's memory (benchmarks/agent/RESULTS.md).
-The socket is opened listening to no protocol, the filter is attached, and only then
-is it bound to the interface, so no unfiltered frame is ever queued on it.
+On one interface the socket is opened listening to no protocol, the filter is
+attached, and only then is it bound, so no unfiltered frame is ever queued on it.
+Without an interface (no default route) it listens on all of them and throws away
+what arrived before the filter was attached.
 """
 
 from __future__ import annotations
@@ -81,6 +83,14 @@ ETH_P_ALL = 0x0003
 MAX_FRAME = 65535
 
 
+def _discard_queued(sock: socket.socket) -> None:
+    while True:
+        try:
+            sock.recv(MAX_FRAME)
+        except (BlockingIOError, InterruptedError):
+            return
+
+
 class LiveSniffer:
     """Calls `on_packet(frame: bytes)` for each Ethernet frame the filter lets through."""
 
@@ -96,12 +106,18 @@ class LiveSniffer:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)  # protocol 0: receives nothing yet
+        if self.iface:
+            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)  # protocol 0: receives nothing yet
+        else:  # every interface: an AF_PACKET socket cannot be bound to "all", so it listens at once
+            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
         try:
             attach_filter(sock, self.program)
-            # Python converts the protocol to network order itself here (unlike in socket())
-            sock.bind((self.iface or "", ETH_P_ALL))  # "" = every interface
+            if self.iface:
+                # Python converts the protocol to network order itself here (unlike in socket())
+                sock.bind((self.iface, ETH_P_ALL))
             sock.setblocking(False)
+            if not self.iface:
+                _discard_queued(sock)  # frames that arrived before the filter was attached
         except OSError:
             sock.close()
             raise

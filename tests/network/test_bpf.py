@@ -7,6 +7,7 @@ import json
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 from scapy.layers.inet import ICMP, TCP, UDP
@@ -132,3 +133,36 @@ def test_live_capture_sees_only_the_frames_the_filter_keeps(lab, repo_root):
 def test_the_sniffer_refuses_a_bad_filter_before_opening_a_socket():
     with pytest.raises(ValueError, match="does not compile"):
         LiveSniffer(iface="lo", bpf="tcp port nope", on_packet=lambda frame: None)
+
+
+# runs in a namespace with only `lo`: capture on every interface (no default route to pick one)
+ALL_INTERFACES = """
+import json, socket, sys, threading, time
+sys.path.insert(0, sys.argv[1])
+from agent.network.sniffer import LiveSniffer
+got, ready = [], threading.Event()
+sniffer = LiveSniffer(iface=None, bpf="udp and dst port 53", on_packet=got.append, on_ready=ready.set)
+sniffer.start()
+ready.wait(5)
+with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+    for port in (54, 53, 123):
+        udp.sendto(b"query", ("127.0.0.1", port))
+time.sleep(0.3)
+sniffer.stop()
+print(json.dumps({"ports": [int.from_bytes(f[36:38], "big") for f in got], "running": sniffer.running}))
+"""
+
+
+@pytest.mark.root
+def test_without_an_interface_the_capture_listens_on_all_of_them(repo_root):
+    ns = f"kall{time.monotonic_ns() % 100000}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
+        argv = ["ip", "netns", "exec", ns, sys.executable, "-c", ALL_INTERFACES, str(repo_root)]
+        out = subprocess.run(argv, check=True, capture_output=True, text=True, timeout=60).stdout
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+    result = json.loads(out.strip().splitlines()[-1])
+    # loopback shows each datagram twice (leaving and arriving); only port 53 passes the filter
+    assert result["ports"] and set(result["ports"]) == {53} and result["running"] is False
