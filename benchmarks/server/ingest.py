@@ -9,6 +9,9 @@ current code and the previous implementation (the baseline):
   `git archive` to a temporary folder and run from there with the same Python.
 * `pipeline` — `ingest_batch` called in-process (no HTTP, no JSON parsing): the server's own
   work.  The baseline is `previous_pipeline.py`, a frozen copy of the first pass's code.
+  Both run under the garbage-collector settings `kalkan-server run` now uses
+  (`cli._tune_gc`), so this row compares the code alone; the HTTP rows compare whole
+  servers (the old one with Python's default GC).
 
 The new and old variants alternate inside each repeat so that other load on this shared
 machine hits both alike; the table shows medians of `--repeats` runs and the load average.
@@ -200,9 +203,11 @@ def main() -> None:
 
     import previous_pipeline
 
+    from policy_server.cli import _tune_gc
     from policy_server.events.ingest import ingest_batch
     from tests.support.postgres import PostgresCluster
 
+    _tune_gc()  # as in the server process (see the module docstring)
     backends = args.backends.split(",")
     cluster = PostgresCluster() if "postgresql" in backends else None
     if cluster:
