@@ -13,7 +13,8 @@ the cheap way for each backend, inside the caller's transaction (the session's c
   SQLAlchemy's own SQLite format so the ORM reads them back unchanged.
 
 Values are given as Python values: aware datetimes, dicts/lists for JSON columns (or JSON
-text already made, as `Json(text)`), strings, ints, bools, None.
+text already made, as `Json(text)`), strings, ints, bools, None (SQL NULL, also in a JSON
+column, where SQLAlchemy would store the JSON text `null`).
 """
 
 from __future__ import annotations
