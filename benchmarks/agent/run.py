@@ -141,10 +141,11 @@ def publish_policy(server: KalkanServerProcess, trees: dict[str, Path]) -> dict:
     return bundle.model_dump(mode="json")
 
 
-def wait_for_baselines(agents: dict[str, AgentProcess], timeout: float = 300.0) -> float:
+def wait_for_baselines(agents: dict[str, AgentProcess], with_integrity: set[str],
+                       timeout: float = 300.0) -> float:
     """Seconds until every agent running the integrity collector reports its first check."""
     t0 = time.monotonic()
-    waiting = {name for name, agent in agents.items() if "integrity" in name or name == "all"}
+    waiting = set(with_integrity)
     while waiting and time.monotonic() - t0 < timeout:
         for name in list(waiting):
             collectors = (agents[name].status() or {}).get("collectors", {})
@@ -189,7 +190,8 @@ def main() -> int:
                 agent.start(collectors=collectors, platform="fake")
                 agents[name] = agent
                 started.append(agent)
-            baseline_s = wait_for_baselines(agents)
+            baseline_s = wait_for_baselines(
+                agents, {n for n, c in plan.items() if c is None or "integrity" in c})
             time.sleep(args.warmup)
             label = {"heartbeat": "agent-heartbeat", "all": "agent-all (fake platform)",
                      "all-but-proxy-integrity": "agent-all but proxy and integrity"}
