@@ -1,7 +1,7 @@
 """Where the baseline scan's time goes: cProfile of the parent and of a worker's job,
 and the CPU split between them (the figures quoted in RESULTS.md, "Profile").
 
-    .venv/bin/python benchmarks/integrity/profile.py [--tree /var/tmp/kalkan-bench-tree]
+    .venv/bin/python benchmarks/integrity/profile_scan.py [--tree /var/tmp/kalkan-bench-tree]
 
 The worker's job is profiled in this process (`hashworker.serve` is the same loop
 around `hasher.pack_answer`), on every regular file of the tree, one batch at a time.
