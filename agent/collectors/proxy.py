@@ -41,7 +41,6 @@ from agent.proxy import ca as ca_mod
 from agent.proxy import hosts as hosts_mod
 from agent.proxy.events import read_events
 from agent.proxy.nftables import DEFAULT_TRANSPARENT_PORT, RulesetError, config_from_policy, render_ruleset
-from agent.proxy.pages import REPORT_HOST
 from policy_server.protocol import CollectorHealth, CollectorState, PolicyBundle, Subject
 
 ENTRY = Path(__file__).resolve().parents[1] / "proxy" / "mitm_entry.py"
@@ -432,9 +431,9 @@ class ProxyCollector(Collector):
         if self.hosts_file is None:
             return
         try:
-            hosts_mod.add_entry(self.hosts_file, [REPORT_HOST])
+            hosts_mod.add_entry(self.hosts_file, [hosts_mod.REPORT_HOST])
         except OSError as exc:
-            self.ctx.log.error("cannot add %s to %s: %s", REPORT_HOST, self.hosts_file, exc)
+            self.ctx.log.error("cannot add %s to %s: %s", hosts_mod.REPORT_HOST, self.hosts_file, exc)
 
     def _fetch_ca_until_done(self) -> None:
         from agent.proxy.ca_fetch import fetch_school_ca

@@ -22,8 +22,10 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cryptography import x509
+if TYPE_CHECKING:  # the agent process imports this module; cryptography loads only when used (+7.7 MB)
+    from cryptography import x509
 
 CA_NAME = "kalkan-school-ca"
 NSS_NICKNAME = "Kalkan school CA"
@@ -40,6 +42,7 @@ class CaError(RuntimeError):
 
 def check_ca(cert_pem: str, key_pem: str | None = None) -> x509.Certificate:
     """Parse and sanity-check the school CA; a clear error names what is wrong."""
+    from cryptography import x509
     try:
         cert = x509.load_pem_x509_certificate(cert_pem.encode())
     except ValueError as exc:

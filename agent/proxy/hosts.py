@@ -18,6 +18,7 @@ import os
 import tempfile
 from pathlib import Path
 
+REPORT_HOST = "report.kalkan"  # the proxy's own report page (000 §8.3)
 REPORT_ADDRESS = "192.0.2.80"
 MARKER = "# kalkan-agent: report page (removed by kalkan-agent uninstall)"
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import jinja2
 
+from agent.proxy.hosts import REPORT_HOST
 from agent.proxy.i18n import rule_text, t
 
-REPORT_HOST = "report.kalkan"
 REPORT_URL = f"http://{REPORT_HOST}/"
 # Reserved path on any intercepted host: the block page's unblock button posts here, same origin,
 # so an HTTPS block page never submits a form to plain HTTP.
