@@ -29,6 +29,7 @@ has the least queued, and unpacks the answers.
 from __future__ import annotations
 
 import collections
+import contextlib
 import hashlib
 import mmap
 import os
@@ -186,7 +187,8 @@ class _Worker:
             self.process.stdin.write(struct.pack("<I", len(payload)) + payload)
             self.process.stdin.flush()
         except OSError:
-            self.queued.pop()
+            with contextlib.suppress(ValueError):  # the reader may have given it up already
+                self.queued.remove(batch)
             raise
         self._sent.release()
 
@@ -223,6 +225,8 @@ class _Worker:
             self.process.wait()
         self._sent.release()  # wake the reader so it sees the end
         self._reader.join(timeout=5)
+        if self.process.stdout is not None and not self._reader.is_alive():
+            self.process.stdout.close()
 
 
 class _Batch:
