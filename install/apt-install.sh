@@ -15,9 +15,16 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 echo "kalkan: installing Debian packages: ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
+# Debian starts a package's services on install (clamd, freshclam, PostgreSQL, E2Guardian…).
+# Kalkan starts its own instances when it needs them, so keep them from starting: the
+# standard policy-rc.d switch, removed again afterwards (only if we made it).
+made_policy=""
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && made_policy=yes
+fi
+trap '[ -n "$made_policy" ] && rm -f /usr/sbin/policy-rc.d' EXIT
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-# Debian starts these services on install; Kalkan starts its own instances when it needs them.
-for svc in clamav-daemon clamav-freshclam postgresql; do
+for svc in clamav-daemon clamav-freshclam postgresql e2guardian; do
   systemctl disable --now "$svc" >/dev/null 2>&1 || service "$svc" stop >/dev/null 2>&1 || true
 done
