@@ -22,7 +22,7 @@ made_policy=""
 if [ ! -e /usr/sbin/policy-rc.d ]; then
   printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && made_policy=yes
 fi
-trap '[ -n "$made_policy" ] && rm -f /usr/sbin/policy-rc.d' EXIT
+trap 'if [ -n "$made_policy" ]; then rm -f /usr/sbin/policy-rc.d; fi' EXIT
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 for svc in clamav-daemon clamav-freshclam postgresql e2guardian; do
