@@ -154,10 +154,11 @@ class IntegrityEngine:
 
     # ------------------------------------------------------------------ events
 
-    def _explain(self, change: Change) -> Explanation:
+    def _explain(self, change: Change, owners: dict[str, list[str]] | None = None) -> Explanation:
+        """`owners`: the changed paths' dpkg owners, looked up together (`DpkgDatabase.owners_of`)."""
         if not self.dpkg.available:
             return Explanation(False, None)
-        return self.dpkg.explain(change)
+        return self.dpkg.explain(change, owners.get(change.path, []) if owners is not None else None)
 
     def _emit_change(self, change: Change, how: Explanation, detected_by: str, area: str = "program") -> None:
         old, new = change.old, change.new
@@ -204,7 +205,7 @@ class IntegrityEngine:
         self, path: str, old: FileRecord | None, owner: Callable[[str], str | None]
     ) -> str | None:
         """The owning dpkg package (carried over from the baseline when it knew it);
-        `owner` is `self.dpkg.owner_lookup()`, taken once per loop."""
+        `owner` is `self.dpkg.owner_lookup(paths)`, taken once per loop."""
         if old is not None and old.package:
             return old.package
         return owner(path)
@@ -227,8 +228,11 @@ class IntegrityEngine:
                 progress=progress,
                 on_total=on_total,
             )
-            owner = self.dpkg.owner_lookup()
-            records = {p: r.with_package(owner(p)) for p, r in result.records.items()}
+            owner = self.dpkg.owner_lookup(result.records)
+            records = result.records
+            for path, record in records.items():  # in place: no second dict of every record
+                records[path] = record.with_package(owner(path))
+            del owner, result
             baseline = self.store.save(
                 records,
                 roots=list(self.config.paths),
@@ -304,8 +308,9 @@ class IntegrityEngine:
             detected_by = "full_check" if full else "fast_check"
             explained: dict[str, Explanation] = {}
             reported, pending, taken_in = [], [], []
+            owners = self.dpkg.owners_of(c.path for c in changes) if changes and self.dpkg.available else {}
             for change in changes:
-                how = self._explain(change)
+                how = self._explain(change, owners)
                 explained[change.path] = how
                 if change.fingerprint not in self._reported:
                     self._emit_change(change, how, detected_by)
@@ -336,6 +341,7 @@ class IntegrityEngine:
             if full:
                 self._save_json(self._schedule_path, {"last_full": time.time()})
             self._check_inventory()
+            self.dpkg.forget()
             return CheckResult(
                 changes=changes,
                 reported=reported,
@@ -378,7 +384,7 @@ class IntegrityEngine:
                 and record_key(was) != record_key(record)
             ):
                 upserts.append(record.with_package(was.package))
-        owner = self.dpkg.owner_lookup()
+        owner = self.dpkg.owner_lookup([*accepted, *(r.path for r in taken_silently)])
         for path in accepted:
             if path in moved_base:
                 upserts.append(moved_base[path].with_package(self._package_of(path, old.get(path), owner)))
