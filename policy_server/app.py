@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from policy_server import protocol
+from policy_server.checks.scheduler import CheckScheduler, periodic_check_jobs
 from policy_server.db import migrate
 from policy_server.db.session import make_engine, make_sessionmaker
 from policy_server.errors import KalkanError
@@ -57,9 +58,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         await hub.start(app.state.sessionmaker)
+        await app.state.checks.start()
         try:
             yield
         finally:
+            await app.state.checks.stop()
             await hub.stop()
             engine.dispose()
 
@@ -68,6 +71,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.sessionmaker = make_sessionmaker(engine)
     app.state.push_hub = hub
+    # periodic checks (weekly scan overdue, ISUO cross-checks): docs/server.md "Periodic checks"
+    app.state.checks = CheckScheduler(
+        app.state.sessionmaker,
+        periodic_check_jobs(scan_interval_s=settings.checks_interval_s,
+                            isuo_interval_s=settings.isuo_checks_interval_s),
+        first_delay_s=settings.checks_first_delay_s,
+    )
 
     @app.exception_handler(KalkanError)
     async def _kalkan_error(_request: Request, exc: KalkanError) -> JSONResponse:

@@ -11,6 +11,8 @@
     kalkan-server backup --out FILE         (SQLite online backup / pg_dump, then checked)
     kalkan-server check-backup FILE
     kalkan-server retention [--days 90] [--apply]
+    kalkan-server run-checks [--only CHECK] [--json]   (periodic checks once, e.g. from cron)
+    kalkan-server student-labs [ROOM ...] [--clear]     (rooms where students work; ISUO checks)
 
 `--state-dir` and `--db` work with every command (or KALKAN_STATE_DIR / KALKAN_DB_URL).
 """
@@ -230,6 +232,62 @@ def cmd_retention(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run_checks(args: argparse.Namespace) -> int:
+    """Run every periodic check once (cron, or by hand); the server also runs them itself."""
+    from policy_server.checks.periodic import PERIODIC_CHECKS, run_check
+    from policy_server.db.models import utcnow
+
+    names = args.only or list(PERIODIC_CHECKS)
+    unknown = [n for n in names if n not in PERIODIC_CHECKS]
+    if unknown:
+        raise KalkanError(f"unknown check {', '.join(unknown)}; the checks are: {', '.join(PERIODIC_CHECKS)}")
+    results: dict[str, int | str] = {}
+    failed = False
+    with _session(_settings(args)) as db:
+        for name in names:
+            try:
+                results[name] = run_check(db, name, now=utcnow())
+            except Exception as exc:  # noqa: BLE001 — report it and go on with the other checks
+                failed = True
+                results[name] = f"failed: {type(exc).__name__}: {exc}"
+    if args.json:
+        print(json.dumps(results))
+    else:
+        for name, outcome in results.items():
+            print(f"{name}: {outcome if isinstance(outcome, str) else f'{outcome} new finding(s)'}")
+    return 1 if failed else 0
+
+
+def cmd_student_labs(args: argparse.Namespace) -> int:
+    """Show or set the rooms where students work (ISUO there outside a lesson is an incident)."""
+    from sqlalchemy import select
+
+    from policy_server.db.models import Room
+    from policy_server.policies.service import amend_policy, current_bundle
+
+    with _session(_settings(args)) as db:
+        if not args.rooms and not args.clear:
+            labs = current_bundle(db).isuo.student_lab_rooms
+            print(", ".join(labs) if labs else "no room is marked as a student lab")
+            return 0
+        rooms = [] if args.clear else list(dict.fromkeys(args.rooms))
+        known = set(db.scalars(select(Room.name)))
+        missing = [r for r in rooms if r not in known]
+        if missing:
+            raise KalkanError(f"no room named {', '.join(missing)}; rooms are made by enrollment codes "
+                              f"(--room); existing rooms: {', '.join(sorted(known)) or 'none'}")
+
+        def change(bundle):
+            bundle.isuo.student_lab_rooms = rooms
+            return bundle
+
+        amend_policy(db, actor=ACTOR_CLI, comment="student labs: " + (", ".join(rooms) or "none"),
+                     change=change)
+        db.commit()
+    print("student labs: " + (", ".join(rooms) or "none"))
+    return 0
+
+
 def cmd_fingerprint(args: argparse.Namespace) -> int:
     from policy_server.tls import cert_fingerprint, ensure_server_cert
 
@@ -301,6 +359,22 @@ def build_parser() -> argparse.ArgumentParser:
     retention.add_argument("--days", type=int, help="keep this many days (default 90)")
     retention.add_argument("--apply", action="store_true", help="really remove them (default: only show)")
     retention.set_defaults(func=cmd_retention)
+
+    checks = sub.add_parser("run-checks", parents=[common],
+                            help="run the periodic checks once (weekly antivirus scan overdue, "
+                                 "ISUO cross-checks); the running server also runs them itself")
+    checks.add_argument("--only", action="append", metavar="CHECK",
+                        help="run only this check (repeatable): av.full_scan_overdue, isuo.storage, "
+                             "isuo.unlocked")
+    checks.add_argument("--json", action="store_true")
+    checks.set_defaults(func=cmd_run_checks)
+
+    labs = sub.add_parser("student-labs", parents=[common],
+                          help="show or set the rooms where students work (ISUO used there outside "
+                               "a lesson is an incident)")
+    labs.add_argument("rooms", nargs="*", default=None, help="room names; none given: show them")
+    labs.add_argument("--clear", action="store_true", help="no room is a student lab")
+    labs.set_defaults(func=cmd_student_labs)
     return parser
 
 

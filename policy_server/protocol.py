@@ -632,6 +632,9 @@ class IdleSection(_Strict):
 
 class IsuoSection(_Strict):
     hosts: list[str] = Field(default_factory=lambda: ["emis.edu.gov.kg"])
+    # Rooms where students work: ISUO used there outside a teacher's lesson is an incident
+    # (the server's ISUO cross-checks, policy_server/checks; 002 §4.4, 000 §6.8).
+    student_lab_rooms: list[str] = Field(default_factory=list)
 
 
 class NetworkSection(_Strict):

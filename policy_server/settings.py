@@ -2,7 +2,8 @@
 
 One small dataclass, filled from the command line (`kalkan-server run --db … --port …`)
 or from the environment (`KALKAN_STATE_DIR`, `KALKAN_DB_URL`, `KALKAN_HOST`, `KALKAN_PORT`,
-`KALKAN_NO_TLS=1`).  Everything the server writes — the SQLite database, the TLS
+`KALKAN_NO_TLS=1`, `KALKAN_CHECKS_INTERVAL_S`, `KALKAN_ISUO_CHECKS_INTERVAL_S`).
+Everything the server writes — the SQLite database, the TLS
 certificate and key, the school CA — lives in `state_dir`, so a backup of that one folder
 is a backup of the school (PostgreSQL users back up the database as well).
 """
@@ -35,6 +36,11 @@ class Settings:
     migrate_on_start: bool = True
     login_session_hours: int = 12
     public_url: str | None = None  # how agents reach us; only used in messages
+    # Periodic checks (policy_server/checks): weekly-scan check and ISUO cross-checks, seconds
+    # between rounds (0 = off; `kalkan-server run-checks` still runs them by hand or from cron).
+    checks_interval_s: float = 3600
+    isuo_checks_interval_s: float = 300
+    checks_first_delay_s: float = 60  # the first round after start
 
     def __post_init__(self) -> None:
         self.state_dir = Path(self.state_dir)
@@ -73,6 +79,8 @@ class Settings:
             "host": os.environ.get("KALKAN_HOST", "127.0.0.1"),
             "port": int(os.environ.get("KALKAN_PORT", "8443")),
             "tls": os.environ.get("KALKAN_NO_TLS", "") not in ("1", "true", "yes"),
+            "checks_interval_s": float(os.environ.get("KALKAN_CHECKS_INTERVAL_S", "3600")),
+            "isuo_checks_interval_s": float(os.environ.get("KALKAN_ISUO_CHECKS_INTERVAL_S", "300")),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)

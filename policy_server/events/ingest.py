@@ -9,7 +9,8 @@ once, forever" hold across restarts and races.
 
 Then, in the same transaction: heartbeats update the workstation row, `isuo.session`
 events fill the ISUO access log, and the incident engine runs the rules on the accepted
-events of the types that have rules.  The caller commits; if anything fails, nothing of the
+events of the types that have rules, and `checks.stateful` runs the checks that need stored
+state on the few event types that have them.  The caller commits; if anything fails, nothing of the
 batch is stored.
 """
 
@@ -22,6 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from policy_server import protocol
+from policy_server.checks.stateful import INGEST_CHECK_TYPES, run_ingest_checks
 from policy_server.db.models import IsuoAccess, Room, Workstation, utcnow
 from policy_server.events.store import insert_new_events
 from policy_server.events.validation import ValidEvent, validate_batch
@@ -73,9 +75,14 @@ def store_batch(db: Session, *, agent: Workstation, checked: CheckedBatch) -> pr
     agent.last_seen_at = now
     _apply_side_effects(db, agent, accepted)
     with_rules = [v for v in accepted if v.type in RULES]
-    if with_rules:
+    # checks that need stored state (baseline chain, ISUO in a student lab): rare event types
+    with_checks = [v for v in accepted if v.type in INGEST_CHECK_TYPES]
+    if with_rules or with_checks:
         room = db.scalar(select(Room.name).where(Room.id == agent.room_id)) if agent.room_id else None
-        process_events(db, [rule_input(v, agent, room) for v in with_rules])
+        if with_rules:
+            process_events(db, [rule_input(v, agent, room) for v in with_rules])
+        if with_checks:
+            run_ingest_checks(db, events=[rule_input(v, agent, room) for v in with_checks])
     return result
 
 

@@ -104,12 +104,20 @@ class _BundleCache:
 
 def process_events(db: Session, events: list[RuleInput]) -> list[int]:
     """Run the rules on stored events and merge the drafts; returns the ids of incidents touched."""
+    return process_drafts(db, [(draft, event) for event in events for draft in evaluate(event)])
+
+
+def process_drafts(db: Session, drafts: list[tuple[IncidentDraft, RuleInput]]) -> list[int]:
+    """Merge drafts made elsewhere (the stateful checks, policy_server.checks) like rules' drafts.
+
+    Each draft comes with the event it is about; a draft about an absence (no weekly scan)
+    has no event: give a RuleInput with `event_id=""` (agent, seat, time), nothing is linked."""
     by_key: dict[str, list[_Member]] = defaultdict(list)
-    for event in events:
-        for draft in evaluate(event):
-            by_key[draft.dedup_key[:_KEY_LEN]].append(_Member(draft, event))
+    for draft, event in drafts:
+        by_key[draft.dedup_key[:_KEY_LEN]].append(_Member(draft, event))
     if not by_key:
         return []
+    events = [member.event for members in by_key.values() for member in members]
     keys = sorted(by_key)
     with db.no_autoflush:
         if db.get_bind().dialect.name == "postgresql":
@@ -232,7 +240,7 @@ def _write(db: Session, touched: list[_Incident]) -> None:
     update_rows(connection, Incident.__table__, "id", ("event_count", "last_seen_at", "severity"),
                 [(i.id, i.event_count, i.last_seen_at, i.severity) for i in grown])
     now = utcnow()
-    timeline = [(i.id, SYSTEM, "opened", now, {"event_id": i.opened_by.event.event_id,
+    timeline = [(i.id, SYSTEM, "opened", now, {"event_id": i.opened_by.event.event_id or None,
                                                "rule": i.opened_by.draft.rule,
                                                "count": i.event_count - i.added}) for i in opened]
     timeline += [(i.id, SYSTEM, "events_added", now, {"count": i.added, "total": i.event_count})
@@ -240,7 +248,7 @@ def _write(db: Session, touched: list[_Incident]) -> None:
     insert_rows(connection, TimelineEntry.__table__, ("incident_id", "actor", "action", "at", "detail"),
                 timeline)
     insert_rows(connection, IncidentEvent.__table__, ("incident_id", "event_id"),
-                [(i.id, event_id) for i in touched for event_id in i.members])
+                [(i.id, event_id) for i in touched for event_id in i.members if event_id])
     bundles = _BundleCache(db)
     for incident in opened:
         member = incident.opened_by

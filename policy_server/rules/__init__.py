@@ -66,6 +66,7 @@ ALL_RULE_MODULES = (
     "policy_server.rules.idle",
     "policy_server.rules.network",
     "policy_server.rules.agent",
+    "policy_server.rules.isuo",  # no @rule: pure checks that policy_server.checks calls
 )
 
 
