@@ -15,7 +15,6 @@ import argparse
 import importlib
 import json
 import logging
-import os
 import shutil
 import sys
 import time
@@ -27,6 +26,7 @@ import httpx
 
 from agent import __version__ as AGENT_VERSION
 from agent.collectors.registry import COLLECTORS, load_collector_class
+from agent.i18n import choose_language, message
 from agent.outbox import Outbox
 from agent.runtime import PLATFORMS, AgentRuntime
 from agent.server_client import ServerClient, ServerError
@@ -45,7 +45,7 @@ SUBCOMMAND_MODULES = (
 
 STATUS_FRESH_S = 20.0  # status.json older than this: the agent is not running
 
-# Headings of `status`, in the language of LANG (ky, ru, else en).
+# Headings of `status`, in the language of LC_ALL/LC_MESSAGES/LANG (ky, ru, else en).
 _TEXT: dict[str, dict[str, str]] = {
     "title": {"en": "Kalkan agent", "ru": "Агент Kalkan", "ky": "Kalkan агенти"},
     "enrolled": {"en": "Enrolled", "ru": "Зарегистрирован", "ky": "Катталган"},
@@ -68,14 +68,8 @@ _TEXT: dict[str, dict[str, str]] = {
 }
 
 
-def _lang() -> str:
-    env = os.environ
-    value = (env.get("LC_ALL") or env.get("LC_MESSAGES") or env.get("LANG") or "en").lower()
-    return "ky" if value.startswith("ky") else "ru" if value.startswith("ru") else "en"
-
-
 def _t(key: str, lang: str) -> str:
-    return _TEXT[key][lang]
+    return message(_TEXT, key, lang)
 
 
 def _fail(message: str, code: int = 2) -> int:
@@ -242,7 +236,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report, indent=2, sort_keys=True, default=str))
     else:
-        print(format_status(report, _lang()))
+        print(format_status(report, choose_language()))
     return 0 if report["enrolled"] and report["running"] else 1
 
 

@@ -23,6 +23,7 @@ from agent.antivirus.clamd import DEFAULT_SOCKET, ClamdClient, ClamdError
 from agent.antivirus.health import assess
 from agent.antivirus.quarantine import Quarantine, QuarantineError
 from agent.antivirus.service import AntivirusService
+from agent.i18n import choose_language, message
 from agent.state import StatePaths
 from policy_server.protocol import AvScanKind, PolicyBundle, make_event
 
@@ -63,13 +64,9 @@ TEXT: dict[str, dict[str, str]] = {
 }
 
 
-def _lang() -> str:
-    value = (os.environ.get("LC_ALL") or os.environ.get("LANG") or "").lower()
-    return "ky" if value.startswith("ky") else "ru" if value.startswith("ru") else "en"
-
-
 def t(key: str) -> str:
-    return TEXT[key][_lang()]
+    """`key` in the language of LC_ALL/LC_MESSAGES/LANG (read each time: tests change it)."""
+    return message(TEXT, key, choose_language())
 
 
 def _folder(args: argparse.Namespace) -> Path:

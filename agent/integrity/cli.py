@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from agent.i18n import choose_language, message
 from agent.integrity.config import IntegrityConfig, IntegrityConfigError
 from agent.integrity.engine import IntegrityEngine
 from agent.integrity.store import BaselineMissing, BaselineTampered
@@ -81,13 +82,8 @@ _TEXT: dict[str, dict[str, str]] = {
 }
 
 
-def _lang(explicit: str | None) -> str:
-    value = (explicit or os.environ.get("LC_ALL") or os.environ.get("LANG") or "en")[:2].lower()
-    return value if value in ("ky", "ru") else "en"
-
-
 def _t(lang: str, key: str, **params: Any) -> str:
-    return _TEXT[key][lang].format(**params)
+    return message(_TEXT, key, lang, **params)
 
 
 class ProgressBar:
@@ -186,7 +182,7 @@ def _emitter(args: argparse.Namespace, state_root: Path):
 
 
 def _run(args: argparse.Namespace) -> int:
-    lang = _lang(args.lang)
+    lang = choose_language(args.lang)
     state_root, integrity_dir, key_dir = _state_dirs(args)
     try:
         config = _config(args, state_root)

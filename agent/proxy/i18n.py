@@ -2,12 +2,14 @@
 
 A small dict of the three languages (the pages are few); message ids are the
 English keys.  `pick_language` follows the browser's Accept-Language, else the
-school's default language.
+school's default language (both through agent.i18n).
 """
 
 from __future__ import annotations
 
-LANGUAGES = ("ky", "ru", "en")
+from agent.i18n import LANGUAGES, language_from_accept, message
+
+__all__ = ["LANGUAGES", "MESSAGES", "RULES", "pick_language", "rule_text", "t"]
 
 MESSAGES: dict[str, dict[str, str]] = {
     "blocked_title": {
@@ -126,38 +128,16 @@ RULES: dict[str, dict[str, str]] = {
 
 def t(message_id: str, lang: str) -> str:
     """The message in `lang` (falling back to English, then to the id itself)."""
-    entry = MESSAGES.get(message_id) or RULES.get(message_id)
-    if entry is None:
-        return message_id
-    return entry.get(lang) or entry["en"]
+    catalogue = MESSAGES if message_id in MESSAGES else RULES
+    return message(catalogue, message_id, lang) if message_id in catalogue else message_id
 
 
 def pick_language(accept_language: str | None, default: str = "ky") -> str:
     """The first of ky/ru/en the browser asks for (by q-value), else `default`."""
-    if default not in LANGUAGES:
-        default = "ky"
-    if not accept_language:
-        return default
-    ranked: list[tuple[float, int, str]] = []
-    for position, part in enumerate(accept_language.split(",")):
-        piece = part.strip()
-        if not piece:
-            continue
-        tag, _, params = piece.partition(";")
-        quality = 1.0
-        params = params.strip()
-        if params.startswith("q="):
-            try:
-                quality = float(params[2:])
-            except ValueError:
-                quality = 0.0
-        primary = tag.strip().lower().split("-")[0]
-        if primary in LANGUAGES and quality > 0:
-            ranked.append((-quality, position, primary))
-    return min(ranked)[2] if ranked else default
+    return language_from_accept(accept_language, default)
 
 
 def rule_text(rule: str, lang: str) -> str:
     """Why a page was blocked, in `lang`; an unknown rule id is shown as it is."""
-    entry = RULES.get(rule or "default")
-    return (entry.get(lang) or entry["en"]) if entry else rule
+    rule_id = rule or "default"
+    return message(RULES, rule_id, lang) if rule_id in RULES else rule

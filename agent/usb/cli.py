@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
+from agent.i18n import choose_language, message
 from agent.platform.usb import SysfsUsb
 from agent.state import StatePaths
 from agent.usb.policy import classify, decide
 from policy_server.protocol import PolicyBundle
 
-TEXT = {
+TEXT: dict[str, dict[str, str]] = {
     "allowed": {"en": "allowed", "ru": "разрешено", "ky": "уруксат берилген"},
     "blocked": {"en": "BLOCKED", "ru": "ЗАБЛОКИРОВАНО", "ky": "БӨГӨТТӨЛГӨН"},
     "none": {
@@ -28,11 +28,6 @@ TEXT = {
 }
 
 
-def _lang() -> str:
-    value = (os.environ.get("LC_ALL") or os.environ.get("LANG") or "").lower()
-    return "ky" if value.startswith("ky") else "ru" if value.startswith("ru") else "en"
-
-
 def _policy(state_dir: Path | None) -> PolicyBundle:
     try:
         return PolicyBundle.model_validate(json.loads(StatePaths.from_option(state_dir).policy.read_text()))
@@ -41,7 +36,7 @@ def _policy(state_dir: Path | None) -> PolicyBundle:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    lang = _lang()
+    lang = choose_language()
     policy = _policy(args.state_dir).usb
     rows = []
     for device in SysfsUsb(args.sysfs_root).enumerate():
@@ -70,10 +65,10 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=1, ensure_ascii=False))
         return 0
     if not rows:
-        print(TEXT["none"][lang])
+        print(message(TEXT, "none", lang))
     for row in rows:
-        verdict = TEXT["allowed" if row["allow"] else "blocked"][lang]
-        serial = f"  {TEXT['serial'][lang]} {row['serial']}" if row["serial"] else ""
+        verdict = message(TEXT, "allowed" if row["allow"] else "blocked", lang)
+        serial = f"  {message(TEXT, 'serial', lang)} {row['serial']}" if row["serial"] else ""
         print(
             f"{row['bus_path']:8} {row['id']}  {verdict:12} {row['reason']:30} {','.join(row['kinds']):16} "
             f"{row['product'] or ''}{serial}"
