@@ -97,6 +97,12 @@ INCIDENT_TITLES = {
     "av.threat": N_("Virus found"),
     "av.health": N_("Antivirus is not working properly"),
     "av.scan.overdue": N_("Weekly antivirus scan is overdue"),
+    "av.full_scan_overdue": N_("Weekly antivirus scan is overdue"),  # policy_server/checks/periodic.py
+    "integrity.chain_broken": N_("Integrity baseline on %(where)s is not the one the server knows"),
+    "isuo.student_lab": N_(
+        "ISUO used from a student lab outside a lesson or by a student account: %(where)s"),
+    "isuo.storage": N_("Storage device connected during or right after an ISUO session: %(where)s"),
+    "isuo.unlocked": N_("Workstation %(where)s was not locked after an ISUO session"),
     "usb.blocked": N_("A USB device was blocked"),
     "integrity.changed": N_("Installed software was changed"),
     "integrity.tampered": N_("Integrity baseline was tampered with"),

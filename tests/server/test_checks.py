@@ -33,12 +33,14 @@ def ev(type_: str, data: dict, at: datetime, os_user: str | None = "teacher1") -
                                subject=protocol.Subject(os_user=os_user, seat="seat-1"))
 
 
-def baseline(at: datetime, digest: str, prev: str | None, reason: str, seq: int = 0) -> protocol.EventEnvelope:
+def baseline(at: datetime, digest: str, prev: str | None, reason: str,
+             seq: int = 0) -> protocol.EventEnvelope:
     return ev("integrity.baseline", {"digest": digest, "files": 10, "seq": seq, "prev_digest": prev,
                                      "reason": reason}, at, os_user=None)
 
 
-def isuo(at: datetime, state: str, started: datetime, ended: datetime | None = None) -> protocol.EventEnvelope:
+def isuo(at: datetime, state: str, started: datetime,
+         ended: datetime | None = None) -> protocol.EventEnvelope:
     return ev("isuo.session", {"host": "emis.edu.gov.kg", "state": state, "started_at": started.isoformat(),
                                "ended_at": ended.isoformat() if ended else None}, at)
 
@@ -163,7 +165,8 @@ def test_weekly_scan_overdue_once_per_week_per_workstation(api):
     assert found[old_scan].seat == "s2" and found[old_scan].clauses == ["000 §5.4"]
     with api.db() as db:
         assert db.scalar(select(IncidentEvent.event_id)) is None  # an absence links no event
-        assert db.scalar(select(TimelineEntry.detail).where(TimelineEntry.action == "opened"))["event_id"] is None
+        opened = db.scalar(select(TimelineEntry.detail).where(TimelineEntry.action == "opened"))
+        assert opened["event_id"] is None
     # the next rounds add nothing: one incident a week, not one more count an hour
     assert run(api, check_overdue_full_scans, now + timedelta(hours=1)) == 0
     assert [i.event_count for i in incidents(api, "av.full_scan_overdue")] == [1, 1]
@@ -198,7 +201,8 @@ def test_isuo_session_left_unlocked(api):
     t = utcnow() - timedelta(hours=1)
     end = t + timedelta(minutes=20)
     session = [isuo(t, "start", t), isuo(end, "end", t, end)]
-    lock = ev("idle.locked", {"idle_s": 0, "timeout_s": 120, "reason": "isuo_end"}, end + timedelta(seconds=3))
+    lock = ev("idle.locked", {"idle_s": 0, "timeout_s": 120, "reason": "isuo_end"},
+              end + timedelta(seconds=3))
     api.post(locked_auth, *session, lock, heartbeat(end + timedelta(minutes=10)))
     start = isuo(t, "start", t)
     api.post(unlocked_auth, start, isuo(end, "end", t, end), heartbeat(end + timedelta(minutes=10)))

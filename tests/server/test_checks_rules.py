@@ -52,10 +52,12 @@ def test_lesson_running_only_in_its_room_and_time():
 
 def test_isuo_in_a_student_lab_outside_a_lesson_is_an_incident():
     draft = isuo_from_student_lab(isuo_start("lab-1"), bundle(labs=["lab-1"]))
-    assert draft is not None and draft.rule == "isuo.student_lab" and draft.params["why"] == "student_lab_no_lesson"
+    assert draft is not None and draft.rule == "isuo.student_lab"
+    assert draft.params["why"] == "student_lab_no_lesson"
     assert "002 §4.4" in draft.clauses and draft.severity == "high"
     # during a lesson there, or in a room that is not a student lab: fine
-    assert isuo_from_student_lab(isuo_start("lab-1"), bundle(labs=["lab-1"], lessons=[lesson("lab-1", T0)])) is None
+    during_lesson = bundle(labs=["lab-1"], lessons=[lesson("lab-1", T0)])
+    assert isuo_from_student_lab(isuo_start("lab-1"), during_lesson) is None
     assert isuo_from_student_lab(isuo_start("office"), bundle(labs=["lab-1"])) is None
     # an end is not judged again
     end = isuo_start("lab-1")
@@ -113,3 +115,23 @@ def test_left_unlocked_needs_an_ended_session_no_lock_and_a_reporting_agent():
     assert left_unlocked(visit, [], now=later, reported_until=None) is None
     open_visit = IsuoVisit(access_id=4, agent_id="a1", host="h", started_at=T0)
     assert left_unlocked(open_visit, [], now=later, reported_until=later) is None
+
+
+def test_new_incidents_have_titles_in_three_languages():
+    """The web console translates by rule + params: the checks' params must fill the titles."""
+    from policy_server.web.presenters import incident_title
+
+    visit = IsuoVisit(access_id=3, agent_id="a1", host="h", started_at=T0, ended_at=T0, seat="seat-1")
+    drafts = [
+        isuo_from_student_lab(isuo_start("lab-1"), bundle(labs=["lab-1"])),
+        storage_during_isuo(visit, _usb(STICK, T0)),
+        left_unlocked(visit, [], now=T0 + timedelta(hours=1), reported_until=T0 + timedelta(hours=1)),
+    ]
+    for draft in drafts:
+        titles = {lang: incident_title(lang, draft.rule, draft.params, "FALLBACK")
+                  for lang in ("ky", "ru", "en")}
+        assert "FALLBACK" not in titles.values() and len(set(titles.values())) == 3, titles
+        assert all("seat-1" in t for t in titles.values())
+    assert "ИСУО" in incident_title("ru", "isuo.unlocked", {"where": "seat-1"}, "")
+    assert incident_title("ky", "av.full_scan_overdue", {}, "x") != "x"
+    assert "seat-9" in incident_title("ru", "integrity.chain_broken", {"where": "seat-9"}, "")
