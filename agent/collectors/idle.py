@@ -14,10 +14,8 @@ session: that is reported as `idle.lock_failed` with reason `no_helper`.
 
 from __future__ import annotations
 
-import grp
 import itertools
 import os
-import pwd
 import socket
 import socketserver
 import threading
@@ -29,22 +27,14 @@ from pydantic import ValidationError
 from agent.collectors.base import Collector, CollectorContext, healthy, unhealthy
 from agent.idle.core import IsuoState, isuo_ended, isuo_started, policy_for, session_locked
 from agent.idle.wire import DEFAULT_SOCKET, WireError, decode, encode, peer_uid, read_line
+from agent.platform.accounts import user_and_groups
 from policy_server.protocol import CollectorHealth, IdleLocked, IdleLockFailed, Subject
 
 
 def user_of_uid(uid: int) -> tuple[str, list[str]]:
     """OS user name and the names of its groups (for `PolicyBundle.group_of`)."""
-    try:
-        entry = pwd.getpwuid(uid)
-    except KeyError:
-        return str(uid), []
-    names = []
-    for gid in os.getgrouplist(entry.pw_name, entry.pw_gid):
-        try:
-            names.append(grp.getgrgid(gid).gr_name)
-        except KeyError:
-            continue
-    return entry.pw_name, names
+    name, groups = user_and_groups(uid)
+    return name, list(groups)
 
 
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):

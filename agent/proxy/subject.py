@@ -14,15 +14,13 @@ caller falls back to the bundle's default group, the strictest.
 
 from __future__ import annotations
 
-import grp
 import ipaddress
 import logging
-import os
-import pwd
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from agent.platform.accounts import user_and_groups
 from agent.proxy.sockdiag import SockDiag, SockDiagUnavailable
 
 log = logging.getLogger("kalkan.proxy.subject")
@@ -75,17 +73,8 @@ def socket_owner_uid(peer_ip: str, peer_port: int, proc_net: Path = PROC_NET) ->
 @lru_cache(maxsize=256)
 def os_user(uid: int) -> OsUser:
     """Name and group names of a uid (cached: accounts rarely change while the proxy runs)."""
-    try:
-        entry = pwd.getpwuid(uid)
-    except KeyError:
-        return OsUser(uid=uid, name=str(uid))
-    names = []
-    for gid in os.getgrouplist(entry.pw_name, entry.pw_gid):
-        try:
-            names.append(grp.getgrgid(gid).gr_name)
-        except KeyError:
-            continue
-    return OsUser(uid=uid, name=entry.pw_name, groups=tuple(names))
+    name, groups = user_and_groups(uid)
+    return OsUser(uid=uid, name=name, groups=groups)
 
 
 _diag: SockDiag | None = None
