@@ -22,7 +22,7 @@ from agent.antivirus import media
 from agent.collectors.base import Collector, CollectorContext, healthy, unhealthy
 from agent.platform.usb import FakeHotplug, HotplugSource, SysfsUsb, SysfsUsbDevice, open_hotplug
 from agent.state import StatePaths
-from agent.usb.policy import ALLOWED_LIST, UsbDecision, classify, decide, only_input
+from agent.usb.policy import ALLOWED_LIST, UsbDecision, decide_device, only_input
 from policy_server.protocol import CollectorHealth, PolicyBundle, UsbDevice, UsbEvent, UsbInterface
 
 RESCAN_EVERY_S = 300.0  # a full re-enumeration now and then, in case an event was lost
@@ -141,18 +141,8 @@ class UsbCollector(Collector):
         device = self.adapter.read(name)
         if device is None:
             return None
-        kinds = tuple(
-            classify(device.device_class, [(i.cls, i.subclass, i.protocol) for i in device.interfaces])
-        )
-        policy = self.ctx.policy.usb
-        decision = decide(
-            vendor_id=device.vendor_id,
-            product_id=device.product_id,
-            serial=device.serial,
-            kinds=kinds,
-            allow=policy.allow,
-            enforce=policy.enforce,
-        )
+        decision = decide_device(device, self.ctx.policy.usb)
+        kinds = decision.kinds
         identity = (device.vendor_id, device.product_id, device.serial, kinds)
         previous = self._seen.get(name)
         new = previous is None or previous.identity != identity

@@ -13,7 +13,7 @@ from pathlib import Path
 from agent.i18n import choose_language, message
 from agent.platform.usb import SysfsUsb
 from agent.state import StatePaths
-from agent.usb.policy import classify, decide
+from agent.usb.policy import decide_device
 from policy_server.protocol import PolicyBundle
 
 TEXT: dict[str, dict[str, str]] = {
@@ -40,15 +40,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     policy = _policy(args.state_dir).usb
     rows = []
     for device in SysfsUsb(args.sysfs_root).enumerate():
-        kinds = classify(device.device_class, [(i.cls, i.subclass, i.protocol) for i in device.interfaces])
-        decision = decide(
-            vendor_id=device.vendor_id,
-            product_id=device.product_id,
-            serial=device.serial,
-            kinds=kinds,
-            allow=policy.allow,
-            enforce=policy.enforce,
-        )
+        decision = decide_device(device, policy)
+        kinds = list(decision.kinds)
         rows.append(
             {
                 "bus_path": device.name,

@@ -27,8 +27,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from policy_server.protocol import UsbAllowEntry
+from policy_server.protocol import UsbAllowEntry, UsbSection
+
+if TYPE_CHECKING:  # only the type: this module stays free of sysfs
+    from agent.platform.usb import SysfsUsbDevice
 
 RESTRICTED = frozenset({"storage", "phone", "network", "rndis", "wireless", "vendor"})
 INPUT_ONLY = frozenset({"hid", "hub"})
@@ -117,6 +121,21 @@ def decide(
     if not enforce:
         return UsbDecision(True, ALLOWED_NOT_ENFORCED, kinds_t, would_block=True)
     return verdict
+
+
+def decide_device(device: SysfsUsbDevice, section: UsbSection) -> UsbDecision:
+    """The policy's decision about a device as read from sysfs (its kinds are in `.kinds`).
+
+    The one path from a device to a decision, for the collector and `kalkan-agent usb list` alike.
+    """
+    return decide(
+        vendor_id=device.vendor_id,
+        product_id=device.product_id,
+        serial=device.serial,
+        kinds=classify(device.device_class, [(i.cls, i.subclass, i.protocol) for i in device.interfaces]),
+        allow=section.allow,
+        enforce=section.enforce,
+    )
 
 
 def only_input(kinds: Iterable[str]) -> bool:
