@@ -32,6 +32,14 @@ class QuarantineError(RuntimeError):
     pass
 
 
+def _copy_to_disk(source: Path, target: Path) -> None:
+    """Copy `source` to `target` and fsync it, so the later rename never exposes a half-written file."""
+    with open(source, "rb") as src, open(target, "wb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+        dst.flush()
+        os.fsync(dst.fileno())
+
+
 @dataclass(frozen=True)
 class QuarantineEntry:
     id: str
@@ -91,10 +99,7 @@ class Quarantine:
         )
         tmp = self.folder / f"{entry.id}.bin.tmp"
         try:
-            with open(path, "rb") as src, open(tmp, "wb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
-                dst.flush()
-                os.fsync(dst.fileno())
+            _copy_to_disk(path, tmp)
             os.chmod(tmp, 0o400)
             write_json_atomic(self.folder / f"{entry.id}.json", asdict(entry))
             os.replace(tmp, self.folder / f"{entry.id}.bin")
@@ -144,10 +149,7 @@ class Quarantine:
         stored = self.folder / f"{entry.id}.bin"
         tmp = target.parent / f".{target.name}.kalkan-restore"
         try:
-            with open(stored, "rb") as src, open(tmp, "wb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
-                dst.flush()
-                os.fsync(dst.fileno())
+            _copy_to_disk(stored, tmp)
             os.chmod(tmp, entry.mode)
             try:
                 os.chown(tmp, entry.uid, entry.gid)
