@@ -30,6 +30,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from mitmproxy import connection, ctx, http, tls
+from mitmproxy.net.http import url as mitm_url
 
 from agent.proxy import engine as engine_mod
 from agent.proxy.history import RecentPages
@@ -81,6 +82,10 @@ class KalkanAddon:
         self._watch: FileWatch | None = None
         self._task: asyncio.Task | None = None
         self.policy_error: str = ""
+        # copies of options read on every request (ctx.options lookups cost ~5 µs each)
+        self._seat: str | None = None
+        self._room: str | None = None
+        self._system_uid_max = 999
 
     # ------------------------------------------------------------------ options
 
@@ -101,6 +106,9 @@ class KalkanAddon:
 
     def configure(self, updated: set[str]) -> None:
         opts = ctx.options
+        self._seat = opts.kalkan_seat or None
+        self._room = opts.kalkan_room or None
+        self._system_uid_max = opts.kalkan_system_uid_max
         if "kalkan_language" in updated and opts.kalkan_language not in ("ky", "ru", "en"):
             raise ValueError(f"kalkan_language={opts.kalkan_language!r}: use ky, ru or en")
         if "kalkan_isuo_idle_s" in updated:
@@ -184,7 +192,7 @@ class KalkanAddon:
     def client_connected(self, client: connection.Client) -> None:
         dialled = (client.sockname[0], client.sockname[1]) if client.sockname else None
         owner = connection_owner(client.peername[0], client.peername[1], dialled)
-        system = owner is not None and owner.uid <= ctx.options.kalkan_system_uid_max
+        system = owner is not None and owner.uid <= self._system_uid_max
         self._subjects[client.id] = ConnSubject(user=owner, system=system)
 
     def client_disconnected(self, client: connection.Client) -> None:
@@ -244,7 +252,8 @@ class KalkanAddon:
 
     def request(self, flow: http.HTTPFlow) -> None:
         req = flow.request
-        host = req.pretty_host.lower().rstrip(".")
+        pretty_host, url = _host_and_url(req)
+        host = pretty_host.lower().rstrip(".")
         if host == REPORT_HOST:
             self._serve_report(flow)
             return
@@ -257,14 +266,13 @@ class KalkanAddon:
         now = self.clock()
         if self.engine.is_isuo(host):  # plain-HTTP ISUO: only the fact of use, never the content
             return
-        url = req.pretty_url
         group = self._group(subject)
         verdict = self.engine.decide(url, group=group, user=subject.name, seat=self._seat, room=self._room,
                                      when=now)
         if not verdict.allowed:
             self._block(flow, subject, group, verdict, now)
             return
-        rewrite = self.engine.safe_search(url) if self.engine.safe_search_on else None
+        rewrite = self.engine.safe_search(url, host) if self.engine.safe_search_on else None
         if rewrite is not None:
             if rewrite.url != url:
                 req.url = rewrite.url
@@ -273,7 +281,7 @@ class KalkanAddon:
             if rewrite.query:
                 self._check_query(rewrite, url, subject)
         self.usage.count(host, now)
-        if subject.name and _is_document(req):
+        if subject.name and _is_document(req.headers):
             self.history.add(subject.name, url, now)
 
     def response(self, flow: http.HTTPFlow) -> None:
@@ -284,9 +292,12 @@ class KalkanAddon:
         if subject.system:
             return
         group = self._group(subject)
-        verdict = self.engine.download(flow.request.pretty_url, group=group,
-                                       content_type=flow.response.headers.get("content-type", ""),
-                                       disposition=flow.response.headers.get("content-disposition", ""))
+        if not self.engine.may_block_downloads(group):  # teachers: nothing to look at
+            return
+        content_type, disposition = _header_values(flow.response.headers, b"content-type",
+                                                   b"content-disposition")
+        verdict = self.engine.download(flow.request.pretty_url, group=group, content_type=content_type or "",
+                                       disposition=disposition or "")
         if verdict is not None and not verdict.allowed:
             self._block(flow, subject, group, verdict, self.clock(), download=True)
 
@@ -370,14 +381,6 @@ class KalkanAddon:
 
     # ------------------------------------------------------------------ events
 
-    @property
-    def _seat(self) -> str | None:
-        return ctx.options.kalkan_seat or None
-
-    @property
-    def _room(self) -> str | None:
-        return ctx.options.kalkan_room or None
-
     def _emit(self, event_type: str, data: Any, os_user: str | None, *,
               clauses: list[str] | None = None) -> None:
         if self._sink is None:
@@ -398,11 +401,40 @@ def _stop_this_process() -> None:
     os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _is_document(req: http.Request) -> bool:
-    dest = req.headers.get("sec-fetch-dest")
+def _host_and_url(req: http.Request) -> tuple[str, str]:
+    """`req.pretty_host` and `req.pretty_url` together: each parses the Host header on its own,
+    and the addon needs both on every request (same results, one parse)."""
+    host_header = req.host_header
+    if host_header:
+        host, port = mitm_url.parse_authority(host_header, check=False)
+    else:
+        host, port = req.host, None
+    if req.first_line_format == "authority":
+        return host, req.authority
+    if not host_header:
+        return host, req.url
+    port = port or mitm_url.default_port(req.scheme) or 443
+    return host, mitm_url.unparse(req.scheme, host, port, req.path)
+
+
+def _header_values(headers: http.Headers, *names: bytes) -> list[str | None]:
+    """`headers.get(name)` for each name (lower case), in one pass over the raw fields:
+    `headers.get` re-encodes and scans every field for each name asked.  Repeated headers
+    are joined with ", " as `headers.get` does."""
+    found: list[list[bytes]] = [[] for _ in names]
+    for raw_name, raw_value in headers.fields:
+        lowered = raw_name.lower()
+        for i, name in enumerate(names):
+            if lowered == name:
+                found[i].append(raw_value)
+    return [b", ".join(values).decode("utf-8", "surrogateescape") if values else None for values in found]
+
+
+def _is_document(headers: http.Headers) -> bool:
+    dest, accept = _header_values(headers, b"sec-fetch-dest", b"accept")
     if dest:
         return dest in ("document", "iframe")
-    return "text/html" in req.headers.get("accept", "")
+    return "text/html" in (accept or "")
 
 
 def _form(req: http.Request) -> dict[str, str]:

@@ -21,6 +21,7 @@ from policy_server.protocol import PolicyBundle
 PASSTHROUGH, INTERCEPT, BLOCK = "passthrough", "intercept", "block"
 HOST_CACHE_BUCKET_S = 60
 HOST_CACHE_MAX = 4096
+PER_HOST_CACHE_MAX = 4096  # host → fact caches (ISUO, search engine): facts of the policy, not of time
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,11 @@ class Engine:
         self.index = index
         self._group_cache: dict[tuple[str | None, tuple[str, ...]], str] = {}
         self._host_cache: dict[tuple, Any] = {}
+        # Per-request facts that depend only on the host (or group) and this policy version:
+        # asked on every request, so remembered instead of recomputed (never per URL).
+        self._isuo_cache: dict[str, bool] = {}
+        self._search_engine_cache: dict[str, bool] = {}
+        self._download_kinds_cache: dict[str, tuple[str, ...]] = {}
 
     @classmethod
     def empty(cls) -> Engine:
@@ -104,7 +110,11 @@ class Engine:
     # --- the proxy's own knowledge
 
     def is_isuo(self, host: str) -> bool:
-        return bool(self.policy.isuo_hosts.host_listed(host.lower().rstrip(".")))
+        found = self._isuo_cache.get(host)
+        if found is None:
+            found = bool(self.policy.isuo_hosts.host_listed(host.lower().rstrip(".")))
+            _remember(self._isuo_cache, host, found)
+        return found
 
     def group_of(self, user: str | None, groups: tuple[str, ...]) -> str:
         key = (user, groups)
@@ -139,18 +149,31 @@ class Engine:
 
     def decide(self, url: str, *, group: str, user: str | None, seat: str | None, room: str | None,
                when: float) -> Verdict:
-        from filters.decision import decide
+        # `decide_canonical`, not `decide`: `decide` also works out whether the host's TLS should
+        # be intercepted, which only the ClientHello asks (`host_verdict`); per request it was
+        # wasted work (three more list and index lookups).  Same allow/block answer.
+        from filters.canonical import canonicalize
+        from filters.decision import decide_canonical
 
-        verdict = decide(self.policy, self.index, url=url, group=group, at=_at(when), room=room, seat=seat,
-                         os_user=user)
+        verdict = decide_canonical(self.policy, self.index, url=canonicalize(url), group=group, at=_at(when),
+                                   room=room, seat=seat, os_user=user)
         if not verdict.blocked:
             return ALLOW
         return Verdict(allowed=False, categories=tuple(verdict.categories), rule=verdict.rule,
                        clauses=tuple(verdict.clauses))
 
-    def safe_search(self, url: str) -> SearchRewrite | None:
-        from filters.search import extract_query, safe_search
+    def safe_search(self, url: str, host: str | None = None) -> SearchRewrite | None:
+        """SafeSearch changes for `url`; `host` (the URL's host, if the caller has it) lets the
+        many requests to hosts that are no search engine skip parsing the URL."""
+        from filters.search import engine_for_host, extract_query, safe_search
 
+        if host is not None:
+            is_engine = self._search_engine_cache.get(host)
+            if is_engine is None:
+                is_engine = engine_for_host(host) is not None
+                _remember(self._search_engine_cache, host, is_engine)
+            if not is_engine:
+                return None
         forced = safe_search(url)
         if forced.engine is None:
             return None
@@ -165,16 +188,33 @@ class Engine:
         return Score(score=int(result.total), lists=tuple(sorted(result.lists)),
                      phrases=tuple(result.phrases))
 
+    def may_block_downloads(self, group: str) -> bool:
+        """Whether any download kind is blocked for `group` (teachers usually: none)."""
+        blockable = self._download_kinds_cache.get(group)
+        if blockable is None:
+            from filters.downloads import blocked_kinds_for
+
+            blockable = self._download_kinds_cache[group] = tuple(blocked_kinds_for(self.policy, group))
+        return bool(blockable)
+
     def download(self, url: str, *, group: str, content_type: str, disposition: str) -> Verdict | None:
         """A blocked download's verdict (the kinds as its categories), else None."""
         from filters.downloads import check_download
 
+        if not self.may_block_downloads(group):  # the group may download every kind: nothing to classify
+            return None
         verdict = check_download(self.policy, group=group, url=url, content_type=content_type or None,
                                  content_disposition=disposition or None)
         if not verdict.blocked:
             return None
         return Verdict(allowed=False, categories=verdict.blocked_kinds, rule=verdict.rule,
                        clauses=tuple(verdict.clauses), detail=", ".join(verdict.blocked_kinds))
+
+
+def _remember(cache: dict, key: Any, value: Any) -> None:
+    if len(cache) >= PER_HOST_CACHE_MAX:
+        cache.clear()  # simpler than LRU; refills from the next requests
+    cache[key] = value
 
 
 def _at(when: float) -> datetime:
