@@ -57,7 +57,16 @@ wrk.headers["Host"] = "{host}"
 """
 
 
-def bare_proxy(state: Path, upstream: dict, origin_ca: Path) -> tuple[subprocess.Popen, int]:
+PROFILE_ADDON = Path(__file__).resolve().parent / "profile_addon.py"
+
+
+def profile_args(out: Path | None) -> list[str]:
+    """mitmdump arguments that cProfile its event loop into `out` (nothing when None)."""
+    return ["-s", str(PROFILE_ADDON), "--set", f"bench_profile={out}"] if out else []
+
+
+def bare_proxy(state: Path, upstream: dict, origin_ca: Path,
+               profile: Path | None = None) -> tuple[subprocess.Popen, int]:
     port = free_port()
     mapping = ",".join(f"{k}={v[0]}:{v[1]}" for k, v in upstream.items())
     proc = subprocess.Popen([str(MITMDUMP), "--quiet", "-s", str(UPSTREAM_MAP), "--mode",
@@ -65,7 +74,8 @@ def bare_proxy(state: Path, upstream: dict, origin_ca: Path) -> tuple[subprocess
                              "--set", "connection_strategy=lazy", "--set", f"test_upstream_map={mapping}",
                              # bare mitmdump's own pass-through for the same host Kalkan passes
                              "--set", r"ignore_hosts=^news\.test",
-                             "--set", f"ssl_verify_upstream_trusted_ca={origin_ca}"],
+                             "--set", f"ssl_verify_upstream_trusted_ca={origin_ca}",
+                             *profile_args(profile)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_port(port, proc=proc)
     return proc, port
@@ -200,6 +210,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--plain-only", action="store_true",
+                        help="only the plain-HTTP req/s (Kalkan, bare, E2Guardian), no TLS or latency loads")
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="folder for cProfile dumps of both mitmdumps' loops (kalkan.prof, bare.prof)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root: the load generator runs as a real teacher account")
@@ -225,9 +239,14 @@ def main() -> None:
     school_ca = tmp / "school-ca.pem"
     school_ca.write_text(school.cert_pem)
     upstream = upstream_for(origin)
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
+    kalkan_prof = args.profile / "kalkan.prof" if args.profile else None
+    bare_prof = args.profile / "bare.prof" if args.profile else None
     kalkan = start_proxy(tmp / "kalkan", school_ca=school, upstream=upstream, bundle=base_bundle(),
-                         upstream_ca=origin_ca, extra=["--set", f"kalkan_index={index}"])
-    bare, bare_port = bare_proxy(tmp / "bare", upstream, origin_ca)
+                         upstream_ca=origin_ca,
+                         extra=["--set", f"kalkan_index={index}", *profile_args(kalkan_prof)])
+    bare, bare_port = bare_proxy(tmp / "bare", upstream, origin_ca, bare_prof)
     e2g, e2g_port = start_e2guardian(tmp, e2g_lists)
     loads: list[tuple[float, float, float]] = []
     samples: dict[str, list[float]] = {}
@@ -247,6 +266,8 @@ def main() -> None:
             # host names need the test-only upstream map, which slows both mitmdumps alike)
             for key, port in (("plain k", kalkan.port), ("plain b", bare_port), ("plain e", e2g_port)):
                 add(key, wrk_rps(teacher, port, ip_url, ip_host, args.seconds, tmp))
+            if args.plain_only:
+                continue
             add("connect k", connect_rps(teacher, kalkan.port, "news.test", args.seconds, origin_ca, tmp))
             add("connect b", connect_rps(teacher, bare_port, "news.test", args.seconds, origin_ca, tmp))
             add("tls k", connect_rps(teacher, kalkan.port, "www.google.com", args.seconds, school_ca, tmp))
@@ -256,7 +277,7 @@ def main() -> None:
             add("lat k", latency_p50(teacher, kalkan.port, "https://news.test/", origin_ca, n=40))
             add("lat b", latency_p50(teacher, bare_port, "https://news.test/", bare_cafile, n=40))
         loads.append(os.getloadavg())
-        decisions = decision_timing(str(index))
+        decisions = {} if args.plain_only else decision_timing(str(index))
         netlink_us, proc_us, sockets = owner_lookup_timing()
         rss = {"k": psutil.Process(kalkan.proc.pid).memory_info().rss / 2**20,
                "b": psutil.Process(bare.pid).memory_info().rss / 2**20, "e": tree_rss_mib(e2g.pid)}
@@ -281,6 +302,13 @@ def main() -> None:
         print(f"| {name} | {k:.0f} | {b:.0f} | {ratio:.2f} | ≥ {goal} | {met} |")
 
     row("plain HTTP req/s (wrk -t2 -c16)", med["plain k"], med["plain b"])
+    ratios = [k / b for k, b in zip(samples["plain k"], samples["plain b"], strict=True)]
+    print(f"| plain HTTP ratio per round | {', '.join(f'{r:.2f}' for r in ratios)} | – | – | – | – |")
+    if args.plain_only:
+        print(f"| E2Guardian plain req/s | {med['plain e']:.0f} | – | Kalkan / E2G "
+              f"{med['plain k'] / med['plain e']:.2f} | – | – |")
+        print("raw samples:", {name: [round(v, 1) for v in values] for name, values in samples.items()})
+        return
     row("CONNECT pass-through, new TLS conn/s", med["connect k"], med["connect b"])
     row("new TLS conn/s decided at ClientHello (intercepted)", med["tls k"], med["tls b"])
     for name, (p50, p99) in decisions.items():
