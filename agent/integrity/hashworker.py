@@ -8,6 +8,8 @@ Protocol on stdin/stdout, one batch at a time:
   request:  4-byte little-endian length, then the paths (bytes) joined by NUL;
   answer:   one `hasher.ANSWER` record per path, in order (fixed size, so no header).
 EOF on stdin ends the worker.
+
+With `--walk` it is a walking worker instead (see `agent.integrity.walk`).
 """
 
 from __future__ import annotations
@@ -15,8 +17,7 @@ from __future__ import annotations
 import os
 import signal
 import struct
-
-from agent.integrity.hasher import new_buffer, pack_answer
+import sys
 
 _LENGTH = struct.Struct("<I")
 
@@ -39,6 +40,8 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def serve(fd_in: int = 0, fd_out: int = 1) -> None:
+    from agent.integrity.hasher import new_buffer, pack_answer  # here: a walking worker does not need it
+
     buf = new_buffer()
     while True:
         header = _read_exact(fd_in, _LENGTH.size)
@@ -52,4 +55,9 @@ if __name__ == "__main__":
     # Ctrl-C in the CLI reaches the whole process group: let the parent decide; a
     # worker ends when its stdin closes.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    serve()
+    if sys.argv[1:] == ["--walk"]:  # the fast-path walk on every core (agent.integrity.walk)
+        from agent.integrity.walk import serve as serve_walk
+
+        serve_walk()
+    else:
+        serve()

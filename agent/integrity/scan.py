@@ -8,28 +8,14 @@ by setting the system clock back or editing the disk under the file system).
 
 from __future__ import annotations
 
-import fnmatch
 import os
-import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from agent.integrity import walk
 from agent.integrity.hasher import HashStream, Progress, hash_with_stat
 from agent.integrity.model import FILE, LINK, FileRecord, link_hash, pack_key, record_from_stat, record_key
-
-
-class ExcludeMatcher:
-    """Shell-style patterns (`/usr/lib/python3*/__pycache__`, `*.pyc`) on full paths."""
-
-    def __init__(self, patterns: Iterable[str]) -> None:
-        patterns = [p for p in patterns if p]
-        self.active = bool(patterns)
-        self._regex = (
-            re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns)) if patterns else None
-        )
-
-    def __call__(self, path: str) -> bool:
-        return bool(self._regex and self._regex.match(path))
+from agent.integrity.walk import ExcludeMatcher
 
 
 def read_record(path: str) -> FileRecord | None:
@@ -80,7 +66,7 @@ def scan(
     """
     known = known if (known is not None and not full) else {}
     with HashStream(workers=workers, progress=progress) as hasher:
-        result, to_hash = _walk(roots, ExcludeMatcher(exclude), known, hasher)
+        result, to_hash = _walk(roots, ExcludeMatcher(exclude), known, hasher, list(exclude))
         if on_total:
             on_total(len(to_hash), 0)  # sizes are learnt while hashing (a full walk does no lstat)
         answers = hasher.finish()
@@ -112,7 +98,11 @@ def _take_unhashed(path: str, result: ScanResult) -> None:
 
 
 def _walk(
-    roots: Iterable[str], excluded: ExcludeMatcher, known: Mapping[str, bytes], hasher: HashStream
+    roots: Iterable[str],
+    excluded: ExcludeMatcher,
+    known: Mapping[str, bytes],
+    hasher: HashStream,
+    exclude_patterns: list[str] | None = None,
 ) -> tuple[ScanResult, list[str]]:
     """The walk: every file and symlink path into `seen`; symlinks recorded at once;
     regular files the fast path cannot vouch for handed to `hasher` (which hashes them
@@ -128,6 +118,8 @@ def _walk(
     records = result.records
     to_hash: list[str] = []
     add = hasher.add
+    parallel = check_fast_path and hasher.workers > 1 and len(known) >= walk.PARALLEL_MIN_FILES
+    folders: list[str] = []  # with `parallel`: the root folders, walked by walk.compare_in_parallel
 
     for root in roots:
         root = os.path.normpath(root)
@@ -143,6 +135,9 @@ def _walk(
                     else:
                         to_hash.append(root)
                         add(root, record.size)
+            continue
+        if parallel:
+            folders.append(root)
             continue
         stack = [root]
         while stack:
@@ -194,6 +189,25 @@ def _walk(
                         if record is not None:
                             seen.add(path)
                             records[path] = record.with_hash(link_hash(target))
+    if folders:
+        matched, files, look_again = walk.compare_in_parallel(
+            folders, exclude_patterns or [], known, hasher.workers, excluded if excluded.active else None
+        )
+        seen |= matched
+        for path in files:
+            seen.add(path)
+            to_hash.append(path)
+            add(path)
+        for path in look_again:  # symlinks, and what differs from the baseline
+            record = read_record(path)
+            if record is None:
+                continue
+            seen.add(path)
+            if record.kind == LINK:
+                records[path] = record.with_hash(link_hash(record.target or ""))
+            else:
+                to_hash.append(path)
+                add(path, record.size)
     result.reused = len(seen) - len(records) - len(to_hash)
     return result, to_hash
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.integrity import walk
 from agent.integrity.config import IntegrityConfig
 from agent.integrity.engine import IntegrityEngine
 from agent.integrity.packages import DpkgDatabase
@@ -80,7 +81,7 @@ def tree(tmp_path: Path) -> Path:
     return root
 
 
-def make_engine(tree: Path, tmp_path: Path, sink: Sink, **config) -> IntegrityEngine:
+def make_engine(tree: Path, tmp_path: Path, sink: Sink, *, workers: int = 1, **config) -> IntegrityEngine:
     cfg = IntegrityConfig(paths=(str(tree),), **config)
     return IntegrityEngine(
         cfg,
@@ -88,10 +89,16 @@ def make_engine(tree: Path, tmp_path: Path, sink: Sink, **config) -> IntegrityEn
         key_dir=tmp_path / "key",
         emit=sink,
         dpkg=DpkgDatabase(tmp_path / "no-dpkg"),
-        workers=1,
+        workers=workers,
     )
 
 
-@pytest.fixture
-def engine(tree: Path, tmp_path: Path, sink: Sink) -> IntegrityEngine:
+@pytest.fixture(params=["one-process", "parallel-walk"])
+def engine(request, tree: Path, tmp_path: Path, sink: Sink, monkeypatch) -> IntegrityEngine:
+    """Every engine test twice: the fast check walked in this process, and shared out
+    between walking workers (agent.integrity.walk; normally only for big trees)."""
+    if request.param == "parallel-walk":
+        monkeypatch.setattr(walk, "PARALLEL_MIN_FILES", 0)
+        monkeypatch.setattr(walk, "_UNITS_PER_WORKER", 0)  # the workers walk even this small tree
+        return make_engine(tree, tmp_path, sink, workers=2)
     return make_engine(tree, tmp_path, sink)
