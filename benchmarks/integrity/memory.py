@@ -95,7 +95,8 @@ def main() -> int:
           f"{sum(1 for f in Path('/var/lib/dpkg/info').glob('*.list') for _ in f.open('rb'))}; "
           f"load (1 min) before each round: {loads}")
     print()
-    print("| code | RSS after imports MB | RSS kept after baseline + check MB | cost of integrity MB | peak MB |")
+    print("| code | RSS after imports MB | RSS kept after baseline + check MB | cost of integrity MB "
+          "| peak MB |")
     print("| --- | --- | --- | --- | --- |")
     for name, rows in found.items():
         med = {k: statistics.median(r[k] for r in rows) for k in ("imports", "after", "peak")}
