@@ -14,7 +14,8 @@ alone.  Two things travel on the wire:
 Compatibility rule: `PROTOCOL_VERSION` grows only when a change is incompatible.
 Within one protocol version, fields are only *added* and always with defaults;
 data models ignore fields they do not know (a newer agent talking to an older
-server loses the extra detail, not the event), and the server keeps accepting
+server loses the extra detail, not the event), policy bundles likewise (an agent
+older than its server ignores new sections and fields), and the server keeps accepting
 every protocol version in `SUPPORTED_PROTOCOL_VERSIONS`.
 """
 
@@ -68,6 +69,15 @@ class _Data(BaseModel):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class _Section(BaseModel):
+    """Base of the policy bundle and its parts.  The bundle travels server → agent, and a
+    school upgrades its server before every workstation: an agent ignores the fields and
+    sections it does not know yet (its `content_hash` check runs over the raw JSON, so it
+    still verifies).  People's edits are validated by the server's own request models."""
+
+    model_config = ConfigDict(extra="ignore")
 
 
 # --------------------------------------------------------------------------- events
@@ -506,7 +516,7 @@ class GroupKind(StrEnum):
     admin = "admin"
 
 
-class Group(_Strict):
+class Group(_Section):
     """A group of OS users with the same rules (001 §2.6: categories of users)."""
 
     name: str = Field(pattern=r"^[a-z0-9_-]{1,32}$")
@@ -516,7 +526,7 @@ class Group(_Strict):
     class_teacher: str | None = None
 
 
-class TimeBand(_Strict):
+class TimeBand(_Section):
     """A weekly band: days 0=Monday … 6=Sunday, local "HH:MM" times."""
 
     days: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4])
@@ -530,7 +540,7 @@ class LessonMode(StrEnum):
     no_internet = "no_internet"
 
 
-class Lesson(_Strict):
+class Lesson(_Section):
     """A supervised lesson in a room (001 §2.9, 000 §7.3)."""
 
     id: str
@@ -543,7 +553,7 @@ class Lesson(_Strict):
     ends_at: AwareDatetime
 
 
-class Ban(_Strict):
+class Ban(_Section):
     """A teacher forbids one student or seat further internet work (000 §7.3)."""
 
     id: str
@@ -554,7 +564,7 @@ class Ban(_Strict):
     by: str = ""
 
 
-class FilteringSection(_Strict):
+class FilteringSection(_Section):
     """Content filtering.  `filters.policy.FilterPolicy.from_bundle` reads this section
     (inside the bundle's `model_dump(mode="json")`); keep the two in step."""
 
@@ -580,7 +590,7 @@ class FilteringSection(_Strict):
     timezone: str = "Asia/Bishkek"
 
 
-class UsbAllowEntry(_Strict):
+class UsbAllowEntry(_Section):
     vendor_id: str = Field(pattern=r"^[0-9a-f]{4}$")
     product_id: str = Field(pattern=r"^[0-9a-f]{4}$")
     serial: str | None = None  # None: any serial of this model
@@ -588,12 +598,12 @@ class UsbAllowEntry(_Strict):
     added_by: str = ""
 
 
-class UsbSection(_Strict):
+class UsbSection(_Section):
     enforce: bool = True
     allow: list[UsbAllowEntry] = Field(default_factory=list)
 
 
-class AcceptedChange(_Strict):
+class AcceptedChange(_Section):
     """The responsible person accepted a detected change as authorised (000 §4.2)."""
 
     path: str
@@ -602,7 +612,7 @@ class AcceptedChange(_Strict):
     by: str = ""
 
 
-class IntegritySection(_Strict):
+class IntegritySection(_Section):
     paths: list[str] = Field(default_factory=lambda: ["/usr/bin", "/usr/sbin", "/usr/lib", "/opt"])
     drop_paths: list[str] = Field(default_factory=lambda: ["/tmp", "/home/*/Downloads", "/home/*/.local/bin"])
     exclude: list[str] = Field(default_factory=list)
@@ -612,7 +622,7 @@ class IntegritySection(_Strict):
     auto_accept_package_updates: bool = True  # move the baseline for changes dpkg's md5sums explain
 
 
-class AntivirusSection(_Strict):
+class AntivirusSection(_Section):
     scan_day: int = Field(default=5, ge=0, le=6)  # 5 = Saturday
     window_start: str = Field(default="10:00", pattern=r"^\d{2}:\d{2}$")
     window_end: str = Field(default="16:00", pattern=r"^\d{2}:\d{2}$")
@@ -623,28 +633,28 @@ class AntivirusSection(_Strict):
     scan_media: bool = True
 
 
-class IdleSection(_Strict):
+class IdleSection(_Section):
     timeouts_s: dict[str, int] = Field(default_factory=lambda: {"student": 600, "teacher": 900})
     default_timeout_s: int = 900
     isuo_timeout_s: int = 120  # shorter during and after an ISUO session (000 §6.8)
     lock_on_isuo_end: bool = True
 
 
-class IsuoSection(_Strict):
+class IsuoSection(_Section):
     hosts: list[str] = Field(default_factory=lambda: ["emis.edu.gov.kg"])
     # Rooms where students work: ISUO used there outside a teacher's lesson is an incident
     # (the server's ISUO cross-checks, policy_server/checks; 002 §4.4, 000 §6.8).
     student_lab_rooms: list[str] = Field(default_factory=list)
 
 
-class NetworkSection(_Strict):
+class NetworkSection(_Section):
     gateway_ip: str | None = None
     gateway_macs: list[str] = Field(default_factory=list)
     dhcp_servers: list[str] = Field(default_factory=list)
     dns_resolvers: list[str] = Field(default_factory=list)
 
 
-class PolicyBundle(_Strict):
+class PolicyBundle(_Section):
     """The whole policy an agent enforces.  `version` grows by one on every change;
     `content_hash` is the SHA-256 of the canonical JSON of everything but itself."""
 

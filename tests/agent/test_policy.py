@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -89,3 +90,19 @@ def test_fetch_error_keeps_bundle(state, http_endpoint) -> None:
     http_endpoint.handler = lambda *a: json_answer(500, {"detail": "boom"})
     assert manager.try_fetch(ServerClient(http_endpoint.url, token="t", sha256=None)) is False
     assert "boom" in manager.last_error and manager.version == 1
+
+
+def test_an_older_agent_accepts_a_bundle_from_a_newer_server():
+    """A school upgrades its server first: new sections and fields must not make every
+    workstation refuse the policy (forward compatibility of the bundle)."""
+    bundle = PolicyBundle(version=7).sealed().model_dump(mode="json")
+    bundle["usb"]["quarantine_new_devices"] = True  # a field this agent does not know
+    bundle["printing"] = {"max_pages": 20}  # a whole section this agent does not know
+    body = {k: v for k, v in bundle.items() if k not in ("content_hash", "issued_at")}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    bundle["content_hash"] = hashlib.sha256(canonical.encode()).hexdigest()  # as the newer server seals it
+
+    applied = verify_bundle(bundle)
+    assert applied.version == 7
+    assert not hasattr(applied, "printing")
+
