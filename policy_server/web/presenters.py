@@ -96,7 +96,7 @@ INCIDENT_TITLES = {
     "web.unblock_request": N_("Request to unblock a page: %(url)s"),
     "av.threat": N_("Virus found"),
     "av.health": N_("Antivirus is not working properly"),
-    "av.scan.overdue": N_("Weekly antivirus scan is overdue"),
+    "av.scan.errors": N_("The weekly antivirus scan could not read some files"),
     "av.full_scan_overdue": N_("Weekly antivirus scan is overdue"),  # policy_server/checks/periodic.py
     "integrity.chain_broken": N_("Integrity baseline on %(where)s is not the one the server knows"),
     "isuo.student_lab": N_(
@@ -104,14 +104,16 @@ INCIDENT_TITLES = {
     "isuo.storage": N_("Storage device connected during or right after an ISUO session: %(where)s"),
     "isuo.unlocked": N_("Workstation %(where)s was not locked after an ISUO session"),
     "usb.blocked": N_("A USB device was blocked"),
-    "integrity.changed": N_("Installed software was changed"),
+    "integrity.unauthorised_change": N_("Installed software was changed without authorisation"),
+    "integrity.package_update": N_("Software was updated by the package manager"),
+    "integrity.program_dropped": N_("A program was saved in a folder users can write to"),
+    "integrity.baseline_rebuilt": N_("The integrity baseline was rebuilt by hand"),
     "integrity.tampered": N_("Integrity baseline was tampered with"),
-    "software.changed": N_("Programs were installed or removed"),
+    "software.installed": N_("Programs were installed"),
     "idle.lock_failed": N_("The workstation could not be locked"),
     "net.arp_spoof": N_("Network attack: gateway address spoofed"),
     "net.rogue_dhcp": N_("Network attack: a foreign DHCP server"),
     "net.bypass": N_("Attempt to bypass the filter (%(kind)s)"),
-    "agent.silent": N_("A workstation stopped reporting"),
     "agent.collector_failed": N_("Parts of the agent are not working"),
     "agent.events_dropped": N_("A workstation had to drop events: its outbox was full"),
 }
