@@ -45,7 +45,8 @@ _PERCENT = re.compile(rb"%([0-9A-Fa-f]{2})")
 _UNICODE_DOTS = str.maketrans({"\u3002": ".", "\uff0e": ".", "\uff61": "."})
 _HOST_OK = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789.-_")
 # The fast path: an ordinary http(s) URL needs none of the repairs above.
-_PLAIN = re.compile(r"^(https?)://([a-z0-9\-]+(?:\.[a-z0-9\-]+)+)(/[A-Za-z0-9\-._~!$&'()*+,;=:@/]*)?"
+# A port is allowed and dropped, as the slow path drops it (transparent-proxy URLs carry one).
+_PLAIN = re.compile(r"^(https?)://([a-z0-9\-]+(?:\.[a-z0-9\-]+)+)(?::[0-9]{1,5})?(/[A-Za-z0-9\-._~!$&'()*+,;=:@/]*)?"
                     r"(\?[A-Za-z0-9\-._~!$&'()*+,;=:@/?]*)?$")
 
 

@@ -136,3 +136,13 @@ def test_fast_and_slow_paths_agree(host, path):
 
     url = f"http://{host}/{path}"
     assert canonicalize(url) == _canonicalize_slow(url)
+
+
+@pytest.mark.parametrize("url", [
+    "http://127.0.0.1:8080/x?y=1", "https://example.com:443/", "http://example.com:80",
+    "http://a.b:65535/p/q", "http://example.com:99999/", "http://1.2.3.4:0/a/../b",
+])
+def test_the_fast_path_drops_a_port_exactly_as_the_full_rules_do(url):
+    from filters.canonical import _canonicalize_slow
+
+    assert canonicalize(url) == _canonicalize_slow(url)
