@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.integrity import walk
 from agent.integrity.config import IntegrityConfig, under
 from agent.integrity.diff import ADDED, Change, apply_accepted, compare, diff
 from agent.integrity.hasher import Progress
@@ -123,6 +124,7 @@ class IntegrityEngine:
         self._inventory_path = self.state_dir / "inventory.json"
         self._schedule_path = self.state_dir / "schedule.json"
         self._reported: set[tuple] = self._load_reported()
+        self._last_files = 0  # files seen by the last baseline or check (is the tree big?)
 
     @contextlib.contextmanager
     def _exclusive(self):
@@ -249,6 +251,7 @@ class IntegrityEngine:
             for path, record in records.items():  # in place: no second dict of every record
                 records[path] = record.with_package(owner(path))
             del owner, result
+            self._last_files = len(records)
             baseline = self.store.save(
                 records,
                 roots=list(self.config.paths),
@@ -290,20 +293,33 @@ class IntegrityEngine:
         """
         started = time.monotonic()
         with self._exclusive():
-            base = self.load_baseline()
-            scanned = scan(
-                self.config.paths,
-                self.config.exclude,
-                known=base.keys,
-                full=full,
-                workers=self.workers,
-                progress=progress,
-                on_total=on_total,
+            workers = self.workers or os.cpu_count() or 1
+            # The walking workers start while the baseline is loaded and verified (when the
+            # last look at the tree says it is big enough for them).
+            walkers = (
+                walk.start_workers(workers, self.config.exclude)
+                if not full and workers > 1 and self._last_files >= walk.PARALLEL_MIN_FILES
+                else []
             )
+            try:
+                base = self.load_baseline()
+                scanned = scan(
+                    self.config.paths,
+                    self.config.exclude,
+                    known=base.keys,
+                    full=full,
+                    workers=self.workers,
+                    progress=progress,
+                    on_total=on_total,
+                    walkers=walkers,
+                )
+            finally:
+                walk.close_workers(walkers)
+            self._last_files = len(scanned.seen)
             current = scanned.records  # only the candidates
             now_excluded = ExcludeMatcher(self.config.exclude)
             was_excluded = ExcludeMatcher(base.exclude)
-            gone = [p for p in base.keys if p not in scanned.seen]
+            gone = list(base.keys.keys() - scanned.seen)  # a set operation: no Python code per path
             out_of_scope = {p for p in gone if not under(p, self.config.paths) or now_excluded(p)}
             accepted_paths = [p for p, _ in self.config.accepted if p in base.keys]
             old = base.fetch([*current, *gone, *accepted_paths])

@@ -59,5 +59,6 @@ if __name__ == "__main__":
         from agent.integrity.walk import serve as serve_walk
 
         serve_walk()
+        os._exit(0)  # nothing to flush (os.write); the parent waits for this exit
     else:
         serve()

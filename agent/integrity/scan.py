@@ -55,6 +55,7 @@ def scan(
     workers: int | None = None,
     progress: Progress | None = None,
     on_total: Callable[[int, int], None] | None = None,
+    walkers: list[walk._WalkWorker] | None = None,
 ) -> ScanResult:
     """Walk `roots` and hash what needs hashing.
 
@@ -63,10 +64,11 @@ def scan(
     the whole cost of an hourly check, so it stays lean.  Files are hashed while the
     walk goes on; `on_total(files, bytes)` is told the size of the whole hashing job
     when the walk ends (for a progress bar; `progress` is only called after that).
+    `walkers`: walking workers started ahead (`walk.start_workers`), for a big fast check.
     """
     known = known if (known is not None and not full) else {}
     with HashStream(workers=workers, progress=progress) as hasher:
-        result, to_hash = _walk(roots, ExcludeMatcher(exclude), known, hasher, list(exclude))
+        result, to_hash = _walk(roots, ExcludeMatcher(exclude), known, hasher, list(exclude), walkers)
         if on_total:
             on_total(len(to_hash), 0)  # sizes are learnt while hashing (a full walk does no lstat)
         answers = hasher.finish()
@@ -103,6 +105,7 @@ def _walk(
     known: Mapping[str, bytes],
     hasher: HashStream,
     exclude_patterns: list[str] | None = None,
+    walkers: list[walk._WalkWorker] | None = None,
 ) -> tuple[ScanResult, list[str]]:
     """The walk: every file and symlink path into `seen`; symlinks recorded at once;
     regular files the fast path cannot vouch for handed to `hasher` (which hashes them
@@ -191,7 +194,12 @@ def _walk(
                             records[path] = record.with_hash(link_hash(target))
     if folders:
         matched, files, look_again = walk.compare_in_parallel(
-            folders, exclude_patterns or [], known, hasher.workers, excluded if excluded.active else None
+            folders,
+            exclude_patterns or [],
+            known,
+            hasher.workers,
+            excluded if excluded.active else None,
+            walkers,
         )
         seen |= matched
         for path in files:

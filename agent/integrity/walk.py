@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import operator
 import os
 import re
 import selectors
@@ -41,6 +42,8 @@ pack_key = struct.Struct("<qqqQQQQQ").pack
 _LENGTH = struct.Struct("<I")
 _TWO = struct.Struct("<II")
 _KEY_SIZE = 64  # model._KEY.size: eight 8-byte integers
+_KEYS = struct.Struct(f"{_KEY_SIZE}s")  # to cut a worker's keys apart (iter_unpack)
+_first = operator.itemgetter(0)
 # Below this many baseline files the two process start-ups (~30 ms each) cost more than they save.
 PARALLEL_MIN_FILES = 4000
 # The parent expands the top folders until there are this many per worker (for balance).
@@ -256,15 +259,37 @@ def _compare_answer(
     paths: list[str], keys: bytes, known: Mapping[str, bytes], matched: set[str], differ: list[str]
 ) -> None:
     """A worker's answer against the baseline: the paths whose key is the baseline's go to
-    `matched`, the others (changed or new) to `differ`."""
-    known_get = known.get
-    at = range(0, len(keys), _KEY_SIZE)
-    differ.extend(
-        [path for path, i in zip(paths, at, strict=True) if known_get(path) != keys[i : i + _KEY_SIZE]]
-    )
+    `matched`, the others (changed or new) to `differ`.  In the usual case (nothing changed)
+    no Python code runs per path: the keys are cut by struct, the baseline's looked up by
+    map, and the two lists compared, all in C; only a folder with a change is gone through."""
+    now = list(map(_first, _KEYS.iter_unpack(keys)))
+    then = list(map(known.get, paths))
+    if now == then:
+        matched.update(paths)
+        return
+    changed = [path for path, key, was in zip(paths, now, then, strict=True) if key != was]
     matched.update(paths)
-    if differ:
-        matched.difference_update(differ)
+    if changed:
+        matched.difference_update(changed)
+        differ.extend(changed)
+
+
+def start_workers(count: int, exclude: Iterable[str]) -> list[_WalkWorker]:
+    """Walking workers started ahead (they need nothing of the baseline, so they start while
+    the caller loads and verifies it); hand them to `compare_in_parallel`, and always to
+    `close_workers` afterwards (a no-op for those it used)."""
+    started = []
+    for _ in range(count):
+        try:
+            started.append(_WalkWorker(list(exclude)))
+        except OSError:
+            break
+    return started
+
+
+def close_workers(workers: Iterable[_WalkWorker]) -> None:
+    for worker in workers:
+        worker.close()
 
 
 def compare_in_parallel(
@@ -273,12 +298,14 @@ def compare_in_parallel(
     known: Mapping[str, bytes],
     workers: int,
     excluded: Callable[[str], bool] | None,
+    started: list[_WalkWorker] | None = None,
 ) -> tuple[set[str], list[str], list[str]]:
     """`compare_tree` of `folders`, the `lstat` work shared out between `workers` processes.
 
     Returns (matched paths as a set, regular files to hash, paths to look at again: symlinks
     and what a worker saw differ, for the caller's `lstat` to tell file, symlink or gone).
-    A worker that dies is replaced by this process for its folder and the rest."""
+    A worker that dies is replaced by this process for its folder and the rest.  `started`:
+    workers from `start_workers` with the same `exclude`, used before any new one."""
     found = TreeComparison()
     units = list(folders)
     for _ in range(3):  # walk the top levels here until there are enough folders to share
@@ -295,9 +322,10 @@ def compare_in_parallel(
     selector = selectors.DefaultSelector()
     orphans: list[str] = []
     try:
+        ready = list(started or ())
         for _ in range(min(workers, len(units))):
             try:
-                worker = _WalkWorker(list(exclude))
+                worker = ready.pop() if ready else _WalkWorker(list(exclude))
             except OSError:
                 continue
             try:

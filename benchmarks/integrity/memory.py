@@ -4,8 +4,9 @@ For each code version (a git revision, or the working tree) the `agent/integrity
 package is exported to a temporary folder and a fresh Python process (with the agent's
 heavy imports: httpx, pydantic, the protocol) builds the first baseline of a 200-file
 tree against this machine's real dpkg database, then runs one check, as the collector
-does.  It reports the RSS after the imports, after the baseline and check (what the
-agent keeps for its life), and the peak.  Versions alternate, `--rounds` times.
+does (`--tree /var/tmp/kalkan-bench-tree`: a big existing tree instead).  It reports
+the RSS after the imports, after the baseline and check (what the agent keeps for its
+life), and the peak.  Versions alternate, `--rounds` times.
 
     .venv/bin/python benchmarks/integrity/memory.py --before b52d8c8^ --rounds 3
 """
@@ -34,14 +35,17 @@ imports = me.memory_info().rss
 from agent.integrity.config import IntegrityConfig
 from agent.integrity.engine import IntegrityEngine
 work = Path(tempfile.mkdtemp(prefix="kalkan-mem-"))
-tree = work / "tree"
-tree.mkdir()
-for i in range(200):
-    (tree / f"file-{i:03d}").write_bytes(os.urandom(64) * (i + 1))
+tree = Path(os.environ["KALKAN_MEM_TREE"]) if os.environ.get("KALKAN_MEM_TREE") else work / "tree"
+if not tree.exists():
+    tree.mkdir()
+    for i in range(200):
+        (tree / f"file-{i:03d}").write_bytes(os.urandom(64) * (i + 1))
+    (tree / "file-007").write_bytes(b"original")
 engine = IntegrityEngine(IntegrityConfig(paths=(str(tree),)), state_dir=work / "state",
                          key_dir=work / "key", emit=lambda *a: None)
 engine.build_baseline()
-(tree / "file-007").write_bytes(b"changed")
+if not os.environ.get("KALKAN_MEM_TREE"):
+    (tree / "file-007").write_bytes(b"changed")
 engine.check()
 gc.collect()
 after = me.memory_info().rss
@@ -70,8 +74,8 @@ def export(rev: str | None, into: Path) -> Path:
     return into
 
 
-def run(src: Path) -> dict:
-    env = {**os.environ, "PYTHONPATH": f"{src}:{REPO}"}
+def run(src: Path, tree: str | None) -> dict:
+    env = {**os.environ, "PYTHONPATH": f"{src}:{REPO}", "KALKAN_MEM_TREE": tree or ""}
     out = subprocess.run([sys.executable, "-c", CHILD], env=env, cwd=src, capture_output=True, text=True,
                          check=True)
     return json.loads(out.stdout)
@@ -81,6 +85,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--before", default="b52d8c8^", help="git revision of the old code")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--tree", help="baseline this tree (left unchanged) instead of a fresh 200-file one")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="kalkan-mem-bench-"))
     versions = {"before": export(args.before, work / "before"), "after": export(None, work / "after")}
@@ -89,7 +94,7 @@ def main() -> int:
     for _ in range(args.rounds):
         loads.append(round(os.getloadavg()[0], 2))
         for name, src in versions.items():
-            found[name].append(run(src))
+            found[name].append(run(src, args.tree))
     mb = 1 / (1 << 20)
     print(f"dpkg .list paths on this machine: "
           f"{sum(1 for f in Path('/var/lib/dpkg/info').glob('*.list') for _ in f.open('rb'))}; "
