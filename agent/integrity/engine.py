@@ -294,13 +294,17 @@ class IntegrityEngine:
         started = time.monotonic()
         with self._exclusive():
             workers = self.workers or os.cpu_count() or 1
-            # The walking workers start while the baseline is loaded and verified (when the
-            # last look at the tree says it is big enough for them).
-            walkers = (
-                walk.start_workers(workers, self.config.exclude)
-                if not full and workers > 1 and self._last_files >= walk.PARALLEL_MIN_FILES
-                else []
-            )
+            # The walk starts while the baseline is loaded and verified (when the last look at
+            # the tree says it is big enough for walking workers).
+            walk_job = None
+            if not full and workers > 1 and self._last_files >= walk.PARALLEL_MIN_FILES:
+                matcher = ExcludeMatcher(self.config.exclude)
+                walk_job = walk.WalkJob(
+                    walk.folder_roots(self.config.paths, matcher),
+                    self.config.exclude,
+                    workers,
+                    matcher if matcher.active else None,
+                )
             try:
                 base = self.load_baseline()
                 scanned = scan(
@@ -311,10 +315,11 @@ class IntegrityEngine:
                     workers=self.workers,
                     progress=progress,
                     on_total=on_total,
-                    walkers=walkers,
+                    walk_job=walk_job,
                 )
             finally:
-                walk.close_workers(walkers)
+                if walk_job is not None:
+                    walk_job.close()
             self._last_files = len(scanned.seen)
             current = scanned.records  # only the candidates
             now_excluded = ExcludeMatcher(self.config.exclude)

@@ -55,7 +55,7 @@ def scan(
     workers: int | None = None,
     progress: Progress | None = None,
     on_total: Callable[[int, int], None] | None = None,
-    walkers: list[walk._WalkWorker] | None = None,
+    walk_job: walk.WalkJob | None = None,
 ) -> ScanResult:
     """Walk `roots` and hash what needs hashing.
 
@@ -64,11 +64,11 @@ def scan(
     the whole cost of an hourly check, so it stays lean.  Files are hashed while the
     walk goes on; `on_total(files, bytes)` is told the size of the whole hashing job
     when the walk ends (for a progress bar; `progress` is only called after that).
-    `walkers`: walking workers started ahead (`walk.start_workers`), for a big fast check.
+    `walk_job`: the walk of the folder roots, started ahead (`walk.WalkJob`), for a big fast check.
     """
     known = known if (known is not None and not full) else {}
     with HashStream(workers=workers, progress=progress) as hasher:
-        result, to_hash = _walk(roots, ExcludeMatcher(exclude), known, hasher, list(exclude), walkers)
+        result, to_hash = _walk(roots, ExcludeMatcher(exclude), known, hasher, list(exclude), walk_job)
         if on_total:
             on_total(len(to_hash), 0)  # sizes are learnt while hashing (a full walk does no lstat)
         answers = hasher.finish()
@@ -105,7 +105,7 @@ def _walk(
     known: Mapping[str, bytes],
     hasher: HashStream,
     exclude_patterns: list[str] | None = None,
-    walkers: list[walk._WalkWorker] | None = None,
+    walk_job: walk.WalkJob | None = None,
 ) -> tuple[ScanResult, list[str]]:
     """The walk: every file and symlink path into `seen`; symlinks recorded at once;
     regular files the fast path cannot vouch for handed to `hasher` (which hashes them
@@ -122,7 +122,7 @@ def _walk(
     to_hash: list[str] = []
     add = hasher.add
     parallel = check_fast_path and hasher.workers > 1 and len(known) >= walk.PARALLEL_MIN_FILES
-    folders: list[str] = []  # with `parallel`: the root folders, walked by walk.compare_in_parallel
+    folders: list[str] = []  # with `parallel`: the root folders, walked by a walk.WalkJob
 
     for root in roots:
         root = os.path.normpath(root)
@@ -138,6 +138,8 @@ def _walk(
                     else:
                         to_hash.append(root)
                         add(root, record.size)
+            continue
+        if walk_job is not None and root in walk_job.folders:
             continue
         if parallel:
             folders.append(root)
@@ -192,15 +194,15 @@ def _walk(
                         if record is not None:
                             seen.add(path)
                             records[path] = record.with_hash(link_hash(target))
-    if folders:
-        matched, files, look_again = walk.compare_in_parallel(
-            folders,
-            exclude_patterns or [],
-            known,
-            hasher.workers,
-            excluded if excluded.active else None,
-            walkers,
+    if folders and walk_job is None:
+        walk_job = walk.WalkJob(
+            folders, exclude_patterns or [], hasher.workers, excluded if excluded.active else None
         )
+    if walk_job is not None:
+        try:
+            matched, files, look_again = walk_job.result(known)
+        finally:
+            walk_job.close()
         seen |= matched
         for path in files:
             seen.add(path)

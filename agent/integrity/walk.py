@@ -32,6 +32,7 @@ import selectors
 import struct
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,11 +136,17 @@ def compare_tree(
 # ---------------------------------------------------------------------- the worker side
 
 
-def stat_tree(folder: str, excluded: Callable[[str], bool] | None) -> tuple[list[str], list[bytes]]:
-    """Every regular file and symlink below `folder` (not excluded) and its packed lstat key."""
-    paths: list[str] = []
-    keys: list[bytes] = []
+def stat_tree(
+    folder: str,
+    excluded: Callable[[str], bool] | None,
+    into: tuple[list[str], list[bytes]] | None = None,
+    later: list[str] | None = None,
+) -> tuple[list[str], list[bytes]]:
+    """Every regular file and symlink below `folder` (not excluded) and its packed lstat key;
+    with `later`, only `folder` itself, its subfolders going to `later`."""
+    paths, keys = into if into is not None else ([], [])
     stack = [folder]
+    push = later.append if later is not None else stack.append
     while stack:
         try:
             entries = os.scandir(stack.pop())
@@ -152,7 +159,7 @@ def stat_tree(folder: str, excluded: Callable[[str], bool] | None) -> tuple[list
                     continue
                 try:
                     if entry.is_dir(follow_symlinks=False):
-                        stack.append(path)
+                        push(path)
                         continue
                     st = entry.stat(follow_symlinks=False)
                 except OSError:
@@ -274,100 +281,114 @@ def _compare_answer(
         differ.extend(changed)
 
 
-def start_workers(count: int, exclude: Iterable[str]) -> list[_WalkWorker]:
-    """Walking workers started ahead (they need nothing of the baseline, so they start while
-    the caller loads and verifies it); hand them to `compare_in_parallel`, and always to
-    `close_workers` afterwards (a no-op for those it used)."""
-    started = []
-    for _ in range(count):
+def folder_roots(roots: Iterable[str], excluded: Callable[[str], bool]) -> list[str]:
+    """The roots that are folders to walk (as `scan` tells them from single files)."""
+    return [
+        root
+        for root in map(os.path.normpath, roots)
+        if not excluded(root) and os.path.isdir(root) and not os.path.islink(root)
+    ]
+
+
+class WalkJob:
+    """The `lstat` work of a fast check of `folders`, shared out between `workers` processes.
+
+    It starts at once (a thread hands folders to the workers and keeps their answers: only
+    I/O, so it hardly competes with the caller), so the walk goes on while the caller loads
+    and verifies the baseline; `result(known)` then compares everything with the baseline.
+    A worker that dies is replaced by this process for its folder and the rest; if the job
+    fails altogether, `result` walks everything here.  Always `close()` it."""
+
+    def __init__(
+        self, folders: list[str], exclude: Iterable[str], workers: int, excluded: Callable[[str], bool] | None
+    ) -> None:
+        self.folders = list(folders)
+        self._exclude = list(exclude)
+        self._workers = workers
+        self._excluded = excluded
+        self._top: tuple[list[str], list[bytes]] = ([], [])  # what the thread listed itself
+        self._answers: list[tuple[bytes, bytes]] = []
+        self._orphans: list[str] = []
+        self._pool: list[_WalkWorker] = []
+        self._failed = False
+        self._thread = threading.Thread(target=self._run, name="integrity-walk", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
         try:
-            started.append(_WalkWorker(list(exclude)))
-        except OSError:
-            break
-    return started
-
-
-def close_workers(workers: Iterable[_WalkWorker]) -> None:
-    for worker in workers:
-        worker.close()
-
-
-def compare_in_parallel(
-    folders: list[str],
-    exclude: list[str],
-    known: Mapping[str, bytes],
-    workers: int,
-    excluded: Callable[[str], bool] | None,
-    started: list[_WalkWorker] | None = None,
-) -> tuple[set[str], list[str], list[str]]:
-    """`compare_tree` of `folders`, the `lstat` work shared out between `workers` processes.
-
-    Returns (matched paths as a set, regular files to hash, paths to look at again: symlinks
-    and what a worker saw differ, for the caller's `lstat` to tell file, symlink or gone).
-    A worker that dies is replaced by this process for its folder and the rest.  `started`:
-    workers from `start_workers` with the same `exclude`, used before any new one."""
-    found = TreeComparison()
-    units = list(folders)
-    for _ in range(3):  # walk the top levels here until there are enough folders to share
-        if len(units) >= _UNITS_PER_WORKER * workers or not units:
-            break
-        found.folders = []
-        compare_tree(units, excluded, known, recursive=False, into=found)
-        units = found.folders
-    matched: set[str] = set(found.matched)
-    files, links = found.files, found.links
-    differ: list[str] = []
-    units.reverse()  # hand out in walk order (pop from the end)
-    pool: list[_WalkWorker] = []
-    selector = selectors.DefaultSelector()
-    orphans: list[str] = []
-    try:
-        ready = list(started or ())
-        for _ in range(min(workers, len(units))):
-            try:
-                worker = ready.pop() if ready else _WalkWorker(list(exclude))
-            except OSError:
-                continue
-            try:
-                worker.give(units.pop())
-            except OSError:
-                orphans.append(worker.folder or "")
+            self._walk()
+        except BaseException:  # noqa: BLE001 - anything: result() walks in this process instead
+            self._failed = True
+        finally:
+            for worker in self._pool:
                 worker.close()
-                continue
-            pool.append(worker)
-            assert worker.process.stdout is not None
-            selector.register(worker.process.stdout, selectors.EVENT_READ, worker)
-        while pool:
-            for key, _ in selector.select():
-                worker = key.data
-                answer = worker.answer()
-                if answer is None:  # died: its folder and the rest are walked here
-                    if worker.folder is not None:
-                        orphans.append(worker.folder)
-                    selector.unregister(key.fileobj)
+
+    def _walk(self) -> None:
+        units = list(self.folders)
+        for _ in range(3):  # list the top levels here until there are enough folders to share
+            if len(units) >= _UNITS_PER_WORKER * self._workers or not units:
+                break
+            later: list[str] = []
+            for folder in units:
+                stat_tree(folder, self._excluded, into=self._top, later=later)
+            units = later
+        units.reverse()  # hand out in walk order (pop from the end)
+        pool, orphans = self._pool, self._orphans
+        with selectors.DefaultSelector() as selector:
+            for _ in range(min(self._workers, len(units))):
+                try:
+                    worker = _WalkWorker(self._exclude)
+                except OSError:
+                    continue
+                pool.append(worker)
+                try:
+                    worker.give(units.pop())
+                except OSError:
+                    orphans.append(worker.folder or "")
                     pool.remove(worker)
                     worker.close()
                     continue
-                try:
-                    if units:
-                        worker.give(units.pop())  # first: it walks while we compare
-                        give_up = False
-                    else:
-                        give_up = True
-                except OSError:
-                    orphans.append(worker.folder or "")
-                    give_up = True
-                if give_up:
+                assert worker.process.stdout is not None
+                selector.register(worker.process.stdout, selectors.EVENT_READ, worker)
+            while pool:
+                for key, _ in selector.select():
+                    worker = key.data
+                    answer = worker.answer()
+                    if answer is not None:
+                        self._answers.append(answer)
+                    elif worker.folder is not None:  # died: its folder is walked by result()
+                        orphans.append(worker.folder)
+                    try:
+                        if answer is not None and units:
+                            worker.give(units.pop())
+                            continue
+                    except OSError:
+                        orphans.append(worker.folder or "")
                     selector.unregister(key.fileobj)
                     pool.remove(worker)
                     worker.close()
-                _compare_answer(_dec(answer[0]), answer[1], known, matched, differ)
-    finally:
-        selector.close()
-        for worker in pool:
-            worker.close()
-    if orphans or units:
-        compare_tree(orphans + units, excluded, known, into=found)
+        orphans.extend(units)  # no worker could be started
+
+    def result(self, known: Mapping[str, bytes]) -> tuple[set[str], list[str], list[str]]:
+        """(matched paths as a set, regular files to hash, paths to look at again: symlinks and
+        what differs from `known`, for the caller's `lstat` to tell file, symlink or gone)."""
+        self._thread.join()
+        if self._failed:
+            found = compare_tree(self.folders, self._excluded, known)
+            return set(found.matched), found.files, found.links
+        matched: set[str] = set()
+        differ: list[str] = []
+        _compare_answer(self._top[0], b"".join(self._top[1]), known, matched, differ)
+        for paths, keys in self._answers:
+            _compare_answer(_dec(paths), keys, known, matched, differ)
+        found = compare_tree(self._orphans, self._excluded, known)
         matched.update(found.matched)
-    links.extend(differ)  # like symlinks, the caller looks at each again (lstat): file, symlink or gone
-    return matched, files, links
+        return matched, found.files, found.links + differ
+
+    def close(self) -> None:
+        """Stop what is still running (the caller gave up, e.g. a tampered baseline)."""
+        if self._thread.is_alive():
+            for worker in list(self._pool):
+                if worker.process.poll() is None:
+                    worker.process.kill()
+            self._thread.join()
