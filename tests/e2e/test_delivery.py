@@ -37,12 +37,12 @@ def _server_count(server: KalkanServerProcess, agent_id: str) -> int:
             Event.agent_id == agent_id, Event.type == "web.report")) or 0
 
 
-def _wait(predicate, timeout: float, what: str) -> None:
+def _wait(predicate, timeout: float, what: str, *, poll_s: float = 0.1) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
             return
-        time.sleep(0.1)
+        time.sleep(poll_s)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
@@ -71,7 +71,9 @@ def test_events_made_while_the_server_is_down_arrive_after_it_starts(tmp_path: P
 
 
 def test_sigkill_during_upload_loses_and_duplicates_nothing(tmp_path: Path) -> None:
-    total = 4_000
+    # Enough events that the upload takes over a second even at the server's full ingest
+    # speed (~16,000/s here), so the kill lands mid-upload on a quiet machine too.
+    total = 20_000
     with KalkanServerProcess(tmp_path / "server") as server:
         agent = AgentProcess(tmp_path / "agent")
         agent.enroll(server)
@@ -82,7 +84,8 @@ def test_sigkill_during_upload_loses_and_duplicates_nothing(tmp_path: Path) -> N
         made = {str(e.id) for e in envelopes}
         agent.start(collectors=["heartbeat"], heartbeat_s=3600)
         try:
-            _wait(lambda: _server_count(server, agent_id) > 0, 60, "the first batch on the server")
+            _wait(lambda: _server_count(server, agent_id) > 0, 60, "the first batch on the server",
+                  poll_s=0.01)
         finally:
             agent.kill()
         at_kill = _server_count(server, agent_id)
