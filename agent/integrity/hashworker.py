@@ -22,18 +22,20 @@ import sys
 _LENGTH = struct.Struct("<I")
 
 
-def _read_exact(fd: int, n: int) -> bytes:
+def read_exact(fd: int, n: int) -> bytes | None:
+    """Exactly `n` bytes from a pipe, or None when the other side closed it (shared with
+    the walking worker, agent.integrity.walk)."""
     chunks, left = [], n
     while left:
         chunk = os.read(fd, left)
         if not chunk:
-            return b""  # the parent closed the pipe: done
+            return None
         chunks.append(chunk)
         left -= len(chunk)
     return b"".join(chunks)
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
@@ -44,11 +46,13 @@ def serve(fd_in: int = 0, fd_out: int = 1) -> None:
 
     buf = new_buffer()
     while True:
-        header = _read_exact(fd_in, _LENGTH.size)
-        if not header:
+        header = read_exact(fd_in, _LENGTH.size)
+        if header is None:
             return
-        payload = _read_exact(fd_in, _LENGTH.unpack(header)[0])
-        _write_all(fd_out, b"".join([pack_answer(path, buf) for path in payload.split(b"\0")]))
+        payload = read_exact(fd_in, _LENGTH.unpack(header)[0])
+        if payload is None:
+            return
+        write_all(fd_out, b"".join([pack_answer(path, buf) for path in payload.split(b"\0")]))
 
 
 if __name__ == "__main__":

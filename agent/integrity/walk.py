@@ -37,6 +37,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agent.integrity.hashworker import read_exact, write_all
+
 # model.fast_key's packing (model._KEY), repeated so that a walking worker does not import
 # hashlib through model (start-up time); tests/integrity/test_walk.py checks they agree.
 pack_key = struct.Struct("<qqqQQQQQ").pack
@@ -173,29 +175,12 @@ def stat_tree(
     return paths, keys
 
 
-def _read_exact(fd: int, n: int) -> bytes | None:
-    chunks, left = [], n
-    while left:
-        chunk = os.read(fd, left)
-        if not chunk:
-            return None
-        chunks.append(chunk)
-        left -= len(chunk)
-    return b"".join(chunks)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
 def _read_message(fd: int) -> bytes | None:
-    header = _read_exact(fd, _LENGTH.size)
+    header = read_exact(fd, _LENGTH.size)
     if header is None:
         return None
     size = _LENGTH.unpack(header)[0]
-    return _read_exact(fd, size) if size else b""
+    return read_exact(fd, size) if size else b""
 
 
 def serve(fd_in: int = 0, fd_out: int = 1) -> None:
@@ -208,7 +193,7 @@ def serve(fd_in: int = 0, fd_out: int = 1) -> None:
     while (request := _read_message(fd_in)) is not None:
         paths, keys = stat_tree(request.decode("utf-8", "surrogateescape"), excluded)
         blobs = (_enc("\0".join(paths)), b"".join(keys))
-        _write_all(fd_out, _TWO.pack(*map(len, blobs)) + b"".join(blobs))
+        write_all(fd_out, _TWO.pack(*map(len, blobs)) + b"".join(blobs))
 
 
 # ---------------------------------------------------------------------- the parent side
@@ -230,7 +215,7 @@ class _WalkWorker:
 
     def _send(self, data: bytes) -> None:
         assert self.process.stdin is not None
-        _write_all(self.process.stdin.fileno(), _LENGTH.pack(len(data)) + data)
+        write_all(self.process.stdin.fileno(), _LENGTH.pack(len(data)) + data)
 
     def give(self, folder: str) -> None:
         self.folder = folder
@@ -239,12 +224,12 @@ class _WalkWorker:
     def answer(self) -> tuple[bytes, bytes] | None:
         assert self.process.stdout is not None
         fd = self.process.stdout.fileno()
-        header = _read_exact(fd, _TWO.size)
+        header = read_exact(fd, _TWO.size)
         if header is None:
             return None
         n_paths, n_keys = _TWO.unpack(header)
-        paths = _read_exact(fd, n_paths) if n_paths else b""
-        keys = _read_exact(fd, n_keys) if n_keys else b""
+        paths = read_exact(fd, n_paths) if n_paths else b""
+        keys = read_exact(fd, n_keys) if n_keys else b""
         if paths is None or keys is None:
             return None
         self.folder = None
