@@ -37,6 +37,7 @@ __all__ = [
     "split_canonical",
     "lookup_expressions",
     "host_suffixes",
+    "parent_domains",
     "path_prefixes",
 ]
 
@@ -246,6 +247,18 @@ def split_canonical(canonical_url: str) -> tuple[str, str, str | None]:
 
 def _is_ip(host: str) -> bool:
     return host.startswith("[") or _ipv4(host) == host
+
+
+def parent_domains(host: str) -> list[str]:
+    """The host and all its parent domains (``a.b.kg``, ``b.kg``, ``kg``); an IP alone."""
+    if host[:1].isdigit() and host.replace(".", "").isdigit() or host.startswith("["):
+        return [host]
+    out = [host]
+    pos = host.find(".")
+    while pos != -1:
+        out.append(host[pos + 1:])
+        pos = host.find(".", pos + 1)
+    return out
 
 
 def host_suffixes(host: str, *, limit: int | None = 5) -> list[str]:

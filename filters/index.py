@@ -44,7 +44,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .canonical import canonical_host, canonicalize, split_canonical
+from .canonical import canonical_host, canonicalize, parent_domains, split_canonical
 from .categories import CATEGORIES, CategoryTable
 from .importers import Entry, Problem, read_plain, read_ut1, sniff_format
 
@@ -78,18 +78,6 @@ def path_expressions(path: str, query: str | None) -> list[str]:
         out.append(path[:pos])
         out.append(path[: pos + 1])
         pos = path.find("/", pos + 1)
-    return out
-
-
-def parent_domains(host: str) -> list[str]:
-    """The host and all its parent domains (``a.b.kg``, ``b.kg``, ``kg``); an IP alone."""
-    if host[:1].isdigit() and host.replace(".", "").isdigit() or host.startswith("["):
-        return [host]
-    out = [host]
-    pos = host.find(".")
-    while pos != -1:
-        out.append(host[pos + 1:])
-        pos = host.find(".", pos + 1)
     return out
 
 

@@ -15,7 +15,7 @@ from datetime import date, datetime, time
 from functools import cached_property
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from .canonical import canonicalize, split_canonical
+from .canonical import canonicalize, parent_domains, split_canonical
 
 MODES = ("open", "allow_list", "no_internet")
 STUDENT = "student"
@@ -112,11 +112,11 @@ class SiteList:
         return bool(self.domains or self.prefixes)
 
     def has_paths_for(self, host: str) -> bool:
-        return any(s in self.prefixes for s in _suffixes(host))
+        return any(s in self.prefixes for s in parent_domains(host))
 
     def host_listed(self, host: str) -> str | None:
         """The domain entry covering the whole host, if any."""
-        for suffix in _suffixes(host):
+        for suffix in parent_domains(host):
             if suffix in self.domains:
                 return suffix
         return None
@@ -124,7 +124,7 @@ class SiteList:
     def match(self, host: str, path: str, query: str | None) -> str | None:
         """The entry that covers this URL, or None."""
         full = path + (f"?{query}" if query is not None else "")
-        for suffix in _suffixes(host):
+        for suffix in parent_domains(host):
             if suffix in self.domains:
                 return suffix
             for prefix in self.prefixes.get(suffix, ()):
@@ -132,17 +132,6 @@ class SiteList:
                         prefix.endswith("/") or full[len(prefix)] in "/?")):
                     return suffix + prefix
         return None
-
-
-def _suffixes(host: str) -> list[str]:
-    if host.startswith("[") or host.replace(".", "").isdigit():
-        return [host]
-    out = [host]
-    pos = host.find(".")
-    while pos != -1:
-        out.append(host[pos + 1:])
-        pos = host.find(".", pos + 1)
-    return out
 
 
 def _parse_time(value: str, what: str) -> time:
