@@ -129,10 +129,7 @@ def insert_rows(connection: Connection, table: Table, columns: Sequence[str], ro
     if connection.dialect.name == "postgresql":
         sql, is_json = _postgres_sql(table, columns, tuple(on_conflict_do_nothing or ()) or None,
                                      tuple(returning or ()) or None)
-        params = {}
-        for i, json_column in enumerate(is_json):
-            values = [row[i] for row in rows]
-            params[f"c{i}"] = [_json_text(v) for v in values] if json_column else values
+        params = _postgres_column_params(rows, is_json)
         with raw.cursor() as cursor:
             cursor.execute(sql, params)
             return cursor.fetchall() if returning else []
@@ -174,10 +171,7 @@ def update_rows(connection: Connection, table: Table, key: str, columns: Sequenc
     raw = connection.connection.dbapi_connection
     if connection.dialect.name == "postgresql":
         sql, is_json = _postgres_update_sql(table, key, columns)
-        params = {}
-        for i, json_column in enumerate(is_json):
-            values = [row[i] for row in rows]
-            params[f"c{i}"] = [_json_text(v) for v in values] if json_column else values
+        params = _postgres_column_params(rows, is_json)
         with raw.cursor() as cursor:
             cursor.execute(sql, params)
         return
@@ -190,3 +184,13 @@ def update_rows(connection: Connection, table: Table, key: str, columns: Sequenc
                                                [(*row[1:], row[0]) for row in rows]))
     finally:
         cursor.close()
+
+
+def _postgres_column_params(rows, is_json) -> dict[str, list]:
+    """One array parameter per column (`c0`, `c1`, …) for the unnest() statements; JSON
+    columns as text, which PostgreSQL casts back."""
+    params = {}
+    for i, json_column in enumerate(is_json):
+        values = [row[i] for row in rows]
+        params[f"c{i}"] = [_json_text(v) for v in values] if json_column else values
+    return params
