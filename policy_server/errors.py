@@ -5,11 +5,15 @@ Every message names the problem and, where there is one, the fix: it is shown to
 
 
 class KalkanError(Exception):
+    """`code` is a stable name for the case (e.g. "incident.already_resolved"), so a page can
+    say it in the reader's language without parsing the English message."""
+
     status_code = 400
 
-    def __init__(self, message: str):
+    def __init__(self, message: str, *, code: str = ""):
         super().__init__(message)
         self.message = message
+        self.code = code
 
 
 class InvalidInput(KalkanError):

@@ -91,7 +91,8 @@ def _change(db: Session, incident: Incident, *, actor: str, action: str, detail:
 def acknowledge(db: Session, *, incident_id: int, actor: Person | str) -> Incident:
     incident = get_incident(db, incident_id)
     if incident.status == IncidentStatus.resolved:
-        raise Conflict(f"incident {incident_id} is already resolved; it cannot be acknowledged again")
+        raise Conflict(f"incident {incident_id} is already resolved; it cannot be acknowledged again",
+                       code="incident.already_resolved")
     if incident.status == IncidentStatus.acknowledged:
         return incident  # idempotent: a double click changes nothing
     incident.status = IncidentStatus.acknowledged
@@ -102,12 +103,14 @@ def acknowledge(db: Session, *, incident_id: int, actor: Person | str) -> Incide
 def resolve(db: Session, *, incident_id: int, actor: Person | str, reason: str) -> Incident:
     reason = (reason or "").strip()
     if not reason:
-        raise InvalidInput("a resolution needs a reason: write what was done or why no action is needed")
+        raise InvalidInput("a resolution needs a reason: write what was done or why no action is needed",
+                           code="incident.reason_missing")
     if len(reason) > 2000:
-        raise InvalidInput("the resolution reason is too long (at most 2000 characters)")
+        raise InvalidInput("the resolution reason is too long (at most 2000 characters)",
+                           code="incident.reason_too_long")
     incident = get_incident(db, incident_id)
     if incident.status == IncidentStatus.resolved:
-        raise Conflict(f"incident {incident_id} is already resolved")
+        raise Conflict(f"incident {incident_id} is already resolved", code="incident.already_resolved")
     incident.status = IncidentStatus.resolved
     incident.resolution = reason
     _change(db, incident, actor=_actor_name(actor), action="resolved", detail={"reason": reason})
@@ -120,7 +123,8 @@ def assign(db: Session, *, incident_id: int, actor: Person | str, assignee_id: i
     if assignee_id is not None:
         assignee = db.get(Person, assignee_id)
         if assignee is None or assignee.disabled:
-            raise InvalidInput(f"person {assignee_id} does not exist or is disabled; choose an active person")
+            raise InvalidInput(f"person {assignee_id} does not exist or is disabled; choose an active person",
+                               code="person.not_active")
     incident.assignee_id = assignee_id
     _change(db, incident, actor=_actor_name(actor), action="assigned",
             detail={"assignee_id": assignee_id, "assignee": assignee.username if assignee else None})

@@ -296,16 +296,15 @@ def _act(request: Request, db: Session, incident_id: int, csrf_token: str, actio
 
 def _service_error(page: Page, exc: KalkanError) -> str:
     """The service's reason in the reader's language where we know it, else as the service said it."""
-    text = exc.message
-    if "already resolved" in text:
+    if exc.code == "incident.already_resolved":
         return page._("This incident is already resolved; nothing was changed.")
-    if "needs a reason" in text:
+    if exc.code == "incident.reason_missing":
         return page._("Write the reason before resolving: what was found and what was done.")
-    if "too long" in text:
+    if exc.code == "incident.reason_too_long":
         return page._("The reason is too long: at most 2000 characters.")
-    if "disabled" in text:
+    if exc.code == "person.not_active":
         return page._("That person does not exist or is disabled; choose another.")
-    return text
+    return exc.message
 
 
 @router.post("/incidents/{incident_id}/acknowledge")

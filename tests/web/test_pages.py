@@ -139,7 +139,10 @@ def test_admin_acknowledges_assigns_and_resolves_with_a_reason(client, school, w
     assert "Site added to the block list" in timeline and admin in timeline
 
     again = client.post(f"/incidents/{incident_id}/resolve", data={"csrf_token": token, "reason": "twice"})
-    assert again.status_code == 409 and "already resolved" in again.text
+    assert again.status_code == 409
+    assert "This incident is already resolved; nothing was changed." in again.text
+    nobody = client.post(f"/incidents/{incident_id}/assign", data={"csrf_token": token, "assignee_id": "x"})
+    assert "That person does not exist or is disabled; choose another." in nobody.text
 
 
 def test_director_reads_counts_and_titles_without_user_names_and_cannot_act(client, school):
