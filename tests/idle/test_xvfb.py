@@ -64,6 +64,9 @@ def test_input_resets_the_timer_and_prevents_the_lock(xvfb, idle_collector, lock
         # back, and away again: locked a second time
         x_input(xvfb)
         assert wait_until(lambda: lock_calls(log) == 2, timeout=8)
+        # the helper reports each lock after the lock command returns: wait for the
+        # report rather than stopping the helper between the two
+        assert len(idle_collector.sink.wait_for("idle.locked", count=2, timeout=5)) == 2
     finally:
         stop_helper(helper)
     assert len(idle_collector.sink.of_type("idle.locked")) == 2
