@@ -14,7 +14,9 @@ and installs the school CA.
   the agent's state.  ISUO session start/end are also relayed to the idle collector
   (`agent.idle.wire.notify_isuo`, 000 §6.8), which only root may tell.
 * Once enrolled it fetches the school CA (`GET /api/v1/ca`, pinned) and installs it
-  (proxy, system store, Firefox, Chromium), retrying every minute until it succeeds.
+  (proxy, system store, Firefox, Chromium), retrying every minute until it succeeds.  That
+  work runs in a short-lived child (`kalkan-agent proxy fetch-ca`), so the agent never loads
+  `cryptography` (memory goal: docs/agent.md "Footprint").
 * On Linux it keeps the `/etc/hosts` line for `report.kalkan` (`agent.proxy.hosts`).
 
 Settings: `<state>/collectors/proxy/settings.json` (optional; keys of `ProxySettings`).
@@ -436,27 +438,41 @@ class ProxyCollector(Collector):
             self.ctx.log.error("cannot add %s to %s: %s", hosts_mod.REPORT_HOST, self.hosts_file, exc)
 
     def _fetch_ca_until_done(self) -> None:
-        from agent.proxy.ca_fetch import fetch_school_ca
+        """Fetch, check and install the school CA in a short-lived `kalkan-agent proxy fetch-ca`
+        child (it loads `cryptography`, which would otherwise stay in this long-running process),
+        then restart mitmdump with it; retry every `ca_retry_s` until it works."""
+        from agent.proxy.ca_fetch import install_school_ca_in_child
 
         while not self._stop.is_set():
             try:
-                cert_pem, key_pem = fetch_school_ca(Path(self.ctx.state_dir))
-                self.install_ca(cert_pem, key_pem, self.ca_root)
+                account = self._proxy_account()
+                result = install_school_ca_in_child(Path(self.ctx.state_dir), self.ca_root,
+                                                    account.pw_uid if account is not None else None,
+                                                    stop=self._stop)
                 self.ca_problem = ""
-                self.ctx.log.info("school CA fetched from the server and installed")
+                self.ctx.log.info("school CA fetched from the server and installed (%s, %s, %d NSS "
+                                  "databases)", result.system, result.firefox, len(result.nss))
+                self._restart_for_new_ca()
                 return
             except Exception as exc:
+                if self._stop.is_set():
+                    return
                 self.ca_problem = str(exc)
                 self.ctx.log.warning("school CA: %s; retrying in %.0f s", exc, self.settings.ca_retry_s)
             if self._stop.wait(self.settings.ca_retry_s):
                 return
 
     def install_ca(self, cert_pem: str, key_pem: str, root: Path = Path("/")) -> None:
-        """Give the proxy the school CA and make the browsers trust it (the proxy restarts with it)."""
+        """Give the proxy a CA in hand and make the browsers trust it (the proxy restarts with it).
+        Loads `cryptography` into this process: for tools and tests; the running agent uses
+        `_fetch_ca_until_done` (a child process) instead."""
         account = self._proxy_account()
         ca_mod.install_everywhere(cert_pem, root)
         ca_mod.write_proxy_ca(self.confdir, cert_pem, key_pem,
                               owner_uid=account.pw_uid if account is not None else None)
+        self._restart_for_new_ca()
+
+    def _restart_for_new_ca(self) -> None:
         with self._lock:
             if self._proc is not None and self._proc.poll() is None:
                 self._restart_requested = True

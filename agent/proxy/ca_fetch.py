@@ -3,10 +3,23 @@
 Same connection as every other agent call: the server URL, bearer token and pinned
 certificate SHA-256 from enrolment (`agent.state`, `agent.server_client`), so the key
 of the school CA is only ever handed over to the pinned server's TLS peer.
+
+The long-running agent does not call `fetch_school_ca` itself: checking the CA loads
+`cryptography` (~8 MB that would stay for the life of the process, against a 50 MB goal).
+`install_school_ca_in_child` runs `kalkan-agent proxy fetch-ca --json` as a short-lived child
+process instead and reads its exit code and one JSON line; the child's memory goes back to
+the system when it exits.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.proxy.ca import check_ca
@@ -44,3 +57,70 @@ def fetch_school_ca(state_dir: Path) -> tuple[str, str]:
         raise CaFetchError("the server's answer to GET /api/v1/ca has no cert_pem/key_pem") from None
     check_ca(cert_pem, key_pem)
     return cert_pem, key_pem
+
+
+# --------------------------------------------------------------------------- the agent's side
+
+CHILD_TIMEOUT_S = 300.0  # update-ca-certificates and certutil for every user: seconds, not minutes
+
+
+@dataclass
+class CaChildResult:
+    """What `kalkan-agent proxy fetch-ca --json` reported: where the CA went (never the key)."""
+
+    system: str = ""
+    firefox: str = ""
+    nss: list[str] = field(default_factory=list)
+
+
+def ca_child_command(state_dir: Path, root: Path, owner_uid: int | None) -> list[str]:
+    """The child's command line (pure: tested on its own)."""
+    cmd = [sys.executable, "-m", "agent.cli", "proxy", "fetch-ca", "--json",
+           "--state-dir", str(state_dir), "--root", str(root)]
+    return cmd + (["--owner-uid", str(owner_uid)] if owner_uid is not None else ["--no-proxy-user"])
+
+
+def parse_child_answer(returncode: int, stdout: str, stderr: str) -> CaChildResult:
+    """The child's result from its exit code and last JSON line; CaFetchError with the child's
+    own message when it failed (that message ends up in the proxy collector's health)."""
+    answer: dict = {}
+    for line in reversed(stdout.splitlines()):
+        if line.startswith("{"):
+            try:
+                answer = json.loads(line)
+            except ValueError:
+                continue
+            break
+    if returncode == 0 and answer.get("ok") is True:
+        return CaChildResult(system=str(answer.get("system", "")), firefox=str(answer.get("firefox", "")),
+                             nss=[str(db) for db in answer.get("nss", [])])
+    if answer.get("error"):
+        raise CaFetchError(str(answer["error"]))
+    last = (stderr.strip().splitlines() or stdout.strip().splitlines() or ["no output"])[-1]
+    raise CaFetchError(f"kalkan-agent proxy fetch-ca exited with code {returncode}: {last}")
+
+
+def install_school_ca_in_child(state_dir: Path, root: Path, owner_uid: int | None, *,
+                               stop: threading.Event | None = None,
+                               timeout_s: float = CHILD_TIMEOUT_S) -> CaChildResult:
+    """Fetch, check and install the school CA in a short-lived child process (see the module doc).
+    Gives up (killing the child) when `stop` is set or after `timeout_s`."""
+    package_root = str(Path(__file__).resolve().parents[2])  # the folder holding the `agent` package
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root,
+                                                                    os.environ.get("PYTHONPATH")])))
+    proc = subprocess.Popen(ca_child_command(state_dir, root, owner_uid), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, env=env,
+                            close_fds=True)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            stdout, stderr = proc.communicate(timeout=1.0)
+            break
+        except subprocess.TimeoutExpired:
+            if (stop is not None and stop.is_set()) or time.monotonic() > deadline:
+                proc.kill()
+                proc.communicate()
+                why = "the agent is stopping" if stop is not None and stop.is_set() else \
+                    f"it took more than {timeout_s:.0f} s"
+                raise CaFetchError(f"kalkan-agent proxy fetch-ca was stopped: {why}") from None
+    return parse_child_answer(proc.returncode, stdout, stderr)

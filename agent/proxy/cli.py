@@ -2,12 +2,14 @@
 
     kalkan-agent proxy ruleset [--proxy-uid N] [--check]   print the nftables ruleset for this policy
     kalkan-agent proxy install-ca CERT KEY                   trust the school CA (system, Firefox, Chromium)
+    kalkan-agent proxy fetch-ca [--root DIR] [--json]        fetch the school CA from the server, install it
     kalkan-agent proxy remove                                remove the firewall table and the CA
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import pwd
 import sys
 from pathlib import Path
@@ -57,6 +59,45 @@ def cmd_install_ca(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fetch_ca(args: argparse.Namespace) -> int:
+    """Fetch the school CA from the enrolled server and install it: the proxy's confdir, the system
+    store, Firefox, Chromium.  The running agent's proxy collector runs this as a short-lived child
+    (`agent.proxy.ca_fetch.install_school_ca_in_child`) so that `cryptography` (~8 MB) is never
+    loaded into the long-running agent; with --json the last line of stdout is one JSON object
+    `{"ok": true, "system": …, "firefox": …, "nss": [...]}` or `{"ok": false, "error": …}`."""
+    from agent.proxy import ca
+    from agent.proxy.ca_fetch import CaFetchError, fetch_school_ca
+    from agent.state import StatePaths
+
+    state_root = StatePaths.from_option(args.state_dir).root
+    confdir = state_root / "collectors" / "proxy" / "mitmproxy"
+    owner_uid = None if args.no_proxy_user else (args.owner_uid if args.owner_uid is not None
+                                                 else _proxy_uid_if_any())
+    try:
+        cert, key = fetch_school_ca(state_root)
+        report = ca.install_everywhere(cert, Path(args.root))
+        ca.write_proxy_ca(confdir, cert, key, owner_uid=owner_uid)
+    except (OSError, ca.CaError, CaFetchError) as exc:
+        if args.json:
+            print(json.dumps({"ok": False, "error": str(exc)}), flush=True)
+        print(f"fetch-ca: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps({"ok": True, "system": str(report.system), "firefox": str(report.firefox),
+                          "nss": [str(db) for db in report.nss]}), flush=True)
+    else:
+        print(f"school CA fetched and installed: {report.system}, {report.firefox}, "
+              f"{len(report.nss)} NSS databases")
+    return 0
+
+
+def _proxy_uid_if_any() -> int | None:
+    try:
+        return pwd.getpwnam("kalkan-proxy").pw_uid
+    except KeyError:
+        return None
+
+
 def cmd_remove(args: argparse.Namespace) -> int:
     from agent.collectors.proxy import ProxyCollector
     from agent.state import StatePaths
@@ -78,7 +119,15 @@ def register(subparsers) -> None:
     install.add_argument("key")
     install.add_argument("--no-proxy-user", action="store_true", help="do not chown to kalkan-proxy")
     install.set_defaults(func=cmd_install_ca)
+    fetch = sub.add_parser("fetch-ca", help="fetch the school CA from the enrolled server and trust it "
+                                            "everywhere (what the running agent does by itself)")
+    fetch.add_argument("--root", default="/", help="install under this root (tests, the fake platform)")
+    fetch.add_argument("--owner-uid", type=int, default=None,
+                       help="owner of the proxy's CA file (default: kalkan-proxy if that user exists)")
+    fetch.add_argument("--no-proxy-user", action="store_true", help="do not chown the proxy's CA file")
+    fetch.add_argument("--json", action="store_true", help="end with one JSON line (for the agent)")
+    fetch.set_defaults(func=cmd_fetch_ca)
     remove = sub.add_parser("remove", help="remove the firewall table and the CA")
     remove.set_defaults(func=cmd_remove)
-    for parser in (ruleset, install, remove):
+    for parser in (ruleset, install, fetch, remove):
         parser.add_argument("--state-dir", default=None)
