@@ -1,6 +1,6 @@
 """`kalkan-server`: run the policy server and look after it from the command line.
 
-    kalkan-server run [--db URL] [--host H] [--port P] [--state-dir DIR] [--no-tls]
+    kalkan-server run [--db URL] [--host H] [--port P] [--state-dir DIR] [--no-tls] [--workers N|auto]
     kalkan-server migrate
     kalkan-server create-user --role admin|teacher|director|district --username U
                               [--full-name NAME] [--class-name 7a] [--password-stdin]
@@ -54,12 +54,13 @@ def _session(settings: Settings):
 def cmd_run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from policy_server.app import create_app
-    from policy_server.tls import cert_fingerprint, ensure_server_cert
+    from policy_server.tls import cert_fingerprint, ensure_school_ca, ensure_server_cert
+    from policy_server.workers import check_workers, default_workers
 
     settings = _settings(args)
     settings.ensure_state_dir()
-    app = create_app(settings)
+    workers = check_workers(default_workers(settings.database_url) if args.workers == "auto"
+                            else _whole_number(args.workers, "--workers"), settings.database_url)
     ssl = {}
     scheme = "http"
     if settings.tls:
@@ -67,13 +68,39 @@ def cmd_run(args: argparse.Namespace) -> int:
         ssl = {"ssl_certfile": str(settings.cert_path), "ssl_keyfile": str(settings.key_path)}
         scheme = "https"
         print(f"server certificate SHA-256: {cert_fingerprint(settings.cert_path)}", flush=True)
-    _tune_gc()
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    common = {"host": settings.host, "port": settings.port, "log_level": args.log_level,
+              "timeout_graceful_shutdown": 3, **ssl}
+    if workers == 1:
+        from policy_server.app import create_app
+
+        app = create_app(settings)
+        _tune_gc()
+        print(f"Kalkan server on {scheme}://{host}:{settings.port} (state: {settings.state_dir}, "
+              f"database: {app.state.engine.dialect.name})", flush=True)
+        uvicorn.run(app, **common)
+        return 0
+    # Several workers (PostgreSQL): what must happen once happens here, before they start;
+    # each worker builds its app from the same settings (policy_server/workers.py).
+    from policy_server.db import migrate
+    from policy_server.db.session import make_engine
+    from policy_server.workers import SETTINGS_ENV, settings_to_env
+
+    engine = make_engine(settings.database_url)
+    migrate.upgrade(engine)
+    engine.dispose()
+    ensure_school_ca(settings.ca_cert_path, settings.ca_key_path)
+    os.environ[SETTINGS_ENV] = settings_to_env(settings)
     print(f"Kalkan server on {scheme}://{host}:{settings.port} (state: {settings.state_dir}, "
-          f"database: {app.state.engine.dialect.name})", flush=True)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level,
-                timeout_graceful_shutdown=3, **ssl)
+          f"database: postgresql, {workers} workers)", flush=True)
+    uvicorn.run("policy_server.workers:worker_app", factory=True, workers=workers, **common)
     return 0
+
+
+def _whole_number(raw: str, option: str) -> int:
+    if not raw.strip().isdigit():
+        raise KalkanError(f"{option} {raw!r} is not a whole number; give e.g. 2, or 'auto'")
+    return int(raw)
 
 
 def _tune_gc() -> None:
@@ -311,6 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     run.add_argument("--port", type=int, help="port (default 8443)")
     run.add_argument("--no-tls", action="store_true", help="plain HTTP (tests and a reverse proxy only)")
+    run.add_argument("--workers", default=os.environ.get("KALKAN_WORKERS", "auto"),
+                     help="server processes: 'auto' (default: 1 on SQLite, 2 on PostgreSQL) or a number; "
+                          "more than 1 needs PostgreSQL")
     run.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     run.set_defaults(func=cmd_run)
 

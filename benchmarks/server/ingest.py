@@ -47,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from policy_server import protocol  # noqa: E402
 
 BATCH = 500
+CLIENT_CPU: list[float] = []  # the HTTP clients' CPU use, in cores, per HTTP measurement
 GOALS = {"sqlite": 10_000, "postgresql": 20_000}
 
 
@@ -96,15 +97,15 @@ def export_tree(ref: str, into: Path) -> Path:
     return tree
 
 
-def server_process(state: Path, db_url: str | None, code_tree: Path | None):
-    """A `kalkan-server run` of this repository, or of an exported older tree."""
+def server_process(state: Path, db_url: str | None, code_tree: Path | None, workers: int | None = None):
+    """A `kalkan-server run` of this repository (with `--workers`), or of an exported older tree."""
     from tests.support.server import KalkanServerProcess
 
     class Server(KalkanServerProcess):
         def _command(self) -> list[str]:
             cmd = super()._command()
             if code_tree is None:
-                return cmd
+                return cmd + (["--workers", str(workers)] if workers else [])
             # Same arguments, but the `policy_server` package imported from the old tree.
             boot = (f"import sys; sys.path.insert(0, {str(code_tree)!r}); "
                     "from policy_server.cli import main; sys.exit(main())")
@@ -114,8 +115,8 @@ def server_process(state: Path, db_url: str | None, code_tree: Path | None):
 
 
 def bench_http(db_url: str | None, state: Path, events: list[dict], *, clients: int,
-               code_tree: Path | None) -> float:
-    with server_process(state, db_url, code_tree) as server:
+               code_tree: Path | None, workers: int | None = None) -> float:
+    with server_process(state, db_url, code_tree, workers) as server:
         tokens = [server.enroll(f"pc-{i}", room="lab-1")[1] for i in range(clients)]
         bodies = [orjson.dumps({"events": events[i:i + BATCH]}) for i in range(0, len(events), BATCH)]
         lanes = [bodies[k::clients] for k in range(clients)]
@@ -132,12 +133,14 @@ def bench_http(db_url: str | None, state: Path, events: list[dict], *, clients: 
             lane(token, [orjson.dumps({"events": make_events(BATCH, seed=100 + k)})])
 
         threads = [threading.Thread(target=lane, args=(t, m)) for t, m in zip(tokens, lanes, strict=True)]
-        start = time.perf_counter()
+        start, client_cpu = time.perf_counter(), time.process_time()
         for t in threads:
             t.start()
         for t in threads:
             t.join()
         elapsed = time.perf_counter() - start
+        # This process is only the clients now: its CPU time is what they took from the 2 cores.
+        CLIENT_CPU.append((time.process_time() - client_cpu) / elapsed)
         if errors:
             raise RuntimeError(f"ingest errors: {errors[:3]}\n{server.log_text()}")
     return len(events) / elapsed
@@ -199,6 +202,7 @@ def main() -> None:
     parser.add_argument("--baseline-ref", default="5897ecc", help="git ref of the previous implementation")
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--no-http", action="store_true", help="only the in-process pipeline")
+    parser.add_argument("--no-pipeline", action="store_true", help="only the HTTP servers")
     args = parser.parse_args()
 
     import previous_pipeline
@@ -229,16 +233,21 @@ def main() -> None:
                     def http_url(backend=backend) -> str | None:  # SQLite: the server's own file
                         return None if backend == "sqlite" else fresh_url(backend)
 
-                    variants = [
+                    variants = [] if args.no_pipeline else [
                         ("pipeline new", partial(bench_pipeline, fresh_url(backend), ingest=ingest_batch)),
                         ("pipeline old", partial(bench_pipeline, fresh_url(backend),
                                                  ingest=previous_pipeline.ingest_batch)),
                     ]
                     if not args.no_http:
+                        # "new": `--workers auto` (1 on SQLite, 2 on PostgreSQL); on PostgreSQL
+                        # also one worker, the server before the workers change, side by side.
+                        ages = [("new", None, None), ("old", old_tree, None)]
+                        if backend == "postgresql":
+                            ages.insert(1, ("new 1w", None, 1))
                         variants += [
                             (f"http {age}", partial(bench_http, http_url(), tmp / f"{backend}-{age}{repeat}",
-                                                    clients=args.clients, code_tree=tree))
-                            for age, tree in (("new", None), ("old", old_tree))
+                                                    clients=args.clients, code_tree=tree, workers=workers))
+                            for age, tree, workers in ages
                         ]
                     for name, bench in variants:
                         loads.append(os.getloadavg()[0])
@@ -254,13 +263,20 @@ def main() -> None:
     print(f"\nMachine: nproc={os.cpu_count()}, {cpu_model()}; date {date.today()}; "
           f"load average (1 min) during the runs: median {statistics.median(loads):.1f}, "
           f"max {max(loads):.1f}; {args.events} events per run, medians of {args.repeats}")
-    kinds = ["pipeline"] + ([] if args.no_http else ["http"])
+    if CLIENT_CPU:
+        print(f"HTTP clients' CPU (this process, while timed): median {statistics.median(CLIENT_CPU):.2f} "
+              f"cores, max {max(CLIENT_CPU):.2f}")
+    rows = ([] if args.no_pipeline else [("pipeline new", "pipeline old", "pipeline in-process")])
+    if not args.no_http:
+        rows += [("http new", "http old", f"HTTP, TLS, {args.clients} clients, --workers auto"),
+                 ("http new 1w", "http old", f"HTTP, TLS, {args.clients} clients, --workers 1")]
     print("\n| backend | measure | new | previous (baseline) | new / previous | goal | new / goal |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
     for backend in backends:
-        for kind in kinds:
-            new, old = med[(backend, f"{kind} new")], med[(backend, f"{kind} old")]
-            label = (f"HTTP, TLS, {args.clients} clients" if kind == "http" else "pipeline in-process")
+        for new_name, old_name, label in rows:
+            if (backend, new_name) not in med:
+                continue
+            new, old = med[(backend, new_name)], med[(backend, old_name)]
             print(f"| {backend} | {label} | {new:,.0f}/s | {old:,.0f}/s | {new / old:.2f}× | "
                   f"{GOALS[backend]:,}/s | {new / GOALS[backend]:.2f} |")
 

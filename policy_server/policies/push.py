@@ -7,8 +7,11 @@ feed the hub:
 * `amend_policy` in this process: after its transaction commits, the session's
   `after_commit` hook calls `notify_committed_versions`, which hands the new version to
   every running hub (thread-safe: service code runs in the threadpool);
-* a poll of the newest `PolicyVersion` every `POLL_S` seconds, which catches changes made by
-  another process (`kalkan-server` commands, a second server worker).
+* on PostgreSQL, `LISTEN kalkan_policy`: `schedule_push` also sends `NOTIFY` inside the
+  amending transaction (delivered only if it commits), so changes made by another process
+  (a second server worker, `kalkan-server` commands) arrive at once;
+* a poll of the newest `PolicyVersion` every `POLL_S` seconds (`KALKAN_PUSH_POLL_S`), the
+  fallback for SQLite and for a lost LISTEN connection.
 """
 
 from __future__ import annotations
@@ -16,10 +19,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import threading
 import weakref
 
-from sqlalchemy import event, select
+from sqlalchemy import event, select, text
 from sqlalchemy.orm import Session
 
 from policy_server import protocol
@@ -27,7 +31,9 @@ from policy_server.db.models import PolicyVersion
 
 log = logging.getLogger("kalkan.push")
 
-POLL_S = 2.0
+POLL_S = float(os.environ.get("KALKAN_PUSH_POLL_S", "2.0"))
+CHANNEL = "kalkan_policy"
+LISTEN_RETRY_S = 5.0
 QUEUE_SIZE = 8  # a slow client only ever needs the newest version
 
 _hubs: weakref.WeakSet[PushHub] = weakref.WeakSet()
@@ -40,6 +46,8 @@ class PushHub:
         self._clients: set[asyncio.Queue[protocol.PolicyPush]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._poller: asyncio.Task | None = None
+        self._listener: asyncio.Task | None = None
+        self.listening = False  # True while a LISTEN connection is up (PostgreSQL)
         self.latest: protocol.PolicyPush | None = None
 
     # --- lifecycle (called from the app's lifespan)
@@ -49,16 +57,20 @@ class PushHub:
         self._sessionmaker = sessionmaker
         self.latest = await asyncio.to_thread(self._read_latest)
         self._poller = asyncio.create_task(self._poll())
+        engine = sessionmaker.kw.get("bind")
+        if engine is not None and engine.dialect.name == "postgresql":
+            self._listener = asyncio.create_task(self._listen(engine.url))
         with _hubs_lock:
             _hubs.add(self)
 
     async def stop(self) -> None:
         with _hubs_lock:
             _hubs.discard(self)
-        if self._poller:
-            self._poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poller
+        for task in (self._poller, self._listener):
+            if task:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     def _read_latest(self) -> protocol.PolicyPush | None:
         with self._sessionmaker() as db:
@@ -78,6 +90,30 @@ class PushHub:
                 continue
             if latest is not None:
                 self.broadcast(latest)
+
+    async def _listen(self, url) -> None:
+        """Broadcast every `NOTIFY kalkan_policy` (PostgreSQL); reconnect when the link drops."""
+        import psycopg
+
+        conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    self.listening = True
+                    # A change committed while we were not listening: the poll's read, now.
+                    latest = await asyncio.to_thread(self._read_latest)
+                    if latest is not None:
+                        self.broadcast(latest)
+                    async for note in conn.notifies():
+                        self.broadcast(protocol.PolicyPush.model_validate_json(note.payload))
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 — the poll covers the gap; listen again shortly
+                log.exception("policy LISTEN connection failed; retrying in %.0f s", LISTEN_RETRY_S)
+            finally:
+                self.listening = False
+            await asyncio.sleep(LISTEN_RETRY_S)
 
     # --- clients
 
@@ -110,8 +146,14 @@ class PushHub:
 
 
 def schedule_push(db: Session, push: protocol.PolicyPush) -> None:
-    """Remember a new version on the session; it is pushed once the transaction commits."""
+    """Remember a new version on the session; it is pushed once the transaction commits.
+
+    On PostgreSQL the NOTIFY goes out with the commit to every listening hub, in every
+    process; the `after_commit` hook below still tells this process's hubs directly."""
     db.info.setdefault(_PENDING_KEY, []).append(push)
+    if db.get_bind().dialect.name == "postgresql":
+        db.execute(text("SELECT pg_notify(:channel, :payload)"),
+                   {"channel": CHANNEL, "payload": push.model_dump_json()})
 
 
 @event.listens_for(Session, "after_commit")
