@@ -30,13 +30,19 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from mitmproxy import connection, ctx, http, tls
+from mitmproxy.addons.next_layer import stack_match
 from mitmproxy.net.http import url as mitm_url
+from mitmproxy.proxy import layer as mitm_layer
+from mitmproxy.proxy import layers as mitm_layers
+from mitmproxy.proxy.layers import modes as mitm_modes
+from mitmproxy.proxy.layers.http import HttpStream
 
 from agent.proxy import engine as engine_mod
 from agent.proxy.history import RecentPages
 from agent.proxy.i18n import pick_language, t
 from agent.proxy.isuo import IsuoTracker
 from agent.proxy.pages import REPORT_HOST, REPORT_SEND_PATH, UNBLOCK_PATH, BlockInfo, PageSet
+from agent.proxy.sni import UNSURE, client_hello_sni
 from agent.proxy.subject import OsUser, connection_owner
 from agent.proxy.usage import UsageCounter
 from agent.proxy.watch import POLL_S, FileWatch
@@ -63,6 +69,10 @@ class ConnSubject:
 
 
 UNKNOWN = ConnSubject(user=None, system=False)
+# Where a client's first TLS bytes can arrive: inside a CONNECT tunnel of the regular proxy
+# (the proxy mode, its HTTP layer, the CONNECT stream), or first thing on the transparent port.
+_CONNECT_TUNNEL = (mitm_modes.HttpProxy, mitm_layers.HttpLayer, HttpStream)
+_TRANSPARENT = (mitm_modes.TransparentProxy,)
 
 
 class KalkanAddon:
@@ -210,39 +220,68 @@ class KalkanAddon:
 
     # ------------------------------------------------------------------ TLS: decide at ClientHello
 
-    def tls_clienthello(self, data: tls.ClientHelloData) -> None:
-        client = data.context.client
-        server = data.context.server
-        host = data.client_hello.sni or (server.address[0] if server.address else "")
-        subject = self._subject_of(client)
-        now = self.clock()
-        if subject.system:
-            data.ignore_connection = True
+    def next_layer(self, nextlayer: mitm_layer.NextLayer) -> None:
+        """Decide a tunnel's ClientHello before mitmproxy builds its TLS layers.
+
+        For a connection that passes through untouched (most traffic) this sets the plain TCP
+        relay at once — what bare mitmdump's `ignore_hosts` does — instead of letting mitmproxy
+        parse the whole ClientHello (~200 µs) and relay every later chunk through two idle TLS
+        layers.  Only the first TLS bytes of a CONNECT tunnel or a transparent connection are
+        looked at; the server name is read strictly (`sni.client_hello_sni`), and whenever it is
+        not sure, or the connection is to be intercepted, mitmproxy goes on as before and
+        `tls_clienthello` decides.  The decision is the same one either way (`_pass_untouched`).
+        """
+        if nextlayer.layer is not None:
             return
+        context = nextlayer.context
+        if context.client.transport_protocol != "tcp" or not context.server.address:
+            return
+        if not (stack_match(context, _CONNECT_TUNNEL) or stack_match(context, _TRANSPARENT)):
+            return
+        sni = client_hello_sni(nextlayer.data_client())
+        if sni is UNSURE:
+            return
+        if self._pass_untouched(context.client, context.server, sni):  # type: ignore[arg-type]
+            nextlayer.layer = mitm_layers.TCPLayer(context, ignore=True)
+
+    def tls_clienthello(self, data: tls.ClientHelloData) -> None:
+        if self._pass_untouched(data.context.client, data.context.server, data.client_hello.sni):
+            data.ignore_connection = True
+
+    def _pass_untouched(self, client: connection.Client, server: connection.Server, sni: str | None) -> bool:
+        """Decide from the SNI (or the original destination) and record what the decision
+        needs recorded; True when the TLS is not to be intercepted (passed through, or refused
+        untouched: `server_connect` then fails the dial)."""
+        host = sni or (server.address[0] if server.address else "")
+        subject = self._subject_of(client)
+        if subject.system:
+            return True
+        now = self.clock()
         verdict = self.engine.host_verdict(host, group=self._group(subject), user=subject.name,
                                            seat=self._seat, room=self._room, when=now)
         if verdict.action == engine_mod.PASSTHROUGH:
-            data.ignore_connection = True
             if self.engine.is_isuo(host):  # who and when only, never what (000 §6.8)
                 user = subject.name or "?"
                 self._isuo_conns[client.id] = (user, host)
                 started = self.isuo.opened(user, host, now)
                 if started is not None:
                     self._emit("isuo.session", started, subject.name)
-                return
+                return True
             self.usage.count(host, now)
             if subject.name:
                 self.history.add(subject.name, f"https://{host}/", now)
-        elif verdict.action == engine_mod.BLOCK and not verdict.intercept_tls:
+            return True
+        if verdict.action == engine_mod.BLOCK and not verdict.intercept_tls:
             # blocked, and never to be looked inside (ISUO, banks): refuse the connection
-            data.ignore_connection = True
             self._refused.add(client.id)
             url = f"https://{host}/"
             self._record_block(subject, self._group(subject), url, host, engine_mod.Verdict(
                 allowed=False, categories=tuple(verdict.categories), rule=verdict.rule,
                 clauses=tuple(verdict.clauses)), now)
+            return True
         # intercept, and block with intercept_tls, go on to TLS interception: `request` decides
         # per URL and serves the block page.
+        return False
 
     def server_connect(self, data) -> None:
         if data.client.id in self._refused:

@@ -1,0 +1,284 @@
+"""Kalkan vs bare mitmdump, interleaved A/B: the throughput ratio that issue 4 asks for (≥ 0.97).
+
+    sudo .venv/bin/python benchmarks/proxy/ab.py [--pairs 10] [--seconds 3] [--loads plain,connect,tls]
+
+Why this exists next to run.py: on a shared 2-core machine, rounds of 6 s measured one proxy after
+the other swing ±0.1 in their ratio, which cannot tell 0.92 from 0.97.  Here:
+
+* both proxies run all the time; the load alternates between them in short slices, in ABBA order
+  (pair i: Kalkan then bare if i is even, bare then Kalkan if odd), so a trend in the machine's
+  load hits both alike;
+* the same warm-up slice for each before the first pair; nothing is pinned to a core;
+* each pair gives a ratio (Kalkan / bare req/s); we report the median and the spread (min–max,
+  interquartile) of the per-pair ratios;
+* and the proxy's own CPU time per request: the sum of every thread's on-CPU nanoseconds
+  (/proc/<pid>/task/*/schedstat, the precise form of utime+stime in /proc/<pid>/stat) before and
+  after the slice, divided by the requests served.  Other work on the machine makes a request
+  *wait* longer but hardly makes it *cost* more CPU, so this ratio is far steadier than req/s; a
+  throughput ratio of 0.97 corresponds to a cost ratio of 1/0.97 = 1.031.
+
+Loads (all on loopback, run as the teacher account so the addon makes real decisions with the UT1
+index; the load generators are those of run.py):
+* plain: wrk -t2 -c16, absolute-form GET through the proxy to a local origin;
+* connect: new connection + CONNECT + TLS to the origin + one request; Kalkan passes it through
+  (an allowed host, decided at the ClientHello), bare by `ignore_hosts`;
+* tls: the same to a host both intercept (Kalkan decides at the ClientHello that it intercepts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from run import WRK_LUA, bare_proxy, profile_args  # noqa: E402
+
+from tests.proxy.conftest import FAKE_HOSTS, TEACHER, _account, base_bundle, upstream_for  # noqa: E402
+from tests.support.proxy_rig import make_ca, start_origin, start_proxy  # noqa: E402
+
+CONNECT_LOAD = r"""
+import asyncio, ssl, sys, time
+port, host, seconds, cafile = int(sys.argv[1]), sys.argv[2], float(sys.argv[3]), sys.argv[4]
+ctx = ssl.create_default_context(cafile=cafile)
+done = 0
+async def one():
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    w.write(f"CONNECT {host}:443 HTTP/1.1\r\nHost: {host}:443\r\n\r\n".encode())
+    await r.readuntil(b"\r\n\r\n")
+    await w.start_tls(ctx, server_hostname=host)
+    w.write(f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+    await r.read()
+    w.close()
+async def worker(end):
+    global done
+    while time.monotonic() < end:
+        await one(); done += 1
+async def main():
+    start = time.monotonic()
+    await asyncio.gather(*[worker(start + seconds) for _ in range(8)])
+    return time.monotonic() - start
+elapsed = asyncio.run(main())
+print(done, elapsed)
+"""
+
+
+def cpu_ns(pid: int) -> int:
+    """On-CPU time of every thread of `pid`, in ns (schedstat's first field)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # a thread that ended between listing and reading
+    return total
+
+
+@dataclass
+class Slice:
+    requests: int
+    seconds: float
+    cpu_s: float
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds
+
+    @property
+    def cpu_us_per_request(self) -> float:
+        return self.cpu_s / self.requests * 1e6
+
+
+@dataclass
+class Series:
+    kalkan: list[Slice] = field(default_factory=list)
+    bare: list[Slice] = field(default_factory=list)
+    loads: list[float] = field(default_factory=list)
+
+
+def run_wrk(account, port: int, seconds: int, script: Path) -> tuple[int, float]:
+    out = account.run(["wrk", "-t2", "-c16", f"-d{seconds}s", "-s", str(script),
+                       f"http://127.0.0.1:{port}"]).stdout
+    for line in out.splitlines():
+        if "requests in" in line:  # "  12345 requests in 3.00s, 1.2MB read"
+            parts = line.split()
+            return int(parts[0]), float(parts[3].rstrip("s,"))
+    raise RuntimeError(f"wrk said: {out}")
+
+
+def run_connect(account, port: int, seconds: float, host: str, cafile: Path,
+                script: Path) -> tuple[int, float]:
+    out = account.run(["/usr/bin/python3", str(script), str(port), host, str(seconds), str(cafile)])
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr[-1500:])
+    done, elapsed = out.stdout.split()
+    return int(done), float(elapsed)
+
+
+def measure(pid: int, load) -> Slice:
+    before = cpu_ns(pid)
+    requests, seconds = load()
+    return Slice(requests, seconds, (cpu_ns(pid) - before) / 1e9)
+
+
+def quartiles(values: list[float]) -> tuple[float, float, float]:
+    if len(values) < 2:
+        return values[0], values[0], values[0]
+    q1, q2, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q1, q2, q3
+
+
+def summary(name: str, series: Series) -> list[str]:
+    rate_ratios = [k.rate / b.rate for k, b in zip(series.kalkan, series.bare, strict=True)]
+    cost_ratios = [k.cpu_us_per_request / b.cpu_us_per_request
+                   for k, b in zip(series.kalkan, series.bare, strict=True)]
+    r1, r2, r3 = quartiles(rate_ratios)
+    c1, c2, c3 = quartiles(cost_ratios)
+    k_rate = statistics.median(s.rate for s in series.kalkan)
+    b_rate = statistics.median(s.rate for s in series.bare)
+    k_cost = statistics.median(s.cpu_us_per_request for s in series.kalkan)
+    b_cost = statistics.median(s.cpu_us_per_request for s in series.bare)
+    met_rate = "yes" if r2 >= 0.97 else "**no**"
+    met_cost = "yes" if 1 / c2 >= 0.97 else "**no**"
+    return [
+        f"| {name}: req/s | {k_rate:.0f} | {b_rate:.0f} | **{r2:.3f}** | {r1:.3f}–{r3:.3f} | "
+        f"{min(rate_ratios):.3f}–{max(rate_ratios):.3f} | ≥ 0.97 | {met_rate} |",
+        f"| {name}: proxy CPU µs/request | {k_cost:.0f} | {b_cost:.0f} | **{c2:.3f}** (→ {1 / c2:.3f}) | "
+        f"{c1:.3f}–{c3:.3f} | {min(cost_ratios):.3f}–{max(cost_ratios):.3f} | ≤ 1.031 (≥ 0.97) | "
+        f"{met_cost} |",
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--pairs", type=int, default=10)
+    parser.add_argument("--seconds", type=int, default=3,
+                        help="length of one slice (wrk takes whole seconds)")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--loads", default="plain,connect,tls")
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="folder for cProfile dumps of both mitmdumps (kalkan.prof, bare.prof)")
+    parser.add_argument("--py-spy", type=Path, default=None, dest="py_spy",
+                        help="folder for py-spy sampling profiles of both mitmdumps over all the slices "
+                             "(kalkan.txt, bare.txt: collapsed stacks; summarise with spy_top.py)")
+    parser.add_argument("--index", type=Path, default=None,
+                        help="an already compiled UT1 index (else compiled from ../shared/data/ut1)")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("run as root: the load generator runs as a real teacher account")
+    loads = [name.strip() for name in args.loads.split(",") if name.strip()]
+    unknown = set(loads) - {"plain", "connect", "tls"}
+    if unknown:
+        sys.exit(f"--loads: unknown {sorted(unknown)}; use plain, connect, tls")
+    teacher = _account(TEACHER)
+    tmp = Path(tempfile.mkdtemp(prefix="kalkan-ab-"))
+    tmp.chmod(0o755)
+    index = args.index
+    if index is None:
+        index = tmp / "ut1.idx"
+        ut1 = REPO.parent / "shared" / "data" / "ut1"
+        subprocess.run([sys.executable, "-m", "filters.cli", "compile", "-o", str(index), "--ut1", str(ut1)],
+                       check=True, capture_output=True, cwd=REPO)
+        index.chmod(0o644)
+    origin = start_origin(FAKE_HOSTS, tmp)
+    for server in origin.servers:  # wrk drops its connections at the end of a slice: not an error
+        server.handle_error = lambda request, address: None
+    origin_ca = tmp / "origin-ca.pem"
+    school = make_ca("Bench School CA")
+    school_ca = tmp / "school-ca.pem"
+    school_ca.write_text(school.cert_pem)
+    upstream = upstream_for(origin)
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
+    kalkan = start_proxy(tmp / "kalkan", school_ca=school, upstream=upstream, bundle=base_bundle(),
+                         upstream_ca=origin_ca,
+                         extra=["--set", f"kalkan_index={index}",
+                                *profile_args(args.profile / "kalkan.prof" if args.profile else None)])
+    bare, bare_port = bare_proxy(tmp / "bare", upstream, origin_ca,
+                                 args.profile / "bare.prof" if args.profile else None)
+    bare_cafile = tmp / "bare" / "mitmproxy-ca-cert.pem"
+    ip_host = f"127.0.0.1:{origin.http_port}"
+    wrk_script = tmp / "abs.lua"
+    wrk_script.write_text(WRK_LUA.format(url=f"http://{ip_host}/", host=ip_host))
+    connect_script = tmp / "connect_load.py"
+    connect_script.write_text(CONNECT_LOAD)
+    for path in (wrk_script, connect_script):
+        path.chmod(0o644)
+
+    def load_for(name: str, port: int, cafile: Path, seconds: float):
+        if name == "plain":
+            return lambda: run_wrk(teacher, port, seconds, wrk_script)
+        host = "news.test" if name == "connect" else "www.google.com"
+        return lambda: run_connect(teacher, port, seconds, host, cafile, connect_script)
+
+    variants = {"kalkan": (kalkan.proc.pid, kalkan.port, origin_ca, school_ca),
+                "bare": (bare.pid, bare_port, origin_ca, bare_cafile)}
+    results: dict[str, Series] = {}
+    spies = []
+    if args.py_spy:
+        args.py_spy.mkdir(parents=True, exist_ok=True)
+        for variant, (pid, *_rest) in variants.items():
+            spies.append(subprocess.Popen(
+                [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid), "--rate", "250",
+                 "--format", "raw", "--nonblocking", "-o", str(args.py_spy / f"{variant}.txt")],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        time.sleep(1)
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    try:
+        for name in loads:
+            series = results[name] = Series()
+            for pid, port, ca_connect, ca_tls in variants.values():  # the same warm-up for both
+                measure(pid, load_for(name, port, ca_connect if name == "connect" else ca_tls, args.warmup))
+            for i in range(args.pairs):
+                series.loads.append(os.getloadavg()[0])
+                order = ("kalkan", "bare") if i % 2 == 0 else ("bare", "kalkan")
+                for variant in order:
+                    pid, port, ca_connect, ca_tls = variants[variant]
+                    cafile = ca_connect if name == "connect" else ca_tls
+                    getattr(series, variant).append(measure(pid, load_for(name, port, cafile, args.seconds)))
+            series.loads.append(os.getloadavg()[0])
+    finally:
+        for spy in spies:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(30)
+        kalkan.stop()
+        bare.terminate()
+        bare.wait(10)
+        origin.close()
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                if line.startswith("model name")), "?")
+    print(f"machine: nproc={os.cpu_count()}, CPU {cpu}; started {started}; {args.pairs} ABBA pairs of "
+          f"{args.seconds:g} s slices per load, warm-up {args.warmup:g} s each")
+    print()
+    print("| load: measure | Kalkan (median) | bare (median) | ratio, median of pairs | interquartile | "
+          "min–max | goal | met? |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for name, series in results.items():
+        for line in summary(name, series):
+            print(line)
+    print()
+    for name, series in results.items():
+        print(f"{name}: 1-min load average during the pairs: {', '.join(f'{v:.1f}' for v in series.loads)}")
+        pairs = list(zip(series.kalkan, series.bare, strict=True))
+        print(f"  per-pair req/s ratio: {', '.join(f'{k.rate / b.rate:.3f}' for k, b in pairs)}")
+        print("  per-pair CPU-cost ratio: " + ", ".join(
+            f"{k.cpu_us_per_request / b.cpu_us_per_request:.3f}" for k, b in pairs))
+        print(f"  Kalkan req/s: {', '.join(f'{s.rate:.0f}' for s in series.kalkan)}")
+        print(f"  bare   req/s: {', '.join(f'{s.rate:.0f}' for s in series.bare)}")
+        print(f"  requests served in the pairs: Kalkan {sum(s.requests for s in series.kalkan)}, "
+              f"bare {sum(s.requests for s in series.bare)}; proxy CPU s: Kalkan "
+              f"{sum(s.cpu_s for s in series.kalkan):.1f}, bare {sum(s.cpu_s for s in series.bare):.1f}")
+
+
+if __name__ == "__main__":
+    main()
