@@ -52,12 +52,14 @@ def test_watch_reports_changes_in_real_time_and_drops_in_downloads(collector, tr
     assert not [d for d in sink.of("integrity.changed") if d["path"].endswith("essay.docx")]
 
 
-def test_a_new_policy_accepting_the_change_moves_the_baseline(collector, tree, sink):
+def test_a_new_policy_accepting_the_change_moves_the_baseline(collector, tree, tmp_path, sink):
     target = tree / "bin/editor"
     target.write_bytes(b"\x7fELF editor v2")
     event = sink.wait_for(lambda t, d: t == "integrity.changed" and d["path"] == str(target))[0]
     accepted = AcceptedChange(path=str(target), sha256=event["new_sha256"], accepted_at=datetime.now(UTC))
-    bundle = PolicyBundle(version=2, integrity=IntegritySection(paths=[str(tree)], accepted=[accepted]))
+    # drop_paths as in the fixture: the default would watch the machine's whole /tmp
+    bundle = PolicyBundle(version=2, integrity=IntegritySection(
+        paths=[str(tree)], drop_paths=[str(tmp_path / "home/*/Downloads")], accepted=[accepted]))
     collector.on_policy(bundle)
     moved = sink.wait_for(lambda t, d: t == "integrity.baseline" and d["reason"] == "accepted")
     assert moved[0]["seq"] == 1
