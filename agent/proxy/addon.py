@@ -19,6 +19,7 @@ dropped connection), flushes `web.usage` and ends idle ISUO sessions.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 import os
@@ -252,13 +253,23 @@ class KalkanAddon:
         """Decide from the SNI (or the original destination) and record what the decision
         needs recorded; True when the TLS is not to be intercepted (passed through, or refused
         untouched: `server_connect` then fails the dial)."""
-        host = sni or (server.address[0] if server.address else "")
+        dialled = server.address[0] if server.address else ""
+        host = sni or dialled
         subject = self._subject_of(client)
         if subject.system:
             return True
         now = self.clock()
-        verdict = self.engine.host_verdict(host, group=self._group(subject), user=subject.name,
-                                           seat=self._seat, room=self._room, when=now)
+        group = self._group(subject)
+        verdict = self.engine.host_verdict(host, group=group, user=subject.name, seat=self._seat,
+                                           room=self._room, when=now)
+        if sni and _names_differ(dialled, sni):
+            # Domain fronting: a CONNECT to one name (whose address is dialled) carrying another
+            # name in the SNI.  What is dialled must be allowed too: the stricter verdict wins.
+            # (Browsers always send the CONNECT name as the SNI, so this costs them nothing.)
+            other = self.engine.host_verdict(dialled, group=group, user=subject.name, seat=self._seat,
+                                             room=self._room, when=now)
+            if _STRICTNESS[other.action] > _STRICTNESS[verdict.action]:
+                host, verdict = dialled, other
         if verdict.action == engine_mod.PASSTHROUGH:
             if self.engine.is_isuo(host):  # who and when only, never what (000 §6.8)
                 user = subject.name or "?"
@@ -275,7 +286,7 @@ class KalkanAddon:
             # blocked, and never to be looked inside (ISUO, banks): refuse the connection
             self._refused.add(client.id)
             url = f"https://{host}/"
-            self._record_block(subject, self._group(subject), url, host, engine_mod.Verdict(
+            self._record_block(subject, group, url, host, engine_mod.Verdict(
                 allowed=False, categories=tuple(verdict.categories), rule=verdict.rule,
                 clauses=tuple(verdict.clauses)), now)
             return True
@@ -433,6 +444,24 @@ class KalkanAddon:
             usage = self.usage.flush(now)
             if usage is not None:
                 self._emit("web.usage", usage, None)
+
+
+_STRICTNESS = {engine_mod.PASSTHROUGH: 0, engine_mod.INTERCEPT: 1, engine_mod.BLOCK: 2}
+
+
+def _names_differ(dialled: str, sni: str) -> bool:
+    """Whether a CONNECT name and the SNI name different hosts.  An address (transparent mode's
+    original destination, or a CONNECT to an IP) is not a name to compare: the SNI decides."""
+    if not dialled:
+        return False
+    dialled, sni = dialled.lower().rstrip("."), sni.lower().rstrip(".")
+    if dialled == sni:
+        return False
+    try:
+        ipaddress.ip_address(dialled)
+    except ValueError:
+        return True
+    return False
 
 
 def _stop_this_process() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 
@@ -140,3 +141,41 @@ def test_ban_applies_within_two_seconds(proxy, accounts):
     while curl(student, proxy, "http://school.test/")[0] != 200:
         assert time.monotonic() < deadline, "lifting the ban did not apply within 2 s"
         time.sleep(0.05)
+
+
+def test_domain_fronting_is_decided_on_both_names(proxy, accounts, school_ca_file, origin_ca_file):
+    """A CONNECT to one name with another name in the TLS SNI: the stricter of the two decides,
+    so neither a blocked SNI behind an allowed CONNECT nor a blocked CONNECT behind an allowed
+    SNI gets passed through untouched (the student gets the block page under the school CA)."""
+    student = accounts["student"]
+    # allowed name dialled, blocked name in the SNI and the Host header
+    status, _, body, verbose = curl(student, proxy, "https://news.test/front", "--connect-to",
+                                    "news.test:443:school.test:443", cacert=school_ca_file)
+    assert "CONNECT school.test:443" in verbose
+    assert status == 403 and 'id="kalkan-block"' in body and "Kalkan Test School CA" in verbose
+    # blocked name dialled, allowed name in the SNI, the blocked one in the Host header
+    status, _, body, verbose = curl(student, proxy, "https://school.test/front", "--connect-to",
+                                    "school.test:443:news.test:443", "-H", "Host: news.test",
+                                    cacert=school_ca_file)
+    assert "CONNECT news.test:443" in verbose
+    assert status == 403 and 'id="kalkan-block"' in body and "Kalkan Test School CA" in verbose
+    # the same allowed name on both: passed through untouched (the control)
+    status, _, body, verbose = curl(student, proxy, "https://school.test/front", cacert=origin_ca_file)
+    assert status == 200 and "ORIGIN OK school.test" in body and "Test Origin Root" in verbose
+
+
+def test_client_hello_in_pieces_is_decided_the_same(proxy, accounts, school_ca_file, origin_ca_file,
+                                                    readable_dir):
+    """When the first TLS bytes do not hold the whole ClientHello, the fast path (`next_layer`)
+    leaves it to mitmproxy's TLS layer, and `tls_clienthello` decides the same way."""
+    script = readable_dir / "split_hello_client.py"
+    script.write_text((Path(__file__).parent / "split_hello_client.py").read_text())
+    script.chmod(0o644)
+    teacher, student = accounts["teacher"], accounts["student"]
+    passed = teacher.run(["/usr/bin/python3", str(script), str(proxy.port), "bank.test", str(origin_ca_file)])
+    assert passed.returncode == 0, passed.stderr
+    assert passed.stdout.split("\n")[:2] == ["Test Origin Root", "HTTP/1.1 200 OK"]
+    blocked = student.run(["/usr/bin/python3", str(script), str(proxy.port), "news.test",
+                           str(school_ca_file)])
+    assert blocked.returncode == 0, blocked.stderr
+    assert blocked.stdout.split("\n")[:2] == ["Kalkan Test School CA", "HTTP/1.1 403 Forbidden"]
