@@ -101,8 +101,7 @@ class Slice:
 
 @dataclass
 class Series:
-    kalkan: list[Slice] = field(default_factory=list)
-    bare: list[Slice] = field(default_factory=list)
+    slices: dict[str, list[Slice]] = field(default_factory=dict)  # variant → one slice per round
     loads: list[float] = field(default_factory=list)
 
 
@@ -138,24 +137,25 @@ def quartiles(values: list[float]) -> tuple[float, float, float]:
     return q1, q2, q3
 
 
-def summary(name: str, series: Series) -> list[str]:
-    rate_ratios = [k.rate / b.rate for k, b in zip(series.kalkan, series.bare, strict=True)]
-    cost_ratios = [k.cpu_us_per_request / b.cpu_us_per_request
-                   for k, b in zip(series.kalkan, series.bare, strict=True)]
+def summary(name: str, variant: str, series: Series) -> list[str]:
+    """Table rows of one Kalkan variant against bare mitmdump, from the per-round ratios."""
+    mine, bare = series.slices[variant], series.slices["bare"]
+    rate_ratios = [k.rate / b.rate for k, b in zip(mine, bare, strict=True)]
+    cost_ratios = [k.cpu_us_per_request / b.cpu_us_per_request for k, b in zip(mine, bare, strict=True)]
     r1, r2, r3 = quartiles(rate_ratios)
     c1, c2, c3 = quartiles(cost_ratios)
-    k_rate = statistics.median(s.rate for s in series.kalkan)
-    b_rate = statistics.median(s.rate for s in series.bare)
-    k_cost = statistics.median(s.cpu_us_per_request for s in series.kalkan)
-    b_cost = statistics.median(s.cpu_us_per_request for s in series.bare)
+    k_rate = statistics.median(s.rate for s in mine)
+    b_rate = statistics.median(s.rate for s in bare)
+    k_cost = statistics.median(s.cpu_us_per_request for s in mine)
+    b_cost = statistics.median(s.cpu_us_per_request for s in bare)
     met_rate = "yes" if r2 >= 0.97 else "**no**"
     met_cost = "yes" if 1 / c2 >= 0.97 else "**no**"
     return [
-        f"| {name}: req/s | {k_rate:.0f} | {b_rate:.0f} | **{r2:.3f}** | {r1:.3f}–{r3:.3f} | "
+        f"| {name}, {variant}: req/s | {k_rate:.0f} | {b_rate:.0f} | **{r2:.3f}** | {r1:.3f}–{r3:.3f} | "
         f"{min(rate_ratios):.3f}–{max(rate_ratios):.3f} | ≥ 0.97 | {met_rate} |",
-        f"| {name}: proxy CPU µs/request | {k_cost:.0f} | {b_cost:.0f} | **{c2:.3f}** (→ {1 / c2:.3f}) | "
-        f"{c1:.3f}–{c3:.3f} | {min(cost_ratios):.3f}–{max(cost_ratios):.3f} | ≤ 1.031 (≥ 0.97) | "
-        f"{met_cost} |",
+        f"| {name}, {variant}: proxy CPU µs/request | {k_cost:.0f} | {b_cost:.0f} | **{c2:.3f}** "
+        f"(→ {1 / c2:.3f}) | {c1:.3f}–{c3:.3f} | {min(cost_ratios):.3f}–{max(cost_ratios):.3f} | "
+        f"≤ 1.031 (≥ 0.97) | {met_cost} |",
     ]
 
 
@@ -171,6 +171,9 @@ def main() -> None:
     parser.add_argument("--py-spy", type=Path, default=None, dest="py_spy",
                         help="folder for py-spy sampling profiles of both mitmdumps over all the slices "
                              "(kalkan.txt, bare.txt: collapsed stacks; summarise with spy_top.py)")
+    parser.add_argument("--before", type=Path, default=None,
+                        help="a checkout of an older Kalkan (e.g. `git archive <commit> | tar -x -C DIR`): "
+                             "its addon runs as a third variant, 'before', in the same rounds")
     parser.add_argument("--index", type=Path, default=None,
                         help="an already compiled UT1 index (else compiled from ../shared/data/ut1)")
     args = parser.parse_args()
@@ -204,6 +207,16 @@ def main() -> None:
                          upstream_ca=origin_ca,
                          extra=["--set", f"kalkan_index={index}",
                                 *profile_args(args.profile / "kalkan.prof" if args.profile else None)])
+    before = None
+    if args.before:
+        import tests.support.proxy_rig as rig
+
+        entry, rig.ENTRY = rig.ENTRY, args.before / "agent" / "proxy" / "mitm_entry.py"
+        try:
+            before = start_proxy(tmp / "before", school_ca=school, upstream=upstream, bundle=base_bundle(),
+                                 upstream_ca=origin_ca, extra=["--set", f"kalkan_index={index}"])
+        finally:
+            rig.ENTRY = entry
     bare, bare_port = bare_proxy(tmp / "bare", upstream, origin_ca,
                                  args.profile / "bare.prof" if args.profile else None)
     bare_cafile = tmp / "bare" / "mitmproxy-ca-cert.pem"
@@ -223,6 +236,8 @@ def main() -> None:
 
     variants = {"kalkan": (kalkan.proc.pid, kalkan.port, origin_ca, school_ca),
                 "bare": (bare.pid, bare_port, origin_ca, bare_cafile)}
+    if before is not None:
+        variants["before"] = (before.proc.pid, before.port, origin_ca, school_ca)
     results: dict[str, Series] = {}
     spies = []
     if args.py_spy:
@@ -241,43 +256,49 @@ def main() -> None:
                 measure(pid, load_for(name, port, ca_connect if name == "connect" else ca_tls, args.warmup))
             for i in range(args.pairs):
                 series.loads.append(os.getloadavg()[0])
-                order = ("kalkan", "bare") if i % 2 == 0 else ("bare", "kalkan")
+                order = list(variants) if i % 2 == 0 else list(reversed(variants))  # ABBA (ABC CBA)
                 for variant in order:
                     pid, port, ca_connect, ca_tls = variants[variant]
                     cafile = ca_connect if name == "connect" else ca_tls
-                    getattr(series, variant).append(measure(pid, load_for(name, port, cafile, args.seconds)))
+                    slice_ = measure(pid, load_for(name, port, cafile, args.seconds))
+                    series.slices.setdefault(variant, []).append(slice_)
             series.loads.append(os.getloadavg()[0])
     finally:
         for spy in spies:
             spy.send_signal(signal.SIGINT)
             spy.wait(30)
         kalkan.stop()
+        if before is not None:
+            before.stop()
         bare.terminate()
         bare.wait(10)
         origin.close()
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
                 if line.startswith("model name")), "?")
-    print(f"machine: nproc={os.cpu_count()}, CPU {cpu}; started {started}; {args.pairs} ABBA pairs of "
-          f"{args.seconds:g} s slices per load, warm-up {args.warmup:g} s each")
+    print(f"machine: nproc={os.cpu_count()}, CPU {cpu}; started {started}; {args.pairs} ABBA rounds of "
+          f"{args.seconds:g} s slices per load and variant, warm-up {args.warmup:g} s each")
     print()
     print("| load: measure | Kalkan (median) | bare (median) | ratio, median of pairs | interquartile | "
           "min–max | goal | met? |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, series in results.items():
-        for line in summary(name, series):
-            print(line)
+        for variant in series.slices:
+            if variant != "bare":
+                for line in summary(name, variant, series):
+                    print(line)
     print()
     for name, series in results.items():
-        print(f"{name}: 1-min load average during the pairs: {', '.join(f'{v:.1f}' for v in series.loads)}")
-        pairs = list(zip(series.kalkan, series.bare, strict=True))
-        print(f"  per-pair req/s ratio: {', '.join(f'{k.rate / b.rate:.3f}' for k, b in pairs)}")
-        print("  per-pair CPU-cost ratio: " + ", ".join(
-            f"{k.cpu_us_per_request / b.cpu_us_per_request:.3f}" for k, b in pairs))
-        print(f"  Kalkan req/s: {', '.join(f'{s.rate:.0f}' for s in series.kalkan)}")
-        print(f"  bare   req/s: {', '.join(f'{s.rate:.0f}' for s in series.bare)}")
-        print(f"  requests served in the pairs: Kalkan {sum(s.requests for s in series.kalkan)}, "
-              f"bare {sum(s.requests for s in series.bare)}; proxy CPU s: Kalkan "
-              f"{sum(s.cpu_s for s in series.kalkan):.1f}, bare {sum(s.cpu_s for s in series.bare):.1f}")
+        print(f"{name}: 1-min load average during the rounds: {', '.join(f'{v:.1f}' for v in series.loads)}")
+        bare = series.slices["bare"]
+        for variant, slices in series.slices.items():
+            print(f"  {variant:7s} req/s: {', '.join(f'{s.rate:.0f}' for s in slices)}; CPU µs/request: "
+                  f"{', '.join(f'{s.cpu_us_per_request:.0f}' for s in slices)}; "
+                  f"{sum(s.requests for s in slices)} requests, {sum(s.cpu_s for s in slices):.1f} CPU s")
+            if variant != "bare":
+                pairs = list(zip(slices, bare, strict=True))
+                print(f"    / bare, req/s: {', '.join(f'{k.rate / b.rate:.3f}' for k, b in pairs)}")
+                print("    / bare, CPU cost: " + ", ".join(
+                    f"{k.cpu_us_per_request / b.cpu_us_per_request:.3f}" for k, b in pairs))
 
 
 if __name__ == "__main__":
