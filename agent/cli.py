@@ -137,7 +137,21 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------- run
 
 
+# Optional packages other Kalkan parts install (mitmproxy needs them) that httpcore would load into
+# the long-running agent although the agent never uses them: HTTP/2 (h2, hpack, hyperframe: +1.2 MB
+# measured; the server is spoken to over HTTP/1.1).  A module set to None in sys.modules makes its
+# import fail the way httpcore expects (it then leaves HTTP/2 out).  Only `run` does this: the
+# `agent` package is also imported inside mitmdump, which needs HTTP/2.
+UNUSED_IN_AGENT = ("h2",)
+
+
+def keep_unused_modules_out() -> None:
+    for name in UNUSED_IN_AGENT:
+        sys.modules.setdefault(name, None)  # type: ignore[assignment]  # already loaded: left alone
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    keep_unused_modules_out()  # before the first server connection imports httpcore
     state = AgentState(StatePaths.from_option(args.state_dir))
     collectors = [c.strip() for c in args.collectors.split(",") if c.strip()] if args.collectors else None
     try:

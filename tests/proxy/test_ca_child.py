@@ -5,14 +5,13 @@
 Real processes throughout: the real `kalkan-server run`, the real `kalkan-agent run` with the
 proxy collector (and its real mitmdump), the real child with update-ca-certificates and
 certutil against a staged root (platform `fake`).  Which process imported `cryptography` is
-recorded by an import trap (`sitecustomize` on PYTHONPATH) in every Python process started,
+recorded by an import trap (tests/support/import_trap.py) in every Python process started,
 and checked again in the agent's `/proc/PID/maps` (cryptography's Rust extension).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -22,29 +21,12 @@ import pytest
 
 from agent.proxy.ca_fetch import CaFetchError, ca_child_command, parse_child_answer
 from tests.support.agent_process import AgentProcess
+from tests.support.import_trap import import_trap, importers
 from tests.support.proxy_rig import free_port, wait_port
 from tests.support.server import KalkanServerProcess
 
 REPO = Path(__file__).resolve().parents[2]
 NO_SUCH_USER = "kalkan-no-such-user"  # the proxy runs as the agent's user: no account to check
-
-# Every Python process started with this on PYTHONPATH appends "<pid> <module>" to
-# $KALKAN_IMPORT_TRAP whenever it imports cryptography or one of its submodules.
-TRAP = '''
-import os, sys
-
-class _CryptographyTrap:
-    def find_spec(self, name, path=None, target=None):
-        if name == "cryptography" or name.startswith("cryptography."):
-            fd = os.open(os.environ["KALKAN_IMPORT_TRAP"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            os.write(fd, f"{os.getpid()} {name}\\n".encode())
-            os.close(fd)
-        return None
-
-if os.environ.get("KALKAN_IMPORT_TRAP"):
-    sys.meta_path.insert(0, _CryptographyTrap())
-'''
-
 
 # ----------------------------------------------------------------------------- pure parts
 
@@ -69,24 +51,6 @@ def test_child_answer_parsing() -> None:
 
 
 # ----------------------------------------------------------------------------- real processes
-
-
-@pytest.fixture
-def import_trap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    trap_dir = tmp_path / "trap"
-    trap_dir.mkdir()
-    (trap_dir / "sitecustomize.py").write_text(TRAP)
-    record = tmp_path / "imports.log"
-    path = os.pathsep.join(filter(None, [str(trap_dir), os.environ.get("PYTHONPATH")]))
-    monkeypatch.setenv("PYTHONPATH", path)
-    monkeypatch.setenv("KALKAN_IMPORT_TRAP", str(record))
-    return record
-
-
-def importers(record: Path) -> set[int]:
-    if not record.exists():
-        return set()
-    return {int(line.split()[0]) for line in record.read_text().splitlines() if line.strip()}
 
 
 def fetch_ca_cli(state_dir: Path, root: Path) -> subprocess.CompletedProcess:
@@ -124,7 +88,8 @@ def _wait(predicate, timeout: float, what: str, agent: AgentProcess):
 
 
 def test_agent_installs_the_school_ca_through_a_child_and_never_loads_cryptography(
-        tmp_path: Path, import_trap: Path) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    record = import_trap(tmp_path, monkeypatch, ["cryptography"])
     with KalkanServerProcess(tmp_path / "server") as server:
         agent = AgentProcess(tmp_path / "agent")
         agent.enroll(server, seat="seat-1")
@@ -152,8 +117,9 @@ def test_agent_installs_the_school_ca_through_a_child_and_never_loads_cryptograp
             assert "fetched from the server and installed" in agent.log_text()
 
             pid = agent.proc.pid
-            assert importers(import_trap), "the trap saw no process import cryptography: it does not work"
-            assert pid not in importers(import_trap), "the agent process imported cryptography"
+            # the child (and mitmdump) did import it: the trap works
+            assert importers(record, "cryptography"), "the trap saw no process import cryptography"
+            assert pid not in importers(record, "cryptography"), "the agent process imported cryptography"
             maps = Path(f"/proc/{pid}/maps").read_text()
             assert "cryptography" not in maps
             assert "_ssl" in maps or "libssl" in maps  # the maps check does see extension modules
