@@ -130,6 +130,36 @@ def measure(pid: int, load) -> Slice:
     return Slice(requests, seconds, (cpu_ns(pid) - before) / 1e9)
 
 
+@dataclass
+class Running:
+    proc: subprocess.Popen
+    port: int
+    tls_ca: Path  # the CA the intercepted-TLS load trusts for this proxy
+
+
+def stop_all(running: dict[str, Running]) -> None:
+    for proxy in running.values():
+        if proxy.proc.poll() is None:
+            proxy.proc.terminate()
+            try:
+                proxy.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proxy.proc.kill()
+                proxy.proc.wait(5)
+
+
+def start_spies(running: dict[str, Running], folder: Path) -> list[subprocess.Popen]:
+    folder.mkdir(parents=True, exist_ok=True)
+    py_spy = str(Path(sys.executable).parent / "py-spy")
+    spies = [subprocess.Popen([py_spy, "record", "--pid", str(proxy.proc.pid),
+                               "--rate", "250", "--format", "raw", "--nonblocking",
+                               "-o", str(folder / f"{variant}.txt")],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             for variant, proxy in running.items()]
+    time.sleep(1)
+    return spies
+
+
 def quartiles(values: list[float]) -> tuple[float, float, float]:
     if len(values) < 2:
         return values[0], values[0], values[0]
@@ -174,6 +204,12 @@ def main() -> None:
     parser.add_argument("--before", type=Path, default=None,
                         help="a checkout of an older Kalkan (e.g. `git archive <commit> | tar -x -C DIR`): "
                              "its addon runs as a third variant, 'before', in the same rounds")
+    parser.add_argument("--restart-every", type=int, default=2,
+                        help="start fresh proxy processes every N rounds (0: never).  One process can be "
+                             "a few per cent faster or slower than another for its whole life (where its "
+                             "memory and threads land), so each variant is measured in several processes")
+    parser.add_argument("--aa", action="store_true",
+                        help="add a second bare mitmdump ('bare2'): the A/A control shows the noise floor")
     parser.add_argument("--index", type=Path, default=None,
                         help="an already compiled UT1 index (else compiled from ../shared/data/ut1)")
     args = parser.parse_args()
@@ -201,25 +237,10 @@ def main() -> None:
     school_ca = tmp / "school-ca.pem"
     school_ca.write_text(school.cert_pem)
     upstream = upstream_for(origin)
+    if (args.profile or args.py_spy) and args.restart_every:
+        sys.exit("--profile and --py-spy follow one process each: use them with --restart-every 0")
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
-    kalkan = start_proxy(tmp / "kalkan", school_ca=school, upstream=upstream, bundle=base_bundle(),
-                         upstream_ca=origin_ca,
-                         extra=["--set", f"kalkan_index={index}",
-                                *profile_args(args.profile / "kalkan.prof" if args.profile else None)])
-    before = None
-    if args.before:
-        import tests.support.proxy_rig as rig
-
-        entry, rig.ENTRY = rig.ENTRY, args.before / "agent" / "proxy" / "mitm_entry.py"
-        try:
-            before = start_proxy(tmp / "before", school_ca=school, upstream=upstream, bundle=base_bundle(),
-                                 upstream_ca=origin_ca, extra=["--set", f"kalkan_index={index}"])
-        finally:
-            rig.ENTRY = entry
-    bare, bare_port = bare_proxy(tmp / "bare", upstream, origin_ca,
-                                 args.profile / "bare.prof" if args.profile else None)
-    bare_cafile = tmp / "bare" / "mitmproxy-ca-cert.pem"
     ip_host = f"127.0.0.1:{origin.http_port}"
     wrk_script = tmp / "abs.lua"
     wrk_script.write_text(WRK_LUA.format(url=f"http://{ip_host}/", host=ip_host))
@@ -227,51 +248,71 @@ def main() -> None:
     connect_script.write_text(CONNECT_LOAD)
     for path in (wrk_script, connect_script):
         path.chmod(0o644)
+    generation = 0
 
-    def load_for(name: str, port: int, cafile: Path, seconds: float):
+    def start_variants() -> dict[str, Running]:
+        """A fresh process of every variant (a new state dir each time)."""
+        nonlocal generation
+        generation += 1
+        here = tmp / f"gen{generation}"
+        here.mkdir()
+        kalkan = start_proxy(here / "kalkan", school_ca=school, upstream=upstream, bundle=base_bundle(),
+                             upstream_ca=origin_ca,
+                             extra=["--set", f"kalkan_index={index}",
+                                    *profile_args(args.profile / "kalkan.prof" if args.profile else None)])
+        running = {"kalkan": Running(kalkan.proc, kalkan.port, school_ca)}
+        if args.before:
+            import tests.support.proxy_rig as rig
+
+            entry, rig.ENTRY = rig.ENTRY, args.before / "agent" / "proxy" / "mitm_entry.py"
+            try:
+                before = start_proxy(here / "before", school_ca=school, upstream=upstream,
+                                     bundle=base_bundle(), upstream_ca=origin_ca,
+                                     extra=["--set", f"kalkan_index={index}"])
+            finally:
+                rig.ENTRY = entry
+            running["before"] = Running(before.proc, before.port, school_ca)
+        bare, bare_port = bare_proxy(here / "bare", upstream, origin_ca,
+                                     args.profile / "bare.prof" if args.profile else None)
+        running["bare"] = Running(bare, bare_port, here / "bare" / "mitmproxy-ca-cert.pem")
+        if args.aa:
+            bare2, bare2_port = bare_proxy(here / "bare2", upstream, origin_ca)
+            running["bare2"] = Running(bare2, bare2_port, here / "bare2" / "mitmproxy-ca-cert.pem")
+        return running
+
+    def load_for(name: str, proxy: Running, seconds: int):
         if name == "plain":
-            return lambda: run_wrk(teacher, port, seconds, wrk_script)
-        host = "news.test" if name == "connect" else "www.google.com"
-        return lambda: run_connect(teacher, port, seconds, host, cafile, connect_script)
+            return lambda: run_wrk(teacher, proxy.port, seconds, wrk_script)
+        host, cafile = ("news.test", origin_ca) if name == "connect" else ("www.google.com", proxy.tls_ca)
+        return lambda: run_connect(teacher, proxy.port, seconds, host, cafile, connect_script)
 
-    variants = {"kalkan": (kalkan.proc.pid, kalkan.port, origin_ca, school_ca),
-                "bare": (bare.pid, bare_port, origin_ca, bare_cafile)}
-    if before is not None:
-        variants["before"] = (before.proc.pid, before.port, origin_ca, school_ca)
     results: dict[str, Series] = {}
-    spies = []
-    if args.py_spy:
-        args.py_spy.mkdir(parents=True, exist_ok=True)
-        for variant, (pid, *_rest) in variants.items():
-            spies.append(subprocess.Popen(
-                [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid), "--rate", "250",
-                 "--format", "raw", "--nonblocking", "-o", str(args.py_spy / f"{variant}.txt")],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        time.sleep(1)
+    spies: list[subprocess.Popen] = []
+    running: dict[str, Running] = {}
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     try:
         for name in loads:
             series = results[name] = Series()
-            for pid, port, ca_connect, ca_tls in variants.values():  # the same warm-up for both
-                measure(pid, load_for(name, port, ca_connect if name == "connect" else ca_tls, args.warmup))
             for i in range(args.pairs):
+                if not running or (args.restart_every and i % args.restart_every == 0):
+                    stop_all(running)
+                    running = start_variants()
+                    if args.py_spy and not spies:
+                        spies = start_spies(running, args.py_spy)
+                    for proxy in running.values():  # the same warm-up for each
+                        measure(proxy.proc.pid, load_for(name, proxy, args.warmup))
                 series.loads.append(os.getloadavg()[0])
-                order = list(variants) if i % 2 == 0 else list(reversed(variants))  # ABBA (ABC CBA)
+                order = list(running) if i % 2 == 0 else list(reversed(running))  # ABBA (ABC CBA)
                 for variant in order:
-                    pid, port, ca_connect, ca_tls = variants[variant]
-                    cafile = ca_connect if name == "connect" else ca_tls
-                    slice_ = measure(pid, load_for(name, port, cafile, args.seconds))
+                    proxy = running[variant]
+                    slice_ = measure(proxy.proc.pid, load_for(name, proxy, args.seconds))
                     series.slices.setdefault(variant, []).append(slice_)
             series.loads.append(os.getloadavg()[0])
     finally:
         for spy in spies:
             spy.send_signal(signal.SIGINT)
             spy.wait(30)
-        kalkan.stop()
-        if before is not None:
-            before.stop()
-        bare.terminate()
-        bare.wait(10)
+        stop_all(running)
         origin.close()
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
                 if line.startswith("model name")), "?")
