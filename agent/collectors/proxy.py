@@ -48,6 +48,7 @@ from policy_server.protocol import CollectorHealth, CollectorState, PolicyBundle
 ENTRY = Path(__file__).resolve().parents[1] / "proxy" / "mitm_entry.py"
 MAX_BACKOFF_S = 30.0
 STABLE_S = 60.0  # a child that lived this long resets the back-off
+FIRST_CA_WAIT_S = 60.0  # at most this long mitmdump's first start waits for the first school-CA attempt
 
 
 SETTINGS_FILE = "settings.json"
@@ -190,6 +191,9 @@ class ProxyCollector(Collector):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._ca_thread: threading.Thread | None = None
+        # set once the first school-CA attempt is over (or none is needed): mitmdump's first start
+        # waits for it, else mitmdump could write its own CA over the school CA the child just wrote
+        self._ca_first_attempt = threading.Event()
         self._lock = threading.Lock()
         self._restart_requested = False
         self.restarts = 0
@@ -275,6 +279,7 @@ class ProxyCollector(Collector):
 
     def _supervise(self) -> None:
         backoff = 1.0
+        self._ca_first_attempt.wait(FIRST_CA_WAIT_S)
         while not self._stop.is_set():
             started = time.monotonic()
             try:
@@ -337,15 +342,19 @@ class ProxyCollector(Collector):
         self._grant_proxy_access()
         self._apply_firewall(self.ctx.policy)
         self._apply_hosts()
-        self._thread = threading.Thread(target=self._supervise, name="kalkan-proxy-supervisor", daemon=True)
-        self._thread.start()
+        self._ca_first_attempt.clear()
         if self.settings.fetch_ca and not (self.confdir / ca_mod.SCHOOL_CA_MARK).exists():
             self._ca_thread = threading.Thread(target=self._fetch_ca_until_done, name="kalkan-proxy-ca",
                                                daemon=True)
             self._ca_thread.start()
+        else:
+            self._ca_first_attempt.set()
+        self._thread = threading.Thread(target=self._supervise, name="kalkan-proxy-supervisor", daemon=True)
+        self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
+        self._ca_first_attempt.set()
         with self._lock:
             proc = self._proc
         if proc is not None and proc.poll() is None:
@@ -459,6 +468,8 @@ class ProxyCollector(Collector):
                     return
                 self.ca_problem = str(exc)
                 self.ctx.log.warning("school CA: %s; retrying in %.0f s", exc, self.settings.ca_retry_s)
+            finally:
+                self._ca_first_attempt.set()
             if self._stop.wait(self.settings.ca_retry_s):
                 return
 

@@ -12,7 +12,12 @@ machine's load is the same for each:
   * "agent-heartbeat":         `kalkan-agent run --collectors heartbeat`;
   * "agent-heartbeat+X":       heartbeat and one collector X, for every registered collector;
   * "agent-all but proxy and integrity": the others together (their fixes are pending);
-  * "agent-all":               every registered collector.
+  * "agent-all":               every registered collector;
+  * "agent-all, MALLOC_ARENA_MAX=2" and "agent-all, PYTHONMALLOC=malloc": the same with glibc's
+                               per-thread malloc arenas capped / Python's small-object allocator
+                               off, to see what the allocators cost (not used by the agent).
+Every agent with the proxy collector gets its own proxy ports (settings.json), so each one's
+mitmdump really runs.
 Agents run on platform `fake` (the linux adapters would install firewall rules and lock
 sessions on this shared machine); the network collector captures for real (AF_PACKET,
 listen-only) on the default interface.  clamd is whatever the machine has at
@@ -42,7 +47,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from tests.support.agent_process import AgentProcess  # noqa: E402
-from tests.support.server import KalkanServerProcess  # noqa: E402
+from tests.support.server import KalkanServerProcess, free_port  # noqa: E402
 
 GOAL_RSS_MB = 50.0
 GOAL_CPU_PCT = 0.5
@@ -181,19 +186,33 @@ def main() -> int:
                     **{n: ["heartbeat", n] for n in COLLECTORS if n != "heartbeat"},
                     # the collectors this engineer owns or fixed, without the two still over budget
                     "all-but-proxy-integrity": [n for n in COLLECTORS if n not in ("proxy", "integrity")],
-                    "all": None}
+                    "all": None, "all-arena2": None, "all-pymalloc-off": None}
+            environments = {"all-arena2": {"MALLOC_ARENA_MAX": "2"},
+                            "all-pymalloc-off": {"PYTHONMALLOC": "malloc"}}
             for name, collectors in plan.items():
                 agent = AgentProcess(work / f"agent-{name}")
                 agent.enroll(server, seat=f"bench-{name}")
                 # the collectors start with the benchmark's policy, not the default (which hashes /usr)
                 (agent.state_dir / "policy.json").write_text(json.dumps(bundle))
-                agent.start(collectors=collectors, platform="fake")
+                proxy_settings = agent.state_dir / "collectors" / "proxy" / "settings.json"
+                proxy_settings.parent.mkdir(parents=True, exist_ok=True)
+                proxy_settings.write_text(json.dumps({"regular_port": free_port(),
+                                                      "transparent_port": free_port()}))
+                saved = dict(os.environ)
+                os.environ.update(environments.get(name, {}))
+                try:
+                    agent.start(collectors=collectors, platform="fake")
+                finally:
+                    os.environ.clear()
+                    os.environ.update(saved)
                 agents[name] = agent
                 started.append(agent)
             baseline_s = wait_for_baselines(
                 agents, {n for n, c in plan.items() if c is None or "integrity" in c})
             time.sleep(args.warmup)
             label = {"heartbeat": "agent-heartbeat", "all": "agent-all (fake platform)",
+                     "all-arena2": "agent-all, MALLOC_ARENA_MAX=2 (variant)",
+                     "all-pymalloc-off": "agent-all, PYTHONMALLOC=malloc (variant)",
                      "all-but-proxy-integrity": "agent-all but proxy and integrity"}
             named = {
                 "python-bare (baseline)": psutil.Process(bare.pid),
