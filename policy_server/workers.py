@@ -37,7 +37,7 @@ from policy_server.settings import Settings
 log = logging.getLogger("kalkan.workers")
 
 SETTINGS_ENV = "KALKAN_WORKER_SETTINGS"  # the parent's Settings, as JSON, for the workers
-POSTGRES_DEFAULT_WORKERS = 2  # measured best on the 2-core reference machine (RESULTS.md)
+POSTGRES_MAX_AUTO_WORKERS = 2
 CHECKS_LOCK_KEY = 0x4B414C4B414E  # "KALKAN": the advisory lock of the periodic-checks leader
 LEADER_RETRY_S = 30.0
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -47,11 +47,16 @@ class WorkersError(ValueError):
     pass
 
 
-def default_workers(database_url: str) -> int:
-    """`--workers auto`: 1 on SQLite (one writer), 2 on PostgreSQL (at most the CPU count)."""
+def default_workers(database_url: str, cpus: int | None = None) -> int:
+    """`--workers auto`: 1 on SQLite (one writer); on PostgreSQL one core is left to the
+    database (it runs on the same school server) and the rest used, up to 2: 1 worker on a
+    2-core machine, 2 from 3 cores.  On the 2-core reference machine 2 workers measured no
+    faster than 1 (benchmarks/server/RESULTS.md): the workers, PostgreSQL and TLS share
+    the two cores."""
     if database_url.startswith("sqlite"):
         return 1
-    return max(1, min(POSTGRES_DEFAULT_WORKERS, os.cpu_count() or 1))
+    cpus = cpus or os.cpu_count() or 1
+    return max(1, min(POSTGRES_MAX_AUTO_WORKERS, cpus - 1))
 
 
 def check_workers(workers: int, database_url: str) -> int:
