@@ -473,16 +473,6 @@ class ProxyCollector(Collector):
             if self._stop.wait(self.settings.ca_retry_s):
                 return
 
-    def install_ca(self, cert_pem: str, key_pem: str, root: Path = Path("/")) -> None:
-        """Give the proxy a CA in hand and make the browsers trust it (the proxy restarts with it).
-        Loads `cryptography` into this process: for tools and tests; the running agent uses
-        `_fetch_ca_until_done` (a child process) instead."""
-        account = self._proxy_account()
-        ca_mod.install_everywhere(cert_pem, root)
-        ca_mod.write_proxy_ca(self.confdir, cert_pem, key_pem,
-                              owner_uid=account.pw_uid if account is not None else None)
-        self._restart_for_new_ca()
-
     def _restart_for_new_ca(self) -> None:
         with self._lock:
             if self._proc is not None and self._proc.poll() is None:
