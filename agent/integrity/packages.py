@@ -11,19 +11,23 @@ like `dpkg --root/--admindir`, so tests use a real dpkg database of their own.
 from __future__ import annotations
 
 import hashlib
+import mmap
 import os
 import shutil
 import subprocess
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from agent.integrity.diff import ADDED, MODIFIED, PERMISSIONS, REMOVED, Change
 from agent.integrity.model import LINK
 
-# Up to this many wanted paths, each .list file is searched for each path (bytes.find in C);
-# beyond it, the file's lines are split once and looked up in a set.
+# Up to this many wanted paths, each .list file is searched for each path (mmap.find in C);
+# beyond it, the file is read line by line and each line looked up in a set.
 _FEW_PATHS = 32
+# The status file's fields `installed()` needs (the rest, descriptions above all, is skipped).
+_STATUS_FIELDS = frozenset({"Package", "Status", "Version", "Architecture"})
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,36 @@ def _md5(path: str) -> str | None:
     except OSError:
         return None
     return h.hexdigest()
+
+
+def _mapped_hits(handle: BinaryIO, wanted: Mapping[bytes, str]) -> list[bytes]:
+    """The wanted paths that are whole lines of the open .list file: a substring search in C
+    per path over a read-only memory map (nothing of the file is copied into the heap)."""
+    size = os.fstat(handle.fileno()).st_size
+    if size == 0:
+        return []
+    with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as view:
+        hits = []
+        for key in wanted:
+            line = key + b"\n"
+            if (
+                view.find(b"\n" + line) != -1
+                or view[: len(line)] == line  # the first line
+                or (size > len(key) and view[size - len(key) - 1 :] == b"\n" + key)  # last, no newline
+                or (size == len(key) and view[:] == key)
+            ):
+                hits.append(key)
+        return hits
+
+
+def _streamed_hits(handle: BinaryIO, wanted: Mapping[bytes, str]) -> list[bytes]:
+    """The wanted paths that are lines of the open .list file, reading one line at a time."""
+    hits = []
+    for line in handle:
+        key = line.rstrip(b"\n")
+        if key in wanted:
+            hits.append(key)
+    return hits
 
 
 class DpkgDatabase:
@@ -65,34 +99,38 @@ class DpkgDatabase:
         rel = os.path.relpath(path, self.root)
         return "/" + rel if not rel.startswith("..") else path
 
-    def _list_files(self) -> list[Path]:
-        return sorted(self.info.glob("*.list")) if self.info.is_dir() else []
+    def _list_names(self) -> list[str]:
+        """The .list files' names, sorted.  `os.scandir`, not `Path.glob`: the glob of dpkg's
+        3 000-file info folder left 0.8 MB of RSS behind in the agent (measured)."""
+        try:
+            with os.scandir(self.info) as entries:
+                return sorted(entry.name for entry in entries if entry.name.endswith(".list"))
+        except OSError:
+            return []
 
     def owners_of(self, paths: Iterable[str]) -> dict[str, list[str]]:
         """path → packages listing it, for the given paths only.
 
-        dpkg's .list files name every installed path (113 000 on a desktop, ~25 MiB as
-        Python strings), so nothing of them is kept: each file is read, searched for the
-        wanted paths and dropped.  Called once per baseline or check with the paths it
-        needs; the answer holds only those that some package owns.
+        dpkg's .list files name every installed path (113 000 on a desktop, ~10 MiB; one
+        file alone can be 4 MiB), and the agent is long-lived: a file read whole, even for
+        a moment, leaves the freed memory fragmenting the agent's heap for good (measured:
+        +1.2 MB of RSS after one lookup).  So nothing big is ever allocated here: each file
+        is either searched through a read-only memory map (few paths: the kernel's page
+        cache, not the heap) or streamed line by line (many paths: one short line at a
+        time, each freed before the next).  The answer holds only the owned paths.
         """
         wanted = {os.fsencode(self._package_path(p)): p for p in paths}
         found: dict[str, list[str]] = {}
         if not wanted or not self.available:
             return found
         few = len(wanted) <= _FEW_PATHS
-        needles = [(b"\n" + key + b"\n", key) for key in wanted] if few else []
-        for list_file in self._list_files():
-            package = list_file.name[: -len(".list")]
+        for name in self._list_names():
+            package = name[: -len(".list")]
             try:
-                text = list_file.read_bytes()
-            except OSError:
+                with open(os.path.join(self.info, name), "rb") as handle:
+                    hits = _mapped_hits(handle, wanted) if few else _streamed_hits(handle, wanted)
+            except (OSError, ValueError):  # gone meanwhile, unreadable (ValueError: mmap of an odd file)
                 continue
-            if few:  # a substring search in C per path beats splitting 113 000 lines
-                text = b"\n" + text + (b"" if text.endswith(b"\n") else b"\n")
-                hits = [key for needle, key in needles if needle in text]
-            else:
-                hits = [line for line in text.splitlines() if line in wanted]
             for key in hits:
                 found.setdefault(wanted[key], []).append(package)
         return found
@@ -191,23 +229,32 @@ class DpkgDatabase:
     # --------------------------------------------------------------- inventory
 
     def installed(self) -> dict[str, str]:
-        """Installed packages → version, from the status file."""
-        try:
-            text = (self.admindir / "status").read_text(errors="replace")
-        except OSError:
-            return {}
+        """Installed packages → version, from the status file.  Read line by line, keeping
+        only the four fields needed: the file is ~1 MB, and read whole (as it once was) it
+        left its freed memory in the long-lived agent after every check."""
         packages: dict[str, str] = {}
-        for stanza in text.split("\n\n"):
-            fields: dict[str, str] = {}
-            for line in stanza.splitlines():
-                if line and not line[0].isspace() and ":" in line:
-                    key, _, value = line.partition(":")
-                    fields[key] = value.strip()
+        fields: dict[str, str] = {}
+
+        def end_of_stanza() -> None:
             if fields.get("Status", "").endswith(" installed") and "Package" in fields:
                 name = fields["Package"]
                 if name in packages:
                     name = f"{name}:{fields.get('Architecture', '')}"
                 packages[name] = fields.get("Version", "")
+            fields.clear()
+
+        try:
+            with open(self.admindir / "status", encoding="utf-8", errors="replace") as handle:
+                for line in handle:
+                    if not line.strip():
+                        end_of_stanza()
+                    elif not line[0].isspace():
+                        key, colon, value = line.partition(":")
+                        if colon and key in _STATUS_FIELDS:
+                            fields[key] = value.strip()
+        except OSError:
+            return {}
+        end_of_stanza()
         return packages
 
 
