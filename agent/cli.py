@@ -22,14 +22,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from agent import __version__ as AGENT_VERSION
 from agent.collectors.registry import COLLECTORS, load_collector_class
 from agent.i18n import choose_language, message
 from agent.outbox import Outbox
 from agent.runtime import PLATFORMS, AgentRuntime
-from agent.server_client import ServerClient, ServerError
+from agent.server_client import ServerClient, ServerError, TransportError
 from agent.state import AgentConfig, AgentState, NotEnrolled, StatePaths
 from agent.tls import PinMismatch, fetch_certificate, normalise_fingerprint, pretty_fingerprint
 
@@ -112,7 +110,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         answer = client.enroll(code=args.code, seat=args.seat)
     except ServerError as exc:
         return _fail(str(exc))
-    except (httpx.HTTPError, PinMismatch) as exc:
+    except (TransportError, PinMismatch) as exc:
         return _fail(f"cannot reach {url}: {exc}")
     finally:
         client.close()
@@ -186,7 +184,7 @@ def gather_status(state: AgentState, *, check_server: bool = True) -> dict[str, 
                 report["server_reachable"] = client.healthz()
             finally:
                 client.close()
-        except (httpx.HTTPError, OSError, ValueError, NotEnrolled) as exc:
+        except (TransportError, OSError, ValueError, NotEnrolled) as exc:
             report["server_reachable"] = False
             report["server_error"] = str(exc)
     bundle = state.load_policy()

@@ -14,15 +14,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import httpx
-
-from agent.server_client import ServerClient, error_detail
+from agent.server_client import ServerClient, TransportError, error_detail
 from agent.state import AgentState
 from agent.uplink import Backoff
 from policy_server.protocol import PolicyBundle, PolicyPush
@@ -115,7 +112,7 @@ class PolicyManager:
         return True
 
     def fetch(self, client: ServerClient) -> bool:
-        """GET the bundle (If-None-Match); apply it if new.  Raises httpx.HTTPError or
+        """GET the bundle (If-None-Match); apply it if new.  Raises TransportError or
         PolicyError when it could not."""
         response = client.get_policy(self.etag if self.current is not None else None)
         if response.status_code == 304:
@@ -133,7 +130,7 @@ class PolicyManager:
     def try_fetch(self, client: ServerClient) -> bool:
         try:
             return self.fetch(client)
-        except (httpx.HTTPError, PolicyError) as exc:
+        except (TransportError, PolicyError) as exc:
             self.last_error = str(exc)
             log.warning("policy fetch failed: %s", exc)
             return False
@@ -158,7 +155,7 @@ class PolicyManager:
                         if stop.is_set():
                             return
                         self._on_push(data, client)
-            except (httpx.HTTPError, PolicyError) as exc:
+            except (TransportError, PolicyError) as exc:
                 if stop.is_set():
                     return
                 self.last_error = f"push channel: {exc}"
@@ -184,12 +181,7 @@ class PolicyManager:
         stream = getattr(self, "_stream", None)
         if stream is None:
             return
-        try:
-            sock = stream.extensions["network_stream"].get_extra_info("socket")
-            if sock is not None:
-                sock.shutdown(socket.SHUT_RDWR)
-        except (KeyError, OSError, AttributeError):
-            pass  # already closed, or a transport without a socket: the thread is a daemon anyway
+        stream.shutdown()
 
     def run_poll(self, client: ServerClient, stop: threading.Event,
                  interval_s: float = DEFAULT_POLL_S) -> None:

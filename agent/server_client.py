@@ -1,18 +1,32 @@
-"""The agent's HTTP client for the policy server: one pinned httpx client per thread use.
+"""The agent's HTTP client for the policy server, on the standard library (`http.client`).
 
 Thin on purpose: it builds requests and returns responses; what to do with them is
 decided by `agent.uplink` (events) and `agent.policy` (bundles).
+
+Why not httpx (the server and the tests use it): the agent is long-lived and must stay
+under 50 MB with every collector (issues 2 and 6); httpx and httpcore cost ~4.4 MB of
+resident memory in it, for features the agent does not need (HTTP/2, async, proxies,
+cookies, redirects).  What the agent needs is here: the pinned TLS context of
+`agent.tls` (checked right after the handshake, before the token is sent), keep-alive
+connections shared by the agent's threads, per-request timeouts, a streamed response
+for the policy push channel (server-sent events), and one error type for "could not
+talk to the server" (`TransportError`).
 """
 
 from __future__ import annotations
 
+import http.client
+import json as jsonlib
 import platform
+import select
 import socket
+import ssl
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from email.message import Message
 from typing import Any
-
-import httpx
+from urllib.parse import urlsplit
 
 from agent import __version__ as AGENT_VERSION
 from agent.tls import pinned_context
@@ -25,21 +39,239 @@ ENROLL_PATH = "/api/v1/enroll"
 HEALTH_PATH = "/healthz"
 
 USER_AGENT = f"kalkan-agent/{AGENT_VERSION} (protocol {PROTOCOL_VERSION})"
+DEFAULT_TIMEOUT_S = 15.0  # connect, and each read or write (as httpx's single-number timeout)
+MAX_IDLE_CONNECTIONS = 2  # the uplink and the policy fetch may overlap; more would only idle
+
+# A reused keep-alive connection the server has closed meanwhile fails like this before
+# any answer; the request is then sent once more on a fresh connection (as httpx does).
+_STALE_CONNECTION = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError,
+                     ConnectionAbortedError)
 
 
 class ServerError(RuntimeError):
     """The server answered in a way the agent cannot use; the message says why."""
 
 
-def _verify_for(url: str, sha256: str | None) -> Any:
+class TransportError(OSError):
+    """The agent could not talk to the server: refused or lost connection, timeout, a
+    certificate other than the pinned one, or a malformed HTTP answer.  Always worth a
+    retry later; the message names the cause."""
+
+
+def _transport_error(exc: BaseException) -> TransportError:
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return TransportError(f"timed out talking to the server: {exc or 'no answer'}")
+    text = str(exc) or exc.__class__.__name__
+    return TransportError(f"{exc.__class__.__name__}: {text}")
+
+
+class Response:
+    """A complete answer: status, headers (case-insensitive `get`), body."""
+
+    def __init__(self, status_code: int, reason_phrase: str, headers: Message, content: bytes) -> None:
+        self.status_code = status_code
+        self.reason_phrase = reason_phrase
+        self.headers = headers
+        self.content = content
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", errors="replace")
+
+    def json(self) -> Any:
+        """The body as JSON; ValueError when it is not."""
+        return jsonlib.loads(self.content)
+
+
+class StreamResponse:
+    """An answer whose body is read as it arrives (the push channel).  `shutdown()` from
+    another thread ends a blocked read: closing alone would not interrupt it."""
+
+    def __init__(self, raw: http.client.HTTPResponse, sock: socket.socket | None) -> None:
+        self._raw = raw
+        self._sock = sock
+        self.status_code = raw.status
+        self.reason_phrase = raw.reason
+        self.headers = raw.headers
+        self.content = b""
+
+    text = Response.text
+    json = Response.json
+
+    def read(self) -> bytes:
+        try:
+            self.content = self._raw.read()
+        except (OSError, http.client.HTTPException) as exc:
+            raise _transport_error(exc) from exc
+        return self.content
+
+    def iter_lines(self) -> Iterator[str]:
+        """The body's lines, without their line ends, until the server ends the stream."""
+        while True:
+            try:
+                line = self._raw.readline()
+            except (OSError, ValueError, http.client.HTTPException) as exc:
+                # ValueError: the socket was shut down and closed under the read (stop).
+                raise _transport_error(exc) from exc
+            if not line:
+                return
+            yield line.decode("utf-8", errors="replace").rstrip("\r\n")
+
+    def shutdown(self) -> None:
+        if self._sock is not None:
+            try:
+                self._sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already closed
+
+
+class HttpSession:
+    """Keep-alive HTTP/1.1 connections to one server, shared by the agent's threads: a
+    request takes an idle connection (or opens one) and gives it back once the answer is
+    read in full.  `get`/`post` take a path; they raise TransportError, never an answer
+    status (that is the caller's to judge)."""
+
+    def __init__(self, base_url: str, *, context: ssl.SSLContext | None, headers: dict[str, str],
+                 timeout: float) -> None:
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{base_url!r} is not an http(s):// URL; give the server as https://HOST:PORT")
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname
+        self._port = parts.port or (443 if self._https else 80)
+        self._prefix = parts.path.rstrip("/")
+        self._context = context
+        self._headers = headers
+        self.timeout = timeout
+        self._idle: list[http.client.HTTPConnection] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    # --- connections
+    def connect(self, timeout: float) -> http.client.HTTPConnection:
+        """A new connection, TLS handshake and pin check done (so no byte of a request, the
+        token above all, is sent to a peer with another certificate)."""
+        if self._https:
+            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+                self._host, self._port, timeout=timeout, context=self._context)
+        else:
+            conn = http.client.HTTPConnection(self._host, self._port, timeout=timeout)
+        try:
+            conn.connect()
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()
+            raise _transport_error(exc) from exc
+        return conn
+
+    def _take(self) -> http.client.HTTPConnection | None:
+        with self._lock:
+            while self._idle:
+                conn = self._idle.pop()
+                if _still_open(conn):
+                    return conn
+                conn.close()
+        return None
+
+    def _give_back(self, conn: http.client.HTTPConnection) -> None:
+        with self._lock:
+            if not self._closed and len(self._idle) < MAX_IDLE_CONNECTIONS:
+                self._idle.append(conn)
+                return
+        conn.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+    # --- requests
+    def request(self, method: str, path: str, *, body: bytes | None = None,
+                headers: dict[str, str] | None = None, timeout: float | None = None) -> Response:
+        timeout = self.timeout if timeout is None else timeout
+        all_headers = {**self._headers, **(headers or {})}
+        conn = self._take()
+        if conn is not None:
+            try:
+                return self._exchange(conn, method, path, body, all_headers, timeout)
+            except _STALE_CONNECTION:
+                conn.close()  # the server closed it while idle: once more on a fresh one
+            except (OSError, http.client.HTTPException) as exc:
+                conn.close()
+                raise _transport_error(exc) from exc
+        conn = self.connect(timeout)
+        try:
+            return self._exchange(conn, method, path, body, all_headers, timeout)
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()
+            raise _transport_error(exc) from exc
+
+    def _exchange(self, conn: http.client.HTTPConnection, method: str, path: str, body: bytes | None,
+                  headers: dict[str, str], timeout: float) -> Response:
+        if conn.sock is not None:
+            conn.sock.settimeout(timeout)
+        conn.request(method, self._prefix + path, body=body, headers=headers)
+        raw = conn.getresponse()
+        content = raw.read()
+        response = Response(raw.status, raw.reason, raw.headers, content)
+        if raw.will_close:
+            conn.close()
+        else:
+            self._give_back(conn)
+        return response
+
+    def get(self, path: str, *, headers: dict[str, str] | None = None,
+            timeout: float | None = None) -> Response:
+        return self.request("GET", path, headers=headers, timeout=timeout)
+
+    def post(self, path: str, *, content: bytes | None = None, json: Any = None,
+             headers: dict[str, str] | None = None, timeout: float | None = None) -> Response:
+        headers = dict(headers or {})
+        if json is not None:
+            content = jsonlib.dumps(json, separators=(",", ":")).encode()
+            headers.setdefault("Content-Type", "application/json")
+        return self.request("POST", path, body=content or b"", headers=headers, timeout=timeout)
+
+    @contextmanager
+    def stream(self, path: str, *, headers: dict[str, str] | None = None, connect_timeout: float,
+               read_timeout: float) -> Iterator[StreamResponse]:
+        """GET on a connection of its own, the body left to read; closed on leaving."""
+        conn = self.connect(connect_timeout)
+        try:
+            try:
+                if conn.sock is not None:
+                    conn.sock.settimeout(read_timeout)
+                conn.request("GET", self._prefix + path, headers={**self._headers, **(headers or {})})
+                raw = conn.getresponse()
+            except (OSError, http.client.HTTPException) as exc:
+                raise _transport_error(exc) from exc
+            yield StreamResponse(raw, conn.sock)
+        finally:
+            conn.close()
+
+
+def _still_open(conn: http.client.HTTPConnection) -> bool:
+    """False when the server has closed an idle connection (it is then readable: EOF)."""
+    sock = conn.sock
+    if sock is None:
+        return False
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return False
+    return not readable
+
+
+def _context_for(url: str, sha256: str | None) -> ssl.SSLContext | None:
     if url.startswith("https://"):
         if not sha256:
             raise ValueError("an https:// server needs a pinned certificate fingerprint; enrol again")
         return pinned_context(sha256)
-    return False  # plain http:// (a server run with --no-tls, e.g. on a test bench): nothing to pin
+    return None  # plain http:// (a server run with --no-tls, e.g. on a test bench): nothing to pin
 
 
-def error_detail(response: httpx.Response) -> str:
+def error_detail(response: Response | StreamResponse) -> str:
     """The server's person-readable `detail`, or the start of its body."""
     try:
         body = response.json()
@@ -55,19 +287,13 @@ class ServerClient:
     """Talks to one server with the pinned certificate and the agent's bearer token."""
 
     def __init__(self, base_url: str, *, token: str | None, sha256: str | None,
-                 timeout: float = 15.0) -> None:
+                 timeout: float = DEFAULT_TIMEOUT_S) -> None:
         self.base_url = base_url.rstrip("/")
-        headers = {"User-Agent": USER_AGENT}
+        headers = {"User-Agent": USER_AGENT, "Accept": "*/*"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        self._verify = _verify_for(self.base_url, sha256)
-        self._headers = headers
-        self._timeout = timeout
-        self.http = self._new_client(timeout)
-
-    def _new_client(self, timeout: float | httpx.Timeout) -> httpx.Client:
-        return httpx.Client(base_url=self.base_url, verify=self._verify, headers=self._headers,
-                            timeout=timeout, trust_env=False)
+        self.http = HttpSession(self.base_url, context=_context_for(self.base_url, sha256),
+                                headers=headers, timeout=timeout)
 
     def close(self) -> None:
         self.http.close()
@@ -77,23 +303,20 @@ class ServerClient:
         response = self.http.get(HEALTH_PATH, timeout=3.0)
         return response.status_code == 200
 
-    def post_events(self, body: bytes) -> httpx.Response:
+    def post_events(self, body: bytes) -> Response:
         return self.http.post(EVENTS_PATH, content=body, headers={"Content-Type": "application/json"})
 
-    def get_policy(self, etag: str | None = None) -> httpx.Response:
+    def get_policy(self, etag: str | None = None) -> Response:
         headers = {"If-None-Match": etag} if etag else {}
         return self.http.get(POLICY_PATH, headers=headers)
 
     @contextmanager
-    def policy_stream(self, read_timeout: float = 90.0) -> Iterator[httpx.Response]:
-        """The SSE push channel.  Its own client, so closing it from another thread (on
-        stop) does not disturb the uplink's connection."""
-        client = self._new_client(httpx.Timeout(10.0, read=read_timeout))
-        try:
-            with client.stream("GET", STREAM_PATH, headers={"Accept": "text/event-stream"}) as response:
-                yield response
-        finally:
-            client.close()
+    def policy_stream(self, read_timeout: float = 90.0) -> Iterator[StreamResponse]:
+        """The SSE push channel, on a connection of its own, so shutting it down from
+        another thread (on stop) does not disturb the uplink's connection."""
+        with self.http.stream(STREAM_PATH, headers={"Accept": "text/event-stream"},
+                              connect_timeout=10.0, read_timeout=read_timeout) as response:
+            yield response
 
     def enroll(self, *, code: str, seat: str | None) -> EnrollResponse:
         request = EnrollRequest(

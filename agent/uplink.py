@@ -18,10 +18,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-import httpx
-
 from agent.outbox import Outbox
-from agent.server_client import ServerClient, error_detail
+from agent.server_client import Response, ServerClient, TransportError, error_detail
 from policy_server.protocol import MAX_BATCH_BYTES, BatchResult
 
 log = logging.getLogger("kalkan.agent.uplink")
@@ -105,8 +103,8 @@ class Uplink:
         body = b'{"events":[' + b",".join(event.body.encode() for event in batch) + b"]}"
         try:
             response = self.client.post_events(body)
-        except httpx.HTTPError as exc:
-            raise UplinkError(f"cannot reach the server: {exc.__class__.__name__}: {exc}") from exc
+        except TransportError as exc:
+            raise UplinkError(f"cannot reach the server: {exc}") from exc
         code = response.status_code
         if code in (401, 403):
             self.status.token_refused = True
@@ -133,7 +131,7 @@ class Uplink:
         # Ids the server did not mention stay in the outbox and go again with the next batch.
         return delivered + len(result.rejected)
 
-    def _split_or_reject(self, batch: list, response: httpx.Response) -> int:
+    def _split_or_reject(self, batch: list, response: Response) -> int:
         """The server refused the batch as a whole (too large, malformed): halve it to find
         the culprit; a single event refused this way is moved aside with the reason."""
         detail = error_detail(response)

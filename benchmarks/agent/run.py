@@ -15,7 +15,10 @@ machine's load is the same for each:
   * "agent-all":               every registered collector;
   * "agent-all, MALLOC_ARENA_MAX=2" and "agent-all, PYTHONMALLOC=malloc": the same with glibc's
                                per-thread malloc arenas capped / Python's small-object allocator
-                               off, to see what the allocators cost (not used by the agent).
+                               off, to see what the allocators cost (not used by the agent);
+  * with `--control REF` (a git commit, e.g. the one before a change): "agent-heartbeat @REF" and
+                               "agent-all @REF", the same agents run from a `git worktree` of REF,
+                               so that before and after are measured side by side in one run.
 Every agent with the proxy collector gets its own proxy ports (settings.json), so each one's
 mitmdump really runs.
 Agents run on platform `fake` (the linux adapters would install firewall rules and lock
@@ -51,7 +54,33 @@ from tests.support.server import KalkanServerProcess, free_port  # noqa: E402
 
 GOAL_RSS_MB = 50.0
 GOAL_CPU_PCT = 0.5
-IMPORTS = "import httpx, pydantic, sqlite3, policy_server.protocol, time; time.sleep(100000)"
+# What any Python agent imports before its own code runs (the agent's HTTP client is http.client).
+IMPORTS = "import http.client, ssl, pydantic, sqlite3, policy_server.protocol, time; time.sleep(100000)"
+
+
+class WorktreeAgent(AgentProcess):
+    """An agent run from another checkout (`--control REF`): its code first on sys.path."""
+
+    def __init__(self, state_dir: Path, tree: Path) -> None:
+        super().__init__(state_dir)
+        self.tree = tree
+
+    def _cli(self, *args: str) -> list[str]:
+        boot = (f"import sys, runpy; sys.path.insert(0, {str(self.tree)!r}); "
+                "runpy.run_module('agent.cli', run_name='__main__', alter_sys=True)")
+        return [sys.executable, "-c", boot, *args]
+
+
+def control_tree(work: Path, ref: str) -> Path:
+    """A detached `git worktree` of `ref` (removed again by `remove_control_tree`)."""
+    tree = work / f"control-{ref}"
+    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), ref],
+                   check=True, capture_output=True)
+    return tree
+
+
+def remove_control_tree(tree: Path) -> None:
+    subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)], capture_output=True)
 
 
 def _tree(proc: psutil.Process) -> list[psutil.Process]:
@@ -168,11 +197,14 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--warmup", type=float, default=30.0)
     parser.add_argument("--each", action="store_true", help="(kept for old command lines: always on now)")
+    parser.add_argument("--control", metavar="REF", help="also run heartbeat-only and every collector "
+                        "from this git commit, side by side (the 'before' of a change)")
     args = parser.parse_args()
     from agent.collectors.registry import COLLECTORS
 
     work = Path(tempfile.mkdtemp(prefix="kalkan-agent-bench-"))
     trees = small_trees(work)
+    control = control_tree(work, args.control) if args.control else None
     started: list = []
     agents: dict[str, AgentProcess] = {}
     with KalkanServerProcess(work / "server") as server:
@@ -187,10 +219,13 @@ def main() -> int:
                     # the collectors this engineer owns or fixed, without the two still over budget
                     "all-but-proxy-integrity": [n for n in COLLECTORS if n not in ("proxy", "integrity")],
                     "all": None, "all-arena2": None, "all-pymalloc-off": None}
+            if control is not None:
+                plan |= {"control-heartbeat": ["heartbeat"], "control-all": None}
             environments = {"all-arena2": {"MALLOC_ARENA_MAX": "2"},
                             "all-pymalloc-off": {"PYTHONMALLOC": "malloc"}}
             for name, collectors in plan.items():
-                agent = AgentProcess(work / f"agent-{name}")
+                agent = (WorktreeAgent(work / f"agent-{name}", control) if name.startswith("control-")
+                         else AgentProcess(work / f"agent-{name}"))
                 agent.enroll(server, seat=f"bench-{name}")
                 # the collectors start with the benchmark's policy, not the default (which hashes /usr)
                 (agent.state_dir / "policy.json").write_text(json.dumps(bundle))
@@ -213,7 +248,9 @@ def main() -> int:
             label = {"heartbeat": "agent-heartbeat", "all": "agent-all (fake platform)",
                      "all-arena2": "agent-all, MALLOC_ARENA_MAX=2 (variant)",
                      "all-pymalloc-off": "agent-all, PYTHONMALLOC=malloc (variant)",
-                     "all-but-proxy-integrity": "agent-all but proxy and integrity"}
+                     "all-but-proxy-integrity": "agent-all but proxy and integrity",
+                     "control-heartbeat": f"agent-heartbeat @{args.control} (control)",
+                     "control-all": f"agent-all @{args.control} (control)"}
             named = {
                 "python-bare (baseline)": psutil.Process(bare.pid),
                 "python-imports (baseline)": psutil.Process(imports.pid),
@@ -229,6 +266,8 @@ def main() -> int:
                 else:
                     thing.kill()
                     thing.wait()
+            if control is not None:
+                remove_control_tree(control)
     print(f"machine: nproc={os.cpu_count()}, CPU {cpu_model()}; date {dt.date.today()}; "
           f"window {args.seconds:g} s, {args.warmup:g} s after the integrity baselines were done "
           f"({baseline_s:.0f} s); load avg at the end {tuple(round(x, 2) for x in os.getloadavg())}")

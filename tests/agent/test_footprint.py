@@ -24,9 +24,11 @@ def stored(server: KalkanServerProcess, event_id: str) -> bool:
         return db.get(Event, event_id) is not None
 
 
-def test_the_running_agent_talks_to_the_server_without_loading_http2(
+def test_the_running_agent_talks_to_the_server_without_httpx_or_http2(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    record = import_trap(tmp_path, monkeypatch, ["h2", "httpcore"])
+    """The agent speaks to the server with the standard library (agent/server_client.py):
+    httpx and httpcore (~4.4 MB) and HTTP/2 (h2, hpack: 1.2 MB) stay out of it."""
+    record = import_trap(tmp_path, monkeypatch, ["h2", "httpcore", "httpx", "http"])
     with KalkanServerProcess(tmp_path / "server") as server:
         agent = AgentProcess(tmp_path / "agent")
         agent.enroll(server, seat="seat-1")
@@ -37,8 +39,10 @@ def test_the_running_agent_talks_to_the_server_without_loading_http2(
                 assert time.monotonic() < deadline, f"the event never reached the server\n{agent.log_text()}"
                 time.sleep(0.2)
             pid = agent.proc.pid
-            assert pid in importers(record, "httpcore"), "the trap did not see the agent's HTTP client"
+            assert pid in importers(record, "http"), "the trap did not see the agent's client (http.client)"
             assert pid not in importers(record, "h2"), "the running agent loaded HTTP/2 (h2, hpack, +1.2 MB)"
+            for heavy in ("httpx", "httpcore"):
+                assert pid not in importers(record, heavy), f"the running agent imported {heavy} (+4.4 MB)"
 
 
 def test_keeping_modules_out_leaves_loaded_ones_alone(monkeypatch: pytest.MonkeyPatch) -> None:

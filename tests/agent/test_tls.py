@@ -7,7 +7,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from agent.server_client import ServerClient
+from agent.server_client import ServerClient, TransportError
 from agent.tls import (
     PinMismatch,
     fetch_certificate,
@@ -36,12 +36,18 @@ def test_other_certificate_refused_before_the_token_leaves(https_endpoint, tmp_p
     https_endpoint.handler = lambda *a: json_answer(200, {"status": "ok"})
     other = make_self_signed(tmp_path / "other", name="other")
     client = ServerClient(https_endpoint.url, token="secret", sha256=other.sha256)
-    with pytest.raises(httpx.ConnectError, match="not the pinned"):
+    with pytest.raises(TransportError, match="not the pinned") as info:
         client.healthz()
+    assert isinstance(info.value.__cause__, PinMismatch)
     assert https_endpoint.requests == []  # the server never saw the request or the token
+    # The same client still refuses on the next try (nothing half-trusted is kept).
+    with pytest.raises(TransportError, match="not the pinned"):
+        client.post_events(b'{"events": []}')
+    assert https_endpoint.requests == []
 
 
 def test_pinned_context_with_plain_httpx(https_endpoint, self_signed) -> None:
+    """The context also pins for httpx (the tests' and tools' client)."""
     https_endpoint.handler = lambda *a: json_answer(200, {})
     assert httpx.get(https_endpoint.url, verify=pinned_context(self_signed.sha256)).status_code == 200
     wrong = "00" * 32
