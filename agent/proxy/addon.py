@@ -303,7 +303,9 @@ class KalkanAddon:
 
     def request(self, flow: http.HTTPFlow) -> None:
         req = flow.request
-        pretty_host, url = _host_and_url(req)
+        # one pass over the header fields for everything this hook reads from them
+        host_field, dest, accept = _header_values(req.headers, b"host", b"sec-fetch-dest", b"accept")
+        pretty_host, url = _host_and_url(req, host_field)
         host = pretty_host.lower().rstrip(".")
         if host == REPORT_HOST:
             self._serve_report(flow)
@@ -332,7 +334,7 @@ class KalkanAddon:
             if rewrite.query:
                 self._check_query(rewrite, url, subject)
         self.usage.count(host, now)
-        if subject.name and _is_document(req.headers):
+        if subject.name and _is_document(dest, accept):
             self.history.add(subject.name, url, now)
 
     def response(self, flow: http.HTTPFlow) -> None:
@@ -477,10 +479,16 @@ def _parse_host_header(host_header: str) -> tuple[str, int | None]:
     return mitm_url.parse_authority(host_header, check=False)
 
 
-def _host_and_url(req: http.Request) -> tuple[str, str]:
+_READ_IT = object()
+
+
+def _host_and_url(req: http.Request, host_field: Any = _READ_IT) -> tuple[str, str]:
     """`req.pretty_host` and `req.pretty_url` together: each parses the Host header on its own,
-    and the addon needs both on every request (same results, one parse)."""
-    host_header = req.host_header
+    and the addon needs both on every request (same results, one parse).  `host_field`: the
+    Host header's value if the caller already read it (None: there is none)."""
+    if host_field is _READ_IT:
+        host_field = req.data.headers.get("Host", None)
+    host_header = (req.authority or host_field) if (req.is_http2 or req.is_http3) else host_field
     if host_header:
         host, port = _parse_host_header(host_header)
     else:
@@ -506,8 +514,8 @@ def _header_values(headers: http.Headers, *names: bytes) -> list[str | None]:
     return [b", ".join(values).decode("utf-8", "surrogateescape") if values else None for values in found]
 
 
-def _is_document(headers: http.Headers) -> bool:
-    dest, accept = _header_values(headers, b"sec-fetch-dest", b"accept")
+def _is_document(dest: str | None, accept: str | None) -> bool:
+    """A page a person opened (for the report page's list), from Sec-Fetch-Dest, else Accept."""
     if dest:
         return dest in ("document", "iframe")
     return "text/html" in (accept or "")

@@ -94,6 +94,11 @@ class Engine:
         self._isuo_cache: dict[str, bool] = {}
         self._search_engine_cache: dict[str, bool] = {}
         self._download_kinds_cache: dict[str, tuple[str, ...]] = {}
+        # bound once: a function-level import on every request costs a lookup in sys.modules
+        from filters.canonical import canonicalize
+        from filters.decision import decide_canonical
+
+        self._canonicalize, self._decide_canonical = canonicalize, decide_canonical
 
     @classmethod
     def empty(cls) -> Engine:
@@ -152,11 +157,8 @@ class Engine:
         # `decide_canonical`, not `decide`: `decide` also works out whether the host's TLS should
         # be intercepted, which only the ClientHello asks (`host_verdict`); per request it was
         # wasted work (three more list and index lookups).  Same allow/block answer.
-        from filters.canonical import canonicalize
-        from filters.decision import decide_canonical
-
-        verdict = decide_canonical(self.policy, self.index, url=canonicalize(url), group=group, at=_at(when),
-                                   room=room, seat=seat, os_user=user)
+        verdict = self._decide_canonical(self.policy, self.index, url=self._canonicalize(url), group=group,
+                                         at=_at(when), room=room, seat=seat, os_user=user)
         if not verdict.blocked:
             return ALLOW
         return Verdict(allowed=False, categories=tuple(verdict.categories), rule=verdict.rule,

@@ -19,8 +19,12 @@ def test_host_and_url_equal_pretty_host_and_pretty_url() -> None:
         _request(method=b"CONNECT", authority=b"news.test:443", host="news.test", port=443,
                  path=b"", headers=http.Headers()),
     ]
-    for req in cases:
+    http2 = _request(http_version=b"HTTP/2.0", authority=b"Video.test:8443", headers=http.Headers())
+    for req in [*cases, http2]:
         assert _host_and_url(req) == (req.pretty_host, req.pretty_url)
+        # the request hook reads the Host field in its one pass over the headers and hands it in
+        host_field = _header_values(req.headers, b"host")[0]
+        assert _host_and_url(req, host_field) == (req.pretty_host, req.pretty_url)
 
 
 def test_header_values_equal_headers_get() -> None:
