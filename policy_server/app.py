@@ -18,6 +18,7 @@ from policy_server.db.session import make_engine, make_sessionmaker
 from policy_server.errors import KalkanError
 from policy_server.settings import Settings
 from policy_server.tls import ensure_school_ca
+from policy_server.web.i18n import parse_accept_language
 
 log = logging.getLogger("kalkan.server")
 
@@ -41,6 +42,12 @@ def _optional_router(module_name: str):
             raise
         return None
     return getattr(module, "router", None)
+
+
+def api_language(accept_language: str | None) -> str:
+    """The language of the API's error texts: the first of ky/ru/en in Accept-Language, else English."""
+    preferred = parse_accept_language(accept_language)
+    return preferred[0] if preferred else "en"
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -80,8 +87,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
 
     @app.exception_handler(KalkanError)
-    async def _kalkan_error(_request: Request, exc: KalkanError) -> JSONResponse:
-        return JSONResponse({"detail": exc.message}, status_code=exc.status_code)
+    async def _kalkan_error(request: Request, exc: KalkanError) -> JSONResponse:
+        # `code` is for programs; `detail` is for a person, in the language the request asks
+        # for.  English unless asked: the agent and scripts send no Accept-Language.
+        language = api_language(request.headers.get("accept-language"))
+        return JSONResponse({"detail": exc.in_language(language), "code": exc.code or None},
+                            status_code=exc.status_code, headers=dict(exc.headers or {}))
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -89,7 +100,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         for err in exc.errors():
             where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
             parts.append(f"{where}: {err.get('msg')}")
-        return JSONResponse({"detail": "the request is not valid: " + "; ".join(parts)}, status_code=422)
+        return JSONResponse({"detail": "the request is not valid: " + "; ".join(parts),
+                             "code": "request.invalid"}, status_code=422)
 
     @app.get("/healthz")
     def healthz() -> dict:

@@ -15,6 +15,9 @@
     kalkan-server student-labs [ROOM ...] [--clear]     (rooms where students work; ISUO checks)
 
 `--state-dir` and `--db` work with every command (or KALKAN_STATE_DIR / KALKAN_DB_URL).
+`kalkan-server --lang ky|ru|en COMMAND …` picks the language of what it prints (else the
+locale: LC_ALL, LC_MESSAGES, LANG; else English).  Machine output (`--json`, the bare
+enrolment code, the fingerprint) is the same in every language.
 """
 
 from __future__ import annotations
@@ -28,9 +31,39 @@ from pathlib import Path
 
 from policy_server.errors import KalkanError
 from policy_server.settings import Settings
+from policy_server.web.i18n import LANGUAGES, translate
 
 ACTOR_CLI = "cli"
 GC_GEN0_THRESHOLD = 20_000
+# POSIX order: LC_ALL overrides LC_MESSAGES, which overrides LANG; an empty value does not count.
+LOCALE_VARIABLES = ("LC_ALL", "LC_MESSAGES", "LANG")
+# English when nothing says otherwise (not the web console's Kyrgyz): a server's terminal
+# (ssh, cron mail, the systemd journal) is often LANG=C or has no Cyrillic font, and an
+# English message is the one an IT person can paste into a search or a bug report.
+DEFAULT_LANGUAGE = "en"
+
+_language = DEFAULT_LANGUAGE  # set once by main() from --lang or the locale
+
+
+def choose_language(explicit: str | None = None, environ: dict[str, str] | None = None) -> str:
+    """`--lang` if given, else the first set locale variable's language if it is ky/ru/en, else English.
+
+    Only the first set variable counts: LC_ALL=C with LANG=ru_RU.UTF-8 means English, as for
+    every other program on the machine (the agent's `agent/i18n.py` decides the same way)."""
+    if explicit:
+        return explicit
+    env = os.environ if environ is None else environ
+    for name in LOCALE_VARIABLES:
+        value = env.get(name)
+        if value:
+            primary = value.strip().lower().replace("-", "_").split("_")[0].split(".")[0].split("@")[0]
+            return primary if primary in LANGUAGES else DEFAULT_LANGUAGE
+    return DEFAULT_LANGUAGE
+
+
+def _(message: str, **params: object) -> str:
+    """`message` (an English message id of policy_server/web/locale) in the chosen language."""
+    return translate(_language, message, **params)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -67,7 +100,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         ensure_server_cert(settings.cert_path, settings.key_path)
         ssl = {"ssl_certfile": str(settings.cert_path), "ssl_keyfile": str(settings.key_path)}
         scheme = "https"
-        print(f"server certificate SHA-256: {cert_fingerprint(settings.cert_path)}", flush=True)
+        print(_("server certificate SHA-256: %(fingerprint)s",
+                fingerprint=cert_fingerprint(settings.cert_path)), flush=True)
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     common = {"host": settings.host, "port": settings.port, "log_level": args.log_level,
               "timeout_graceful_shutdown": 3, **ssl}
@@ -76,8 +110,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         app = create_app(settings)
         _tune_gc()
-        print(f"Kalkan server on {scheme}://{host}:{settings.port} (state: {settings.state_dir}, "
-              f"database: {app.state.engine.dialect.name})", flush=True)
+        print(_("Kalkan server on %(url)s (state: %(state_dir)s, database: %(database)s)",
+                url=f"{scheme}://{host}:{settings.port}", state_dir=settings.state_dir,
+                database=app.state.engine.dialect.name), flush=True)
         uvicorn.run(app, **common)
         return 0
     # Several workers (PostgreSQL): what must happen once happens here, before they start;
@@ -91,15 +126,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     engine.dispose()
     ensure_school_ca(settings.ca_cert_path, settings.ca_key_path)
     os.environ[SETTINGS_ENV] = settings_to_env(settings)
-    print(f"Kalkan server on {scheme}://{host}:{settings.port} (state: {settings.state_dir}, "
-          f"database: postgresql, {workers} workers)", flush=True)
+    print(_("Kalkan server on %(url)s (state: %(state_dir)s, database: postgresql, %(workers)s workers)",
+            url=f"{scheme}://{host}:{settings.port}", state_dir=settings.state_dir, workers=workers),
+          flush=True)
     uvicorn.run("policy_server.workers:worker_app", factory=True, workers=workers, **common)
     return 0
 
 
 def _whole_number(raw: str, option: str) -> int:
     if not raw.strip().isdigit():
-        raise KalkanError(f"{option} {raw!r} is not a whole number; give e.g. 2, or 'auto'")
+        raise KalkanError(f"{option} {raw!r} is not a whole number; give e.g. 2, or 'auto'",
+                          code="cli.not_a_number", params={"option": option, "value": raw})
     return int(raw)
 
 
@@ -124,7 +161,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
     with _session(_settings(args)) as db:
         current = migrate.current_revision(db.get_bind())
-        print(f"database at revision {current} (head {migrate.head_revision()})")
+        print(_("database at revision %(current)s (head %(head)s)", current=current,
+                head=migrate.head_revision()))
     return 0
 
 
@@ -132,11 +170,12 @@ def _read_password(args: argparse.Namespace) -> str:
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\n")
         if not password:
-            raise KalkanError("no password on standard input: pipe it in, e.g. `echo '…' | kalkan-server …`")
+            raise KalkanError("no password on standard input: pipe it in, e.g. `echo '…' | kalkan-server …`",
+                              code="cli.no_password_on_stdin")
         return password
-    first = getpass.getpass("Password: ")
-    if first != getpass.getpass("Password again: "):
-        raise KalkanError("the two passwords differ; run the command again")
+    first = getpass.getpass(_("Password: "))
+    if first != getpass.getpass(_("Password again: ")):
+        raise KalkanError("the two passwords differ; run the command again", code="cli.passwords_differ")
     return first
 
 
@@ -148,7 +187,7 @@ def cmd_create_user(args: argparse.Namespace) -> int:
         person = create_person(db, username=args.username, role=args.role, password=password, actor=ACTOR_CLI,
                                full_name=args.full_name or "", class_name=args.class_name)
         db.commit()
-        print(f"created {person.role} {person.username!r}")
+        print(_("created %(role)s '%(username)s'", role=person.role, username=person.username))
     return 0
 
 
@@ -164,8 +203,8 @@ def cmd_enrollment_code(args: argparse.Namespace) -> int:
                           "expires_at": expires.isoformat()}))
     else:
         print(code)
-        print(f"(room {args.room or '-'}, {args.uses} use(s), expires {expires:%Y-%m-%d %H:%M} UTC)",
-              file=sys.stderr)
+        print(_("(room %(room)s, %(uses)s use(s), expires %(expires)s UTC)", room=args.room or "-",
+                uses=args.uses, expires=f"{expires:%Y-%m-%d %H:%M}"), file=sys.stderr)
     return 0
 
 
@@ -175,7 +214,8 @@ def cmd_revoke_agent(args: argparse.Namespace) -> int:
     with _session(_settings(args)) as db:
         ws = revoke_agent(db, agent_id=args.agent_id, actor=ACTOR_CLI)
         db.commit()
-        print(f"revoked the token of {ws.hostname} ({ws.id}); it must enrol again")
+        print(_("revoked the token of %(hostname)s (%(agent_id)s); it must enrol again",
+                hostname=ws.hostname, agent_id=ws.id))
     return 0
 
 
@@ -190,11 +230,37 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(json.dumps({"school": result.school, "room": result.room, "logins": result.logins,
                           "enrollment_code": result.enrollment_code}))
         return 0
-    print(f"School: {result.school}, room {result.room}")
+    print(_("School: %(school)s, room %(room)s", school=result.school, room=result.room))
     for username, password in result.logins.items():
-        print(f"login: {username}  password: {password}")
-    print(f"enrollment code (room {result.room}, 50 uses, 7 days): {result.enrollment_code}")
+        print(_("login: %(username)s  password: %(password)s", username=username, password=password))
+    print(_("enrollment code (room %(room)s, 50 uses, 7 days): %(code)s", room=result.room,
+            code=result.enrollment_code))
     return 0
+
+
+def backup_lines(report) -> list[str]:
+    """`BackupReport.lines()` in the chosen language (English: the same lines, a test keeps them so)."""
+    out = [_("%(path)s: %(kind)s, %(size)s bytes", path=report.path, kind=report.kind,
+             size=f"{report.size_bytes:,}")]
+    if report.revision:
+        out.append(_("schema revision %(revision)s", revision=report.revision))
+    if report.row_counts:  # table names stay as they are: they are the database's words
+        out.append(", ".join(f"{name}: {n:,}" for name, n in report.row_counts.items()))
+    return out
+
+
+def retention_lines(plan) -> list[str]:
+    """`RetentionPlan.lines()` in the chosen language (English: the same lines)."""
+    from policy_server.db.retention import BROWSING_TYPES
+
+    out = [_("browsing events older than %(days)s days (before %(cutoff)s UTC):", days=plan.days,
+             cutoff=f"{plan.cutoff:%Y-%m-%d %H:%M}")]
+    out += [f"  {t}: {plan.removable.get(t, 0):,}" for t in BROWSING_TYPES]
+    out.append("  " + _("kept because an open incident holds them: %(count)s",
+                        count=f"{plan.kept_for_open_incidents:,}"))
+    out.append("  " + _("resolved incidents losing their raw events (the incidents stay): %(count)s",
+                        count=f"{len(plan.incidents_affected):,}"))
+    return out
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
@@ -210,10 +276,10 @@ def cmd_backup(args: argparse.Namespace) -> int:
               detail={"kind": report.kind, "bytes": report.size_bytes, "rows": report.row_counts,
                       "clauses": ["000 §3.2"]})
         db.commit()
-    print("backup written and checked:")
-    for line in report.lines():
+    print(_("backup written and checked:"))
+    for line in backup_lines(report):
         print(f"  {line}")
-    print("Keep a copy off this machine; copy the state dir's tls/ and ca/ folders as well.")
+    print(_("Keep a copy off this machine; copy the state dir's tls/ and ca/ folders as well."))
     return 0
 
 
@@ -221,8 +287,8 @@ def cmd_check_backup(args: argparse.Namespace) -> int:
     from policy_server.db.backup import check_backup
 
     report = check_backup(Path(args.file))  # needs no server database: checks the file alone
-    print("backup OK:")
-    for line in report.lines():
+    print(_("backup OK:"))
+    for line in backup_lines(report):
         print(f"  {line}")
     return 0
 
@@ -236,7 +302,8 @@ def _retention_days(args: argparse.Namespace) -> int:
     if not raw:
         return DEFAULT_DAYS
     if not raw.isdigit():
-        raise KalkanError(f"KALKAN_RETENTION_DAYS={raw!r} is not a whole number of days; e.g. 90")
+        raise KalkanError(f"KALKAN_RETENTION_DAYS={raw!r} is not a whole number of days; e.g. 90",
+                          code="cli.bad_retention_days_env", params={"value": raw})
     return int(raw)
 
 
@@ -250,12 +317,13 @@ def cmd_retention(args: argparse.Namespace) -> int:
             db.commit()
         else:
             plan = plan_retention(db, days=days)
-    for line in plan.lines():
+    for line in retention_lines(plan):
         print(line)
     if args.apply:
-        print(f"removed {plan.total:,} events; recorded in the audit log (retention.applied)")
+        print(_("removed %(total)s events; recorded in the audit log (retention.applied)",
+                total=f"{plan.total:,}"))
     else:
-        print("dry run: nothing removed. Run again with --apply to remove them.")
+        print(_("dry run: nothing removed. Run again with --apply to remove them."))
     return 0
 
 
@@ -267,7 +335,9 @@ def cmd_run_checks(args: argparse.Namespace) -> int:
     names = args.only or list(PERIODIC_CHECKS)
     unknown = [n for n in names if n not in PERIODIC_CHECKS]
     if unknown:
-        raise KalkanError(f"unknown check {', '.join(unknown)}; the checks are: {', '.join(PERIODIC_CHECKS)}")
+        raise KalkanError(f"unknown check {', '.join(unknown)}; the checks are: {', '.join(PERIODIC_CHECKS)}",
+                          code="cli.unknown_check",
+                          params={"names": ", ".join(unknown), "checks": ", ".join(PERIODIC_CHECKS)})
     results: dict[str, int | str] = {}
     failed = False
     with _session(_settings(args)) as db:
@@ -276,12 +346,15 @@ def cmd_run_checks(args: argparse.Namespace) -> int:
                 results[name] = run_check(db, name, now=utcnow())
             except Exception as exc:  # noqa: BLE001 — report it and go on with the other checks
                 failed = True
-                results[name] = f"failed: {type(exc).__name__}: {exc}"
+                results[name] = f"failed: {type(exc).__name__}: {exc}"  # --json keeps English
     if args.json:
         print(json.dumps(results))
     else:
         for name, outcome in results.items():
-            print(f"{name}: {outcome if isinstance(outcome, str) else f'{outcome} new finding(s)'}")
+            if isinstance(outcome, str):
+                print(_("%(check)s: failed: %(error)s", check=name, error=outcome.removeprefix("failed: ")))
+            else:
+                print(_("%(check)s: %(count)s new finding(s)", check=name, count=outcome))
     return 1 if failed else 0
 
 
@@ -295,14 +368,16 @@ def cmd_student_labs(args: argparse.Namespace) -> int:
     with _session(_settings(args)) as db:
         if not args.rooms and not args.clear:
             labs = current_bundle(db).isuo.student_lab_rooms
-            print(", ".join(labs) if labs else "no room is marked as a student lab")
+            print(", ".join(labs) if labs else _("no room is marked as a student lab"))
             return 0
         rooms = [] if args.clear else list(dict.fromkeys(args.rooms))
         known = set(db.scalars(select(Room.name)))
         missing = [r for r in rooms if r not in known]
         if missing:
             raise KalkanError(f"no room named {', '.join(missing)}; rooms are made by enrollment codes "
-                              f"(--room); existing rooms: {', '.join(sorted(known)) or 'none'}")
+                              f"(--room); existing rooms: {', '.join(sorted(known)) or 'none'}",
+                              code="cli.unknown_room",
+                              params={"names": ", ".join(missing), "rooms": ", ".join(sorted(known)) or "-"})
 
         def change(bundle):
             bundle.isuo.student_lab_rooms = rooms
@@ -311,7 +386,7 @@ def cmd_student_labs(args: argparse.Namespace) -> int:
         amend_policy(db, actor=ACTOR_CLI, comment="student labs: " + (", ".join(rooms) or "none"),
                      change=change)
         db.commit()
-    print("student labs: " + (", ".join(rooms) or "none"))
+    print(_("student labs: %(rooms)s", rooms=", ".join(rooms) or _("none")))
     return 0
 
 
@@ -332,6 +407,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--db", help="database URL (default: SQLite in the state dir), "
                                      "e.g. postgresql+psycopg://kalkan:PASSWORD@localhost/kalkan")
     parser = argparse.ArgumentParser(prog="kalkan-server", description="Kalkan policy server")
+    parser.add_argument("--lang", choices=LANGUAGES,
+                        help="language of the messages (default: from LC_ALL/LC_MESSAGES/LANG, else en)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", parents=[common], help="serve the API and web console")
@@ -409,11 +486,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global _language
     args = build_parser().parse_args(argv)
+    _language = choose_language(args.lang)
     try:
         return args.func(args) or 0
     except KalkanError as exc:
-        print(f"kalkan-server: {exc.message}", file=sys.stderr)
+        print(f"kalkan-server: {exc.in_language(_language)}", file=sys.stderr)
         return 2
     except ValueError as exc:  # bad database URL and similar
         print(f"kalkan-server: {exc}", file=sys.stderr)

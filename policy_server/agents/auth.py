@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
 from policy_server.agents.service import agent_for_token
 from policy_server.db.models import Workstation
 from policy_server.db.session import get_db
+from policy_server.errors import Unauthorized
 
 _UNKNOWN_TOKEN = ("this agent token is unknown or was revoked: enrol the workstation again "
                   "with `kalkan-agent enroll`")
@@ -17,15 +18,15 @@ def bearer_token(request: Request) -> str:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise HTTPException(401, "missing agent token: send 'Authorization: Bearer <token>' from enrolment",
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise Unauthorized("missing agent token: send 'Authorization: Bearer <token>' from enrolment",
+                           code="agent.token_missing")
     return token.strip()
 
 
 def current_agent(request: Request, db: Session = Depends(get_db)) -> Workstation:
     ws = agent_for_token(db, bearer_token(request))
     if ws is None:
-        raise HTTPException(401, _UNKNOWN_TOKEN, headers={"WWW-Authenticate": "Bearer"})
+        raise Unauthorized(_UNKNOWN_TOKEN, code="agent.token_unknown")
     return ws
 
 
@@ -36,7 +37,7 @@ def authenticate_agent(sessionmaker, token: str) -> Workstation:
     with sessionmaker() as db:
         ws = agent_for_token(db, token)
         if ws is None:
-            raise HTTPException(401, _UNKNOWN_TOKEN, headers={"WWW-Authenticate": "Bearer"})
+            raise Unauthorized(_UNKNOWN_TOKEN, code="agent.token_unknown")
         db.expunge(ws)
         db.commit()
     return ws

@@ -55,12 +55,16 @@ def parse_expiry(text: str, *, now: datetime | None = None) -> datetime:
         when = datetime.fromisoformat(text)
     except ValueError:
         raise InvalidInput(
-            f"expiry {text!r} is not understood: write e.g. '7d', '12h', '30m' or '2025-09-01T08:00:00+06:00'"
+            f"expiry {text!r} is not understood: write e.g. '7d', '12h', '30m' or "
+            "'2025-09-01T08:00:00+06:00'",
+            code="enrollment_code.bad_expiry", params={"text": text},
         ) from None
     if when.tzinfo is None:
-        raise InvalidInput(f"expiry {text!r} has no time zone: add one, e.g. '+06:00' for Bishkek")
+        raise InvalidInput(f"expiry {text!r} has no time zone: add one, e.g. '+06:00' for Bishkek",
+                           code="enrollment_code.expiry_without_zone", params={"text": text})
     if when <= now:
-        raise InvalidInput(f"expiry {text!r} is in the past; choose a later time")
+        raise InvalidInput(f"expiry {text!r} is in the past; choose a later time",
+                           code="enrollment_code.expiry_in_past", params={"text": text})
     return when
 
 
@@ -69,7 +73,8 @@ def create_enrollment_code(
 ) -> str:
     """A fresh code (returned once, in clear; the database keeps its hash)."""
     if uses < 1 or uses > 10_000:
-        raise InvalidInput(f"uses must be between 1 and 10000, not {uses}")
+        raise InvalidInput(f"uses must be between 1 and 10000, not {uses}",
+                           code="enrollment_code.bad_uses", params={"uses": uses})
     room_row = get_room(db, room) if room else None
     raw = "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_GROUPS * CODE_GROUP_LEN))
     code = "-".join(raw[i:i + CODE_GROUP_LEN] for i in range(0, len(raw), CODE_GROUP_LEN))
@@ -86,7 +91,10 @@ def enroll(db: Session, request: protocol.EnrollRequest) -> protocol.EnrollRespo
     if request.protocol_version not in protocol.SUPPORTED_PROTOCOL_VERSIONS:
         raise EnrollmentRefused(
             f"this agent speaks protocol version {request.protocol_version}, the server supports "
-            f"{sorted(protocol.SUPPORTED_PROTOCOL_VERSIONS)}: update the agent or the server"
+            f"{sorted(protocol.SUPPORTED_PROTOCOL_VERSIONS)}: update the agent or the server",
+            code="enroll.protocol_unsupported",
+            params={"version": request.protocol_version,
+                    "supported": sorted(protocol.SUPPORTED_PROTOCOL_VERSIONS)},
         )
     code_hash = _sha256(normalize_code(request.code))
     # Take one use atomically, so two seats racing for the last use cannot both win.
@@ -101,12 +109,16 @@ def enroll(db: Session, request: protocol.EnrollRequest) -> protocol.EnrollRespo
         code = db.scalar(select(EnrollmentCode).where(EnrollmentCode.code_hash == code_hash))
         if code is None:
             raise EnrollmentRefused("this enrolment code is not known: check for typing mistakes, or ask the "
-                                    "responsible person for a new code (`kalkan-server enrollment-code`)")
+                                    "responsible person for a new code (`kalkan-server enrollment-code`)",
+                                    code="enroll.unknown_code")
         if code.expires_at <= now:
             raise EnrollmentRefused(f"this enrolment code expired on {code.expires_at:%Y-%m-%d %H:%M} UTC: "
-                                    "ask the responsible person for a new code")
+                                    "ask the responsible person for a new code",
+                                    code="enroll.code_expired",
+                                    params={"expired": f"{code.expires_at:%Y-%m-%d %H:%M}"})
         raise EnrollmentRefused("this enrolment code has been used up: ask the responsible person for a new "
-                                "code (`kalkan-server enrollment-code --uses N` for several seats)")
+                                "code (`kalkan-server enrollment-code --uses N` for several seats)",
+                                code="enroll.code_used_up")
     code = db.scalar(select(EnrollmentCode).where(EnrollmentCode.code_hash == code_hash))
     room = db.get(Room, code.room_id) if code.room_id else None
     token = secrets.token_urlsafe(32)
@@ -134,7 +146,8 @@ def agent_for_token(db: Session, token: str) -> Workstation | None:
 def revoke_agent(db: Session, *, agent_id: str, actor: str) -> Workstation:
     ws = db.get(Workstation, agent_id)
     if ws is None:
-        raise NotFound(f"no workstation with agent id {agent_id!r}; see the workstation list for the ids")
+        raise NotFound(f"no workstation with agent id {agent_id!r}; see the workstation list for the ids",
+                       code="agent.not_found", params={"agent_id": agent_id})
     ws.token_revoked = True
     audit(db, actor=actor, action="agent.revoke", target=agent_id, detail={"hostname": ws.hostname})
     return ws

@@ -63,9 +63,10 @@ def make_backup(db_url: str, out: Path) -> BackupReport:
     out = Path(out)
     if out.exists():
         raise BackupError(f"{out} already exists; choose a new name (e.g. with today's date) "
-                          "or remove it first")
+                          "or remove it first", code="backup.exists", params={"path": out})
     if not out.parent.is_dir():
-        raise BackupError(f"the folder {out.parent} does not exist; create it or choose another --out")
+        raise BackupError(f"the folder {out.parent} does not exist; create it or choose another --out",
+                          code="backup.no_folder", params={"folder": out.parent})
     partial = out.with_name(f".{out.name}.partial")
     partial.unlink(missing_ok=True)
     url = make_url(db_url)
@@ -82,7 +83,8 @@ def make_backup(db_url: str, out: Path) -> BackupReport:
 
 def _sqlite_backup(database: str | None, partial: Path) -> None:
     if not database or database == ":memory:" or not Path(database).exists():
-        raise BackupError(f"no SQLite database at {database!r}; check --state-dir / --db")
+        raise BackupError(f"no SQLite database at {database!r}; check --state-dir / --db",
+                          code="backup.no_database", params={"database": database})
     source = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
     target = sqlite3.connect(partial)
     try:
@@ -98,7 +100,8 @@ def _pg_tool(name: str) -> str:
                                                    reverse=True)), None)
     if not found:
         raise BackupError(f"{name} not found: install the PostgreSQL client "
-                          "(apt-get install postgresql-client)")
+                          "(apt-get install postgresql-client)", code="backup.tool_missing",
+                          params={"tool": name})
     return found
 
 
@@ -111,7 +114,9 @@ def _pg_dump(db_url: str, partial: Path) -> None:
     command = [_pg_tool("pg_dump"), "--format=custom", "--file", str(partial), "--dbname", libpq]
     result = subprocess.run(command, capture_output=True, text=True, env=env)
     if result.returncode:
-        raise BackupError(f"pg_dump failed: {result.stderr.strip() or result.stdout.strip()}")
+        output = result.stderr.strip() or result.stdout.strip()
+        raise BackupError(f"pg_dump failed: {output}", code="backup.pg_dump_failed",
+                          params={"output": output})
 
 
 # ----------------------------------------------------------------------------- check
@@ -120,7 +125,8 @@ def _pg_dump(db_url: str, partial: Path) -> None:
 def check_backup(path: Path) -> BackupReport:
     path = Path(path)
     if not path.is_file():
-        raise BackupError(f"{path} is not a file; give the path of a backup made by `kalkan-server backup`")
+        raise BackupError(f"{path} is not a file; give the path of a backup made by `kalkan-server backup`",
+                          code="backup.not_a_file", params={"path": path})
     with open(path, "rb") as f:
         head = f.read(16)
     if head.startswith(_SQLITE_MAGIC):
@@ -128,7 +134,8 @@ def check_backup(path: Path) -> BackupReport:
     if head.startswith(_PG_CUSTOM_MAGIC):
         return _check_pg_dump(path)
     raise BackupError(f"{path} is neither a SQLite database nor a pg_dump custom-format archive; "
-                      "it is not a Kalkan backup (or it is damaged)")
+                      "it is not a Kalkan backup (or it is damaged)",
+                      code="backup.not_a_backup", params={"path": path})
 
 
 def _check_sqlite(path: Path) -> BackupReport:
@@ -140,13 +147,16 @@ def _check_sqlite(path: Path) -> BackupReport:
             listed = connection.execute("SELECT name FROM sqlite_master WHERE type='table'")
             tables = {row[0] for row in listed}
         except sqlite3.DatabaseError as exc:
-            raise BackupError(f"{path} is damaged ({exc}); use another backup") from None
+            raise BackupError(f"{path} is damaged ({exc}); use another backup",
+                              code="backup.damaged", params={"path": path, "problem": exc}) from None
         if verdict != ["ok"]:
-            raise BackupError(f"{path} is damaged: {'; '.join(verdict[:5])}; use another backup")
+            raise BackupError(f"{path} is damaged: {'; '.join(verdict[:5])}; use another backup",
+                              code="backup.damaged", params={"path": path, "problem": "; ".join(verdict[:5])})
         missing = [t for t in REQUIRED_TABLES if t not in tables]
         if missing:
             raise BackupError(f"{path} is a SQLite file but not a Kalkan database: "
-                              f"no table(s) {', '.join(missing)}")
+                              f"no table(s) {', '.join(missing)}",
+                              code="backup.not_kalkan", params={"path": path, "missing": ", ".join(missing)})
         revision = connection.execute("SELECT version_num FROM alembic_version").fetchone()
         counts = {t: connection.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in COUNTED_TABLES}
     finally:
@@ -160,14 +170,17 @@ def _check_pg_dump(path: Path) -> BackupReport:
     listing = subprocess.run([restore, "--list", str(path)], capture_output=True, text=True)
     if listing.returncode:
         raise BackupError(f"{path} cannot be read by pg_restore ({listing.stderr.strip()}); "
-                          "use another backup")
+                          "use another backup", code="backup.damaged",
+                          params={"path": path, "problem": listing.stderr.strip()})
     data = {line.split()[-2] for line in listing.stdout.splitlines() if " TABLE DATA " in line}
     missing = [t for t in REQUIRED_TABLES if t not in data]
     if missing:
         raise BackupError(f"{path} is a PostgreSQL dump but not of a Kalkan database: no data for "
-                          f"{', '.join(missing)}")
+                          f"{', '.join(missing)}",
+                          code="backup.not_kalkan", params={"path": path, "missing": ", ".join(missing)})
     full = subprocess.run([restore, "--file", os.devnull, str(path)], capture_output=True, text=True)
     if full.returncode:
         raise BackupError(f"{path} is damaged or incomplete ({full.stderr.strip()[:300]}); "
-                          "use another backup")
+                          "use another backup", code="backup.damaged",
+                          params={"path": path, "problem": full.stderr.strip()[:300]})
     return BackupReport(path=path, kind="postgresql (pg_dump custom format)", size_bytes=path.stat().st_size)

@@ -56,7 +56,8 @@ class RetentionPlan:
 def check_days(days: int) -> int:
     if not isinstance(days, int) or days < 1:
         raise InvalidInput(f"retention days must be a whole number of at least 1, not {days!r}; "
-                           f"the default is {DEFAULT_DAYS}")
+                           f"the default is {DEFAULT_DAYS}",
+                           code="retention.bad_days", params={"days": days, "default": DEFAULT_DAYS})
     return days
 
 

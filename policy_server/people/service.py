@@ -18,7 +18,8 @@ MIN_PASSWORD_LENGTH = 8
 
 def check_password_strength(password: str) -> None:
     if len(password) < MIN_PASSWORD_LENGTH:
-        raise InvalidInput(f"the password is too short: use at least {MIN_PASSWORD_LENGTH} characters")
+        raise InvalidInput(f"the password is too short: use at least {MIN_PASSWORD_LENGTH} characters",
+                           code="person.weak_password", params={"minimum": MIN_PASSWORD_LENGTH})
 
 
 def create_person(
@@ -34,14 +35,17 @@ def create_person(
 ) -> Person:
     if not USERNAME.match(username):
         raise InvalidInput(
-            f"username {username!r} is not allowed: use 2–64 lowercase letters, digits, '.', '_' or '-'"
+            f"username {username!r} is not allowed: use 2–64 lowercase letters, digits, '.', '_' or '-'",
+            code="person.bad_username", params={"username": username},
         )
     roles = [r.value for r in Role]
     if str(role) not in roles:
-        raise InvalidInput(f"unknown role {role!r}; choose one of: {', '.join(roles)}")
+        raise InvalidInput(f"unknown role {role!r}; choose one of: {', '.join(roles)}",
+                           code="person.unknown_role", params={"role": role, "roles": ", ".join(roles)})
     check_password_strength(password)
     if db.scalar(select(Person.id).where(Person.username == username)) is not None:
-        raise Conflict(f"a person with username {username!r} already exists; choose another username")
+        raise Conflict(f"a person with username {username!r} already exists; choose another username",
+                       code="person.duplicate_username", params={"username": username})
     person = Person(
         username=username, role=str(role), password_hash=hash_password(password),
         full_name=full_name, class_name=class_name, language=language,
@@ -59,7 +63,8 @@ def get_person_by_username(db: Session, username: str) -> Person | None:
 def set_password(db: Session, *, username: str, password: str, actor: str) -> Person:
     person = get_person_by_username(db, username)
     if person is None:
-        raise NotFound(f"no person with username {username!r}")
+        raise NotFound(f"no person with username {username!r}", code="person.not_found",
+                       params={"username": username})
     check_password_strength(password)
     person.password_hash = hash_password(password)
     audit(db, actor=actor, action="person.set_password", target=username)
@@ -70,7 +75,8 @@ def disable_person(db: Session, *, username: str, actor: str) -> Person:
     """Block a person's login (002 §4.4: access of someone who left is blocked)."""
     person = get_person_by_username(db, username)
     if person is None:
-        raise NotFound(f"no person with username {username!r}")
+        raise NotFound(f"no person with username {username!r}", code="person.not_found",
+                       params={"username": username})
     person.disabled = True
     audit(db, actor=actor, action="person.disable", target=username)
     return person
