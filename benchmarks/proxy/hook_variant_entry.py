@@ -1,0 +1,41 @@
+"""Benchmark-only mitmdump entry: the Kalkan addon with some hooks replaced by no-ops.
+
+    KALKAN_HOOK_VARIANT=reqonly mitmdump -s benchmarks/proxy/hook_variant_entry.py …
+
+Variants: full, noreq (request and response no-ops), reqonly (response a no-op), responly
+(request a no-op), nohooks (no connection or request hooks), inert (nohooks and no background
+task).  `hook_bisect.py` runs them side by side to find which hook carries a cost.
+"""
+
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, os.environ.get("KALKAN_CODE") or str(Path(__file__).resolve().parents[2]))
+
+from agent.proxy.addon import KalkanAddon  # noqa: E402
+
+MODE = os.environ.get("KALKAN_HOOK_VARIANT", "full")
+CONNECTION_HOOKS = ("next_layer", "client_connected", "client_disconnected", "tls_clienthello",
+                    "server_connect")
+
+
+class Variant(KalkanAddon):
+    pass
+
+
+def _no_op(self, flow) -> None:
+    return None
+
+
+if MODE in ("noreq", "responly"):
+    Variant.request = _no_op
+if MODE in ("noreq", "reqonly"):
+    Variant.response = _no_op
+if MODE in ("nohooks", "inert"):
+    for name in (*CONNECTION_HOOKS, "request", "response"):
+        setattr(Variant, name, None)
+if MODE == "inert":
+    Variant.running = None
+
+addons = [Variant()]
