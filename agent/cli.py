@@ -65,6 +65,69 @@ _TEXT: dict[str, dict[str, str]] = {
     "none": {"en": "none", "ru": "нет", "ky": "жок"},
 }
 
+# What `enroll` tells the IT person, in the same language as `status`.
+_ENROLL_TEXT: dict[str, dict[str, str]] = {
+    "already": {
+        "en": "already enrolled as {agent_id} with {server}; add --force to enrol again "
+              "(e.g. after the agent was revoked)",
+        "ru": "уже зарегистрирован как {agent_id} на {server}; добавьте --force, чтобы "
+              "зарегистрироваться заново (например, после отзыва агента)",
+        "ky": "{server} серверинде {agent_id} катары катталган; кайра катталуу үчүн --force "
+              "кошуңуз (мисалы, агент жокко чыгарылгандан кийин)",
+    },
+    "no_cert": {
+        "en": "cannot fetch the server certificate from {url}: {error}",
+        "ru": "не удалось получить сертификат сервера с {url}: {error}",
+        "ky": "{url} дарегинен сервердин сертификатын алуу мүмкүн болгон жок: {error}",
+    },
+    "mismatch": {
+        "en": "the server's certificate SHA-256 is {got}, not the {expected} you gave: refusing to "
+              "enrol (wrong server, or someone in between)",
+        "ru": "SHA-256 сертификата сервера {got}, а не указанный вами {expected}: регистрация "
+              "отклонена (не тот сервер или кто-то посередине)",
+        "ky": "сервердин сертификатынын SHA-256 мааниси {got}, сиз берген {expected} эмес: "
+              "катталуудан баш тартылды (башка сервер же ортодо бирөө бар)",
+    },
+    "fingerprint": {
+        "en": "server certificate SHA-256: {fingerprint}",
+        "ru": "SHA-256 сертификата сервера: {fingerprint}",
+        "ky": "сервердин сертификатынын SHA-256: {fingerprint}",
+    },
+    "compare": {
+        "en": "  compare it with `kalkan-server fingerprint` on the server; it is now pinned",
+        "ru": "  сверьте с выводом `kalkan-server fingerprint` на сервере; теперь он закреплён",
+        "ky": "  сервердеги `kalkan-server fingerprint` менен салыштырыңыз; ал эми бекитилди",
+    },
+    "plain_http": {
+        "en": "WARNING: plain http:// — nothing is encrypted or pinned; use only on a test bench",
+        "ru": "ВНИМАНИЕ: простой http:// — ничего не шифруется и не закрепляется; только для "
+              "тестового стенда",
+        "ky": "ЭСКЕРТҮҮ: жөнөкөй http:// — эч нерсе шифрленбейт жана бекитилбейт; сыноо стенди "
+              "үчүн гана",
+    },
+    "not_url": {
+        "en": "{server} is not a URL; give it as https://HOST:PORT",
+        "ru": "{server} — не адрес; укажите его как https://HOST:PORT",
+        "ky": "{server} дарек эмес; аны https://HOST:PORT түрүндө бериңиз",
+    },
+    "refused": {
+        "en": "the server refused the enrolment: {detail}",
+        "ru": "сервер отказал в регистрации: {detail}",
+        "ky": "сервер каттоодон баш тартты: {detail}",
+    },
+    "unreachable": {
+        "en": "cannot reach {url}: {error}",
+        "ru": "не удалось связаться с {url}: {error}",
+        "ky": "{url} менен байланышуу мүмкүн болгон жок: {error}",
+    },
+    "enrolled": {
+        "en": "enrolled as {agent_id} (school {school}, room {room}, seat {seat}); state in {state}",
+        "ru": "зарегистрирован как {agent_id} (школа {school}, кабинет {room}, место {seat}); "
+              "состояние в {state}",
+        "ky": "{agent_id} катары катталды (мектеп {school}, бөлмө {room}, орун {seat}); абалы {state} ичинде",
+    },
+}
+
 
 def _t(key: str, lang: str) -> str:
     return message(_TEXT, key, lang)
@@ -79,11 +142,15 @@ def _fail(message: str, code: int = 2) -> int:
 
 
 def cmd_enroll(args: argparse.Namespace) -> int:
+    lang = choose_language()
+
+    def say(key: str, **params: object) -> str:
+        return message(_ENROLL_TEXT, key, lang, **params)
+
     state = AgentState(StatePaths.from_option(args.state_dir))
     if state.is_enrolled() and not args.force:
         config = state.load_config()
-        return _fail(f"already enrolled as {config.agent_id} with {config.server_url}; "
-                     "add --force to enrol again (e.g. after the agent was revoked)")
+        return _fail(say("already", agent_id=config.agent_id, server=config.server_url))
     url = args.server.rstrip("/")
     expected = normalise_fingerprint(args.fingerprint) if args.fingerprint else None
     sha256: str | None = None
@@ -92,26 +159,25 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         try:
             pem, sha256 = fetch_certificate(url)
         except (OSError, ValueError) as exc:
-            return _fail(f"cannot fetch the server certificate from {url}: {exc}")
+            return _fail(say("no_cert", url=url, error=exc))
         if expected is not None and sha256 != expected:
-            return _fail(f"the server's certificate SHA-256 is {pretty_fingerprint(sha256)}, not the "
-                         f"{pretty_fingerprint(expected)} you gave: refusing to enrol (wrong server, or "
-                         "someone in between)")
-        print(f"server certificate SHA-256: {pretty_fingerprint(sha256)}")
+            return _fail(say("mismatch", got=pretty_fingerprint(sha256),
+                             expected=pretty_fingerprint(expected)))
+        print(say("fingerprint", fingerprint=pretty_fingerprint(sha256)))
         if expected is None:
-            print("  compare it with `kalkan-server fingerprint` on the server; it is now pinned")
+            print(say("compare"))
     elif url.startswith("http://"):
-        print("WARNING: plain http:// — nothing is encrypted or pinned; use only on a test bench",
-              file=sys.stderr)
+        print(say("plain_http"), file=sys.stderr)
     else:
-        return _fail(f"{args.server!r} is not a URL; give it as https://HOST:PORT")
+        return _fail(say("not_url", server=repr(args.server)))
     client = ServerClient(url, token=None, sha256=sha256)
     try:
-        answer = client.enroll(code=args.code, seat=args.seat)
+        # the server answers a refusal in the person's language when it has the text
+        answer = client.enroll(code=args.code, seat=args.seat, language=lang)
     except ServerError as exc:
-        return _fail(str(exc))
+        return _fail(say("refused", detail=exc.detail))
     except (TransportError, PinMismatch) as exc:
-        return _fail(f"cannot reach {url}: {exc}")
+        return _fail(say("unreachable", url=url, error=exc))
     finally:
         client.close()
     config = AgentConfig(
@@ -127,8 +193,8 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     if pem:
         state.write_server_cert(pem)
     state.save_config(config)
-    print(f"enrolled as {answer.agent_id} (school {answer.school or '?'}, room {answer.room or '-'}, "
-          f"seat {config.seat or '-'}); state in {state.paths.root}")
+    print(say("enrolled", agent_id=answer.agent_id, school=answer.school or "?", room=answer.room or "-",
+              seat=config.seat or "-", state=state.paths.root))
     return 0
 
 

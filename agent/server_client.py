@@ -49,7 +49,12 @@ _STALE_CONNECTION = (http.client.RemoteDisconnected, ConnectionResetError, Broke
 
 
 class ServerError(RuntimeError):
-    """The server answered in a way the agent cannot use; the message says why."""
+    """The server answered in a way the agent cannot use; the message says why.
+    `detail` is the server's own words (e.g. why it refused), without the agent's prefix."""
+
+    def __init__(self, message: str, *, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail or message
 
 
 class TransportError(OSError):
@@ -318,7 +323,8 @@ class ServerClient:
                               connect_timeout=10.0, read_timeout=read_timeout) as response:
             yield response
 
-    def enroll(self, *, code: str, seat: str | None) -> EnrollResponse:
+    def enroll(self, *, code: str, seat: str | None, language: str = "en") -> EnrollResponse:
+        """`language` (ky/ru/en) goes out as Accept-Language: the server words a refusal in it."""
         request = EnrollRequest(
             code=code,
             hostname=socket.gethostname(),
@@ -326,9 +332,10 @@ class ServerClient:
             agent_version=AGENT_VERSION,
             seat=seat,
         )
-        response = self.http.post(ENROLL_PATH, json=request.model_dump(mode="json"))
+        response = self.http.post(ENROLL_PATH, json=request.model_dump(mode="json"),
+                                  headers={"Accept-Language": language})
         if response.status_code >= 400:
-            raise ServerError(
-                f"the server refused the enrolment ({response.status_code}): {error_detail(response)}"
-            )
+            detail = error_detail(response)
+            raise ServerError(f"the server refused the enrolment ({response.status_code}): {detail}",
+                              detail=detail)
         return EnrollResponse.model_validate(response.json())

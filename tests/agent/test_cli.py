@@ -68,3 +68,22 @@ def test_enroll_reports_the_servers_refusal(tmp_path: Path, https_endpoint, self
     assert code == 2
     assert "expired" in capsys.readouterr().err
     assert not (state_dir / "config.json").exists() and not (state_dir / "token").exists()
+
+
+def test_enroll_speaks_the_persons_language_and_asks_the_server_for_it(
+        tmp_path: Path, https_endpoint, self_signed, capsys, monkeypatch) -> None:
+    from tests.agent.conftest import json_answer
+
+    monkeypatch.setenv("LANG", "ru_RU.UTF-8")
+    monkeypatch.delenv("LC_ALL", raising=False)
+    monkeypatch.delenv("LC_MESSAGES", raising=False)
+    https_endpoint.handler = lambda *a: json_answer(403, {"detail": "срок действия кода истёк",
+                                                          "code": "enrollment.code_expired"})
+    code = main(["enroll", "--server", https_endpoint.url, "--code", "ABCD-1234", "--state-dir",
+                 str(tmp_path / "s"), "--fingerprint", self_signed.sha256])
+    assert code == 2
+    out = capsys.readouterr()
+    assert "SHA-256 сертификата сервера" in out.out
+    assert "сервер отказал в регистрации: срок действия кода истёк" in out.err
+    [(_method, _path, headers, _body)] = https_endpoint.requests
+    assert {k.lower(): v for k, v in headers.items()}["accept-language"] == "ru"

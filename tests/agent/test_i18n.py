@@ -19,6 +19,7 @@ from agent.i18n import (
 # Every ky/ru/en catalogue of the agent: (module, attribute).  A new one belongs here.
 CATALOGUES = [
     ("agent.cli", "_TEXT"),
+    ("agent.cli", "_ENROLL_TEXT"),
     ("agent.integrity.cli", "_TEXT"),
     ("agent.antivirus.cli", "TEXT"),
     ("agent.usb.cli", "TEXT"),
