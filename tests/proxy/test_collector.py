@@ -91,7 +91,7 @@ def test_hosts_line_added_once_and_removed_exactly(tmp_path):
 
 
 @pytest.mark.root
-def test_install_script_creates_the_proxy_account_in_a_staged_root(tmp_path):
+def test_install_script_creates_the_proxy_account_and_uninstall_removes_it_in_a_staged_root(tmp_path):
     import shutil
     import subprocess
     from pathlib import Path
@@ -111,6 +111,18 @@ def test_install_script_creates_the_proxy_account_in_a_staged_root(tmp_path):
     assert (tmp_path / "var/lib/kalkan-agent").stat().st_mode & 0o777 == 0o755
     bad = subprocess.run([str(script), "--bogus"], capture_output=True, text=True, timeout=30)
     assert bad.returncode == 2 and "unknown option --bogus" in bad.stderr
+
+    # and its mirror takes everything away again, also safe to repeat
+    (tmp_path / "var/lib/kalkan-agent/outbox.sqlite").write_bytes(b"")
+    remover = script.with_name("uninstall-agent.sh")
+    for _ in range(2):
+        done = subprocess.run([str(remover), "--root", str(tmp_path)], capture_output=True, text=True,
+                              timeout=60)
+        assert done.returncode == 0, done.stderr
+    assert "kalkan-proxy:" not in (etc / "passwd").read_text()
+    assert not any(line.startswith("kalkan-proxy:") for line in (etc / "group").read_text().splitlines())
+    assert not (tmp_path / "etc/systemd/system/kalkan-agent.service").exists()
+    assert not (tmp_path / "var/lib/kalkan-agent").exists()
 
 
 def test_events_come_over_the_pipe_and_the_proxy_stops_when_the_agent_is_gone(tmp_path):
