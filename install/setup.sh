@@ -10,9 +10,11 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
   .venv/bin/pip install -q -U pip
 fi
-# Re-install only when pyproject.toml changed since the last successful install.
+# Re-install only when pyproject.toml or the pinned versions changed since the last
+# successful install.  install/constraints.txt pins every package to the versions the
+# suite last passed with, so a fresh machine does not pick up a release nobody tested.
 stamp=.venv/.kalkan-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  .venv/bin/pip install -q -e '.[test]'
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ install/constraints.txt -nt "$stamp" ]; then
+  .venv/bin/pip install -q -c install/constraints.txt -e '.[test]'
   touch "$stamp"
 fi
