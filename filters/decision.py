@@ -243,6 +243,20 @@ def _path_dependent(policy: FilterPolicy, index: CategoryIndex | None, host: str
     return bool(index is not None and index.lookup_host(host)[2])
 
 
+def host_has_path_rules(policy: FilterPolicy, index: CategoryIndex | None, host: str) -> bool:
+    """Whether any entry with a path (``host/path``) lies under this canonical host or one of
+    its parents, in the index (its "has paths" bit) or in any of the policy's lists (school,
+    every group's, every lesson's).  When none does, every URL of the host gets the verdict of
+    the host's root: the proxy's per-request fast path relies on this (`url_verdict_is_per_host`).
+    Deliberately wider than `_path_dependent` (all groups and lessons, not the subject's): a
+    false "yes" only costs the fast path, a false "no" would change a verdict."""
+    lists = [policy.allow_list, policy.block_list, *policy.group_allow_list.values(),
+             *policy.group_block_list.values(), *policy.lesson_allow_lists()]
+    if any(lst.has_paths_for(host) for lst in lists):
+        return True
+    return bool(index is not None and index.lookup_host(host)[2])
+
+
 def _wants_inside(policy: FilterPolicy, host: str) -> str | None:
     """Why the proxy should look inside this host's TLS even when it is allowed."""
     if policy.intercept_hosts.host_listed(host):

@@ -342,3 +342,14 @@ class FilterPolicy:
 
     def lesson_allow_list(self, lesson: LessonInfo) -> SiteList:
         return self._lesson_lists[lesson.id]
+
+    def lesson_allow_lists(self) -> tuple[SiteList, ...]:
+        return tuple(self._lesson_lists.values())
+
+    def time_boundaries(self) -> tuple[datetime, ...]:
+        """Every instant at which a ban ends or a lesson starts or ends: the decision can change
+        there.  (Weekly bands and holidays change it only on whole local minutes.)"""
+        out: list[datetime] = [ban.until for ban in self.bans]
+        for lesson in self.lessons:
+            out += (lesson.starts_at, lesson.ends_at)
+        return tuple(out)

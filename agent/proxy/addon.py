@@ -25,7 +25,7 @@ import logging
 import os
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -60,14 +60,13 @@ BLOCK_EVENT_DEDUP_S = 60.0
 class ConnSubject:
     user: OsUser | None
     system: bool  # a system account (apt, the agent): passed through, never a person
+    # worked out once per connection, read on every request
+    name: str | None = field(init=False, compare=False)
+    groups: tuple[str, ...] = field(init=False, compare=False)
 
-    @property
-    def name(self) -> str | None:
-        return self.user.name if self.user else None
-
-    @property
-    def groups(self) -> tuple[str, ...]:
-        return self.user.groups if self.user else ()
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "name", self.user.name if self.user else None)
+        object.__setattr__(self, "groups", self.user.groups if self.user else ())
 
 
 UNKNOWN = ConnSubject(user=None, system=False)
@@ -310,22 +309,24 @@ class KalkanAddon:
         if host == REPORT_HOST:
             self._serve_report(flow)
             return
-        if req.path.startswith(UNBLOCK_PATH):
+        if req.data.path.startswith(_UNBLOCK_PATH):
             self._serve_unblock(flow)
             return
-        subject = self._subject_of(flow.client_conn)
+        subject = self._subjects.get(flow.client_conn.id, UNKNOWN)
         if subject.system:
             return
         now = self.clock()
-        if self.engine.is_isuo(host):  # plain-HTTP ISUO: only the fact of use, never the content
+        engine = self.engine
+        isuo, search_engine = engine.host_facts(host)
+        if isuo:  # plain-HTTP ISUO: only the fact of use, never the content
             return
-        group = self._group(subject)
-        verdict = self.engine.decide(url, group=group, user=subject.name, seat=self._seat, room=self._room,
-                                     when=now)
+        group = engine.group_of(subject.name, subject.groups)
+        user = subject.name
+        verdict = engine.decide(url, group=group, user=user, seat=self._seat, room=self._room, when=now)
         if not verdict.allowed:
             self._block(flow, subject, group, verdict, now)
             return
-        rewrite = self.engine.safe_search(url, host) if self.engine.safe_search_on else None
+        rewrite = engine.safe_search(url, host) if search_engine and engine.safe_search_on else None
         if rewrite is not None:
             if rewrite.url != url:
                 req.url = rewrite.url
@@ -449,6 +450,7 @@ class KalkanAddon:
                 self._emit("web.usage", usage, None)
 
 
+_UNBLOCK_PATH = UNBLOCK_PATH.encode("ascii")
 _STRICTNESS = {engine_mod.PASSTHROUGH: 0, engine_mod.INTERCEPT: 1, engine_mod.BLOCK: 2}
 
 
@@ -473,45 +475,56 @@ def _stop_this_process() -> None:
 
 
 @lru_cache(maxsize=1024)
-def _parse_host_header(host_header: str) -> tuple[str, int | None]:
-    """mitmproxy's own Host-header parse (with IDNA), remembered: a lab asks the same few hosts
-    over and over, and the parse was a third of the addon's per-request time."""
-    return mitm_url.parse_authority(host_header, check=False)
+def _origin(scheme: bytes, host_header: str) -> tuple[str, str]:
+    """(`pretty_host`, ``scheme://host[:port]``) for one scheme and Host header value: mitmproxy's
+    own parse (with IDNA) and `unparse`, remembered — a lab asks the same few hosts over and
+    over, and the parse was a third of the addon's per-request time."""
+    scheme_text = scheme.decode("utf-8", "surrogateescape")
+    host, port = mitm_url.parse_authority(host_header, check=False)
+    port = port or mitm_url.default_port(scheme_text) or 443
+    return host, mitm_url.unparse(scheme_text, host, port)
 
 
 _READ_IT = object()
+_HTTP2_OR_3 = (b"HTTP/2.0", b"HTTP/3")
 
 
 def _host_and_url(req: http.Request, host_field: Any = _READ_IT) -> tuple[str, str]:
     """`req.pretty_host` and `req.pretty_url` together: each parses the Host header on its own,
-    and the addon needs both on every request (same results, one parse).  `host_field`: the
-    Host header's value if the caller already read it (None: there is none)."""
+    and the addon needs both on every request (same results, one remembered parse; the raw
+    request fields are read directly, not through properties that decode each one).
+    `host_field`: the Host header's value if the caller already read it (None: there is none)."""
+    data = req.data
     if host_field is _READ_IT:
-        host_field = req.data.headers.get("Host", None)
-    host_header = (req.authority or host_field) if (req.is_http2 or req.is_http3) else host_field
-    if host_header:
-        host, port = _parse_host_header(host_header)
-    else:
-        host, port = req.host, None
-    if req.first_line_format == "authority":
-        return host, req.authority
+        host_field = data.headers.get("Host", None)
+    host_header = (req.authority or host_field) if data.http_version in _HTTP2_OR_3 else host_field
+    if data.method == b"CONNECT":
+        return (_origin(data.scheme, host_header)[0] if host_header else req.host), req.authority
     if not host_header:
-        return host, req.url
-    port = port or mitm_url.default_port(req.scheme) or 443
-    return host, mitm_url.unparse(req.scheme, host, port, req.path)
+        return req.host, req.url
+    host, origin = _origin(data.scheme, host_header)
+    path = data.path.decode("utf-8", "surrogateescape")
+    return host, origin + ("" if path == "*" else path)
 
 
 def _header_values(headers: http.Headers, *names: bytes) -> list[str | None]:
     """`headers.get(name)` for each name (lower case), in one pass over the raw fields:
     `headers.get` re-encodes and scans every field for each name asked.  Repeated headers
     are joined with ", " as `headers.get` does."""
-    found: list[list[bytes]] = [[] for _ in names]
+    found: dict[bytes, list[bytes]] | None = None
     for raw_name, raw_value in headers.fields:
         lowered = raw_name.lower()
-        for i, name in enumerate(names):
-            if lowered == name:
-                found[i].append(raw_value)
-    return [b", ".join(values).decode("utf-8", "surrogateescape") if values else None for values in found]
+        if lowered in names:
+            if found is None:
+                found = {lowered: [raw_value]}
+            elif lowered in found:
+                found[lowered].append(raw_value)
+            else:
+                found[lowered] = [raw_value]
+    if found is None:
+        return [None] * len(names)
+    return [b", ".join(found[name]).decode("utf-8", "surrogateescape") if name in found else None
+            for name in names]
 
 
 def _is_document(dest: str | None, accept: str | None) -> bool:

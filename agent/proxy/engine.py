@@ -10,9 +10,10 @@ so a request sees either the old or the new policy, never a mix.
 
 from __future__ import annotations
 
+import re
 import threading
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,17 @@ PASSTHROUGH, INTERCEPT, BLOCK = "passthrough", "intercept", "block"
 HOST_CACHE_BUCKET_S = 60
 HOST_CACHE_MAX = 4096
 PER_HOST_CACHE_MAX = 4096  # host → fact caches (ISUO, search engine): facts of the policy, not of time
+URL_CACHE_MAX = 4096
+# The URL fast path takes only URLs whose authority is a plain name or address with an optional
+# port: then `canonicalize` finds the same host whatever the path holds (no userinfo, no
+# escapes, nothing that could end the authority early), so the host alone names it.
+_PLAIN_AUTHORITY = re.compile(r"[A-Za-z0-9.\-]+(?::[0-9]{1,5})?")
+_NOT_PER_HOST = ""  # in the authority cache: this authority's URLs are decided one by one
+# A minute bucket is used only this far from its edges: `datetime.fromtimestamp` rounds to the
+# microsecond, so an instant a hair before a whole minute can become that minute.
+_EDGE_S = 0.001
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MINUTE = timedelta(minutes=1)
 
 
 @dataclass(frozen=True)
@@ -94,11 +106,19 @@ class Engine:
         self._isuo_cache: dict[str, bool] = {}
         self._search_engine_cache: dict[str, bool] = {}
         self._download_kinds_cache: dict[str, tuple[str, ...]] = {}
+        self._host_facts_cache: dict[str, tuple[bool, bool]] = {}
+        # The per-request fast path (see `decide`): authority → canonical host when every URL of
+        # that host gets the host's verdict (else _NOT_PER_HOST), and the verdicts of such hosts
+        # per (host, group, user, seat, room, minute).
+        self._authority_cache: dict[str, str] = {}
+        self._url_cache: dict[tuple, Verdict] = {}
+        self._unsafe_minutes = _minutes_with_boundaries(filter_policy)
         # bound once: a function-level import on every request costs a lookup in sys.modules
-        from filters.canonical import canonicalize
-        from filters.decision import decide_canonical
+        from filters.canonical import canonicalize, split_canonical
+        from filters.decision import decide_canonical, host_has_path_rules
 
         self._canonicalize, self._decide_canonical = canonicalize, decide_canonical
+        self._split_canonical, self._host_has_path_rules = split_canonical, host_has_path_rules
 
     @classmethod
     def empty(cls) -> Engine:
@@ -119,6 +139,17 @@ class Engine:
         if found is None:
             found = bool(self.policy.isuo_hosts.host_listed(host.lower().rstrip(".")))
             _remember(self._isuo_cache, host, found)
+        return found
+
+    def host_facts(self, host: str) -> tuple[bool, bool]:
+        """(is it ISUO, is it a search or video engine) for a host, both asked on every request:
+        one lookup in one small cache instead of two."""
+        found = self._host_facts_cache.get(host)
+        if found is None:
+            from filters.search import engine_for_host
+
+            found = (self.is_isuo(host), engine_for_host(host) is not None)
+            _remember(self._host_facts_cache, host, found)
         return found
 
     def group_of(self, user: str | None, groups: tuple[str, ...]) -> str:
@@ -154,6 +185,37 @@ class Engine:
 
     def decide(self, url: str, *, group: str, user: str | None, seat: str | None, room: str | None,
                when: float) -> Verdict:
+        """Allow or block one request's URL: the same answer as `decide_full`, usually sooner.
+
+        The fast path: when no list or index entry with a path lies under the URL's host (most
+        hosts), every URL of the host gets the host's verdict, which can change only with the
+        subject or the time.  So the first request decides in full and the verdict is kept per
+        (host, group, user, seat, room, minute); later requests in that minute cost two dict
+        lookups — no canonical URL, no datetime, no lists, no objects but one key tuple.
+        Minutes in which a ban ends or a lesson starts or ends (not on a whole minute) are
+        always decided in full, as are instants within a millisecond of a minute's edge.
+        A new policy builds a new Engine: its caches start empty.
+        """
+        host = self._authority_cache.get(_authority(url))
+        if host is None:
+            host = self._per_host_name(url)
+        if not host:  # _NOT_PER_HOST: the path matters for this host
+            return self.decide_full(url, group=group, user=user, seat=seat, room=room, when=when)
+        minute = int(when // 60)
+        into = when - minute * 60
+        if into < _EDGE_S or into > 60 - _EDGE_S or minute in self._unsafe_minutes:
+            return self.decide_full(url, group=group, user=user, seat=seat, room=room, when=when)
+        key = (host, group, user, seat, room, minute)
+        found = self._url_cache.get(key)
+        if found is None:
+            found = self.decide_full(url, group=group, user=user, seat=seat, room=room, when=when)
+            if self._minute_is_whole(minute):
+                _remember(self._url_cache, key, found, URL_CACHE_MAX)
+        return found
+
+    def decide_full(self, url: str, *, group: str, user: str | None, seat: str | None, room: str | None,
+                    when: float) -> Verdict:
+        """The full decision for one URL (canonical URL, every rule); `decide` without its cache."""
         # `decide_canonical`, not `decide`: `decide` also works out whether the host's TLS should
         # be intercepted, which only the ClientHello asks (`host_verdict`); per request it was
         # wasted work (three more list and index lookups).  Same allow/block answer.
@@ -163,6 +225,27 @@ class Engine:
             return ALLOW
         return Verdict(allowed=False, categories=tuple(verdict.categories), rule=verdict.rule,
                        clauses=tuple(verdict.clauses))
+
+    def _per_host_name(self, url: str) -> str:
+        """The canonical host of `url` if its URLs are decided per host, else _NOT_PER_HOST;
+        remembered per authority (the host[:port] as written in the URL)."""
+        authority = _authority(url)
+        host = _NOT_PER_HOST
+        if _PLAIN_AUTHORITY.fullmatch(authority):
+            # exactly the host `canonicalize` finds in any URL with this authority
+            candidate = self._split_canonical(self._canonicalize(f"http://{authority}/"))[0]
+            if not self._host_has_path_rules(self.policy, self.index, candidate):
+                host = candidate
+        _remember(self._authority_cache, authority, host)
+        return host
+
+    def _minute_is_whole(self, minute: int) -> bool:
+        """Whether weekly bands and holidays can change only at this minute's edges: true unless
+        the school's UTC offset has seconds in it (historical local mean times only)."""
+        zone = self.policy.zone
+        start = datetime.fromtimestamp(minute * 60, UTC)
+        return all(at.astimezone(zone).utcoffset().total_seconds() % 60 == 0
+                   for at in (start, start + _MINUTE))
 
     def safe_search(self, url: str, host: str | None = None) -> SearchRewrite | None:
         """SafeSearch changes for `url`; `host` (the URL's host, if the caller has it) lets the
@@ -213,10 +296,35 @@ class Engine:
                        clauses=tuple(verdict.clauses), detail=", ".join(verdict.blocked_kinds))
 
 
-def _remember(cache: dict, key: Any, value: Any) -> None:
-    if len(cache) >= PER_HOST_CACHE_MAX:
+def _remember(cache: dict, key: Any, value: Any, limit: int = PER_HOST_CACHE_MAX) -> None:
+    if len(cache) >= limit:
         cache.clear()  # simpler than LRU; refills from the next requests
     cache[key] = value
+
+
+def _authority(url: str) -> str:
+    """What follows ``http(s)://`` up to the next ``/`` ("" for any other scheme: then the
+    authority check fails and the URL is decided in full)."""
+    if url.startswith("http://"):
+        start = 7
+    elif url.startswith("https://"):
+        start = 8
+    else:
+        return ""
+    end = url.find("/", start)
+    return url[start:] if end == -1 else url[start:end]
+
+
+def _minutes_with_boundaries(policy: Any) -> frozenset[int]:
+    """The minutes (since the epoch) inside which a ban ends or a lesson starts or ends: the
+    verdict may change within them, so the fast path does not cache them.  A boundary on a
+    whole minute changes the verdict at the minute's edge, which the cache's buckets respect."""
+    minutes = set()
+    for instant in policy.time_boundaries():
+        minute, rest = divmod(instant - _EPOCH, _MINUTE)
+        if rest:
+            minutes.add(minute)
+    return frozenset(minutes)
 
 
 def _at(when: float) -> datetime:
