@@ -354,6 +354,18 @@ class NetRogueDhcp(_Data):
     occurrences: int = 1  # frames folded into this event by the agent's rate limit
 
 
+class NetRogueRa(_Data):
+    """An IPv6 Router Advertisement from a router the policy does not list (the IPv6 twin of
+    rogue DHCP): hosts that accept it take the sender as their default router (SLAAC)."""
+
+    src_mac: str
+    src_ip: str  # the router's link-local address
+    router_lifetime: int  # seconds; 0 means "not a default router" and is never reported
+    prefixes: list[str] = Field(default_factory=list)  # announced on-link/SLAAC prefixes, "2001:db8::/64"
+    interface: str = ""
+    occurrences: int = 1  # frames folded into this event by the agent's rate limit
+
+
 class NetBypass(_Data):
     kind: Literal["dns", "dot", "doh", "vpn", "tor", "quic", "other"]
     dst_ip: str = ""
@@ -388,6 +400,7 @@ EVENT_TYPES: dict[str, tuple[type[_Data], tuple[str, ...]]] = {
     "idle.lock_failed": (IdleLockFailed, ("000 §6.4", "000 §6.8")),
     "net.arp_spoof": (NetArpSpoof, ("000 §5.6",)),
     "net.rogue_dhcp": (NetRogueDhcp, ("000 §5.6",)),
+    "net.rogue_ra": (NetRogueRa, ("000 §5.6",)),
     "net.bypass": (NetBypass, ("000 §5.6", "001 §2.11")),
 }
 
@@ -652,6 +665,9 @@ class NetworkSection(_Section):
     gateway_macs: list[str] = Field(default_factory=list)
     dhcp_servers: list[str] = Field(default_factory=list)
     dns_resolvers: list[str] = Field(default_factory=list)
+    # The school's IPv6 routers: link-local addresses and/or MACs.  Empty (most labs here are
+    # IPv4 only): any Router Advertisement offering a default route is reported.
+    ipv6_routers: list[str] = Field(default_factory=list)
 
 
 class PolicyBundle(_Section):

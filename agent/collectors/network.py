@@ -1,4 +1,4 @@
-"""`NetworkCollector`: ARP spoofing, rogue DHCP and filter-bypass checks (000 §5.6).
+"""`NetworkCollector`: ARP spoofing, rogue DHCP, rogue IPv6 router and filter-bypass checks (000 §5.6).
 
 A thin edge: an AF_PACKET socket captures on the default route's interface through a
 kernel BPF filter (agent.network.sniffer; no scapy in the agent),
@@ -40,7 +40,8 @@ class NetworkCollector(Collector):
 
     def _config(self, bundle: PolicyBundle) -> NetworkConfig:
         return NetworkConfig.from_section(bundle.network, gateway_ip=self._route_gateway,
-                                          local_ips=local_addresses(), tor_relays=self.tor_relays)
+                                          local_ips=local_addresses(), tor_relays=self.tor_relays,
+                                          interface=self.iface)
 
     # ------------------------------------------------------------------ lifecycle
 

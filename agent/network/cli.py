@@ -4,7 +4,7 @@
     kalkan-agent network scan-pcap capture.pcap [--policy bundle.json]
 
 Both print one JSON line per event they would send; `--gateway-ip`, `--gateway-mac`,
-`--dhcp-server` and `--dns-resolver` override the policy file's network section.
+`--dhcp-server`, `--dns-resolver` and `--ipv6-router` override the policy file's network section.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def load_policy(args: argparse.Namespace) -> PolicyBundle:
                              f"{validation_message(exc)}") from None
     section = bundle.network.model_dump()
     for flag, key in (("dhcp_server", "dhcp_servers"), ("dns_resolver", "dns_resolvers"),
-                      ("gateway_mac", "gateway_macs")):
+                      ("gateway_mac", "gateway_macs"), ("ipv6_router", "ipv6_routers")):
         if getattr(args, flag):
             section[key] = getattr(args, flag)
     if args.gateway_ip:
@@ -59,6 +59,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gateway-mac", action="append", help="repeatable")
     parser.add_argument("--dhcp-server", action="append", help="repeatable")
     parser.add_argument("--dns-resolver", action="append", help="repeatable")
+    parser.add_argument("--ipv6-router", action="append",
+                        help="the school's IPv6 router: link-local address or MAC (repeatable)")
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
@@ -107,7 +109,8 @@ def cmd_scan_pcap(args: argparse.Namespace) -> int:
 
 
 def register(subparsers) -> None:
-    network = subparsers.add_parser("network", help="network checks: ARP spoofing, rogue DHCP, bypass")
+    network = subparsers.add_parser(
+        "network", help="network checks: ARP spoofing, rogue DHCP and IPv6 routers, bypass")
     sub = network.add_subparsers(dest="network_command", required=True)
     watch = sub.add_parser("watch", help="capture live and print what would be reported")
     _common(watch)

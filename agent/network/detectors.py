@@ -8,11 +8,12 @@ finding shares (for the rate limit), and the event's data.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.network.packets import ArpClaim, DhcpServerReply, Observation, Outbound
+from agent.network.packets import ArpClaim, DhcpServerReply, Observation, Outbound, RouterAdvertisement
 
 # Bypass signatures.  Ports are the protocols' defaults; WireGuard and OpenVPN are also
 # recognised by their first bytes on any port.
@@ -39,10 +40,13 @@ class NetworkConfig:
     dns_resolvers: frozenset[str] = frozenset()
     local_ips: frozenset[str] = frozenset()
     tor_relays: frozenset[str] = frozenset()
+    ipv6_router_ips: frozenset[str] = frozenset()  # link-local, in compressed form
+    ipv6_router_macs: frozenset[str] = frozenset()
+    interface: str = ""  # named in events whose data has an interface (rogue RAs)
 
     @classmethod
     def from_section(cls, section: Any, *, gateway_ip: str | None = None, local_ips: Iterable[str] = (),
-                     tor_relays: Iterable[str] = ()) -> NetworkConfig:
+                     tor_relays: Iterable[str] = (), interface: str | None = None) -> NetworkConfig:
         """From `PolicyBundle.network`; `gateway_ip` fills in when the policy names none."""
         for value in [*section.dhcp_servers, *section.dns_resolvers,
                       *([section.gateway_ip] if section.gateway_ip else [])]:
@@ -51,6 +55,7 @@ class NetworkConfig:
             except ValueError:
                 raise ValueError(f"network policy: {value!r} is not an IP address; "
                                  "fix it in the policy's network section") from None
+        router_ips, router_macs = _split_routers(getattr(section, "ipv6_routers", []))
         return cls(
             gateway_ip=section.gateway_ip or gateway_ip,
             gateway_macs=frozenset(_norm_mac(m) for m in section.gateway_macs),
@@ -58,12 +63,38 @@ class NetworkConfig:
             dns_resolvers=frozenset(section.dns_resolvers),
             local_ips=frozenset(local_ips),
             tor_relays=frozenset(tor_relays),
+            ipv6_router_ips=router_ips,
+            ipv6_router_macs=router_macs,
+            interface=interface or "",
         )
+
+
+_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+
+
+def _split_routers(entries: Iterable[str]) -> tuple[frozenset[str], frozenset[str]]:
+    """The policy's `ipv6_routers` as (link-local addresses, MACs); anything else is refused."""
+    ips, macs = set(), set()
+    for entry in entries:
+        if _MAC.match(_norm_mac(entry)):
+            macs.add(_norm_mac(entry))
+            continue
+        try:
+            address = ipaddress.IPv6Address(entry.strip().split("%", 1)[0])
+        except ValueError:
+            address = None
+        if address is None or not address.is_link_local:
+            raise ValueError(f"network policy: ipv6_routers entry {entry!r} is neither a MAC "
+                             "(02:00:5e:00:00:01) nor a link-local IPv6 address (fe80::1); routers "
+                             "advertise from their link-local address: `ip -6 route show default` "
+                             "on a workstation shows it")
+        ips.add(address.compressed)
+    return frozenset(ips), frozenset(macs)
 
 
 @dataclass(frozen=True)
 class Finding:
-    event_type: str  # "net.arp_spoof" | "net.rogue_dhcp" | "net.bypass"
+    event_type: str  # "net.arp_spoof" | "net.rogue_dhcp" | "net.rogue_ra" | "net.bypass"
     key: tuple
     data: dict[str, Any]
     # the local end of a bypass connection, to find the OS user who opened it
@@ -132,6 +163,31 @@ class RogueDhcpDetector:
                         "offered_ip": reply.offered_ip})
 
 
+@dataclass
+class RogueRaDetector:
+    """IPv6 Router Advertisements offering a default route (lifetime > 0) from a router the
+    policy does not list.  A router is the school's when its MAC is listed (if the policy lists
+    MACs) and its link-local address is listed (if the policy lists addresses).  With an empty
+    list every such RA is reported: most labs here run IPv4 only, so any IPv6 router is foreign,
+    and learning the first one would trust whichever laptop spoke first.  Lifetime 0 ("I am not
+    a default router", also sent by routers shutting down) is never reported."""
+
+    config: NetworkConfig
+
+    def is_school_router(self, ra: RouterAdvertisement) -> bool:
+        ips, macs = self.config.ipv6_router_ips, self.config.ipv6_router_macs
+        if not ips and not macs:
+            return False
+        return (not macs or ra.src_mac in macs) and (not ips or ra.src_ip in ips)
+
+    def observe(self, ra: RouterAdvertisement, now: float) -> Finding | None:
+        if ra.router_lifetime == 0 or self.is_school_router(ra):
+            return None
+        return Finding("net.rogue_ra", ("net.rogue_ra", ra.src_mac, ra.src_ip),
+                       {"src_mac": ra.src_mac, "src_ip": ra.src_ip, "router_lifetime": ra.router_lifetime,
+                        "prefixes": list(ra.prefixes), "interface": self.config.interface})
+
+
 def _is_loopback(ip: str) -> bool:
     try:
         return ipaddress.ip_address(ip).is_loopback
@@ -182,16 +238,18 @@ class BypassDetector:
 
 @dataclass
 class Detectors:
-    """All three, fed one observation at a time."""
+    """All four, fed one observation at a time."""
 
     config: NetworkConfig
     arp: ArpSpoofDetector = field(init=False)
     dhcp: RogueDhcpDetector = field(init=False)
+    ra: RogueRaDetector = field(init=False)
     bypass: BypassDetector = field(init=False)
 
     def __post_init__(self) -> None:
         self.arp = ArpSpoofDetector(self.config)
         self.dhcp = RogueDhcpDetector(self.config)
+        self.ra = RogueRaDetector(self.config)
         self.bypass = BypassDetector(self.config)
 
     def observe(self, observation: Observation, now: float) -> Finding | None:
@@ -199,6 +257,8 @@ class Detectors:
             return self.arp.observe(observation, now)
         if isinstance(observation, DhcpServerReply):
             return self.dhcp.observe(observation, now)
+        if isinstance(observation, RouterAdvertisement):
+            return self.ra.observe(observation, now)
         if isinstance(observation, Outbound):
             return self.bypass.observe(observation, now)
         return None

@@ -11,6 +11,7 @@ A malformed or truncated frame gives None, never an exception.
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import struct
 from dataclasses import dataclass
@@ -20,7 +21,10 @@ SIGNATURE_BYTES = 16  # how much of a UDP payload the VPN signatures look at
 
 ETH_ARP, ETH_IPV4, ETH_IPV6 = 0x0806, 0x0800, 0x86DD
 VLAN_TAGS = (0x8100, 0x88A8, 0x9100)
-IPPROTO_TCP, IPPROTO_UDP = 6, 17
+IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMPV6 = 6, 17, 58
+ICMPV6_ROUTER_ADVERTISEMENT = 134
+ND_HOP_LIMIT = 255  # RFC 4861 §6.1.2: hosts drop neighbour discovery that crossed a router
+ND_OPTION_PREFIX = 3
 # IPv6 extension headers a UDP/TCP header may hide behind: hop-by-hop, routing, destination options
 IPV6_SKIPPABLE = (0, 43, 60)
 IPV6_FRAGMENT, IPV6_AUTH = 44, 51
@@ -61,7 +65,18 @@ class Outbound:
     head: bytes = b""  # the first SIGNATURE_BYTES of a UDP payload
 
 
-Observation = ArpClaim | DhcpServerReply | Outbound
+@dataclass(frozen=True)
+class RouterAdvertisement:
+    """An ICMPv6 Router Advertisement a host would accept (hop limit 255, link-local source):
+    the sender offers itself as the IPv6 default router for `router_lifetime` seconds."""
+
+    src_mac: str
+    src_ip: str
+    router_lifetime: int
+    prefixes: tuple[str, ...] = ()  # the prefix information options, "2001:db8:1::/64"
+
+
+Observation = ArpClaim | DhcpServerReply | Outbound | RouterAdvertisement
 
 _DHCP_MESSAGES = {2: "offer", 5: "ack"}
 
@@ -100,6 +115,8 @@ def _parse_ethernet(frame: bytes) -> Observation | None:
     if found is None:
         return None
     src, dst, proto, l4 = found
+    if proto == IPPROTO_ICMPV6 and ethertype == ETH_IPV6:
+        return _parse_router_advertisement(frame, offset, l4, src, src_mac)
     if proto == IPPROTO_UDP:
         return _parse_udp(l4, src, dst, src_mac)
     if proto == IPPROTO_TCP:
@@ -192,3 +209,27 @@ def _parse_dhcp_server_reply(bootp: bytes, src: str, src_mac: bytes) -> DhcpServ
                            server_mac=_mac(src_mac) if src_mac.strip(b"\0") else None,
                            offered_ip=None if offered == "0.0.0.0" else offered,
                            message=message)
+
+
+def _parse_router_advertisement(frame: bytes, ip_offset: int, icmp: bytes, src: str,
+                                src_mac: bytes) -> RouterAdvertisement | None:
+    """Only the RAs a host accepts (RFC 4861 §6.1.2); every other ICMPv6 message gives None."""
+    icmp_type, code = icmp[0], icmp[1]
+    hop_limit = frame[ip_offset + 7]
+    if icmp_type != ICMPV6_ROUTER_ADVERTISEMENT or code != 0 or len(icmp) < 16:
+        return None
+    if hop_limit != ND_HOP_LIMIT or not ipaddress.IPv6Address(src).is_link_local:
+        return None  # from beyond this link: every host drops it, so it cannot hurt
+    (lifetime,) = struct.unpack_from("!H", icmp, 6)
+    prefixes = []
+    at = 16  # type, code, checksum, hop limit, flags, lifetime, reachable, retrans timer
+    while at + 2 <= len(icmp):
+        option, units = icmp[at], icmp[at + 1]
+        if units == 0:
+            break  # a zero-length option is invalid; stop rather than loop
+        if option == ND_OPTION_PREFIX and units == 4 and at + 32 <= len(icmp):
+            prefix = socket.inet_ntop(socket.AF_INET6, icmp[at + 16:at + 32])
+            prefixes.append(f"{prefix}/{icmp[at + 2]}")
+        at += units * 8
+    return RouterAdvertisement(src_mac=_mac(src_mac), src_ip=src, router_lifetime=lifetime,
+                               prefixes=tuple(prefixes))

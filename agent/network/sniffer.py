@@ -28,12 +28,19 @@ log = logging.getLogger("kalkan.network")
 
 
 def build_bpf(config: NetworkConfig) -> str:
-    """ARP, DHCP server replies, DNS/DoT/VPN/Tor ports, and WireGuard/OpenVPN first bytes on any UDP port."""
+    """ARP, DHCP server replies, IPv6 router advertisements, DNS/DoT/VPN/Tor ports, and
+    WireGuard/OpenVPN first bytes on any UDP port."""
     udp_ports = sorted({53, DOT_PORT, *VPN_UDP_PORTS})
     tcp_ports = sorted({53, DOT_PORT, *VPN_TCP_PORTS, *TOR_PORTS})
     parts = [
         "arp",
         "(udp and src port 67)",
+        # ICMPv6 Router Advertisements with hop limit 255 (hosts drop the others), right behind the
+        # IPv6 header or behind one 8-byte hop-by-hop / destination-options header (the way RA-guard
+        # evasion tools send them).  libpcap's `protochain` would walk every header, but it needs
+        # backward jumps the kernel refuses; other ICMPv6 (neighbour discovery, MLD, ping) stays out.
+        "(ip6 and ip6[7] = 255 and ((ip6[6] = 58 and ip6[40] = 134) or"
+        " ((ip6[6] = 0 or ip6[6] = 60) and ip6[40] = 58 and ip6[41] = 0 and ip6[48] = 134)))",
         "(udp and (" + " or ".join(f"dst port {p}" for p in udp_ports) + "))",
         # IPv4 payload signatures: WireGuard initiation (type 1), OpenVPN client resets
         "(ip and udp and (udp[8:4] = 0x01000000 or udp[8] = 0x38 or udp[8] = 0x50))",

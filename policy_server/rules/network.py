@@ -1,8 +1,8 @@
 """Network-check rules (000 §5.6: detect unauthorised access in time).
 
 The agents already fold a storm into a few events (each with `occurrences`); these
-rules fold those events into one incident per attack: an ARP spoof or rogue DHCP
-server is seen by every workstation of the room, so its key is the room (or the
+rules fold those events into one incident per attack: an ARP spoof, rogue DHCP
+server or rogue IPv6 router is seen by every workstation of the room, so its key is the room (or the
 agent when the room is unknown) and the attacker's identity, with an hour's window.
 A bypass attempt belongs to one seat and user.
 """
@@ -49,6 +49,26 @@ def rogue_dhcp(event: RuleInput) -> IncidentDraft:
         dedup_key=f"net.rogue_dhcp:{_segment(event)}:{mac or server}",
         window_s=LAN_WINDOW_S,
         params={"server_ip": server, "server_mac": mac, "offered_ip": event.data.get("offered_ip"),
+                "occurrences": int(event.data.get("occurrences", 1)), "seat": event.seat},
+    )
+
+
+@rule("net.rogue_ra")
+def rogue_ra(event: RuleInput) -> IncidentDraft:
+    # The IPv6 twin of a rogue DHCP server: every host taking it as default router sends its
+    # IPv6 traffic through it (a man in the middle, and a way round the IPv4-only filter).
+    mac = str(event.data.get("src_mac", "?"))
+    address = str(event.data.get("src_ip", "?"))
+    return IncidentDraft(
+        rule="net.rogue_ra",
+        title=f"Rogue IPv6 router {address} ({mac})",
+        severity=Severity.high,
+        clauses=("000 §5.6",),
+        dedup_key=f"net.rogue_ra:{_segment(event)}:{mac}",
+        window_s=LAN_WINDOW_S,
+        params={"src_mac": mac, "src_ip": address, "router_lifetime": event.data.get("router_lifetime"),
+                "prefixes": [str(p) for p in event.data.get("prefixes", [])],
+                "interface": event.data.get("interface", ""),
                 "occurrences": int(event.data.get("occurrences", 1)), "seat": event.seat},
     )
 

@@ -113,6 +113,7 @@ INCIDENT_TITLES = {
     "idle.lock_failed": N_("The workstation could not be locked"),
     "net.arp_spoof": N_("Network attack: gateway address spoofed"),
     "net.rogue_dhcp": N_("Network attack: a foreign DHCP server"),
+    "net.rogue_ra": N_("Network attack: a foreign IPv6 router"),
     "net.bypass": N_("Attempt to bypass the filter (%(kind)s)"),
     "agent.collector_failed": N_("Parts of the agent are not working"),
     "agent.events_dropped": N_("A workstation had to drop events: its outbox was full"),

@@ -3,6 +3,8 @@
 Addresses: the lab is 10.77.0.0/24, the gateway (also DHCP server and resolver)
 10.77.0.1 at 02:00:00:00:00:01, the workstation 10.77.0.2 at 02:00:00:00:00:02.
 "Foreign" hosts are documentation addresses (RFC 5737), never reachable.
+IPv6: the school's router advertises from fe80::1; a rogue one from fe80::66 at
+02:66:66:66:66:03, announcing documentation prefixes (RFC 3849, 2001:db8::/32).
 """
 
 from __future__ import annotations
@@ -12,6 +14,18 @@ import os
 from scapy.layers.dhcp import BOOTP, DHCP
 from scapy.layers.dns import DNS, DNSQR
 from scapy.layers.inet import ICMP, IP, TCP, UDP
+from scapy.layers.inet6 import (
+    ICMPv6EchoRequest,
+    ICMPv6MLReport2,
+    ICMPv6ND_NA,
+    ICMPv6ND_NS,
+    ICMPv6ND_RA,
+    ICMPv6ND_RS,
+    ICMPv6NDOptPrefixInfo,
+    ICMPv6NDOptSrcLLAddr,
+    IPv6,
+    IPv6ExtHdrHopByHop,
+)
 from scapy.layers.l2 import ARP, Ether
 from scapy.packet import Raw
 
@@ -21,10 +35,15 @@ ROGUE_MAC = "02:66:66:66:66:01"
 ROGUE_DHCP_IP, ROGUE_DHCP_MAC = "10.77.0.66", "02:66:66:66:66:02"
 FOREIGN_DNS = "198.51.100.53"
 BROADCAST = "ff:ff:ff:ff:ff:ff"
+GW_LL = "fe80::1"
+WS_LL = "fe80::ff:fe00:2"
+ROGUE_RA_IP, ROGUE_RA_MAC = "fe80::66", "02:66:66:66:66:03"
+ALL_NODES, ALL_NODES_MAC = "ff02::1", "33:33:00:00:00:01"
 
 
 def policy_network() -> dict:
-    return {"gateway_ip": GW_IP, "gateway_macs": [GW_MAC], "dhcp_servers": [GW_IP], "dns_resolvers": [GW_IP]}
+    return {"gateway_ip": GW_IP, "gateway_macs": [GW_MAC], "dhcp_servers": [GW_IP], "dns_resolvers": [GW_IP],
+            "ipv6_routers": [GW_LL, GW_MAC]}
 
 
 def arp_reply(ip: str, mac: str, *, to_ip: str = WS_IP, to_mac: str = WS_MAC):
@@ -51,6 +70,33 @@ def dhcp_offer(server_ip: str, server_mac: str, *, offered: str = "10.77.0.50", 
             options=[("message-type", 5 if ack else 2), ("server_id", server_ip), ("router", GW_IP), "end"]
         )
     )
+
+
+def router_advertisement(src_ip: str = ROGUE_RA_IP, src_mac: str = ROGUE_RA_MAC, *, lifetime: int = 1800,
+                         prefixes: tuple[str, ...] = ("2001:db8:66::",), hop_limit: int = 255,
+                         hop_by_hop: bool = False):
+    """An ICMPv6 Router Advertisement to all nodes, as radvd (or an attacker's tool) sends it."""
+    ip = IPv6(src=src_ip, dst=ALL_NODES, hlim=hop_limit)
+    if hop_by_hop:  # how RA-guard evasion tools hide it from switches
+        ip = ip / IPv6ExtHdrHopByHop()
+    ra = ICMPv6ND_RA(routerlifetime=lifetime) / ICMPv6NDOptSrcLLAddr(lladdr=src_mac)
+    for prefix in prefixes:
+        ra = ra / ICMPv6NDOptPrefixInfo(prefix=prefix, prefixlen=64)
+    return Ether(src=src_mac, dst=ALL_NODES_MAC) / ip / ra
+
+
+def ipv6_neighbour_traffic() -> list:
+    """The workstation's own IPv6 chatter: solicitations, advertisements, MLD, a ping."""
+    ws = Ether(src=WS_MAC, dst="33:33:00:00:00:02") / IPv6(src=WS_LL, dst="ff02::2", hlim=255)
+    return [
+        ws / ICMPv6ND_RS(),
+        Ether(src=WS_MAC, dst="33:33:ff:00:00:01") / IPv6(src=WS_LL, dst="ff02::1:ff00:1", hlim=255)
+        / ICMPv6ND_NS(tgt=GW_LL),
+        Ether(src=GW_MAC, dst=WS_MAC) / IPv6(src=GW_LL, dst=WS_LL, hlim=255) / ICMPv6ND_NA(tgt=GW_LL),
+        Ether(src=WS_MAC, dst="33:33:00:00:00:16") / IPv6(src=WS_LL, dst="ff02::16", hlim=1)
+        / ICMPv6MLReport2(),
+        Ether(src=WS_MAC, dst=GW_MAC) / IPv6(src=WS_LL, dst=GW_LL) / ICMPv6EchoRequest(),
+    ]
 
 
 def dhcp_discover():
@@ -108,7 +154,8 @@ def openvpn_reset(dst: str = "203.0.113.6", dport: int = 1194):
 
 def normal_traffic() -> list:
     """A lab's ordinary minute: the gateway's ARP, DHCP from the school's server, DNS to the
-    school's resolver, web, NTP, ping, QUIC-ish UDP 443 with random bytes."""
+    school's resolver, web, NTP, ping, QUIC-ish UDP 443 with random bytes, the school router's
+    IPv6 advertisement and neighbour discovery."""
     return [
         arp_request(GW_IP, GW_MAC),
         arp_reply(GW_IP, GW_MAC),
@@ -125,4 +172,6 @@ def normal_traffic() -> list:
         _out(GW_IP) / ICMP(),
         _out("203.0.113.13") / UDP(sport=50000, dport=443) / Raw(b"\xc3" + os.urandom(1199)),
         _out("203.0.113.14") / UDP(sport=50001, dport=443) / Raw(b"\x01\x00\x00\x00" + os.urandom(60)),
+        router_advertisement(GW_LL, GW_MAC, prefixes=("2001:db8:1::",)),  # the school's own router
+        *ipv6_neighbour_traffic(),
     ]

@@ -4,17 +4,27 @@ oracle: `agent.network.packets.parse` must say the same about every frame).
 One fix over the original: Ethernet padding after a short datagram is not part of the
 UDP payload (the old decoder counted it, so a padded 0-byte datagram had 1+ bytes).
 And an all-zero source MAC is no address: a DHCP reply's server_mac is then None (the
-pcap reader gives frames of non-Ethernet captures such a header)."""
+pcap reader gives frames of non-Ethernet captures such a header).  Router advertisements
+were added with the IPv6 check: only those a host accepts (hop limit 255, link-local source)."""
 
 from __future__ import annotations
 
+import ipaddress
+
 from scapy.layers.dhcp import BOOTP, DHCP
 from scapy.layers.inet import IP, TCP, UDP
-from scapy.layers.inet6 import IPv6
+from scapy.layers.inet6 import ICMPv6ND_RA, ICMPv6NDOptPrefixInfo, IPv6
 from scapy.layers.l2 import ARP, Ether
 from scapy.packet import Packet, Padding
 
-from agent.network.packets import SIGNATURE_BYTES, ArpClaim, DhcpServerReply, Observation, Outbound
+from agent.network.packets import (
+    SIGNATURE_BYTES,
+    ArpClaim,
+    DhcpServerReply,
+    Observation,
+    Outbound,
+    RouterAdvertisement,
+)
 
 _DHCP_MESSAGES = {2: "offer", 5: "ack"}
 
@@ -40,6 +50,17 @@ def scapy_parse(packet: Packet) -> Observation | None:
         src, dst = packet[IPv6].src, packet[IPv6].dst
     else:
         return None
+    if ICMPv6ND_RA in packet:
+        ra = packet[ICMPv6ND_RA]
+        if ra.code != 0 or packet[IPv6].hlim != 255 or not ipaddress.IPv6Address(src).is_link_local:
+            return None
+        prefixes, option = [], ra.payload
+        while isinstance(option, Packet) and option:
+            if isinstance(option, ICMPv6NDOptPrefixInfo):
+                prefixes.append(f"{option.prefix}/{option.prefixlen}")
+            option = option.payload
+        return RouterAdvertisement(str(packet[Ether].src).lower(), src, int(ra.routerlifetime),
+                                   tuple(prefixes))
     if UDP in packet:
         udp = packet[UDP]
         if udp.sport == 67 and BOOTP in packet and DHCP in packet and packet[BOOTP].op == 2:

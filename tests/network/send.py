@@ -4,6 +4,7 @@ the workstation would.  Nothing can leave: the namespaces have no route out."""
 
 from __future__ import annotations
 
+import errno
 import socket
 import sys
 import time
@@ -35,6 +36,24 @@ def _udp(ip: str, port: int, payload: bytes, hold_s: float = 0.0) -> None:
         time.sleep(hold_s)  # keep the socket open so the agent can find its owner
 
 
+def _udp6(ip: str, port: int, payload: bytes) -> None:
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+        for _ in range(50):  # a fresh veth's link-local address is usable once DAD is over (~2 s)
+            try:
+                sock.sendto(payload, (ip, port))
+                break
+            except OSError as exc:
+                if exc.errno != errno.EADDRNOTAVAIL:
+                    raise
+                time.sleep(0.1)
+        else:
+            raise OSError(f"no usable IPv6 link-local address on {WS_IFACE} after 5 s")
+        time.sleep(0.2)  # let the kernel resolve the neighbour
+
+
+# the gateway's kernel-made link-local address (EUI-64 of 02:00:00:00:00:01)
+GW_KERNEL_LL = "fe80::ff:fe00:1"
+
 ACTIONS = {
     # from the LAN (gateway namespace)
     "lan-normal": lambda: sendp(
@@ -42,12 +61,17 @@ ACTIONS = {
             f.arp_reply(f.GW_IP, f.GW_MAC),
             f.dhcp_offer(f.GW_IP, f.GW_MAC),
             f.dhcp_offer(f.GW_IP, f.GW_MAC, ack=True),
+            f.router_advertisement(f.GW_LL, f.GW_MAC, prefixes=("2001:db8:1::",)),  # the school's router
         ],
         iface=LAN_IFACE,
         verbose=False,
     ),
     "arp-spoof": lambda: sendp(
         [f.arp_reply(f.GW_IP, f.ROGUE_MAC)] * 30, iface=LAN_IFACE, verbose=False, inter=0.01
+    ),
+    # a laptop running radvd (or an attack tool): 20 router advertisements, one every 10 ms
+    "rogue-ra": lambda: sendp(
+        [f.router_advertisement()] * 20, iface=LAN_IFACE, verbose=False, inter=0.01
     ),
     "rogue-dhcp": lambda: sendp(
         f.dhcp_offer(f.ROGUE_DHCP_IP, f.ROGUE_DHCP_MAC), iface=LAN_IFACE, verbose=False
@@ -59,6 +83,7 @@ ACTIONS = {
         _tcp_try(f.GW_IP, 443),
         _tcp_try("203.0.113.10", 443),
         _udp("203.0.113.12", 123, b"\x23" + b"\0" * 47),
+        _udp6(f"{GW_KERNEL_LL}%{WS_IFACE}", 9, b"x"),  # IPv6 to the gateway: neighbour discovery
     ),
     "dns-foreign": lambda: _udp(
         f.FOREIGN_DNS, 53, bytes(DNS(rd=1, qd=DNSQR(qname="blocked.example"))), hold_s=1.5

@@ -40,6 +40,7 @@ def test_the_filter_lets_through_what_the_checks_need():
         f.wireguard_initiation(),
         f.wireguard_initiation(dport=443),  # WireGuard hidden on the QUIC port: caught by its first bytes
         f.openvpn_reset(),
+        f.router_advertisement(),
     ]:
         assert passes(packet), packet.summary()
 
@@ -53,6 +54,7 @@ def test_the_filter_drops_bulk_traffic_in_the_kernel():
         f._out(f.GW_IP) / ICMP(),
         f._out("203.0.113.13") / UDP(sport=50000, dport=443) / Raw(b"\xc3" + b"\x11" * 1199),  # QUIC
         f._out("203.0.113.12") / UDP(sport=123, dport=123) / Raw(b"\x23" + b"\0" * 47),  # NTP
+        *f.ipv6_neighbour_traffic(),  # IPv6 neighbour discovery, MLD, ping: not router advertisements
     ]:
         assert not passes(packet), packet.summary()
 

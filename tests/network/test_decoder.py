@@ -1,6 +1,6 @@
 """The agent's own frame decoder against scapy's dissectors (the previous decoder, kept as
-an oracle): random ARP, DHCP, UDP and TCP frames over IPv4 and IPv6, VLAN tags, Ethernet
-padding; and garbage never raises."""
+an oracle): random ARP, DHCP, UDP and TCP frames over IPv4 and IPv6, IPv6 router
+advertisements, VLAN tags, Ethernet padding; and garbage never raises."""
 
 from __future__ import annotations
 
@@ -8,7 +8,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scapy.layers.dhcp import BOOTP, DHCP
 from scapy.layers.inet import IP, TCP, UDP
-from scapy.layers.inet6 import IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrHopByHop
+from scapy.layers.inet6 import (
+    ICMPv6ND_RA,
+    ICMPv6NDOptMTU,
+    ICMPv6NDOptPrefixInfo,
+    ICMPv6NDOptSrcLLAddr,
+    IPv6,
+    IPv6ExtHdrDestOpt,
+    IPv6ExtHdrHopByHop,
+)
 from scapy.layers.l2 import ARP, Dot1Q, Ether
 from scapy.packet import Raw
 
@@ -37,7 +45,7 @@ def l3(draw):
 
 @st.composite
 def frames(draw):
-    kind = draw(st.sampled_from(["arp", "udp", "tcp", "dhcp"]))
+    kind = draw(st.sampled_from(["arp", "udp", "tcp", "dhcp", "ra"]))
     ether = Ether(src=draw(macs), dst=draw(macs))
     if draw(st.booleans()):
         ether = ether / Dot1Q(vlan=draw(st.integers(1, 4094)))
@@ -51,6 +59,21 @@ def frames(draw):
     elif kind == "tcp":
         flags = draw(st.integers(0, 0x1FF))
         packet = ether / draw(l3()) / TCP(sport=draw(ports), dport=draw(ports), flags=flags)
+    elif kind == "ra":
+        link_local = st.integers(0, 2**64 - 1).map(lambda i: f"fe80::{i >> 48:x}:{i >> 32 & 0xffff:x}:1")
+        head = IPv6(src=draw(st.one_of(link_local, ipv6)), dst="ff02::1",
+                    hlim=draw(st.sampled_from([255, 255, 64, 1])))
+        for ext in draw(st.lists(st.sampled_from([IPv6ExtHdrHopByHop, IPv6ExtHdrDestOpt]), max_size=2)):
+            head = head / ext()
+        ra = ICMPv6ND_RA(code=draw(st.sampled_from([0, 0, 1])), routerlifetime=draw(st.integers(0, 65535)))
+        for option in draw(st.lists(st.sampled_from(["prefix", "mac", "mtu"]), max_size=3)):
+            if option == "prefix":
+                ra = ra / ICMPv6NDOptPrefixInfo(prefix=draw(ipv6), prefixlen=draw(st.integers(0, 128)))
+            elif option == "mac":
+                ra = ra / ICMPv6NDOptSrcLLAddr(lladdr=draw(macs))
+            else:
+                ra = ra / ICMPv6NDOptMTU(mtu=1500)
+        packet = ether / head / ra
     else:
         options = [("message-type", draw(st.integers(1, 8)))]
         if draw(st.booleans()):

@@ -87,7 +87,7 @@ def test_normal_lab_traffic_raises_nothing(lab, repo_root):
 def test_each_attack_is_detected_live(lab, repo_root):
     watcher = Watcher(lab, repo_root)
     watcher.send("ws", "dns-foreign", "dot", "wireguard", "openvpn", "tor")
-    watcher.send("lan", "rogue-dhcp", "arp-spoof")
+    watcher.send("lan", "rogue-dhcp", "arp-spoof", "rogue-ra")
     events, _ = watcher.stop()
     by_type: dict[str, list[EventEnvelope]] = {}
     for event in events:
@@ -112,4 +112,11 @@ def test_each_attack_is_detected_live(lab, repo_root):
     spoof = by_type["net.arp_spoof"]
     assert len(spoof) <= 2 and sum(e.data["occurrences"] for e in spoof) == 30
     assert all(f.ROGUE_MAC in e.data["seen_macs"] and e.data["expected_mac"] == f.GW_MAC for e in spoof)
-    assert set(by_type) == {"net.bypass", "net.rogue_dhcp", "net.arp_spoof"}
+
+    # 20 router advertisements from a laptop: one event at once, one summary when the collector stops
+    rogue_ra = by_type["net.rogue_ra"]
+    assert len(rogue_ra) <= 2 and sum(e.data["occurrences"] for e in rogue_ra) == 20
+    assert all((e.data["src_mac"], e.data["src_ip"], e.data["interface"], e.data["prefixes"])
+               == (f.ROGUE_RA_MAC, f.ROGUE_RA_IP, "kws0", ["2001:db8:66::/64"]) for e in rogue_ra)
+    assert rogue_ra[0].clauses == ["000 §5.6"]
+    assert set(by_type) == {"net.bypass", "net.rogue_dhcp", "net.arp_spoof", "net.rogue_ra"}

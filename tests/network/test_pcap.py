@@ -36,6 +36,7 @@ def test_a_mixed_capture_reports_each_attack_once_and_events_are_valid(tmp_path)
         f.wireguard_initiation(),
         f.openvpn_reset(),
         f.tcp_syn("203.0.113.7", 9001),
+        f.router_advertisement(),
     ]
     packets = []
     for attack in attacks:
@@ -51,6 +52,7 @@ def test_a_mixed_capture_reports_each_attack_once_and_events_are_valid(tmp_path)
             ("net.bypass", "vpn"),
             ("net.bypass", "vpn"),
             ("net.bypass", "tor"),
+            ("net.rogue_ra", ""),
         ]
     )
     for emission in emissions:  # what the collector would store passes the wire protocol
@@ -81,6 +83,8 @@ def test_the_cli_reads_a_capture_and_prints_events(tmp_path, repo_root):
             f.GW_IP,
             "--dns-resolver",
             f.GW_IP,
+            "--ipv6-router",  # the school router's RA in the normal traffic is then quiet
+            f.GW_LL,
         ],
         cwd=repo_root,
         capture_output=True,

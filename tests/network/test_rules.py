@@ -61,6 +61,19 @@ def test_rogue_dhcp_is_keyed_by_the_rogue_server():
     assert a.dedup_key != b.dedup_key and a.severity == "high"
 
 
+def test_a_rogue_ipv6_router_seen_by_a_room_is_one_incident():
+    data = {"src_mac": "02:66:00:00:00:03", "src_ip": "fe80::66", "router_lifetime": 1800,
+            "prefixes": ["2001:db8:66::/64"], "interface": "eth0", "occurrences": 12}
+    [a] = drafts(ev("net.rogue_ra", data, agent="a1", seat="lab1-01"))
+    [b] = drafts(ev("net.rogue_ra", {**data, "occurrences": 3}, agent="a2", seat="lab1-02"))
+    other = drafts(ev("net.rogue_ra", {**data, "src_mac": "02:66:00:00:00:04"}))[0]
+    elsewhere = drafts(ev("net.rogue_ra", data, room="lab2"))[0]
+    assert a.dedup_key == b.dedup_key != other.dedup_key != elsewhere.dedup_key
+    assert a.severity == "high" and a.clauses == ("000 §5.6",) and a.window_s >= 3600
+    assert "fe80::66" in a.title and "02:66:00:00:00:03" in a.title
+    assert a.params["prefixes"] == ["2001:db8:66::/64"] and a.params["occurrences"] == 12
+
+
 def test_bypass_storm_by_one_user_is_one_incident_and_the_class_teacher_is_told():
     one = drafts(ev("net.bypass", {"kind": "dns", "dst_ip": "198.51.100.53", "dst_port": 53}, user="aibek"))[
         0
