@@ -44,9 +44,12 @@ class ValidEvent:
 
     @property
     def data(self) -> dict[str, Any]:
-        """`typed` as plain JSON-able data (made on first use: only rules and side effects need it)."""
+        """`typed` as plain JSON-able data (made on first use: only rules and side effects need it).
+
+        Parsed back from `data_json` (the same serializer's output, so equal to
+        `model_dump(mode="json")`): orjson's parse costs a fifth of pydantic's dump."""
         if self._data is None:
-            self._data = self.typed.model_dump(mode="json")
+            self._data = orjson.loads(self.data_json)
         return self._data
 
     @property
