@@ -19,8 +19,16 @@ def test_host_and_url_equal_pretty_host_and_pretty_url() -> None:
         _request(method=b"CONNECT", authority=b"news.test:443", host="news.test", port=443,
                  path=b"", headers=http.Headers()),
     ]
+    more = [
+        _request(method=b"OPTIONS", path=b"*"),  # asterisk form: the URL has no path
+        _request(method=b"CONNECT", authority=b"news.test:443", host="news.test", port=443, path=b"",
+                 headers=http.Headers(host="Other.test")),  # CONNECT with a Host header
+        _request(scheme=b"https", headers=http.Headers(host="xn--80ak6aa92e.kg")),  # IDNA
+        _request(path=b"/a%20b?c=d&e", headers=http.Headers(host="Example.COM:80")),  # default port
+        _request(http_version=b"HTTP/3", authority=b"", headers=http.Headers(host="h3.test")),
+    ]
     http2 = _request(http_version=b"HTTP/2.0", authority=b"Video.test:8443", headers=http.Headers())
-    for req in [*cases, http2]:
+    for req in [*cases, *more, http2]:
         assert _host_and_url(req) == (req.pretty_host, req.pretty_url)
         # the request hook reads the Host field in its one pass over the headers and hands it in
         host_field = _header_values(req.headers, b"host")[0]
