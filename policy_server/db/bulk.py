@@ -53,7 +53,8 @@ def _is_json(column) -> bool:
 
 @cache
 def _postgres_sql(table: Table, columns: tuple[str, ...], on_conflict: tuple[str, ...] | None,
-                  returning: tuple[str, ...] | None) -> tuple[str, tuple[bool, ...]]:
+                  returning: tuple[str, ...] | None,
+                  constants: tuple[str, ...] = ()) -> tuple[str, tuple[bool, ...]]:
     dialect = postgresql.psycopg.dialect()
     arrays, selects, is_json = [], [], []
     for i, name in enumerate(columns):
@@ -63,8 +64,12 @@ def _postgres_sql(table: Table, columns: tuple[str, ...], on_conflict: tuple[str
         arrays.append(f"%(c{i})b::{sql_type}[]")
         selects.append(f"u.c{i}::jsonb" if json_column else f"u.c{i}")
         is_json.append(json_column)
+    for i, name in enumerate(constants):  # one value for every row: a plain parameter, not an array
+        column = table.c[name]
+        cast = "jsonb" if _is_json(column) else column.type.compile(dialect=dialect)
+        selects.append(f"%(k{i})s::{cast}")
     names = ", ".join(f"c{i}" for i in range(len(columns)))
-    sql = (f"INSERT INTO {table.name} ({', '.join(columns)}) SELECT {', '.join(selects)} "
+    sql = (f"INSERT INTO {table.name} ({', '.join((*columns, *constants))}) SELECT {', '.join(selects)} "
            f"FROM unnest({', '.join(arrays)}) AS u({names})")
     if on_conflict:
         sql += f" ON CONFLICT ({', '.join(on_conflict)}) DO NOTHING"
@@ -116,8 +121,12 @@ def _sqlite_params(converters: Sequence[Converter], rows: Sequence[Sequence[Any]
 
 def insert_rows(connection: Connection, table: Table, columns: Sequence[str], rows: Sequence[Sequence[Any]],
                 *, on_conflict_do_nothing: Sequence[str] | None = None,
-                returning: Sequence[str] | None = None) -> list[tuple]:
+                returning: Sequence[str] | None = None,
+                constants: dict[str, Any] | None = None) -> list[tuple]:
     """Insert `rows` (tuples in `columns` order); returns the RETURNING rows (PostgreSQL only).
+
+    `constants` are columns with the same value in every row (e.g. the agent of a batch): on
+    PostgreSQL they travel once, not as an array of copies.
 
     On SQLite `on_conflict_do_nothing` and `returning` are refused: the caller decides what is
     new before inserting (see events/store.py), so a conflict there is an error, not silence.
@@ -125,16 +134,23 @@ def insert_rows(connection: Connection, table: Table, columns: Sequence[str], ro
     if not rows:
         return []
     columns = tuple(columns)
+    constants = constants or {}
     raw = connection.connection.dbapi_connection
     if connection.dialect.name == "postgresql":
         sql, is_json = _postgres_sql(table, columns, tuple(on_conflict_do_nothing or ()) or None,
-                                     tuple(returning or ()) or None)
+                                     tuple(returning or ()) or None, tuple(constants))
         params = _postgres_column_params(rows, is_json)
+        for i, value in enumerate(constants.values()):
+            params[f"k{i}"] = _json_text(value) if _is_json(table.c[list(constants)[i]]) else value
         with raw.cursor() as cursor:
             cursor.execute(sql, params)
             return cursor.fetchall() if returning else []
     if on_conflict_do_nothing or returning:
         raise ValueError("insert_rows on SQLite takes no on_conflict_do_nothing/returning")
+    if constants:
+        columns = (*columns, *constants)
+        same = tuple(constants.values())
+        rows = [(*row, *same) for row in rows]
     sql, converters = _sqlite_sql(table, columns)
     cursor = raw.cursor()
     try:

@@ -24,7 +24,7 @@ from policy_server.db.models import Event
 from policy_server.events.validation import ValidEvent
 
 _SQLITE_IN_CHUNK = 500  # ids per `IN (…)`; SQLite allows 32,766 bound parameters
-_COLUMNS = ("id", "agent_id", "type", "occurred_at", "received_at", "os_user", "seat", "data", "clauses")
+_COLUMNS = ("id", "type", "occurred_at", "os_user", "seat", "data", "clauses")  # + agent_id, received_at
 
 
 def insert_new_events(db: Session, *, agent_id: str, received_at: datetime,
@@ -34,19 +34,20 @@ def insert_new_events(db: Session, *, agent_id: str, received_at: datetime,
         return set()
     connection = db.connection()  # begins the session's transaction (BEGIN IMMEDIATE on SQLite)
     table = Event.__table__
+    same = {"agent_id": agent_id, "received_at": received_at}  # one batch, one agent, one time
     if connection.dialect.name == "postgresql":
-        returned = insert_rows(connection, table, _COLUMNS, _rows(events, agent_id, received_at),
+        returned = insert_rows(connection, table, _COLUMNS, _rows(events), constants=same,
                                on_conflict_do_nothing=("id",), returning=("id",))
         return {row[0] for row in returned}
     stored = _stored_ids(connection, [e.id for e in events])
     new = [e for e in events if e.id not in stored]
-    insert_rows(connection, table, _COLUMNS, _rows(new, agent_id, received_at))
+    insert_rows(connection, table, _COLUMNS, _rows(new), constants=same)
     return {e.id for e in new}
 
 
-def _rows(events: list[ValidEvent], agent_id: str, received_at: datetime) -> list[tuple]:
-    return [(e.id, agent_id, e.type, e.occurred_at, received_at, e.os_user, e.seat, Json(e.data_json),
-             Json(e.clauses_json)) for e in events]
+def _rows(events: list[ValidEvent]) -> list[tuple]:
+    return [(e.id, e.type, e.occurred_at, e.os_user, e.seat, Json(e.data_json), Json(e.clauses_json))
+            for e in events]
 
 
 def _stored_ids(connection, ids: list[str]) -> set[str]:

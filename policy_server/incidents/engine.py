@@ -26,7 +26,8 @@ from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import exists, insert, select, text
+from sqlalchemy import String, any_, bindparam, exists, insert, select, text
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from policy_server import protocol
@@ -40,6 +41,7 @@ from policy_server.db.models import (
     Person,
     Room,
     TimelineEntry,
+    UtcDateTime,
     Workstation,
     utcnow,
 )
@@ -136,16 +138,27 @@ def process_drafts(db: Session, drafts: list[tuple[IncidentDraft, RuleInput]]) -
     return [i.id for i in touched if i.id is not None]
 
 
+def _open_select(key_is_one_of):
+    return (select(Incident.id, Incident.dedup_key, Incident.event_count, Incident.first_seen_at,
+                   Incident.last_seen_at, Incident.window_ends_at, Incident.severity)
+            .where(key_is_one_of, Incident.status != IncidentStatus.resolved,
+                   Incident.window_ends_at >= bindparam("earliest", type_=UtcDateTime))
+            .order_by(Incident.id))
+
+
+# Built once: making the statement cost more CPU than running it.  On PostgreSQL the keys
+# travel as one array (`= ANY`), not one bind per key.
+_OPEN_SELECT = {
+    "postgresql": _open_select(Incident.dedup_key == any_(bindparam("keys", type_=ARRAY(String)))),
+    "sqlite": _open_select(Incident.dedup_key.in_(bindparam("keys", expanding=True))),
+}
+
+
 def _open_incidents(db: Session, keys: list[str], earliest: datetime) -> dict[str, _Incident]:
     """The newest unresolved incident per key whose window reaches the batch's first event."""
     found: dict[str, _Incident] = {}
-    rows = db.execute(
-        select(Incident.id, Incident.dedup_key, Incident.event_count, Incident.first_seen_at,
-               Incident.last_seen_at, Incident.window_ends_at, Incident.severity)
-        .where(Incident.dedup_key.in_(keys), Incident.status != IncidentStatus.resolved,
-               Incident.window_ends_at >= earliest)
-        .order_by(Incident.id)
-    )
+    connection = db.connection()
+    rows = connection.execute(_OPEN_SELECT[connection.dialect.name], {"keys": keys, "earliest": earliest})
     for incident_id, key, count, first_seen, last_seen, window_ends, severity in rows:
         found[key] = _Incident(id=incident_id, event_count=count, first_seen_at=first_seen,
                                last_seen_at=last_seen, window_ends_at=window_ends,

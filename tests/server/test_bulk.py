@@ -76,3 +76,25 @@ def test_update_rows_changes_only_the_keyed_rows(api):
         assert got == {ids[0]: ("0", {"i": 0}), ids[1]: ("one", {"changed": True}),
                        ids[2]: ("2", {"i": 2}), ids[3]: ("three", {"q": 'it\'s "x"'})}
         assert db.get(AuditRecord, ids[1]).at == when
+
+
+def test_constant_columns_are_stored_in_every_row(api):
+    """`constants=`: one value for all rows (sent once on PostgreSQL), times and JSON included."""
+    agent_id, _ = api.enroll()
+    rows = [(f"00000000-0000-4000-8000-0000000001{i:02}", t, {"n": i}) for i, t in enumerate(TIMES)]
+    constants = {"agent_id": agent_id, "type": "web.report", "received_at": TIMES[1], "clauses": ["000 §8.3"]}
+    with api.db() as db:
+        connection = db.connection()
+        extra = {} if connection.dialect.name == "sqlite" else {"on_conflict_do_nothing": ("id",),
+                                                                   "returning": ("id",)}
+        insert_rows(connection, Event.__table__, ("id", "occurred_at", "data"), rows,
+                    constants=constants, **extra)
+        db.commit()
+    with api.db() as db:
+        stored = {e.id: e for e in db.scalars(select(Event))}
+    assert len(stored) == 3
+    for event_id, occurred_at, data in rows:
+        event = stored[event_id]
+        assert (event.agent_id, event.type, event.clauses) == (agent_id, "web.report", ["000 §8.3"])
+        assert event.data == data
+        assert event.received_at == TIMES[1] and event.occurred_at == occurred_at
