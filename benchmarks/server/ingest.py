@@ -51,6 +51,35 @@ from policy_server import protocol  # noqa: E402
 
 BATCH = 500
 CLIENT_CPU: list[float] = []  # the HTTP clients' CPU use, in cores, per HTTP measurement
+# CPU µs per event of the server's processes and of PostgreSQL, per (backend, variant name)
+CPU_PER_EVENT: dict[tuple[str, str], list[tuple[float, float]]] = {}
+
+
+def tree_cpu(root_pid: int | None) -> float:
+    """CPU seconds (user + system) of a process and all its descendants (server workers)."""
+    import psutil
+
+    if root_pid is None:
+        return 0.0
+    total = 0.0
+    try:
+        root = psutil.Process(root_pid)
+        for proc in [root, *root.children(recursive=True)]:
+            try:
+                t = proc.cpu_times()
+                total += t.user + t.system
+            except psutil.NoSuchProcess:
+                pass
+    except psutil.NoSuchProcess:
+        pass
+    return total
+
+
+POSTMASTER: list[int] = []  # the benchmark cluster's postmaster (its children: the backends)
+
+
+def cluster_pid() -> int | None:
+    return POSTMASTER[0] if POSTMASTER else None
 GOALS = {"sqlite": 10_000, "postgresql": 20_000}
 
 
@@ -118,7 +147,8 @@ def server_process(state: Path, db_url: str | None, code_tree: Path | None, work
 
 
 def bench_http(db_url: str | None, state: Path, events: list[dict], *, clients: int,
-               code_tree: Path | None, workers: int | None = None) -> float:
+               code_tree: Path | None, workers: int | None = None,
+               cpu_key: tuple[str, str] | None = None) -> float:
     with server_process(state, db_url, code_tree, workers) as server:
         tokens = [server.enroll(f"pc-{i}", room="lab-1")[1] for i in range(clients)]
         bodies = [orjson.dumps({"events": events[i:i + BATCH]}) for i in range(0, len(events), BATCH)]
@@ -136,12 +166,18 @@ def bench_http(db_url: str | None, state: Path, events: list[dict], *, clients: 
             lane(token, [orjson.dumps({"events": make_events(BATCH, seed=100 + k)})])
 
         threads = [threading.Thread(target=lane, args=(t, m)) for t, m in zip(tokens, lanes, strict=True)]
+        server_cpu, pg_cpu = tree_cpu(server.proc.pid), tree_cpu(cluster_pid() if db_url else None)
         start, client_cpu = time.perf_counter(), time.process_time()
         for t in threads:
             t.start()
         for t in threads:
             t.join()
         elapsed = time.perf_counter() - start
+        if cpu_key:  # (the postmaster's own CPU is in there too: small, and alike for all variants)
+            server_cpu = tree_cpu(server.proc.pid) - server_cpu
+            pg_cpu = tree_cpu(cluster_pid() if db_url else None) - pg_cpu
+            CPU_PER_EVENT.setdefault(cpu_key, []).append((server_cpu / len(events) * 1e6,
+                                                          pg_cpu / len(events) * 1e6))
         # This process is only the clients now: its CPU time is what they took from the 2 cores.
         CLIENT_CPU.append((time.process_time() - client_cpu) / elapsed)
         if errors:
@@ -219,6 +255,7 @@ def main() -> None:
     cluster = PostgresCluster() if "postgresql" in backends else None
     if cluster:
         cluster.start()
+        POSTMASTER.append(int((cluster.data / "postmaster.pid").read_text().split()[0]))
     runs: dict[tuple[str, str], list[float]] = {}
     loads: list[float] = []
     try:
@@ -248,7 +285,8 @@ def main() -> None:
                             ages.insert(1, ("new 2w", None, 2))
                         variants += [
                             (f"http {age}", partial(bench_http, http_url(), tmp / f"{backend}-{age}{repeat}",
-                                                    clients=args.clients, code_tree=tree, workers=workers))
+                                                    clients=args.clients, code_tree=tree, workers=workers,
+                                                    cpu_key=(backend, f"http {age}")))
                             for age, tree, workers in ages
                         ]
                     for name, bench in variants:
@@ -268,6 +306,12 @@ def main() -> None:
     if CLIENT_CPU:
         print(f"HTTP clients' CPU (this process, while timed): median {statistics.median(CLIENT_CPU):.2f} "
               f"cores, max {max(CLIENT_CPU):.2f}")
+    if CPU_PER_EVENT:
+        print("\nCPU per event while timed, µs (medians)\n"
+              "| backend | variant | server processes | PostgreSQL |\n| --- | --- | ---: | ---: |")
+        for (backend, name), values in sorted(CPU_PER_EVENT.items()):
+            print(f"| {backend} | {name} | {statistics.median(v[0] for v in values):.1f} | "
+                  f"{statistics.median(v[1] for v in values):.1f} |")
     rows = ([] if args.no_pipeline else [("pipeline new", "pipeline old", "pipeline in-process")])
     if not args.no_http:
         rows += [("http new", "http old", f"HTTP, TLS, {args.clients} clients, --workers 1"),

@@ -101,3 +101,19 @@ def test_ingest_and_retention_leave_no_dangling_reference(api):
         assert plan.removable == {"web.blocked": 6}
         assert not set(db.scalars(select(Event.id).where(Event.id.in_(linked))))
         assert _orphans(db) == dict.fromkeys(_orphans(db), 0)
+
+
+def test_fast_clause_check_never_accepts_what_the_exact_check_refuses():
+    from policy_server.events.validation import validate_exactly
+
+    cases = [["000 §5.4"], ["001 §2.7.1", "004 §3.6"], ["000 §5.4\n"], ["5.4"], ["000§5.4"], ["000 §5."],
+             ["٠٠٠ §٥"], ["000 §1"] * 16, ["000 §1"] * 17, [""], [7]]
+    for clauses in cases:
+        item = protocol.make_event("web.report", {"url": "http://r.example/"}).model_dump(mode="json")
+        item["clauses"] = clauses
+        (fast,), exact = validate_batch([item]), validate_exactly(item, 0)
+        assert isinstance(fast, str) == isinstance(exact, str), clauses
+        if isinstance(exact, str):
+            assert fast == exact  # the message comes from the exact check
+        else:
+            assert fast.clauses == exact.clauses == clauses
