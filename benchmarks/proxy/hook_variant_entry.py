@@ -4,7 +4,9 @@
 
 Variants: full, noreq (request and response no-ops), reqonly (response a no-op), responly
 (request a no-op), nohooks (no connection or request hooks), inert (nohooks and no background
-task).  `hook_bisect.py` runs them side by side to find which hook carries a cost.
+task), timed (full, and the `request` hook's own wall and thread-CPU time per call is written
+to /tmp/kalkan-hook-times-<pid>.txt every 2,000 requests).  `hook_bisect.py` runs them side by side
+to find which hook carries a cost.
 """
 
 import os
@@ -37,5 +39,24 @@ if MODE in ("nohooks", "inert"):
         setattr(Variant, name, None)
 if MODE == "inert":
     Variant.running = None
+
+if MODE == "timed":
+    import time
+
+    _real_request = KalkanAddon.request
+    _totals = [0, 0, 0]  # calls, wall ns, thread CPU ns
+
+    def _timed_request(self, flow) -> None:
+        wall, cpu = time.perf_counter_ns(), time.thread_time_ns()
+        _real_request(self, flow)
+        _totals[1] += time.perf_counter_ns() - wall
+        _totals[2] += time.thread_time_ns() - cpu
+        _totals[0] += 1
+        if _totals[0] % 2000 == 0:
+            Path(f"/tmp/kalkan-hook-times-{os.getpid()}.txt").write_text(
+                f"{_totals[0]} calls, wall {_totals[1] / _totals[0] / 1000:.1f} µs, "
+                f"thread CPU {_totals[2] / _totals[0] / 1000:.1f} µs per call\n")
+
+    Variant.request = _timed_request
 
 addons = [Variant()]
