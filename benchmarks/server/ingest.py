@@ -136,8 +136,9 @@ def server_process(state: Path, db_url: str | None, code_tree: Path | None, work
     class Server(KalkanServerProcess):
         def _command(self) -> list[str]:
             cmd = super()._command()
+            cmd += ["--workers", str(workers)] if workers else []
             if code_tree is None:
-                return cmd + (["--workers", str(workers)] if workers else [])
+                return cmd
             # Same arguments, but the `policy_server` package imported from the old tree.
             boot = (f"import sys; sys.path.insert(0, {str(code_tree)!r}); "
                     "from policy_server.cli import main; sys.exit(main())")
@@ -239,6 +240,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4, help="concurrent posting clients (HTTP)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--baseline-ref", default="5897ecc", help="git ref of the previous implementation")
+    parser.add_argument("--baseline-workers", action="store_true",
+                        help="also run the baseline with --workers 2 on PostgreSQL (refs from 9ff448d on)")
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--no-http", action="store_true", help="only the in-process pipeline")
     parser.add_argument("--no-pipeline", action="store_true", help="only the HTTP servers")
@@ -283,6 +286,8 @@ def main() -> None:
                         ages = [("new", None, 1), ("old", old_tree, None)]
                         if backend == "postgresql":
                             ages.insert(1, ("new 2w", None, 2))
+                            if args.baseline_workers:  # an old tree that has `--workers` (third pass on)
+                                ages.append(("old 2w", old_tree, 2))
                         variants += [
                             (f"http {age}", partial(bench_http, http_url(), tmp / f"{backend}-{age}{repeat}",
                                                     clients=args.clients, code_tree=tree, workers=workers,
@@ -315,7 +320,8 @@ def main() -> None:
     rows = ([] if args.no_pipeline else [("pipeline new", "pipeline old", "pipeline in-process")])
     if not args.no_http:
         rows += [("http new", "http old", f"HTTP, TLS, {args.clients} clients, --workers 1"),
-                 ("http new 2w", "http old", f"HTTP, TLS, {args.clients} clients, --workers 2")]
+                 ("http new 2w", "http old 2w" if args.baseline_workers else "http old",
+                  f"HTTP, TLS, {args.clients} clients, --workers 2")]
     print("\n| backend | measure | new | previous (baseline) | new / previous | goal | new / goal |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
     for backend in backends:
