@@ -5,8 +5,10 @@
 
 Each name is a mitmdump: `bare`/`bare2` plain mitmdump (the A/A pair), the others the Kalkan addon
 through `hook_variant_entry.py` (`noindex`: full, without the category index; `NAME=DIR`: the full
-addon of another checkout).  Fresh processes every 2 rounds, ABBA order, 3 s wrk slices; prints
-each variant's median CPU µs per request (/proc/<pid>/task/*/schedstat) and its ratio to the first.
+addon of another checkout; `direct`, `direct-VARIANT`: the full addon or a variant in mitmdump's
+own addon chain through `hook_variant_main.py` instead of `-s`).  Fresh processes every 2 rounds,
+ABBA order, 3 s wrk slices; prints each variant's median CPU µs per request
+(/proc/<pid>/task/*/schedstat) and its ratio to the first.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from tests.proxy.conftest import FAKE_HOSTS, TEACHER, _account, base_bundle, ups
 from tests.support.proxy_rig import MITMDUMP, UPSTREAM_MAP, free_port, start_origin, wait_port  # noqa: E402
 
 ENTRY = HERE / "hook_variant_entry.py"
+DIRECT_MAIN = HERE / "hook_variant_main.py"
 
 
 def start(spec: str, where: Path, mapping: str, index: str) -> tuple[subprocess.Popen, int]:
@@ -47,6 +50,12 @@ def start(spec: str, where: Path, mapping: str, index: str) -> tuple[subprocess.
         if name != "noindex":
             cmd += ["--set", f"kalkan_index={index}"]
         env["KALKAN_HOOK_VARIANT"] = "full" if (code or name == "noindex") else name
+        if name.startswith("direct"):
+            # the addon in mitmdump's own chain (agent/proxy/mitmdump_main.py), not a -s script;
+            # `direct` is the full addon, `direct-VARIANT` a hook_variant_entry variant
+            cmd = [sys.executable, str(DIRECT_MAIN), *(arg for arg in cmd[1:] if arg != str(ENTRY))]
+            cmd.remove("-s")  # the one that went with ENTRY (UPSTREAM_MAP's stays)
+            env["KALKAN_HOOK_VARIANT"] = name.partition("-")[2] or "full"
         if code:
             env["KALKAN_CODE"] = code
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -102,6 +111,13 @@ def main() -> None:
         median = statistics.median(values)
         print(f"{spec:12s} CPU µs/request {median:7.0f}  / {args.variants[0]} {median / first:.3f}   "
               f"rounds: {', '.join(f'{v:.0f}' for v in values)}")
+    # the same round's slices are seconds apart: their ratio cancels what drifts between rounds
+    print(f"per-round ratios to {args.variants[0]}: median (IQR; min-max)")
+    for spec, values in costs.items():
+        ratios = [v / b for v, b in zip(values, costs[args.variants[0]], strict=True)]
+        q1, _, q3 = statistics.quantiles(ratios, n=4)
+        print(f"{spec:14s} {statistics.median(ratios):.3f} ({q1:.3f}-{q3:.3f}; "
+              f"{min(ratios):.3f}-{max(ratios):.3f})")
 
 
 if __name__ == "__main__":
