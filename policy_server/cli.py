@@ -416,7 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--port", type=int, help="port (default 8443)")
     run.add_argument("--no-tls", action="store_true", help="plain HTTP (tests and a reverse proxy only)")
     run.add_argument("--workers", default=os.environ.get("KALKAN_WORKERS", "auto"),
-                     help="server processes: 'auto' (default: 1 on SQLite; on PostgreSQL the cores but one, "
+                     help="server processes: 'auto' (default: 1 on SQLite; on PostgreSQL one per core, "
                           "at most 2) or a number; more than 1 needs PostgreSQL")
     run.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     run.set_defaults(func=cmd_run)

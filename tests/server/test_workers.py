@@ -27,7 +27,7 @@ PG = "postgresql+psycopg://kalkan@127.0.0.1:5432/kalkan"
 def test_auto_workers_are_one_on_sqlite_and_leave_a_core_to_postgresql():
     assert default_workers("sqlite:////tmp/k.sqlite") == 1
     assert default_workers("sqlite:////tmp/k.sqlite", cpus=8) == 1
-    assert [default_workers(PG, cpus=n) for n in (1, 2, 3, 8)] == [1, 1, 2, 2]  # a core left to PostgreSQL
+    assert [default_workers(PG, cpus=n) for n in (1, 2, 3, 8)] == [1, 2, 2, 2]
     assert check_workers(3, PG) == 3
     with pytest.raises(WorkersError, match="needs PostgreSQL"):
         check_workers(2, "sqlite:////tmp/k.sqlite")
