@@ -42,35 +42,10 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from run import WRK_LUA, bare_proxy, profile_args  # noqa: E402
+from run import CONNECT_LOAD, WRK_LUA, bare_proxy, profile_args  # noqa: E402
 
 from tests.proxy.conftest import FAKE_HOSTS, TEACHER, _account, base_bundle, upstream_for  # noqa: E402
 from tests.support.proxy_rig import make_ca, start_origin, start_proxy  # noqa: E402
-
-CONNECT_LOAD = r"""
-import asyncio, ssl, sys, time
-port, host, seconds, cafile = int(sys.argv[1]), sys.argv[2], float(sys.argv[3]), sys.argv[4]
-ctx = ssl.create_default_context(cafile=cafile)
-done = 0
-async def one():
-    r, w = await asyncio.open_connection("127.0.0.1", port)
-    w.write(f"CONNECT {host}:443 HTTP/1.1\r\nHost: {host}:443\r\n\r\n".encode())
-    await r.readuntil(b"\r\n\r\n")
-    await w.start_tls(ctx, server_hostname=host)
-    w.write(f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
-    await r.read()
-    w.close()
-async def worker(end):
-    global done
-    while time.monotonic() < end:
-        await one(); done += 1
-async def main():
-    start = time.monotonic()
-    await asyncio.gather(*[worker(start + seconds) for _ in range(8)])
-    return time.monotonic() - start
-elapsed = asyncio.run(main())
-print(done, elapsed)
-"""
 
 
 def cpu_ns(pid: int) -> int:

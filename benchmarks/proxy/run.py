@@ -111,10 +111,11 @@ async def worker(end):
     while time.monotonic() < end:
         await one(); done += 1
 async def main():
-    end = time.monotonic() + seconds
-    await asyncio.gather(*[worker(end) for _ in range(8)])
-asyncio.run(main())
-print(done / seconds)
+    start = time.monotonic()
+    await asyncio.gather(*[worker(start + seconds) for _ in range(8)])
+    return time.monotonic() - start
+elapsed = asyncio.run(main())
+print(done, elapsed)
 """
 
 
@@ -125,7 +126,8 @@ def connect_rps(account, proxy_port: int, host: str, seconds: int, cafile: Path,
     out = account.run(["/usr/bin/python3", str(script), str(proxy_port), host, str(seconds), str(cafile)])
     if out.returncode != 0:
         raise RuntimeError(out.stderr[-1500:])
-    return float(out.stdout.strip().splitlines()[-1])
+    done, elapsed = out.stdout.strip().splitlines()[-1].split()
+    return int(done) / float(elapsed)
 
 
 def latency_p50(account, proxy_port: int | None, url: str, cafile: Path, n: int = 60,
