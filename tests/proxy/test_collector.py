@@ -11,7 +11,7 @@ import pytest
 from agent.collectors.base import CollectorContext
 from agent.collectors.proxy import ProxyCollector, ProxySettings, mitmdump_command
 from policy_server.protocol import CollectorState
-from tests.support.proxy_rig import free_port, wait_port
+from tests.support.proxy_rig import free_port, report_through_proxy, wait_port
 
 
 class ListSink:
@@ -128,9 +128,7 @@ def test_install_script_creates_the_proxy_account_and_uninstall_removes_it_in_a_
 def test_events_come_over_the_pipe_and_the_proxy_stops_when_the_agent_is_gone(tmp_path):
     """The child as the collector runs it: an event arrives as one JSON line on the inherited
     pipe; closing the agent's end makes the child stop by itself (no orphan keeps the port)."""
-    import json
     import subprocess
-    import urllib.request
 
     port = free_port()
     read_fd, write_fd = os.pipe()
@@ -141,14 +139,9 @@ def test_events_come_over_the_pipe_and_the_proxy_stops_when_the_agent_is_gone(tm
     os.close(write_fd)
     try:
         wait_port(port, proc=proc)
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": f"http://127.0.0.1:{port}"}))
-        with opener.open("http://report.kalkan/send", data=b"typed=http%3A%2F%2Fx.test%2F&comment=c",
-                         timeout=20) as response:
-            assert response.status == 200
-        with os.fdopen(read_fd, "rb") as pipe:
-            line = json.loads(pipe.readline())
-            assert line["type"] == "web.report" and line["data"]["url"] == "http://x.test/"
-            assert line["subject"]["seat"] == "s1"
+        line = report_through_proxy(port, read_fd)
+        assert line["type"] == "web.report" and line["data"]["url"] == "http://x.test/"
+        assert line["subject"]["seat"] == "s1"
         # the read end is closed now: the child notices at once, not at its next event
         assert proc.wait(20) is not None
         assert not (tmp_path / "outbox.sqlite").exists()  # nothing written to the agent's state

@@ -2,11 +2,9 @@
 `-s` script's addons take, so its hooks run in the same order as with `mitmdump -s mitm_entry.py`."""
 
 import asyncio
-import json
 import os
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 from mitmproxy import options
@@ -16,7 +14,7 @@ from mitmproxy.addons.script import ScriptLoader
 from agent.collectors.proxy import ENTRY, ProxySettings, mitmdump_command
 from agent.proxy.addon import KalkanAddon
 from agent.proxy.mitmdump_main import master_class
-from tests.support.proxy_rig import free_port, wait_port
+from tests.support.proxy_rig import free_port, report_through_proxy, wait_port
 
 MAIN = Path(__file__).resolve().parents[2] / "agent" / "proxy" / "mitmdump_main.py"
 
@@ -58,12 +56,7 @@ def test_the_direct_proxy_serves_kalkan_pages_and_sends_events(tmp_path):
     os.close(write_fd)
     try:
         wait_port(port, proc=proc)
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": f"http://127.0.0.1:{port}"}))
-        with opener.open("http://report.kalkan/send", data=b"typed=http%3A%2F%2Fx.test%2F&comment=c",
-                         timeout=20) as response:
-            assert response.status == 200
-        with os.fdopen(read_fd, "rb") as pipe:
-            line = json.loads(pipe.readline())
+        line = report_through_proxy(port, read_fd)
         assert line["type"] == "web.report" and line["data"]["url"] == "http://x.test/"
         assert line["subject"]["seat"] == "s1"
     finally:

@@ -221,6 +221,19 @@ class ProxyProcess:
                 self.proc.wait(5)
 
 
+def report_through_proxy(port: int, event_fd: int) -> dict:
+    """Send the report page's form through the proxy on `port` (a typed URL, a comment) and
+    return the event the proxy wrote on its pipe; the read end `event_fd` is closed after."""
+    import urllib.request
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": f"http://127.0.0.1:{port}"}))
+    with opener.open("http://report.kalkan/send", data=b"typed=http%3A%2F%2Fx.test%2F&comment=c",
+                     timeout=20) as response:
+        assert response.status == 200
+    with os.fdopen(event_fd, "rb") as pipe:
+        return json.loads(pipe.readline())
+
+
 def start_proxy(state_dir: Path, *, school_ca: Pem, upstream: dict[str, tuple[str, int]] | None = None,
                 seat: str = "lab1-01", language: str = "ky", extra: list[str] | None = None,
                 bundle=None, user: tuple[int, int] | None = None,
