@@ -29,13 +29,18 @@ def upgrade(engine: Engine) -> None:
     cfg = alembic_config()
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+        # "heads": each domain's migrations may branch from the last shared revision and
+        # are applied together (they touch their own tables); see migrations/README.md.
+        command.upgrade(cfg, "heads")
 
 
 def current_revision(engine: Engine) -> str | None:
     with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        heads = sorted(MigrationContext.configure(conn).get_current_heads())
+    return "+".join(heads) if heads else None
 
 
 def head_revision() -> str | None:
-    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+    """The single head, or the heads joined by '+' when domains branched."""
+    heads = sorted(ScriptDirectory.from_config(alembic_config()).get_heads())
+    return "+".join(heads) if heads else None

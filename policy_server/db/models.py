@@ -293,3 +293,35 @@ class Notification(Base):
     role: Mapped[str] = mapped_column(String(32))  # who it is for: class_teacher, admin, …
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     read_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+
+# --- who works where: shared by people (issue 11), the timetable and lessons (issue 13) and
+# --- the scope (policy_server/scope.py).  Revision 0004.
+
+class SchoolClass(Base):
+    """A class of students, e.g. `7-Б` (its class teacher is a `PersonClass` with the flag)."""
+
+    __tablename__ = "school_classes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(32), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class PersonRoom(Base):
+    """A teacher works in this room (lessons, seat map, incidents of its seats: 000 §7.3)."""
+
+    __tablename__ = "person_rooms"
+
+    person_id: Mapped[int] = mapped_column(ForeignKey("people.id"), primary_key=True)
+    room_id: Mapped[int] = mapped_column(ForeignKey("rooms.id"), primary_key=True)
+
+
+class PersonClass(Base):
+    """A teacher teaches this class; `class_teacher` marks the class teacher (001 §2.7)."""
+
+    __tablename__ = "person_classes"
+
+    person_id: Mapped[int] = mapped_column(ForeignKey("people.id"), primary_key=True)
+    class_id: Mapped[int] = mapped_column(ForeignKey("school_classes.id"), primary_key=True)
+    class_teacher: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -42,6 +42,15 @@ DEFAULT_TIMEZONE: Final = "Asia/Bishkek"
 
 LOCALE_DIR: Final = Path(__file__).resolve().parent / "locale"
 DOMAIN: Final = "messages"
+# Each domain package may keep its own catalog (`policy_server/<domain>/locale/<lang>/
+# LC_MESSAGES/messages.po|mo`) beside its pages, so that domains are translated where they
+# live; the shared catalog above and every domain's are merged into one per language.
+SERVER_DIR: Final = Path(__file__).resolve().parent.parent
+
+
+def domain_locale_dirs() -> list[Path]:
+    """Every domain package's own `locale` folder (sorted, so the merge order is stable)."""
+    return sorted(p for p in SERVER_DIR.glob("*/locale") if p.is_dir() and p != LOCALE_DIR)
 
 
 def N_(message: str) -> str:  # noqa: N802 - the gettext convention
@@ -116,6 +125,11 @@ def translations(language: str) -> _gettext.NullTranslations:
             f"no compiled catalog for {language!r} under {LOCALE_DIR}; "
             "run: pybabel compile -d policy_server/web/locale -D messages"
         )
+    if isinstance(loaded, Translations):
+        for extra_dir in domain_locale_dirs():
+            extra = Translations.load(str(extra_dir), [language], DOMAIN)
+            if isinstance(extra, Translations):
+                loaded.merge(extra)
     return loaded
 
 

@@ -13,17 +13,27 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from policy_server.web import i18n
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
+SERVER_DIR = Path(__file__).resolve().parent.parent
+
+
+def template_dirs() -> list[str]:
+    """The shared layout's folder first, then each domain package's own `templates` folder.
+
+    A domain names its templates under its own sub-folder (`fleet/seat.html`) so that two
+    domains never shadow each other's files."""
+    domain_dirs = sorted(p for p in SERVER_DIR.glob("*/templates") if p.is_dir() and p != TEMPLATES_DIR)
+    return [str(TEMPLATES_DIR), *(str(p) for p in domain_dirs)]
 
 
 @lru_cache(maxsize=len(i18n.LANGUAGES))
 def environment(language: str) -> Environment:
     env = Environment(
-        loader=FileSystemLoader(str(TEMPLATES_DIR)),
+        loader=ChoiceLoader([FileSystemLoader(d) for d in template_dirs()]),
         autoescape=select_autoescape(["html"]),
         undefined=StrictUndefined,  # a typo in a template fails the test, not the reader
         extensions=["jinja2.ext.i18n"],
