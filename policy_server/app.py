@@ -7,15 +7,17 @@ import importlib
 import logging
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
-from policy_server import protocol
+from policy_server import protocol, scope
 from policy_server.checks.scheduler import CheckScheduler, periodic_check_jobs
 from policy_server.db import migrate
 from policy_server.db.session import make_engine, make_sessionmaker
 from policy_server.errors import KalkanError
+from policy_server.scope import NotAllowed, NotLoggedIn
 from policy_server.settings import Settings
 from policy_server.tls import ensure_school_ca
 from policy_server.web.i18n import parse_accept_language
@@ -87,7 +89,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
 
     @app.exception_handler(KalkanError)
-    async def _kalkan_error(request: Request, exc: KalkanError) -> JSONResponse:
+    async def _kalkan_error(request: Request, exc: KalkanError) -> Response:
+        if isinstance(exc, NotLoggedIn | NotAllowed) and not request.url.path.startswith("/api/"):
+            # A page: the login redirect or the error page in the reader's language.
+            from policy_server.web.routes import scope_error_page
+
+            return await run_in_threadpool(scope_error_page, request, exc)
         # `code` is for programs; `detail` is for a person, in the language the request asks
         # for.  English unless asked: the agent and scripts send no Accept-Language.
         language = api_language(request.headers.get("accept-language"))
@@ -103,7 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse({"detail": "the request is not valid: " + "; ".join(parts),
                              "code": "request.invalid"}, status_code=422)
 
-    @app.get("/healthz")
+    @app.get("/healthz", dependencies=[Depends(scope.public)])
     def healthz() -> dict:
         return {"status": "ok", "protocol_version": protocol.PROTOCOL_VERSION,
                 "database": engine.dialect.name}

@@ -55,6 +55,9 @@ ERROR_TEXTS: Final[Mapping[str, str]] = {
     "person.not_found": N_("No person with the username %(username)s."),
     "person.not_active": N_("That person does not exist or is disabled; choose another."),
     # incidents (the web console says these in the same words)
+    "incident.not_found": N_("There is no incident number %(id)d that you may see."),
+    "auth.forbidden": N_(
+        "Your role may not see or do this. Ask the school's responsible person if you need it."),
     "incident.already_resolved": N_("This incident is already resolved; nothing was changed."),
     "incident.reason_missing": N_("Write the reason before resolving: what was found and what was done."),
     "incident.reason_too_long": N_("The reason is too long: at most 2000 characters."),

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import orjson
-from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from policy_server import protocol
+from policy_server import protocol, scope
 from policy_server.agents.auth import authenticate_agent, bearer_token
 from policy_server.db.models import Workstation
 from policy_server.events.ingest import check_batch, store_batch
@@ -55,7 +55,7 @@ def parse_batch(body: bytes) -> list:
     return events
 
 
-@router.post("/events", response_model=protocol.BatchResult)
+@router.post("/events", response_model=protocol.BatchResult, dependencies=[Depends(scope.agent_only)])
 async def post_events(request: Request) -> Response:
     # The body is read before any database transaction starts: on SQLite every transaction
     # holds the write lock, which must never wait on a slow client's upload.
