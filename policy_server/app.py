@@ -31,6 +31,7 @@ API_ROUTERS = (
     "policy_server.policies.views",
     "policy_server.incidents.views",
     "policy_server.admin_views",
+    "policy_server.security.views",
 )
 WEB_ROUTER = "policy_server.web.routes"
 
@@ -75,7 +76,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await hub.stop()
             engine.dispose()
 
-    app = FastAPI(title="Kalkan policy server", version=str(protocol.PROTOCOL_VERSION), lifespan=lifespan)
+    # /docs and /openapi.json: policy_server/security/views.py (admin only, no CDN).
+    app = FastAPI(title="Kalkan policy server", version=str(protocol.PROTOCOL_VERSION), lifespan=lifespan,
+                  docs_url=None, redoc_url=None, openapi_url=None)
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessionmaker = make_sessionmaker(engine)
@@ -90,7 +93,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(KalkanError)
     async def _kalkan_error(request: Request, exc: KalkanError) -> Response:
-        if isinstance(exc, NotLoggedIn | NotAllowed) and not request.url.path.startswith("/api/"):
+        path = request.url.path
+        is_json = path.startswith("/api/") or path.endswith(".json")
+        if isinstance(exc, NotLoggedIn | NotAllowed) and not is_json:
             # A page: the login redirect or the error page in the reader's language.
             from policy_server.web.routes import scope_error_page
 
