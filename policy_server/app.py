@@ -29,6 +29,10 @@ API_ROUTERS = (
     "policy_server.policies.views",
     "policy_server.incidents.views",
     "policy_server.admin_views",
+    "policy_server.people.pages",
+    "policy_server.school.pages",
+    "policy_server.fleet.pages",
+    "policy_server.fleet.audit_pages",
 )
 WEB_ROUTER = "policy_server.web.routes"
 
@@ -48,6 +52,16 @@ def api_language(accept_language: str | None) -> str:
     """The language of the API's error texts: the first of ky/ru/en in Accept-Language, else English."""
     preferred = parse_accept_language(accept_language)
     return preferred[0] if preferred else "en"
+
+
+def _page_scope_answer(request: Request, exc: KalkanError):
+    """A page refused by `scope.allow`: the login form (not logged in) or the error page."""
+    from policy_server import scope
+    from policy_server.console.kit import page_of_refused
+
+    if isinstance(exc, scope.NotLoggedIn | scope.NotAllowed):
+        return page_of_refused(request, exc)
+    return None
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -90,6 +104,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def _kalkan_error(request: Request, exc: KalkanError) -> JSONResponse:
         # `code` is for programs; `detail` is for a person, in the language the request asks
         # for.  English unless asked: the agent and scripts send no Accept-Language.
+        if not request.url.path.startswith("/api/"):
+            page_answer = _page_scope_answer(request, exc)
+            if page_answer is not None:
+                return page_answer
         language = api_language(request.headers.get("accept-language"))
         return JSONResponse({"detail": exc.in_language(language), "code": exc.code or None},
                             status_code=exc.status_code, headers=dict(exc.headers or {}))
