@@ -56,6 +56,16 @@ CONSOLE_ERROR_TEXTS = {
         "The current password is wrong. Type the password you logged in with."),
     "person.passwords_differ": N_("The two new passwords differ. Type the same password twice."),
     "person.password_unchanged": N_("The new password must differ from the temporary one."),
+    "room.bad_layout": N_("Rows and columns are whole numbers from 1 to %(maximum)s."),
+    "room.seat_count": N_("This layout has %(needed)s seats but %(given)s names were given: "
+                          "give one name per seat."),
+    "room.bad_seat_name": N_("The seat name %(name)s is not allowed: Latin letters, digits, '.', '_' "
+                             "or '-'."),
+    "room.seat_twice": N_("These seat names appear twice: %(names)s. Each seat needs its own name."),
+    "room.bad_name": N_("The room name %(name)s is not allowed: Latin letters, digits, spaces, '.', '_' "
+                        "or '-'."),
+    "room.duplicate": N_("A room named %(name)s exists already. Choose another name."),
+    "room.not_found": N_("There is no such room."),
 }
 
 
