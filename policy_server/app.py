@@ -32,6 +32,10 @@ API_ROUTERS = (
     "policy_server.incidents.views",
     "policy_server.admin_views",
     "policy_server.security.views",
+    "policy_server.people.pages",
+    "policy_server.school.pages",
+    "policy_server.fleet.pages",
+    "policy_server.fleet.audit_pages",
 )
 WEB_ROUTER = "policy_server.web.routes"
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hmac
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi import Path as PathParam
@@ -154,7 +155,10 @@ def login(
     cookie_value, _login = auth.create_login_session(
         db, person, hours=request.app.state.settings.login_session_hours)
     db.commit()
-    response = RedirectResponse(safe_next(next), status_code=303)
+    target = safe_next(next)
+    if person.must_change_password:  # a temporary password (issue 11): choose one's own first
+        target = "/account/password?" + urlencode({"next": target})
+    response = RedirectResponse(target, status_code=303)
     auth.set_session_cookie(response, request, cookie_value)
     response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
     return response
