@@ -17,7 +17,7 @@ from fastapi import Request
 from fastapi.responses import RedirectResponse
 from sqlalchemy.orm import Session
 
-from policy_server.errors import KalkanError
+from policy_server.errors import KalkanError, register_error_texts
 from policy_server.web.i18n import N_
 from policy_server.web.pages import Page
 
@@ -67,6 +67,8 @@ CONSOLE_ERROR_TEXTS = {
     "room.duplicate": N_("A room named %(name)s exists already. Choose another name."),
     "room.not_found": N_("There is no such room."),
 }
+
+register_error_texts(CONSOLE_ERROR_TEXTS)
 
 
 def service_error(page: Page, exc: KalkanError) -> str:
