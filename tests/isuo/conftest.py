@@ -1,0 +1,4 @@
+"""ISUO tests reuse the server fixtures: `api` on SQLite and on PostgreSQL (real databases)."""
+
+from tests.server.conftest import Api, api, db_url  # noqa: F401  (fixtures)
+from tests.support.postgres import postgres_cluster, postgres_url  # noqa: F401  (fixtures)
