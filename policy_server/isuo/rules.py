@@ -142,7 +142,7 @@ def seat_state_at(
 
 
 def _draft(
-    rule: str, title: str, severity: Severity, clauses: tuple[str, ...], access: Access, **params
+    title: str, severity: Severity, clauses: tuple[str, ...], access: Access, *, rule: str, **params
 ) -> IncidentDraft:
     # one incident per rule, login and day: ten records of one session are one finding
     who = access.login or access.agent_id or "?"
@@ -162,11 +162,11 @@ def unknown_login(access: Access, user: RegisteredUser | None) -> IncidentDraft 
     if user is not None or not access.login:
         return None
     return _draft(
-        "isuo.unknown_login",
         f"ISUO login {access.login} is not in the register",
         Severity.high,
         ("002 §4.4", "002 §5.1"),
         access,
+        rule="isuo.unknown_login",
     )
 
 
@@ -178,11 +178,11 @@ def no_obligation(access: Access, user: RegisteredUser | None) -> IncidentDraft 
     if signed is not None and user.obligation_kept and signed <= access.local_day:
         return None
     return _draft(
-        "isuo.no_obligation",
         f"ISUO used by {user.full_name} without a signed obligation",
         Severity.high,
         ("002 §4.4", "002 §5.1"),
         access,
+        rule="isuo.no_obligation",
         user_id=user.user_id,
         name=user.full_name,
     )
@@ -193,11 +193,11 @@ def after_blocked(access: Access, user: RegisteredUser | None) -> IncidentDraft 
     if user is None or user.blocked_on is None or access.local_day < user.blocked_on:
         return None
     return _draft(
-        "isuo.after_blocked",
         f"ISUO used by {user.full_name} after the access was blocked",
         Severity.critical,
         ("002 §4.4", "002 §4.5"),
         access,
+        rule="isuo.after_blocked",
         user_id=user.user_id,
         name=user.full_name,
         blocked_on=user.blocked_on.isoformat(),
@@ -209,11 +209,11 @@ def after_left(access: Access, user: RegisteredUser | None) -> IncidentDraft | N
     if user is None or user.left_on is None or access.local_day < user.left_on:
         return None
     return _draft(
-        "isuo.after_left",
         f"ISUO used by {user.full_name} after leaving the school",
         Severity.critical,
         ("002 §4.4",),
         access,
+        rule="isuo.after_left",
         user_id=user.user_id,
         name=user.full_name,
         left_on=user.left_on.isoformat(),
@@ -227,11 +227,11 @@ def outside_hours(access: Access, working: WorkingTime) -> IncidentDraft | None:
         return None
     local = access.at.astimezone(SCHOOL_TZ)
     return _draft(
-        "isuo.outside_hours",
         f"ISUO used outside working time ({why}) at {local:%Y-%m-%d %H:%M}",
         Severity.medium,
         ("000 §5.6", "000 §6.4"),
         access,
+        rule="isuo.outside_hours",
         why=why,
         local_time=local.strftime("%Y-%m-%d %H:%M"),
     )
@@ -246,11 +246,11 @@ def noncompliant_seat(access: Access, history: SeatHistory | None) -> IncidentDr
         return None
     clauses = ("000 §5.4", "000 §4.2") if "integrity_failing" in state.problems else ("000 §5.4",)
     return _draft(
-        "isuo.noncompliant_seat",
         f"ISUO used on {access.where}, a workstation out of compliance ({', '.join(state.problems)})",
         Severity.high,
         clauses,
         access,
+        rule="isuo.noncompliant_seat",
         problems=list(state.problems),
         last_full_scan=state.last_full_scan.isoformat() if state.last_full_scan else None,
         scan_age_days=state.scan_age_days,
