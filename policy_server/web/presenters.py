@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
+from policy_server.isuo.titles import ISUO_TITLES
 from policy_server.web import i18n
 from policy_server.web.i18n import N_
 
@@ -103,15 +104,6 @@ INCIDENT_TITLES = {
         "ISUO used from a student lab outside a lesson or by a student account: %(where)s"),
     "isuo.storage": N_("Storage device connected during or right after an ISUO session: %(where)s"),
     "isuo.unlocked": N_("Workstation %(where)s was not locked after an ISUO session"),
-    # policy_server/isuo (the register's cross-checks; docs/isuo.md)
-    "isuo.unknown_login": N_("ISUO login %(login)s is not in the ISUO register"),
-    "isuo.no_obligation": N_("ISUO used by %(name)s without a signed obligation"),
-    "isuo.after_blocked": N_("ISUO used by %(name)s after the access was blocked on %(blocked_on)s"),
-    "isuo.after_left": N_("ISUO used by %(name)s after leaving the school on %(left_on)s"),
-    "isuo.outside_hours": N_("ISUO used outside working time: %(local_time)s, %(where)s"),
-    "isuo.noncompliant_seat": N_("ISUO used on %(where)s while the workstation was out of compliance"),
-    "isuo.import_gap": N_("No ISUO records imported for %(day)s although the filter saw ISUO sessions"),
-    "isuo.review_overdue": N_("The termly ISUO access review due %(due_on)s is not signed"),
     "usb.blocked": N_("A USB device was blocked"),
     "integrity.unauthorised_change": N_("Installed software was changed without authorisation"),
     "integrity.package_update": N_("Software was updated by the package manager"),
@@ -127,6 +119,9 @@ INCIDENT_TITLES = {
     "agent.collector_failed": N_("Parts of the agent are not working"),
     "agent.events_dropped": N_("A workstation had to drop events: its outbox was full"),
 }
+
+
+INCIDENT_TITLES.update(ISUO_TITLES)  # the ISUO register's cross-checks (policy_server/isuo, its own catalog)
 
 
 def incident_title(language: str, rule: str, params: Mapping[str, Any] | None, fallback: str) -> str:

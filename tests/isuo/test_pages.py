@@ -49,7 +49,7 @@ def test_register_a_person_with_a_scan_and_print_annex_1_1(web_app, client):
     )
     assert ok.status_code == 303
     url = ok.headers["location"].split("?")[0]
-    page = client.get(url)
+    page = client.get(url + "?lang=en")
     assert "No signed obligation" in page.text and "a.asanova" in page.text
     missing = client.post(
         url + "/obligation",
@@ -69,7 +69,7 @@ def test_register_a_person_with_a_scan_and_print_annex_1_1(web_app, client):
         follow_redirects=False,
     )
     assert done.status_code == 303
-    page = client.get(url)
+    page = client.get(url + "?lang=en")
     digest = hashlib.sha256(SCAN).hexdigest()
     assert "Obligation signed" in page.text and digest in page.text and "unchanged" in page.text
     assert client.get(url + "/scan").content == SCAN
@@ -117,7 +117,7 @@ def test_scope_director_reads_register_not_the_log_nor_the_consent_names(web_app
 
 def test_import_with_mapping_then_director_signs_the_review(web_app, client):
     login(client, person(web_app, "admin"))
-    token = csrf_of(client.get("/isuo/imports").text)
+    token = csrf_of(client.get("/isuo/imports?lang=en").text)  # the language sticks (cookie)
     body = "User,When,What,Address,Kind\nghost.login,2026-11-10 10:00,login,10.0.0.5,session\n"
     mapping = {
         "source_name": "ISUO web",
