@@ -48,7 +48,7 @@ class Access:
 
     @property
     def where(self) -> str:
-        return self.seat or "?"
+        return self.seat or "—"
 
 
 @dataclass(frozen=True)

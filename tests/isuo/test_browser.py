@@ -16,9 +16,11 @@ from tests.support.server import KalkanServerProcess
 
 PASSWORD = "browser-isuo-9"
 SCAN = b"%PDF-1.4\n% signed obligation scan\n"
-EXPORT = ("User;When;What;Address;Kind\n"
-          "ghost.login;10.11.2026 10:00;login;10.35.1.7;session\n"
-          "a.asanova;10.11.2026 22:00;login;10.35.1.7;session\n")
+EXPORT = (
+    "User;When;What;Address;Kind\n"
+    "ghost.login;10.11.2026 10:00;login;10.35.1.7;session\n"
+    "a.asanova;10.11.2026 22:00;login;10.35.1.7;session\n"
+)
 WIDTHS = {"wide": {"width": 1366, "height": 768}, "narrow": {"width": 390, "height": 844}}
 
 
@@ -87,8 +89,13 @@ def test_register_print_import_and_findings(server, browser, artifacts_dir, tmp_
 
         page.goto(server.url + "/isuo/imports?lang=en")
         page.fill("#source_name", "ISUO web export")
-        for field, column in {"login": "User", "time": "When", "action": "What", "ip": "Address",
-                              "record_type": "Kind"}.items():
+        for field, column in {
+            "login": "User",
+            "time": "When",
+            "action": "What",
+            "ip": "Address",
+            "record_type": "Kind",
+        }.items():
             page.fill(f"#map_{field}", column)
         export = tmp_path / "isuo.csv"
         export.write_text(EXPORT)
@@ -103,8 +110,13 @@ def test_register_print_import_and_findings(server, browser, artifacts_dir, tmp_
         page.goto(server.url + "/isuo/log?lang=en")
         assert "not in the register" in page.inner_text("#access-log")
         for language in ("ky", "ru", "en"):
-            for name, url in (("register", "/isuo/register"), ("person", person_url[len(server.url):]),
-                              ("imports", "/isuo/imports"), ("log", "/isuo/log"), ("settings", "/isuo/settings")):
+            for name, url in (
+                ("register", "/isuo/register"),
+                ("person", person_url[len(server.url) :]),
+                ("imports", "/isuo/imports"),
+                ("log", "/isuo/log"),
+                ("settings", "/isuo/settings"),
+            ):
                 page.goto(server.url + f"{url}?lang={language}")
                 shoot(page, artifacts_dir, name, language)
     finally:
