@@ -36,6 +36,7 @@ API_ROUTERS = (
     "policy_server.school.pages",
     "policy_server.fleet.pages",
     "policy_server.fleet.audit_pages",
+    "policy_server.isuo.pages",
 )
 WEB_ROUTER = "policy_server.web.routes"
 
