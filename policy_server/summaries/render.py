@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 
 from markupsafe import Markup
 
+from filters import categories
 from policy_server.web import templating
 from policy_server.web.i18n import N_, format_datetime, translate
 from reports.data import DEFAULT_TZ
@@ -41,7 +42,7 @@ STATE_COLOURS = {"good": "#1d7044", "attention": "#b06d00", "failing": "#b3261e"
 
 
 def percent(rate: float | None) -> str:
-    return "—" if rate is None else f"{round(100 * rate)} %"
+    return "—" if rate is None else f"{round(100 * rate)}\u00a0%"
 
 
 def trend_svg(trend: list[dict], *, title: str) -> Markup:
@@ -86,6 +87,21 @@ def rate_svg(passed: int, total: int) -> Markup:
     )
 
 
+def category_name(category: str, language: str) -> str:
+    if category == "other":
+        return translate(language, "other categories")
+    return categories.names([category], language)[0]
+
+
+def blocked_rows(summary: dict) -> list[tuple[str, int]]:
+    """Most attempts first (a kept summary's JSON may come back with its keys sorted)."""
+    return sorted(summary["blocked"].items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+def incident_rows(summary: dict) -> list[tuple[str, dict]]:
+    return [(sev, summary["incidents"][sev]) for sev in SEVERITY_NAMES if sev in summary["incidents"]]
+
+
 def context(summary: dict, language: str) -> dict:
     def _(message: str, **params) -> str:
         return translate(language, message, **params)
@@ -102,7 +118,7 @@ def context(summary: dict, language: str) -> dict:
                 "regressed": regressed.get(c["key"]),
             }
         )
-    top_blocked = list(summary["blocked"].items())
+    top_blocked = blocked_rows(summary)
     zone = ZoneInfo(summary.get("tz") or DEFAULT_TZ)
     start = datetime.fromisoformat(summary["start"]).astimezone(zone)
     end = datetime.fromisoformat(summary["end"]).astimezone(zone) - timedelta(seconds=1)
@@ -124,7 +140,9 @@ def context(summary: dict, language: str) -> dict:
         "severity_names": {k: _(v) for k, v in SEVERITY_NAMES.items()},
         "isuo_names": {k: _(v) for k, v in ISUO_NAMES.items()},
         "blocked_total": sum(summary["blocked"].values()),
-        "blocked_top": top_blocked[:6],
+        "blocked_top": [(category_name(c, language), n) for c, n in top_blocked[:6]],
+        "blocked_all": [(category_name(c, language), n) for c, n in top_blocked],
+        "incident_rows": incident_rows(summary),
         "blocked_rest": sum(v for _k, v in top_blocked[6:]),
         "control_names": {k: _(v) for k, v in CONTROL_NAMES.items()},
     }
@@ -166,7 +184,7 @@ def csv_table(summary: dict, table: str, language: str) -> str:
                 w.writerow([c["key"], seat])
     elif table == "incidents":
         w.writerow(["severity", "opened", "resolved", "open", "median_hours_to_resolve"])
-        for sev, f in summary["incidents"].items():
+        for sev, f in incident_rows(summary):
             w.writerow(
                 [
                     sev,
@@ -178,7 +196,7 @@ def csv_table(summary: dict, table: str, language: str) -> str:
             )
     elif table == "blocked":
         w.writerow(["category", "attempts"])
-        for cat, n in summary["blocked"].items():
+        for cat, n in blocked_rows(summary):
             w.writerow([cat, n])
     elif table == "queue":
         w.writerow(["figure", "value"])
