@@ -52,12 +52,9 @@ def stylesheet() -> FileResponse:
 def latest(
     request: Request, db: Session = Depends(get_db), viewer: scope.Viewer = Depends(READERS)
 ) -> Response:
-    kept = service.list_reports(db, limit=1)
-    if kept:
-        period = kept[0].period
-    else:
-        year, week = weeks.last_full_week(utcnow(), query.school_timezone(db))
-        period = f"{year}-W{week:02d}"
+    # The last finished week: kept when Monday's job has run, otherwise computed now.
+    year, week = weeks.last_full_week(utcnow(), query.school_timezone(db))
+    period = f"{year}-W{week:02d}"
     return RedirectResponse(f"/summaries/{period}", status_code=303)
 
 

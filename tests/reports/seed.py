@@ -138,3 +138,23 @@ def seed(api, *, policy_version: int | None = 1) -> dict[str, str]:
         record.at = local(wed, 20)
         db.commit()
     return ids
+
+
+class ProcessApi:
+    """`seed()` against a real `kalkan-server run` process (tests/support/server.py)."""
+
+    def __init__(self, server) -> None:
+        self.server = server
+
+    def enroll(self, hostname: str, seat: str | None = None, room: str = "Lab 1") -> tuple[str, dict]:
+        agent_id, token = self.server.enroll(hostname, seat=seat, room=room)
+        return agent_id, {"Authorization": f"Bearer {token}"}
+
+    def db(self):
+        return self.server.db()
+
+    def post(self, headers: dict, *events) -> dict:
+        with self.server.client(headers=headers) as client:
+            r = client.post("/api/v1/events", json={"events": [e.model_dump(mode="json") for e in events]})
+        assert r.status_code == 200, r.text
+        return r.json()
