@@ -135,7 +135,8 @@ def cmd_send(args) -> int:
 
     with _sessions(args)() as db:
         if client.link(db) is None:
-            return _fail("this school is not enrolled at a district: run `kalkan-report district-enroll` first")
+            return _fail("this school is not enrolled at a district: "
+                         "run `kalkan-report district-enroll` first")
         outcome = client.send_pending(db)
     for period, result in outcome.items():
         print(f"{period}: {result}")

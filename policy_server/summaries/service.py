@@ -110,12 +110,10 @@ def make_weekly(
     found = get_report(db, label)
     if found is not None:
         return found, False
+    if query.week_period(year, week, query.school_timezone(db)).end > now:
+        raise InvalidInput(f"week {label} is not over yet; a weekly summary is made after its Sunday",
+                           code="summaries.running_week")
     summary = compute_week(db, year, week, now=now)
-    if summary.end > now:
-        raise InvalidInput(
-            f"week {label} is not over yet; a weekly summary is made after its Sunday",
-            code="summaries.running_week",
-        )
     report = WeeklyReport(
         period=label,
         starts_at=summary.start,
