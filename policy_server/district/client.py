@@ -6,6 +6,7 @@ so a school that was offline simply sends everything not yet accepted on the nex
 
 from __future__ import annotations
 
+import hashlib
 import ssl
 from datetime import datetime
 
@@ -22,28 +23,38 @@ from policy_server.summaries.models import DistrictLink, WeeklyReport
 TIMEOUT_S = 10.0
 
 
+def _pinned_context(fingerprint: str) -> ssl.SSLContext:
+    """Trust exactly the district certificate with this SHA-256, checked during the handshake
+    (before the enrolment code or a week is sent), as an agent pins its school (agent/tls.py)."""
+    expected = fingerprint.lower().replace(":", "").strip()
+
+    def check(der: bytes | None) -> None:
+        if der is None or hashlib.sha256(der).hexdigest() != expected:
+            raise ssl.SSLCertVerificationError("the district server's certificate does not match the "
+                                               "pinned fingerprint (--fingerprint)")
+
+    class PinnedObject(ssl.SSLObject):
+        def do_handshake(self) -> None:
+            super().do_handshake()
+            check(self.getpeercert(binary_form=True))
+
+    class PinnedSocket(ssl.SSLSocket):
+        def do_handshake(self, block: bool = False) -> None:
+            super().do_handshake(block)
+            check(self.getpeercert(binary_form=True))
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # the pin replaces the chain: a school CA, no public one
+    context.sslobject_class = PinnedObject
+    context.sslsocket_class = PinnedSocket
+    return context
+
+
 def _client(url: str, fingerprint: str | None) -> httpx.Client:
     if url.startswith("http://") or not fingerprint:
         return httpx.Client(base_url=url, timeout=TIMEOUT_S)
-    # Pin the district's certificate like an agent pins the school's (checked after the handshake).
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    client = httpx.Client(base_url=url, timeout=TIMEOUT_S, verify=context)
-
-    def check(response: httpx.Response) -> None:
-        import hashlib
-
-        stream = response.extensions.get("network_stream")
-        ssl_object = stream.get_extra_info("ssl_object") if stream else None
-        der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
-        if der is None or hashlib.sha256(der).hexdigest() != fingerprint.lower().replace(":", ""):
-            raise httpx.ConnectError(
-                "the district server's certificate does not match the pinned fingerprint"
-            )
-
-    client.event_hooks["response"] = [check]
-    return client
+    return httpx.Client(base_url=url, timeout=TIMEOUT_S, verify=_pinned_context(fingerprint))
 
 
 def link(db: Session) -> DistrictLink | None:
