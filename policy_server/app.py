@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
 from policy_server import protocol, scope
-from policy_server.checks.scheduler import CheckScheduler, periodic_check_jobs
+from policy_server.checks.scheduler import CheckScheduler, periodic_check_jobs, summary_jobs
 from policy_server.db import migrate
 from policy_server.db.session import make_engine, make_sessionmaker
 from policy_server.errors import KalkanError
@@ -37,6 +37,9 @@ API_ROUTERS = (
     "policy_server.fleet.pages",
     "policy_server.fleet.audit_pages",
     "policy_server.isuo.pages",
+    "policy_server.summaries.pages",
+    "policy_server.district.views",
+    "policy_server.district.pages",
 )
 WEB_ROUTER = "policy_server.web.routes"
 
@@ -92,9 +95,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.checks = CheckScheduler(
         app.state.sessionmaker,
         periodic_check_jobs(scan_interval_s=settings.checks_interval_s,
-                            isuo_interval_s=settings.isuo_checks_interval_s),
+                            isuo_interval_s=settings.isuo_checks_interval_s)
+        + summary_jobs(settings),
         first_delay_s=settings.checks_first_delay_s,
     )
+
+    app.state.level = settings.level  # "school" or "district" (docs/reports.md)
 
     @app.exception_handler(KalkanError)
     async def _kalkan_error(request: Request, exc: KalkanError) -> Response:

@@ -105,7 +105,9 @@ def stylesheet() -> FileResponse:
 @router.get("/", dependencies=[Depends(scope.public)])
 def home(request: Request, db: Session = Depends(get_db)) -> Response:
     page = _page(request, db)
-    return RedirectResponse("/incidents" if page.person else "/login", status_code=303)
+    # The director lands on the weekly summary, the district on the district console (issue 15).
+    landing = {"director": "/summaries", "district": "/district"}.get(page.person.role if page.person else "")
+    return RedirectResponse(landing or ("/incidents" if page.person else "/login"), status_code=303)
 
 
 # ----------------------------------------------------------------------------- login, logout
@@ -155,6 +157,8 @@ def login(
     cookie_value, _login = auth.create_login_session(
         db, person, hours=request.app.state.settings.login_session_hours)
     db.commit()
+    if next in ("", "/", "/incidents") and person.role in ("director", "district"):
+        next = "/summaries" if person.role == "director" else "/district"  # shown on login (issue 15)
     target = safe_next(next)
     if person.must_change_password:  # a temporary password (issue 11): choose one's own first
         target = "/account/password?" + urlencode({"next": target})
