@@ -127,10 +127,13 @@ class Engine:
 
     @classmethod
     def from_bundle(cls, raw: dict[str, Any], *, index: str | None = None) -> Engine:
+        from filters.index import index_for_policy
         from filters.policy import FilterPolicy
 
         bundle = PolicyBundle.model_validate(raw)
-        return cls(bundle, FilterPolicy.from_bundle(raw), load_index(index))
+        policy = FilterPolicy.from_bundle(raw)
+        # the school's own categorisation on top of the lists: the same call as `kalkan-filter check`
+        return cls(bundle, policy, index_for_policy(load_index(index), policy.site_categories))
 
     # --- the proxy's own knowledge
 
