@@ -40,6 +40,7 @@ unsupervised rule (5).  An open-mode lesson lifts 4 and 5 for its students.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -314,7 +315,13 @@ def decide_host(policy: FilterPolicy, index: CategoryIndex | None, *, host: str,
        → ``intercept``;
     6. otherwise ``passthrough``.
     """
-    host = canonical_host(host.strip().rstrip("."))
+    host = host.strip().rstrip(".")
+    if ":" in host:  # an IPv6 address as a connection's destination (no brackets): the URL form
+        try:
+            host = f"[{ipaddress.IPv6Address(host.strip('[]')).compressed}]"
+        except ValueError:
+            pass
+    host = canonical_host(host)
     if at.tzinfo is None:
         at = policy.local(at)
     root = decide_canonical(policy, index, url=f"https://{host}/", group=group, at=at, room=room, seat=seat,

@@ -367,7 +367,10 @@ class NetRogueRa(_Data):
 
 
 class NetBypass(_Data):
-    kind: Literal["dns", "dot", "doh", "vpn", "tor", "quic", "other"]
+    # dns … other: the network collector's capture; mismatch (a name that does not lead to the
+    # destination), raw (neither HTTP nor TLS on a web port), tunnel (CONNECT or request to a
+    # port other than the web ports): the proxy; refused: the firewall refused the packets
+    kind: Literal["dns", "dot", "doh", "vpn", "tor", "quic", "other", "mismatch", "raw", "tunnel", "refused"]
     dst_ip: str = ""
     dst_port: int | None = None
     detail: str = ""

@@ -97,6 +97,7 @@ class Engine:
         self.version = bundle.version
         self.alert_threshold = bundle.filtering.alert_threshold
         self.safe_search_on = bundle.filtering.safe_search
+        self.proxy_ports = frozenset(bundle.network.proxy_ports or (80, 443))
         self.policy = filter_policy
         self.index = index
         self._group_cache: dict[tuple[str | None, tuple[str, ...]], str] = {}
