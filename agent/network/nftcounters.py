@@ -9,6 +9,7 @@ content.  One event per key and poll at most, so a storm is one event with `occu
 
 from __future__ import annotations
 
+import ipaddress
 import pwd
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -63,6 +64,20 @@ def _user(uid: int) -> str | None:
         return None
 
 
+def is_noise(count: RefusedCount) -> bool:
+    """Refused, counted, but not worth telling anyone: what every browser and desktop does on
+    its own — QUIC (UDP 443: the browser falls back to TCP, which the proxy decides) and
+    multicast/broadcast discovery (mDNS, SSDP, LLMNR)."""
+    if count.proto == "udp" and count.dst_port == 443:
+        return True
+    try:
+        address = ipaddress.ip_address(count.dst_ip)
+    except ValueError:
+        return False
+    return address.is_multicast or address == ipaddress.IPv4Address("255.255.255.255") or (
+        address.version == 4 and str(address).endswith(".255"))
+
+
 @dataclass
 class RefusedWatch:
     """Turns counter growth into `net.bypass` data (kind "refused"), with the OS user."""
@@ -78,7 +93,7 @@ class RefusedWatch:
             grown = count.packets - self.seen.get(key, 0)
             if grown < 0:  # the element expired and came back: all of it is new
                 grown = count.packets
-            if grown > 0:
+            if grown > 0 and not is_noise(count):
                 port = f" port {count.dst_port}" if count.dst_port else ""
                 events.append(
                     (
