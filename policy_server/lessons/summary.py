@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from policy_server.db.models import Person, PersonClass, Role, Room, SchoolClass
 from policy_server.lessons.models import Lesson, LessonActivity, LessonBan
 from policy_server.timetable import service as timetable
+from policy_server.web.i18n import N_
 
 REPEATED_ATTEMPTS = 5
 
@@ -97,7 +98,7 @@ def _notify_repeated(db: Session, lesson: Lesson, summary: dict) -> None:
     names = ", ".join(f"{r['who']} ({r['attempts']})" for r in summary["repeated"])
     for person_id in sorted(people):
         notify(db, person_id=person_id, kind="lesson.repeated_attempts",
-               subject_id="Repeated attempts to open blocked sites (001 §2.7)",
-               body_id="Lesson in %(room)s, class %(cls)s: %(names)s. See the lesson's summary.",
+               subject_id=N_("Repeated attempts to open blocked sites (001 §2.7)"),
+               body_id=N_("Lesson in %(room)s, class %(cls)s: %(names)s. See the lesson's summary."),
                params={"room": room.name if room else "", "cls": cls.name if cls else "—", "names": names},
                link=f"/lessons/{lesson.id}")
