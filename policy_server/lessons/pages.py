@@ -307,14 +307,40 @@ def _seats_html(language: str, csrf_token: str, ctx: dict) -> str:
     return templating.render(language, "lessons/_seats.html", csrf_token=csrf_token, hhmm=hhmm, **ctx)
 
 
+def _live_viewer(request: Request) -> scope.Viewer:
+    """`scope.allow(admin, teacher)` in a short session of its own: a streaming response must
+    not hold a database session (on SQLite every transaction holds the write lock)."""
+    from policy_server.people import auth
+
+    with request.app.state.sessionmaker() as db:
+        person = auth.optional_person(request, db)
+        if person is None:
+            raise scope.NotLoggedIn("You are not logged in (or your session expired). Log in again.",
+                                    code="auth.required")
+        if person.role not in (Role.admin, Role.teacher):
+            raise scope.NotAllowed("Your role may not see or do this.", code="auth.forbidden")
+        viewer = scope.viewer_for(db, person)
+        db.expunge(person)
+    return viewer
+
+
+_live_viewer.kalkan_scope = ("roles", frozenset({str(Role.admin),
+                                                 str(Role.teacher)}))  # type: ignore[attr-defined]
+
+
 @router.get("/lessons/{lesson_id}/live")
-async def lesson_live(request: Request, lesson_id: str, viewer: scope.Viewer = Depends(teachers)):
+async def lesson_live(request: Request, lesson_id: str, viewer: scope.Viewer = Depends(_live_viewer)):
     """Server-sent events: `seats` (the seat map's HTML) whenever something changed (checked
     every 0.25 s), `ended` when the lesson is over."""
     sessions = request.app.state.sessionmaker
-    with sessions() as db:
-        page = _page(request, db)
-        lessons.get_lesson(db, viewer, lesson_id)  # 404 outside the viewer's rooms
+
+    def check() -> Page:
+        with sessions() as db:
+            page = _page(request, db)
+            lessons.get_lesson(db, viewer, lesson_id)  # 404 outside the viewer's rooms
+            return page
+
+    page = await asyncio.to_thread(check)
     language, token = page.language, page.csrf_token or ""
 
     def snapshot(last: tuple | None, force: bool) -> tuple[tuple | None, str | None, bool]:
