@@ -40,6 +40,8 @@ API_ROUTERS = (
     "policy_server.summaries.pages",
     "policy_server.district.views",
     "policy_server.district.pages",
+    "policy_server.lessons.views",
+    "policy_server.lessons.pages",
 )
 WEB_ROUTER = "policy_server.web.routes"
 
@@ -72,14 +74,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from policy_server.policies.push import PushHub
 
     hub = PushHub()
+    from policy_server.lessons.ticker import LessonTicker  # lessons end on time (issue 13)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         await hub.start(app.state.sessionmaker)
         await app.state.checks.start()
+        await app.state.lesson_ticker.start()
         try:
             yield
         finally:
+            await app.state.lesson_ticker.stop()
             await app.state.checks.stop()
             await hub.stop()
             engine.dispose()
@@ -91,6 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.sessionmaker = make_sessionmaker(engine)
     app.state.push_hub = hub
+    app.state.lesson_ticker = LessonTicker(app.state.sessionmaker)
     # periodic checks (weekly scan overdue, ISUO cross-checks): docs/server.md "Periodic checks"
     app.state.checks = CheckScheduler(
         app.state.sessionmaker,

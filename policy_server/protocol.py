@@ -596,6 +596,12 @@ class Lesson(_Section):
     allow_list: list[str] = Field(default_factory=list)
     starts_at: AwareDatetime
     ends_at: AwareDatetime
+    # Live controls from the teacher's lesson page (policy_server/lessons); all end with the lesson.
+    locked_seats: list[str] = Field(default_factory=list)  # "*" = every seat of the room
+    lock_message: str = ""
+    lock_at: AwareDatetime | None = None  # lock when this time comes (the countdown's end)
+    eyes_until: AwareDatetime | None = None  # "eyes on me": screens locked with the message until then
+    report_activity: bool = True  # seats send the lesson's teacher their open site (lesson time only)
 
 
 class Ban(_Section):
@@ -607,6 +613,8 @@ class Ban(_Section):
     until: AwareDatetime
     reason: str = ""
     by: str = ""
+    room: str | None = None  # a lesson's ban: only that room's agents receive it
+    lesson_id: str | None = None
 
 
 class FilteringSection(_Section):
