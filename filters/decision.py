@@ -21,14 +21,15 @@ Precedence, first rule that applies wins (every verdict names it in `rule`):
                                             to "allow-list" (001 §2.9); others to "open"
  6    ``group.allow_list`` /        allow   the URL is on the group's / the school's allow-list
       ``school.allow_list``
- 6b   ``ip_literal``                block   the URL's host is an IP address (nothing to judge it by)
-                                            and the group's `ip_literals` is "block" (the
-                                            default for student groups)
  7    ``group.block_list`` /        block   … on the group's / the school's block-list (001 §2.6)
       ``school.block_list``
  8    ``category``                  block   one of the URL's categories is blocked for the group
                                             (explicit policy action, else the category's default
                                             for the group's kind); block wins over allow
+ 8b   ``ip_literal``                block   the URL's host is an IP address that no list or
+                                            category names (nothing to judge it by) and the
+                                            group's `ip_literals` is "block" (the default for
+                                            student groups)
  9    ``default.allow`` /           per     the group's `default_action` (allow when unset)
       ``default.block``             policy
 ====  ============================  ======  ==================================================
@@ -217,9 +218,6 @@ def decide_canonical(policy: FilterPolicy, index: CategoryIndex | None, *, url: 
     if allowed:
         return _verdict("allow", allowed[0], url=url, group=group, match=match, matched=(allowed[1],))
 
-    if _is_ip_host(host) and policy.ip_literals.get(group, "block" if student else "allow") == "block":
-        return _verdict("block", "ip_literal", url=url, group=group, match=match)
-
     gb = policy.group_block_list.get(group)
     if gb:
         hit = gb.match(host, path, query)
@@ -236,6 +234,11 @@ def decide_canonical(policy: FilterPolicy, index: CategoryIndex | None, *, url: 
             return _verdict("block", "category", url=url, group=group, match=match,
                             clauses=clauses_of(blocked) or RULE_CLAUSES["category"],
                             params={"categories": blocked})
+
+    # After the lists and categories, so that an address they name is judged by them (the
+    # more telling reason on the block page); an address nothing names is refused here.
+    if _is_ip_host(host) and policy.ip_literals.get(group, "block" if student else "allow") == "block":
+        return _verdict("block", "ip_literal", url=url, group=group, match=match)
 
     action = policy.default_action.get(group, "allow")
     return _verdict(action, f"default.{action}", url=url, group=group, match=match)
