@@ -363,6 +363,13 @@ def attacks() -> list[tuple[str, tuple[str, ...], tuple[str, ...]]]:
             ("host=blocked.test",),
         ),
         (
+            "transparent-absolute-uri",
+            probe(
+                "tcp", GOOD4, "80", "GET http://blocked.test/ HTTP/1.1\\r\\nHost: allowed.test\\r\\n\\r\\n"
+            ),
+            ("path=http://blocked.test",),
+        ),
+        (
             "explicit-uri-blocked-host-allowed",
             curl("-x", xp, "-H", "Host: allowed.test", "http://blocked.test/"),
             (),
