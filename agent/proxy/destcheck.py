@@ -124,10 +124,15 @@ class DestinationCheck:
         return wanted in await self.resolve(name, refresh=True)
 
     def leads_to_cached(self, name: str, address: str) -> bool | None:
-        """`leads_to` from the cache only: True, or None when only a lookup can tell."""
-        addrs = self.addresses(name)
-        if addrs is None:
+        """`leads_to` from the cache only: True, or None when only a lookup can tell.
+        A warm name costs two dict lookups (the address as the connection spells it is
+        almost always the resolver's spelling; only otherwise is it parsed)."""
+        found = self._names.get(name)
+        if found is None or found[1] < self._clock():
             return None
+        addrs = found[0]
+        if address in addrs:
+            return True
         try:
             return True if normal_ip(address) in addrs else None
         except ValueError:

@@ -70,6 +70,7 @@ async def main():
         assert ok is True
     # a mismatch is looked up once more before it is refused (round-robin DNS): its cost
     mismatch = []
+    await asyncio.sleep(1.1)  # answers older than a second: a mismatch asks the resolver again
     for i in range(min(n, 200)):
         t = time.perf_counter()
         ok = await check.leads_to(f"name{i}.bench.test", "10.99.99.99")
