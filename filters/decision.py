@@ -8,6 +8,8 @@ Precedence, first rule that applies wins (every verdict names it in `rule`):
  1    ``ban``                       block   a teacher's ban covers the seat or OS user (000 §7.3)
  2    ``lesson.no_internet``        block   the room's lesson for this student group is "no internet"
  3    ``lesson.allow_list``         allow   lesson in allow-list mode and the URL is on its list
+                                            (open / no-internet lessons: the sites the teacher
+                                            allowed for the lesson, checked before 2)
       ``school.allow_list`` /               … or on the school's / group's allow-list
       ``group.allow_list``
       ``lesson.not_on_allow_list``  block   … otherwise (000 §7.3)
@@ -173,6 +175,13 @@ def decide_canonical(policy: FilterPolicy, index: CategoryIndex | None, *, url: 
                         params={"until": ban.until.isoformat(), "by": ban.by, "reason": ban.reason})
 
     lesson = policy.active_lesson(room=room, group=group, at=at) if student else None
+    if lesson is not None and lesson.mode != "allow_list" and lesson.allow_list:
+        # sites the teacher allowed for this lesson (open / no-internet lessons): 000 §7.3
+        hit = policy.lesson_allow_list(lesson).match(host, path, query)
+        if hit:
+            match = index.lookup(url) if index is not None else NO_MATCH
+            return _verdict("allow", "lesson.allow_list", url=url, group=group, match=match, matched=(hit,),
+                            params={"lesson": lesson.id})
     if lesson is not None and lesson.mode == "no_internet":
         return _verdict("block", "lesson.no_internet", url=url, group=group, match=NO_MATCH,
                         params={"lesson": lesson.id, "teacher": lesson.teacher,
@@ -334,6 +343,11 @@ def decide_host(policy: FilterPolicy, index: CategoryIndex | None, *, host: str,
                            reason=kw.pop("reason", root.reason), params=kw.pop("params", root.params), **kw)
 
     personal = _personal_data_host(policy, host, cats)
+    if root.blocked and root.rule == "lesson.no_internet":
+        lesson = policy.active_lesson(room=room, group=group, at=at)
+        allowed = policy.lesson_allow_list(lesson) if lesson is not None else None
+        if allowed is not None and allowed.has_paths_for(host):  # a page the teacher allowed
+            return hv("intercept", "path_rules", True, reason="", params={})
     if root.blocked and root.rule in _WHOLE_HOST_BLOCKS:
         return hv("block", root.rule, personal is None)
     if personal:
