@@ -526,6 +526,24 @@ def test_attempts_are_counted_and_reported(lab):
         if c.uid == student.uid and c.proto == "udp" and c.dst_ip == EVIL4 and c.dst_port == 51820
     ]
     assert mine and mine[0].packets >= 3, counts
+    # the network collector reads the same counters and sends them as net.bypass "refused"
+    from agent.collectors.base import CollectorContext
+    from agent.collectors.network import NetworkCollector
+    from tests.support.recording_sink import RecordingSink
+
+    sink = RecordingSink()
+    collector = NetworkCollector(
+        CollectorContext(sink=sink, state_dir=lab["state"], seat="adv-01", platform="fake"),
+        firewall=LinuxFirewall(netns=lab["ws"]),
+    )
+    assert collector.poll_refused() >= 1
+    refused = [e for e in sink.of_type("net.bypass") if e.data["kind"] == "refused"]
+    wireguard = [e for e in refused if e.data["dst_ip"] == EVIL4 and e.data["dst_port"] == 51820]
+    assert wireguard and wireguard[0].subject.os_user == STUDENT and wireguard[0].data["occurrences"] >= 3
+    run_as(lab, student, *probe("udp", EVIL4, "51820"))
+    collector.poll_refused()
+    again = [e for e in sink.of_type("net.bypass") if e.data["dst_port"] == 51820][len(wireguard) :]
+    assert [e.data["occurrences"] for e in again] == [1]  # only what grew since the last poll
     from agent.outbox import Outbox
 
     deadline = time.monotonic() + 10
