@@ -433,9 +433,11 @@ class KalkanAddon:
             # an absolute URI (a transparent connection, or inside a tunnel) names where the
             # request is meant to go: it must be the Host decided on, else an upstream proxy at
             # the destination would fetch something the filter never judged
-            uri_host = _origin(req.data.scheme or b"http", authority.decode("utf-8", "surrogateescape"))[0]
-            if uri_host.lower().rstrip(".") != host:
-                agree = False
+            written = authority.decode("utf-8", "surrogateescape")
+            if written != host_field:  # (the usual absolute URI spells its Host alike: nothing to parse)
+                uri_host = _origin(req.data.scheme or b"http", written)[0]
+                if uri_host.lower().rstrip(".") != host:
+                    agree = False
         if agree is False:
             self._refuse_flow(flow, subject, "mismatch", target, port,
                               f"Host {host} does not lead to the destination")
