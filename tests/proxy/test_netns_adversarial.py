@@ -340,6 +340,28 @@ def attacks() -> list[tuple[str, tuple[str, ...], tuple[str, ...]]]:
         ("http-ip-literal", curl(f"http://{BAD4}/"), ()),
         ("http-ip-literal-v6", curl(f"http://[{BAD6}]/"), ()),
         ("http-ip-literal-v6-port", curl(f"http://[{BAD6}]:80/"), ()),
+        ("http-ip-literal-decimal", curl("http://172883971/"), ()),  # 10.78.0.3 as one number
+        ("http-ip-literal-octal", curl("http://012.0116.0.03/"), ()),
+        ("http-ipv4-mapped-v6", curl(f"http://[::ffff:{BAD4}]/"), ()),
+        ("http-host-trailing-dot", curl("-H", "Host: allowed.test.", f"http://{BAD4}/"), ()),
+        ("http-host-with-port", curl("-H", "Host: allowed.test:80", f"http://{BAD4}/"), ()),
+        ("http-host-upper-case", curl("-H", "Host: ALLOWED.TEST", f"http://{BAD4}/"), ()),
+        (
+            "h2c-prior-knowledge-host-allowed",
+            curl("--http2-prior-knowledge", "-H", "Host: allowed.test", f"http://{BAD4}/"),
+            (),
+        ),
+        (
+            "connect-method-on-transparent-port",
+            probe(
+                "tcp",
+                BAD4,
+                "80",
+                "CONNECT blocked.test:443 HTTP/1.1\\r\\nHost: blocked.test\\r\\n\\r\\n"
+                "GET / HTTP/1.1\\r\\nHost: blocked.test\\r\\n\\r\\n",
+            ),
+            (),
+        ),
         ("http-no-host-header", probe("tcp", BAD4, "80", "GET / HTTP/1.0\\r\\n\\r\\n"), ()),
         (
             "http-two-host-headers",
