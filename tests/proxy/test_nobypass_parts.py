@@ -200,3 +200,23 @@ def test_site_categories_apply_in_the_proxy_as_in_kalkan_filter_check(tmp_path):
     )
     cli = [json.loads(line)["action"] == "allow" for line in out.stdout.splitlines()]
     assert cli == proxy, out.stderr
+
+
+def test_addresses_a_name_had_a_moment_ago_stay_valid():
+    """Rotating CDN answers: the browser may still use the address the resolver gave before."""
+    answers = {"cdn.test": frozenset({"10.0.0.1"})}
+    now = [0.0]
+    check = DestinationCheck(
+        lookup=lambda name: answers.get(name, frozenset()), clock=lambda: now[0], ttl_s=60
+    )
+    assert asyncio.run(check.leads_to("cdn.test", "10.0.0.1"))
+    answers["cdn.test"] = frozenset({"10.0.0.2"})
+    now[0] = 100.0  # expired: looked up again, the answer moved on
+    assert asyncio.run(check.leads_to("cdn.test", "10.0.0.2"))
+    assert check.leads_to_cached("cdn.test", "10.0.0.1") is True  # still valid, resolved 100 s ago
+    now[0] = 800.0
+    answers["cdn.test"] = frozenset({"10.0.0.3"})
+    assert asyncio.run(check.leads_to("cdn.test", "10.0.0.3"))
+    now[0] = 1500.0  # the old answers are long gone
+    answers["cdn.test"] = frozenset({"10.0.0.4"})
+    assert not asyncio.run(check.leads_to("cdn.test", "10.0.0.1"))
