@@ -43,6 +43,7 @@ from mitmproxy.proxy.layers.http import HttpStream
 from agent.network.detectors import Finding
 from agent.network.ratelimit import RateLimiter
 from agent.proxy import engine as engine_mod
+from agent.proxy import relay
 from agent.proxy.destcheck import DestinationCheck, is_ip, normal_ip
 from agent.proxy.history import RecentPages
 from agent.proxy.i18n import pick_language, t
@@ -102,6 +103,7 @@ class KalkanAddon:
         self._seat: str | None = None
         self._room: str | None = None
         self._system_uid_max = 999
+        self._fast_relay = False
         # the destination checks (no name that does not lead where the connection goes)
         self.dest = DestinationCheck()
         self._claims: dict[str, str] = {}  # client id → the name its TLS ClientHello claimed
@@ -123,12 +125,16 @@ class KalkanAddon:
                           "An ISUO session ends after this many seconds without an open connection.")
         loader.add_option("kalkan_system_uid_max", int, 999,
                           "Connections of uids up to this (system services) pass through unfiltered.")
+        loader.add_option("kalkan_fast_relay", bool, True,
+                          "Relay passed-through TLS with Kalkan's own socket relay (agent/proxy/relay.py) "
+                          "instead of mitmproxy's layers.")
 
     def configure(self, updated: set[str]) -> None:
         opts = ctx.options
         self._seat = opts.kalkan_seat or None
         self._room = opts.kalkan_room or None
         self._system_uid_max = opts.kalkan_system_uid_max
+        self._fast_relay = opts.kalkan_fast_relay
         if "kalkan_language" in updated and opts.kalkan_language not in ("ky", "ru", "en"):
             raise ValueError(f"kalkan_language={opts.kalkan_language!r}: use ky, ru or en")
         if "kalkan_isuo_idle_s" in updated:
@@ -268,7 +274,8 @@ class KalkanAddon:
         if sni is UNSURE:
             return
         if self._pass_untouched(context.client, context.server, sni):  # type: ignore[arg-type]
-            nextlayer.layer = mitm_layers.TCPLayer(context, ignore=True)
+            if not (self._fast_relay and relay.hand_off(nextlayer, data)):
+                nextlayer.layer = mitm_layers.TCPLayer(context, ignore=True)
 
     def tls_clienthello(self, data: tls.ClientHelloData) -> None:
         if self._pass_untouched(data.context.client, data.context.server, data.client_hello.sni):
@@ -421,6 +428,16 @@ class KalkanAddon:
         # One authority decides and is the one connected to: the name decided (Host) and the
         # destination (the absolute URI's host, the connection's address) must agree.
         agree = self._agrees(host, target.lower().rstrip("."))
+        authority = req.data.authority
+        if agree is not False and authority and req.data.http_version not in _HTTP2_OR_3:
+            # an absolute URI (a transparent connection, or inside a tunnel) names where the
+            # request is meant to go: it must be the Host decided on, else an upstream proxy at
+            # the destination would fetch something the filter never judged
+            written = authority.decode("utf-8", "surrogateescape")
+            if written != host_field:  # (the usual absolute URI spells its Host alike: nothing to parse)
+                uri_host = _origin(req.data.scheme or b"http", written)[0]
+                if uri_host.lower().rstrip(".") != host:
+                    agree = False
         if agree is False:
             self._refuse_flow(flow, subject, "mismatch", target, port,
                               f"Host {host} does not lead to the destination")
