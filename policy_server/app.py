@@ -16,6 +16,7 @@ from policy_server.checks.scheduler import CheckScheduler, periodic_check_jobs
 from policy_server.db import migrate
 from policy_server.db.session import make_engine, make_sessionmaker
 from policy_server.errors import KalkanError
+from policy_server.filtering.jobs import filtering_jobs
 from policy_server.settings import Settings
 from policy_server.tls import ensure_school_ca
 from policy_server.web.i18n import parse_accept_language
@@ -29,6 +30,8 @@ API_ROUTERS = (
     "policy_server.policies.views",
     "policy_server.incidents.views",
     "policy_server.admin_views",
+    "policy_server.filtering.views",
+    "policy_server.filtering.pages",
 )
 WEB_ROUTER = "policy_server.web.routes"
 
@@ -85,6 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                             isuo_interval_s=settings.isuo_checks_interval_s),
         first_delay_s=settings.checks_first_delay_s,
     )
+    app.state.checks.jobs += filtering_jobs(settings.state_dir)  # weekly lists update, expiring allows
 
     @app.exception_handler(KalkanError)
     async def _kalkan_error(request: Request, exc: KalkanError) -> JSONResponse:

@@ -87,6 +87,8 @@ def load_index(source: str | None) -> Any:
             if not Path(source).is_file():
                 raise FileNotFoundError(f"category index {source} not found; compile it with "
                                         "`kalkan-filter compile` or fix kalkan_index")
+            while len(_INDEX_CACHE) >= 2:  # the index in force and the one before (content-addressed files)
+                _INDEX_CACHE.pop(next(iter(_INDEX_CACHE)))
             _INDEX_CACHE[source] = CategoryIndex.open(source)
         return _INDEX_CACHE[source]
 
@@ -130,7 +132,13 @@ class Engine:
         from filters.policy import FilterPolicy
 
         bundle = PolicyBundle.model_validate(raw)
-        return cls(bundle, FilterPolicy.from_bundle(raw), load_index(index))
+        loaded = load_index(index)
+        if bundle.filtering.site_categories:  # the school's own categorisation over the lists
+            from filters.index import CategoryIndex, build_overlay_from_lists
+
+            overlay = build_overlay_from_lists(bundle.filtering.site_categories)
+            loaded = loaded.with_overlay(overlay) if loaded is not None else CategoryIndex.empty(overlay)
+        return cls(bundle, FilterPolicy.from_bundle(raw), loaded)
 
     # --- the proxy's own knowledge
 
