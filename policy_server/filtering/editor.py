@@ -23,6 +23,7 @@ from policy_server.audit import audit
 from policy_server.db.models import PolicyVersion
 from policy_server.errors import InvalidInput, NotFound
 from policy_server.policies.service import amend_policy, current_bundle
+from policy_server.web.i18n import N_
 
 LIST_NAMES = {  # form name → (what a person reads, clause)
     "allow_list": ("school allow-list", "001 §2.6"),
@@ -40,9 +41,73 @@ _REGEX_CHARS = set("^$*+?()[]{}|\\")
 MAX_ENTRIES = 20000
 MAX_ERRORS_SHOWN = 8
 
+# Problem code → English message id (the pages say them in ky/ru/en: filtering/locale).
+# `%(where)s` is the list's name and the line ("school block-list, line 7").
+PROBLEMS = {
+    "entry.empty": N_("%(where)s: empty; write a domain like example.kg"),
+    "entry.adguard": N_("%(where)s: %(text)s is an AdGuard rule; write the plain domain (%(plain)s) or "
+                        "upload the whole file as an AdGuard list"),
+    "entry.regex": N_("%(where)s: %(text)s looks like a regular expression; Kalkan lists take domains and "
+                      "URL prefixes only: write example.kg or example.kg/path"),
+    "entry.space": N_("%(where)s: %(text)s has a space in it; write one domain a line"),
+    "entry.not_domain": N_("%(where)s: %(text)s is not a domain or URL; write it as example.kg or "
+                           "example.kg/path"),
+    "upload.empty": N_("%(where)s: the file is empty; choose the list file again (one domain a line)"),
+    "upload.utf16": N_("%(where)s: the file is UTF-16 (Windows Notepad \"Unicode\"); open it in Notepad, "
+                       "choose Save As, Encoding: UTF-8, and upload it again"),
+    "upload.not_utf8": N_("%(where)s: not UTF-8 text; save the file as UTF-8 and upload it again"),
+    "upload.no_entries": N_("%(where)s: no entries in the file (only comments); write one domain a line"),
+    "upload.adguard_plain": N_("%(where)s: %(text)s is a plain line in an AdGuard list; write it as "
+                               "||%(plain)s^ or upload plain and AdGuard lists separately"),
+    "category.unknown": N_("%(where)s: unknown category %(text)s; use one of: %(known)s"),
+    "site_categories.format": N_("%(where)s: %(text)s needs a site and its categories, e.g. "
+                                 "example.kg games,social"),
+    "bands.format": N_("%(where)s: %(text)s; write e.g. mon-fri 08:00-15:00 (days mon tue wed thu fri sat "
+                       "sun)"),
+    "holidays.format": N_("%(where)s: %(text)s is not a date; write YYYY-MM-DD, e.g. 2025-03-21"),
+    "list.too_long": N_("%(where)s: %(text)s entries; at most 20000 fit in the policy — put long lists "
+                        "into the category lists instead"),
+}
+NOTHING_SAVED = N_("Nothing was saved.")
+LABELS = {  # what a person reads for `what`
+    "entry": N_("entry"), "upload": N_("the uploaded file"), "category": N_("category"),
+    "site categories": N_("site categories"), "holidays": N_("holidays"), "time bands": N_("time bands"),
+    "school allow-list": N_("school allow-list"), "school block-list": N_("school block-list"),
+    "passed-through hosts": N_("passed-through hosts"), "group allow-list": N_("group allow-list"),
+    "group block-list": N_("group block-list"),
+}
 
-def _where(what: str, line: int | None) -> str:
-    return f"{what}, line {line}" if line else what
+
+@dataclass(frozen=True)
+class Problem:
+    code: str
+    what: str
+    line: int | None = None
+    params: tuple[tuple[str, str], ...] = ()
+
+    def text(self, translate=None) -> str:
+        tr = translate or (lambda m, **p: m % p if p else m)
+        where = tr(LABELS.get(self.what, self.what))
+        if self.line:
+            where += ", " + tr(N_("line %(line)s"), line=self.line)
+        return tr(PROBLEMS[self.code], where=where, **dict(self.params))
+
+
+class ListInputError(InvalidInput):
+    """Bad input, every problem named (with its line); nothing was stored."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        shown = [p.text() for p in problems[:MAX_ERRORS_SHOWN]]
+        more = f" … and {len(problems) - MAX_ERRORS_SHOWN} more" if len(problems) > MAX_ERRORS_SHOWN else ""
+        super().__init__("; ".join(shown) + more + ". Nothing was saved.", code="filtering.bad_input")
+
+    def texts(self, translate) -> list[str]:
+        return [p.text(translate) for p in self.problems[:MAX_ERRORS_SHOWN]]
+
+
+def _problem(code: str, what: str, line: int | None = None, **params: str) -> ListInputError:
+    return ListInputError([Problem(code, what, line, tuple((k, str(v)) for k, v in params.items()))])
 
 
 def parse_entry(text: str, *, what: str = "entry", line: int | None = None) -> str:
@@ -53,25 +118,22 @@ def parse_entry(text: str, *, what: str = "entry", line: int | None = None) -> s
     raw = text.strip()
     if raw.startswith("*."):
         raw = raw[2:]
-    where = _where(what, line)
+    shown = repr(text.strip())
     if not raw:
-        raise InvalidInput(f"{where}: empty; write a domain like example.kg")
+        raise _problem("entry.empty", what, line)
     if raw.startswith("||") or raw.endswith("^"):
-        raise InvalidInput(f"{where}: {text.strip()!r} is an AdGuard rule; write the plain domain "
-                           f"({raw.strip('|^')}) or upload the whole file as an AdGuard list")
+        raise _problem("entry.adguard", what, line, text=shown, plain=raw.strip("|^"))
     if _REGEX_CHARS & set(raw.split("/", 1)[0].split("?", 1)[0] if "://" not in raw else raw):
-        raise InvalidInput(f"{where}: {text.strip()!r} looks like a regular expression; Kalkan lists "
-                           "take domains and URL prefixes only: write example.kg or example.kg/path")
+        raise _problem("entry.regex", what, line, text=shown)
     if any(c.isspace() for c in raw):
-        raise InvalidInput(f"{where}: {text.strip()!r} has a space in it; one domain a line")
+        raise _problem("entry.space", what, line, text=shown)
     try:
         host, path, query = split_canonical(canonicalize(raw))
     except (ValueError, TypeError):
         host, path, query = "", "/", None
     address = re.match(r"^[0-9.]+$|^\[[0-9a-f:]+\]$", host or "")
     if not host or not (_HOST.match(host) or address) or "." not in host:
-        raise InvalidInput(f"{where}: {text.strip()!r} is not a domain or URL; write it as example.kg "
-                           "or example.kg/path")
+        raise _problem("entry.not_domain", what, line, text=shown)
     if path in ("", "/") and query is None:
         return host
     return host + path + (f"?{query}" if query is not None else "")
@@ -80,29 +142,27 @@ def parse_entry(text: str, *, what: str = "entry", line: int | None = None) -> s
 def parse_list_text(text: str, *, what: str) -> list[str]:
     """Entries from a text box: one a line; `#` comments; every bad line named at once."""
     entries: list[str] = []
-    errors: list[str] = []
+    errors: list[Problem] = []
     for number, line in enumerate(text.splitlines(), 1):
         stripped = line.split(" #", 1)[0].strip()
         if not stripped or stripped.startswith(("#", "!")):
             continue
         try:
             entry = parse_entry(stripped, what=what, line=number)
-        except InvalidInput as exc:
-            errors.append(str(exc))
+        except ListInputError as exc:
+            errors += exc.problems
             continue
         if entry not in entries:
             entries.append(entry)
     _raise_errors(errors)
     if len(entries) > MAX_ENTRIES:
-        raise InvalidInput(f"{what}: {len(entries)} entries; at most {MAX_ENTRIES} fit in the policy — "
-                           "put long lists into the category lists instead")
+        raise _problem("list.too_long", what, None, text=str(len(entries)))
     return entries
 
 
-def _raise_errors(errors: list[str]) -> None:
+def _raise_errors(errors: list[Problem]) -> None:
     if errors:
-        more = f" … and {len(errors) - MAX_ERRORS_SHOWN} more" if len(errors) > MAX_ERRORS_SHOWN else ""
-        raise InvalidInput("; ".join(errors[:MAX_ERRORS_SHOWN]) + more + ". Nothing was saved.")
+        raise ListInputError(errors)
 
 
 def parse_list_upload(data: bytes, *, filename: str = "upload") -> list[str]:
@@ -111,37 +171,33 @@ def parse_list_upload(data: bytes, *, filename: str = "upload") -> list[str]:
     (Windows Notepad "Unicode"), a plain line inside an AdGuard list, a regex, bad UTF-8."""
     what = filename or "upload"
     if not data or not data.strip():
-        raise InvalidInput(f"{what}: the file is empty; choose the list file again (one domain a line)")
+        raise _problem("upload.empty", what)
     if data[:2] in (b"\xff\xfe", b"\xfe\xff") or data[:200].count(b"\x00") > 2:
-        raise InvalidInput(f"{what}: the file is UTF-16 (Windows Notepad \"Unicode\"); open it in Notepad, "
-                           "choose Save As, Encoding: UTF-8, and upload it again. Nothing was saved.")
+        raise _problem("upload.utf16", what)
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = data[:exc.start].count(b"\n") + 1
-        raise InvalidInput(f"{what}, line {line}: not UTF-8 text; save the file as UTF-8 and upload it "
-                           "again. Nothing was saved.") from None
+        raise _problem("upload.not_utf8", what, data[:exc.start].count(b"\n") + 1) from None
     lines = text.splitlines()
     meaningful = [(n, ln.strip()) for n, ln in enumerate(lines, 1)
                   if ln.strip() and not ln.strip().startswith(("#", "!", "["))]
     if not meaningful:
-        raise InvalidInput(f"{what}: no entries in the file (only comments); one domain a line")
+        raise _problem("upload.no_entries", what)
     adguard = sum(1 for _, ln in meaningful if ln.startswith("||"))
     if adguard:
         entries, errors = [], []
         for number, ln in meaningful:
             m = re.match(r"^\|\|([^\^/$|*]+)\^?(\$.*)?$", ln)
             if not m:
-                errors.append(f"{what}, line {number}: {ln!r} is a plain line in an AdGuard list; write it "
-                              f"as ||{ln.split()[0].strip('|^')}^ or upload plain and AdGuard lists "
-                              "separately")
+                errors += _problem("upload.adguard_plain", what, number, text=repr(ln),
+                                   plain=ln.split()[0].strip("|^")).problems
                 continue
             try:
                 entry = parse_entry(m.group(1), what=what, line=number)
-            except InvalidInput as exc:
-                errors.append(str(exc))
+            except ListInputError as exc:
+                errors += exc.problems
                 continue
             if entry not in entries:
                 entries.append(entry)
@@ -156,30 +212,30 @@ def check_category(category: str, *, line: int | None = None) -> str:
     from filters.categories import CATEGORIES
 
     if category not in CATEGORIES:
-        raise InvalidInput(f"{_where('category', line)}: unknown category {category!r}; use one of "
-                           f"{', '.join(sorted(CATEGORIES))}")
+        raise _problem("category.unknown", "site categories" if line else "category", line,
+                       text=repr(category), known=", ".join(sorted(CATEGORIES)))
     return category
 
 
 def parse_site_categories(text: str) -> dict[str, list[str]]:
     """`example.kg games,social` lines → {entry: [category ids]}."""
     out: dict[str, list[str]] = {}
-    errors: list[str] = []
+    errors: list[Problem] = []
     for number, line in enumerate(text.splitlines(), 1):
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
             continue
         parts = stripped.split(None, 1)
         if len(parts) != 2:
-            errors.append(f"site categories, line {number}: {stripped!r} needs a site and its categories, "
-                          "e.g. example.kg games,social")
+            errors += _problem("site_categories.format", "site categories", number,
+                               text=repr(stripped)).problems
             continue
         try:
             entry = parse_entry(parts[0], what="site categories", line=number)
             cats = [check_category(c.strip(), line=number) for c in parts[1].replace(" ", ",").split(",")
                     if c.strip()]
-        except InvalidInput as exc:
-            errors.append(str(exc))
+        except ListInputError as exc:
+            errors += exc.problems
             continue
         out[entry] = cats
     _raise_errors(errors)
@@ -195,8 +251,8 @@ def parse_bands(text: str, *, group: str) -> list[dict[str, Any]]:
             continue
         m = re.match(r"^([a-z]{3})(?:-([a-z]{3}))?\s+(\d{1,2}:\d{2})\s*-\s*(\d{1,2}:\d{2})$", stripped)
         if not m or m.group(1) not in DAYS or (m.group(2) and m.group(2) not in DAYS):
-            errors.append(f"time bands of {group}, line {number}: {line.strip()!r}; write e.g. "
-                          "mon-fri 08:00-15:00 (days mon tue wed thu fri sat sun)")
+            errors += _problem("bands.format", "time bands", number,
+                               text=f"{group}: {line.strip()!r}").problems
             continue
         first, last = DAYS[m.group(1)], DAYS[m.group(2) or m.group(1)]
         days = list(range(first, last + 1)) if first <= last else [*range(first, 7), *range(0, last + 1)]
@@ -207,7 +263,8 @@ def parse_bands(text: str, *, group: str) -> list[dict[str, Any]]:
                 if not (0 <= h <= 24 and 0 <= mi < 60):
                     raise ValueError
         except ValueError:
-            errors.append(f"time bands of {group}, line {number}: a time is not HH:MM")
+            errors += _problem("bands.format", "time bands", number,
+                               text=f"{group}: {line.strip()!r}").problems
             continue
         bands.append({"days": days, "start": start, "end": end})
     _raise_errors(errors)
@@ -223,8 +280,7 @@ def parse_holidays(text: str) -> list[str]:
         try:
             out.append(date.fromisoformat(stripped).isoformat())
         except ValueError:
-            errors.append(f"holidays, line {number}: {stripped!r} is not a date; write YYYY-MM-DD, "
-                          "e.g. 2025-03-21")
+            errors += _problem("holidays.format", "holidays", number, text=repr(stripped)).problems
     _raise_errors(errors)
     return sorted(set(out))
 
