@@ -47,7 +47,11 @@ ENFORCE_S = 2.0
 
 
 def _ut1(folder: Path) -> Path:
-    for cat, hosts in {"audio-video": ["video.test"], "gambling": ["casino.test"], "press": ["news.test"]}.items():
+    for cat, hosts in {
+        "audio-video": ["video.test"],
+        "gambling": ["casino.test"],
+        "press": ["news.test"],
+    }.items():
         (folder / cat).mkdir(parents=True)
         (folder / cat / "domains").write_text("\n".join(hosts) + "\n")
     return folder
@@ -70,7 +74,9 @@ def school(tmp_path_factory):
             protocol.Group(name="teacher", kind="teacher", os_users=["teacher1"]),
         ]
         b.default_group = "student"
-        b.filtering.unsupervised = {"student": protocol.LessonMode.open}  # as during a lesson: category rules decide
+        b.filtering.unsupervised = {
+            "student": protocol.LessonMode.open
+        }  # as during a lesson: category rules decide
         return b
 
     server.amend_policy("test school", policy)
