@@ -15,8 +15,9 @@ Each seat's report page shows what became of the reports sent from it (`seat_sta
 asked by the agent with its token — no student login).
 
 `decide` is the one entry point for decisions; the lesson engineer routes unblock requests
-to a lesson's teacher and calls it with the teacher's viewer (`allowed_scopes` says what a
-role may decide: a teacher only "allow for a seat / the group" during their lesson).
+to a lesson's teacher and calls it with the teacher's viewer: a teacher may only allow on a
+seat (or reject) items whose every seat is in one of the teacher's rooms (`teacher_items`
+lists them); everything else is the responsible person's.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from sqlalchemy.orm import Session
 from policy_server import protocol
 from policy_server.audit import audit
 from policy_server.db.models import Event, Role, Workstation, utcnow
-from policy_server.errors import InvalidInput, NotFound
+from policy_server.errors import Forbidden, InvalidInput, NotFound
 from policy_server.filtering.models import FilterRequest, FilterRequestEvent
 from policy_server.policies.service import amend_policy, current_bundle
 
@@ -125,6 +126,23 @@ def sync_events(db: Session) -> int:
 # ------------------------------------------------------------------ reading
 
 
+def _seats_in_rooms(db: Session, room_ids) -> set[str]:
+    if not room_ids:
+        return set()
+    return {s for s in db.scalars(select(Workstation.seat).where(Workstation.room_id.in_(tuple(room_ids))))
+            if s}
+
+
+def teacher_items(db: Session, *, viewer, status: str = "received") -> list[FilterRequest]:
+    """The unblock requests a teacher may decide: every seat of the item is in their rooms."""
+    sync_events(db)
+    seats = _seats_in_rooms(db, viewer.room_ids) if viewer.room_ids is not None else None
+    rows = db.scalars(select(FilterRequest).where(FilterRequest.status == status)
+                      .order_by(FilterRequest.last_at.desc()).limit(200))
+    return [r for r in rows
+            if "unblock" in r.kinds and (seats is None or (r.seats and set(r.seats) <= seats))]
+
+
 def list_queue(db: Session, *, viewer, status: str | None = "received", limit: int = 200
                ) -> list[FilterRequest]:
     if viewer.role != Role.admin:
@@ -185,11 +203,17 @@ def decide(db: Session, *, viewer, ids: list[int], action: str, scope: str = "sc
            target: str | None = None, entry: str | None = None, until: datetime | None = None,
            reason: str = "") -> dict[str, Any]:
     """Decide queue rows in one go; a block or allow becomes one policy amendment."""
-    if viewer.role != Role.admin:
+    if viewer.role not in (Role.admin, Role.teacher):
         raise NotFound("the report queue is the responsible person's")
     if action not in ("block", "allow", "reject"):
         raise InvalidInput(f"unknown decision {action!r}; choose block, allow or reject")
     rows = list(db.scalars(select(FilterRequest).where(FilterRequest.id.in_(ids))))
+    if viewer.role == Role.teacher:  # only their rooms' unblock requests, only for the seat
+        allowed = {r.id for r in teacher_items(db, viewer=viewer, status="received")}
+        rows = [r for r in rows if r.id in allowed]
+        if action == "block" or (action == "allow" and scope != "seat"):
+            raise Forbidden("a teacher may allow an unblock request on its seat or reject it; blocking and "
+                            "allowing for a group or the school are the responsible person's")
     if len(rows) != len(set(ids)):
         missing = sorted(set(ids) - {r.id for r in rows})
         raise NotFound(f"no queue item {', '.join(map(str, missing))}; reload the queue")

@@ -23,6 +23,7 @@ from policy_server.db.models import Role, Workstation
 from policy_server.db.session import get_db
 from policy_server.errors import NotFound
 from policy_server.filtering import lists, queue, trial
+from policy_server.people.auth import require_csrf
 
 router = APIRouter(prefix="/api/v1/filtering", tags=["filtering"])
 
@@ -64,7 +65,7 @@ class DecideBody(BaseModel):
     reason: str = ""
 
 
-@router.post("/queue/decide")
+@router.post("/queue/decide", dependencies=[Depends(require_csrf)])
 def decide(body: DecideBody, viewer: scope.Viewer = Depends(scope.allow(Role.admin)),
            db: Session = Depends(get_db)) -> dict:
     result = queue.decide(db, viewer=viewer, ids=body.ids, action=body.action, scope=body.scope,
@@ -79,7 +80,7 @@ class TryBody(BaseModel):
     room: str | None = None
 
 
-@router.post("/try")
+@router.post("/try", dependencies=[Depends(require_csrf)])
 def try_url(body: TryBody, viewer: scope.Viewer = Depends(scope.allow(Role.admin)),
             request: Request = None, db: Session = Depends(get_db)) -> dict:
     return {"verdicts": trial.try_url(db, state_dir=request.app.state.settings.state_dir, url=body.url,

@@ -334,3 +334,33 @@ def test_every_page_renders_in_every_language(console, lang) -> None:
 
     for cat in CATEGORIES.values():  # the 33 categories, named in the reader's language, with clauses
         assert cat.name(lang) in matrix
+
+
+def test_a_teacher_may_allow_an_unblock_request_from_their_room_on_its_seat(console) -> None:
+    """The service function the lesson routing calls (queue.decide with the teacher's viewer)."""
+    from sqlalchemy import select
+
+    from policy_server.db.models import Person, PersonRoom, Room
+    from policy_server.errors import Forbidden
+    from policy_server.filtering import queue
+    from policy_server.scope import viewer_for
+
+    seat = console.enroll("seat-7")
+    console.send(
+        seat, "seat-7", "web.unblock_request", {"url": "https://maps.example.kg/", "rule": "category"}
+    )
+    with console.db() as db:
+        teacher = db.scalar(select(Person).where(Person.username == "teach"))
+        assert queue.teacher_items(db, viewer=viewer_for(db, teacher)) == []  # no room yet: nothing
+        room = db.scalar(select(Room).where(Room.name == "lab-1"))
+        db.add(PersonRoom(person_id=teacher.id, room_id=room.id))
+        db.commit()
+        viewer = viewer_for(db, teacher)
+        items = queue.teacher_items(db, viewer=viewer)
+        item = next(i for i in items if i.url == "https://maps.example.kg/")
+        with pytest.raises(Forbidden):
+            queue.decide(db, viewer=viewer, ids=[item.id], action="block", scope="school")
+        db.rollback()
+        queue.decide(db, viewer=viewer, ids=[item.id], action="allow", scope="seat")
+        db.commit()
+    assert "maps.example.kg" in console.bundle().filtering.seat_allow_list["seat-7"]
