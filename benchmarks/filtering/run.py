@@ -12,7 +12,8 @@
   `shutil.copyfile` of the same file plus the same `verify` (what copying it onto the seat by
   hand costs), same run.
 * push: `--seats` real `kalkan-agent run` processes enrolled to one real server; each change
-  is one `amend_policy` (what a console "Save" or a queue decision does); the time until each
+  is the console's "Save" (`POST /filtering/policy/apply`, the responsible person logged in:
+  `amend_policy` in the server, pushed at commit); the time until each
   seat has written the new `policy.json` (the proxy re-reads it within its 0.25 s watch
   interval, added to the "enforced" column); baseline: the same with one seat, same run.
 """
@@ -232,34 +233,40 @@ def cmd_fetch(args) -> None:
 
 
 def _push_round(server: KalkanServerProcess, agents: list[AgentProcess], changes: int) -> list[float]:
-    from policy_server import protocol
+    """Each change is the console's "Save" (POST /filtering/policy/apply as the responsible
+    person): amend_policy inside the server process, pushed at commit."""
+    import httpx
 
+    with server.client() as c:
+        r = c.post("/api/v1/login", json={"username": "bench-admin", "password": "bench-password-1"})
+        r.raise_for_status()
+        csrf, cookies = r.json()["csrf_token"], dict(c.cookies)
     delays: list[float] = []
-    for i in range(changes):
-        version = None
-
-        def change(b: protocol.PolicyBundle, i=i) -> protocol.PolicyBundle:
-            b.filtering.block_list = [f"bench-{i}-{time.time_ns()}.example.kg"]
-            return b
-
-        t0 = time.monotonic()
-        version = server.amend_policy(f"bench change {i}", change)
-        pending = {a.state_dir: a for a in agents}
-        seen: dict[Path, float] = {}
-        while pending and time.monotonic() - t0 < 15:
-            for path in list(pending):
-                try:
-                    v = json.loads((path / "policy.json").read_text()).get("version")
-                except (OSError, ValueError):
-                    continue
-                if v is not None and v >= version:
-                    seen[path] = time.monotonic() - t0
-                    pending.pop(path)
-            time.sleep(0.01)
-        if pending:
-            raise RuntimeError(f"{len(pending)} seats did not get version {version} within 15 s")
-        delays += list(seen.values())
-        time.sleep(0.3)
+    with httpx.Client(base_url=server.url, verify=server.verify, cookies=cookies, timeout=30) as console:
+        for i in range(changes):
+            entry = f"bench-{i}-{time.time_ns()}.example.kg"
+            t0 = time.monotonic()
+            r = console.post(
+                "/filtering/policy/apply",
+                data={"csrf_token": csrf, "kind": "list", "list": "block_list", "entries": entry},
+            )
+            assert r.status_code == 303, r.text[:500]
+            pending = {a.state_dir for a in agents}
+            seen: dict[Path, float] = {}
+            while pending and time.monotonic() - t0 < 15:
+                for path in list(pending):
+                    try:
+                        text = (path / "policy.json").read_text()
+                    except OSError:
+                        continue
+                    if entry in text:
+                        seen[path] = time.monotonic() - t0
+                        pending.discard(path)
+                time.sleep(0.01)
+            if pending:
+                raise RuntimeError(f"{len(pending)} seats did not get change {i} within 15 s")
+            delays += list(seen.values())
+            time.sleep(0.3)
     return delays
 
 
@@ -271,6 +278,7 @@ def _p95(values: list[float]) -> float:
 def cmd_push(args) -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-push-"))
     server = KalkanServerProcess(work / "server").start()
+    server.create_user("admin", "bench-admin", "bench-password-1")
     code_agents: list[AgentProcess] = []
     try:
         for i in range(args.seats):

@@ -285,7 +285,8 @@ async def policy_apply(request: Request, viewer=Depends(page_viewer),
                                            "Go back, reload the page and try again."))
     try:
         proposal = editor.propose(db, str(form.get("kind") or ""), form)
-        editor.apply(db, viewer=viewer, proposal=proposal, base_version=int(form.get("base_version") or 0))
+        base = str(form.get("base_version") or "")
+        editor.apply(db, viewer=viewer, proposal=proposal, base_version=int(base) if base.isdigit() else None)
     except KalkanError as exc:
         db.rollback()
         return _editor_error(page, db, form, _error_texts(page, exc))

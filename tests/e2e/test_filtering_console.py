@@ -266,3 +266,55 @@ def test_console_screenshots(school, browser, artifacts_dir, lang) -> None:
                 path=str(artifacts_dir / f"filtering-{name}-{lang}-{width}.png"), full_page=width > 400
             )
         page.context.close()
+
+
+def test_new_lists_reach_the_seats_without_dropping_an_open_connection(school) -> None:
+    """`lists update` publishes a new index; the agents fetch it by hash and the proxies swap it
+    while a browser's keep-alive connection stays open and gets the new verdict on it."""
+    import http.client
+    import subprocess
+    import sys
+
+    from agent.artifacts import current_sha
+
+    server, seats, root = school
+    agent1, proxy1 = seats["seat-1"]
+    before = current_sha(agent1.state_dir)
+    conn = http.client.HTTPConnection("127.0.0.1", proxy1.port, timeout=10)
+    conn.request("GET", "http://school.test/page", headers={"Host": "school.test"})
+    first = conn.getresponse()
+    first.read()
+    assert first.status == 200
+    local_port = conn.sock.getsockname()[1]
+    (root / "ut1" / "gambling" / "domains").write_text("casino.test\nschool.test\n")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "policy_server.cli",
+            "lists",
+            "update",
+            "--source",
+            str(root / "ut1"),
+            "--state-dir",
+            str(server.state_dir),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if all(current_sha(a.state_dir) not in (None, before) for a, _ in seats.values()):
+            break
+        time.sleep(0.05)
+    time.sleep(0.6)  # the proxy's watch interval
+    conn.request("GET", "http://school.test/page", headers={"Host": "school.test"})
+    second = conn.getresponse()
+    body = second.read().decode("utf-8", "replace")
+    assert conn.sock.getsockname()[1] == local_port  # the same connection
+    assert second.status == 403 and 'id="kalkan-block"' in body
+    assert blocked(seats["seat-2"][1], "http://school.test/")
+    conn.close()
