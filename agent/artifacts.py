@@ -13,8 +13,9 @@ away: the last good index stays in force, and the seat's health says so (retried
 
 **Report status.**  The student's report page (`http://report.kalkan/`) shows what became of
 the reports sent from this seat (received / blocked / allowed / rejected).  The proxy has no
-token, so the agent asks `GET /api/v1/filtering/reports` for it — on every applied policy (a
-decision is a policy change) and every `reports_poll_s` — and writes
+token, so the agent asks `GET /api/v1/filtering/reports` for it — 0.5–2.5 s after every
+applied policy (a decision is a policy change; spread so the seats' policy fetches go first)
+and every `reports_poll_s` — and writes
 `<state>/report-status.json`, which the proxy reads when it serves the page.
 """
 
@@ -24,6 +25,7 @@ import hashlib
 import json
 import logging
 import os
+import random
 import threading
 import time
 from pathlib import Path
@@ -41,6 +43,7 @@ REPORTS_FILE = "report-status.json"
 INDEX_PATH = "/api/v1/filtering/index/"
 REPORTS_PATH = "/api/v1/filtering/reports"
 CHUNK = 1 << 20
+REPORTS_AFTER_POLICY_S = (0.5, 2.5)
 
 
 class ArtifactError(RuntimeError):
@@ -95,34 +98,36 @@ class ArtifactFetcher:
         self.last_fetch_s: float | None = None
         self.reports_error: str | None = None
         self._wake = threading.Event()
-        self._reports_due = True
+        self._reports_at = 0.0  # monotonic time of the next status read (0: at once)
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ inputs
 
     def on_policy(self, bundle: PolicyBundle) -> None:
         self.wanted = bundle.filtering.index_sha256
-        self._reports_due = True
+        # The report status is asked a moment later, spread over the seats: a decision reaches
+        # every seat at once, and their policy fetches should not queue behind 30 status reads.
+        self._reports_at = min(self._reports_at, time.monotonic() + random.uniform(*REPORTS_AFTER_POLICY_S))
         self._wake.set()
 
     def wake(self) -> None:
         self._wake.set()
 
     def run(self, stop: threading.Event) -> None:
-        next_reports = 0.0
         next_index = 0.0
         while not stop.is_set():
             now = time.monotonic()
-            if self.wanted and self.wanted != current_sha(self.state_dir) and now >= next_index:
+            index_needed = bool(self.wanted and self.wanted != current_sha(self.state_dir))
+            if index_needed and now >= next_index:
                 if not self.ensure_index(self.wanted):
                     next_index = time.monotonic() + self.retry_s
-            if self._reports_due or now >= next_reports:
-                self._reports_due = False
+            if now >= self._reports_at:
                 self.refresh_reports()
-                next_reports = time.monotonic() + self.reports_poll_s
-            self._wake.wait(timeout=max(0.05, min(next_reports, next_index if self.wanted and
-                                                  self.wanted != current_sha(self.state_dir) else
-                                                  next_reports) - time.monotonic()))
+                self._reports_at = time.monotonic() + self.reports_poll_s
+            due = [self._reports_at]
+            if self.wanted and self.wanted != current_sha(self.state_dir):
+                due.append(next_index)
+            self._wake.wait(timeout=max(0.05, min(due) - time.monotonic()))
             self._wake.clear()
 
     # ------------------------------------------------------------------ the index

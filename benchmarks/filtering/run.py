@@ -31,8 +31,10 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
@@ -270,6 +272,54 @@ def _push_round(server: KalkanServerProcess, agents: list[AgentProcess], changes
     return delays
 
 
+def cmd_push_threads(args) -> None:
+    """The same measurement with the seats' real policy code (PolicyManager: push channel,
+    fetch, hash check, policy.json written) as threads of one process: the seats' own CPU
+    is then one process, not 30 interpreters on the server's 2 cores."""
+    from agent.policy import PolicyManager
+    from agent.server_client import ServerClient
+    from agent.state import AgentState
+
+    work = Path(tempfile.mkdtemp(prefix="bench-pusht-"))
+    server = KalkanServerProcess(work / "server").start()
+    server.create_user("admin", "bench-admin", "bench-password-1")
+    stop = threading.Event()
+    clients = []
+    try:
+        seats = []
+        for i in range(args.seats):
+            _agent_id, token = server.enroll(f"pc-{i:02d}", seat=f"seat-{i:02d}")
+            state = AgentState(work / f"seat-{i:02d}")
+            state.paths.ensure()
+            client = ServerClient(server.url, token=token, sha256=server.fingerprint)
+            clients.append(client)
+            manager = PolicyManager(state, on_apply=lambda bundle: None)
+            seats.append(SimpleNamespace(state_dir=state.paths.root))
+            threading.Thread(target=manager.run_push, args=(client, stop), daemon=True).start()
+        time.sleep(3)
+        one = _push_round(server, seats[:1], args.changes)
+        many = _push_round(server, seats, args.changes)
+        print(machine())
+        print(
+            f"seats as threads of one process (agent.policy.PolicyManager, real HTTPS, pinned); "
+            f"{args.changes} changes"
+        )
+        print("| seats | samples | p50 applied (s) | p95 applied (s) | max (s) | p95 enforced ≤ (s) |")
+        print("| --- | --- | --- | --- | --- | --- |")
+        for n, d in ((1, one), (args.seats, many)):
+            print(
+                f"| {n} (of {args.seats} listening) | {len(d)} | {statistics.median(d):.3f} | "
+                f"{_p95(d):.3f} | "
+                f"{max(d):.3f} | {_p95(d) + WATCH_S:.3f} |"
+            )
+    finally:
+        stop.set()
+        for client in clients:
+            client.close()
+        server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def _p95(values: list[float]) -> float:
     ordered = sorted(values)
     return ordered[max(0, int(round(0.95 * len(ordered))) - 1)]
@@ -329,8 +379,13 @@ def main() -> int:
     p = sub.add_parser("push")
     p.add_argument("--seats", type=int, default=30)
     p.add_argument("--changes", type=int, default=10)
+    t = sub.add_parser("push-threads")
+    t.add_argument("--seats", type=int, default=30)
+    t.add_argument("--changes", type=int, default=10)
     args = parser.parse_args()
-    {"build": cmd_build, "fetch": cmd_fetch, "push": cmd_push}[args.cmd](args)
+    {"build": cmd_build, "fetch": cmd_fetch, "push": cmd_push, "push-threads": cmd_push_threads}[args.cmd](
+        args
+    )
     return 0
 
 
