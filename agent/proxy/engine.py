@@ -99,6 +99,7 @@ class Engine:
         self.version = bundle.version
         self.alert_threshold = bundle.filtering.alert_threshold
         self.safe_search_on = bundle.filtering.safe_search
+        self.proxy_ports = frozenset(bundle.network.proxy_ports or (80, 443))
         self.policy = filter_policy
         self.index = index
         self._group_cache: dict[tuple[str | None, tuple[str, ...]], str] = {}
@@ -129,16 +130,13 @@ class Engine:
 
     @classmethod
     def from_bundle(cls, raw: dict[str, Any], *, index: str | None = None) -> Engine:
+        from filters.index import index_for_policy
         from filters.policy import FilterPolicy
 
         bundle = PolicyBundle.model_validate(raw)
-        loaded = load_index(index)
-        if bundle.filtering.site_categories:  # the school's own categorisation over the lists
-            from filters.index import CategoryIndex, build_overlay_from_lists
-
-            overlay = build_overlay_from_lists(bundle.filtering.site_categories)
-            loaded = loaded.with_overlay(overlay) if loaded is not None else CategoryIndex.empty(overlay)
-        return cls(bundle, FilterPolicy.from_bundle(raw), loaded)
+        policy = FilterPolicy.from_bundle(raw)
+        # the school's own categorisation on top of the lists: the same call as `kalkan-filter check`
+        return cls(bundle, policy, index_for_policy(load_index(index), policy.site_categories))
 
     # --- the proxy's own knowledge
 
