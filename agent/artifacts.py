@@ -16,7 +16,10 @@ the reports sent from this seat (received / blocked / allowed / rejected).  The 
 token, so the agent asks `GET /api/v1/filtering/reports` for it — 0.5–2.5 s after every
 applied policy (a decision is a policy change; spread so the seats' policy fetches go first)
 and every `reports_poll_s` — and writes
-`<state>/report-status.json`, which the proxy reads when it serves the page.
+`<state>/report-status.json`, which the proxy reads when it serves the page.  The server
+sends no URLs (an agent never receives students' URLs, 002 §3.1): each status carries the
+SHA-256 of the canonical URL, and the proxy shows the statuses of the reports it sent itself
+(it remembers their URLs, in memory, until it restarts).
 """
 
 from __future__ import annotations
@@ -74,6 +77,18 @@ def current_index(state_dir: Path | str, wanted: str | None = None) -> Path | No
             if path.is_file():
                 return path
     return None
+
+
+def report_key(url: str) -> str:
+    """The key the server gives a report's status by: SHA-256 of the canonical URL (the server
+    never sends students' URLs to a seat; policy_server.filtering.queue.url_key)."""
+    from filters.canonical import canonicalize
+
+    try:
+        canonical = canonicalize((url or "").strip()[:4096])
+    except (ValueError, TypeError):
+        canonical = (url or "").strip()[:4096]
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 def read_report_status(state_dir: Path | str) -> list[dict[str, Any]]:

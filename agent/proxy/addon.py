@@ -40,7 +40,7 @@ from mitmproxy.proxy import layers as mitm_layers
 from mitmproxy.proxy.layers import modes as mitm_modes
 from mitmproxy.proxy.layers.http import HttpStream
 
-from agent.artifacts import current_index, index_dir, read_report_status
+from agent.artifacts import current_index, index_dir, read_report_status, report_key
 from agent.network.detectors import Finding
 from agent.network.ratelimit import RateLimiter
 from agent.proxy import engine as engine_mod
@@ -98,6 +98,7 @@ class KalkanAddon:
         self._recent_blocks: dict[tuple[str | None, str], float] = {}
         self._watch: FileWatch | None = None
         self._index_watch: FileWatch | None = None
+        self._sent_reports: dict[str, str] = {}  # report key → the URL sent (agent/artifacts.py)
         self.index_in_force: str | None = None
         self._task: asyncio.Task | None = None
         self.policy_error: str = ""
@@ -576,11 +577,18 @@ class KalkanAddon:
                 return
             comment = (form.get("comment") or "").strip()[:2000] or None
             self._emit("web.report", WebReport(url=url[:4096], comment=comment), subject.name)
+            self._sent_reports[report_key(url[:4096])] = url[:4096]  # for the status on the page
+            while len(self._sent_reports) > 200:
+                self._sent_reports.pop(next(iter(self._sent_reports)))
             flow.response = http.Response.make(200, self.pages.report_thanks(url, lang), HTML)
             return
         recent = self.history.recent(subject.name or "?", self.clock())
         state = getattr(self, "_state_dir", None)
-        statuses = read_report_status(state) if state is not None else []
+        statuses = []
+        for item in read_report_status(state) if state is not None else []:
+            sent = self._sent_reports.get(str(item.get("key")))
+            if sent is not None and isinstance(item, dict):
+                statuses.append({**item, "url": sent})
         flow.response = http.Response.make(200, self.pages.report_page(recent, lang, statuses=statuses), HTML)
 
     def _serve_unblock(self, flow: http.HTTPFlow) -> None:
@@ -598,6 +606,7 @@ class KalkanAddon:
         rule = form.get("rule", "")
         request = WebUnblockRequest(url=url, categories=categories, rule=rule, comment=comment)
         self._emit("web.unblock_request", request, subject.name)
+        self._sent_reports[report_key(url)] = url
         info = BlockInfo(url=url, host=req.pretty_host, categories=tuple(categories), rule=rule)
         flow.response = http.Response.make(200, self.pages.block_page(info, lang, unblock_sent=True), HTML)
 

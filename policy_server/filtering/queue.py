@@ -22,6 +22,7 @@ lists them); everything else is the responsible person's.
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -174,8 +175,16 @@ def as_json(row: FilterRequest) -> dict[str, Any]:
     }
 
 
+def url_key(canonical: str) -> str:
+    """What the seat is told instead of the URL (an agent never receives students' URLs,
+    002 §3.1): the SHA-256 of the canonical URL.  The seat's proxy knows the URLs it sent and
+    matches them by the same key (`agent.artifacts.report_key`)."""
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
 def seat_statuses(db: Session, *, agent_id: str) -> list[dict[str, Any]]:
-    """What became of the reports sent from one workstation in the last two weeks (newest first)."""
+    """What became of the reports sent from one workstation in the last two weeks (newest
+    first), keyed by `url_key` — no URLs, no user names."""
     sync_events(db)
     since = utcnow() - timedelta(days=SEAT_STATUS_DAYS)
     rows = db.execute(
@@ -184,7 +193,7 @@ def seat_statuses(db: Session, *, agent_id: str) -> list[dict[str, Any]]:
         .where(FilterRequestEvent.agent_id == agent_id, FilterRequestEvent.occurred_at >= since)
         .order_by(FilterRequestEvent.occurred_at.desc()).limit(50)
     ).all()
-    return [{"url": link.url, "canonical": req.url, "kind": link.kind, "at": link.occurred_at.isoformat(),
+    return [{"key": url_key(req.url), "kind": link.kind, "at": link.occurred_at.isoformat(),
              "status": req.status, "decided_at": req.decided_at.isoformat() if req.decided_at else None,
              "reason": req.reason if req.status == "rejected" else ""}
             for link, req in rows]

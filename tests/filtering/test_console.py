@@ -5,6 +5,7 @@ report status, expiring allows."""
 
 from __future__ import annotations
 
+import json
 import re
 import tarfile
 from datetime import timedelta
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from agent.artifacts import report_key
 from policy_server import protocol
 from policy_server.app import create_app
 from policy_server.db.models import utcnow
@@ -262,7 +264,9 @@ def test_reports_fold_into_one_queue_item_decided_in_one_click(console) -> None:
     assert b.version == before + 1 and "reported.example.kg/page" in b.filtering.block_list
     for headers in (seat1, seat2):
         mine = console.client.get("/api/v1/filtering/reports", headers=headers).json()["reports"]
-        assert {s["status"] for s in mine if "reported" in s["canonical"]} == {"blocked"}
+        key = report_key("http://reported.example.kg/page")
+        assert {s["status"] for s in mine if s["key"] == key} == {"blocked"}
+        assert "reported" not in json.dumps(mine)  # no URLs to the seat (002 §3.1)
     # allow the unblock request on its seat, for an hour
     until = (utcnow() + timedelta(hours=1)).isoformat()
     r = console.client.post(
