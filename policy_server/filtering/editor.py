@@ -105,6 +105,17 @@ class ListInputError(InvalidInput):
     def texts(self, translate) -> list[str]:
         return [p.text(translate) for p in self.problems[:MAX_ERRORS_SHOWN]]
 
+    def in_language(self, language: str) -> str:
+        """Every problem in `language` (the API's answer; the pages list them one by one)."""
+        if language == "en":
+            return self.message
+        from policy_server.web.i18n import translate
+
+        def tr(message: str, **params: object) -> str:
+            return translate(language, message, **params)
+
+        return "; ".join(self.texts(tr)) + ". " + tr(NOTHING_SAVED)
+
 
 def _problem(code: str, what: str, line: int | None = None, **params: str) -> ListInputError:
     return ListInputError([Problem(code, what, line, tuple((k, str(v)) for k, v in params.items()))])
