@@ -19,6 +19,7 @@ from policy_server import protocol
 from policy_server.app import create_app
 from policy_server.db.models import utcnow
 from policy_server.settings import Settings
+from tests.support.postgres import postgres_cluster  # noqa: F401  (fixture)
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURE = REPO / "tests" / "fixtures" / "ut1" / "ut1-small.tar.gz"
@@ -87,10 +88,14 @@ class Console:
         assert r.status_code == 200, r.text
 
 
-@pytest.fixture(scope="module")
-def console(tmp_path_factory):
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def console(request, tmp_path_factory):
     root = tmp_path_factory.mktemp("console")
-    app = create_app(Settings(state_dir=root / "state", db_url=f"sqlite:///{root / 'k.sqlite'}", tls=False))
+    if request.param == "sqlite":
+        db_url = f"sqlite:///{root / 'k.sqlite'}"
+    else:
+        db_url = request.getfixturevalue("postgres_cluster").create_database()
+    app = create_app(Settings(state_dir=root / "state", db_url=db_url, tls=False))
     with TestClient(app) as client:
         c = Console(app, client)
         from policy_server.filtering.lists import update_lists
