@@ -12,8 +12,9 @@ student.
 * screenshots of the console pages in ky/ru/en at 1366×768 and 390 px wide, and of the
   student's report page, go to test-artifacts/.
 
-The proxies listen on 127.0.0.1 (regular mode, Chromium and the probes set them as their
-proxy); the no-bypass firewall in network namespaces is tested in tests/proxy/.
+Chromium is the run's shared one (`browser` in tests/conftest.py). The proxies listen on
+127.0.0.1 (regular mode, Chromium and the probes set them as their proxy); the no-bypass
+firewall in network namespaces is tested in tests/proxy/.
 """
 
 from __future__ import annotations
@@ -31,16 +32,6 @@ from tests.support.server import KalkanServerProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.root]
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 HOSTS = ["video.test", "news.test", "school.test", "casino.test", "reported.test"]
 PASSWORD = "console-pass-12"
 ENFORCE_S = 2.0
@@ -144,18 +135,8 @@ def wait_blocked(seats, url: str, since: float, what: str) -> float:
     return took
 
 
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield launched, playwright
-        launched.close()
-
-
 def admin_page(browser, server, *, lang="en", width=1366, height=768):
-    context = browser[0].new_context(
+    context = browser.new_context(
         ignore_https_errors=True, locale=lang, viewport={"width": width, "height": height}
     )
     page = context.new_page()
@@ -207,7 +188,7 @@ def test_a_report_is_confirmed_and_blocks_the_page_on_the_other_seat(school, bro
     url = "http://reported.test/bad-page"
     assert not blocked(proxy2, url)
     # the student, on seat 1, through its proxy
-    student = browser[0].new_context(
+    student = browser.new_context(
         proxy={"server": proxy1.url}, locale="ky", viewport={"width": 390, "height": 844}
     )
     spage = student.new_page()
