@@ -17,6 +17,7 @@ from policy_server.checks.scheduler import CheckScheduler, periodic_check_jobs, 
 from policy_server.db import migrate
 from policy_server.db.session import make_engine, make_sessionmaker
 from policy_server.errors import KalkanError
+from policy_server.filtering.jobs import filtering_jobs
 from policy_server.scope import NotAllowed, NotLoggedIn
 from policy_server.settings import Settings
 from policy_server.tls import ensure_school_ca
@@ -31,6 +32,8 @@ API_ROUTERS = (
     "policy_server.policies.views",
     "policy_server.incidents.views",
     "policy_server.admin_views",
+    "policy_server.filtering.views",
+    "policy_server.filtering.pages",
     "policy_server.security.views",
     "policy_server.people.pages",
     "policy_server.school.pages",
@@ -105,6 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         + summary_jobs(settings),
         first_delay_s=settings.checks_first_delay_s,
     )
+    app.state.checks.jobs += filtering_jobs(settings.state_dir)  # weekly lists update, expiring allows
 
     app.state.level = settings.level  # "school" or "district" (docs/reports.md)
 
