@@ -233,7 +233,9 @@ def _timeline_rows(page: Page, incident) -> list[dict]:
     for entry in incident.timeline:
         detail = entry.detail or {}
         # What was decided or who was told, in the words the service stored.
-        note = detail.get("reason") or detail.get("assignee") or detail.get("to") or ""
+        # (a resolution's reason is free text that may name a student: not for the director)
+        reason = detail.get("reason") if page.perms.see_personal_data else None
+        note = reason or detail.get("assignee") or detail.get("to") or ""
         if entry.action == "events_added" and detail.get("total"):
             note = page._("%(num)d events in all", num=int(detail["total"]))
         rows.append({
