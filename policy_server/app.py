@@ -18,6 +18,7 @@ from policy_server.db import migrate
 from policy_server.db.session import make_engine, make_sessionmaker
 from policy_server.errors import KalkanError
 from policy_server.scope import NotAllowed, NotLoggedIn
+from policy_server.security.throttle import LoginThrottle
 from policy_server.settings import Settings
 from policy_server.tls import ensure_school_ca
 from policy_server.web.i18n import parse_accept_language
@@ -83,6 +84,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.sessionmaker = make_sessionmaker(engine)
     app.state.push_hub = hub
+    app.state.login_throttle = LoginThrottle(account_limits=settings.login_account_limits,
+                                             address_limits=settings.login_address_limits,
+                                             storage_uri=settings.login_limit_storage)
     # periodic checks (weekly scan overdue, ISUO cross-checks): docs/server.md "Periodic checks"
     app.state.checks = CheckScheduler(
         app.state.sessionmaker,
