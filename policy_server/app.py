@@ -18,6 +18,7 @@ from policy_server.db import migrate
 from policy_server.db.session import make_engine, make_sessionmaker
 from policy_server.errors import KalkanError
 from policy_server.scope import NotAllowed, NotLoggedIn
+from policy_server.security.headers import SecurityHeaders
 from policy_server.security.throttle import LoginThrottle
 from policy_server.settings import Settings
 from policy_server.tls import ensure_school_ca
@@ -81,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="Kalkan policy server", version=str(protocol.PROTOCOL_VERSION), lifespan=lifespan,
                   docs_url=None, redoc_url=None, openapi_url=None)
     app.state.settings = settings
+    app.add_middleware(SecurityHeaders, tls=bool(settings.tls))  # policy_server/security/headers.py
     app.state.engine = engine
     app.state.sessionmaker = make_sessionmaker(engine)
     app.state.push_hub = hub
