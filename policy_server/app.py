@@ -113,11 +113,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                             status_code=exc.status_code, headers=dict(exc.headers or {}))
 
     @app.exception_handler(RequestValidationError)
-    async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
         parts = []
         for err in exc.errors():
             where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
             parts.append(f"{where}: {err.get('msg')}")
+        path = request.url.path
+        if not (path.startswith("/api/") or path.endswith(".json")) and request.method == "GET":
+            from policy_server.security.errors import validation_error_page
+
+            fields = [str(err.get("loc", ("",))[-1]) for err in exc.errors()]
+            return await run_in_threadpool(validation_error_page, request, fields)
         return JSONResponse({"detail": "the request is not valid: " + "; ".join(parts),
                              "code": "request.invalid"}, status_code=422)
 

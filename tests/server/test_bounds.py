@@ -25,12 +25,18 @@ def admin(api):
     (f"/api/v1/incidents/{HUGE}", "incident_id"),
     ("/api/v1/incidents/0", "incident_id"),
     (f"/api/v1/isuo/access?offset={HUGE}", "offset"),
-    (f"/incidents/{HUGE}", "incident_id"),
 ])
 def test_out_of_range_reads_are_422_naming_the_field(api, admin, path, field):
     answer = api.client.get(path)
     assert answer.status_code == 422, answer.text
     assert field in answer.json()["detail"]
+
+
+@pytest.mark.parametrize("path", [f"/incidents/{HUGE}", "/incidents/abc", "/incidents/0"])
+def test_a_page_with_a_bad_address_is_the_error_page_naming_the_field(api, admin, path):
+    answer = api.client.get(path, headers={"Accept-Language": "ru"})
+    assert answer.status_code == 422 and answer.headers["content-type"].startswith("text/html")
+    assert "Этот адрес неверен (incident_id)" in answer.text
 
 
 def test_out_of_range_writes_are_422_naming_the_field(api, admin):

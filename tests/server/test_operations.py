@@ -120,12 +120,13 @@ def test_retention_removes_old_browsing_events_keeps_open_evidence_and_audits(ap
     old_report = protocol.make_event("web.report", {"url": "http://r.example/"}, occurred_at=old)
     api.post(auth, *resolved_attempts, *open_attempts, *old_usage, *recent_usage, old_report)
     from policy_server.incidents.service import resolve
+    from policy_server.scope import Viewer
 
     with api.db() as db:
         first, second = db.scalars(
             select(Incident).where(Incident.rule == "web.blocked").order_by(Incident.id))
         assert (first.os_user, second.os_user) == ("st1", "st2")
-        resolve(db, incident_id=first.id, actor="test", reason="talked to the student")
+        resolve(db, incident_id=first.id, viewer=Viewer.system(), reason="talked to the student")
         db.commit()
         resolved_id, open_id = first.id, second.id
     args = ("retention", "--db", db_url, "--state-dir", str(tmp_path / "state"))
