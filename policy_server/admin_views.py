@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from fastapi import APIRouter, Depends, Path, Query
-from pydantic import AwareDatetime, BaseModel, Field
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -29,7 +29,6 @@ def _writer(*roles: Role):
 
 
 admin_writer = _writer(Role.admin)
-teacher_writer = _writer(Role.admin, Role.teacher)
 
 
 class UsbAllowBody(BaseModel):
@@ -59,58 +58,6 @@ def integrity_accept(
     body: IntegrityAcceptBody, person: Person = Depends(admin_writer), db: Session = Depends(get_db)
 ) -> dict:
     bundle = admin.accept_integrity_change(db, actor=person, event_id=body.event_id)
-    db.commit()
-    return {"policy_version": bundle.version}
-
-
-class LessonBody(BaseModel):
-    room: str
-    ends_at: AwareDatetime
-    starts_at: AwareDatetime | None = None
-    group: str | None = None
-    mode: str = "open"
-    allow_list: list[str] = Field(default_factory=list)
-
-
-@router.post("/lessons")
-def lesson_start(
-    body: LessonBody, person: Person = Depends(teacher_writer), db: Session = Depends(get_db)
-) -> dict:
-    bundle, lesson_id = admin.start_lesson(db, actor=person, **body.model_dump())
-    db.commit()
-    return {"policy_version": bundle.version, "lesson_id": lesson_id}
-
-
-@router.delete("/lessons/{lesson_id}")
-def lesson_end(
-    lesson_id: str = Path(max_length=64), person: Person = Depends(teacher_writer),
-    db: Session = Depends(get_db),
-) -> dict:
-    bundle = admin.end_lesson(db, actor=person, lesson_id=lesson_id)
-    db.commit()
-    return {"policy_version": bundle.version}
-
-
-class BanBody(BaseModel):
-    until: AwareDatetime
-    seat: str | None = None
-    os_user: str | None = None
-    reason: str = Field(default="", max_length=300)
-
-
-@router.post("/bans")
-def ban_create(
-    body: BanBody, person: Person = Depends(teacher_writer), db: Session = Depends(get_db)
-) -> dict:
-    bundle, ban_id = admin.ban(db, actor=person, **body.model_dump())
-    db.commit()
-    return {"policy_version": bundle.version, "ban_id": ban_id}
-
-
-@router.delete("/bans/{ban_id}")
-def ban_lift(ban_id: str = Path(max_length=64), person: Person = Depends(teacher_writer),
-             db: Session = Depends(get_db)) -> dict:
-    bundle = admin.lift_ban(db, actor=person, ban_id=ban_id)
     db.commit()
     return {"policy_version": bundle.version}
 

@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
 from policy_server import protocol, scope
-from policy_server.checks.scheduler import CheckScheduler, periodic_check_jobs
+from policy_server.checks.scheduler import CheckScheduler, periodic_check_jobs, summary_jobs
 from policy_server.db import migrate
 from policy_server.db.session import make_engine, make_sessionmaker
 from policy_server.errors import KalkanError
@@ -34,6 +34,16 @@ API_ROUTERS = (
     "policy_server.incidents.views",
     "policy_server.admin_views",
     "policy_server.security.views",
+    "policy_server.people.pages",
+    "policy_server.school.pages",
+    "policy_server.fleet.pages",
+    "policy_server.fleet.audit_pages",
+    "policy_server.isuo.pages",
+    "policy_server.summaries.pages",
+    "policy_server.district.views",
+    "policy_server.district.pages",
+    "policy_server.lessons.views",
+    "policy_server.lessons.pages",
 )
 WEB_ROUTER = "policy_server.web.routes"
 
@@ -66,14 +76,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from policy_server.policies.push import PushHub
 
     hub = PushHub()
+    from policy_server.lessons.ticker import LessonTicker  # lessons end on time (issue 13)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         await hub.start(app.state.sessionmaker)
         await app.state.checks.start()
+        await app.state.lesson_ticker.start()
         try:
             yield
         finally:
+            await app.state.lesson_ticker.stop()
             await app.state.checks.stop()
             await hub.stop()
             engine.dispose()
@@ -89,13 +102,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.login_throttle = LoginThrottle(account_limits=settings.login_account_limits,
                                              address_limits=settings.login_address_limits,
                                              storage_uri=settings.login_limit_storage)
+    app.state.lesson_ticker = LessonTicker(app.state.sessionmaker)
     # periodic checks (weekly scan overdue, ISUO cross-checks): docs/server.md "Periodic checks"
     app.state.checks = CheckScheduler(
         app.state.sessionmaker,
         periodic_check_jobs(scan_interval_s=settings.checks_interval_s,
-                            isuo_interval_s=settings.isuo_checks_interval_s),
+                            isuo_interval_s=settings.isuo_checks_interval_s)
+        + summary_jobs(settings),
         first_delay_s=settings.checks_first_delay_s,
     )
+
+    app.state.level = settings.level  # "school" or "district" (docs/reports.md)
 
     @app.exception_handler(KalkanError)
     async def _kalkan_error(request: Request, exc: KalkanError) -> Response:

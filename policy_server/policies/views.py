@@ -21,7 +21,9 @@ KEEPALIVE_S = 15.0
 
 @router.get("/policy", dependencies=[Depends(scope.agent_only)])
 def get_policy(request: Request, agent: Workstation = Depends(current_agent), db: Session = Depends(get_db)):
-    bundle = current_bundle(db)
+    from policy_server.lessons.service import for_room  # only this room's lessons and bans
+
+    bundle = for_room(current_bundle(db), agent.room.name if agent.room is not None else None)
     etag = etag_of(bundle)
     if etag in {t.strip() for t in request.headers.get("if-none-match", "").split(",")}:
         return Response(status_code=304, headers={"ETag": etag})

@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session
 
 from policy_server.audit import audit
 from policy_server.db.models import Person
-from policy_server.errors import KalkanError
+from policy_server.errors import KalkanError, register_error_texts
 from policy_server.web.i18n import N_
 
 log = logging.getLogger("kalkan.security")
@@ -54,6 +54,7 @@ TOO_MANY_PAGE = N_("Too many failed logins. Wait %(minutes)d min and try again, 
 TOO_MANY_API = N_("Too many failed logins: wait %(seconds)s s and try again, or ask the school's "
                   "responsible person.")
 LOGIN_BURST_TITLE = N_("Many failed logins (account %(account)s, address %(address)s)")
+register_error_texts({"auth.throttled": TOO_MANY_API})
 
 
 @dataclass(frozen=True)
@@ -77,11 +78,6 @@ class TooManyLogins(KalkanError):
         super().__init__(TOO_MANY_API % {"seconds": refusal.retry_after}, code="auth.throttled",
                          params={"seconds": refusal.retry_after})
         self.headers = {"Retry-After": str(refusal.retry_after)}
-
-    def in_language(self, language: str) -> str:
-        from policy_server.web.i18n import translate
-
-        return translate(language, TOO_MANY_API, **self.params)
 
 
 class LoginThrottle:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hmac
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi import Path as PathParam
@@ -104,7 +105,9 @@ def stylesheet() -> FileResponse:
 @router.get("/", dependencies=[Depends(scope.public)])
 def home(request: Request, db: Session = Depends(get_db)) -> Response:
     page = _page(request, db)
-    return RedirectResponse("/incidents" if page.person else "/login", status_code=303)
+    # The director lands on the weekly summary, the district on the district console (issue 15).
+    landing = {"director": "/summaries", "district": "/district"}.get(page.person.role if page.person else "")
+    return RedirectResponse(landing or ("/incidents" if page.person else "/login"), status_code=303)
 
 
 # ----------------------------------------------------------------------------- login, logout
@@ -160,7 +163,12 @@ def login(
     cookie_value, _login = auth.create_login_session(
         db, person, hours=request.app.state.settings.login_session_hours)
     db.commit()
-    response = RedirectResponse(safe_next(next), status_code=303)
+    if next in ("", "/", "/incidents") and person.role in ("director", "district"):
+        next = "/summaries" if person.role == "director" else "/district"  # shown on login (issue 15)
+    target = safe_next(next)
+    if person.must_change_password:  # a temporary password (issue 11): choose one's own first
+        target = "/account/password?" + urlencode({"next": target})
+    response = RedirectResponse(target, status_code=303)
     auth.set_session_cookie(response, request, cookie_value)
     response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
     return response

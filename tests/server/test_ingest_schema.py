@@ -47,7 +47,7 @@ def test_ingest_foreign_keys_only_on_sqlite_and_the_migration_reverts(db_url):
     config = migrate.alembic_config(db_url)
     command.downgrade(config, "0002")
     assert _foreign_keys(db_url) == _INGEST_FKS
-    command.upgrade(config, "head")
+    command.upgrade(config, "heads")
     assert _foreign_keys(db_url) == set()
 
 

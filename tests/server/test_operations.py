@@ -14,6 +14,7 @@ from policy_server import protocol
 from policy_server.cli import main
 from policy_server.db.models import AuditRecord, Event, Incident, IncidentEvent, TimelineEntry
 from policy_server.db.session import make_engine, make_sessionmaker
+from policy_server.scope import Viewer
 
 NOW = datetime.now(UTC)
 
@@ -120,7 +121,6 @@ def test_retention_removes_old_browsing_events_keeps_open_evidence_and_audits(ap
     old_report = protocol.make_event("web.report", {"url": "http://r.example/"}, occurred_at=old)
     api.post(auth, *resolved_attempts, *open_attempts, *old_usage, *recent_usage, old_report)
     from policy_server.incidents.service import resolve
-    from policy_server.scope import Viewer
 
     with api.db() as db:
         first, second = db.scalars(
