@@ -74,6 +74,28 @@ def _incident_of(server: KalkanServerProcess, agent_id: str) -> int:
         return db.scalar(select(Incident.id).where(Incident.agent_id == agent_id))
 
 
+def _rooms(server: KalkanServerProcess) -> dict[str, str]:
+    from policy_server.school.service import find_room
+
+    with server.db() as db:
+        return {"own": str(find_room(db, "Room A").id), "other": str(find_room(db, "Room B").id)}
+
+
+def _isuo_sessions(server: KalkanServerProcess, agents: dict[str, str]) -> None:
+    """An ISUO session in each room, by the room's student account (personal data too)."""
+    from datetime import timedelta
+
+    from policy_server.db.models import IsuoAccess, utcnow
+
+    with server.db() as db:
+        for room, agent_id in agents.items():
+            start = utcnow() - timedelta(minutes=30)
+            db.add(IsuoAccess(agent_id=agent_id, seat=f"{room.lower()}-01", os_user=SECRETS[room][0],
+                              host="emis.edu.gov.kg", started_at=start,
+                              ended_at=start + timedelta(minutes=5)))
+        db.commit()
+
+
 def _lessons(server: KalkanServerProcess) -> dict[str, str]:
     """A lesson of the teacher of room A in room A (own) and one in room B (other)."""
     from datetime import timedelta
@@ -116,7 +138,8 @@ def world(tmp_path_factory: pytest.TempPathFactory):
             db.commit()
         ids = {"incident_id": {"own": str(_incident_of(server, agent_a)),
                                "other": str(_incident_of(server, agent_b))},
-               "lesson_id": _lessons(server)}
+               "lesson_id": _lessons(server), "room_id": _rooms(server)}
+        _isuo_sessions(server, {"A": agent_a, "B": agent_b})
         yield World(server=server, ids=ids, agent_token=token_a)
 
 
