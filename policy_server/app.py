@@ -18,6 +18,7 @@ from policy_server.db import migrate
 from policy_server.db.session import make_engine, make_sessionmaker
 from policy_server.errors import KalkanError
 from policy_server.scope import NotAllowed, NotLoggedIn
+from policy_server.security.errors import install_input_errors
 from policy_server.security.headers import SecurityHeaders
 from policy_server.security.throttle import LoginThrottle
 from policy_server.settings import Settings
@@ -143,6 +144,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return await run_in_threadpool(validation_error_page, request, fields)
         return JSONResponse({"detail": "the request is not valid: " + "; ".join(parts),
                              "code": "request.invalid"}, status_code=422)
+
+    install_input_errors(app)  # numbers past the database's range: 422, never 500
 
     @app.get("/healthz", dependencies=[Depends(scope.public)])
     def healthz() -> dict:

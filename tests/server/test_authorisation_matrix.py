@@ -318,3 +318,35 @@ def test_openapi_reachable_for_the_admin_only(world: World):
     assert _call(world, "director", "GET", "/openapi.json").status_code == 403
     docs = _call(world, "admin", "GET", "/docs")
     assert docs.status_code == 200 and "/api/v1/incidents" in docs.text and "<script" not in docs.text
+
+
+HUGE_VALUES = (str(2**63), str(2**31), "-1", "0")
+
+
+def test_no_route_fails_on_ids_and_numbers_past_the_database_range(world: World, routes):
+    """Every path parameter and every integer query parameter of every route, past the
+    range of the database's integers (or negative): a 4xx (422 naming the field where the
+    signature bounds it), never a 5xx — as the responsible person, who passes every scope."""
+    failures = []
+    calls = 0
+    for route in routes:
+        if not isinstance(route.original_route, APIRoute):
+            continue
+        path_params = [p.name for p in route.dependant.path_params]
+        int_queries = [p.name for p in route.dependant.query_params if p.field_info.annotation is int
+                       or getattr(p, "type_", None) is int]
+        if not path_params and not int_queries:
+            continue
+        for method in sorted(route.methods - {"HEAD", "OPTIONS"}):
+            for value in HUGE_VALUES:
+                path = route.path
+                for name in path_params:
+                    path = path.replace("{" + name + "}", value)
+                if int_queries:
+                    path += "?" + "&".join(f"{name}={value}" for name in int_queries)
+                response = _call(world, "admin", method, path)
+                calls += 1
+                if response.status_code >= 500:
+                    failures.append(f"{method} {path} -> {response.status_code}")
+    assert calls > 50
+    assert not failures, "\n".join(failures)
