@@ -3,8 +3,11 @@ policy push hub.  Thin: each domain package has its own `views.py`."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
+import signal
+import threading
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -50,6 +53,28 @@ def api_language(accept_language: str | None) -> str:
     return preferred[0] if preferred else "en"
 
 
+def _close_streams_on_signal(hub) -> None:
+    """On SIGTERM/SIGINT, end the push streams first, then let uvicorn shut down as usual.
+
+    uvicorn waits for open connections before the lifespan's shutdown runs; an SSE stream
+    never ends by itself, so without this every stop waited out the graceful timeout and
+    logged the cancelled streams as errors.  Chained to uvicorn's own handler (installed
+    before the lifespan starts); nothing is installed outside the main thread (tests)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(sig)
+        if not callable(previous):
+            continue
+
+        def handler(signum, frame, previous=previous):
+            loop.call_soon_threadsafe(hub.close_all)
+            previous(signum, frame)
+
+        signal.signal(sig, handler)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
     settings.ensure_state_dir()
@@ -66,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         await hub.start(app.state.sessionmaker)
         await app.state.checks.start()
+        _close_streams_on_signal(hub)
         try:
             yield
         finally:

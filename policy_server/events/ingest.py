@@ -33,11 +33,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from policy_server import protocol
+from policy_server.agents.binding import identity_claims, mismatch_drafts
 from policy_server.checks.stateful import INGEST_CHECK_TYPES, run_ingest_checks
 from policy_server.db.models import IsuoAccess, Room, Workstation, utcnow
 from policy_server.events.store import insert_new_events
 from policy_server.events.validation import ValidEvent, validate_batch
-from policy_server.incidents.engine import process_events
+from policy_server.incidents.engine import process_drafts, process_events
 from policy_server.rules import RULES, RuleInput
 
 log = logging.getLogger("kalkan.server.ingest")
@@ -79,7 +80,8 @@ def store_batch(db: Session, *, agent: Workstation, checked: CheckedBatch) -> pr
     now = utcnow()
     result = protocol.BatchResult(duplicates=list(checked.result.duplicates),
                                   rejected=list(checked.result.rejected))
-    inserted = insert_new_events(db, agent_id=agent.id, received_at=now, events=checked.valid)
+    inserted = insert_new_events(db, agent_id=agent.id, received_at=now, events=checked.valid,
+                                 seat=agent.seat)
     accepted = [v for v in checked.valid if v.id in inserted]
     result.accepted = [v.id for v in accepted]
     result.duplicates.extend(v.id for v in checked.valid if v.id not in inserted)
@@ -89,12 +91,15 @@ def store_batch(db: Session, *, agent: Workstation, checked: CheckedBatch) -> pr
     with_rules = [v for v in accepted if v.type in RULES]
     # checks that need stored state (baseline chain, ISUO in a student lab): rare event types
     with_checks = [v for v in accepted if v.type in INGEST_CHECK_TYPES]
-    if with_rules or with_checks:
+    claims = identity_claims(agent, accepted)  # a seat or hostname other than the enrolled one
+    if with_rules or with_checks or claims:
         room = db.scalar(select(Room.name).where(Room.id == agent.room_id)) if agent.room_id else None
         if with_rules:
             process_events(db, [rule_input(v, agent, room) for v in with_rules])
         if with_checks:
             run_ingest_checks(db, events=[rule_input(v, agent, room) for v in with_checks])
+        if claims:
+            process_drafts(db, mismatch_drafts(agent, room, claims))
     return result
 
 
@@ -170,7 +175,7 @@ def _short(exc: BaseException) -> str:
 def rule_input(v: ValidEvent, agent: Workstation, room: str | None) -> RuleInput:
     return RuleInput(
         event_id=v.id, type=v.type, agent_id=agent.id, occurred_at=v.occurred_at, data=v.data,
-        clauses=tuple(v.clauses), os_user=v.os_user, seat=v.seat or agent.seat, room=room,
+        clauses=tuple(v.clauses), os_user=v.os_user, seat=agent.seat, room=room,
         hostname=agent.hostname,
     )
 
@@ -194,7 +199,7 @@ def _record_isuo(db: Session, agent: Workstation, v: ValidEvent) -> None:
     """Join an ISUO session's start and end into one `IsuoAccess` row (000 §6.8)."""
     session: protocol.IsuoSession = v.typed  # type: ignore[assignment]
     if session.state == "start":
-        db.add(IsuoAccess(source="proxy", agent_id=agent.id, seat=v.seat or agent.seat,
+        db.add(IsuoAccess(source="proxy", agent_id=agent.id, seat=agent.seat,
                           os_user=v.os_user, host=session.host, started_at=session.started_at,
                           start_event_id=v.id))
         db.flush()
@@ -208,7 +213,7 @@ def _record_isuo(db: Session, agent: Workstation, v: ValidEvent) -> None:
     )
     ended = session.ended_at or v.occurred_at
     if open_access is None:  # the start never arrived (dropped or made before enrolment)
-        db.add(IsuoAccess(source="proxy", agent_id=agent.id, seat=v.seat or agent.seat,
+        db.add(IsuoAccess(source="proxy", agent_id=agent.id, seat=agent.seat,
                           os_user=v.os_user, host=session.host, started_at=session.started_at,
                           ended_at=ended))
     else:
