@@ -9,16 +9,18 @@ import logging
 import signal
 import threading
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from policy_server import protocol
+from policy_server import protocol, serving
 from policy_server.checks.scheduler import CheckScheduler, periodic_check_jobs
 from policy_server.db import migrate
 from policy_server.db.session import make_engine, make_sessionmaker
 from policy_server.errors import KalkanError
+from policy_server.health.service import UNAVAILABLE_ERRORS, HealthCache, unavailable_response
 from policy_server.settings import Settings
 from policy_server.tls import ensure_school_ca
 from policy_server.web.i18n import parse_accept_language
@@ -32,6 +34,7 @@ API_ROUTERS = (
     "policy_server.policies.views",
     "policy_server.incidents.views",
     "policy_server.admin_views",
+    "policy_server.health.views",
 )
 WEB_ROUTER = "policy_server.web.routes"
 
@@ -75,9 +78,16 @@ def _close_streams_on_signal(hub) -> None:
         signal.signal(sig, handler)
 
 
+def _sqlite_path(engine) -> Path | None:
+    if engine.dialect.name != "sqlite" or engine.url.database in (None, "", ":memory:"):
+        return None
+    return Path(engine.url.database)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
     settings.ensure_state_dir()
+    serving.install()  # a quick, quiet stop under uvicorn (policy_server/serving.py)
     engine = make_engine(settings.database_url)
     if settings.migrate_on_start:
         migrate.upgrade(engine)
@@ -104,6 +114,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.sessionmaker = make_sessionmaker(engine)
     app.state.push_hub = hub
+    app.state.health = HealthCache(app.state.sessionmaker, dialect=engine.dialect.name,
+                                   state_dir=settings.state_dir, sqlite_path=_sqlite_path(engine))
     # periodic checks (weekly scan overdue, ISUO cross-checks): docs/server.md "Periodic checks"
     app.state.checks = CheckScheduler(
         app.state.sessionmaker,
@@ -129,10 +141,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse({"detail": "the request is not valid: " + "; ".join(parts),
                              "code": "request.invalid"}, status_code=422)
 
-    @app.get("/healthz")
-    def healthz() -> dict:
-        return {"status": "ok", "protocol_version": protocol.PROTOCOL_VERSION,
-                "database": engine.dialect.name}
+    # the database cannot work now (disk full, connection lost): a typed 503, one short log line
+    for error in UNAVAILABLE_ERRORS:
+        app.add_exception_handler(error, unavailable_response)
 
     for module_name in API_ROUTERS:
         router = _optional_router(module_name)

@@ -28,7 +28,6 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import exc as sa_exc
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -38,6 +37,7 @@ from policy_server.checks.stateful import INGEST_CHECK_TYPES, run_ingest_checks
 from policy_server.db.models import IsuoAccess, Room, Workstation, utcnow
 from policy_server.events.store import insert_new_events
 from policy_server.events.validation import ValidEvent, validate_batch
+from policy_server.health.service import is_unavailable, short_error
 from policy_server.incidents.engine import process_drafts, process_events
 from policy_server.rules import RULES, RuleInput
 
@@ -108,13 +108,6 @@ def ingest_batch(db: Session, *, agent: Workstation, items: list[Any]) -> protoc
     return store_batch(db, agent=agent, checked=check_batch(items))
 
 
-def is_unavailable(exc: BaseException) -> bool:
-    """The database cannot work now (disk full, connection lost, locked, pool exhausted):
-    the whole batch must be retried later, no event is at fault."""
-    return isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.DisconnectionError,
-                            sa_exc.TimeoutError, OSError))
-
-
 def store_isolating(sessions: sessionmaker[Session], *, agent_id: str,
                     checked: CheckedBatch) -> protocol.BatchResult:
     """Store a checked batch (committed); an event the server cannot store is refused alone."""
@@ -124,7 +117,7 @@ def store_isolating(sessions: sessionmaker[Session], *, agent_id: str,
         if is_unavailable(exc) or not checked.valid:
             raise
         log.warning("a batch of %d events failed to store (%s); storing it in parts to find the "
-                    "event at fault", len(checked.valid), _short(exc))
+                    "event at fault", len(checked.valid), short_error(exc))
     result = protocol.BatchResult(duplicates=list(checked.result.duplicates),
                                   rejected=list(checked.result.rejected))
     _store_parts(sessions, agent_id, checked.valid, result)
@@ -151,9 +144,9 @@ def _store_parts(sessions: sessionmaker[Session], agent_id: str, valid: list[Val
         if len(valid) == 1:
             event = valid[0]
             log.warning("event %s (%s) refused alone: the server failed to store it (%s)",
-                        event.id, event.type, _short(exc))
+                        event.id, event.type, short_error(exc))
             result.rejected.append(protocol.RejectedEvent(
-                id=event.id, error=f"the server could not store this event ({_short(exc)}); it was "
+                id=event.id, error=f"the server could not store this event ({short_error(exc)}); it was "
                                    "refused alone and the rest of its batch stored: report it to "
                                    "the Kalkan developers with the event"))
             return
@@ -163,13 +156,6 @@ def _store_parts(sessions: sessionmaker[Session], agent_id: str, valid: list[Val
         return
     result.accepted.extend(part.accepted)
     result.duplicates.extend(part.duplicates)
-
-
-def _short(exc: BaseException) -> str:
-    """The error's class and first line, without the SQL and parameters SQLAlchemy appends."""
-    inner = getattr(exc, "orig", None) or exc
-    first = (str(inner).strip().splitlines() or [""])[0][:200]
-    return f"{type(inner).__name__}: {first}" if first else type(inner).__name__
 
 
 def rule_input(v: ValidEvent, agent: Workstation, room: str | None) -> RuleInput:

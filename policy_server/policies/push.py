@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session
 
 from policy_server import protocol
 from policy_server.db.models import PolicyVersion
+from policy_server.health.service import short_error
 
 log = logging.getLogger("kalkan.push")
 
@@ -66,7 +67,11 @@ class PushHub:
     async def start(self, sessionmaker) -> None:
         self._loop = asyncio.get_running_loop()
         self._sessionmaker = sessionmaker
-        self.latest = await asyncio.to_thread(self._read_latest)
+        try:
+            self.latest = await asyncio.to_thread(self._read_latest)
+        except Exception as exc:  # noqa: BLE001 — start anyway (answering 503) and let the poll catch up
+            log.warning("policy hub: the database is not available at start (%s); the poll retries",
+                        short_error(exc))
         self._poller = asyncio.create_task(self._poll())
         engine = sessionmaker.kw.get("bind")
         if engine is not None and engine.dialect.name == "postgresql":
@@ -108,7 +113,7 @@ class PushHub:
                 revoked = await asyncio.to_thread(self._read_revoked, connected) if connected else []
             except Exception as exc:  # the database may be briefly unavailable; try again next time
                 if not failing:  # one line when it starts failing, not a traceback every poll
-                    log.warning("policy poll failed (%s); retrying every %.0f s", exc, POLL_S)
+                    log.warning("policy poll failed (%s); retrying every %.0f s", short_error(exc), POLL_S)
                 failing = True
                 continue
             if failing:
@@ -124,6 +129,7 @@ class PushHub:
         import psycopg
 
         conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        listen_failing = False
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
@@ -141,8 +147,13 @@ class PushHub:
                             self.broadcast(protocol.PolicyPush.model_validate_json(note.payload))
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 — the poll covers the gap; listen again shortly
-                log.exception("policy LISTEN connection failed; retrying in %.0f s", LISTEN_RETRY_S)
+            except Exception as exc:  # noqa: BLE001 — the poll covers the gap; listen again shortly
+                if self.listening or not listen_failing:  # one line per outage, not one per retry
+                    log.warning("policy LISTEN connection failed (%s); retrying every %.0f s",
+                                short_error(exc), LISTEN_RETRY_S)
+                listen_failing = True
+            else:
+                listen_failing = False
             finally:
                 self.listening = False
             await asyncio.sleep(LISTEN_RETRY_S)
