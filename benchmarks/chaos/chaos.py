@@ -158,7 +158,8 @@ def run(plan: Plan, backend: str, *, log=print) -> Result:
     result = Result(backend=backend)
     began = time.monotonic()
     with ExitStack() as stack:
-        disk = stack.enter_context(tmpfs(plan.tmpfs_mb))
+        # PostgreSQL needs room for its catalog and a few WAL segments before it is filled on purpose
+        disk = stack.enter_context(tmpfs(plan.tmpfs_mb if backend == "sqlite" else max(plan.tmpfs_mb, 512)))
         work = Path(tempfile.mkdtemp(prefix="kalkan-chaos-work-"))
         stack.callback(shutil.rmtree, work, True)
         db_url = None
@@ -203,7 +204,7 @@ def run(plan: Plan, backend: str, *, log=print) -> Result:
             if agent_turn < plan.agent_kills:
                 faults.append("agent")
                 agent_turn += 1
-            if k == len(server_faults) // 2:
+            if k == 0:  # early, while the agents are still writing: a backlog builds up behind it
                 faults.append("disk")
         faults += ["agent"] * (plan.agent_kills - agent_turn)
         if "disk" not in faults:
