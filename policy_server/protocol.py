@@ -382,7 +382,10 @@ class NetRogueRa(_Data):
 
 
 class NetBypass(_Data):
-    kind: Literal["dns", "dot", "doh", "vpn", "tor", "quic", "other"]
+    # dns … other: the network collector's capture; mismatch (a name that does not lead to the
+    # destination), raw (neither HTTP nor TLS on a web port), tunnel (CONNECT or request to a
+    # port other than the web ports): the proxy; refused: the firewall refused the packets
+    kind: Literal["dns", "dot", "doh", "vpn", "tor", "quic", "other", "mismatch", "raw", "tunnel", "refused"]
     dst_ip: str = ""
     dst_port: int | None = None
     detail: str = ""
@@ -593,6 +596,12 @@ class Lesson(_Section):
     allow_list: list[str] = Field(default_factory=list)
     starts_at: AwareDatetime
     ends_at: AwareDatetime
+    # Live controls from the teacher's lesson page (policy_server/lessons); all end with the lesson.
+    locked_seats: list[str] = Field(default_factory=list)  # "*" = every seat of the room
+    lock_message: str = ""
+    lock_at: AwareDatetime | None = None  # lock when this time comes (the countdown's end)
+    eyes_until: AwareDatetime | None = None  # "eyes on me": screens locked with the message until then
+    report_activity: bool = True  # seats send the lesson's teacher their open site (lesson time only)
 
 
 class Ban(_Section):
@@ -604,6 +613,8 @@ class Ban(_Section):
     until: AwareDatetime
     reason: str = ""
     by: str = ""
+    room: str | None = None  # a lesson's ban: only that room's agents receive it
+    lesson_id: str | None = None
 
 
 class FilteringSection(_Section):
@@ -629,6 +640,9 @@ class FilteringSection(_Section):
     index_sha256: str | None = None  # compiled category index artifact, content-addressed
     # The school's own categorisation on top of the index (entry → Kalkan category ids).
     site_categories: dict[str, list[str]] = Field(default_factory=dict)
+    # URLs whose host is an IP address (no name to judge): group → allow/block; unset: block
+    # for student groups, allow for the others.
+    ip_literals: dict[str, Literal["allow", "block"]] = Field(default_factory=dict)
     timezone: str = "Asia/Bishkek"
 
 
@@ -697,6 +711,11 @@ class NetworkSection(_Section):
     # The school's IPv6 routers: link-local addresses and/or MACs.  Empty (most labs here are
     # IPv4 only): any Router Advertisement offering a default route is reported.
     ipv6_routers: list[str] = Field(default_factory=list)
+    # Ports the proxy connects to (CONNECT targets, absolute URIs); everything else is refused.
+    proxy_ports: list[int] = Field(default_factory=lambda: [80, 443])
+    # What a group's programs may reach besides the proxy, DNS and DHCP (everything else is
+    # refused by the workstation's firewall): "tcp/22", "tcp/22@10.0.0.5", "udp/1194@10.0.0.0/24".
+    group_out: dict[str, list[str]] = Field(default_factory=dict)
 
 
 class PolicyBundle(_Section):

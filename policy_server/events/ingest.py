@@ -39,6 +39,7 @@ from policy_server.events.store import insert_new_events
 from policy_server.events.validation import ValidEvent, validate_batch
 from policy_server.health.service import is_unavailable, short_error
 from policy_server.incidents.engine import process_drafts, process_events
+from policy_server.lessons.activity import record_from_events as record_lesson_activity
 from policy_server.rules import RULES, RuleInput
 
 log = logging.getLogger("kalkan.server.ingest")
@@ -88,6 +89,7 @@ def store_batch(db: Session, *, agent: Workstation, checked: CheckedBatch) -> pr
 
     agent.last_seen_at = now
     _apply_side_effects(db, agent, accepted)
+    record_lesson_activity(db, agent, accepted)  # blocked/requests/alerts to a running lesson's teacher
     with_rules = [v for v in accepted if v.type in RULES]
     # checks that need stored state (baseline chain, ISUO in a student lab): rare event types
     with_checks = [v for v in accepted if v.type in INGEST_CHECK_TYPES]

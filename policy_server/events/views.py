@@ -7,10 +7,10 @@ import re
 from itertools import accumulate
 
 import orjson
-from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from policy_server import protocol
+from policy_server import protocol, scope
 from policy_server.agents.auth import authenticate_agent, bearer_token
 from policy_server.events.ingest import check_batch, store_isolating
 
@@ -110,8 +110,10 @@ def events_body_schema() -> dict:
                                       "items": envelope}}}
 
 
-@router.post("/events", response_model=protocol.BatchResult, openapi_extra={
-    "requestBody": {"required": True, "content": {"application/json": {"schema": events_body_schema()}}}})
+@router.post("/events", response_model=protocol.BatchResult, dependencies=[Depends(scope.agent_only)],
+             openapi_extra={
+                 "requestBody": {"required": True,
+                                 "content": {"application/json": {"schema": events_body_schema()}}}})
 async def post_events(request: Request) -> Response:
     # The body is read before any database transaction starts: on SQLite every transaction
     # holds the write lock, which must never wait on a slow client's upload.

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
+from policy_server.isuo.titles import ISUO_TITLES
 from policy_server.web import i18n
 from policy_server.web.i18n import N_
 
@@ -120,6 +121,9 @@ INCIDENT_TITLES = {
     "agent.identity_mismatch": N_(
         "Workstation %(where)s claims to be %(claimed)s; it was enrolled as %(enrolled)s"),
 }
+
+
+INCIDENT_TITLES.update(ISUO_TITLES)  # the ISUO register's cross-checks (policy_server/isuo, its own catalog)
 
 
 def incident_title(language: str, rule: str, params: Mapping[str, Any] | None, fallback: str) -> str:
