@@ -59,13 +59,14 @@ class Plan:
     down_s: float = 1.5  # how long the server stays down each time
     disk_full_s: float = 8.0
     tmpfs_mb: int = 64
+    gap_s: float = 2.0  # between faults
 
 
 SHORT = Plan()
 CI = Plan(agents=2, events_per_agent=500, emit_seconds=8.0, restarts=1, kills=1, agent_kills=1, down_s=1.0,
-          disk_full_s=4.0, tmpfs_mb=32)
-LONG = Plan(agents=5, events_per_agent=20_000, emit_seconds=150.0, restarts=13, kills=7, agent_kills=10,
-            down_s=3.0, disk_full_s=30.0, tmpfs_mb=1024)
+          disk_full_s=4.0, tmpfs_mb=32, gap_s=1.0)
+LONG = Plan(agents=5, events_per_agent=20_000, emit_seconds=300.0, restarts=13, kills=7, agent_kills=10,
+            down_s=3.0, disk_full_s=30.0, tmpfs_mb=1024, gap_s=3.0)
 
 
 @dataclass
@@ -106,24 +107,29 @@ def fill(mount: Path) -> Path:
 
 
 class Emitter(threading.Thread):
-    """Writes one agent's events into its outbox, evenly over `seconds` (as the proxy would)."""
+    """Writes one agent's events into its outbox at `count / seconds` per second (as the proxy
+    would): at least `count`, and on until `finish` is set, so the last fault still meets a
+    backlog."""
 
     def __init__(self, agent: AgentProcess, index: int, count: int, seconds: float) -> None:
         super().__init__(daemon=True)
         self.agent, self.index, self.count, self.seconds = agent, index, count, seconds
         self.emitted = 0
+        self.finish = threading.Event()
 
     def run(self) -> None:
         sink = open_sink(self.agent.state_dir)
+        rate = self.count / self.seconds
         try:
             start = time.monotonic()
             chunk = 50
-            for n in range(0, self.count, chunk):
-                for k in range(n, min(n + chunk, self.count)):
+            k = 0
+            while k < self.count or not self.finish.is_set():
+                for _ in range(chunk):
                     sink.emit("web.report", {"url": f"{URL_PREFIX}{self.index}/{k}"})
-                    self.emitted += 1
-                due = start + self.seconds * min(n + chunk, self.count) / self.count
-                time.sleep(max(0.0, due - time.monotonic()))
+                    k += 1
+                    self.emitted = k
+                time.sleep(max(0.0, start + k / rate - time.monotonic()))
         finally:
             sink.outbox.close()
 
@@ -196,7 +202,7 @@ def run(plan: Plan, backend: str, *, log=print) -> Result:
         # the faults, spread over the emitting time; the disk fills in the middle
         kinds = ["kill"] * plan.kills + ["restart"] * plan.restarts
         server_faults = [kinds[(k * 7) % len(kinds)] for k in range(len(kinds))] if kinds else []
-        gap = plan.emit_seconds / (len(server_faults) + plan.agent_kills + 1)
+        gap = plan.gap_s
         agent_turn = 0
         faults: list[str] = []
         for k in range(len(server_faults)):
@@ -243,8 +249,11 @@ def run(plan: Plan, backend: str, *, log=print) -> Result:
             last_fault_end = time.monotonic()
             log(f"{datetime.now(UTC):%H:%M:%S} {fault}: stored {stored_counts_safe(server)} of "
                 f"{sum(e.emitted for e in emitters)} emitted")
+        for e in emitters:  # the last fault is over: write what is left of the plan, then stop
+            e.finish.set()
         for e in emitters:
             e.join()
+        result.events = sum(e.emitted for e in emitters)
         took = wait_stored(server, result.events, timeout=300)
         result.drain_after_last_fault_s = (None if took is None
                                            else round(time.monotonic() - last_fault_end, 1))

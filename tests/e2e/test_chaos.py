@@ -18,7 +18,7 @@ def test_faults_lose_and_double_nothing(backend):
         pytest.fail("the chaos test mounts a tmpfs: run it as root (as CI does)")
     result = run(CI, backend, log=lambda _line: None)
     assert (result.lost, result.duplicated, result.rejected, result.dropped) == (0, 0, 0, 0), result
-    assert result.stored == result.events == CI.agents * CI.events_per_agent
+    assert result.stored == result.events >= CI.agents * CI.events_per_agent
     assert (result.restarts, result.kills, result.agent_kills) == (CI.restarts, CI.kills, CI.agent_kills)
     assert result.drain_after_disk_full_s is not None and result.drain_after_disk_full_s <= 30, result
     assert result.drain_after_last_fault_s is not None and result.drain_after_last_fault_s <= 30, result
