@@ -148,6 +148,8 @@ def test_sigterm_with_two_workers_exits_quietly(postgres_cluster, tmp_path, monk
     _, token = server.enroll("pc-01", seat="seat-1")
     took = _stop_with_streams_open(server, token)
     server.stop()
-    assert took < 2.5, f"SIGTERM took {took:.1f} s"
+    # the supervisor stops two spawned workers one after the other: slower than one process on
+    # a loaded machine, but nothing waits out the graceful timeout (that would log an ERROR)
+    assert took < 10, f"SIGTERM took {took:.1f} s"
     log = server.log_text()
-    assert "ERROR" not in log and "Traceback" not in log, log
+    assert "ERROR" not in log and "Traceback" not in log and "graceful" not in log, log
