@@ -141,3 +141,19 @@ def test_revoke_agent_closes_its_push_stream_in_every_worker(postgres_cluster, t
         for ended in streams:
             _wait_ended(ended, 3)
             assert ended[0] - revoked_at < 2.0
+
+
+def test_rebind_agent_command(api, db_url, tmp_path, capsys):
+    from policy_server.cli import main
+
+    agent_id, _ = api.enroll("pc-a", seat="seat-1")
+    state = str(api.app.state.settings.state_dir)
+    assert main(["--lang", "ru", "rebind-agent", agent_id, "--seat", "seat-9", "--state-dir", state,
+                 "--db", db_url]) == 0
+    assert "seat-9" in capsys.readouterr().out
+    assert main(["rebind-agent", agent_id, "--no-seat", "--hostname", "pc-z", "--state-dir", state,
+                 "--db", db_url]) == 0
+    with api.db() as db:
+        ws = db.get(Workstation, agent_id)
+        assert (ws.seat, ws.hostname) == (None, "pc-z")
+    assert main(["rebind-agent", "no-such-agent", "--seat", "x", "--state-dir", state, "--db", db_url]) != 0
