@@ -6,6 +6,7 @@
                               [--full-name NAME] [--class-name 7a] [--password-stdin]
     kalkan-server enrollment-code [--room ROOM] [--uses N] [--expires 7d|ISO] [--json]
     kalkan-server revoke-agent AGENT_ID
+    kalkan-server rebind-agent AGENT_ID [--seat SEAT | --no-seat] [--hostname NAME]
     kalkan-server demo [--json]
     kalkan-server fingerprint
     kalkan-server backup --out FILE         (SQLite online backup / pg_dump, then checked)
@@ -219,6 +220,19 @@ def cmd_revoke_agent(args: argparse.Namespace) -> int:
         db.commit()
         print(_("revoked the token of %(hostname)s (%(agent_id)s); it must enrol again",
                 hostname=ws.hostname, agent_id=ws.id))
+    return 0
+
+
+def cmd_rebind_agent(args: argparse.Namespace) -> int:
+    from policy_server.agents.binding import rebind_agent
+
+    with _session(_settings(args)) as db:
+        ws = rebind_agent(db, agent_id=args.agent_id, actor=ACTOR_CLI, seat=args.seat,
+                          hostname=args.hostname, clear_seat=args.no_seat)
+        db.commit()
+        # translated in policy_server/agents/locale (the domain's catalog, not the shared one)
+        print(translate(_language, "workstation %(agent_id)s is now bound to seat %(seat)s, "
+                        "hostname %(hostname)s", agent_id=ws.id, seat=ws.seat or "-", hostname=ws.hostname))
     return 0
 
 
@@ -453,6 +467,15 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = sub.add_parser("revoke-agent", parents=[common], help="revoke a workstation's token")
     revoke.add_argument("agent_id")
     revoke.set_defaults(func=cmd_revoke_agent)
+
+    rebind = sub.add_parser("rebind-agent", parents=[common],
+                            help="change the seat/hostname a workstation is bound to")
+    rebind.add_argument("agent_id")
+    rebind_seat = rebind.add_mutually_exclusive_group()
+    rebind_seat.add_argument("--seat", help="the new seat name")
+    rebind_seat.add_argument("--no-seat", action="store_true", help="no seat")
+    rebind.add_argument("--hostname", help="the new hostname")
+    rebind.set_defaults(func=cmd_rebind_agent)
 
     demo = sub.add_parser("demo", parents=[common], help="seed a demo school and print its logins")
     demo.add_argument("--json", action="store_true")

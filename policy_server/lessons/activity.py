@@ -50,7 +50,7 @@ def record_from_events(db: Session, agent: Workstation, accepted) -> int:
             detail = {"rule": str(data.get("rule", ""))[:64]}
         elif v.type == "web.unblock_request":
             detail = {"url": str(data.get("url", ""))[:300], "comment": str(data.get("comment") or "")[:300]}
-        db.add(LessonActivity(lesson_id=lesson.id, at=v.occurred_at, seat=v.seat or agent.seat,
+        db.add(LessonActivity(lesson_id=lesson.id, at=v.occurred_at, seat=agent.seat,
                               os_user=v.os_user, kind=EVENT_KINDS[v.type],
                               host=str(data.get("host") or host_of(str(data.get("url", "")))),
                               detail=detail))
