@@ -274,6 +274,17 @@ DESCRIBERS: dict[str, Callable[[_T, Mapping[str, Any]], Described]] = {
 }
 
 
+TIMELINE_NOTES = {
+    "condition_cleared": N_("The condition cleared by itself: at %(when)s the agent reported it gone."),
+}
+
+
+def timeline_note(language: str, detail: Mapping[str, Any]) -> str:
+    """A system note of the incident timeline in the reader's language."""
+    text = TIMELINE_NOTES[detail["note"]]
+    return i18n.translate(language, text, when=_T(language).value(detail.get("cleared_at")))
+
+
 def event_name(language: str, event_type: str) -> str:
     return i18n.translate(language, EVENT_NAMES[event_type]) if event_type in EVENT_NAMES else event_type
 

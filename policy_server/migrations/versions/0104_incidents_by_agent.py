@@ -1,0 +1,24 @@
+"""Incidents by workstation: an index for a seat's incidents and its open conditions (issue 11)
+
+The fleet's seat page lists a workstation's incidents, and the incident engine closes a
+workstation's open condition incidents (a part down, the antivirus not working) when its
+report clears them: both look incidents up by `agent_id` and `status`.
+
+Revision ID: 0104_incidents_by_agent
+Revises: 0004
+Create Date: 2026-12-04
+"""
+from alembic import op
+
+revision = '0104_incidents_by_agent'
+down_revision = '0004'
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_index("ix_incidents_agent_status", "incidents", ["agent_id", "status"])
+
+
+def downgrade() -> None:
+    op.drop_index("ix_incidents_agent_status", table_name="incidents")
