@@ -33,6 +33,7 @@ SILENT_AFTER = timedelta(minutes=10)
 FULL_SCAN_WITHIN = timedelta(days=7)  # 000 §5.4: a full scan weekly on every PC
 LOCK_FAILURES_WITHIN = timedelta(days=1)
 LONG_FAILING = timedelta(days=1)
+OPEN_STATUSES = (IncidentStatus.new, IncidentStatus.acknowledged)
 
 
 @dataclass(frozen=True)
@@ -240,8 +241,8 @@ def gather_facts(db: Session, agent_ids: Iterable[str], *, now: datetime | None 
                 .join(newest, (newest.c.agent_id == Event.agent_id) & (newest.c.at == Event.occurred_at))
                 .where(Event.type == "integrity.baseline")):
             baselines[agent_id] = (event_id, when)
-    open_integrity = dict(db.execute(
-        select(Incident.agent_id, func.count()).where(Incident.status != IncidentStatus.resolved,
+    open_integrity = dict(db.execute(  # index ix_incidents_status_rule (0104)
+        select(Incident.agent_id, func.count()).where(Incident.status.in_(OPEN_STATUSES),
                                                       Incident.rule.like("integrity.%"),
                                                       Incident.agent_id.is_not(None))
         .group_by(Incident.agent_id)).all())
@@ -336,8 +337,13 @@ def seat_incidents(db: Session, agent_id: str, *, limit: int = 50) -> list[Incid
                            .order_by(Incident.last_seen_at.desc()).limit(limit)))
 
 
-def seat_events(db: Session, agent_id: str, *, limit: int = 50, window: int = 400) -> list[Event]:
-    """The seat's newest events other than heartbeats (at most `window` rows read, by index)."""
-    newest = db.scalars(select(Event).where(Event.agent_id == agent_id)
-                        .order_by(Event.occurred_at.desc()).limit(window))
-    return [e for e in newest if e.type != "agent.heartbeat"][:limit]
+SEAT_EVENTS_DAYS = 30
+
+
+def seat_events(db: Session, agent_id: str, *, limit: int = 50, now: datetime | None = None) -> list[Event]:
+    """The seat's newest events of the last 30 days other than heartbeats (by the index on
+    agent and time: at most a month of one seat's rows are looked at)."""
+    since = (now or utcnow()) - timedelta(days=SEAT_EVENTS_DAYS)
+    return list(db.scalars(select(Event).where(Event.agent_id == agent_id, Event.occurred_at >= since,
+                                               Event.type != "agent.heartbeat")
+                           .order_by(Event.occurred_at.desc()).limit(limit)))

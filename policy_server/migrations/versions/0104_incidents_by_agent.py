@@ -1,4 +1,4 @@
-"""Incidents by workstation: an index for a seat's incidents and its open conditions (issue 11)
+"""Incidents by workstation and by status: indexes for a seat's incidents, its open conditions and the open incidents by rule (issue 11)
 
 The fleet's seat page lists a workstation's incidents, and the incident engine closes a
 workstation's open condition incidents (a part down, the antivirus not working) when its
@@ -18,7 +18,10 @@ depends_on = None
 
 def upgrade() -> None:
     op.create_index("ix_incidents_agent_status", "incidents", ["agent_id", "status"])
+    # the open incidents by rule (fleet: open integrity changes per seat; the list's status filter)
+    op.create_index("ix_incidents_status_rule", "incidents", ["status", "rule"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_incidents_status_rule", table_name="incidents")
     op.drop_index("ix_incidents_agent_status", table_name="incidents")
