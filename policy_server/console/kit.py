@@ -17,7 +17,7 @@ from fastapi import Request
 from fastapi.responses import RedirectResponse
 from sqlalchemy.orm import Session
 
-from policy_server.errors import KalkanError
+from policy_server.errors import KalkanError, register_error_texts
 from policy_server.web.i18n import N_
 from policy_server.web.pages import Page
 
@@ -66,7 +66,12 @@ CONSOLE_ERROR_TEXTS = {
                         "or '-'."),
     "room.duplicate": N_("A room named %(name)s exists already. Choose another name."),
     "room.not_found": N_("There is no such room."),
+    "approval.bad_scope": N_("Choose whether to allow this device or this model."),
+    "approval.no_event": N_("The event %(id)s does not exist (or is not of this kind). Reload the page."),
+    "approval.nothing_chosen": N_("Choose at least one change to accept."),
 }
+
+register_error_texts(CONSOLE_ERROR_TEXTS)
 
 
 def service_error(page: Page, exc: KalkanError) -> str:
@@ -97,24 +102,6 @@ class FormErrors:
             if field_name == name:
                 return message
         return None
-
-
-def page_of_refused(request: Request, exc: Exception):
-    """The page answer to a `scope` refusal: the login redirect, or the error page in the
-    person's language (called by the app's error handler for paths outside /api/)."""
-    from policy_server import scope
-    from policy_server.people import auth
-
-    db = request.app.state.sessionmaker()
-    try:
-        person = auth.optional_person(request, db)
-        page = page_of_person(request, db, person)
-        if isinstance(exc, scope.NotLoggedIn) or person is None:
-            return page.login_redirect()
-        return page.error_page(403, page._("Your role may not see or do this. "
-                                           "Ask the school's responsible person if you need it."))
-    finally:
-        db.close()
 
 
 def page_of_person(request: Request, db: Session, person) -> Page:

@@ -25,7 +25,6 @@ from policy_server.db.models import (
     Incident,
     IncidentEvent,
     IncidentStatus,
-    Person,
     Room,
     Workstation,
     utcnow,
@@ -34,6 +33,7 @@ from policy_server.errors import InvalidInput, NotFound
 from policy_server.incidents import service as incidents
 from policy_server.policies import admin
 from policy_server.policies.service import amend_policy, current_bundle
+from policy_server.scope import Viewer
 
 QUEUE_DAYS = 30
 MAX_QUEUE_EVENTS = 5000
@@ -154,7 +154,7 @@ def integrity_queue(db: Session, *, now: datetime | None = None) -> list[Package
                   key=lambda g: (g.package == NO_PACKAGE, g.package))
 
 
-def _resolve_incidents_of(db: Session, event_ids: list[str], *, actor: Person, note: str,
+def _resolve_incidents_of(db: Session, event_ids: list[str], *, viewer: Viewer, note: str,
                           rule_prefix: str) -> list[int]:
     """Resolve the open incidents made of these events (the decision is the resolution)."""
     if not event_ids:
@@ -164,13 +164,14 @@ def _resolve_incidents_of(db: Session, event_ids: list[str], *, actor: Person, n
     for incident in db.scalars(select(Incident).where(Incident.id.in_(ids),
                                                       Incident.status != IncidentStatus.resolved)):
         if incident.rule.startswith(rule_prefix):
-            incidents.resolve(db, incident_id=incident.id, actor=actor, reason=note)
+            incidents.resolve(db, incident_id=incident.id, viewer=viewer, reason=note)
             resolved.append(incident.id)
     return resolved
 
 
-def allow_usb(db: Session, *, actor: Person, event_id: str, scope: str) -> list[int]:
+def allow_usb(db: Session, *, viewer: Viewer, event_id: str, scope: str) -> list[int]:
     """Allow the device of a `usb.blocked` event: `scope` 'device' (this serial) or 'model'."""
+    actor = viewer.person
     if scope not in ("device", "model"):
         raise InvalidInput("choose 'device' or 'model'", code="approval.bad_scope")
     event = db.get(Event, event_id)
@@ -181,7 +182,7 @@ def allow_usb(db: Session, *, actor: Person, event_id: str, scope: str) -> list[
                     note=" ".join(str(x) for x in (dev.get("manufacturer"), dev.get("product")) if x)[:200])
     same = _same_device_events(db, dev, any_serial=scope == "model")
     what = "model" if scope == "model" else "device"
-    return _resolve_incidents_of(db, same, actor=actor, rule_prefix="usb.",
+    return _resolve_incidents_of(db, same, viewer=viewer, rule_prefix="usb.",
                                  note=f"USB {what} {dev.get('vendor_id')}:{dev.get('product_id')} allowed "
                                       f"by {actor.username} (000 §6.5)")
 
@@ -199,7 +200,8 @@ def _same_device_events(db: Session, dev: dict, *, any_serial: bool) -> list[str
     return out
 
 
-def keep_blocked(db: Session, *, actor: Person, event_id: str) -> None:
+def keep_blocked(db: Session, *, viewer: Viewer, event_id: str) -> None:
+    actor = viewer.person
     event = db.get(Event, event_id)
     if event is None or not event.type.startswith("usb."):
         raise NotFound(f"no USB event {event_id}", code="approval.no_event", params={"id": event_id})
@@ -209,10 +211,11 @@ def keep_blocked(db: Session, *, actor: Person, event_id: str) -> None:
           detail={"event_id": event_id, "product": dev.get("product")})
 
 
-def accept_integrity(db: Session, *, actor: Person, event_ids: list[str]) -> tuple[int, list[int]]:
+def accept_integrity(db: Session, *, viewer: Viewer, event_ids: list[str]) -> tuple[int, list[int]]:
     """Accept these `integrity.changed` events as authorised (one policy amendment for all).
 
     Returns (changes accepted, incidents resolved)."""
+    actor = viewer.person
     if not event_ids:
         raise InvalidInput("choose at least one change to accept", code="approval.nothing_chosen")
     events = list(db.scalars(select(Event).where(Event.id.in_(event_ids), Event.type == "integrity.changed")))
@@ -237,7 +240,7 @@ def accept_integrity(db: Session, *, actor: Person, event_ids: list[str]) -> tup
                  comment=f"integrity: {len(entries)} change(s) accepted ({', '.join(packages)[:200]})",
                  change=change)
     resolved = _resolve_incidents_of(
-        db, [e.id for e in events], actor=actor, rule_prefix="integrity.",
+        db, [e.id for e in events], viewer=viewer, rule_prefix="integrity.",
         note=f"{len(entries)} change(s) accepted as authorised by {actor.username} (000 §4.2): "
              f"{', '.join(packages)[:300]}")
     return len(entries), resolved

@@ -131,9 +131,9 @@ def approve_usb(request: Request, csrf_token: str = Form(""), event_id: str = Fo
         return csrf_refused(page)
     try:
         if decision == "keep":
-            approvals.keep_blocked(db, actor=viewer.person, event_id=event_id)
+            approvals.keep_blocked(db, viewer=viewer, event_id=event_id)
         else:
-            approvals.allow_usb(db, actor=viewer.person, event_id=event_id, scope=decision)
+            approvals.allow_usb(db, viewer=viewer, event_id=event_id, scope=decision)
     except KalkanError as exc:
         db.rollback()
         return page.error_page(exc.status_code if exc.status_code < 500 else 422, service_error(page, exc))
@@ -149,7 +149,7 @@ def approve_integrity(request: Request, csrf_token: str = Form(""), event_ids: l
     if not csrf_ok(page, csrf_token):
         return csrf_refused(page)
     try:
-        approvals.accept_integrity(db, actor=viewer.person, event_ids=[e for e in event_ids if e][:2000])
+        approvals.accept_integrity(db, viewer=viewer, event_ids=[e for e in event_ids if e][:2000])
     except KalkanError as exc:
         db.rollback()
         return page.error_page(exc.status_code if exc.status_code < 500 else 422, service_error(page, exc))

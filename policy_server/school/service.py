@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from policy_server.audit import audit
-from policy_server.db.models import Room, School, Workstation, utcnow
+from policy_server.db.models import PersonRoom, Room, School, Workstation, utcnow
 from policy_server.errors import Conflict, InvalidInput, NotFound
 from policy_server.school.models import RoomLayout
 
@@ -61,6 +61,18 @@ def ensure_room(db: Session, *, name: str, actor: str) -> Room:
 
 def list_rooms(db: Session) -> list[Room]:
     return list(db.scalars(select(Room).order_by(Room.name)))
+
+
+def link_person_to_room(db: Session, *, person_id: int, room: str, actor: str) -> Room:
+    """A teacher works in `room` (table `person_rooms`): they see its seats' incidents and
+    workstations (000 §7.3, docs/security.md).  Idempotent; the caller commits."""
+    room_row = get_room(db, room)
+    if db.get(PersonRoom, (person_id, room_row.id)) is None:
+        db.add(PersonRoom(person_id=person_id, room_id=room_row.id))
+        db.flush()
+        audit(db, actor=actor, action="person.room_linked", target=f"person:{person_id}",
+              detail={"room": room})
+    return room_row
 
 
 # ----------------------------------------------------------------------------- the console (issue 11)
