@@ -23,7 +23,7 @@ from policy_server.db.session import get_db
 from policy_server.errors import KalkanError
 from policy_server.fleet import approvals, service
 from policy_server.incidents import details
-from policy_server.web import i18n
+from policy_server.web import i18n, presenters
 from policy_server.web.i18n import N_
 from policy_server.web.pages import safe_next
 
@@ -39,9 +39,19 @@ NOTICES = {
 }
 
 
+def _when(value):
+    if isinstance(value, str) and len(value) >= 19 and value[4] == "-" and value[10] == "T":
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    return value
+
+
 def reason_text(language: str, check: service.Check) -> str:
+    params = {k: _when(v) for k, v in check.params.items()}  # history rows keep times as text
     params = {k: i18n.format_datetime(v, language) if isinstance(v, datetime) else v
-              for k, v in check.params.items()}
+              for k, v in params.items()}
     return i18n.translate(language, check.reason, **params) if check.reason else ""
 
 
@@ -88,7 +98,10 @@ def fleet_seat(request: Request, agent_id: str, viewer: scope.Viewer = Depends(A
               for e in service.seat_events(db, agent_id)]
     return page.render("fleet/seat.html", page_title=health.workstation.hostname, section="fleet",
                        seat=health, checks=checks, history=history, events=events,
-                       incidents=service.seat_incidents(db, agent_id))
+                       incidents=[{"incident": i, "status": presenters.STATUS_NAMES.get(i.status, i.status),
+                                   "title": presenters.incident_title(page.language, i.rule, i.params or {},
+                                                                      i.title)}
+                                  for i in service.seat_incidents(db, agent_id)])
 
 
 @router.get("/fleet/events/{event_id}")
