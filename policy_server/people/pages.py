@@ -16,7 +16,7 @@ from policy_server import scope
 from policy_server.console.kit import FormErrors, csrf_ok, csrf_refused, page_of, redirect, service_error
 from policy_server.db.models import Role
 from policy_server.db.session import get_db
-from policy_server.errors import KalkanError, NotFound
+from policy_server.errors import InvalidInput, KalkanError, NotFound
 from policy_server.people import service
 from policy_server.school.service import list_rooms
 from policy_server.web.i18n import N_
@@ -111,12 +111,16 @@ def person_create(request: Request, csrf_token: str = Form(""), username: str = 
     page = page_of(request, db)
     if not csrf_ok(page, csrf_token):
         return csrf_refused(page)
-    values = {"username": username.strip().lower(), "full_name": full_name, "role": role,
+    wanted = username.strip().lower()  # A.Asanova → a.asanova; the form keeps what was typed
+    values = {"username": username.strip(), "full_name": full_name, "role": role,
               "language": language, "room_ids": _room_ids(room_ids), "classes": classes,
               "class_teacher_of": class_teacher_of}
     errors = FormErrors()
-    if not values["username"]:
+    if not wanted:
         errors.add("username", page._("Enter a user name, e.g. a.asanova"))
+    elif not service.USERNAME.match(wanted):  # said with the other mistakes at once
+        errors.add("username", service_error(page, InvalidInput(
+            "bad username", code="person.bad_username", params={"username": values["username"]})))
     try:
         class_names = service.parse_class_names(classes)
         ct_names = service.parse_class_names(class_teacher_of)
@@ -127,7 +131,7 @@ def person_create(request: Request, csrf_token: str = Form(""), username: str = 
         return _render_form(page, db, row=None, values=values, errors=errors, status_code=422)
     try:
         person, temporary = service.create_account(
-            db, actor=viewer.person.username, username=values["username"], role=role, full_name=full_name,
+            db, actor=viewer.person.username, username=wanted, role=role, full_name=full_name,
             language=language or None, room_ids=values["room_ids"], class_names=class_names,
             class_teacher_of=ct_names)
     except KalkanError as exc:

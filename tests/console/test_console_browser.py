@@ -81,6 +81,14 @@ def test_responsible_person_console(server, browser, artifacts_dir, tmp_path, mo
     page.fill("#f-classes", "7-A, 8-B")
     page.fill("#f-class_teacher_of", "7-A")
     shoot(page, artifacts_dir, "person-new")
+    # a mistake: the GOV.UK error summary links to the field, the input is kept
+    page.fill("#f-username", "Aida Asanova!")
+    page.fill("#f-classes", "7-A, <b>")
+    page.click("form.card button[type=submit]")
+    summary = page.inner_text(".error-summary")
+    assert "Aida Asanova!" in summary and "<b>" in summary
+    assert page.input_value("#f-username") == "Aida Asanova!"
+    shoot(page, artifacts_dir, "person-errors", languages=())
     page.fill("#f-username", "a.asanova")
     page.fill("#f-full_name", "Aida Asanova")
     page.fill("#f-classes", "7-A, 8-B")
