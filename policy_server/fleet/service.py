@@ -347,3 +347,21 @@ def seat_events(db: Session, agent_id: str, *, limit: int = 50, now: datetime | 
     return list(db.scalars(select(Event).where(Event.agent_id == agent_id, Event.occurred_at >= since,
                                                Event.type != "agent.heartbeat")
                            .order_by(Event.occurred_at.desc()).limit(limit)))
+
+
+RECORD_EVERY_S = 600
+
+
+def fleet_jobs(settings) -> list:
+    """The periodic job that notes control changes when nobody has the fleet page open (every
+    10 minutes; off with the other periodic checks, `checks_interval_s` ≤ 0)."""
+    from policy_server.checks.scheduler import Job
+
+    if getattr(settings, "checks_interval_s", 0) <= 0:
+        return []
+
+    def run(db: Session, now: datetime) -> None:
+        fleet(db, now=now, record=True)
+        db.commit()
+
+    return [Job(name="fleet.record_changes", interval_s=RECORD_EVERY_S, run=run)]

@@ -218,3 +218,24 @@ def test_approvals_usb_and_integrity(client, school):
     assert all(r[2].startswith("person.") for r in rows[1:])
     bad_date = client.get("/audit?since=yesterday&lang=en")
     assert bad_date.status_code == 200 and "YYYY-MM-DD" in bad_date.text
+
+
+def test_the_periodic_job_notes_changes_without_a_page(school):
+    from policy_server.settings import Settings
+
+    (job,) = fleet.fleet_jobs(Settings(checks_interval_s=3600))
+    assert fleet.fleet_jobs(Settings(checks_interval_s=0)) == []
+    agent = school.workstation(
+        hostname="pc-job", room="Lab J", seat="j-01", last_seen_at=datetime.now(UTC), health=_health()
+    )
+    with school.session() as db:
+        job.run(db, datetime.now(UTC))
+    with school.session() as db:
+        assert (
+            db.scalar(
+                select(ControlChange.passing).where(
+                    ControlChange.agent_id == agent, ControlChange.control == "reporting"
+                )
+            )
+            is True
+        )
