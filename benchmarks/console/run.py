@@ -219,6 +219,15 @@ def populate(app, *, events: int, incidents: int, seats: int, seed: int = 11) ->
     return agents
 
 
+def existing_agents(app) -> list[str]:
+    from sqlalchemy import select
+
+    from policy_server.db.models import Workstation
+
+    with app.state.sessionmaker() as db:
+        return list(db.scalars(select(Workstation.id).order_by(Workstation.hostname)))
+
+
 def measure(app, agents: list[str], *, requests: int) -> dict[str, dict[str, float]]:
     from fastapi.testclient import TestClient
     from sqlalchemy import text
@@ -259,6 +268,12 @@ def main() -> None:
     parser.add_argument("--seats", type=int, default=30)
     parser.add_argument("--requests", type=int, default=40)
     parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        default=None,
+        help="keep the SQLite databases in this folder and reuse them on the next run",
+    )
     args = parser.parse_args()
 
     from policy_server.app import create_app
@@ -274,7 +289,9 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             for backend in backends:
                 for label, events, incidents in (("year", args.events, args.incidents), ("empty", 0, 0)):
-                    state = Path(tmp) / f"{backend}-{label}"
+                    keep = args.keep if args.keep and backend == "sqlite" else Path(tmp)
+                    state = keep / f"{backend}-{label}"
+                    reuse = backend == "sqlite" and (state / "kalkan.sqlite").is_file()
                     url = None if backend == "sqlite" else cluster.create_database()
                     app = create_app(
                         Settings(
@@ -286,7 +303,10 @@ def main() -> None:
                         )
                     )
                     started = time.perf_counter()
-                    agents = populate(app, events=events, incidents=incidents, seats=args.seats)
+                    if reuse:  # a database a previous run kept (--keep)
+                        agents = existing_agents(app)
+                    else:
+                        agents = populate(app, events=events, incidents=incidents, seats=args.seats)
                     load_s = time.perf_counter() - started
                     print(f"{backend} {label}: loaded in {load_s:.0f} s", file=sys.stderr, flush=True)
                     report[f"{backend} {label}"] = measure(app, agents, requests=args.requests)

@@ -234,13 +234,13 @@ def gather_facts(db: Session, agent_ids: Iterable[str], *, now: datetime | None 
                 continue
             if agent_id not in full_scans or full_scans[agent_id][1] < when:
                 full_scans[agent_id] = (event_id, when)
-        newest = (select(Event.agent_id, func.max(Event.occurred_at).label("at"))
-                  .where(Event.type == "integrity.baseline").group_by(Event.agent_id).subquery())
+        # The sealed baselines: a few per seat per month, read by the type + time index.  (A
+        # GROUP BY agent here made SQLite walk the agent + time index over every event.)
         for event_id, agent_id, when in db.execute(
                 select(Event.id, Event.agent_id, Event.occurred_at)
-                .join(newest, (newest.c.agent_id == Event.agent_id) & (newest.c.at == Event.occurred_at))
                 .where(Event.type == "integrity.baseline")):
-            baselines[agent_id] = (event_id, when)
+            if agent_id not in baselines or baselines[agent_id][1] < when:
+                baselines[agent_id] = (event_id, when)
     open_integrity = dict(db.execute(  # index ix_incidents_status_rule (0104)
         select(Incident.agent_id, func.count()).where(Incident.status.in_(OPEN_STATUSES),
                                                       Incident.rule.like("integrity.%"),
