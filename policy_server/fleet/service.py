@@ -226,11 +226,11 @@ def gather_facts(db: Session, agent_ids: Iterable[str], *, now: datetime | None 
     if ids:
         # The full scans of the last 7 days: a few per seat per week (type + time index).
         scans = db.execute(
-            select(Event.id, Event.agent_id, Event.occurred_at, Event.data)
+            select(Event.id, Event.agent_id, Event.occurred_at, Event.data["kind"].as_string())
             .where(Event.type == "av.scan.completed", Event.occurred_at >= now - FULL_SCAN_WITHIN)
         ).all()
-        for event_id, agent_id, when, data in scans:
-            if (data or {}).get("kind") != "full":
+        for event_id, agent_id, when, kind in scans:
+            if kind != "full":
                 continue
             if agent_id not in full_scans or full_scans[agent_id][1] < when:
                 full_scans[agent_id] = (event_id, when)
@@ -253,14 +253,17 @@ def gather_facts(db: Session, agent_ids: Iterable[str], *, now: datetime | None 
     return Facts(now, row.version if row else None, full_scans, baselines, open_integrity, lock_failures)
 
 
-def _latest_changes(db: Session, agent_ids: list[str]) -> dict[tuple[str, str], ControlChange]:
-    latest: dict[tuple[str, str], ControlChange] = {}
+def _latest_changes(db: Session, agent_ids: list[str]) -> dict[tuple[str, str], tuple[bool | None, datetime]]:
+    """(agent, control) → (passing, since) of the newest change recorded (plain rows, no JSON)."""
+    latest: dict[tuple[str, str], tuple[bool | None, datetime]] = {}
     if not agent_ids:
         return latest
     newest = (select(func.max(ControlChange.id)).where(ControlChange.agent_id.in_(agent_ids))
               .group_by(ControlChange.agent_id, ControlChange.control))
-    for change in db.scalars(select(ControlChange).where(ControlChange.id.in_(newest))):
-        latest[(change.agent_id, change.control)] = change
+    for agent_id, control, passing, at in db.execute(
+            select(ControlChange.agent_id, ControlChange.control, ControlChange.passing, ControlChange.at)
+            .where(ControlChange.id.in_(newest))):
+        latest[(agent_id, control)] = (passing, at)
     return latest
 
 
@@ -273,8 +276,8 @@ def record_changes(db: Session, seats: list[SeatHealth], *, now: datetime) -> in
     for seat in seats:
         for key, check in seat.checks.items():
             last = latest.get((seat.workstation.id, key))
-            if last is not None and last.passing == check.passing:
-                check.since = last.at
+            if last is not None and last[0] == check.passing:
+                check.since = last[1]
                 continue
             db.add(ControlChange(agent_id=seat.workstation.id, control=key, passing=check.passing, at=now,
                                  detail={"reason": check.reason, "params": _plain(check.params)}))

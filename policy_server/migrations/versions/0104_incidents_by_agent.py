@@ -20,8 +20,12 @@ def upgrade() -> None:
     op.create_index("ix_incidents_agent_status", "incidents", ["agent_id", "status"])
     # the open incidents by rule (fleet: open integrity changes per seat; the list's status filter)
     op.create_index("ix_incidents_status_rule", "incidents", ["status", "rule"])
+    # the incident list, newest first (ORDER BY last_seen_at DESC, id DESC LIMIT 25): no sort
+    # of every incident of the year
+    op.create_index("ix_incidents_last_seen", "incidents", ["last_seen_at", "id"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_incidents_last_seen", table_name="incidents")
     op.drop_index("ix_incidents_status_rule", table_name="incidents")
     op.drop_index("ix_incidents_agent_status", table_name="incidents")
