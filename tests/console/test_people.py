@@ -145,3 +145,27 @@ def test_add_edit_reset_disable(client, school):
     refused = client.post(f"/people/{me}/disable?lang=en", data={"csrf_token": token})
     assert refused.status_code == 422 and "own account" in refused.text
     assert PASSWORD
+
+
+def test_an_edit_returns_to_the_list_with_its_filters(client, school):
+    _admin(client, school)
+    teacher = school.person("teacher")
+    listing = client.get("/people?role=teacher&q=teacher-&lang=en")
+    assert "?back=q%3Dteacher-%26role%3Dteacher" in listing.text
+    form = client.get(f"/people?q={teacher}")
+    token = csrf_of(form.text)
+    from sqlalchemy import select as _select
+
+    with school.session() as db:
+        pid = db.scalar(_select(Person.id).where(Person.username == teacher))
+    saved = client.post(
+        f"/people/{pid}",
+        data={
+            "csrf_token": token,
+            "role": "teacher",
+            "full_name": "T",
+            "back": "q=teacher-&role=teacher&evil=1",
+        },
+        follow_redirects=False,
+    )
+    assert saved.headers["location"] == "/people?q=teacher-&role=teacher&done=saved"
