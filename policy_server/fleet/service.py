@@ -223,6 +223,11 @@ def gather_facts(db: Session, agent_ids: Iterable[str], *, now: datetime | None 
     row = current_row(db)
     full_scans: dict[str, tuple[str, datetime]] = {}
     baselines: dict[str, tuple[str, datetime]] = {}
+    # The event queries stay on the type + time index for one seat too (an agent filter there
+    # made SQLite walk that seat's whole year by the agent + time index); the few rows are
+    # kept by agent here.  Incidents of one seat: by ix_incidents_agent_status.
+    wanted = set(ids)
+    only = (lambda column: column.in_(ids)) if 0 < len(ids) <= 5 else (lambda column: True)
     if ids:
         # The full scans of the last 7 days: a few per seat per week (type + time index).
         scans = db.execute(
@@ -230,7 +235,7 @@ def gather_facts(db: Session, agent_ids: Iterable[str], *, now: datetime | None 
             .where(Event.type == "av.scan.completed", Event.occurred_at >= now - FULL_SCAN_WITHIN)
         ).all()
         for event_id, agent_id, when, kind in scans:
-            if kind != "full":
+            if kind != "full" or agent_id not in wanted:
                 continue
             if agent_id not in full_scans or full_scans[agent_id][1] < when:
                 full_scans[agent_id] = (event_id, when)
@@ -239,12 +244,12 @@ def gather_facts(db: Session, agent_ids: Iterable[str], *, now: datetime | None 
         for event_id, agent_id, when in db.execute(
                 select(Event.id, Event.agent_id, Event.occurred_at)
                 .where(Event.type == "integrity.baseline")):
-            if agent_id not in baselines or baselines[agent_id][1] < when:
+            if agent_id in wanted and (agent_id not in baselines or baselines[agent_id][1] < when):
                 baselines[agent_id] = (event_id, when)
     open_integrity = dict(db.execute(  # index ix_incidents_status_rule (0104)
         select(Incident.agent_id, func.count()).where(Incident.status.in_(OPEN_STATUSES),
                                                       Incident.rule.like("integrity.%"),
-                                                      Incident.agent_id.is_not(None))
+                                                      Incident.agent_id.is_not(None), only(Incident.agent_id))
         .group_by(Incident.agent_id)).all())
     lock_failures = dict(db.execute(
         select(Event.agent_id, func.count()).where(Event.type == "idle.lock_failed",
@@ -330,12 +335,12 @@ def seat(db: Session, agent_id: str, *, now: datetime | None = None) -> SeatHeal
     return health
 
 
-def seat_history(db: Session, agent_id: str, *, limit: int = 100) -> list[ControlChange]:
+def seat_history(db: Session, agent_id: str, *, limit: int = 40) -> list[ControlChange]:
     return list(db.scalars(select(ControlChange).where(ControlChange.agent_id == agent_id)
                            .order_by(ControlChange.id.desc()).limit(limit)))
 
 
-def seat_incidents(db: Session, agent_id: str, *, limit: int = 50) -> list[Incident]:
+def seat_incidents(db: Session, agent_id: str, *, limit: int = 20) -> list[Incident]:
     return list(db.scalars(select(Incident).where(Incident.agent_id == agent_id)
                            .order_by(Incident.last_seen_at.desc()).limit(limit)))
 
@@ -343,7 +348,7 @@ def seat_incidents(db: Session, agent_id: str, *, limit: int = 50) -> list[Incid
 SEAT_EVENTS_DAYS = 30
 
 
-def seat_events(db: Session, agent_id: str, *, limit: int = 50, now: datetime | None = None) -> list[Event]:
+def seat_events(db: Session, agent_id: str, *, limit: int = 30, now: datetime | None = None) -> list[Event]:
     """The seat's newest events of the last 30 days other than heartbeats (by the index on
     agent and time: at most a month of one seat's rows are looked at)."""
     since = (now or utcnow()) - timedelta(days=SEAT_EVENTS_DAYS)
