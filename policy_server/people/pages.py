@@ -130,7 +130,8 @@ def person_create(request: Request, csrf_token: str = Form(""), username: str = 
         errors.add("username", page._("Enter a user name, e.g. a.asanova"))
     elif not service.USERNAME.match(wanted):  # said with the other mistakes at once
         errors.add("username", service_error(page, InvalidInput(
-            "bad username", code="person.bad_username", params={"username": values["username"]})))
+            f"username {values['username']!r} is not allowed: use 2–64 lowercase letters, digits, '.', '_' "
+            "or '-'", code="person.bad_username", params={"username": values["username"]})))
     try:
         class_names = service.parse_class_names(classes)
         ct_names = service.parse_class_names(class_teacher_of)
