@@ -22,6 +22,7 @@ from policy_server.db import migrate
 from policy_server.db.session import make_engine, make_sessionmaker
 from policy_server.errors import KalkanError
 from policy_server.filtering.jobs import filtering_jobs
+from policy_server.fleet.service import fleet_jobs
 from policy_server.health.service import UNAVAILABLE_ERRORS, HealthCache, unavailable_response
 from policy_server.scope import NotAllowed, NotLoggedIn
 from policy_server.security.errors import install_input_errors
@@ -150,7 +151,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.sessionmaker,
         periodic_check_jobs(scan_interval_s=settings.checks_interval_s,
                             isuo_interval_s=settings.isuo_checks_interval_s)
-        + summary_jobs(settings),
+        + summary_jobs(settings)
+        + fleet_jobs(settings),  # fleet health: control changes noted every 10 min (issue 11)
         first_delay_s=settings.checks_first_delay_s,
     )
     app.state.checks.jobs += filtering_jobs(settings.state_dir)  # weekly lists update, expiring allows

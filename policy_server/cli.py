@@ -70,18 +70,26 @@ def _(message: str, **params: object) -> str:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    return Settings.from_env(
+    settings = Settings.from_env(
         state_dir=getattr(args, "state_dir", None), db_url=getattr(args, "db", None),
         host=getattr(args, "host", None), port=getattr(args, "port", None),
         tls=False if getattr(args, "no_tls", False) else None,
         level=getattr(args, "level", None),
     )
+    # A place the person named (option or environment) is used as it is; a default or
+    # configured one is checked against a stray empty database (config_file).
+    settings.named_explicitly = bool(getattr(args, "state_dir", None) or getattr(args, "db", None)
+                                     or os.environ.get("KALKAN_STATE_DIR") or os.environ.get("KALKAN_DB_URL"))
+    return settings
 
 
-def _session(settings: Settings):
+def _session(settings: Settings, *, may_create: bool = False):
+    from policy_server.config_file import check_not_a_stray_database
     from policy_server.db import migrate
     from policy_server.db.session import make_engine, make_sessionmaker
 
+    if not may_create:  # never quietly an empty database next to the school's real one
+        check_not_a_stray_database(settings)
     settings.ensure_state_dir()
     engine = make_engine(settings.database_url)
     migrate.upgrade(engine)
@@ -95,6 +103,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from policy_server.workers import check_workers, default_workers
 
     settings = _settings(args)
+    from policy_server.config_file import check_not_a_stray_database
+
+    check_not_a_stray_database(settings)
     settings.ensure_state_dir()
     workers = check_workers(default_workers(settings.database_url) if args.workers == "auto"
                             else _whole_number(args.workers, "--workers"), settings.database_url)
@@ -163,7 +174,7 @@ def _tune_gc() -> None:
 def cmd_migrate(args: argparse.Namespace) -> int:
     from policy_server.db import migrate
 
-    with _session(_settings(args)) as db:
+    with _session(_settings(args), may_create=True) as db:
         current = migrate.current_revision(db.get_bind())
         print(_("database at revision %(current)s (head %(head)s)", current=current,
                 head=migrate.head_revision()))
