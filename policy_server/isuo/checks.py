@@ -1,7 +1,7 @@
 """Runs the ISUO cross-checks (`rules.py`, pure) over the database: on import and periodically.
 
-* `check_imported` — the records one import added (called by `imports.import_file`, same
-  transaction);
+* `check_new_accesses` / `check_imported` — the records one import added (called by
+  `imports.import_file`, in the same transaction);
 * `check_period` — every imported record and every proxy session not linked to one in a
   period, the import gaps, and the termly review's due date; `run_periodic` calls it for the
   last three days (job `isuo.cross` of `policy_server.checks`).
@@ -131,12 +131,10 @@ def check_accesses(db: Session, accesses: list[Access]) -> list[tuple[IncidentDr
         since=min(a.at for a in accesses),
         until=max(a.at for a in accesses),
     )
-    drafts: dict[str, tuple[IncidentDraft, RuleInput]] = {}
-    for access in accesses:
-        user = users.get(access.login) if access.login else None
-        for draft in rules.check_access(access, user, working, histories.get(access.agent_id or "")):
-            drafts.setdefault(draft.dedup_key, (draft, _input(access, draft.rule)))
-    return list(drafts.values())
+    return [
+        (draft, _input(access, draft.rule))
+        for draft, access in rules.check_accesses(accesses, users, working, histories)
+    ]
 
 
 def _record_accesses(rows) -> list[Access]:
@@ -154,6 +152,11 @@ _RECORD_COLUMNS = (
     IsuoRecord.agent_id,
     IsuoRecord.action,
 )
+
+
+def check_new_accesses(db: Session, accesses: list[Access]) -> list[IncidentDraft]:
+    """The checks over accesses just imported (in memory: not read back from the database)."""
+    return _submit(db, check_accesses(db, accesses), open_at=None)
 
 
 def check_imported(db: Session, *, import_id: int, now: datetime) -> list[IncidentDraft]:

@@ -29,6 +29,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from pathlib import PurePath
 
 from sqlalchemy import select
@@ -39,7 +40,7 @@ from policy_server.db.bulk import insert_rows
 from policy_server.db.models import IsuoAccess
 from policy_server.errors import InvalidInput
 from policy_server.isuo.models import IsuoAddress, IsuoImport, IsuoRecord, IsuoSource
-from policy_server.isuo.rules import SCHOOL_TZ
+from policy_server.isuo.rules import SCHOOL_TZ, Access
 from policy_server.web.i18n import N_
 
 FIELDS = ("login", "time", "action", "ip", "record_type")
@@ -97,13 +98,13 @@ class ParsedRow:
     action: str
     ip: str | None
     record_type: str
+    row_hash: str = ""
 
-    @property
-    def row_hash(self) -> str:
+    def __post_init__(self) -> None:
         text = "\x1f".join(
             (self.login, self.at.astimezone(UTC).isoformat(), self.action, self.ip or "", self.record_type)
         )
-        return hashlib.sha256(text.encode()).hexdigest()
+        object.__setattr__(self, "row_hash", hashlib.sha256(text.encode()).hexdigest())
 
 
 @dataclass
@@ -232,6 +233,16 @@ def _read_xlsx(data: bytes) -> Iterator[tuple[int, list]]:
         book.close()
 
 
+@lru_cache(maxsize=4096)
+def normal_ip(text: str) -> str | None:
+    """'010.35.1.7 ' → None (not an address); the canonical text otherwise (cached: a school has
+    a few dozen addresses, an export repeats them)."""
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return None
+
+
 def parse_time(value) -> datetime | None:
     """An aware UTC time from a cell: a datetime (XLSX) or text in one of TIME_FORMATS or ISO."""
     if isinstance(value, datetime):
@@ -312,18 +323,20 @@ def parse_rows(data: bytes, file_name: str, mapping: dict[str, str]) -> list[Par
     problems: list[RowProblem] = []
     bad = 0
 
-    def cell(cells: list, f: str):
-        i = columns.get(f)
-        return cells[i] if i is not None and i < len(cells) else None
+    width = max(columns.values()) + 1
+    i_login, i_time = columns["login"], columns["time"]
+    i_action, i_ip, i_type = columns.get("action"), columns.get("ip"), columns.get("record_type")
 
-    def text(cells: list, f: str, limit: int) -> str:
-        value = cell(cells, f)
+    def text(cells: list, i: int | None, limit: int) -> str:
+        value = cells[i] if i is not None else None
         return "" if value is None else str(value).strip()[:limit]
 
     for line, cells in rows:
-        login = text(cells, "login", 128).lower()
-        at = parse_time(cell(cells, "time"))
-        ip_text = text(cells, "ip", 45)
+        if len(cells) < width:
+            cells = [*cells, *([None] * (width - len(cells)))]
+        login = text(cells, i_login, 128).lower()
+        at = parse_time(cells[i_time])
+        ip_text = text(cells, i_ip, 45)
         problem = None
         if not login:
             problem = RowProblem(
@@ -334,27 +347,25 @@ def parse_rows(data: bytes, file_name: str, mapping: dict[str, str]) -> list[Par
                 line,
                 N_("The time %(value)s is not a date and time."),
                 N_("Write it as 2026-09-01 08:30:00 or 01.09.2026 08:30."),
-                {"value": str(cell(cells, "time") or "")[:40]},
+                {"value": str(cells[i_time] or "")[:40]},
             )
         elif ip_text:
-            try:
-                ip_text = str(ipaddress.ip_address(ip_text))
-            except ValueError:
+            normal = normal_ip(ip_text)
+            if normal is None:
                 problem = RowProblem(
                     line,
                     N_("%(value)s is not an IP address."),
                     N_("Write it as 10.35.1.7, or leave the cell empty."),
                     {"value": ip_text},
                 )
+            ip_text = normal
         if problem is not None:
             bad += 1
             if len(problems) < MAX_PROBLEMS_SHOWN:
                 problems.append(problem)
             continue
         parsed.append(
-            ParsedRow(
-                line, login, at, text(cells, "action", 64), ip_text or None, text(cells, "record_type", 64)
-            )
+            ParsedRow(line, login, at, text(cells, i_action, 64), ip_text or None, text(cells, i_type, 64))
         )
     if problems:
         raise ImportRejected(problems, bad)
@@ -526,5 +537,12 @@ def import_file(
     if run_checks and new:
         from policy_server.isuo import checks
 
-        result.incidents = len(checks.check_imported(db, import_id=record.id, now=now or datetime.now(UTC)))
+        accesses = sorted(
+            (
+                Access(key=f"rec:{o[0][:16]}", at=o[3], login=o[2], seat=o[7], agent_id=o[8], action=o[4])
+                for o in out
+            ),
+            key=lambda a: a.at,
+        )
+        result.incidents = len(checks.check_new_accesses(db, accesses))
     return result
