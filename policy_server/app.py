@@ -29,6 +29,7 @@ API_ROUTERS = (
     "policy_server.policies.views",
     "policy_server.incidents.views",
     "policy_server.admin_views",
+    "policy_server.isuo.views",
     "policy_server.isuo.pages",
 )
 WEB_ROUTER = "policy_server.web.routes"

@@ -198,10 +198,16 @@ def _findings_by_user(db: Session) -> dict[int, int]:
 # ----------------------------------------------------------------------------- static
 
 
-@router.get("/isuo/print.css", dependencies=[Depends(scope.public)])
-def print_css() -> FileResponse:
+STYLESHEETS = ("print.css", "isuo.css")
+
+
+@router.get("/isuo/{name}.css", dependencies=[Depends(scope.public)])
+def stylesheet(name: str) -> Response:
+    """The annex print sheet and the ISUO pages' small additions to kalkan.css."""
+    if f"{name}.css" not in STYLESHEETS:
+        return Response(status_code=404)
     return FileResponse(
-        STATIC / "print.css", media_type="text/css", headers={"Cache-Control": "public, max-age=3600"}
+        STATIC / f"{name}.css", media_type="text/css", headers={"Cache-Control": "public, max-age=3600"}
     )
 
 
