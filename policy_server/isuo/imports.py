@@ -39,6 +39,7 @@ from policy_server.audit import audit
 from policy_server.db.bulk import insert_rows
 from policy_server.db.models import IsuoAccess
 from policy_server.errors import InvalidInput
+from policy_server.isuo import error_texts  # noqa: F401  (registers the codes' texts)
 from policy_server.isuo.models import IsuoAddress, IsuoImport, IsuoRecord, IsuoSource
 from policy_server.isuo.rules import SCHOOL_TZ, Access
 from policy_server.web.i18n import N_
@@ -85,6 +86,7 @@ class ImportRejected(InvalidInput):
         super().__init__(
             f"{total_bad} bad row(s); first at line {first.line}: {first.problem % first.params}",
             code="isuo.import_rejected",
+            params={"n": total_bad, "line": first.line},
         )
         self.problems = problems
         self.total_bad = total_bad

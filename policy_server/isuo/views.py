@@ -16,6 +16,7 @@ from policy_server import scope
 from policy_server.db.models import Role
 from policy_server.db.session import get_db
 from policy_server.errors import InvalidInput
+from policy_server.isuo import error_texts  # noqa: F401  (registers the codes' texts)
 from policy_server.isuo.findings import isuo_findings
 from policy_server.isuo.rules import SCHOOL_TZ
 
@@ -27,7 +28,9 @@ def _day(value: str, name: str) -> datetime:
         return datetime.combine(date.fromisoformat(value), time.min, SCHOOL_TZ).astimezone(UTC)
     except ValueError as exc:
         raise InvalidInput(
-            f"{name}={value!r} is not a date; give it as 2026-11-01.", code="isuo.bad_date"
+            f"{name}={value!r} is not a date; give it as 2026-11-01.",
+            code="isuo.bad_date",
+            params={"value": value},
         ) from exc
 
 
