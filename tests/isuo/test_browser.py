@@ -25,6 +25,22 @@ WIDTHS = {"wide": {"width": 1366, "height": 768}, "narrow": {"width": 390, "heig
 
 
 @pytest.fixture(scope="module")
+def browser():
+    """Chromium for this module only, closed at its end: the session-wide one of tests/web would
+    keep Playwright's event loop running into later modules (asyncio.run() then refuses)."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.web.conftest import CHROMIUM, CHROMIUM_ARGS
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KalkanServerProcess]:
     with KalkanServerProcess(tmp_path_factory.mktemp("isuo-server")) as running:
         running.create_user("admin", "resp", PASSWORD, full_name="Aibek Asanov")
