@@ -606,7 +606,12 @@ def scan_file(
     if path is None:
         return page.error_page(404, page._("No scan is kept for this person."))
     media = {"pdf": "application/pdf", "jpg": "image/jpeg", "png": "image/png"}[path.suffix[1:]]
-    return FileResponse(path, media_type=media, headers={"Cache-Control": "no-store"})
+    return FileResponse(
+        path,
+        media_type=media,
+        filename=f"obligation-{user.id}.{path.suffix[1:]}",
+        headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"},
+    )
 
 
 ANNEXES = {"1.1": "isuo/annex_1_1.html", "1.2": "isuo/annex_1_2.html"}
