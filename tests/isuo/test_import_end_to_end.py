@@ -316,3 +316,29 @@ def test_findings_api_for_reports(api, school):
     api.user("teacher", "t1")
     api.login("t1")
     assert api.client.get(f"/api/v1/isuo/findings?start={day}&end={day}").status_code == 403
+
+
+def test_a_failure_after_the_rows_are_written_leaves_nothing(api, school, monkeypatch):
+    """One transaction: if anything fails after the records were inserted (here the checks),
+    the import row, the records and the audit record are all rolled back."""
+
+    def broken(db, accesses):
+        raise RuntimeError("checks failed")
+
+    monkeypatch.setattr(checks, "check_new_accesses", broken)
+    with api.db() as db:
+        source = db.get(imports.IsuoSource, school["source_id"])
+        with pytest.raises(RuntimeError):
+            imports.import_file(
+                db, source=source, data=export(school["day"]), file_name="x.csv", actor="resp"
+            )
+        db.rollback()
+    with api.db() as db:
+        assert db.scalar(select(func.count()).select_from(IsuoRecord)) == 0
+        assert db.scalar(select(func.count()).select_from(imports.IsuoImport)) == 0
+        assert (
+            db.scalar(
+                select(func.count()).select_from(AuditRecord).where(AuditRecord.action == "isuo.imported")
+            )
+            == 0
+        )

@@ -140,6 +140,17 @@ def test_import_with_mapping_then_director_signs_the_review(web_app, client):
     )
     assert ok.status_code == 200 and "1 new" in ok.text
     assert 'value="User"' in client.get("/isuo/imports?source=ISUO+web").text  # the mapping is saved
+    broken = (
+        body + "x.user,not a time,login,10.0.0.5,session\ny.user,2026-11-10 10:00,login,999.1.1.1,session\n"
+    )
+    rejected = client.post(
+        "/isuo/imports?lang=en",
+        data={"csrf_token": token, **mapping},
+        files={"file": ("e.csv", broken.encode(), "text/csv")},
+    )
+    assert rejected.status_code == 422 and "2 row(s) need fixing" in rejected.text
+    assert "<td>3</td><td>The time not a time is not a date and time.</td>" in rejected.text
+    assert "<td>4</td><td>999.1.1.1 is not an IP address.</td>" in rejected.text
     with web_app.state.sessionmaker() as db:
         assert db.scalar(select(Incident).where(Incident.rule == "isuo.unknown_login")) is not None
     log = client.get("/isuo/log?lang=en")
