@@ -772,7 +772,7 @@ def access_log(
     person: str = "",
     seat: str = "",
     day: str = "",
-    page_number: int = 1,
+    page_number: str = "1",
     db: Session = Depends(get_db),
     viewer=Depends(page_access(*EDITORS)),
 ) -> Response:
@@ -819,7 +819,9 @@ def access_log(
         except ValueError:
             errors = _errors(page, {"day": N_("Enter a date as year-month-day, for example 2026-09-01.")})
     total = db.scalar(count) or 0
-    pagination = presenters.Pagination(page=max(1, page_number), per_page=LOG_PER_PAGE, total=total)
+    pagination = presenters.Pagination(
+        page=max(1, int(page_number)) if page_number.isdigit() else 1, per_page=LOG_PER_PAGE, total=total
+    )
     rows = db.execute(
         query.order_by(IsuoRecord.at.desc(), IsuoRecord.id.desc())
         .limit(LOG_PER_PAGE)

@@ -156,6 +156,10 @@ def test_import_with_mapping_then_director_signs_the_review(web_app, client):
     log = client.get("/isuo/log?lang=en")
     assert "ghost.login" in log.text and "not in the register" in log.text
     assert client.get("/isuo/log?day=bad").status_code == 200
+    assert client.get("/isuo/log?page_number=abc&person=x").status_code == 200  # hand-edited URLs: no 5xx
+    assert client.get("/isuo/people/999999").status_code == 404
+    assert client.get("/isuo/people/999999/annex/1.1/ru").status_code == 404
+    assert client.get("/isuo/nope.css").status_code == 404
     client.cookies.clear()
     director = person(web_app, "director", full_name="Director Dir")
     login(client, director)
