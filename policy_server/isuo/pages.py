@@ -834,7 +834,7 @@ def access_log(
         rows=rows,
         pagination=pagination,
         people=service.list_users(db),
-        person=person,
+        person_filter=person,
         seat=seat,
         day=day,
         base_query=base,

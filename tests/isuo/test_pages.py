@@ -155,6 +155,7 @@ def test_import_with_mapping_then_director_signs_the_review(web_app, client):
         assert db.scalar(select(Incident).where(Incident.rule == "isuo.unknown_login")) is not None
     log = client.get("/isuo/log?lang=en")
     assert "ghost.login" in log.text and "not in the register" in log.text
+    assert "Log out" in log.text  # the page keeps the logged-in header (no context name clash)
     assert client.get("/isuo/log?day=bad").status_code == 200
     assert client.get("/isuo/log?page_number=abc&person=x").status_code == 200  # hand-edited URLs: no 5xx
     assert client.get("/isuo/people/999999").status_code == 404
