@@ -54,6 +54,6 @@ def test_time_forms():
 
 
 def test_short_rows_and_blank_lines_are_handled():
-    data = "login;time;ip\n\na.b;2026-09-01 08:30\n;;\n".encode()
+    data = b"login;time;ip\n\na.b;2026-09-01 08:30\n;;\n"
     (row,) = imports.parse_rows(data, "e.csv", MAPPING)
     assert row.ip is None and row.line == 3
