@@ -541,7 +541,15 @@ def import_file(
 
         accesses = sorted(
             (
-                Access(key=f"rec:{o[0][:16]}", at=o[3], login=o[2], seat=o[7], agent_id=o[8], action=o[4])
+                Access(
+                    key=f"rec:{o[0][:16]}",
+                    at=o[3],
+                    login=o[2],
+                    seat=o[7],
+                    agent_id=o[8],
+                    action=o[4],
+                    proxy_linked=o[9] is not None,
+                )
                 for o in out
             ),
             key=lambda a: a.at,

@@ -14,6 +14,7 @@ stay in `policy_server/rules/isuo.py` and keep running from `policy_server.check
 | `isuo.noncompliant_seat` | full scan > 7 days old, integrity failing, antivirus unwell | 000 §5.4, §4.2 |
 | `isuo.import_gap` | the proxies saw ISUO sessions on a day with no imported records | 000 §5.6, 000 §3.2 |
 | `isuo.review_overdue` | the termly access review was not signed by its due date | 002 §4.5, 002 §4.4 |
+| `isuo.student_lab` | an imported record from a student-lab seat outside a lesson | 002 §4.4, 000 §6.8 |
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class Access:
     seat: str | None = None
     agent_id: str | None = None
     action: str = ""
+    proxy_linked: bool = False  # the proxy saw this session (its own checks ran at ingest)
 
     local: datetime = field(init=False, repr=False, compare=False)  # school time, set once
     local_day: date = field(init=False, repr=False, compare=False)
@@ -259,6 +261,29 @@ def noncompliant_seat(access: Access, history: SeatHistory | None) -> IncidentDr
         problems=list(state.problems),
         last_full_scan=state.last_full_scan.isoformat() if state.last_full_scan else None,
         scan_age_days=state.scan_age_days,
+    )
+
+
+def student_lab_seat(access: Access, *, student_lab: bool, lesson_running: bool) -> IncidentDraft | None:
+    """An imported record from a seat in a student lab while no lesson ran there (002 §4.4,
+    000 §6.8) — the same finding as `policy_server.rules.isuo.isuo_from_student_lab` makes from
+    the proxy's sessions, for records the proxy did not see (a session it saw was judged at ingest)."""
+    if not student_lab or lesson_running or access.proxy_linked or access.agent_id is None:
+        return None
+    return IncidentDraft(
+        rule="isuo.student_lab",
+        title=f"ISUO used on {access.where} in a student lab outside a lesson",
+        severity=Severity.high,
+        clauses=("002 §4.4", "000 §6.8"),
+        dedup_key=f"isuo.student_lab:{access.agent_id}:{access.local_day.isoformat()}",
+        window_s=DAY_S,
+        params={
+            "where": access.where,
+            "login": access.login,
+            "at": access.at.isoformat(),
+            "why": "student_lab_no_lesson",
+            "source": "import",
+        },
     )
 
 

@@ -342,3 +342,38 @@ def test_a_failure_after_the_rows_are_written_leaves_nothing(api, school, monkey
             )
             == 0
         )
+
+
+def test_records_from_a_student_lab_outside_a_lesson(api, school):
+    """lab-1 is a student lab; a lesson runs there 11:30-12:30 only: the 12:00 record at seat 09
+    is inside the lesson, the others are outside it → one student-lab finding for seat 07."""
+    from policy_server.lessons.models import Lesson
+    from policy_server.policies.service import amend_policy
+    from policy_server.school.service import find_room
+
+    day = school["day"]
+
+    def lab(bundle):
+        bundle.isuo.student_lab_rooms = ["lab-1"]
+        return bundle
+
+    with api.db() as db:
+        amend_policy(db, actor="test", comment="lab-1 is a student lab", change=lab)
+        teacher = db.scalar(select(Person).where(Person.username == "resp"))
+        db.add(
+            Lesson(
+                id="les-1",
+                room_id=find_room(db, "lab-1").id,
+                teacher_id=teacher.id,
+                starts_at=local(day, 11, 30),
+                ends_at=local(day, 12, 30),
+                planned_end=local(day, 12, 30),
+            )
+        )
+        source = db.get(imports.IsuoSource, school["source_id"])
+        imports.import_file(db, source=source, data=export(day), file_name="isuo.csv", actor="resp")
+        db.commit()
+        found = list(db.scalars(select(Incident).where(Incident.rule == "isuo.student_lab")))
+    assert [(i.seat, i.params["why"], i.params["source"]) for i in found] == [
+        ("07", "student_lab_no_lesson", "import")
+    ]

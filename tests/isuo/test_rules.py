@@ -196,3 +196,13 @@ def test_check_accesses_equals_check_access_on_each_keeping_the_first_draft_per_
     fast = rules.check_accesses(accesses, users, working, histories)
     assert {k: (d, a.key) for k, (d, a) in naive.items()} == {d.dedup_key: (d, a.key) for d, a in fast}
     assert len({d.rule for d, _ in fast}) >= 6  # the sample reaches most rules
+
+
+def test_student_lab_seat_for_records_the_proxy_did_not_see():
+    a = access()
+    draft = rules.student_lab_seat(a, student_lab=True, lesson_running=False)
+    assert draft.rule == "isuo.student_lab" and draft.clauses == ("002 §4.4", "000 §6.8")
+    assert rules.student_lab_seat(a, student_lab=True, lesson_running=True) is None
+    assert rules.student_lab_seat(a, student_lab=False, lesson_running=False) is None
+    linked = Access(key="rec:2", at=TUESDAY_10, login="x", seat="07", agent_id="ag-1", proxy_linked=True)
+    assert rules.student_lab_seat(linked, student_lab=True, lesson_running=False) is None  # judged at ingest
