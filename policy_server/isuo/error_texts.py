@@ -16,3 +16,4 @@ ISUO_ERROR_TEXTS = {
 }
 
 register_error_texts(ISUO_ERROR_TEXTS)
+ERROR_TEXTS = ISUO_ERROR_TEXTS  # the name other domains use

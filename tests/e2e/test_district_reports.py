@@ -18,7 +18,6 @@ from policy_server.summaries import service as summaries
 from tests.reports.seed import ProcessApi, seed
 from tests.support.postgres import postgres_cluster  # noqa: F401  (fixture)
 from tests.support.server import REPO, KalkanServerProcess
-from tests.web.conftest import browser  # noqa: F401  (fixture)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 PASSWORD = "district-pass-9"

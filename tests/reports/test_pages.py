@@ -12,7 +12,6 @@ import pytest
 from policy_server.summaries import service
 from tests.reports.seed import ProcessApi, seed
 from tests.support.server import KalkanServerProcess
-from tests.web.conftest import browser  # noqa: F401  (session fixture: one headless Chromium)
 
 PASSWORD = "director-pass-9"
 HEADINGS = {"ky": "Жобонун аткарылышы боюнча жумалык жыйынтык",
