@@ -20,6 +20,7 @@ import os
 import platform
 import random
 import resource
+import sys
 import tempfile
 import time
 from datetime import UTC, date, datetime, timedelta
@@ -77,7 +78,9 @@ def _prepare(state: Path):
     from policy_server.app import create_app
     from policy_server.settings import Settings
 
-    return create_app(Settings(state_dir=state, tls=False))
+    return create_app(
+        Settings(state_dir=state, tls=False, db_url=os.environ.get("ISUO_BENCH_DB_URL") or None)
+    )
 
 
 def _import(state: str, data: bytes, queue) -> None:
@@ -183,7 +186,24 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--out", type=Path)
     parser.add_argument("--worst", action="store_true", help="pathological data (see make_csv)")
+    parser.add_argument("--backend", default="sqlite", choices=["sqlite", "postgresql"])
     args = parser.parse_args()
+    cluster = None
+    if args.backend == "postgresql":  # a throwaway cluster of its own (tests/support/postgres.py)
+        sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+        from tests.support.postgres import PostgresCluster
+
+        cluster = PostgresCluster()
+        cluster.start()
+        os.environ["ISUO_BENCH_DB_URL"] = cluster.create_database()
+    try:
+        run(args)
+    finally:
+        if cluster is not None:
+            cluster.stop()
+
+
+def run(args) -> None:
     data = make_csv(args.rows, worst=args.worst)
     with tempfile.TemporaryDirectory(prefix="isuo-bench-") as state:
         base = run_child(_baseline, data)
@@ -196,6 +216,7 @@ def main() -> None:
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "load_average": os.getloadavg(),
         "rows": args.rows,
+        "backend": args.backend,
         "file_mb": len(data) / 1e6,
         "baseline_parse": base,
         "import": imp,
@@ -216,7 +237,7 @@ def markdown(report: dict, *, worst: bool) -> str:
     imp, again, chk = report["import"], report["import_again"], report["checks_year"]
     return (
         f"\n## {report['date']} — {report['machine']}\n\n"
-        f"{report['rows']} rows, {report['file_mb']:.1f} MB CSV, SQLite, "
+        f"{report['rows']} rows, {report['file_mb']:.1f} MB CSV, {report['backend']}, "
         f"{'worst-case' if worst else 'realistic'} data (see make_csv); load average at the end "
         f"{report['load_average'][0]:.1f} on {mp.cpu_count()} cores (other sessions running: wall "
         "times are inflated, CPU times less so).\n\n"

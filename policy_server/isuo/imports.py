@@ -32,7 +32,7 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import PurePath
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from policy_server.audit import audit
@@ -67,7 +67,7 @@ MAX_PROBLEMS_SHOWN = 50
 # A proxy session with no recorded end counts as lasting this long for the overlap.
 OPEN_SESSION = timedelta(hours=2)
 SLACK = timedelta(minutes=2)  # clocks of ISUO and of the workstation differ a little
-HASH_CHUNK = 500
+HASH_CHUNK = 5000  # SQLite: hashes per IN (its limit is 32,766 parameters)
 
 
 @dataclass(frozen=True)
@@ -329,16 +329,16 @@ def parse_rows(data: bytes, file_name: str, mapping: dict[str, str]) -> list[Par
     i_login, i_time = columns["login"], columns["time"]
     i_action, i_ip, i_type = columns.get("action"), columns.get("ip"), columns.get("record_type")
 
-    def text(cells: list, i: int | None, limit: int) -> str:
+    def cell_text(cells: list, i: int | None, limit: int) -> str:
         value = cells[i] if i is not None else None
         return "" if value is None else str(value).strip()[:limit]
 
     for line, cells in rows:
         if len(cells) < width:
             cells = [*cells, *([None] * (width - len(cells)))]
-        login = text(cells, i_login, 128).lower()
+        login = cell_text(cells, i_login, 128).lower()
         at = parse_time(cells[i_time])
-        ip_text = text(cells, i_ip, 45)
+        ip_text = cell_text(cells, i_ip, 45)
         problem = None
         if not login:
             problem = RowProblem(
@@ -367,7 +367,9 @@ def parse_rows(data: bytes, file_name: str, mapping: dict[str, str]) -> list[Par
                 problems.append(problem)
             continue
         parsed.append(
-            ParsedRow(line, login, at, text(cells, i_action, 64), ip_text or None, text(cells, i_type, 64))
+            ParsedRow(
+                line, login, at, cell_text(cells, i_action, 64), ip_text or None, cell_text(cells, i_type, 64)
+            )
         )
     if problems:
         raise ImportRejected(problems, bad)
@@ -430,6 +432,24 @@ class ProxySessions:
 # ----------------------------------------------------------------------------- import
 
 
+def stored_hashes(db: Session, hashes: list[str]) -> set[str]:
+    """Which of these row hashes are stored already: PostgreSQL in one query (`= ANY` of one
+    array parameter), SQLite in chunks of IN lists."""
+    if not hashes:
+        return set()
+    if db.get_bind().dialect.name == "postgresql":
+        rows = db.execute(
+            text("SELECT row_hash FROM isuo_records WHERE row_hash = ANY(CAST(:h AS text[]))"), {"h": hashes}
+        )
+        return {h for (h,) in rows}
+    found: set[str] = set()
+    for i in range(0, len(hashes), HASH_CHUNK):
+        found.update(
+            db.scalars(select(IsuoRecord.row_hash).where(IsuoRecord.row_hash.in_(hashes[i : i + HASH_CHUNK])))
+        )
+    return found
+
+
 def import_file(
     db: Session,
     *,
@@ -457,11 +477,7 @@ def import_file(
     for row in rows:
         unique.setdefault(row.row_hash, row)
     hashes = list(unique)
-    existing: set[str] = set()
-    for i in range(0, len(hashes), HASH_CHUNK):
-        existing.update(
-            db.scalars(select(IsuoRecord.row_hash).where(IsuoRecord.row_hash.in_(hashes[i : i + HASH_CHUNK])))
-        )
+    existing = stored_hashes(db, hashes)
     new = [unique[h] for h in hashes if h not in existing]
     first_at, last_at = min(r.at for r in rows), max(r.at for r in rows)
     record = IsuoImport(
