@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent import __version__ as AGENT_VERSION
+from agent.artifacts import ArtifactFetcher
 from agent.collectors.base import Collector, CollectorContext, unhealthy
 from agent.collectors.registry import COLLECTORS, load_collector_class
 from agent.outbox import DEFAULT_MAX_BYTES, Outbox, OutboxSink
@@ -92,6 +93,10 @@ class AgentRuntime:
         self.sink = OutboxSink(self.outbox, on_added=self._wake_uplink,
                                seat=self.config.seat if self.config else None)
         self.policy = PolicyManager(state, on_apply=self._apply_policy)
+        # category index and report status from the server (docs/filtering-console.md)
+        self.artifacts = ArtifactFetcher(self.paths.root, self.client) if self.client is not None else None
+        if self.artifacts is not None and self.policy.current is not None:
+            self.artifacts.on_policy(self.policy.current)
         self.slots: dict[str, _Slot] = {}
         self.started_at = time.monotonic()
         self.started_wall = time.time()
@@ -137,7 +142,10 @@ class AgentRuntime:
     # ------------------------------------------------------------------ RuntimeView (heartbeat)
 
     def collector_health(self) -> dict[str, CollectorHealth]:
-        return {name: slot.health() for name, slot in self.slots.items()}
+        health = {name: slot.health() for name, slot in self.slots.items()}
+        if self.artifacts is not None:
+            health["filter_lists"] = self.artifacts.health()
+        return health
 
     def outbox_depth(self) -> int:
         return self.outbox.depth()
@@ -154,6 +162,8 @@ class AgentRuntime:
     # ------------------------------------------------------------------ policy
 
     def _apply_policy(self, bundle: PolicyBundle) -> None:
+        if self.artifacts is not None:
+            self.artifacts.on_policy(bundle)
         for slot in self.slots.values():
             if slot.collector is None:
                 continue
@@ -187,6 +197,8 @@ class AgentRuntime:
             self._thread("uplink", self.uplink.run, self._stop)
             self._thread("policy-push", self.policy.run_push, self.client, self._stop)
             self._thread("policy-poll", self.policy.run_poll, self.client, self._stop, self.poll_interval_s)
+            if self.artifacts is not None:
+                self._thread("artifacts", self.artifacts.run, self._stop)
         log.info("agent %s started: collectors %s, platform %s, policy version %s", AGENT_VERSION,
                  ", ".join(self.collector_names) or "none", self.platform, self.policy.version)
 
@@ -200,6 +212,8 @@ class AgentRuntime:
             return
         self._stop.set()
         self._wake_uplink()
+        if self.artifacts is not None:
+            self.artifacts.wake()
         self.policy.close_stream()
         for slot in reversed(list(self.slots.values())):
             if slot.collector is not None:
@@ -277,6 +291,7 @@ class AgentRuntime:
                 "rejected": self.outbox.rejected_count(),
             },
             "collectors": {name: h.model_dump(mode="json") for name, h in self.collector_health().items()},
+            "filter_lists": self.artifacts.status() if self.artifacts is not None else None,
         }
 
     def _write_status(self, *, stopping: bool = False) -> None:

@@ -57,6 +57,9 @@ for _ in $(seq 1 150); do
   sleep 0.2
 done
 [ -n "$reporting" ] || { echo "kalkan: the agent is not reporting; see $state/agent.log" >&2; tail -20 "$state/agent.log" >&2; exit 1; }
+# The demo's category lists (shipped in the repository) reach the seat by hash (docs/filtering-console.md).
+for _ in $(seq 1 100); do [ -s "$agent_state/indexes/current" ] && break; sleep 0.1; done
+lists=$(cat "$agent_state/indexes/current" 2>/dev/null || echo "not fetched yet")
 
 cat <<TXT
 
@@ -65,6 +68,7 @@ cat <<TXT
   Web console:  $url/   (self-signed certificate, SHA-256 $fingerprint)
   Logins:       admin / $(field "logins['admin']")    teacher / $(field "logins['teacher']")    director / $(field "logins['director']")
   Agent:        $agent_state  (kalkan-agent status --state-dir $agent_state)
+  Category lists on the seat: ${lists:0:16}…  (kalkan-server lists update --source URL for the full UT1)
   Logs:         $state/server.log  $state/agent.log
 
   The agent is enrolled and reporting.  Ctrl-C stops the server and the agent.

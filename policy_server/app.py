@@ -17,7 +17,11 @@ from policy_server.checks.scheduler import CheckScheduler, periodic_check_jobs, 
 from policy_server.db import migrate
 from policy_server.db.session import make_engine, make_sessionmaker
 from policy_server.errors import KalkanError
+from policy_server.filtering.jobs import filtering_jobs
 from policy_server.scope import NotAllowed, NotLoggedIn
+from policy_server.security.errors import install_input_errors
+from policy_server.security.headers import SecurityHeaders
+from policy_server.security.throttle import LoginThrottle
 from policy_server.settings import Settings
 from policy_server.tls import ensure_school_ca
 from policy_server.web.i18n import parse_accept_language
@@ -31,6 +35,8 @@ API_ROUTERS = (
     "policy_server.policies.views",
     "policy_server.incidents.views",
     "policy_server.admin_views",
+    "policy_server.filtering.views",
+    "policy_server.filtering.pages",
     "policy_server.security.views",
     "policy_server.people.pages",
     "policy_server.school.pages",
@@ -94,9 +100,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="Kalkan policy server", version=str(protocol.PROTOCOL_VERSION), lifespan=lifespan,
                   docs_url=None, redoc_url=None, openapi_url=None)
     app.state.settings = settings
+    app.add_middleware(SecurityHeaders, tls=bool(settings.tls))  # policy_server/security/headers.py
     app.state.engine = engine
     app.state.sessionmaker = make_sessionmaker(engine)
     app.state.push_hub = hub
+    app.state.login_throttle = LoginThrottle(account_limits=settings.login_account_limits,
+                                             address_limits=settings.login_address_limits,
+                                             storage_uri=settings.login_limit_storage)
     app.state.lesson_ticker = LessonTicker(app.state.sessionmaker)
     # periodic checks (weekly scan overdue, ISUO cross-checks): docs/server.md "Periodic checks"
     app.state.checks = CheckScheduler(
@@ -106,6 +116,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         + summary_jobs(settings),
         first_delay_s=settings.checks_first_delay_s,
     )
+    app.state.checks.jobs += filtering_jobs(settings.state_dir)  # weekly lists update, expiring allows
 
     app.state.level = settings.level  # "school" or "district" (docs/reports.md)
 
@@ -125,13 +136,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                             status_code=exc.status_code, headers=dict(exc.headers or {}))
 
     @app.exception_handler(RequestValidationError)
-    async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
         parts = []
         for err in exc.errors():
             where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
             parts.append(f"{where}: {err.get('msg')}")
+        path = request.url.path
+        if not (path.startswith("/api/") or path.endswith(".json")) and request.method == "GET":
+            from policy_server.security.errors import validation_error_page
+
+            fields = [str(err.get("loc", ("",))[-1]) for err in exc.errors()]
+            return await run_in_threadpool(validation_error_page, request, fields)
         return JSONResponse({"detail": "the request is not valid: " + "; ".join(parts),
                              "code": "request.invalid"}, status_code=422)
+
+    install_input_errors(app)  # numbers past the database's range: 422, never 500
 
     @app.get("/healthz", dependencies=[Depends(scope.public)])
     def healthz() -> dict:

@@ -13,6 +13,8 @@
     kalkan-server retention [--days 90] [--apply]
     kalkan-server run-checks [--only CHECK] [--json]   (periodic checks once, e.g. from cron)
     kalkan-server student-labs [ROOM ...] [--clear]     (rooms where students work; ISUO checks)
+    kalkan-server lists update [--source URL|TARBALL|FOLDER] [--sha256 HEX] [--force] [--json]
+    kalkan-server lists show [--json]                   (category lists: source, published indexes)
 
 `--state-dir` and `--db` work with every command (or KALKAN_STATE_DIR / KALKAN_DB_URL).
 `kalkan-server --lang ky|ru|en COMMAND …` picks the language of what it prints (else the
@@ -401,6 +403,12 @@ def cmd_fingerprint(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lists(args: argparse.Namespace) -> int:
+    from policy_server.filtering import cli as lists_cli
+
+    return lists_cli.run(args, _settings(args), _session)
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--state-dir", help="folder for the database, certificates and CA "
@@ -485,6 +493,16 @@ def build_parser() -> argparse.ArgumentParser:
     labs.add_argument("rooms", nargs="*", default=None, help="room names; none given: show them")
     labs.add_argument("--clear", action="store_true", help="no room is a student lab")
     labs.set_defaults(func=cmd_student_labs)
+
+    lists = sub.add_parser("lists", parents=[common], help="category lists: update (fetch, compile, "
+                                                           "publish to the seats) or show")
+    lists.add_argument("action", choices=["update", "show"])
+    lists.add_argument("--source", help="UT1 tarball URL (http/https), or a local tarball or folder; "
+                                        "remembered for the weekly update")
+    lists.add_argument("--sha256", help="expected SHA-256 of the tarball (refused if it differs)")
+    lists.add_argument("--force", action="store_true", help="download and publish even if unchanged")
+    lists.add_argument("--json", action="store_true")
+    lists.set_defaults(func=cmd_lists)
     return parser
 
 

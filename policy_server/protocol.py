@@ -628,6 +628,8 @@ class FilteringSection(_Section):
     block_list: list[str] = Field(default_factory=list)
     group_allow_list: dict[str, list[str]] = Field(default_factory=dict)
     group_block_list: dict[str, list[str]] = Field(default_factory=dict)
+    # seat → entries allowed on that seat only (an unblock request granted for one seat)
+    seat_allow_list: dict[str, list[str]] = Field(default_factory=dict)
     schedules: dict[str, list[TimeBand]] = Field(default_factory=dict)  # when each group may browse
     holidays: list[date] = Field(default_factory=list)
     # What a student group gets outside a lesson (001 §2.9): default only the school allow-list.

@@ -35,6 +35,11 @@ class Settings:
     # Apply Alembic migrations when the app is created (the `run` command always does).
     migrate_on_start: bool = True
     login_session_hours: int = 12
+    # Login throttling (policy_server/security/throttle.py, `limits` syntax; docs/security.md).
+    login_account_limits: str = "5/minute;10/10 minutes;20/hour"
+    login_address_limits: str = "20/minute;100/hour"
+    login_limit_storage: str = field(default_factory=lambda: os.environ.get("KALKAN_LOGIN_LIMIT_STORAGE",
+                                                                            "memory://"))
     public_url: str | None = None  # how agents reach us; only used in messages
     # Periodic checks (policy_server/checks): weekly-scan check and ISUO cross-checks, seconds
     # between rounds (0 = off; `kalkan-server run-checks` still runs them by hand or from cron).

@@ -40,9 +40,11 @@ from mitmproxy.proxy import layers as mitm_layers
 from mitmproxy.proxy.layers import modes as mitm_modes
 from mitmproxy.proxy.layers.http import HttpStream
 
+from agent.artifacts import current_index, index_dir, read_report_status, report_key
 from agent.network.detectors import Finding
 from agent.network.ratelimit import RateLimiter
 from agent.proxy import engine as engine_mod
+from agent.proxy import relay
 from agent.proxy.destcheck import DestinationCheck, is_ip, normal_ip
 from agent.proxy.history import RecentPages
 from agent.proxy.i18n import pick_language, t
@@ -96,12 +98,16 @@ class KalkanAddon:
         self._refused: set[str] = set()
         self._recent_blocks: dict[tuple[str | None, str], float] = {}
         self._watch: FileWatch | None = None
+        self._index_watch: FileWatch | None = None
+        self._sent_reports: dict[str, str] = {}  # report key → the URL sent (agent/artifacts.py)
+        self.index_in_force: str | None = None
         self._task: asyncio.Task | None = None
         self.policy_error: str = ""
         # copies of options read on every request (ctx.options lookups cost ~5 µs each)
         self._seat: str | None = None
         self._room: str | None = None
         self._system_uid_max = 999
+        self._fast_relay = False
         # the destination checks (no name that does not lead where the connection goes)
         self.dest = DestinationCheck()
         self._claims: dict[str, str] = {}  # client id → the name its TLS ClientHello claimed
@@ -123,12 +129,16 @@ class KalkanAddon:
                           "An ISUO session ends after this many seconds without an open connection.")
         loader.add_option("kalkan_system_uid_max", int, 999,
                           "Connections of uids up to this (system services) pass through unfiltered.")
+        loader.add_option("kalkan_fast_relay", bool, True,
+                          "Relay passed-through TLS with Kalkan's own socket relay (agent/proxy/relay.py) "
+                          "instead of mitmproxy's layers.")
 
     def configure(self, updated: set[str]) -> None:
         opts = ctx.options
         self._seat = opts.kalkan_seat or None
         self._room = opts.kalkan_room or None
         self._system_uid_max = opts.kalkan_system_uid_max
+        self._fast_relay = opts.kalkan_fast_relay
         if "kalkan_language" in updated and opts.kalkan_language not in ("ky", "ru", "en"):
             raise ValueError(f"kalkan_language={opts.kalkan_language!r}: use ky, ru or en")
         if "kalkan_isuo_idle_s" in updated:
@@ -152,6 +162,8 @@ class KalkanAddon:
             policy = Path(opts.kalkan_policy) if opts.kalkan_policy else None
             policy = policy or (state / "policy.json" if state else None)
             self._watch = FileWatch(policy) if policy else None
+            self._state_dir = state
+            self._index_watch = FileWatch(index_dir(state) / "current") if state else None
             self.engine_index = opts.kalkan_index or None
             self.reload_policy()
 
@@ -179,7 +191,9 @@ class KalkanAddon:
         while True:
             await asyncio.sleep(POLL_S)
             try:
-                if self._watch is not None and self._watch.changed():
+                policy_changed = self._watch is not None and self._watch.changed()
+                index_changed = self._index_watch is not None and self._index_watch.changed()
+                if policy_changed or index_changed:
                     await asyncio.to_thread(self.reload_policy, False)
                 now = self.clock()
                 for user, event in self.isuo.expire(now):
@@ -195,6 +209,8 @@ class KalkanAddon:
             return
         if mark_seen:
             self._watch.changed()
+            if self._index_watch is not None:
+                self._index_watch.changed()
         try:
             raw = json.loads(self._watch.path.read_text())
         except FileNotFoundError:
@@ -206,12 +222,25 @@ class KalkanAddon:
             log.error(self.policy_error)
             return
         try:
-            self.engine = engine_mod.Engine.from_bundle(raw, index=getattr(self, "engine_index", None))
+            self.engine = engine_mod.Engine.from_bundle(raw, index=self._index_source(raw))
             self.policy_error = ""
             log.info("kalkan policy version %s loaded", self.engine.version)
         except Exception as exc:
             self.policy_error = f"policy in {self._watch.path} rejected: {exc}; keeping the last good policy"
             log.error(self.policy_error)
+
+    def _index_source(self, raw: dict) -> str | None:
+        """The category index: the one the policy names, once the agent has fetched it; else the
+        last good one the agent fetched; else the `kalkan_index` option (agent/artifacts.py)."""
+        state = getattr(self, "_state_dir", None)
+        if state is not None:
+            wanted = ((raw.get("filtering") or {}) if isinstance(raw, dict) else {}).get("index_sha256")
+            path = current_index(state, wanted)
+            if path is not None:
+                self.index_in_force = path.stem
+                return str(path)
+        self.index_in_force = None
+        return getattr(self, "engine_index", None)
 
     # ------------------------------------------------------------------ subject
 
@@ -268,7 +297,8 @@ class KalkanAddon:
         if sni is UNSURE:
             return
         if self._pass_untouched(context.client, context.server, sni):  # type: ignore[arg-type]
-            nextlayer.layer = mitm_layers.TCPLayer(context, ignore=True)
+            if not (self._fast_relay and relay.hand_off(nextlayer, data)):
+                nextlayer.layer = mitm_layers.TCPLayer(context, ignore=True)
 
     def tls_clienthello(self, data: tls.ClientHelloData) -> None:
         if self._pass_untouched(data.context.client, data.context.server, data.client_hello.sni):
@@ -421,6 +451,16 @@ class KalkanAddon:
         # One authority decides and is the one connected to: the name decided (Host) and the
         # destination (the absolute URI's host, the connection's address) must agree.
         agree = self._agrees(host, target.lower().rstrip("."))
+        authority = req.data.authority
+        if agree is not False and authority and req.data.http_version not in _HTTP2_OR_3:
+            # an absolute URI (a transparent connection, or inside a tunnel) names where the
+            # request is meant to go: it must be the Host decided on, else an upstream proxy at
+            # the destination would fetch something the filter never judged
+            written = authority.decode("utf-8", "surrogateescape")
+            if written != host_field:  # (the usual absolute URI spells its Host alike: nothing to parse)
+                uri_host = _origin(req.data.scheme or b"http", written)[0]
+                if uri_host.lower().rstrip(".") != host:
+                    agree = False
         if agree is False:
             self._refuse_flow(flow, subject, "mismatch", target, port,
                               f"Host {host} does not lead to the destination")
@@ -554,10 +594,19 @@ class KalkanAddon:
                 return
             comment = (form.get("comment") or "").strip()[:2000] or None
             self._emit("web.report", WebReport(url=url[:4096], comment=comment), subject.name)
+            self._sent_reports[report_key(url[:4096])] = url[:4096]  # for the status on the page
+            while len(self._sent_reports) > 200:
+                self._sent_reports.pop(next(iter(self._sent_reports)))
             flow.response = http.Response.make(200, self.pages.report_thanks(url, lang), HTML)
             return
         recent = self.history.recent(subject.name or "?", self.clock())
-        flow.response = http.Response.make(200, self.pages.report_page(recent, lang), HTML)
+        state = getattr(self, "_state_dir", None)
+        statuses = []
+        for item in read_report_status(state) if state is not None else []:
+            sent = self._sent_reports.get(str(item.get("key")))
+            if sent is not None and isinstance(item, dict):
+                statuses.append({**item, "url": sent})
+        flow.response = http.Response.make(200, self.pages.report_page(recent, lang, statuses=statuses), HTML)
 
     def _serve_unblock(self, flow: http.HTTPFlow) -> None:
         req = flow.request
@@ -574,6 +623,7 @@ class KalkanAddon:
         rule = form.get("rule", "")
         request = WebUnblockRequest(url=url, categories=categories, rule=rule, comment=comment)
         self._emit("web.unblock_request", request, subject.name)
+        self._sent_reports[report_key(url)] = url
         info = BlockInfo(url=url, host=req.pretty_host, categories=tuple(categories), rule=rule)
         flow.response = http.Response.make(200, self.pages.block_page(info, lang, unblock_sent=True), HTML)
 

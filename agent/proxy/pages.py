@@ -69,9 +69,14 @@ class PageSet:
             report_url=REPORT_URL, unblock_sent=unblock_sent, style=STYLE,
         )
 
-    def report_page(self, recent: Sequence[RecentPage], lang: str, *, error: str = "") -> str:
+    def report_page(self, recent: Sequence[RecentPage], lang: str, *, error: str = "",
+                    statuses: Sequence[dict] = ()) -> str:
+        """`statuses`: what became of this seat's reports (agent/artifacts.py), newest first."""
+        shown = [s for s in statuses if isinstance(s, dict) and s.get("status") in
+                 ("received", "blocked", "allowed", "rejected")][:10]
         return self._env.get_template("report.html").render(
             lang=lang, recent=list(recent), send_path=REPORT_SEND_PATH, error=error, style=STYLE,
+            statuses=shown,
         )
 
     def report_thanks(self, url: str, lang: str) -> str:

@@ -63,6 +63,7 @@ def permissions_for(role: str) -> Permissions:
 # ----------------------------------------------------------------------------- incidents
 
 STATUSES = ("new", "acknowledged", "resolved")
+MAX_PAGE = 1_000_000  # page numbers beyond this are read as this one
 SEVERITIES = ("critical", "high", "medium", "low")
 
 STATUS_NAMES = {
@@ -149,6 +150,7 @@ class IncidentFilter:
             number = max(1, int(page or 1))
         except ValueError:
             number = 1
+        number = min(number, MAX_PAGE)  # past the last page is an empty page, never a database overflow
         return cls(
             status=status if status in STATUSES else None,
             severity=severity if severity in SEVERITIES else None,

@@ -26,3 +26,18 @@ def test_quickstart_brings_up_a_reporting_agent(repo_root, tmp_path):
     # The server saw the workstation: its status line says the server is reachable and nothing waits.
     assert "Events waiting to be sent:         0" in done.stdout
     assert (tmp_path / "demo" / "server" ).is_dir()
+    # The demo filters by category with the lists shipped in the repository (nothing beside it):
+    # the seat fetched the published index by hash, and the proxy's engine blocks by category.
+    import json
+    import time
+
+    from agent.artifacts import current_index
+    from agent.proxy.engine import Engine
+
+    agent_state = tmp_path / "demo" / "agent"
+    raw = json.loads((agent_state / "policy.json").read_text())
+    assert raw["filtering"]["index_sha256"] and raw["filtering"]["index_sha256"][:16] in done.stdout
+    engine = Engine.from_bundle(raw, index=str(current_index(agent_state, raw["filtering"]["index_sha256"])))
+    verdict = engine.decide_full("http://pornhub.com/", group="teacher", user=None, seat=None, room=None,
+                                 when=time.time())
+    assert not verdict.allowed and verdict.rule == "category" and "porn" in verdict.categories
