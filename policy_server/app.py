@@ -49,6 +49,7 @@ API_ROUTERS = (
     "policy_server.school.pages",
     "policy_server.fleet.pages",
     "policy_server.fleet.audit_pages",
+    "policy_server.isuo.views",
     "policy_server.isuo.pages",
     "policy_server.summaries.pages",
     "policy_server.district.views",
