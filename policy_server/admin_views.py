@@ -4,30 +4,31 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from fastapi import APIRouter, Depends
-from pydantic import AwareDatetime, BaseModel, Field
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from policy_server import scope
 from policy_server.db.models import IsuoAccess, Person, Role
 from policy_server.db.session import get_db
-from policy_server.people.auth import require_csrf, require_roles
+from policy_server.people.auth import require_csrf
 from policy_server.policies import admin
+from policy_server.scope import MAX_ID, Viewer
 
 router = APIRouter(prefix="/api/v1", tags=["admin"])
 
 
 def _writer(*roles: Role):
-    role_dep = require_roles(*roles)
+    role_dep = scope.allow(*roles)
 
-    def dependency(person: Person = Depends(role_dep), _csrf: Person = Depends(require_csrf)) -> Person:
+    def dependency(_viewer: Viewer = Depends(role_dep), person: Person = Depends(require_csrf)) -> Person:
         return person
 
     return dependency
 
 
 admin_writer = _writer(Role.admin)
-teacher_writer = _writer(Role.admin, Role.teacher)
 
 
 class UsbAllowBody(BaseModel):
@@ -61,65 +62,15 @@ def integrity_accept(
     return {"policy_version": bundle.version}
 
 
-class LessonBody(BaseModel):
-    room: str
-    ends_at: AwareDatetime
-    starts_at: AwareDatetime | None = None
-    group: str | None = None
-    mode: str = "open"
-    allow_list: list[str] = Field(default_factory=list)
-
-
-@router.post("/lessons")
-def lesson_start(
-    body: LessonBody, person: Person = Depends(teacher_writer), db: Session = Depends(get_db)
-) -> dict:
-    bundle, lesson_id = admin.start_lesson(db, actor=person, **body.model_dump())
-    db.commit()
-    return {"policy_version": bundle.version, "lesson_id": lesson_id}
-
-
-@router.delete("/lessons/{lesson_id}")
-def lesson_end(
-    lesson_id: str, person: Person = Depends(teacher_writer), db: Session = Depends(get_db)
-) -> dict:
-    bundle = admin.end_lesson(db, actor=person, lesson_id=lesson_id)
-    db.commit()
-    return {"policy_version": bundle.version}
-
-
-class BanBody(BaseModel):
-    until: AwareDatetime
-    seat: str | None = None
-    os_user: str | None = None
-    reason: str = Field(default="", max_length=300)
-
-
-@router.post("/bans")
-def ban_create(
-    body: BanBody, person: Person = Depends(teacher_writer), db: Session = Depends(get_db)
-) -> dict:
-    bundle, ban_id = admin.ban(db, actor=person, **body.model_dump())
-    db.commit()
-    return {"policy_version": bundle.version, "ban_id": ban_id}
-
-
-@router.delete("/bans/{ban_id}")
-def ban_lift(ban_id: str, person: Person = Depends(teacher_writer), db: Session = Depends(get_db)) -> dict:
-    bundle = admin.lift_ban(db, actor=person, ban_id=ban_id)
-    db.commit()
-    return {"policy_version": bundle.version}
-
-
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
 @router.get("/isuo/access")
 def isuo_access(
-    limit: int = 200,
-    offset: int = 0,
-    person: Person = Depends(require_roles(Role.admin)),
+    limit: int = Query(200, ge=1, le=1000),
+    offset: int = Query(0, ge=0, le=MAX_ID),
+    _viewer: Viewer = Depends(scope.allow(Role.admin)),
     db: Session = Depends(get_db),
 ) -> dict:
     rows = db.scalars(

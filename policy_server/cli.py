@@ -475,7 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  "ISUO cross-checks); the running server also runs them itself")
     checks.add_argument("--only", action="append", metavar="CHECK",
                         help="run only this check (repeatable): av.full_scan_overdue, isuo.storage, "
-                             "isuo.unlocked")
+                             "isuo.unlocked, isuo.cross")
     checks.add_argument("--json", action="store_true")
     checks.set_defaults(func=cmd_run_checks)
 

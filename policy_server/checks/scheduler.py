@@ -101,7 +101,8 @@ def periodic_check_jobs(*, scan_interval_s: float, isuo_interval_s: float) -> li
     if scan_interval_s > 0:
         jobs.append(job("av.full_scan_overdue", scan_interval_s))
     if isuo_interval_s > 0:
-        jobs += [job("isuo.storage", isuo_interval_s), job("isuo.unlocked", isuo_interval_s)]
+        jobs += [job("isuo.storage", isuo_interval_s), job("isuo.unlocked", isuo_interval_s),
+                 job("isuo.cross", isuo_interval_s)]
     return jobs
 
 

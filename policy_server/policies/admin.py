@@ -1,8 +1,8 @@
-"""Policy changes made by people: USB allow-list, accepted integrity changes, lessons, bans.
+"""Policy changes made by people: USB allow-list, accepted integrity changes, school-wide bans.
 
 Each is a pure change of the bundle applied through `amend_policy` (new version, audit,
-push).  A teacher may start lessons and ban a seat or an OS user only while running a lesson
-of their own, and only a seat in that lesson's room (000 §7.3); admins may do everything.
+push).  Lessons and a teacher's bans live in `policy_server/lessons` (they end with the
+lesson); the bans here are the responsible person's, until a set time, for every room.
 """
 
 from __future__ import annotations
@@ -10,15 +10,13 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from policy_server import protocol
-from policy_server.db.models import Event, Person, Role, Room, Workstation, utcnow
+from policy_server.db.models import Event, Person, Role, utcnow
 from policy_server.errors import Forbidden, InvalidInput, NotFound
 from policy_server.policies.service import amend_policy, current_bundle
 
-MAX_LESSON = timedelta(hours=8)
 MAX_BAN = timedelta(days=30)
 
 
@@ -101,68 +99,6 @@ def accept_integrity_change(db: Session, *, actor: Person, event_id: str) -> pro
     )
 
 
-def _active_lessons(bundle: protocol.PolicyBundle, teacher: str, now: datetime) -> list[protocol.Lesson]:
-    return [les for les in bundle.lessons if les.teacher == teacher and les.starts_at <= now < les.ends_at]
-
-
-def start_lesson(
-    db: Session,
-    *,
-    actor: Person,
-    room: str,
-    starts_at: datetime | None,
-    ends_at: datetime,
-    group: str | None = None,
-    mode: str = "open",
-    allow_list: list[str] | None = None,
-) -> tuple[protocol.PolicyBundle, str]:
-    if actor.role not in (Role.admin, Role.teacher):
-        raise Forbidden("only teachers and the responsible person can set up lessons")
-    if db.scalar(select(Room.id).where(Room.name == room)) is None:
-        raise NotFound(f"room {room!r} does not exist")
-    starts_at = starts_at or utcnow()
-    if ends_at <= starts_at or ends_at - starts_at > MAX_LESSON:
-        raise InvalidInput("a lesson must end after it starts and last at most 8 hours")
-    lesson_id = uuid.uuid4().hex[:12]
-    try:
-        lesson = protocol.Lesson(
-            id=lesson_id,
-            room=room,
-            teacher=actor.username,
-            group=group,
-            mode=mode,
-            allow_list=allow_list or [],
-            starts_at=starts_at,
-            ends_at=ends_at,
-        )
-    except ValueError as exc:
-        raise InvalidInput(f"lesson not valid: {exc}") from None
-
-    def change(bundle: protocol.PolicyBundle) -> protocol.PolicyBundle:
-        now = utcnow()
-        bundle.lessons = [les for les in bundle.lessons if les.ends_at > now] + [lesson]  # drop ended ones
-        return bundle
-
-    bundle = amend_policy(
-        db, actor=actor.username, comment=f"lesson in {room} until {ends_at:%H:%M}", change=change
-    )
-    return bundle, lesson_id
-
-
-def end_lesson(db: Session, *, actor: Person, lesson_id: str) -> protocol.PolicyBundle:
-    lesson = next((les for les in current_bundle(db).lessons if les.id == lesson_id), None)
-    if lesson is None:
-        raise NotFound(f"lesson {lesson_id} is not in the current policy (it may have ended already)")
-    if actor.role != Role.admin and lesson.teacher != actor.username:
-        raise Forbidden("only the lesson's teacher or the responsible person can end it")
-
-    def change(bundle: protocol.PolicyBundle) -> protocol.PolicyBundle:
-        bundle.lessons = [les for les in bundle.lessons if les.id != lesson_id]
-        return bundle
-
-    return amend_policy(db, actor=actor.username, comment=f"lesson {lesson_id} ended", change=change)
-
-
 def ban(
     db: Session,
     *,
@@ -178,28 +114,9 @@ def ban(
     now = utcnow()
     if until <= now or until - now > MAX_BAN:
         raise InvalidInput("a ban must end in the future and last at most 30 days")
-    bundle = current_bundle(db)
-    if actor.role == Role.teacher:
-        lessons = _active_lessons(bundle, actor.username, now)
-        if not lessons:
-            raise Forbidden(
-                "a teacher can ban only during their own lesson (000 §7.3); start the lesson first"
-            )
-        if seat:
-            rooms = {les.room for les in lessons}
-            seat_rooms = set(
-                db.scalars(
-                    select(Room.name)
-                    .join(Workstation, Workstation.room_id == Room.id)
-                    .where(Workstation.seat == seat)
-                )
-            )
-            if not seat_rooms & rooms:
-                raise Forbidden(
-                    f"seat {seat!r} is not in the room of your lesson ({', '.join(sorted(rooms))})"
-                )
-    elif actor.role != Role.admin:
-        raise Forbidden("only teachers (during their lesson) and the responsible person can ban")
+    if actor.role != Role.admin:
+        raise Forbidden("only the responsible person bans outside a lesson; a teacher bans a seat "
+                        "from the lesson's page (policy_server/lessons)")
     ban_id = uuid.uuid4().hex[:12]
     entry = protocol.Ban(
         id=ban_id, seat=seat, os_user=os_user, until=until, reason=reason[:300], by=actor.username

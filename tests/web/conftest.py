@@ -141,18 +141,14 @@ class School:
             db.commit()
 
     def teacher_teaches_in(self, username: str, room: str) -> None:
-        from policy_server import protocol
-        from policy_server.policies.service import amend_policy
+        """Link the teacher to the room (`person_rooms`): what the scope reads (docs/security.md)."""
+        from policy_server.people.service import get_person_by_username
+        from policy_server.school.service import link_person_to_room
 
-        now = datetime.now(UTC)
-
-        def add_lesson(bundle: protocol.PolicyBundle) -> protocol.PolicyBundle:
-            bundle.lessons.append(protocol.Lesson(id=f"l-{uuid.uuid4().hex[:6]}", room=room, teacher=username,
-                                                  starts_at=now, ends_at=now + timedelta(hours=1)))
-            return bundle
-
+        self.room(room)
         with self.session() as db:
-            amend_policy(db, actor="test", comment="lesson for a web test", change=add_lesson)
+            person = get_person_by_username(db, username)
+            link_person_to_room(db, person_id=person.id, room=room, actor="test")
             db.commit()
 
 

@@ -1,0 +1,1 @@
+"""Lessons: one-click start, the hard end, the live seat map, actions, summaries (issue 13)."""
