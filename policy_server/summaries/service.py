@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from policy_server.audit import audit
 from policy_server.db.models import utcnow
 from policy_server.errors import InvalidInput
+from policy_server.summaries import errors as _errors  # noqa: F401  (registers the texts)
 from policy_server.summaries.models import WeeklyReport
 from reports import figures, query, weeks
 
@@ -26,7 +27,7 @@ def parse_week(text: str) -> tuple[int, int]:
     try:
         return weeks.parse_week(text)
     except ValueError as exc:
-        raise InvalidInput(str(exc), code="summaries.week") from None
+        raise InvalidInput(str(exc), code="summaries.week", params={"text": text}) from None
 
 
 def compute_week(
@@ -114,6 +115,7 @@ def make_weekly(
         raise InvalidInput(
             f"week {label} is not over yet; a weekly summary is made after its Sunday",
             code="summaries.running_week",
+            params={"week": label},
         )
     summary = compute_week(db, year, week, now=now)
     report = WeeklyReport(
