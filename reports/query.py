@@ -221,6 +221,15 @@ def load_week(db: Session, period: data.Period, *, now: datetime | None = None) 
             lessons[str(le.get("id"))] = data.Lesson(
                 str(le.get("id")), starts, le.get("mode") == "allow_list"
             )
+    # The lessons console (policy_server/lessons) keeps every lesson run in its own table.
+    from policy_server.lessons.models import Lesson as LessonRow
+
+    for lid, starts, mode in db.execute(
+        select(LessonRow.id, LessonRow.starts_at, LessonRow.mode).where(
+            LessonRow.starts_at >= start, LessonRow.starts_at < end
+        )
+    ):
+        lessons[str(lid)] = data.Lesson(str(lid), starts, mode == "allow_list")
     current = bundles[-1] if bundles else {}
     usb_enforced = bool(((current or {}).get("usb") or {}).get("enforce", True))
     max_age = int(((current or {}).get("antivirus") or {}).get("signature_max_age_days", 7))
