@@ -309,14 +309,21 @@ def district_page(db, weeks: int) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--db", help="database URL (default: a fresh SQLite file); 'postgresql': a "
-                        "throwaway cluster (tests/support/postgres.py)")
+    parser.add_argument(
+        "--db",
+        help="database URL (default: a fresh SQLite file); 'postgresql': a "
+        "throwaway cluster (tests/support/postgres.py)",
+    )
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--district-only", action="store_true",
-                        help="only the district page (e.g. on PostgreSQL)")
+    parser.add_argument(
+        "--reuse", help="an SQLite file seeded by an earlier run (skips the 15-minute seeding)"
+    )
+    parser.add_argument(
+        "--district-only", action="store_true", help="only the district page (e.g. on PostgreSQL)"
+    )
     args = parser.parse_args()
     tmp = tempfile.mkdtemp(prefix="kalkan-bench-reports-")
-    url = args.db or f"sqlite:///{tmp}/school.sqlite"
+    url = f"sqlite:///{args.reuse}" if args.reuse else (args.db or f"sqlite:///{tmp}/school.sqlite")
     if url == "postgresql":
         import atexit
 
@@ -335,19 +342,22 @@ def main() -> int:
         with sessions() as db:
             times = [district_page(db, 8) for _ in range(args.repeats)]
             base = [district_page(db, 52) for _ in range(args.repeats)]
-        print(f"district page, 100 schools × 52 weeks, {url.split(':')[0]}: {statistics.median(times):.3f} s "
-              f"(52-week trend: {statistics.median(base):.3f} s), goal 1 s, load1={os.getloadavg()[0]:.1f}")
+        print(
+            f"district page, 100 schools × 52 weeks, {url.split(':')[0]}: {statistics.median(times):.3f} s "
+            f"(52-week trend: {statistics.median(base):.3f} s), goal 1 s, load1={os.getloadavg()[0]:.1f}"
+        )
         return 0
-    seed_school(sessions)
-    seed_district(sessions)
+    if not args.reuse:
+        seed_school(sessions)
+        seed_district(sessions)
     with sessions() as db:
         events = db.query(Event).count()
     print(
-        f"seeded {events:,} events and 100 schools × 52 weeks in {time.perf_counter() - t0:.0f} s "
+        f"{'reused' if args.reuse else 'seeded'} {events:,} events and 100 schools × 52 weeks in {time.perf_counter() - t0:.0f} s "
         f"({url.split(':')[0]})"
     )
 
-    html_new, html_base, pdf_new, dist_new, dist_base = [], [], [], [], []
+    html_new, html_base, pdf_new, dist_new, dist_base, kept = [], [], [], [], [], []
     with sessions() as db:
         for _ in range(args.repeats):
             t, summary = week_html(db, query.load_week)
@@ -359,6 +369,10 @@ def main() -> int:
             pdf = render.pdf(summary, "ky")
             pdf_new.append(time.perf_counter() - start)
             assert pdf.startswith(b"%PDF")
+            start = time.perf_counter()  # a kept week: the page only renders the stored figures
+            html = templating.render("ky", "summaries/document.html", **render.context(summary, "ky"))
+            kept.append(time.perf_counter() - start)
+            assert "Bench School" in html
             dist_new.append(district_page(db, 8))
             dist_base.append(district_page(db, 52))
     load = os.getloadavg()[0]
@@ -372,6 +386,10 @@ def main() -> int:
     print(
         f"| weekly summary HTML, 30 seats, school year | {med(html_new):.2f} | {med(html_base):.2f} "
         f"| {med(html_new) / med(html_base):.2f} | 2 s | {med(html_new) / 2:.2f} |"
+    )
+    print(
+        f"| kept week's HTML (render of the stored figures) | {med(kept):.3f} | — | — "
+        f"| 2 s | {med(kept) / 2:.3f} |"
     )
     print(
         f"| weekly summary PDF (figures + WeasyPrint) | {med(pdf_new):.2f} | — | — "
