@@ -353,7 +353,8 @@ def main() -> int:
     with sessions() as db:
         events = db.query(Event).count()
     print(
-        f"{'reused' if args.reuse else 'seeded'} {events:,} events and 100 schools × 52 weeks in {time.perf_counter() - t0:.0f} s "
+        f"{'reused' if args.reuse else 'seeded'} {events:,} events and 100 schools × 52 weeks "
+        f"in {time.perf_counter() - t0:.0f} s "
         f"({url.split(':')[0]})"
     )
 
