@@ -48,7 +48,7 @@ from agent.proxy.sni import UNSURE, client_hello_sni
 from agent.proxy.subject import OsUser, connection_owner
 from agent.proxy.usage import UsageCounter
 from agent.proxy.watch import POLL_S, FileWatch
-from policy_server.protocol import Subject, WebAlert, WebBlocked, WebReport, WebUnblockRequest
+from policy_server.protocol import LessonActivity, Subject, WebAlert, WebBlocked, WebReport, WebUnblockRequest
 
 log = logging.getLogger("kalkan.proxy")
 
@@ -90,6 +90,7 @@ class KalkanAddon:
         self._isuo_conns: dict[str, tuple[str, str]] = {}
         self._refused: set[str] = set()
         self._recent_blocks: dict[tuple[str | None, str], float] = {}
+        self._lesson_seen: dict[str, tuple[str, float]] = {}  # user → (host, when) last told the teacher
         self._watch: FileWatch | None = None
         self._task: asyncio.Task | None = None
         self.policy_error: str = ""
@@ -281,6 +282,7 @@ class KalkanAddon:
             self.usage.count(host, now)
             if subject.name:
                 self.history.add(subject.name, f"https://{host}/", now)
+                self._lesson_open(subject, group, host, now, document=False)
             return True
         if verdict.action == engine_mod.BLOCK and not verdict.intercept_tls:
             # blocked, and never to be looked inside (ISUO, banks): refuse the connection
@@ -337,6 +339,7 @@ class KalkanAddon:
         self.usage.count(host, now)
         if subject.name and _is_document(dest, accept):
             self.history.add(subject.name, url, now)
+            self._lesson_open(subject, group, host, now, document=True)
 
     def response(self, flow: http.HTTPFlow) -> None:
         """A blocked download gets the same block page (decided on the response headers)."""
@@ -435,6 +438,30 @@ class KalkanAddon:
 
     # ------------------------------------------------------------------ events
 
+    def _lesson_open(self, subject: ConnSubject, group: str, host: str, now: float, *,
+                     document: bool) -> None:
+        """During a lesson in this room only: tell the lesson's teacher the site a student has
+        open (`lesson.activity`, never stored as an event: 001 §2.15).  A page (intercepted
+        document) always; a pass-through connection at most every `LESSON_OPEN_EVERY_S` per user
+        (it may be a page's CDN, not the page)."""
+        policy = self.engine.policy
+        lessons = getattr(policy, "lessons", ())
+        if not lessons or self._room is None:
+            return
+        if policy.kind_of(group) != "student":
+            return
+        lesson = policy.active_lesson(room=self._room, group=group, at=engine_mod._at(now))
+        if lesson is None:
+            return
+        last = self._lesson_seen.get(subject.name or "")
+        if last is not None and last[0] == host:
+            return
+        if not document and last is not None and now - last[1] < LESSON_OPEN_EVERY_S:
+            return
+        self._lesson_seen[subject.name or ""] = (host, now)
+        self._emit("lesson.activity", LessonActivity(kind="open", host=host[:253], lesson_id=lesson.id[:32]),
+                   subject.name)
+
     def _emit(self, event_type: str, data: Any, os_user: str | None, *,
               clauses: list[str] | None = None) -> None:
         if self._sink is None:
@@ -451,6 +478,7 @@ class KalkanAddon:
 
 
 _UNBLOCK_PATH = UNBLOCK_PATH.encode("ascii")
+LESSON_OPEN_EVERY_S = 10.0
 _STRICTNESS = {engine_mod.PASSTHROUGH: 0, engine_mod.INTERCEPT: 1, engine_mod.BLOCK: 2}
 
 
