@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from policy_server.audit import audit
 from policy_server.db.models import Person, utcnow
+from policy_server.db.session import is_sqlite
 from policy_server.notices.mail import MailError, SmtpConfig, send_mail
 from policy_server.notices.models import Notice, NoticeAddress, SmtpSettings
 from policy_server.scope import Viewer
@@ -104,10 +105,13 @@ def deliver_pending(db: Session, *, now: datetime | None = None, limit: int = 50
         return 0
     config = SmtpConfig(host=settings.host, port=settings.port, sender=settings.sender,
                         username=settings.username, password=settings.password, starttls=settings.starttls)
-    rows = db.execute(select(Notice, NoticeAddress.email)
-                      .join(NoticeAddress, NoticeAddress.person_id == Notice.person_id)
-                      .where(Notice.emailed_at.is_(None), Notice.email_error == "")
-                      .order_by(Notice.id).limit(limit)).all()
+    query = (select(Notice, NoticeAddress.email)
+             .join(NoticeAddress, NoticeAddress.person_id == Notice.person_id)
+             .where(Notice.emailed_at.is_(None), Notice.email_error == "")
+             .order_by(Notice.id).limit(limit))
+    if not is_sqlite(db):  # two server workers never send the same notice twice
+        query = query.with_for_update(of=Notice, skip_locked=True)
+    rows = db.execute(query).all()
     sent = 0
     for notice, email in rows:
         try:
