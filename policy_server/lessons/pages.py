@@ -333,7 +333,12 @@ _live_viewer.kalkan_scope = ("roles", frozenset({str(Role.admin),
 async def lesson_live(request: Request, lesson_id: str, viewer: scope.Viewer = Depends(_live_viewer)):
     """Server-sent events: `seats` (the seat map's HTML) whenever something changed (checked
     every 0.25 s), `ended` when the lesson is over."""
-    sessions = request.app.state.sessionmaker
+    from policy_server.db.session import make_sessionmaker, read_only_engine
+
+    sessions = getattr(request.app.state, "lessons_read_sessions", None)
+    if sessions is None:  # reads only: no SQLite write lock held against the agents' uploads
+        sessions = request.app.state.lessons_read_sessions = make_sessionmaker(
+            read_only_engine(request.app.state.engine))
 
     def check() -> Page:
         with sessions() as db:
