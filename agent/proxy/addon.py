@@ -43,7 +43,14 @@ from agent.proxy import engine as engine_mod
 from agent.proxy.history import RecentPages
 from agent.proxy.i18n import pick_language, t
 from agent.proxy.isuo import IsuoTracker
-from agent.proxy.pages import REPORT_HOST, REPORT_SEND_PATH, UNBLOCK_PATH, BlockInfo, PageSet
+from agent.proxy.pages import (
+    REPORT_HAND_PATH,
+    REPORT_HOST,
+    REPORT_SEND_PATH,
+    UNBLOCK_PATH,
+    BlockInfo,
+    PageSet,
+)
 from agent.proxy.sni import UNSURE, client_hello_sni
 from agent.proxy.subject import OsUser, connection_owner
 from agent.proxy.usage import UsageCounter
@@ -392,6 +399,17 @@ class KalkanAddon:
         lang = self._lang(flow)
         subject = self._subject_of(flow.client_conn)
         flow.metadata["kalkan"] = "page"
+        lesson = self._lesson_of(subject)
+        if req.method == "POST" and req.path.startswith(REPORT_HAND_PATH):
+            form = _form(req)
+            lang = form.get("lang") if form.get("lang") in ("ky", "ru", "en") else lang
+            if lesson is not None:
+                self._emit("lesson.activity", LessonActivity(kind="hand", lesson_id=lesson.id[:32]),
+                           subject.name)
+            recent = self.history.recent(subject.name or "?", self.clock())
+            flow.response = http.Response.make(200, self.pages.report_page(
+                recent, lang, lesson=lesson is not None, hand_raised=lesson is not None), HTML)
+            return
         if req.method == "POST" and req.path.startswith(REPORT_SEND_PATH):
             form = _form(req)
             lang = form.get("lang") if form.get("lang") in ("ky", "ru", "en") else lang
@@ -406,7 +424,21 @@ class KalkanAddon:
             flow.response = http.Response.make(200, self.pages.report_thanks(url, lang), HTML)
             return
         recent = self.history.recent(subject.name or "?", self.clock())
-        flow.response = http.Response.make(200, self.pages.report_page(recent, lang), HTML)
+        flow.response = http.Response.make(200, self.pages.report_page(recent, lang,
+                                                                       lesson=lesson is not None),
+                                           HTML)
+
+    def _lesson_of(self, subject: ConnSubject):
+        """The lesson running now in this room for a student, or None."""
+        if subject.system or self._room is None:
+            return None
+        policy = self.engine.policy
+        if not getattr(policy, "lessons", ()):
+            return None
+        group = self._group(subject)
+        if policy.kind_of(group) != "student":
+            return None
+        return policy.active_lesson(room=self._room, group=group, at=engine_mod._at(self.clock()))
 
     def _serve_unblock(self, flow: http.HTTPFlow) -> None:
         req = flow.request

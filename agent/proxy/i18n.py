@@ -85,6 +85,10 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": "Pick a page or type its address.",
     },
     "back": {"ky": "Артка", "ru": "Назад", "en": "Back"},
+    "raise_hand": {"ky": "Колумду көтөрүү (мугалимди чакыруу)", "ru": "Поднять руку (позвать учителя)",
+                   "en": "Raise my hand (call the teacher)"},
+    "hand_raised": {"ky": "Мугалим сиздин колуңузду көрдү.", "ru": "Учитель видит вашу поднятую руку.",
+                    "en": "The teacher sees your raised hand."},
 }
 
 # Why a page was blocked, by the filter's rule id (filters.decision); unknown ids are shown as is.

@@ -22,6 +22,7 @@ REPORT_URL = f"http://{REPORT_HOST}/"
 # so an HTTPS block page never submits a form to plain HTTP.
 UNBLOCK_PATH = "/__kalkan__/unblock"
 REPORT_SEND_PATH = "/send"
+REPORT_HAND_PATH = "/hand"  # during a lesson: the student raises a hand (to the lesson's teacher)
 
 CategoryNamer = Callable[[str, str], str]
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -69,9 +70,11 @@ class PageSet:
             report_url=REPORT_URL, unblock_sent=unblock_sent, style=STYLE,
         )
 
-    def report_page(self, recent: Sequence[RecentPage], lang: str, *, error: str = "") -> str:
+    def report_page(self, recent: Sequence[RecentPage], lang: str, *, error: str = "", lesson: bool = False,
+                    hand_raised: bool = False) -> str:
         return self._env.get_template("report.html").render(
             lang=lang, recent=list(recent), send_path=REPORT_SEND_PATH, error=error, style=STYLE,
+            lesson=lesson, hand_path=REPORT_HAND_PATH, hand_raised=hand_raised,
         )
 
     def report_thanks(self, url: str, lang: str) -> str:
