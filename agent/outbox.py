@@ -263,12 +263,15 @@ class Outbox:
 
     # ------------------------------------------------------------------ reading
 
-    def peek_batch(self, max_events: int = 500, max_bytes: int = 1024 * 1024) -> list[StoredEvent]:
-        """The oldest events, at most `max_events` and (but for a single larger one) `max_bytes`
-        of bodies.  Nothing is removed: call `remove()` with what the server confirmed."""
+    def peek_batch(self, max_events: int = 500, max_bytes: int = 1024 * 1024, *,
+                   after_seq: int | None = None) -> list[StoredEvent]:
+        """The oldest events (after `after_seq`, if given), at most `max_events` and (but for a
+        single larger one) `max_bytes` of bodies.  Nothing is removed: call `remove()` with
+        what the server confirmed."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT seq, id, type, size, body FROM events ORDER BY seq LIMIT ?", (max_events,)
+                "SELECT seq, id, type, size, body FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+                (-1 if after_seq is None else after_seq, max_events),
             ).fetchall()
         batch: list[StoredEvent] = []
         used = 0

@@ -140,7 +140,7 @@ class PolicyManager:
     def run_push(self, client: ServerClient, stop: threading.Event) -> None:
         """Listen on the push channel; reconnect with backoff.  Each push whose hash differs
         from the bundle in force triggers a fetch."""
-        backoff = Backoff(base_s=1.0, cap_s=60.0)
+        backoff = Backoff(base_s=1.0)  # capped at BACKOFF_CAP_S (30 s)
         while not stop.is_set():
             try:
                 with client.policy_stream() as response:

@@ -307,3 +307,34 @@ def lookup_expressions(canonical_url: str) -> list[str]:
     host, path, query = split_canonical(canonical_url)
     paths = path_prefixes(path, query)
     return [h + p for h in host_suffixes(host) for p in paths]
+
+
+MAX_QUERY_PARAMS = 10  # a request's parameters tried as subsets against list entries with a query
+MAX_SUBSET = 3  # an entry's query may name this many parameters and still match more
+
+
+def entry_path(path: str, query: str | None) -> str:
+    """The form a list entry's path is kept and compared in: letter case folded (squidGuard's
+    semantics; many servers ignore case, so `/Games/` must not get past an entry for `/games/`)
+    and the query's parameters sorted (an entry names parameters, not their order)."""
+    folded = path.lower()
+    if query is None:
+        return folded
+    return f"{folded}?{'&'.join(sorted(p for p in query.lower().split('&') if p))}"
+
+
+def query_subsets(query: str) -> list[str]:
+    """The sorted parameter subsets of a request's query that a list entry could be: the whole
+    query, then every subset of up to `MAX_SUBSET` parameters (of the first `MAX_QUERY_PARAMS`
+    distinct ones), so ``forumdisplay.php?f=17`` matches ``forumdisplay.php?s=x&f=17``."""
+    from itertools import combinations
+
+    params = sorted(dict.fromkeys(p for p in query.lower().split("&") if p))
+    out = ["&".join(params)]
+    head = params[:MAX_QUERY_PARAMS]
+    for size in range(1, min(MAX_SUBSET, len(head)) + 1):
+        for combo in combinations(head, size):
+            text = "&".join(combo)
+            if text != out[0]:
+                out.append(text)
+    return out

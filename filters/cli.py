@@ -21,7 +21,7 @@ from pathlib import Path
 from .canonical import canonicalize
 from .categories import CATEGORIES
 from .decision import decide
-from .index import CategoryIndex, IndexError_, Overlay, Source, compile_index
+from .index import CategoryIndex, IndexError_, Source, compile_index, index_for_policy
 from .messages import explain
 from .policy import FilterPolicy, PolicyError
 
@@ -153,13 +153,10 @@ def cmd_check(args) -> int:
     except PolicyError as exc:
         print(f"kalkan-filter check: policy {args.policy}: {exc}", file=sys.stderr)
         return 2
-    overlay = Overlay(policy.site_categories) if policy.site_categories else None
     try:
-        if args.index:
-            index = CategoryIndex.open(args.index, overlay=overlay)
-        else:
-            index = CategoryIndex.empty(overlay)
-    except IndexError_ as exc:
+        base = CategoryIndex.open(args.index) if args.index else CategoryIndex.empty()
+        index = index_for_policy(base, policy.site_categories)
+    except (IndexError_, ValueError) as exc:
         print(f"kalkan-filter check: {exc}", file=sys.stderr)
         return 2
     at = _parse_at(args.at)

@@ -21,6 +21,9 @@ Precedence, first rule that applies wins (every verdict names it in `rule`):
                                             to "allow-list" (001 §2.9); others to "open"
  6    ``group.allow_list`` /        allow   the URL is on the group's / the school's allow-list
       ``school.allow_list``
+ 6b   ``ip_literal``                block   the URL's host is an IP address (nothing to judge it by)
+                                            and the group's `ip_literals` is "block" (the
+                                            default for student groups)
  7    ``group.block_list`` /        block   … on the group's / the school's block-list (001 §2.6)
       ``school.block_list``
  8    ``category``                  block   one of the URL's categories is blocked for the group
@@ -39,6 +42,7 @@ unsupervised rule (5).  An open-mode lesson lifts 4 and 5 for its students.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -62,6 +66,7 @@ RULE_CLAUSES: dict[str, tuple[str, ...]] = {
     "group.allow_list": ("001 §2.6",),
     "school.block_list": ("001 §2.6", "000 §8.3"),
     "group.block_list": ("001 §2.6",),
+    "ip_literal": ("001 §2.11", "001 §2.13"),
     "category": ("000 §8.1", "001 §3.3"),
     "default.allow": ("001 §2.6",),
     "default.block": ("001 §2.6",),
@@ -212,6 +217,9 @@ def decide_canonical(policy: FilterPolicy, index: CategoryIndex | None, *, url: 
     if allowed:
         return _verdict("allow", allowed[0], url=url, group=group, match=match, matched=(allowed[1],))
 
+    if _is_ip_host(host) and policy.ip_literals.get(group, "block" if student else "allow") == "block":
+        return _verdict("block", "ip_literal", url=url, group=group, match=match)
+
     gb = policy.group_block_list.get(group)
     if gb:
         hit = gb.match(host, path, query)
@@ -231,6 +239,13 @@ def decide_canonical(policy: FilterPolicy, index: CategoryIndex | None, *, url: 
 
     action = policy.default_action.get(group, "allow")
     return _verdict(action, f"default.{action}", url=url, group=group, match=match)
+
+
+def _is_ip_host(host: str) -> bool:
+    """Whether a canonical host is an IP address (``10.0.0.1``, ``[fd00::1]``)."""
+    if host.startswith("["):
+        return True
+    return bool(host) and host[-1].isdigit() and host.replace(".", "").isdigit()
 
 
 def _personal_data_host(policy: FilterPolicy, host: str, categories) -> str | None:
@@ -309,7 +324,13 @@ def decide_host(policy: FilterPolicy, index: CategoryIndex | None, *, host: str,
        → ``intercept``;
     6. otherwise ``passthrough``.
     """
-    host = canonical_host(host.strip().rstrip("."))
+    host = host.strip().rstrip(".")
+    if ":" in host:  # an IPv6 address as a connection's destination (no brackets): the URL form
+        try:
+            host = f"[{ipaddress.IPv6Address(host.strip('[]')).compressed}]"
+        except ValueError:
+            pass
+    host = canonical_host(host)
     if at.tzinfo is None:
         at = policy.local(at)
     root = decide_canonical(policy, index, url=f"https://{host}/", group=group, at=at, room=room, seat=seat,

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .canonical import canonical_host, canonicalize, split_canonical
+from .canonical import canonical_host, canonicalize, entry_path, split_canonical
 from .categories import CATEGORIES, UT1_MAP
 
 FORMATS = ("plain", "hosts", "adguard", "ut1")
@@ -79,7 +79,7 @@ def parse_entry(text: str) -> tuple[str, str | None] | str:
         return "the host name has characters a domain cannot have"
     if path == "/" and query is None:
         return host, None
-    return host, path + (f"?{query}" if query is not None else "")
+    return host, entry_path(path, query)
 
 
 def _read_lines(path: Path) -> Iterator[tuple[int, str]]:

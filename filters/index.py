@@ -44,7 +44,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .canonical import canonical_host, canonicalize, parent_domains, split_canonical
+from .canonical import canonical_host, canonicalize, parent_domains, query_subsets, split_canonical
 from .categories import CATEGORIES, CategoryTable
 from .importers import Entry, Problem, read_plain, read_ut1, sniff_format
 
@@ -67,11 +67,16 @@ def key_of(expression: str) -> int:
 
 
 def path_expressions(path: str, query: str | None) -> list[str]:
-    """Every path an URL entry could be to match this request path: with and without
-    the query, then each directory with and without its trailing slash."""
+    """Every path an URL entry could be to match this request path (letter case folded, as
+    entries are kept — `canonical.entry_path`): with the query's parameter subsets (an entry
+    with a query matches requests carrying its parameters and more), without the query, then
+    each directory with and without its trailing slash."""
+    path = path.lower()
     out = []
-    if query is not None:
-        out.append(f"{path}?{query}")
+    if query:
+        out.extend(f"{path}?{q}" for q in query_subsets(query))
+    elif query is not None:
+        out.append(f"{path}?")
     out.append(path)
     pos = path.find("/", 1)
     while pos != -1:
@@ -512,12 +517,24 @@ def _write(out_path, masks: dict[int, int], table: CategoryTable, stats: Compile
     stats.sha256 = hashlib.sha256(header + body_bytes).hexdigest()
 
 
+def index_for_policy(base: CategoryIndex | None, site_categories: dict[str, Iterable[str]]
+                     ) -> CategoryIndex | None:
+    """The index a decision uses under one policy: the compiled lists (`base`, or none) with
+    the school's own categorisation (`filtering.site_categories`) on top.  The one code path
+    of `kalkan-filter check` and the workstation proxy, so both decide the same."""
+    overlay = Overlay(site_categories) if site_categories else None
+    if base is None:
+        return CategoryIndex.empty(overlay) if overlay is not None else None
+    return base.with_overlay(overlay) if overlay is not None else base
+
+
 def build_overlay_from_lists(site_categories: dict[str, Iterable[str]]) -> Overlay:
     """An overlay from a policy's ``site_categories`` (entry → category ids)."""
     return Overlay({entry: list(cats) for entry, cats in site_categories.items()})
 
 
 __all__ = [
-    "CategoryIndex", "Overlay", "Match", "Source", "CompileStats", "compile_index", "key_of",
+    "CategoryIndex", "Overlay", "index_for_policy",
+    "Match", "Source", "CompileStats", "compile_index", "key_of",
     "IndexError_", "FORMAT_VERSION", "canonical_host", "path_expressions", "parent_domains",
 ]

@@ -57,6 +57,11 @@ MESSAGES: dict[str, dict[str, str]] = {
         "ru": "Этот сайт заблокирован для вашей группы.",
         "ky": "Бул сайт сиздин топ үчүн бөгөттөлгөн.",
     },
+    "block.ip_literal": {
+        "en": "Sites are opened by their name here, not by a bare address.",
+        "ru": "Здесь сайты открываются по имени, а не по голому адресу.",
+        "ky": "Бул жерде сайттар дарек менен эмес, аты менен ачылат.",
+    },
     "block.category": {
         "en": "This site is in a category not allowed for your group: {categories}.",
         "ru": "Сайт относится к категории, запрещённой для вашей группы: {categories}.",

@@ -15,7 +15,7 @@ from datetime import date, datetime, time
 from functools import cached_property
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from .canonical import canonicalize, parent_domains, split_canonical
+from .canonical import canonicalize, entry_path, parent_domains, split_canonical
 
 MODES = ("open", "allow_list", "no_internet")
 STUDENT = "student"
@@ -106,7 +106,7 @@ class SiteList:
             if path == "/" and query is None:
                 self.domains.add(host)
             else:
-                self.prefixes.setdefault(host, []).append(path + (f"?{query}" if query is not None else ""))
+                self.prefixes.setdefault(host, []).append(entry_path(path, query))
 
     def __bool__(self) -> bool:
         return bool(self.domains or self.prefixes)
@@ -122,14 +122,25 @@ class SiteList:
         return None
 
     def match(self, host: str, path: str, query: str | None) -> str | None:
-        """The entry that covers this URL, or None."""
-        full = path + (f"?{query}" if query is not None else "")
+        """The entry that covers this URL, or None.  Paths are compared without letter case;
+        an entry with a query matches the same path carrying its parameters (and any others)."""
+        folded = path.lower()
+        params: frozenset[str] | None = None
         for suffix in parent_domains(host):
             if suffix in self.domains:
                 return suffix
             for prefix in self.prefixes.get(suffix, ()):
-                if full == prefix or (full.startswith(prefix) and (
-                        prefix.endswith("/") or full[len(prefix)] in "/?")):
+                if "?" in prefix:
+                    entry_path_, _, entry_query = prefix.partition("?")
+                    if folded != entry_path_:
+                        continue
+                    if params is None:
+                        params = frozenset((query or "").lower().split("&"))
+                    if all(p in params for p in entry_query.split("&") if p):
+                        return suffix + prefix
+                    continue
+                if folded == prefix or (folded.startswith(prefix) and (
+                        prefix.endswith("/") or folded[len(prefix)] in "/?")):
                     return suffix + prefix
         return None
 
@@ -179,6 +190,7 @@ class FilterPolicy:
     intercept_hosts: SiteList = field(default_factory=SiteList)
     alert_threshold: int = 50
     site_categories: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    ip_literals: dict[str, str] = field(default_factory=dict)  # group → allow | block
     index_sha256: str | None = None
     timezone: str = "Asia/Bishkek"
     lessons: tuple[LessonInfo, ...] = ()
@@ -239,6 +251,10 @@ class FilterPolicy:
         policy.intercept_hosts = SiteList(f.get("intercept_hosts") or [], what="filtering.intercept_hosts")
         policy.alert_threshold = int(f.get("alert_threshold", 50))
         policy.site_categories = {k: tuple(v) for k, v in (f.get("site_categories") or {}).items()}
+        policy.ip_literals = dict(f.get("ip_literals") or {})
+        for g, action in policy.ip_literals.items():
+            if action not in ("allow", "block"):
+                raise PolicyError(f"filtering.ip_literals.{g}: {action!r} must be allow or block")
         policy.index_sha256 = f.get("index_sha256")
         policy.timezone = f.get("timezone") or "Asia/Bishkek"
         try:

@@ -4,23 +4,25 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from policy_server import scope
 from policy_server.db.models import IsuoAccess, Person, Role
 from policy_server.db.session import get_db
-from policy_server.people.auth import require_csrf, require_roles
+from policy_server.people.auth import require_csrf
 from policy_server.policies import admin
+from policy_server.scope import MAX_ID, Viewer
 
 router = APIRouter(prefix="/api/v1", tags=["admin"])
 
 
 def _writer(*roles: Role):
-    role_dep = require_roles(*roles)
+    role_dep = scope.allow(*roles)
 
-    def dependency(person: Person = Depends(role_dep), _csrf: Person = Depends(require_csrf)) -> Person:
+    def dependency(_viewer: Viewer = Depends(role_dep), person: Person = Depends(require_csrf)) -> Person:
         return person
 
     return dependency
@@ -66,9 +68,9 @@ def _iso(value: datetime | None) -> str | None:
 
 @router.get("/isuo/access")
 def isuo_access(
-    limit: int = 200,
-    offset: int = 0,
-    person: Person = Depends(require_roles(Role.admin)),
+    limit: int = Query(200, ge=1, le=1000),
+    offset: int = Query(0, ge=0, le=MAX_ID),
+    _viewer: Viewer = Depends(scope.allow(Role.admin)),
     db: Session = Depends(get_db),
 ) -> dict:
     rows = db.scalars(

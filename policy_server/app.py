@@ -7,15 +7,17 @@ import importlib
 import logging
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
-from policy_server import protocol
-from policy_server.checks.scheduler import CheckScheduler, periodic_check_jobs
+from policy_server import protocol, scope
+from policy_server.checks.scheduler import CheckScheduler, periodic_check_jobs, summary_jobs
 from policy_server.db import migrate
 from policy_server.db.session import make_engine, make_sessionmaker
 from policy_server.errors import KalkanError
+from policy_server.scope import NotAllowed, NotLoggedIn
 from policy_server.settings import Settings
 from policy_server.tls import ensure_school_ca
 from policy_server.web.i18n import parse_accept_language
@@ -29,6 +31,15 @@ API_ROUTERS = (
     "policy_server.policies.views",
     "policy_server.incidents.views",
     "policy_server.admin_views",
+    "policy_server.security.views",
+    "policy_server.people.pages",
+    "policy_server.school.pages",
+    "policy_server.fleet.pages",
+    "policy_server.fleet.audit_pages",
+    "policy_server.isuo.pages",
+    "policy_server.summaries.pages",
+    "policy_server.district.views",
+    "policy_server.district.pages",
     "policy_server.lessons.views",
     "policy_server.lessons.pages",
 )
@@ -78,7 +89,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await hub.stop()
             engine.dispose()
 
-    app = FastAPI(title="Kalkan policy server", version=str(protocol.PROTOCOL_VERSION), lifespan=lifespan)
+    # /docs and /openapi.json: policy_server/security/views.py (admin only, no CDN).
+    app = FastAPI(title="Kalkan policy server", version=str(protocol.PROTOCOL_VERSION), lifespan=lifespan,
+                  docs_url=None, redoc_url=None, openapi_url=None)
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessionmaker = make_sessionmaker(engine)
@@ -88,12 +101,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.checks = CheckScheduler(
         app.state.sessionmaker,
         periodic_check_jobs(scan_interval_s=settings.checks_interval_s,
-                            isuo_interval_s=settings.isuo_checks_interval_s),
+                            isuo_interval_s=settings.isuo_checks_interval_s)
+        + summary_jobs(settings),
         first_delay_s=settings.checks_first_delay_s,
     )
 
+    app.state.level = settings.level  # "school" or "district" (docs/reports.md)
+
     @app.exception_handler(KalkanError)
-    async def _kalkan_error(request: Request, exc: KalkanError) -> JSONResponse:
+    async def _kalkan_error(request: Request, exc: KalkanError) -> Response:
+        path = request.url.path
+        is_json = path.startswith("/api/") or path.endswith(".json")
+        if isinstance(exc, NotLoggedIn | NotAllowed) and not is_json:
+            # A page: the login redirect or the error page in the reader's language.
+            from policy_server.web.routes import scope_error_page
+
+            return await run_in_threadpool(scope_error_page, request, exc)
         # `code` is for programs; `detail` is for a person, in the language the request asks
         # for.  English unless asked: the agent and scripts send no Accept-Language.
         language = api_language(request.headers.get("accept-language"))
@@ -109,7 +132,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse({"detail": "the request is not valid: " + "; ".join(parts),
                              "code": "request.invalid"}, status_code=422)
 
-    @app.get("/healthz")
+    @app.get("/healthz", dependencies=[Depends(scope.public)])
     def healthz() -> dict:
         return {"status": "ok", "protocol_version": protocol.PROTOCOL_VERSION,
                 "database": engine.dialect.name}

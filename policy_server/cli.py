@@ -71,6 +71,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         state_dir=getattr(args, "state_dir", None), db_url=getattr(args, "db", None),
         host=getattr(args, "host", None), port=getattr(args, "port", None),
         tls=False if getattr(args, "no_tls", False) else None,
+        level=getattr(args, "level", None),
     )
 
 
@@ -418,6 +419,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", default=os.environ.get("KALKAN_WORKERS", "auto"),
                      help="server processes: 'auto' (default: 1 on SQLite; on PostgreSQL one per core, "
                           "at most 2) or a number; more than 1 needs PostgreSQL")
+    run.add_argument("--level", choices=["school", "district"],
+                     help="school (default) or district (a console over the schools' weekly aggregates)")
     run.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     run.set_defaults(func=cmd_run)
 
@@ -472,7 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  "ISUO cross-checks); the running server also runs them itself")
     checks.add_argument("--only", action="append", metavar="CHECK",
                         help="run only this check (repeatable): av.full_scan_overdue, isuo.storage, "
-                             "isuo.unlocked")
+                             "isuo.unlocked, isuo.cross")
     checks.add_argument("--json", action="store_true")
     checks.set_defaults(func=cmd_run_checks)
 

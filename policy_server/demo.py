@@ -1,7 +1,8 @@
 """`kalkan-server demo`: a demo school to try Kalkan with (idempotent).
 
 Creates "Demo School No. 1" with the lab "lab-1", student groups for two classes with a
-class teacher each, and three logins (admin, teacher, director).  The passwords are random
+class teacher each, and three logins (admin, teacher, director); the teacher works in "lab-1"
+(`person_rooms`), so they see that room's incidents and workstations.  The passwords are random
 on the first run and kept in `demo-logins.json` (mode 0600) in the state dir, so running the
 command again prints the same logins and only adds a fresh enrolment code.
 """
@@ -20,7 +21,7 @@ from policy_server import protocol
 from policy_server.agents.service import create_enrollment_code
 from policy_server.people.service import create_person, get_person_by_username
 from policy_server.policies.service import amend_policy, current_bundle
-from policy_server.school.service import ensure_room, ensure_school
+from policy_server.school.service import ensure_room, ensure_school, link_person_to_room
 
 DEMO_SCHOOL = "Demo School No. 1"
 DEMO_ROOM = "lab-1"
@@ -79,5 +80,9 @@ def seed_demo(db: Session, state_dir: Path) -> DemoResult:
                           full_name=full_name, class_name=class_name)
             logins[username] = password
     _save_logins(logins_path, logins)
+    # The demo teacher works in the demo lab: they see its incidents and workstations.
+    teacher = get_person_by_username(db, "teacher")
+    if teacher is not None:
+        link_person_to_room(db, person_id=teacher.id, room=DEMO_ROOM, actor=ACTOR)
     code = create_enrollment_code(db, actor=ACTOR, room=DEMO_ROOM, uses=50)
     return DemoResult(school=DEMO_SCHOOL, room=DEMO_ROOM, logins=logins, enrollment_code=code)

@@ -45,6 +45,10 @@ ERROR_TEXTS: Final[Mapping[str, str]] = {
         "The expiry %(text)s has no time zone. Add one, e.g. +06:00 for Bishkek."),
     "enrollment_code.expiry_in_past": N_("The expiry %(text)s is in the past. Choose a later time."),
     "enrollment_code.bad_uses": N_("The number of uses must be between 1 and 10000, not %(uses)s."),
+    # who may call a route (policy_server/scope.py)
+    "auth.required": N_("You are not logged in (or your session expired). Log in again."),
+    "auth.forbidden": N_(
+        "Your role may not see or do this. Ask the school's responsible person if you need it."),
     # people
     "person.bad_username": N_(
         "The username %(username)s is not allowed. Use 2-64 lowercase letters, digits, '.', '_' or '-'."),
@@ -55,6 +59,7 @@ ERROR_TEXTS: Final[Mapping[str, str]] = {
     "person.not_found": N_("No person with the username %(username)s."),
     "person.not_active": N_("That person does not exist or is disabled; choose another."),
     # incidents (the web console says these in the same words)
+    "incident.not_found": N_("There is no incident number %(id)d that you may see."),
     "incident.already_resolved": N_("This incident is already resolved; nothing was changed."),
     "incident.reason_missing": N_("Write the reason before resolving: what was found and what was done."),
     "incident.reason_too_long": N_("The reason is too long: at most 2000 characters."),
@@ -88,6 +93,32 @@ ERROR_TEXTS: Final[Mapping[str, str]] = {
 }
 
 
+# Domain packages keep the texts of their own codes beside their code (e.g. the console's in
+# `policy_server/console/kit.py`) and register them at import with `register_error_texts`,
+# so that a new domain does not edit this shared table.
+_DOMAIN_TEXTS: dict[str, str] = {}
+
+
+def register_error_texts(texts: Mapping[str, str]) -> None:
+    """Add a domain's code -> message id texts; a code may be registered once, with one text."""
+    for code, text in texts.items():
+        known = ERROR_TEXTS.get(code) or _DOMAIN_TEXTS.get(code)
+        if known is not None and known != text:
+            raise ValueError(f"error code {code!r} already has another text: {known!r}")
+        _DOMAIN_TEXTS[code] = text
+
+
+def error_text(code: str | None) -> str | None:
+    """The message id of a code, from the shared table or a domain's registered texts."""
+    if not code:
+        return None
+    return ERROR_TEXTS.get(code) or _DOMAIN_TEXTS.get(code)
+
+
+def all_error_texts() -> dict[str, str]:
+    return {**_DOMAIN_TEXTS, **ERROR_TEXTS}
+
+
 class KalkanError(Exception):
     """`code` is a stable name for the case (e.g. "incident.already_resolved"), so a page, the
     CLI or a script can tell the case (and say it in the reader's language) without parsing
@@ -106,7 +137,7 @@ class KalkanError(Exception):
         """The message in `language` (ky, ru, en) if its code has a text, else the English message.
 
         English always gives the original message, so its words stay what scripts expect."""
-        template = ERROR_TEXTS.get(self.code)
+        template = error_text(self.code)
         if template is None or language == "en":
             return self.message
         from policy_server.web.i18n import translate

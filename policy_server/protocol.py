@@ -46,6 +46,21 @@ SUPPORTED_PROTOCOL_VERSIONS = frozenset({1})
 MAX_EVENTS_PER_BATCH = 1000
 MAX_BATCH_BYTES = 4 * 1024 * 1024
 MAX_EVENT_BYTES = 64 * 1024
+# JSON nesting: orjson's own parse limit for a whole body; one event is held to what orjson
+# serializes (254 levels), checked where its size is measured (events/validation.py).
+MAX_JSON_DEPTH = 1024
+MAX_EVENT_DEPTH = 254
+
+# The times an event may carry.  Far outside any real clock (a workstation whose battery died
+# boots in 2000 or 1970), far inside what Python, SQLite and PostgreSQL can hold: a year-1
+# or year-9999 time with an offset overflows when turned into UTC.  Checked by pydantic's
+# own (Rust) constraint, before any conversion.
+MIN_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+MAX_TIME = datetime(3000, 1, 1, tzinfo=UTC)
+Time = Annotated[datetime, Field(ge=MIN_TIME, lt=MAX_TIME)]
+AwareTime = Annotated[AwareDatetime, Field(ge=MIN_TIME, lt=MAX_TIME)]
+# Integers the server stores in an INTEGER column (PostgreSQL: 32 bits).
+DB_INT_MAX = 2**31 - 1
 
 _CLAUSE = re.compile(r"^\d{3} §\d+(\.\d+)*$")
 
@@ -100,16 +115,16 @@ class CollectorState(StrEnum):
 class CollectorHealth(_Data):
     state: CollectorState
     detail: str = ""
-    since: datetime | None = None
+    since: Time | None = None
 
 
 class Heartbeat(_Data):
     """`agent.heartbeat`: the agent is alive, and how its parts are."""
 
     agent_version: str
-    protocol_version: int = PROTOCOL_VERSION
+    protocol_version: int = Field(default=PROTOCOL_VERSION, ge=0, le=DB_INT_MAX)
     hostname: str = ""
-    policy_version: int | None = None
+    policy_version: int | None = Field(default=None, ge=0, le=DB_INT_MAX)
     outbox_depth: int = 0
     dropped_events: dict[str, int] = Field(default_factory=dict)
     collectors: dict[str, CollectorHealth] = Field(default_factory=dict)
@@ -168,8 +183,8 @@ class WebUnblockRequest(_Data):
 class WebUsage(_Data):
     """`web.usage`: allowed traffic only as per-domain counts per period (001 §2.15)."""
 
-    period_start: datetime
-    period_end: datetime
+    period_start: Time
+    period_end: Time
     counts: dict[str, int]
 
 
@@ -191,8 +206,8 @@ class IsuoSession(_Data):
 
     host: str
     state: Literal["start", "end"]
-    started_at: datetime
-    ended_at: datetime | None = None
+    started_at: Time
+    ended_at: Time | None = None
 
 
 # --- antivirus
@@ -203,7 +218,7 @@ class AvHealth(_Data):
 
     clamd_reachable: bool
     signature_version: str | None = None
-    signature_date: datetime | None = None
+    signature_date: Time | None = None
     signature_age_days: float | None = None
     problem: str | None = None
 
@@ -240,7 +255,7 @@ class AvScanCompleted(_Data):
     errors: int = 0
     duration_s: float
     signature_version: str | None = None
-    started_at: datetime | None = None
+    started_at: Time | None = None
     resumed: bool = False
 
 
@@ -380,7 +395,10 @@ class NetRogueRa(_Data):
 
 
 class NetBypass(_Data):
-    kind: Literal["dns", "dot", "doh", "vpn", "tor", "quic", "other"]
+    # dns … other: the network collector's capture; mismatch (a name that does not lead to the
+    # destination), raw (neither HTTP nor TLS on a web port), tunnel (CONNECT or request to a
+    # port other than the web ports): the proxy; refused: the firewall refused the packets
+    kind: Literal["dns", "dot", "doh", "vpn", "tor", "quic", "other", "mismatch", "raw", "tunnel", "refused"]
     dst_ip: str = ""
     dst_port: int | None = None
     detail: str = ""
@@ -443,7 +461,7 @@ class EventEnvelope(_Strict):
 
     id: uuid.UUID
     type: str = Field(pattern=r"^[a-z_]+(\.[a-z_]+)+$", max_length=64)
-    occurred_at: AwareDatetime
+    occurred_at: AwareTime
     subject: Subject | None = None
     data: dict[str, Any] = Field(default_factory=dict)
     clauses: list[Clause] = Field(default_factory=list, max_length=16)
@@ -505,8 +523,22 @@ def validation_message(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors():
         where = ".".join(str(p) for p in err["loc"]) or "body"
-        parts.append(f"{where}: {err['msg']}")
+        parts.append(f"{where}: {_time_range_message(err) or err['msg']}")
     return "; ".join(parts)
+
+
+_MIN_TIME_TEXT = MIN_TIME.isoformat().replace("+00:00", "Z")
+_MAX_TIME_TEXT = MAX_TIME.isoformat().replace("+00:00", "Z")
+
+
+def _time_range_message(err: dict) -> str | None:
+    """A clearer text for a time outside MIN_TIME..MAX_TIME (usually a wrong clock)."""
+    bound = next(iter((err.get("ctx") or {}).values()), None)
+    if (err.get("type") not in ("greater_than_equal", "less_than")
+            or str(bound) not in (_MIN_TIME_TEXT, _MAX_TIME_TEXT)):
+        return None
+    return (f"the time {err.get('input')!s} is outside the supported range {MIN_TIME:%Y-%m-%d} to "
+            f"{MAX_TIME.year - 1}-12-31 (UTC); check the workstation's clock")
 
 
 # --------------------------------------------------------------------------- enrolment
@@ -622,6 +654,9 @@ class FilteringSection(_Section):
     index_sha256: str | None = None  # compiled category index artifact, content-addressed
     # The school's own categorisation on top of the index (entry → Kalkan category ids).
     site_categories: dict[str, list[str]] = Field(default_factory=dict)
+    # URLs whose host is an IP address (no name to judge): group → allow/block; unset: block
+    # for student groups, allow for the others.
+    ip_literals: dict[str, Literal["allow", "block"]] = Field(default_factory=dict)
     timezone: str = "Asia/Bishkek"
 
 
@@ -690,6 +725,11 @@ class NetworkSection(_Section):
     # The school's IPv6 routers: link-local addresses and/or MACs.  Empty (most labs here are
     # IPv4 only): any Router Advertisement offering a default route is reported.
     ipv6_routers: list[str] = Field(default_factory=list)
+    # Ports the proxy connects to (CONNECT targets, absolute URIs); everything else is refused.
+    proxy_ports: list[int] = Field(default_factory=lambda: [80, 443])
+    # What a group's programs may reach besides the proxy, DNS and DHCP (everything else is
+    # refused by the workstation's firewall): "tcp/22", "tcp/22@10.0.0.5", "udp/1194@10.0.0.0/24".
+    group_out: dict[str, list[str]] = Field(default_factory=dict)
 
 
 class PolicyBundle(_Section):

@@ -34,6 +34,10 @@ from policy_server.db.models import Person, PersonClass, PersonRoom, Role
 from policy_server.db.session import get_db
 from policy_server.errors import Forbidden, Unauthorized
 
+# Ids and integers the API takes are stored as 32-bit INTEGER: a larger one is refused with a
+# 422 naming the field (a `Path`/`Query` bound), never a database overflow.
+MAX_ID = 2**31 - 1
+
 # Roles that may see students' personal data (OS user names, URLs, names): 001 §2.15, 002 §3.1.
 PERSONAL_DATA_ROLES = frozenset({Role.admin, Role.teacher})
 
@@ -52,14 +56,28 @@ class NotAllowed(Forbidden):
 class Viewer:
     """The person behind a request and what they may reach.
 
-    `room_ids` / `class_ids` are None for "every room / class" (the responsible person) and
-    a (possibly empty) frozenset otherwise."""
+    `room_ids` / `class_ids` are None for "every room / class" (the responsible person, the
+    director and the district viewer) and a (possibly empty) frozenset otherwise (a teacher).
+    `person` is None only for `Viewer.system()` (the server's own jobs and the CLI)."""
 
-    person: Person
+    person: Person | None
     role: str
     room_ids: frozenset[int] | None
     class_ids: frozenset[int] | None
     class_teacher_of: frozenset[int] = field(default_factory=frozenset)
+
+    @classmethod
+    def system(cls) -> Viewer:
+        """The server itself (periodic checks, the command line run by the responsible person)."""
+        return cls(None, Role.admin, None, None)
+
+    @property
+    def person_id(self) -> int | None:
+        return self.person.id if self.person is not None else None
+
+    @property
+    def name(self) -> str:
+        return self.person.username if self.person is not None else "system"
 
     @property
     def sees_everything(self) -> bool:
@@ -68,6 +86,10 @@ class Viewer:
     @property
     def sees_personal_data(self) -> bool:
         return self.role in PERSONAL_DATA_ROLES
+
+    @property
+    def acts_on_incidents(self) -> bool:
+        return self.role == Role.admin
 
     def may_see_room(self, room_id: int | None) -> bool:
         if self.room_ids is None:
@@ -87,6 +109,7 @@ def viewer_for(db: Session, person: Person) -> Viewer:
     if person.role in (Role.director, Role.district):
         # Whole school, but aggregates and no personal data (sees_personal_data is False).
         return Viewer(person, person.role, None, None)
+    # A teacher, or a role this server does not know: only what is linked to them.
     rooms = frozenset(db.scalars(select(PersonRoom.room_id).where(PersonRoom.person_id == person.id)))
     links = db.execute(select(PersonClass.class_id, PersonClass.class_teacher)
                        .where(PersonClass.person_id == person.id)).all()
@@ -110,8 +133,9 @@ def allow(*roles: Role | str):
             raise NotLoggedIn("You are not logged in (or your session expired). Log in again.",
                               code="auth.required")
         if person.role not in allowed:
-            raise NotAllowed("Your role may not see or do this. Ask the school's responsible "
-                             "person if you need it.", code="auth.forbidden")
+            raise NotAllowed(f"Your role ({person.role}) may not see or do this; it needs one of: "
+                             f"{', '.join(sorted(allowed))}. Ask the school's responsible person if "
+                             "you need it.", code="auth.forbidden", params={"role": person.role})
         viewer = viewer_for(db, person)
         request.state.viewer = viewer
         return viewer
@@ -127,8 +151,13 @@ def public() -> None:
 public.kalkan_scope = ("public", frozenset())  # type: ignore[attr-defined]
 
 
-def agent_only() -> None:
-    """Route scope marker: an enrolled agent's bearer token (checked by `agents.auth`)."""
+def agent_only(request: Request) -> None:
+    """Route scope: an enrolled agent's bearer token.  Here only its presence is checked (no
+    database: the events route must not open a transaction before the body is read); the
+    handler looks the token up with `agents.auth` and answers 401 for an unknown one."""
+    from policy_server.agents.auth import bearer_token
+
+    bearer_token(request)  # 401 agent.token_missing
 
 
 agent_only.kalkan_scope = ("agent", frozenset())  # type: ignore[attr-defined]

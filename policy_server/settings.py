@@ -41,6 +41,10 @@ class Settings:
     checks_interval_s: float = 3600
     isuo_checks_interval_s: float = 300
     checks_first_delay_s: float = 60  # the first round after start
+    # "school" (default) or "district": the same server, a district console over schools' aggregates
+    level: str = "school"
+    # The weekly summary job (makes last week's summary once, sends it to the district): seconds
+    summaries_interval_s: float = 3600
 
     def __post_init__(self) -> None:
         self.state_dir = Path(self.state_dir)
@@ -81,6 +85,8 @@ class Settings:
             "tls": os.environ.get("KALKAN_NO_TLS", "") not in ("1", "true", "yes"),
             "checks_interval_s": float(os.environ.get("KALKAN_CHECKS_INTERVAL_S", "3600")),
             "isuo_checks_interval_s": float(os.environ.get("KALKAN_ISUO_CHECKS_INTERVAL_S", "300")),
+            "level": os.environ.get("KALKAN_LEVEL", "school"),
+            "summaries_interval_s": float(os.environ.get("KALKAN_SUMMARIES_INTERVAL_S", "3600")),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)

@@ -32,5 +32,27 @@ def artifacts_dir() -> Path:
     return path
 
 
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync",
+]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless Chromium for the whole run; each test opens its own context (cookies)."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (listed in install/apt-packages.txt)")
+    from playwright.sync_api import sync_playwright
+    # Playwright gives every launch a fresh throwaway profile (it refuses --user-data-dir here).
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
 def is_root() -> bool:
     return os.geteuid() == 0

@@ -15,6 +15,7 @@ import time
 from agent.collectors.base import Collector, CollectorContext, healthy, unhealthy
 from agent.network.detectors import NetworkConfig
 from agent.network.monitor import NetworkMonitor
+from agent.network.nftcounters import RefusedWatch, read_refused
 from agent.network.ratelimit import Emission
 from agent.network.sniffer import LiveSniffer, build_bpf, default_route, local_addresses, socket_owner
 from policy_server.protocol import CollectorHealth, PolicyBundle, Subject
@@ -24,8 +25,18 @@ class NetworkCollector(Collector):
     name = "network"
 
     def __init__(self, ctx: CollectorContext, *, iface: str | None = None, interval_s: float = 60.0,
-                 tor_relays: frozenset[str] = frozenset()) -> None:
+                 tor_relays: frozenset[str] = frozenset(), firewall=None,
+                 refused_every_s: float = 30.0) -> None:
         super().__init__(ctx)
+        # What the Kalkan firewall refused (its per-uid counters) → net.bypass "refused"
+        if firewall is None and ctx.platform != "fake":
+            from agent.platform.firewall import LinuxFirewall
+
+            firewall = LinuxFirewall()
+        self.firewall = firewall
+        self.refused_every_s = refused_every_s
+        self.refused = RefusedWatch()
+        self._refused_at = 0.0
         route_iface, self._route_gateway = default_route()
         self.iface = iface or route_iface
         self.interval_s = interval_s
@@ -103,6 +114,26 @@ class NetworkCollector(Collector):
             with self._lock:
                 emissions = self.monitor.flush(time.monotonic())
             self._emit_all(emissions)
+            if self.firewall is not None and time.monotonic() - self._refused_at >= self.refused_every_s:
+                self.poll_refused()
+
+    def poll_refused(self) -> int:
+        """Read the firewall's refused counters; one `net.bypass` per (uid, destination) that grew
+        since the last poll, with `occurrences` (what, where, how often; no content).  Returns
+        how many events were sent."""
+        self._refused_at = time.monotonic()
+        try:
+            found = self.refused.poll(read_refused(self.firewall))
+        except Exception as exc:  # nft missing, no table yet: nothing to report
+            self.ctx.log.debug("network: cannot read the firewall counters: %s", exc)
+            return 0
+        for user, data in found:
+            subject = Subject(os_user=user, seat=self.ctx.seat) if user else None
+            try:
+                self.ctx.emit("net.bypass", data, subject=subject)
+            except Exception as exc:
+                self.ctx.log.error("network: could not store net.bypass: %s", exc)
+        return len(found)
 
     def _emit_all(self, emissions: list[Emission]) -> None:
         for emission in emissions:

@@ -71,6 +71,22 @@ class LinuxFirewall:
     def listing(self) -> str:
         return self._run("list", "table", TABLE_FAMILY, TABLE_NAME).stdout
 
+    def set_elements(self, name: str) -> list[dict]:
+        """The elements of one of the table's sets (`nft -j`), [] when there is no such set."""
+        import json
+
+        result = self._run("-j", "list", "set", TABLE_FAMILY, TABLE_NAME, name)
+        if result.returncode != 0:
+            return []
+        try:
+            found = json.loads(result.stdout)
+        except ValueError:
+            return []
+        for item in found.get("nftables", []):
+            if "set" in item:
+                return list(item["set"].get("elem", []))
+        return []
+
 
 @dataclass
 class FakeFirewall:
@@ -78,6 +94,10 @@ class FakeFirewall:
 
     ruleset: str | None = None
     history: list[str] = field(default_factory=list)
+    elements: dict[str, list[dict]] = field(default_factory=dict)  # set name → what `nft -j` would list
+
+    def set_elements(self, name: str) -> list[dict]:
+        return list(self.elements.get(name, ())) if self.ruleset is not None else []
 
     def check(self, ruleset: str) -> None:
         if f"table {TABLE_FAMILY} {TABLE_NAME}" not in ruleset:

@@ -23,6 +23,7 @@ import ipaddress
 import json
 import logging
 import os
+import re
 import signal
 import time
 from dataclasses import dataclass, field
@@ -39,7 +40,10 @@ from mitmproxy.proxy import layers as mitm_layers
 from mitmproxy.proxy.layers import modes as mitm_modes
 from mitmproxy.proxy.layers.http import HttpStream
 
+from agent.network.detectors import Finding
+from agent.network.ratelimit import RateLimiter
 from agent.proxy import engine as engine_mod
+from agent.proxy.destcheck import DestinationCheck, is_ip, normal_ip
 from agent.proxy.history import RecentPages
 from agent.proxy.i18n import pick_language, t
 from agent.proxy.isuo import IsuoTracker
@@ -55,12 +59,21 @@ from agent.proxy.sni import UNSURE, client_hello_sni
 from agent.proxy.subject import OsUser, connection_owner
 from agent.proxy.usage import UsageCounter
 from agent.proxy.watch import POLL_S, FileWatch
-from policy_server.protocol import LessonActivity, Subject, WebAlert, WebBlocked, WebReport, WebUnblockRequest
+from policy_server.protocol import (
+    LessonActivity,
+    NetBypass,
+    Subject,
+    WebAlert,
+    WebBlocked,
+    WebReport,
+    WebUnblockRequest,
+)
 
 log = logging.getLogger("kalkan.proxy")
 
 HTML = {"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store"}
 BLOCK_EVENT_DEDUP_S = 60.0
+BYPASS_EVENT_INTERVAL_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -105,6 +118,10 @@ class KalkanAddon:
         self._seat: str | None = None
         self._room: str | None = None
         self._system_uid_max = 999
+        # the destination checks (no name that does not lead where the connection goes)
+        self.dest = DestinationCheck()
+        self._claims: dict[str, str] = {}  # client id → the name its TLS ClientHello claimed
+        self._bypass = RateLimiter(interval_s=BYPASS_EVENT_INTERVAL_S, max_keys=64)
 
     # ------------------------------------------------------------------ options
 
@@ -157,6 +174,10 @@ class KalkanAddon:
     # ------------------------------------------------------------------ lifecycle
 
     def running(self) -> None:
+        # Never relay bytes that are neither HTTP nor TLS: mitmproxy's "raw TCP" guess would pass
+        # a tunnel whose first bytes are held back (next_layer refuses the rest and reports it).
+        if ctx.options.rawtcp:
+            ctx.options.update(rawtcp=False)
         self._task = asyncio.get_running_loop().create_task(self._background())
 
     def done(self) -> None:
@@ -164,6 +185,7 @@ class KalkanAddon:
         for user, event in self.isuo.end_all(now):
             self._emit("isuo.session", event, user)
         self._flush_usage(now, force=True)
+        self._flush_bypass(now, force=True)
         if self._task:
             self._task.cancel()
         if self._own_sink and self._sink is not None:
@@ -179,6 +201,7 @@ class KalkanAddon:
                 for user, event in self.isuo.expire(now):
                     self._emit("isuo.session", event, user)
                 self._flush_usage(now)
+                self._flush_bypass(now)
             except Exception:  # the loop must survive anything one round does
                 log.exception("kalkan background round failed")
 
@@ -217,6 +240,7 @@ class KalkanAddon:
     def client_disconnected(self, client: connection.Client) -> None:
         self._subjects.pop(client.id, None)
         self._refused.discard(client.id)
+        self._claims.pop(client.id, None)
         isuo = self._isuo_conns.pop(client.id, None)
         if isuo is not None:
             self.isuo.closed(isuo[0], isuo[1], self.clock())
@@ -247,7 +271,16 @@ class KalkanAddon:
             return
         if not (stack_match(context, _CONNECT_TUNNEL) or stack_match(context, _TRANSPARENT)):
             return
-        sni = client_hello_sni(nextlayer.data_client())
+        data = nextlayer.data_client()
+        if not data:
+            return
+        if data[0] != 0x16:  # not a TLS handshake record: HTTP, or nothing passes
+            kind = _plain_kind(data)
+            if kind == "raw" and not self._subject_of(context.client).system:
+                self._refuse_raw(context)
+                nextlayer.layer = mitm_layers.TCPLayer(context, ignore=True)  # server_connect fails it
+            return
+        sni = client_hello_sni(data)
         if sni is UNSURE:
             return
         if self._pass_untouched(context.client, context.server, sni):  # type: ignore[arg-type]
@@ -266,6 +299,15 @@ class KalkanAddon:
         subject = self._subject_of(client)
         if subject.system:
             return True
+        if sni:
+            self._claims[client.id] = sni.lower().rstrip(".")  # server_connect checks where it leads
+        elif is_ip(dialled):
+            # No name in the hello: judge the address by the name this seat last resolved to it,
+            # else as an IP literal (blocked for students by default: filters' `ip_literal`).
+            known = self.dest.name_of(dialled)
+            if known is not None:
+                host = known
+                self._claims[client.id] = known
         now = self.clock()
         group = self._group(subject)
         verdict = self.engine.host_verdict(host, group=group, user=subject.name, seat=self._seat,
@@ -303,9 +345,72 @@ class KalkanAddon:
         # per URL and serves the block page.
         return False
 
-    def server_connect(self, data) -> None:
-        if data.client.id in self._refused:
-            data.server.error = "blocked by Kalkan at the TLS ClientHello"
+    async def server_connect(self, data) -> None:
+        """Before the proxy dials: a refused connection fails here; a TLS connection whose
+        destination is an address must go to an address its claimed name resolves to through
+        the school's resolvers (Squid's host_verify_strict), else it is refused and reported."""
+        client = data.client
+        if client.id in self._refused:
+            data.server.error = "blocked by Kalkan"
+            return
+        name = self._claims.get(client.id)
+        if name is None or not data.server.address:
+            return
+        address, port = data.server.address[0], data.server.address[1]
+        if not is_ip(address):
+            return  # a CONNECT by name: the proxy resolves and dials that name itself
+        if is_ip(name):
+            ok = _same_ip(name, address)
+        else:
+            ok = self.dest.leads_to_cached(name, address)
+            if ok is None:
+                ok = await self.dest.leads_to(name, address)
+        if not ok:
+            data.server.error = f"blocked by Kalkan: {name} does not lead to {address}"
+            self._report_bypass(self._subject_of(client), "mismatch", address, port,
+                                f"TLS name {name} does not resolve to the destination")
+
+    def http_connect(self, flow: http.HTTPFlow) -> None:
+        """The explicit proxy port: a CONNECT goes only to the web ports (network.proxy_ports);
+        its host is then decided like any other connection (ClientHello, destination check)."""
+        subject = self._subject_of(flow.client_conn)
+        if subject.system:
+            return
+        if flow.request.port not in self.engine.proxy_ports:
+            self._refuse_flow(flow, subject, "tunnel", flow.request.host, flow.request.port,
+                              f"CONNECT to port {flow.request.port}")
+
+    def _refuse_flow(self, flow: http.HTTPFlow, subject: ConnSubject, kind: str, host: str, port: int | None,
+                     detail: str) -> None:
+        flow.response = http.Response.make(403, f"Kalkan: refused ({detail})\n".encode(),
+                                           {"Content-Type": "text/plain; charset=utf-8"})
+        flow.metadata["kalkan"] = "page"
+        self._report_bypass(subject, kind, host, port, detail)
+
+    def _refuse_raw(self, context) -> None:
+        """Neither HTTP nor TLS on a web port (SSH, OpenVPN over TCP, any raw tunnel)."""
+        self._refused.add(context.client.id)
+        address = context.server.address
+        self._report_bypass(self._subject_of(context.client), "raw", address[0], address[1],
+                            f"not HTTP or TLS on port {address[1]}")
+
+    def _report_bypass(self, subject: ConnSubject, kind: str, host: str, port: int | None,
+                       detail: str) -> None:
+        """`net.bypass` (what, where, how often; never content), at most one a minute per
+        user, kind and destination, the rest folded into `occurrences`."""
+        data = {"kind": kind, "dst_ip": host, "dst_port": port, "detail": detail, "os_user": subject.name}
+        key = ("net.bypass", subject.name, kind, host, port)
+        for emission in self._bypass.offer(Finding("net.bypass", key, data), self.clock()):
+            self._emit_bypass(emission.data)
+
+    def _emit_bypass(self, data: dict) -> None:
+        data = dict(data)
+        user = data.pop("os_user", None)
+        self._emit("net.bypass", NetBypass(**data), user, clauses=["000 §5.6", "001 §2.11"])
+
+    def _flush_bypass(self, now: float, *, force: bool = False) -> None:
+        for emission in self._bypass.flush(now, force=force):
+            self._emit_bypass(emission.data)
 
     # ------------------------------------------------------------------ HTTP
 
@@ -326,8 +431,21 @@ class KalkanAddon:
             return
         now = self.clock()
         engine = self.engine
+        target, port = req.host, req.port
+        if port not in engine.proxy_ports:
+            self._refuse_flow(flow, subject, "tunnel", target, port, f"request to port {port}")
+            return
+        # One authority decides and is the one connected to: the name decided (Host) and the
+        # destination (the absolute URI's host, the connection's address) must agree.
+        agree = self._agrees(host, target.lower().rstrip("."))
+        if agree is False:
+            self._refuse_flow(flow, subject, "mismatch", target, port,
+                              f"Host {host} does not lead to the destination")
+            return
         isuo, search_engine = engine.host_facts(host)
         if isuo:  # plain-HTTP ISUO: only the fact of use, never the content
+            if agree is None:
+                self._check_later(flow, subject, host, target, port)
             return
         group = engine.group_of(subject.name, subject.groups)
         user = subject.name
@@ -347,6 +465,50 @@ class KalkanAddon:
         if subject.name and _is_document(dest, accept):
             self.history.add(subject.name, url, now)
             self._lesson_open(subject, group, host, now, document=True)
+        if agree is None:
+            self._check_later(flow, subject, host, target, port)
+
+    def _agrees(self, claimed: str, target: str) -> bool | None:
+        """Whether the request's claimed host and where it will be sent agree: True / False, or
+        None when only a DNS lookup can tell (then `_check_later`)."""
+        if claimed == target:
+            return True
+        claimed_ip, target_ip = is_ip(claimed), is_ip(target)
+        if claimed_ip and target_ip:
+            return _same_ip(claimed, target)
+        if claimed_ip or not target_ip:
+            # an address claimed for a name, or two different names: only names that share an
+            # address (HTTP/2 coalescing) may, which is looked up
+            if claimed_ip:
+                return False
+            mine, theirs = self.dest.addresses(claimed), self.dest.addresses(target)
+            if mine is not None and theirs is not None and mine & theirs:
+                return True
+            return None
+        return self.dest.leads_to_cached(claimed, target)
+
+    def _check_later(self, flow: http.HTTPFlow, subject: ConnSubject, claimed: str, target: str,
+                     port: int) -> None:
+        """A cold name: hold the request (mitmproxy's intercept) until the resolver answers."""
+        flow.intercept()
+        asyncio.get_running_loop().create_task(self._finish_check(flow, subject, claimed, target, port))
+
+    async def _finish_check(self, flow: http.HTTPFlow, subject: ConnSubject, claimed: str, target: str,
+                            port: int) -> None:
+        try:
+            if is_ip(target):
+                ok = await self.dest.leads_to(claimed, target)
+            else:
+                mine, theirs = await asyncio.gather(self.dest.resolve(claimed), self.dest.resolve(target))
+                ok = bool(mine & theirs)
+            if not ok:
+                self._refuse_flow(flow, subject, "mismatch", target, port,
+                                  f"Host {claimed} does not lead to the destination")
+        except Exception:
+            log.exception("kalkan destination check failed")
+            self._refuse_flow(flow, subject, "mismatch", target, port, "destination check failed")
+        finally:
+            flow.resume()
 
     def response(self, flow: http.HTTPFlow) -> None:
         """A blocked download gets the same block page (decided on the response headers)."""
@@ -529,6 +691,27 @@ def _names_differ(dialled: str, sni: str) -> bool:
     return False
 
 
+_HTTP_START = re.compile(rb"[A-Z][A-Za-z-]{0,15} [^ \r\n]")
+_METHOD_SO_FAR = re.compile(rb"[A-Z][A-Za-z-]{0,15}")
+
+
+def _plain_kind(data: bytes) -> str:
+    """"http" when the first client bytes start an HTTP request, "more" when they still might,
+    "raw" otherwise (SSH's banner, OpenVPN, anything else: refused on the web ports)."""
+    if _HTTP_START.match(data):
+        return "http"
+    if len(data) <= 16 and _METHOD_SO_FAR.fullmatch(data):
+        return "more"
+    return "raw"
+
+
+def _same_ip(a: str, b: str) -> bool:
+    try:
+        return normal_ip(a) == normal_ip(b)
+    except ValueError:
+        return False
+
+
 def _stop_this_process() -> None:
     """The agent that supervises us is gone: stop (mitmdump shuts down cleanly on SIGTERM)."""
     os.kill(os.getpid(), signal.SIGTERM)
@@ -542,7 +725,9 @@ def _origin(scheme: bytes, host_header: str) -> tuple[str, str]:
     scheme_text = scheme.decode("utf-8", "surrogateescape")
     host, port = mitm_url.parse_authority(host_header, check=False)
     port = port or mitm_url.default_port(scheme_text) or 443
-    return host, mitm_url.unparse(scheme_text, host, port)
+    # mitmproxy's unparse writes an IPv6 address bare ("https://fd00::1"), which no URL parser
+    # reads as that address: the decision would judge a garbled name instead of the address
+    return host, mitm_url.unparse(scheme_text, f"[{host}]" if ":" in host else host, port)
 
 
 _READ_IT = object()

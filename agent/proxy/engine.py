@@ -97,6 +97,7 @@ class Engine:
         self.version = bundle.version
         self.alert_threshold = bundle.filtering.alert_threshold
         self.safe_search_on = bundle.filtering.safe_search
+        self.proxy_ports = frozenset(bundle.network.proxy_ports or (80, 443))
         self.policy = filter_policy
         self.index = index
         self._group_cache: dict[tuple[str | None, tuple[str, ...]], str] = {}
@@ -127,10 +128,13 @@ class Engine:
 
     @classmethod
     def from_bundle(cls, raw: dict[str, Any], *, index: str | None = None) -> Engine:
+        from filters.index import index_for_policy
         from filters.policy import FilterPolicy
 
         bundle = PolicyBundle.model_validate(raw)
-        return cls(bundle, FilterPolicy.from_bundle(raw), load_index(index))
+        policy = FilterPolicy.from_bundle(raw)
+        # the school's own categorisation on top of the lists: the same call as `kalkan-filter check`
+        return cls(bundle, policy, index_for_policy(load_index(index), policy.site_categories))
 
     # --- the proxy's own knowledge
 

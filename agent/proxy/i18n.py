@@ -97,6 +97,8 @@ RULES: dict[str, dict[str, str]] = {
     "school.block_list": {"ky": "Мектептин тыюу тизмеси", "ru": "Чёрный список школы",
                           "en": "School block list"},
     "group.block_list": {"ky": "Топтун тыюу тизмеси", "ru": "Чёрный список группы", "en": "Group block list"},
+    "ip_literal": {"ky": "Сайттын аты жок дарек (IP)", "ru": "Адрес без имени сайта (IP)",
+                   "en": "An address with no site name (IP)"},
     "ban": {
         "ky": "Мугалим интернетти убактылуу жапкан",
         "ru": "Учитель временно запретил интернет",

@@ -25,6 +25,7 @@ from policy_server.audit import audit
 from policy_server.db.models import EnrollmentCode, Room, Workstation, utcnow
 from policy_server.errors import InvalidInput, KalkanError, NotFound
 from policy_server.school.service import get_room, get_school
+from policy_server.scope import Viewer
 
 CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I: read aloud and typed by hand
 CODE_GROUPS, CODE_GROUP_LEN = 3, 4
@@ -187,10 +188,14 @@ class WorkstationView:
         return "ok"
 
 
-def list_workstations(db: Session, *, room: str | None = None) -> list[WorkstationView]:
+def list_workstations(db: Session, *, room: str | None = None, viewer: Viewer | None = None
+                      ) -> list[WorkstationView]:
+    """The register; with a `viewer`, only the workstations of the rooms they may see."""
     query = select(Workstation, Room.name).outerjoin(Room, Room.id == Workstation.room_id)
     if room:
         query = query.where(Room.name == room)
+    if viewer is not None and viewer.room_ids is not None:
+        query = query.where(Workstation.room_id.in_(sorted(viewer.room_ids)))
     now = utcnow()
     views = []
     for ws, room_name in db.execute(query.order_by(Room.name, Workstation.seat, Workstation.hostname)):

@@ -197,10 +197,18 @@ def check_isuo_left_unlocked(db: Session, *, now: datetime,
 
 PeriodicCheck = Callable[..., list[IncidentDraft]]
 
+def check_isuo_cross(db: Session, *, now: datetime) -> list[IncidentDraft]:
+    """The ISUO register's cross-checks over the last days (policy_server/isuo/checks.py)."""
+    from policy_server.isuo.checks import run_periodic
+
+    return run_periodic(db, now=now)
+
+
 PERIODIC_CHECKS: dict[str, PeriodicCheck] = {
     "av.full_scan_overdue": check_overdue_full_scans,
     "isuo.storage": check_storage_during_isuo,
     "isuo.unlocked": check_isuo_left_unlocked,
+    "isuo.cross": check_isuo_cross,
 }
 
 

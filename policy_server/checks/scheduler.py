@@ -101,5 +101,16 @@ def periodic_check_jobs(*, scan_interval_s: float, isuo_interval_s: float) -> li
     if scan_interval_s > 0:
         jobs.append(job("av.full_scan_overdue", scan_interval_s))
     if isuo_interval_s > 0:
-        jobs += [job("isuo.storage", isuo_interval_s), job("isuo.unlocked", isuo_interval_s)]
+        jobs += [job("isuo.storage", isuo_interval_s), job("isuo.unlocked", isuo_interval_s),
+                 job("isuo.cross", isuo_interval_s)]
     return jobs
+
+
+def summary_jobs(settings) -> list[Job]:
+    """A school server makes last week's summary every Monday (the job runs hourly and makes
+    it once) and sends the district what it has not accepted yet; a district server has none."""
+    if getattr(settings, "level", "school") != "school" or settings.summaries_interval_s <= 0:
+        return []
+    from policy_server.summaries.service import weekly_job
+
+    return [Job(name="summaries.weekly", interval_s=settings.summaries_interval_s, run=weekly_job)]

@@ -113,6 +113,8 @@ class Person(Base):
     class_name: Mapped[str | None] = mapped_column(String(32), nullable=True)  # class teacher of
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    # a temporary password (reset by the responsible person) must be changed at the next login
+    must_change_password: Mapped[bool] = mapped_column(Boolean, default=False)  # 0101
 
 
 class LoginSession(Base):

@@ -12,15 +12,25 @@ events fill the ISUO access log, and the incident engine runs the rules on the a
 events of the types that have rules, and `checks.stateful` runs the checks that need stored
 state on the few event types that have them.  The caller commits; if anything fails, nothing of the
 batch is stored.
+
+`store_isolating` is what the API calls: one transaction for the whole batch (the fast
+path, unchanged); only if that fails for a reason other than the database itself being
+unavailable (`is_unavailable`: disk full, connection lost, locked), the batch is stored in
+halves, recursively, each in its own transaction, so the event that makes the server fail
+is found in O(log n) transactions, answered "rejected" alone, and the rest stored.  If the
+database fails meanwhile, the error propagates (503): the halves already committed come
+back as duplicates when the agent retries, so nothing is lost or stored twice.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from policy_server import protocol
 from policy_server.checks.stateful import INGEST_CHECK_TYPES, run_ingest_checks
@@ -31,6 +41,8 @@ from policy_server.incidents.engine import process_events
 from policy_server.lessons.activity import LESSON_ONLY_TYPES
 from policy_server.lessons.activity import record_from_events as record_lesson_activity
 from policy_server.rules import RULES, RuleInput
+
+log = logging.getLogger("kalkan.server.ingest")
 
 
 def _event_id_of(item: Any) -> str | None:
@@ -96,6 +108,70 @@ def store_batch(db: Session, *, agent: Workstation, checked: CheckedBatch) -> pr
 def ingest_batch(db: Session, *, agent: Workstation, items: list[Any]) -> protocol.BatchResult:
     """Validate, store and run the rules on one batch (the caller commits)."""
     return store_batch(db, agent=agent, checked=check_batch(items))
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """The database cannot work now (disk full, connection lost, locked, pool exhausted):
+    the whole batch must be retried later, no event is at fault."""
+    return isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.DisconnectionError,
+                            sa_exc.TimeoutError, OSError))
+
+
+def store_isolating(sessions: sessionmaker[Session], *, agent_id: str,
+                    checked: CheckedBatch) -> protocol.BatchResult:
+    """Store a checked batch (committed); an event the server cannot store is refused alone."""
+    try:
+        return _store_committed(sessions, agent_id, checked)
+    except Exception as exc:
+        if is_unavailable(exc) or not checked.valid:
+            raise
+        log.warning("a batch of %d events failed to store (%s); storing it in parts to find the "
+                    "event at fault", len(checked.valid), _short(exc))
+    result = protocol.BatchResult(duplicates=list(checked.result.duplicates),
+                                  rejected=list(checked.result.rejected))
+    _store_parts(sessions, agent_id, checked.valid, result)
+    return result
+
+
+def _store_committed(sessions: sessionmaker[Session], agent_id: str,
+                     checked: CheckedBatch) -> protocol.BatchResult:
+    with sessions() as db:
+        agent = db.get(Workstation, agent_id)
+        result = store_batch(db, agent=agent, checked=checked)
+        db.commit()
+    return result
+
+
+def _store_parts(sessions: sessionmaker[Session], agent_id: str, valid: list[ValidEvent],
+                 result: protocol.BatchResult) -> None:
+    try:
+        part = _store_committed(sessions, agent_id,
+                                CheckedBatch(valid=valid, result=protocol.BatchResult()))
+    except Exception as exc:
+        if is_unavailable(exc):
+            raise
+        if len(valid) == 1:
+            event = valid[0]
+            log.warning("event %s (%s) refused alone: the server failed to store it (%s)",
+                        event.id, event.type, _short(exc))
+            result.rejected.append(protocol.RejectedEvent(
+                id=event.id, error=f"the server could not store this event ({_short(exc)}); it was "
+                                   "refused alone and the rest of its batch stored: report it to "
+                                   "the Kalkan developers with the event"))
+            return
+        middle = len(valid) // 2
+        _store_parts(sessions, agent_id, valid[:middle], result)
+        _store_parts(sessions, agent_id, valid[middle:], result)
+        return
+    result.accepted.extend(part.accepted)
+    result.duplicates.extend(part.duplicates)
+
+
+def _short(exc: BaseException) -> str:
+    """The error's class and first line, without the SQL and parameters SQLAlchemy appends."""
+    inner = getattr(exc, "orig", None) or exc
+    first = (str(inner).strip().splitlines() or [""])[0][:200]
+    return f"{type(inner).__name__}: {first}" if first else type(inner).__name__
 
 
 def rule_input(v: ValidEvent, agent: Workstation, room: str | None) -> RuleInput:

@@ -10,8 +10,9 @@ its message is the same as before.  The fast path only ever *accepts* what the e
 would accept: its envelopes are subclasses of `EventEnvelope` with a narrower `data`.
 
 Each event is also held to `protocol.MAX_EVENT_BYTES` (its JSON size), before any parsing
-of its content.  The validated `data` is serialized to JSON here, once; that text is what
-the database stores.
+of its content, and refused alone when its text cannot be stored (NUL, a lone surrogate,
+nesting deeper than `protocol.MAX_EVENT_DEPTH`): `encoding_problem`.  The validated `data`
+is serialized to JSON here, once; that text is what the database stores.
 """
 
 from __future__ import annotations
@@ -97,6 +98,54 @@ def _too_big(index: int, item: dict, size: int) -> str:
             "list) or split it into several events")
 
 
+_NUL = b"\\u0000"  # how orjson writes the character NUL
+
+
+def encoding_problem(item: dict, index: int) -> str | None:
+    """Why the event cannot be stored as text, or None: too big, nested too deep, a lone
+    surrogate (only `json`'s fallback parse lets one through), or NUL (PostgreSQL's text and
+    jsonb cannot hold it).  One orjson serialization, which the size needs anyway."""
+    try:
+        dumped = orjson.dumps(item)
+    except (TypeError, orjson.JSONEncodeError) as exc:
+        return _unencodable(item, index, str(exc))
+    if len(dumped) > protocol.MAX_EVENT_BYTES:
+        return _too_big(index, item, len(dumped))
+    if _NUL in dumped and _has_nul(item):
+        return (f"event #{index} ({_type_of(item)}) contains the character NUL (\\u0000), which the "
+                "database cannot store as text: remove it")
+    return None
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\0" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+def _type_of(item: dict) -> str:
+    kind = item.get("type")
+    return kind[:64] if isinstance(kind, str) else "no type"
+
+
+def _unencodable(item: dict, index: int, reason: str) -> str | None:
+    if "Recursion" in reason:
+        return (f"event #{index} ({_type_of(item)}) is nested deeper than {protocol.MAX_EVENT_DEPTH} "
+                "levels: send flat data")
+    if "surrogate" in reason:
+        return (f"event #{index} ({_type_of(item)}) contains an escaped lone surrogate (e.g. \\ud800), "
+                "which is not Unicode text: send the text as valid UTF-8")
+    try:  # an integer beyond 64 bits: measured the slow way, refused by the type's model
+        size = len(json.dumps(item, separators=(",", ":"), ensure_ascii=False).encode())
+    except (ValueError, TypeError, RecursionError) as exc:
+        return f"event #{index} ({_type_of(item)}) cannot be read as JSON text ({exc})"
+    return _too_big(index, item, size) if size > protocol.MAX_EVENT_BYTES else None
+
+
 def _canonical_id(envelope: protocol.EventEnvelope, raw: Any) -> str:
     """The event id as text: the agent's own string when it is already the canonical form
     (lowercase, dashes at 8-13-18-23: what `str(UUID)` gives; pydantic has checked it is a
@@ -146,8 +195,8 @@ def validate_batch(items: list[Any]) -> list[ValidEvent | str]:
     for index, item in enumerate(items):
         if not isinstance(item, dict):
             out[index] = f"event #{index} is not a JSON object"
-        elif (size := event_size(item)) > protocol.MAX_EVENT_BYTES:
-            out[index] = _too_big(index, item, size)
+        elif (problem := encoding_problem(item, index)) is not None:
+            out[index] = problem
         else:
             candidates.append(index)
     try:

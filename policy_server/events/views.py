@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
+import re
+from itertools import accumulate
 
 import orjson
-from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from policy_server import protocol
+from policy_server import protocol, scope
 from policy_server.agents.auth import authenticate_agent, bearer_token
-from policy_server.db.models import Workstation
-from policy_server.events.ingest import check_batch, store_batch
+from policy_server.events.ingest import check_batch, store_isolating
 
 router = APIRouter(prefix="/api/v1", tags=["events"])
 
@@ -34,8 +35,34 @@ async def _read_body(request: Request) -> bytes:
 def _loads(body: bytes):
     try:
         return orjson.loads(body)
-    except orjson.JSONDecodeError:  # what orjson refuses (e.g. integers beyond 64 bits), json decides
+    except orjson.JSONDecodeError as exc:
+        if "depth limit" in str(exc):
+            raise _too_deep() from None
+    # What orjson refuses but `json` reads (integers beyond 64 bits, escaped lone surrogates:
+    # the events holding them are refused one by one in validation); its depth bounded first.
+    if json_depth(body) > protocol.MAX_JSON_DEPTH:
+        raise _too_deep()
+    try:
         return json.loads(body)
+    except RecursionError:
+        raise _too_deep() from None
+
+
+def _too_deep() -> HTTPException:
+    return HTTPException(400, f"the body is nested deeper than {protocol.MAX_JSON_DEPTH} levels; "
+                              "events are flat objects: send {\"events\": [ … ]}")
+
+
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_BRACKETS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
+_NOT_BRACKETS = bytes(set(range(256)) - set(b"[{]}"))
+
+
+def json_depth(body: bytes) -> int:
+    """The deepest nesting of arrays and objects in a JSON text (outside its strings); for a
+    text that is not JSON, some number.  Linear, and without recursion."""
+    brackets = _STRING.sub(b"", body).translate(None, _NOT_BRACKETS).translate(_BRACKETS)
+    return max(accumulate(1 if b == 1 else -1 for b in brackets), default=0)
 
 
 def parse_batch(body: bytes) -> list:
@@ -55,7 +82,7 @@ def parse_batch(body: bytes) -> list:
     return events
 
 
-@router.post("/events", response_model=protocol.BatchResult)
+@router.post("/events", response_model=protocol.BatchResult, dependencies=[Depends(scope.agent_only)])
 async def post_events(request: Request) -> Response:
     # The body is read before any database transaction starts: on SQLite every transaction
     # holds the write lock, which must never wait on a slow client's upload.
@@ -68,10 +95,7 @@ async def post_events(request: Request) -> Response:
         # Parsed and validated before the write transaction: on SQLite it holds the one write
         # lock, so concurrent uploads validate while another batch is being stored.
         checked = check_batch(parse_batch(body))
-        with sessionmaker() as db:
-            agent = db.get(Workstation, agent_id)
-            result = store_batch(db, agent=agent, checked=checked)
-            db.commit()
+        result = store_isolating(sessionmaker, agent_id=agent_id, checked=checked)
         return orjson.dumps(result.model_dump())  # already a BatchResult: no second validation
 
     return Response(await run_in_threadpool(work), media_type="application/json")

@@ -1,54 +1,61 @@
 """Admin JSON API for incidents (session cookie; writes need the `X-CSRF-Token` header).
 
-Admins act; directors and teachers read.  Directors get no OS user names (002 §3.1)."""
+The responsible person acts; the director and teachers read.  What each sees is the
+service's business (`incidents.service` with the `scope.Viewer`): a teacher only their rooms'
+incidents and those they were told about, the director no personal data (002 §3.1)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
+from policy_server import scope
 from policy_server.db.models import Person, Role
 from policy_server.db.session import get_db
 from policy_server.incidents import service
-from policy_server.people.auth import require_csrf, require_roles
+from policy_server.people.auth import require_csrf
+from policy_server.scope import MAX_ID, Viewer
 
 router = APIRouter(prefix="/api/v1/incidents", tags=["incidents"])
 
-readers = require_roles(Role.admin, Role.director, Role.teacher)
-admins = require_roles(Role.admin)
+readers = scope.allow(Role.admin, Role.director, Role.teacher)
+admins = scope.allow(Role.admin)
+IncidentId = Path(ge=1, le=MAX_ID, description="the incident's number")
 
 
-def _admin_writer(person: Person = Depends(admins), _csrf: Person = Depends(require_csrf)) -> Person:
-    return person
+def _admin_writer(viewer: Viewer = Depends(admins), _csrf: Person = Depends(require_csrf)) -> Viewer:
+    return viewer
 
 
-def _for(person: Person, item: dict) -> dict:
-    if person.role == Role.director:
-        item = {**item, "os_user": None}
-    return item
+def _one(db: Session, viewer: Viewer, incident, *, with_timeline: bool = False) -> dict:
+    params = service.reader_params(db, [incident], viewer=viewer)[incident.id]
+    return service.incident_as_dict(incident, viewer=viewer, params=params, with_timeline=with_timeline)
 
 
 @router.get("")
 def list_incidents(
-    status: str | None = None,
-    severity: str | None = None,
-    limit: int = 50,
-    offset: int = 0,
-    person: Person = Depends(readers),
+    status: str | None = Query(None, max_length=32),
+    severity: str | None = Query(None, max_length=32),
+    limit: int = Query(50, ge=1, le=500),
+    offset: int = Query(0, ge=0, le=MAX_ID),
+    viewer: Viewer = Depends(readers),
     db: Session = Depends(get_db),
 ) -> dict:
-    items = service.list_incidents(db, status=status, severity=severity, limit=limit, offset=offset)
+    items = service.list_incidents(db, viewer=viewer, status=status, severity=severity, limit=limit,
+                                   offset=offset)
+    params = service.reader_params(db, items, viewer=viewer)
     return {
-        "incidents": [_for(person, service.incident_as_dict(i)) for i in items],
-        "total": service.count_incidents(db, status=status, severity=severity),
+        "incidents": [service.incident_as_dict(i, viewer=viewer, params=params[i.id]) for i in items],
+        "total": service.count_incidents(db, viewer=viewer, status=status, severity=severity),
     }
 
 
 @router.get("/{incident_id}")
-def get_incident(incident_id: int, person: Person = Depends(readers), db: Session = Depends(get_db)) -> dict:
-    incident = service.get_incident(db, incident_id)
-    out = _for(person, service.incident_as_dict(incident, with_timeline=True))
+def get_incident(incident_id: int = IncidentId, viewer: Viewer = Depends(readers),
+                 db: Session = Depends(get_db)) -> dict:
+    incident = service.get_incident(db, incident_id, viewer=viewer)
+    out = _one(db, viewer, incident, with_timeline=True)
     out["event_ids"] = [e.id for e in service.incident_events(db, incident_id)]
     return out
 
@@ -58,34 +65,35 @@ class ResolveBody(BaseModel):
 
 
 class AssignBody(BaseModel):
-    assignee_id: int | None
+    assignee_id: int | None = Field(ge=1, le=MAX_ID)
 
 
 @router.post("/{incident_id}/ack")
 def acknowledge(
-    incident_id: int, person: Person = Depends(_admin_writer), db: Session = Depends(get_db)
+    incident_id: int = IncidentId, viewer: Viewer = Depends(_admin_writer), db: Session = Depends(get_db)
 ) -> dict:
-    incident = service.acknowledge(db, incident_id=incident_id, actor=person)
+    incident = service.acknowledge(db, incident_id=incident_id, viewer=viewer)
     db.commit()
-    return service.incident_as_dict(incident)
+    return _one(db, viewer, incident)
 
 
 @router.post("/{incident_id}/resolve")
 def resolve(
-    incident_id: int,
     body: ResolveBody,
-    person: Person = Depends(_admin_writer),
+    incident_id: int = IncidentId,
+    viewer: Viewer = Depends(_admin_writer),
     db: Session = Depends(get_db),
 ) -> dict:
-    incident = service.resolve(db, incident_id=incident_id, actor=person, reason=body.reason)
+    incident = service.resolve(db, incident_id=incident_id, viewer=viewer, reason=body.reason)
     db.commit()
-    return service.incident_as_dict(incident)
+    return _one(db, viewer, incident)
 
 
 @router.post("/{incident_id}/assign")
 def assign(
-    incident_id: int, body: AssignBody, person: Person = Depends(_admin_writer), db: Session = Depends(get_db)
+    body: AssignBody, incident_id: int = IncidentId, viewer: Viewer = Depends(_admin_writer),
+    db: Session = Depends(get_db)
 ) -> dict:
-    incident = service.assign(db, incident_id=incident_id, actor=person, assignee_id=body.assignee_id)
+    incident = service.assign(db, incident_id=incident_id, viewer=viewer, assignee_id=body.assignee_id)
     db.commit()
-    return service.incident_as_dict(incident)
+    return _one(db, viewer, incident)

@@ -10,19 +10,20 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
+from policy_server import scope
 from policy_server.audit import audit
-from policy_server.db.models import Person
+from policy_server.db.models import Person, Role
 from policy_server.db.session import get_db
 from policy_server.people.auth import (
     authenticate,
     clear_session_cookie,
     create_login_session,
     csrf_token_for,
-    current_person,
     end_login_session,
     require_csrf,
     set_session_cookie,
 )
+from policy_server.scope import Viewer
 
 router = APIRouter(prefix="/api/v1", tags=["people"])
 
@@ -36,7 +37,7 @@ def person_as_dict(person: Person) -> dict:
     return {"id": person.id, "username": person.username, "full_name": person.full_name, "role": person.role}
 
 
-@router.post("/login")
+@router.post("/login", dependencies=[Depends(scope.public)])
 def login(body: LoginRequest, request: Request, response: Response, db: Session = Depends(get_db)) -> dict:
     person = authenticate(db, body.username, body.password)
     if person is None:
@@ -50,7 +51,8 @@ def login(body: LoginRequest, request: Request, response: Response, db: Session 
 
 
 @router.post("/logout")
-def logout(request: Request, response: Response, person: Person = Depends(require_csrf),
+def logout(request: Request, response: Response, _viewer: Viewer = Depends(scope.allow(*Role)),
+           person: Person = Depends(require_csrf),
            db: Session = Depends(get_db)) -> dict:
     end_login_session(db, request)
     db.commit()
@@ -59,5 +61,5 @@ def logout(request: Request, response: Response, person: Person = Depends(requir
 
 
 @router.get("/me")
-def me(request: Request, person: Person = Depends(current_person)) -> dict:
-    return {"person": person_as_dict(person), "csrf_token": csrf_token_for(request)}
+def me(request: Request, viewer: Viewer = Depends(scope.allow(*Role))) -> dict:
+    return {"person": person_as_dict(viewer.person), "csrf_token": csrf_token_for(request)}

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from sqlalchemy.orm import Session
 
+from policy_server import scope
 from policy_server.agents.auth import authenticate_agent, bearer_token, current_agent
 from policy_server.db.models import Workstation
 from policy_server.db.session import get_db
@@ -18,7 +19,7 @@ router = APIRouter(prefix="/api/v1", tags=["policy"])
 KEEPALIVE_S = 15.0
 
 
-@router.get("/policy")
+@router.get("/policy", dependencies=[Depends(scope.agent_only)])
 def get_policy(request: Request, agent: Workstation = Depends(current_agent), db: Session = Depends(get_db)):
     from policy_server.lessons.service import for_room  # only this room's lessons and bans
 
@@ -29,7 +30,7 @@ def get_policy(request: Request, agent: Workstation = Depends(current_agent), db
     return JSONResponse(bundle.model_dump(mode="json"), headers={"ETag": etag, "Cache-Control": "no-cache"})
 
 
-@router.get("/policy/stream")
+@router.get("/policy/stream", dependencies=[Depends(scope.agent_only)])
 async def policy_stream(request: Request) -> StreamingResponse:
     """Server-sent events: a `policy` event with `PolicyPush` JSON on connect and on every new
     version; a comment line every 15 s keeps proxies and NAT from closing the connection."""

@@ -74,12 +74,37 @@ def rogue_ra(event: RuleInput) -> IncidentDraft:
 
 
 _BYPASS_SEVERITY = {"vpn": Severity.high, "tor": Severity.high}
+# What the workstation itself refused (the proxy's destination checks, the firewall's default
+# deny): nothing got out, so one attempt may be a program's accident; repeated attempts by one
+# seat and user within a lesson's length are a student trying, and the class teacher is told.
+_REFUSED_KINDS = {"mismatch": "a name that does not lead to its destination",
+                  "raw": "a tunnel on the web ports (neither HTTP nor TLS)",
+                  "tunnel": "the proxy asked for a port other than the web's",
+                  "refused": "traffic the workstation's firewall refused"}
+LESSON_WINDOW_S = 45 * 60
+REPEATED_ATTEMPTS = 3  # events (each already folds a minute of one destination's attempts)
 
 
 @rule("net.bypass")
 def bypass(event: RuleInput) -> IncidentDraft:
     kind = str(event.data.get("kind", "other"))
     who = event.os_user or event.seat or event.agent_id
+    if kind in _REFUSED_KINDS:
+        return IncidentDraft(
+            rule="net.bypass",
+            title=f"Repeated attempts to get round the filter by {who} ({_REFUSED_KINDS[kind]})",
+            severity=Severity.medium,
+            clauses=("000 §5.6", "001 §2.11", "001 §2.7"),
+            # one incident per seat and user in a lesson, whatever the ways tried
+            dedup_key=f"net.bypass:refused:{event.agent_id}:{event.os_user or '-'}",
+            window_s=LESSON_WINDOW_S,
+            params={"kind": kind, "dst_ip": event.data.get("dst_ip"), "dst_port": event.data.get("dst_port"),
+                    "detail": event.data.get("detail", ""),
+                    "occurrences": int(event.data.get("occurrences", 1)), "seat": event.seat,
+                    "os_user": event.os_user},
+            notify=("class_teacher",),
+            open_after=REPEATED_ATTEMPTS,
+        )
     return IncidentDraft(
         rule="net.bypass",
         title=f"Filter bypass attempt ({kind}) by {who}",

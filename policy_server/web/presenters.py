@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
+from policy_server.isuo.titles import ISUO_TITLES
 from policy_server.web import i18n
 from policy_server.web.i18n import N_
 
@@ -118,6 +119,9 @@ INCIDENT_TITLES = {
     "agent.collector_failed": N_("Parts of the agent are not working"),
     "agent.events_dropped": N_("A workstation had to drop events: its outbox was full"),
 }
+
+
+INCIDENT_TITLES.update(ISUO_TITLES)  # the ISUO register's cross-checks (policy_server/isuo, its own catalog)
 
 
 def incident_title(language: str, rule: str, params: Mapping[str, Any] | None, fallback: str) -> str:

@@ -1,28 +1,17 @@
 """Read-only queries the pages need beyond the domain services.
 
 Every change goes through the domain services (`incidents.service` writes the
-timeline and the audit record); this module only reads, in the shapes the pages
-show: what a person may see (`Scope`), incidents within it, counts per status,
-workstations with their room, the ISUO access log with its room.
+timeline and the audit record), and what a person may see is the services' business
+(`scope.Viewer`); this module only reads small things the pages show: the school's
+language, room names, workstations with their room, the ISUO access log with its room.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from sqlalchemy import ColumnElement, Select, func, or_, select, true
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
-from policy_server.db.models import (
-    Incident,
-    IsuoAccess,
-    Notification,
-    Person,
-    Room,
-    School,
-    Workstation,
-)
-from policy_server.policies.service import current_bundle
+from policy_server.db.models import IsuoAccess, Person, Room, School, Workstation
 
 
 def school_language(db: Session) -> str | None:
@@ -30,76 +19,11 @@ def school_language(db: Session) -> str | None:
     return db.scalar(select(School.default_language).order_by(School.id).limit(1))
 
 
-def teacher_rooms(db: Session, person: Person) -> list[str]:
-    """The rooms a teacher holds lessons in, from the policy in force (000 §7.3).
-
-    A teacher is linked to a lab by the lessons of the current policy bundle
-    (`lessons[].teacher` is the teacher's username), so the responsible person
-    sets it up in one place: the lesson schedule.
-    """
-    bundle = current_bundle(db)
-    return sorted({lesson.room for lesson in bundle.lessons if lesson.teacher == person.username})
-
-
-@dataclass(frozen=True)
-class Scope:
-    """Which incidents a person may see: everything (`whole_school`), or a teacher's share:
-    the incidents of the workstations in their rooms, and those they were told about
-    as class teacher (001 §2.7)."""
-
-    whole_school: bool
-    rooms: tuple[str, ...] = ()
-    agent_ids: tuple[str, ...] = ()
-    incident_ids: tuple[int, ...] = ()
-
-    def condition(self) -> ColumnElement[bool]:
-        if self.whole_school:
-            return true()
-        return or_(Incident.agent_id.in_(self.agent_ids), Incident.id.in_(self.incident_ids))
-
-    def allows(self, incident: Incident) -> bool:
-        return self.whole_school or incident.agent_id in self.agent_ids or incident.id in self.incident_ids
-
-
-WHOLE_SCHOOL = Scope(whole_school=True)
-
-
-def teacher_scope(db: Session, person: Person) -> Scope:
-    rooms = teacher_rooms(db, person)
-    agent_ids: list[str] = []
-    if rooms:
-        query = select(Workstation.id).join(Room, Workstation.room_id == Room.id).where(Room.name.in_(rooms))
-        agent_ids = list(db.scalars(query))
-    told = db.scalars(select(Notification.incident_id).where(Notification.person_id == person.id))
-    return Scope(whole_school=False, rooms=tuple(rooms), agent_ids=tuple(agent_ids),
-                 incident_ids=tuple(sorted(set(told))))
-
-
-def _filtered(query: Select, scope: Scope, status: str | None, severity: str | None) -> Select:
-    query = query.where(scope.condition())
-    if status:
-        query = query.where(Incident.status == status)
-    if severity:
-        query = query.where(Incident.severity == severity)
-    return query
-
-
-def list_incidents(db: Session, scope: Scope, *, status: str | None, severity: str | None,
-                   limit: int, offset: int) -> list[Incident]:
-    """Newest first, like `incidents.service.list_incidents`, within a person's scope."""
-    query = select(Incident).order_by(Incident.last_seen_at.desc(), Incident.id.desc())
-    return list(db.scalars(_filtered(query, scope, status, severity).limit(limit).offset(offset)))
-
-
-def count_incidents(db: Session, scope: Scope, *, status: str | None, severity: str | None) -> int:
-    return db.scalar(_filtered(select(func.count(Incident.id)), scope, status, severity)) or 0
-
-
-def incident_counts(db: Session, scope: Scope) -> dict[str, int]:
-    """How many incidents are in each status (for the summary line; no personal data)."""
-    query = select(Incident.status, func.count(Incident.id)).where(scope.condition())
-    query = query.group_by(Incident.status)
-    return {status: count for status, count in db.execute(query)}
+def room_names(db: Session, room_ids: frozenset[int] | set[int]) -> list[str]:
+    """The names of these rooms, sorted (a teacher's rooms on the incident list)."""
+    if not room_ids:
+        return []
+    return sorted(db.scalars(select(Room.name).where(Room.id.in_(sorted(room_ids)))))
 
 
 def workstations_by_id(db: Session, ids: set[str]) -> dict[str, Workstation]:

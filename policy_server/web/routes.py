@@ -12,18 +12,22 @@ from __future__ import annotations
 import hmac
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Depends, Form, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, RedirectResponse, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from policy_server import scope
 from policy_server.agents import service as agents
-from policy_server.db.models import Person
+from policy_server.db.models import Person, Role
 from policy_server.db.session import get_db
 from policy_server.errors import KalkanError, NotFound
 from policy_server.incidents import service as incidents
 from policy_server.people import auth
+from policy_server.scope import MAX_ID, Viewer
 from policy_server.web import presenters, queries
 from policy_server.web.i18n import N_
 from policy_server.web.pages import LOGIN_CSRF_COOKIE, Page, new_login_csrf, safe_next
@@ -42,9 +46,26 @@ NOTICES = {
 }
 
 
-def _page(request: Request, db: Session) -> Page:
-    return Page.for_request(request, auth.optional_person(request, db),
-                            default_language=queries.school_language(db))
+def _page(request: Request, db: Session, viewer: Viewer | None = None) -> Page:
+    person = viewer.person if viewer is not None else auth.optional_person(request, db)
+    return Page.for_request(request, person, default_language=queries.school_language(db))
+
+
+# Route scopes of the pages (docs/security.md "Roles and scopes").
+READERS = scope.allow(Role.admin, Role.teacher, Role.director)  # incidents, workstations
+ADMINS = scope.allow(Role.admin)  # acting on incidents, the ISUO access log
+IncidentId = PathParam(ge=1, le=MAX_ID)
+
+
+def scope_error_page(request: Request, exc: Exception) -> Response:
+    """A page's answer to `scope.NotLoggedIn` (the login redirect) and `scope.NotAllowed` (the
+    error page in the reader's language); the JSON API answers 401/403 JSON (app.py)."""
+    with request.app.state.sessionmaker() as db:
+        person = None if isinstance(exc, scope.NotLoggedIn) else auth.optional_person(request, db)
+        page = Page.for_request(request, person, default_language=queries.school_language(db))
+        if isinstance(exc, scope.NotLoggedIn) or page.person is None:
+            return page.login_redirect()
+        return _not_allowed(page)
 
 
 def _form_csrf_ok(page: Page, token: str | None) -> bool:
@@ -61,10 +82,6 @@ def _not_allowed(page: Page) -> Response:
                                        "Ask the school's responsible person if you need it."))
 
 
-def _scope(db: Session, page: Page) -> queries.Scope:
-    return queries.WHOLE_SCHOOL if page.perms.see_all_rooms else queries.teacher_scope(db, page.person)
-
-
 def _where(ws, seat: str | None) -> dict[str, str]:
     """{'place': 'Lab 1 / 07', 'host': 'pc-07'} from the workstation and the seat the event named."""
     parts = []
@@ -79,16 +96,18 @@ def _where(ws, seat: str | None) -> dict[str, str]:
 # ----------------------------------------------------------------------------- static, home
 
 
-@router.get("/static/kalkan.css")
+@router.get("/static/kalkan.css", dependencies=[Depends(scope.public)])
 def stylesheet() -> FileResponse:
     return FileResponse(STATIC_DIR / "kalkan.css", media_type="text/css",
                         headers={"Cache-Control": "public, max-age=3600"})
 
 
-@router.get("/")
+@router.get("/", dependencies=[Depends(scope.public)])
 def home(request: Request, db: Session = Depends(get_db)) -> Response:
     page = _page(request, db)
-    return RedirectResponse("/incidents" if page.person else "/login", status_code=303)
+    # The director lands on the weekly summary, the district on the district console (issue 15).
+    landing = {"director": "/summaries", "district": "/district"}.get(page.person.role if page.person else "")
+    return RedirectResponse(landing or ("/incidents" if page.person else "/login"), status_code=303)
 
 
 # ----------------------------------------------------------------------------- login, logout
@@ -104,7 +123,7 @@ def _login_form(page: Page, *, username: str = "", next_url: str = "/incidents",
     return response
 
 
-@router.get("/login")
+@router.get("/login", dependencies=[Depends(scope.public)])
 def login_page(request: Request, next: str = "/incidents", db: Session = Depends(get_db)) -> Response:
     page = _page(request, db)
     if page.person:
@@ -112,7 +131,7 @@ def login_page(request: Request, next: str = "/incidents", db: Session = Depends
     return _login_form(page, next_url=next)
 
 
-@router.post("/login")
+@router.post("/login", dependencies=[Depends(scope.public)])
 def login(
     request: Request,
     username: str = Form(""),
@@ -138,13 +157,18 @@ def login(
     cookie_value, _login = auth.create_login_session(
         db, person, hours=request.app.state.settings.login_session_hours)
     db.commit()
-    response = RedirectResponse(safe_next(next), status_code=303)
+    if next in ("", "/", "/incidents") and person.role in ("director", "district"):
+        next = "/summaries" if person.role == "director" else "/district"  # shown on login (issue 15)
+    target = safe_next(next)
+    if person.must_change_password:  # a temporary password (issue 11): choose one's own first
+        target = "/account/password?" + urlencode({"next": target})
+    response = RedirectResponse(target, status_code=303)
     auth.set_session_cookie(response, request, cookie_value)
     response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
     return response
 
 
-@router.post("/logout")
+@router.post("/logout", dependencies=[Depends(scope.public)])  # logged out already: to the login
 def logout(request: Request, csrf_token: str = Form(""), db: Session = Depends(get_db)) -> Response:
     page = _page(request, db)
     if page.person is None:
@@ -164,56 +188,52 @@ def logout(request: Request, csrf_token: str = Form(""), db: Session = Depends(g
 @router.get("/incidents")
 def incident_list(
     request: Request,
-    status: str | None = None,
-    severity: str | None = None,
+    status: str | None = Query(None, max_length=32),
+    severity: str | None = Query(None, max_length=32),
+    viewer: Viewer = Depends(READERS),
     db: Session = Depends(get_db),
 ) -> Response:
-    page = _page(request, db)
-    if page.person is None:
-        return page.login_redirect()
-    if not page.perms.see_incidents:
-        return _not_allowed(page)
+    page = _page(request, db, viewer)
     filt = presenters.IncidentFilter.from_query(status, severity, request.query_params.get("page"))
-    scope = _scope(db, page)
-    total = queries.count_incidents(db, scope, status=filt.status, severity=filt.severity)
+    total = incidents.count_incidents(db, viewer=viewer, status=filt.status, severity=filt.severity)
     pagination = presenters.Pagination(page=filt.page, per_page=INCIDENTS_PER_PAGE, total=total)
-    if scope.whole_school:
-        found = incidents.list_incidents(db, status=filt.status, severity=filt.severity,
-                                         limit=INCIDENTS_PER_PAGE, offset=pagination.offset)
-    else:
-        found = queries.list_incidents(db, scope, status=filt.status, severity=filt.severity,
-                                       limit=INCIDENTS_PER_PAGE, offset=pagination.offset)
+    found = incidents.list_incidents(db, viewer=viewer, status=filt.status, severity=filt.severity,
+                                     limit=INCIDENTS_PER_PAGE, offset=pagination.offset)
+    params = incidents.reader_params(db, found, viewer=viewer)
     stations = queries.workstations_by_id(db, {i.agent_id for i in found if i.agent_id})
     rows = [
         {
             "id": i.id,
-            "title": presenters.incident_title(page.language, i.rule, i.params, i.title),
+            "title": presenters.incident_title(page.language, i.rule, params[i.id],
+                                               incidents.rule_title(i.rule, i.title)),
             "severity": i.severity,
             "status": i.status,
             "where": _where(stations.get(i.agent_id), i.seat),
-            "os_user": i.os_user if page.perms.see_personal_data else None,
+            "os_user": i.os_user if viewer.sees_personal_data else None,
             "last_seen_at": i.last_seen_at,
             "event_count": i.event_count,
             "clauses": i.clauses or [],
         }
         for i in found
     ]
+    room_scope = None
+    if viewer.room_ids is not None:
+        room_scope = ", ".join(queries.room_names(db, viewer.room_ids)) or "—"
     return page.render(
         "incidents.html", page_title=page._("Incidents"), section="incidents", rows=rows, filt=filt,
-        pagination=pagination, counts=queries.incident_counts(db, scope),
+        pagination=pagination, counts=incidents.status_counts(db, viewer=viewer),
         statuses=presenters.STATUSES, severities=presenters.SEVERITIES,
         status_names=presenters.STATUS_NAMES, severity_names=presenters.SEVERITY_NAMES,
-        room_scope=None if scope.whole_school else (", ".join(scope.rooms) or "—"),
+        room_scope=room_scope,
     )
 
 
-def _load_visible_incident(db: Session, page: Page, incident_id: int):
-    """The incident if this person may see it; None when missing or outside their rooms."""
+def _load_visible_incident(db: Session, viewer: Viewer, incident_id: int):
+    """The incident if this person may see it; None when missing or outside their scope."""
     try:
-        incident = incidents.get_incident(db, incident_id)
+        return incidents.get_incident(db, incident_id, viewer=viewer)
     except NotFound:
         return None
-    return incident if _scope(db, page).allows(incident) else None
 
 
 def _timeline_rows(page: Page, incident) -> list[dict]:
@@ -234,13 +254,15 @@ def _timeline_rows(page: Page, incident) -> list[dict]:
     return rows
 
 
-def _incident_detail(page: Page, db: Session, incident, *, notice: str | None = None,
+def _incident_detail(page: Page, db: Session, viewer: Viewer, incident, *, notice: str | None = None,
                      error: str | None = None, status_code: int = 200) -> Response:
     ws = queries.workstations_by_id(db, {incident.agent_id} if incident.agent_id else set()).get(
         incident.agent_id)
     events = incidents.incident_events(db, incident.id, limit=EVENTS_SHOWN)
     assignee = db.get(Person, incident.assignee_id) if incident.assignee_id else None
-    title = presenters.incident_title(page.language, incident.rule, incident.params, incident.title)
+    params = incidents.reader_params(db, [incident], viewer=viewer)[incident.id]
+    title = presenters.incident_title(page.language, incident.rule, params,
+                                      incidents.rule_title(incident.rule, incident.title))
     return page.render(
         "incident.html", status_code=status_code, page_title=page._("Incident %(id)d", id=incident.id),
         section="incidents", incident=incident, title=title, where=_where(ws, incident.seat),
@@ -255,31 +277,26 @@ def _incident_detail(page: Page, db: Session, incident, *, notice: str | None = 
 
 
 @router.get("/incidents/{incident_id}")
-def incident_detail(request: Request, incident_id: int, done: str | None = None,
-                    db: Session = Depends(get_db)) -> Response:
-    page = _page(request, db)
-    if page.person is None:
-        return page.login_redirect()
-    if not page.perms.see_incidents:
-        return _not_allowed(page)
-    incident = _load_visible_incident(db, page, incident_id)
+def incident_detail(request: Request, incident_id: int = IncidentId,
+                    done: str | None = Query(None, max_length=32),
+                    viewer: Viewer = Depends(READERS), db: Session = Depends(get_db)) -> Response:
+    page = _page(request, db, viewer)
+    incident = _load_visible_incident(db, viewer, incident_id)
     if incident is None:
         return page.error_page(404, page._("There is no incident number %(id)d that you may see.",
                                            id=incident_id))
     notice = page._(NOTICES[done]) if done in NOTICES else None
-    return _incident_detail(page, db, incident, notice=notice)
+    return _incident_detail(page, db, viewer, incident, notice=notice)
 
 
-def _act(request: Request, db: Session, incident_id: int, csrf_token: str, action) -> Response:
-    """Shared edge of the three incident actions: login, role, CSRF, then the service call."""
-    page = _page(request, db)
-    if page.person is None:
-        return page.login_redirect()
-    if not page.perms.act_on_incidents:
-        return _not_allowed(page)
+def _act(request: Request, db: Session, viewer: Viewer, incident_id: int, csrf_token: str, action
+         ) -> Response:
+    """Shared edge of the three incident actions (login and role: the route's scope): CSRF,
+    then the service call."""
+    page = _page(request, db, viewer)
     if not _form_csrf_ok(page, csrf_token):
         return _csrf_refused(page)
-    incident = _load_visible_incident(db, page, incident_id)
+    incident = _load_visible_incident(db, viewer, incident_id)
     if incident is None:
         return page.error_page(404, page._("There is no incident number %(id)d that you may see.",
                                            id=incident_id))
@@ -287,8 +304,8 @@ def _act(request: Request, db: Session, incident_id: int, csrf_token: str, actio
         done = action(page)
     except KalkanError as exc:
         db.rollback()
-        incident = incidents.get_incident(db, incident_id)
-        return _incident_detail(page, db, incident, error=_service_error(page, exc),
+        incident = incidents.get_incident(db, incident_id, viewer=viewer)
+        return _incident_detail(page, db, viewer, incident, error=_service_error(page, exc),
                                 status_code=exc.status_code)
     db.commit()
     return RedirectResponse(f"/incidents/{incident_id}?done={done}", status_code=303)
@@ -308,53 +325,50 @@ def _service_error(page: Page, exc: KalkanError) -> str:
 
 
 @router.post("/incidents/{incident_id}/acknowledge")
-def acknowledge(request: Request, incident_id: int, csrf_token: str = Form(""),
-                db: Session = Depends(get_db)) -> Response:
+def acknowledge(request: Request, incident_id: int = IncidentId, csrf_token: str = Form("", max_length=128),
+                viewer: Viewer = Depends(ADMINS), db: Session = Depends(get_db)) -> Response:
     def action(page: Page) -> str:
-        incidents.acknowledge(db, incident_id=incident_id, actor=page.person)
+        incidents.acknowledge(db, incident_id=incident_id, viewer=viewer)
         return "acknowledged"
 
-    return _act(request, db, incident_id, csrf_token, action)
+    return _act(request, db, viewer, incident_id, csrf_token, action)
 
 
 @router.post("/incidents/{incident_id}/resolve")
-def resolve(request: Request, incident_id: int, csrf_token: str = Form(""), reason: str = Form(""),
-            db: Session = Depends(get_db)) -> Response:
+def resolve(request: Request, incident_id: int = IncidentId, csrf_token: str = Form("", max_length=128),
+            reason: str = Form(""), viewer: Viewer = Depends(ADMINS), db: Session = Depends(get_db)
+            ) -> Response:
     def action(page: Page) -> str:
-        incidents.resolve(db, incident_id=incident_id, actor=page.person, reason=reason)
+        incidents.resolve(db, incident_id=incident_id, viewer=viewer, reason=reason)
         return "resolved"
 
-    return _act(request, db, incident_id, csrf_token, action)
+    return _act(request, db, viewer, incident_id, csrf_token, action)
 
 
 @router.post("/incidents/{incident_id}/assign")
-def assign(request: Request, incident_id: int, csrf_token: str = Form(""), assignee_id: str = Form(""),
+def assign(request: Request, incident_id: int = IncidentId, csrf_token: str = Form("", max_length=128),
+           assignee_id: str = Form("", max_length=32), viewer: Viewer = Depends(ADMINS),
            db: Session = Depends(get_db)) -> Response:
     def action(page: Page) -> str:
         try:
             person_id = int(assignee_id) if assignee_id else None
         except ValueError:
-            person_id = -1  # the service answers "does not exist" for it
-        incidents.assign(db, incident_id=incident_id, actor=page.person, assignee_id=person_id)
+            person_id = -1  # the service answers "does not exist" for it (also past MAX_ID)
+        incidents.assign(db, incident_id=incident_id, viewer=viewer, assignee_id=person_id)
         return "assigned"
 
-    return _act(request, db, incident_id, csrf_token, action)
+    return _act(request, db, viewer, incident_id, csrf_token, action)
 
 
 # ----------------------------------------------------------------------------- workstations, ISUO
 
 
 @router.get("/workstations")
-def workstation_list(request: Request, db: Session = Depends(get_db)) -> Response:
-    page = _page(request, db)
-    if page.person is None:
-        return page.login_redirect()
-    if not page.perms.see_workstations:
-        return _not_allowed(page)
-    scope = _scope(db, page)
+def workstation_list(request: Request, viewer: Viewer = Depends(READERS), db: Session = Depends(get_db)
+                     ) -> Response:
+    page = _page(request, db, viewer)
     now = datetime.now(UTC)
-    registered = agents.list_workstations(db) if scope.whole_school else [
-        ws for room in scope.rooms for ws in agents.list_workstations(db, room=room)]
+    registered = agents.list_workstations(db, viewer=viewer)
     views = [presenters.workstation_view(ws, now) for ws in registered if not ws.revoked]
     return page.render(
         "workstations.html", page_title=page._("Workstations"), section="workstations",
@@ -367,12 +381,8 @@ ISUO_SOURCES = {"proxy": N_("Seen by the filter"), "import": N_("Imported from I
 
 
 @router.get("/isuo")
-def isuo_log(request: Request, db: Session = Depends(get_db)) -> Response:
-    page = _page(request, db)
-    if page.person is None:
-        return page.login_redirect()
-    if not page.perms.see_isuo_log:
-        return _not_allowed(page)
+def isuo_log(request: Request, viewer: Viewer = Depends(ADMINS), db: Session = Depends(get_db)) -> Response:
+    page = _page(request, db, viewer)
     filt = presenters.IncidentFilter.from_query(None, None, request.query_params.get("page"))
     pagination = presenters.Pagination(page=filt.page, per_page=ISUO_PER_PAGE, total=0)
     found, total = queries.isuo_access(db, limit=ISUO_PER_PAGE, offset=pagination.offset)

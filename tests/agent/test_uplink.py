@@ -139,3 +139,78 @@ def test_run_loop_sends_new_events_promptly(outbox, http_endpoint) -> None:
         stop.set()
         thread.join(5)
     assert not thread.is_alive()
+
+
+def _run_until(uplink: Uplink, outbox: Outbox, done, rounds: int = 60) -> list[UplinkError]:
+    """send_once as the run loop would, collecting the errors instead of sleeping."""
+    errors = []
+    for _ in range(rounds):
+        try:
+            uplink.send_once()
+        except UplinkError as exc:
+            errors.append(exc)
+        if done():
+            break
+    return errors
+
+
+def test_a_batch_the_server_keeps_failing_is_split_and_the_poison_moved_aside(outbox, http_endpoint) -> None:
+    ids = _fill(outbox, 20)
+    poison = ids[13]
+    sizes: list[int] = []
+
+    def answer(method, path, headers, body):
+        sent = _ids(body)
+        sizes.append(len(sent))
+        if poison in sent:
+            return json_answer(500, {"detail": "Internal Server Error"})
+        return json_answer(200, {"accepted": sent})
+
+    http_endpoint.handler = answer
+    uplink = Uplink(outbox, ServerClient(http_endpoint.url, token="t", sha256=None))
+    errors = _run_until(uplink, outbox, lambda: outbox.depth() == 0)
+    assert outbox.depth() == 0
+    [rejected] = outbox.rejected()
+    assert rejected.id == poison and "failed on this event alone (500" in rejected.error
+    assert errors and all(e.answered and e.retry_after is None for e in errors)
+    assert sizes[:2] == [20, 20]  # a 500 once is retried as it is; the second time it is split
+    assert uplink.batch_events <= 20 and uplink.status.rejected == 1
+
+
+def test_a_server_failing_on_everything_never_has_events_moved_aside(outbox, http_endpoint) -> None:
+    _fill(outbox, 4)
+    http_endpoint.handler = lambda *a: json_answer(500, {"detail": "Internal Server Error"})
+    uplink = Uplink(outbox, ServerClient(http_endpoint.url, token="t", sha256=None))
+    errors = _run_until(uplink, outbox, lambda: False, rounds=30)
+    assert len(errors) >= 20 and outbox.depth() == 4 and outbox.rejected() == []
+    assert any("fails on every batch" in str(e) for e in errors)
+
+
+def test_503_is_waited_out_as_retry_after_says_and_never_split(outbox, http_endpoint) -> None:
+    _fill(outbox, 5)
+    http_endpoint.handler = lambda *a: json_answer(
+        503, {"detail": "the database cannot store now", "code": "server.unavailable"},
+        headers={"Retry-After": "7"})
+    uplink = Uplink(outbox, ServerClient(http_endpoint.url, token="t", sha256=None))
+    errors = _run_until(uplink, outbox, lambda: False, rounds=6)
+    assert all(e.answered and e.retry_after == 7.0 for e in errors) and len(errors) == 6
+    assert uplink.batch_events == 500 and outbox.depth() == 5 and outbox.rejected() == []
+
+
+def test_backoff_is_capped_and_starts_again_when_the_server_answers_at_all(outbox, http_endpoint) -> None:
+    _fill(outbox, 1)
+    uplink = Uplink(outbox, ServerClient("http://127.0.0.1:9", token="t", sha256=None),
+                    backoff=Backoff(rng=random.Random(3)))
+    delays = []
+    for _ in range(12):  # the server is down: the waits grow, never past 30 s
+        with pytest.raises(UplinkError):
+            uplink.send_once()
+        delays.append(uplink.backoff.next_delay())
+    assert max(delays) <= 30.0 and delays[-1] >= 15.0
+    # it comes back answering 503 (still starting): an answer, so the next wait is short again
+    http_endpoint.handler = lambda *a: json_answer(503, {"detail": "starting"})
+    uplink.client = ServerClient(http_endpoint.url, token="t", sha256=None)
+    with pytest.raises(UplinkError) as caught:
+        uplink.send_once()
+    assert caught.value.answered and uplink.status.reachable
+    assert uplink.backoff.next_delay() <= 1.0

@@ -87,3 +87,16 @@ def test_bypass_storm_by_one_user_is_one_incident_and_the_class_teacher_is_told(
     assert one.dedup_key == two.dedup_key != vpn.dedup_key
     assert one.severity == "medium" and vpn.severity == "high"
     assert one.notify == ("class_teacher",) and "001 §2.7" in one.clauses
+
+
+def test_refused_attempts_open_an_incident_only_when_repeated_in_a_lesson_and_tell_the_class_teacher():
+    kinds = ("mismatch", "raw", "tunnel", "refused")
+    found = [drafts(ev("net.bypass", {"kind": k, "dst_ip": "203.0.113.9", "dst_port": 22, "occurrences": 4},
+                       user="aibek"))[0] for k in kinds]
+    assert len({d.dedup_key for d in found}) == 1  # one incident per seat and user, whatever was tried
+    other = drafts(ev("net.bypass", {"kind": "raw"}, user="bermet"))[0]
+    assert other.dedup_key != found[0].dedup_key
+    for d in found:
+        assert d.open_after == 3 and d.window_s == 45 * 60 and d.notify == ("class_teacher",)
+        assert {"000 §5.6", "001 §2.7", "001 §2.11"} <= set(d.clauses) and d.params["occurrences"] == 4
+        assert "content" not in d.params

@@ -2,8 +2,9 @@
 nftables table and the transparent proxy (as its own OS user), an "internet" namespace
 with real servers, and a real curl run as a real student account.
 
-Each bypass attempt is paired with a control that succeeds for the proxy's own uid (or
-after the table is removed), so a broken test rig cannot pass as a working filter."""
+Each bypass attempt is paired with a control that succeeds for an exempt uid (or after the
+table is removed), so a broken test rig cannot pass as a working filter.  (The proxy's own uid
+is no control any more: it reaches only the web ports and the resolvers.)"""
 
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 def lab(readable_dir, accounts):
     tag = uuid.uuid4().hex[:6]
     ws, net = f"kws{tag}", f"knet{tag}"
-    proxy_user = _account("kalkan-t-prx")
+    proxy_user, exempt = _account("kalkan-t-prx"), _account("kalkan-t-exm")
     sh("ip", "netns", "add", ws)
     sh("ip", "netns", "add", net)
     procs: list[subprocess.Popen] = []
@@ -107,9 +108,10 @@ def lab(readable_dir, accounts):
             time.sleep(0.2)
         firewall = LinuxFirewall(netns=ws)
         firewall.install(render_ruleset(FirewallConfig(proxy_uid=proxy_user.uid, transparent_port=TPORT,
-                                                       dns_resolvers=("10.77.0.2",))))
+                                                       dns_resolvers=("10.77.0.2",),
+                                                       exempt_uids=(exempt.uid,))))
         yield {"ws": ws, "in_ws": in_ws, "firewall": firewall, "proxy_user": proxy_user, "state": state,
-               **accounts}
+               "exempt": exempt, **accounts}
     finally:
         for proc in procs:
             proc.terminate()
@@ -143,7 +145,7 @@ def test_direct_ip_and_ignored_proxy_settings_still_filtered(lab):
 
 
 def test_foreign_proxy_quic_dns_and_dot_fail(lab):
-    student, own = lab["student"], lab["proxy_user"]
+    student, own, proxy = lab["student"], lab["exempt"], lab["proxy_user"]
     # a proxy of the student's choosing (changing the browser's proxy settings)
     assert "FAILED" in probe(lab, student, "tcp", "10.77.0.2", 3128)
     assert probe(lab, own, "tcp", "10.77.0.2", 3128) == "FOREIGN SERVICE"  # control
@@ -160,6 +162,10 @@ def test_foreign_proxy_quic_dns_and_dot_fail(lab):
     # DNS over TLS
     assert "FAILED" in probe(lab, student, "tcp", "10.77.0.2", 853)
     assert probe(lab, own, "tcp", "10.77.0.2", 853) == "FOREIGN SERVICE"
+    # the proxy's own uid is exempt from the redirect, not from the rules: no tunnel through it
+    for port in (3128, 853):
+        assert "FAILED" in probe(lab, proxy, "tcp", "10.77.0.2", port)
+    assert "FAILED" in probe(lab, proxy, "udp", "10.77.0.3", 53)
 
 
 def test_report_page_by_name_through_the_hosts_line(lab):

@@ -276,7 +276,7 @@ def test_run_checks_command(api, db_url: str, tmp_path: Path, capsys):
     args = ["--db", db_url, "--state-dir", str(tmp_path / "cli-state")]
     assert main(["run-checks", *args, "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == {"av.full_scan_overdue": 1, "isuo.storage": 0,
-                                                   "isuo.unlocked": 0}
+                                                   "isuo.unlocked": 0, "isuo.cross": 0}
     assert main(["run-checks", *args, "--only", "av.full_scan_overdue"]) == 0
     assert "av.full_scan_overdue: 0 new finding(s)" in capsys.readouterr().out
     assert main(["run-checks", *args, "--only", "nope"]) == 2

@@ -201,3 +201,24 @@ def test_failed_collector_in_heartbeat_is_an_incident(api):
     (incident,) = incidents(api)
     assert incident.rule == "agent.collector_failed" and incident.severity == "high"
     assert incident.event_count == 2 and incident.params["details"] == {"antivirus": "clamd down"}
+
+
+def test_repeated_bypass_attempts_in_a_lesson_reach_the_class_teacher(api):
+    """`net.bypass` from the proxy and the firewall (kinds mismatch/raw/tunnel/refused): one is no
+    incident; the third in a lesson's length from one seat and user opens one, and the class
+    teacher is notified (001 §2.7)."""
+    _, auth = api.enroll()
+    _class_teacher_for_st1(api)
+
+    def attempt(at: datetime, kind: str, port: int) -> protocol.EventEnvelope:
+        return protocol.make_event(
+            "net.bypass", {"kind": kind, "dst_ip": "203.0.113.9", "dst_port": port, "occurrences": 2},
+            subject=protocol.Subject(os_user="st1", seat="seat-1"), occurred_at=at)
+
+    api.post(auth, attempt(T0, "refused", 51820), attempt(T0 + timedelta(minutes=1), "tunnel", 22))
+    assert incidents(api) == []
+    api.post(auth, attempt(T0 + timedelta(minutes=20), "raw", 443))
+    (incident,) = incidents(api)
+    assert incident.rule == "net.bypass" and incident.event_count == 3
+    assert {"000 §5.6", "001 §2.7", "001 §2.11"} <= set(incident.clauses)
+    assert ("notified", {"role": "class_teacher", "to": "aigul"}) in _timeline(api, incident.id)

@@ -16,6 +16,7 @@ from policy_server.db.models import Event, Incident, IncidentEvent
 from policy_server.db.retention import apply_retention
 from policy_server.events.validation import validate_batch
 from policy_server.incidents.service import resolve
+from policy_server.scope import Viewer
 
 _INGEST_FKS = {("events", "agent_id"), ("incident_events", "event_id"), ("incident_events", "incident_id")}
 
@@ -46,7 +47,7 @@ def test_ingest_foreign_keys_only_on_sqlite_and_the_migration_reverts(db_url):
     config = migrate.alembic_config(db_url)
     command.downgrade(config, "0002")
     assert _foreign_keys(db_url) == _INGEST_FKS
-    command.upgrade(config, "head")
+    command.upgrade(config, "heads")
     assert _foreign_keys(db_url) == set()
 
 
@@ -95,7 +96,7 @@ def test_ingest_and_retention_leave_no_dangling_reference(api):
         linked = set(db.scalars(select(IncidentEvent.event_id)
                                 .where(IncidentEvent.incident_id == incident.id)))
         assert linked == {str(e.id) for e in attempts}  # counted across both batches, all linked
-        resolve(db, incident_id=incident.id, actor="test", reason="done")
+        resolve(db, incident_id=incident.id, viewer=Viewer.system(), reason="done")
         plan = apply_retention(db, actor="test", days=90)
         db.commit()
         assert plan.removable == {"web.blocked": 6}

@@ -14,6 +14,7 @@ from policy_server import protocol
 from policy_server.cli import main
 from policy_server.db.models import AuditRecord, Event, Incident, IncidentEvent, TimelineEntry
 from policy_server.db.session import make_engine, make_sessionmaker
+from policy_server.scope import Viewer
 
 NOW = datetime.now(UTC)
 
@@ -125,7 +126,7 @@ def test_retention_removes_old_browsing_events_keeps_open_evidence_and_audits(ap
         first, second = db.scalars(
             select(Incident).where(Incident.rule == "web.blocked").order_by(Incident.id))
         assert (first.os_user, second.os_user) == ("st1", "st2")
-        resolve(db, incident_id=first.id, actor="test", reason="talked to the student")
+        resolve(db, incident_id=first.id, viewer=Viewer.system(), reason="talked to the student")
         db.commit()
         resolved_id, open_id = first.id, second.id
     args = ("retention", "--db", db_url, "--state-dir", str(tmp_path / "state"))

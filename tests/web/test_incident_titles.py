@@ -8,7 +8,7 @@ from policy_server.web.presenters import INCIDENT_TITLES
 
 def _rule_names_in_source(repo_root) -> set[str]:
     names = set()
-    for folder in ("policy_server/rules", "policy_server/checks"):
+    for folder in ("policy_server/rules", "policy_server/checks", "policy_server/isuo"):
         for path in (repo_root / folder).glob("*.py"):
             names.update(re.findall(r'\brule="([a-z_.]+)"', path.read_text()))
     return names

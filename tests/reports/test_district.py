@@ -1,0 +1,82 @@
+"""District level on its own: suppression rules, signatures, idempotent weeks (SQLite and
+PostgreSQL), and the Monday job of a school."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from policy_server.district import service, signing
+from policy_server.district.models import DistrictWeek
+from policy_server.errors import KalkanError
+from policy_server.summaries import service as summaries
+from policy_server.summaries.models import WeeklyReport
+from tests.reports.seed import seed
+
+
+def test_small_counts_are_hidden_with_a_complementary_cell():
+    cells = service.suppress({"A": 25, "B": 4, "C": 40, "D": 12}, threshold=10, total_shown=True)
+    hidden = {k for k, c in cells.items() if c.suppressed}
+    assert hidden == {"B", "D"}  # B below 10; D, the next smallest, so the total cannot give B back
+    assert cells["B"].value is None and cells["D"].value is None and cells["A"].value == 25
+    cells = service.suppress({"A": 25, "B": 4, "C": 3}, threshold=10, total_shown=True)
+    assert {k for k, c in cells.items() if c.suppressed} == {"B", "C"}  # two hidden: enough
+    cells = service.suppress({"A": 0, "B": 12}, threshold=10, total_shown=False)
+    assert not any(c.suppressed for c in cells.values())  # zero reveals nobody; no total shown
+
+
+def _agg(score: int, incidents: int, blocked: int) -> dict:
+    return {"period": "2026-W48", "state": "attention", "score": score, "seats": 30, "seats_reported": 29,
+            "controls": {"av_full_scan": {"passed": 27, "total": 30}}, "storage_attempts": 0,
+            "incidents": {"high": {"opened": incidents}}, "blocked": {"games": blocked},
+            "queue": {"received": 0}, "lessons": {}, "isuo": {}}
+
+
+def _enrolled(db, name: str) -> tuple[str, str]:
+    school, code = service.add_school(db, name=name, actor="test")
+    private, public = signing.new_key()
+    service.enroll(db, code=code, public_key=public)
+    return school.id, private
+
+
+def _send(db, school_id, private, period, agg) -> str:
+    return service.receive(db, school_id=school_id, period=period, aggregates=agg,
+                           signature=signing.sign(private, signing.canonical(school_id, period, agg)))
+
+
+def test_weeks_are_signed_stored_once_and_pictured_without_revealing_a_school(api):
+    with api.db() as db:
+        a, b = _enrolled(db, "School A"), _enrolled(db, "School B")
+        assert _send(db, *a, "2026-W48", _agg(80, 3, 40)) == "accepted"
+        assert _send(db, *a, "2026-W48", _agg(80, 3, 40)) == "duplicate"
+        with pytest.raises(KalkanError, match="signature"):
+            service.receive(db, school_id=b[0], period="2026-W48", aggregates=_agg(90, 1, 1),
+                            signature=signing.sign(a[1], signing.canonical(b[0], "2026-W48", _agg(90, 1, 1))))
+        assert _send(db, *b, "2026-W48", _agg(90, 12, 7)) == "accepted"
+        db.commit()
+        assert db.query(DistrictWeek).count() == 2
+        pic = service.picture(db)
+        assert pic.period == "2026-W48" and [s["name"] for s in pic.schools] == ["School A", "School B"]
+        assert pic.counts["School A"]["incidents"].suppressed and pic.counts["School B"]["blocked"].suppressed
+        assert pic.counts["School B"]["incidents"].value == 12
+        assert all(t.suppressed for t in pic.totals.values())  # 2 schools < 3: no district figure
+        assert pic.trend == [{"period": "2026-W48", "schools": 2, "score": None}]
+        c = _enrolled(db, "School C")
+        _send(db, *c, "2026-W48", _agg(70, 20, 50))
+        pic = service.picture(db)
+        assert pic.totals["blocked"].value == 97 and pic.trend[0]["score"] == 80
+        with pytest.raises(KalkanError, match="code"):
+            service.enroll(db, code="WRONG-CODE1", public_key=signing.new_key()[1])
+
+
+def test_the_monday_job_makes_last_week_once(api):
+    seed(api)
+    monday = datetime(2026, 11, 30, 2, 30, tzinfo=UTC)  # 08:30 in Bishkek
+    with api.db() as db:
+        assert summaries.weekly_job(db, monday) == "2026-W48"
+        assert summaries.weekly_job(db, monday.replace(hour=3)) is None
+        rows = db.query(WeeklyReport).all()
+        assert [(r.period, r.summary["score"]) for r in rows] == [("2026-W48", 75)]
+    jobs = [job.name for job in api.app.state.checks.jobs]
+    assert "summaries.weekly" in jobs

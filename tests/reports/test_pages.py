@@ -1,0 +1,79 @@
+"""The director's weekly summary in real Chromium against a real server process: shown on
+login, ky/ru/en at 1366×768 and 390 px (screenshots in test-artifacts/), the PDF and CSV
+links, and who may not see it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+
+from policy_server.summaries import service
+from tests.reports.seed import ProcessApi, seed
+from tests.support.server import KalkanServerProcess
+
+PASSWORD = "director-pass-9"
+HEADINGS = {"ky": "Жобонун аткарылышы боюнча жумалык жыйынтык",
+            "ru": "Недельная сводка соблюдения регламента",
+            "en": "Weekly compliance summary"}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KalkanServerProcess]:
+    with KalkanServerProcess(tmp_path_factory.mktemp("reports-server")) as running:
+        seed(ProcessApi(running))
+        with running.db() as db:
+            service.make_weekly(db, 2026, 47, now=datetime(2026, 11, 23, 3, tzinfo=UTC))
+            db.commit()
+        running.create_user("director", "direktor", PASSWORD)
+        running.create_user("teacher", "mugalim", PASSWORD)
+        yield running
+
+
+def _log_in(page, server, username: str) -> None:
+    page.goto(server.url + "/login")
+    page.fill("#username", username)
+    page.fill("#password", PASSWORD)
+    page.click("form.card button[type=submit]")
+
+
+@pytest.mark.parametrize("language", ["ky", "ru", "en"])
+def test_the_director_lands_on_the_weekly_summary(browser, server, artifacts_dir, language):  # noqa: F811
+    for width, height, tag in ((1366, 768, "wide"), (390, 844, "narrow")):
+        context = browser.new_context(ignore_https_errors=True, locale=language,
+                                      viewport={"width": width, "height": height})
+        try:
+            page = context.new_page()
+            page.set_default_timeout(15_000)
+            _log_in(page, server, "direktor")
+            page.wait_for_url("**/summaries/**")
+            if f"lang={language}" not in page.url:
+                page.goto(page.url.split("?")[0] + f"?lang={language}")
+            assert page.locator("h1").first.inner_text().startswith(HEADINGS[language])
+            body = page.locator("main").inner_text()
+            assert "2026-W48" in body and "4 / 5" in body  # seats that reported
+            assert page.locator("svg").count() >= 9  # the trend chart and a bar per control
+            page.screenshot(path=str(artifacts_dir / f"reports-page-{language}-{tag}.png"), full_page=True)
+        finally:
+            context.close()
+
+
+def test_the_page_is_small_and_links_pdf_and_csv(server):
+    with server.login("direktor", PASSWORD) as client:
+        page = client.get("/summaries/2026-W48?lang=en")
+        assert page.status_code == 200 and len(page.content) < 100_000
+        assert "not kept yet" in page.text  # W48 is computed live; W47 is kept
+        kept = client.get("/summaries/2026-W47?lang=en")
+        assert "not kept yet" not in kept.text and "/summaries/2026-W47" in kept.text
+        pdf = client.get("/summaries/2026-W48/summary.pdf?lang=ky")
+        assert pdf.headers["content-type"] == "application/pdf" and pdf.content.startswith(b"%PDF")
+        csv = client.get("/summaries/2026-W48/controls.csv")
+        assert csv.status_code == 200 and "av_full_scan,000 §5.4,3,5,0.600" in csv.text
+        assert client.get("/summaries/2026-W48/nonsense.csv").status_code == 404
+        assert client.get("/summaries/2026-W99").status_code == 404
+
+
+def test_a_teacher_may_not_see_the_summary(server):
+    with server.login("mugalim", PASSWORD) as client:
+        assert client.get("/summaries/2026-W48", follow_redirects=False).status_code in (401, 403)
