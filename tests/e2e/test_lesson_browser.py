@@ -26,7 +26,6 @@ from tests.proxy.conftest import FAKE_HOSTS, STUDENT, TEACHER, _account, upstrea
 from tests.support.agent_process import AgentProcess
 from tests.support.proxy_rig import UPSTREAM_MAP, free_port, start_origin, wait_port
 from tests.support.server import KalkanServerProcess
-from tests.web.conftest import browser  # noqa: F401  (fixture)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.root]
 
