@@ -112,3 +112,20 @@ def test_mail_failure_is_recorded_not_raised(school, now_periods):
         db.commit()
         notice = db.query(Notice).one()
         assert notice.emailed_at is None and "127.0.0.1:1" in notice.email_error
+
+
+def test_badge_on_every_page(school, now_periods):
+    from policy_server.db.models import Person
+    from policy_server.notices.service import notify
+
+    with school.db() as db:
+        aigul = db.query(Person).filter_by(username="aigul").one()
+        notify(db, person_id=aigul.id, kind="test", subject_id="Notices", body_id="Saved.", params={})
+        db.commit()
+    web_login(school, "aigul")
+    for path in ("/incidents", "/workstations", "/teach", "/timetable"):
+        page = school.client.get(path)
+        assert page.status_code == 200 and '<span class="badge"' in page.text, path
+    school.client.post("/notices/read", data={"csrf_token": __import__("re").search(
+        r'name="csrf_token" value="([^"]+)"', school.client.get("/notices").text).group(1)})
+    assert '<span class="badge"' not in school.client.get("/incidents").text
