@@ -69,6 +69,7 @@ DONE = {
     "imported": N_("The timetable is imported."),
     "schedule": N_("The internet-use schedule is saved."),
     "seating": N_("The seating plan is saved."),
+    "layout": N_("The seat map is saved."),
     "read": N_("Marked as read."),
     "settings": N_("Saved."),
 }
@@ -595,6 +596,56 @@ async def form_seating(request: Request, viewer: scope.Viewer = Depends(teachers
     return await asyncio.to_thread(_act, request, db, str(form.get("csrf_token") or ""), "/timetable",
                                    "seating",
                                    action)
+
+
+@router.get("/timetable/layout")
+def layout_page(request: Request, room_id: int, viewer: scope.Viewer = Depends(admins),
+                db: Session = Depends(get_db)) -> Response:
+    """Where each seat stands in the room (row and column of the lesson's seat map)."""
+    page = _page(request, db)
+    try:
+        room = lessons.room_of(db, viewer, room_id)
+    except KalkanError as exc:
+        return page.error_page(exc.status_code, _message(page, exc))
+    return _render(page, "timetable/layout.html", page_title=page._("Seat map of the room"),
+                   section="timetable",
+                   room=room, layout=timetable.room_layout(db, room_id))
+
+
+@router.post("/timetable/layout")
+async def form_layout(request: Request, viewer: scope.Viewer = Depends(admins),
+                      db: Session = Depends(get_db)):
+    form = await request.form()
+    room_id = _int(str(form.get("room_id"))) or 0
+
+    def action():
+        lessons.room_of(db, viewer, room_id)
+        taken: dict[str, str] = {}
+        for key, value in form.multi_items():
+            if key.startswith("place:"):
+                spot = str(value).replace(" ", "")
+                if spot in taken:
+                    raise timetable.fail(timetable.Invalid, "timetable.place_taken", seat=key[6:],
+                                         other=taken[spot], value=spot[:20])
+                taken[spot] = key[6:]
+        for key, value in form.multi_items():
+            if key.startswith("place:"):
+                row_text, _, col_text = str(value).partition(",")
+                row, col = _int(row_text.strip()), _int(col_text.strip())
+                if row is None or col is None or not (1 <= row <= 10 and 1 <= col <= 6):
+                    raise timetable.fail(timetable.Invalid, "timetable.bad_place", seat=key[6:],
+                                         value=str(value)[:20])
+                timetable.set_seat_place(db, viewer, room_id=room_id, seat=key[6:], row=row - 1, col=col - 1)
+        return f"/timetable/layout?{urlencode({'room_id': room_id})}"
+
+    def again(page: Page, errors: list[str]) -> Response:
+        room = lessons.room_of(db, viewer, room_id)
+        return _render(page, "timetable/layout.html", status_code=422,
+                       page_title=page._("Seat map of the room"), section="timetable", room=room,
+                       layout=timetable.room_layout(db, room_id), errors=errors)
+
+    return await asyncio.to_thread(_act, request, db, str(form.get("csrf_token") or ""), "/timetable",
+                                   "layout", action, on_error=again)
 
 
 # ----------------------------------------------------------------------------- notices

@@ -202,6 +202,15 @@ def test_teachers_lesson_from_one_click_to_the_hard_end(world, browser, artifact
                                         "the allowed site opening at the seat", world)
     del allowed
 
+    # the student raises a hand from the report page: the teacher sees it on the seat
+    result = world["accounts"]["student"].run([
+        "curl", "-sS", "--max-time", "10", "-x", f"http://127.0.0.1:{world['port']}", "-d", "lang=en",
+        "http://report.kalkan/hand"])
+    assert "The teacher sees your raised hand." in result.stdout, result.stdout[-500:] + result.stderr
+    raised = time.monotonic()
+    page.wait_for_selector(f"#seat-{SEAT} .hand", timeout=5_000)
+    timings["hand_to_page_s"] = time.monotonic() - raised
+
     # ban the seat: its next request is blocked within 2 s
     page.click(f"#seat-{SEAT} form[action$='/ban'] button")
     timings["ban_to_seat_s"] = within(2.0, lambda: curl(world, "http://school.test/") == 403,

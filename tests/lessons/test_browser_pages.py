@@ -80,5 +80,19 @@ def test_timetable_forms_schedule_and_seating(server, browser, artifacts_dir):
     page.click("text=Save the seating plan")
     assert page.input_value("#seat-02") == "Асан Үсөнов"
     shots(page, page.url.split("&lang")[0], "seating", artifacts_dir)
+    # the room's seat map: two seats on one place is refused, then each its own
+    page.goto(server.url + "/timetable?lang=en")
+    page.click("a[href^='/timetable/layout']")
+    assert page.query_selector("#place-01") is not None, page.inner_text("main")[:800]
+    page.fill("#place-01", "1,6")
+    page.fill("#place-02", "1,6")
+    page.click("text=Save the seat map")
+    assert "Give each seat its own place" in page.inner_text("main")
+    page.fill("#place-01", "1,6")
+    page.fill("#place-02", "2,1")
+    page.click("text=Save the seat map")
+    assert "The seat map is saved." in page.inner_text("main")
+    assert page.input_value("#place-01") == "1,6" and page.input_value("#place-02") == "2,1"
+    shots(page, page.url.split("&done")[0].split("?done")[0], "layout", artifacts_dir)
     shots(page, server.url + "/notices", "notices-admin", artifacts_dir)
     context.close()
