@@ -39,6 +39,7 @@ from policy_server.events.store import insert_new_events
 from policy_server.events.validation import ValidEvent, validate_batch
 from policy_server.health.service import is_unavailable, short_error
 from policy_server.incidents.engine import process_drafts, process_events
+from policy_server.lessons.activity import LESSON_ONLY_TYPES
 from policy_server.lessons.activity import record_from_events as record_lesson_activity
 from policy_server.rules import RULES, RuleInput
 
@@ -81,8 +82,12 @@ def store_batch(db: Session, *, agent: Workstation, checked: CheckedBatch) -> pr
     now = utcnow()
     result = protocol.BatchResult(duplicates=list(checked.result.duplicates),
                                   rejected=list(checked.result.rejected))
-    inserted = insert_new_events(db, agent_id=agent.id, received_at=now, events=checked.valid,
+    # lesson-time activity goes to the running lesson only, never into `events` (001 §2.15)
+    lesson_only = [v for v in checked.valid if v.type in LESSON_ONLY_TYPES]
+    to_store = [v for v in checked.valid if v.type not in LESSON_ONLY_TYPES] if lesson_only else checked.valid
+    inserted = insert_new_events(db, agent_id=agent.id, received_at=now, events=to_store,
                                  seat=agent.seat)
+    inserted = set(inserted) | {v.id for v in lesson_only}
     accepted = [v for v in checked.valid if v.id in inserted]
     result.accepted = [v.id for v in accepted]
     result.duplicates.extend(v.id for v in checked.valid if v.id not in inserted)
