@@ -44,9 +44,12 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """One headless Chromium for the whole run; each test opens its own context (cookies)."""
+    """One headless Chromium per test module; each test opens its own context (cookies).
+
+    Per module, not per run: Playwright's sync API keeps an event loop running in the main
+    thread while it is open, and a later test's `asyncio.run()` would fail inside it."""
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (listed in install/apt-packages.txt)")
     from playwright.sync_api import sync_playwright
