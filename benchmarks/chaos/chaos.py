@@ -180,6 +180,14 @@ def run(plan: Plan, backend: str, *, log=print) -> Result:
                 shutil.chown(disk, RUN_AS)
             cluster.start()
             stack.callback(cluster.stop)
+            # as a real server runs: a commit the server answered is on disk (the test cluster
+            # defaults to synchronous_commit=off, which a PANIC on a full disk would expose)
+            import psycopg
+
+            with psycopg.connect(host="127.0.0.1", port=cluster.port, user=cluster.user, dbname="postgres",
+                                 autocommit=True) as conn:
+                conn.execute("ALTER SYSTEM SET synchronous_commit = on")
+                conn.execute("SELECT pg_reload_conf()")
             db_url = cluster.create_database()
             server_dir = work / "server"
         else:
