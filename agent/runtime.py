@@ -41,6 +41,10 @@ log = logging.getLogger("kalkan.agent")
 PLATFORMS = ("linux", "fake")
 
 
+LESSON_UPLINK_POLL_S = 0.25
+IDLE_UPLINK_POLL_S = 1.0
+
+
 @dataclass
 class _Slot:
     """One collector as the runtime sees it: the instance, or why there is none."""
@@ -164,6 +168,11 @@ class AgentRuntime:
     def _apply_policy(self, bundle: PolicyBundle) -> None:
         if self.artifacts is not None:
             self.artifacts.on_policy(bundle)
+        if self.uplink is not None:
+            # A lesson in this room: the teacher sees the seats live (within 1 s), so the proxy's
+            # events are picked up 4x a second; otherwise once a second (the bundle carries only
+            # this room's lessons).
+            self.uplink.idle_poll_s = LESSON_UPLINK_POLL_S if bundle.lessons else IDLE_UPLINK_POLL_S
         for slot in self.slots.values():
             if slot.collector is None:
                 continue

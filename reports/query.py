@@ -106,31 +106,45 @@ def load_week(db: Session, period: data.Period, *, now: datetime | None = None) 
     start, end = period.start, period.end
     in_period = and_(Event.occurred_at >= start, Event.occurred_at < end)
 
-    day = _local_day(db, Event.occurred_at, period.tz)
+    the_seats = seats(db, end)
+    # Heartbeats are the bulk of the table (one a minute per seat): never scan them.  Per local
+    # day, one query asks which seats have any heartbeat (an EXISTS probe on the
+    # (agent_id, occurred_at) index each); per seat, the last heartbeat is one backwards step
+    # on the same index.  A school year of 2.8 M rows costs the same as one week.
     beat_days: dict[str, set] = {}
-    for agent_id, d in db.execute(
-        select(Event.agent_id, day)
-        .where(Event.type == "agent.heartbeat", in_period)
-        .group_by(Event.agent_id, day)
-    ):
-        beat_days.setdefault(agent_id, set()).add(_day(d))
+    zone = ZoneInfo(period.tz)
+    for local in period.local_dates():
+        day_start = max(start, datetime.combine(local, datetime.min.time(), zone).astimezone(UTC))
+        day_end = min(
+            end, datetime.combine(local + timedelta(days=1), datetime.min.time(), zone).astimezone(UTC)
+        )
+        probe = (
+            select(Event.id)
+            .where(
+                Event.agent_id == Workstation.id,
+                Event.type == "agent.heartbeat",
+                Event.occurred_at >= day_start,
+                Event.occurred_at < day_end,
+            )
+            .exists()
+        )
+        for (agent_id,) in db.execute(select(Workstation.id).where(probe)):
+            beat_days.setdefault(agent_id, set()).add(local)
 
-    last_at = (
-        select(Event.agent_id, func.max(Event.occurred_at).label("at"))
-        .where(Event.type == "agent.heartbeat", in_period)
-        .group_by(Event.agent_id)
-        .subquery()
-    )
     last: dict[str, data.Heartbeat] = {}
-    for agent_id, at, payload in db.execute(
-        select(Event.agent_id, Event.occurred_at, Event.data)
-        .join(last_at, and_(Event.agent_id == last_at.c.agent_id, Event.occurred_at == last_at.c.at))
-        .where(Event.type == "agent.heartbeat")
-    ):
-        collectors = {
-            name: (h or {}).get("state", "") for name, h in (payload.get("collectors") or {}).items()
-        }
-        last[agent_id] = data.Heartbeat(at, payload.get("policy_version"), collectors)
+    for seat in the_seats:
+        row = db.execute(
+            select(Event.occurred_at, Event.data)
+            .where(Event.agent_id == seat.agent_id, Event.type == "agent.heartbeat", in_period)
+            .order_by(Event.occurred_at.desc())
+            .limit(1)
+        ).first()
+        if row is not None:
+            at, payload = row
+            collectors = {
+                name: (h or {}).get("state", "") for name, h in (payload.get("collectors") or {}).items()
+            }
+            last[seat.agent_id] = data.Heartbeat(at, payload.get("policy_version"), collectors)
 
     events = tuple(
         data.Event(a, t, at, d or {})
@@ -221,6 +235,15 @@ def load_week(db: Session, period: data.Period, *, now: datetime | None = None) 
             lessons[str(le.get("id"))] = data.Lesson(
                 str(le.get("id")), starts, le.get("mode") == "allow_list"
             )
+    # The lessons console (policy_server/lessons) keeps every lesson run in its own table.
+    from policy_server.lessons.models import Lesson as LessonRow
+
+    for lid, starts, mode in db.execute(
+        select(LessonRow.id, LessonRow.starts_at, LessonRow.mode).where(
+            LessonRow.starts_at >= start, LessonRow.starts_at < end
+        )
+    ):
+        lessons[str(lid)] = data.Lesson(str(lid), starts, mode == "allow_list")
     current = bundles[-1] if bundles else {}
     usb_enforced = bool(((current or {}).get("usb") or {}).get("enforce", True))
     max_age = int(((current or {}).get("antivirus") or {}).get("signature_max_age_days", 7))
@@ -238,7 +261,7 @@ def load_week(db: Session, period: data.Period, *, now: datetime | None = None) 
     return data.SchoolWeek(
         school=school_name(db),
         period=period,
-        seats=seats(db, end),
+        seats=the_seats,
         heartbeat_days={a: frozenset(d) for a, d in beat_days.items()},
         last_heartbeat=last,
         events=events,

@@ -49,12 +49,27 @@ from agent.proxy.destcheck import DestinationCheck, is_ip, normal_ip
 from agent.proxy.history import RecentPages
 from agent.proxy.i18n import pick_language, t
 from agent.proxy.isuo import IsuoTracker
-from agent.proxy.pages import REPORT_HOST, REPORT_SEND_PATH, UNBLOCK_PATH, BlockInfo, PageSet
+from agent.proxy.pages import (
+    REPORT_HAND_PATH,
+    REPORT_HOST,
+    REPORT_SEND_PATH,
+    UNBLOCK_PATH,
+    BlockInfo,
+    PageSet,
+)
 from agent.proxy.sni import UNSURE, client_hello_sni
 from agent.proxy.subject import OsUser, connection_owner
 from agent.proxy.usage import UsageCounter
 from agent.proxy.watch import POLL_S, FileWatch
-from policy_server.protocol import NetBypass, Subject, WebAlert, WebBlocked, WebReport, WebUnblockRequest
+from policy_server.protocol import (
+    LessonActivity,
+    NetBypass,
+    Subject,
+    WebAlert,
+    WebBlocked,
+    WebReport,
+    WebUnblockRequest,
+)
 
 log = logging.getLogger("kalkan.proxy")
 
@@ -97,6 +112,7 @@ class KalkanAddon:
         self._isuo_conns: dict[str, tuple[str, str]] = {}
         self._refused: set[str] = set()
         self._recent_blocks: dict[tuple[str | None, str], float] = {}
+        self._lesson_seen: dict[str, tuple[str, float]] = {}  # user → (host, when) last told the teacher
         self._watch: FileWatch | None = None
         self._index_watch: FileWatch | None = None
         self._sent_reports: dict[str, str] = {}  # report key → the URL sent (agent/artifacts.py)
@@ -345,6 +361,7 @@ class KalkanAddon:
             self.usage.count(host, now)
             if subject.name:
                 self.history.add(subject.name, f"https://{host}/", now)
+                self._lesson_open(subject, group, host, now, document=False)
             return True
         if verdict.action == engine_mod.BLOCK and not verdict.intercept_tls:
             # blocked, and never to be looked inside (ISUO, banks): refuse the connection
@@ -487,6 +504,7 @@ class KalkanAddon:
         self.usage.count(host, now)
         if subject.name and _is_document(dest, accept):
             self.history.add(subject.name, url, now)
+            self._lesson_open(subject, group, host, now, document=True)
         if agree is None:
             self._check_later(flow, subject, host, target, port)
 
@@ -583,6 +601,17 @@ class KalkanAddon:
         lang = self._lang(flow)
         subject = self._subject_of(flow.client_conn)
         flow.metadata["kalkan"] = "page"
+        lesson = self._lesson_of(subject)
+        if req.method == "POST" and req.path.startswith(REPORT_HAND_PATH):
+            form = _form(req)
+            lang = form.get("lang") if form.get("lang") in ("ky", "ru", "en") else lang
+            if lesson is not None:
+                self._emit("lesson.activity", LessonActivity(kind="hand", lesson_id=lesson.id[:32]),
+                           subject.name)
+            recent = self.history.recent(subject.name or "?", self.clock())
+            flow.response = http.Response.make(200, self.pages.report_page(
+                recent, lang, lesson=lesson is not None, hand_raised=lesson is not None), HTML)
+            return
         if req.method == "POST" and req.path.startswith(REPORT_SEND_PATH):
             form = _form(req)
             lang = form.get("lang") if form.get("lang") in ("ky", "ru", "en") else lang
@@ -606,7 +635,20 @@ class KalkanAddon:
             sent = self._sent_reports.get(str(item.get("key")))
             if sent is not None and isinstance(item, dict):
                 statuses.append({**item, "url": sent})
-        flow.response = http.Response.make(200, self.pages.report_page(recent, lang, statuses=statuses), HTML)
+        flow.response = http.Response.make(200, self.pages.report_page(
+            recent, lang, statuses=statuses, lesson=lesson is not None), HTML)
+
+    def _lesson_of(self, subject: ConnSubject):
+        """The lesson running now in this room for a student, or None."""
+        if subject.system or self._room is None:
+            return None
+        policy = self.engine.policy
+        if not getattr(policy, "lessons", ()):
+            return None
+        group = self._group(subject)
+        if policy.kind_of(group) != "student":
+            return None
+        return policy.active_lesson(room=self._room, group=group, at=engine_mod._at(self.clock()))
 
     def _serve_unblock(self, flow: http.HTTPFlow) -> None:
         req = flow.request
@@ -639,6 +681,30 @@ class KalkanAddon:
 
     # ------------------------------------------------------------------ events
 
+    def _lesson_open(self, subject: ConnSubject, group: str, host: str, now: float, *,
+                     document: bool) -> None:
+        """During a lesson in this room only: tell the lesson's teacher the site a student has
+        open (`lesson.activity`, never stored as an event: 001 §2.15).  A page (intercepted
+        document) always; a pass-through connection at most every `LESSON_OPEN_EVERY_S` per user
+        (it may be a page's CDN, not the page)."""
+        policy = self.engine.policy
+        lessons = getattr(policy, "lessons", ())
+        if not lessons or self._room is None:
+            return
+        if policy.kind_of(group) != "student":
+            return
+        lesson = policy.active_lesson(room=self._room, group=group, at=engine_mod._at(now))
+        if lesson is None:
+            return
+        last = self._lesson_seen.get(subject.name or "")
+        if last is not None and last[0] == host:
+            return
+        if not document and last is not None and now - last[1] < LESSON_OPEN_EVERY_S:
+            return
+        self._lesson_seen[subject.name or ""] = (host, now)
+        self._emit("lesson.activity", LessonActivity(kind="open", host=host[:253], lesson_id=lesson.id[:32]),
+                   subject.name)
+
     def _emit(self, event_type: str, data: Any, os_user: str | None, *,
               clauses: list[str] | None = None) -> None:
         if self._sink is None:
@@ -655,6 +721,7 @@ class KalkanAddon:
 
 
 _UNBLOCK_PATH = UNBLOCK_PATH.encode("ascii")
+LESSON_OPEN_EVERY_S = 10.0
 _STRICTNESS = {engine_mod.PASSTHROUGH: 0, engine_mod.INTERCEPT: 1, engine_mod.BLOCK: 2}
 
 

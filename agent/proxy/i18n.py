@@ -97,6 +97,10 @@ MESSAGES: dict[str, dict[str, str]] = {
     "status_rejected": {"ky": "четке кагылды", "ru": "отклонено", "en": "rejected"},
     "kind_report": {"ky": "билдирүү", "ru": "сообщение", "en": "report"},
     "kind_unblock": {"ky": "ачууну суроо", "ru": "просьба открыть", "en": "unblock request"},
+    "raise_hand": {"ky": "Колумду көтөрүү (мугалимди чакыруу)", "ru": "Поднять руку (позвать учителя)",
+                   "en": "Raise my hand (call the teacher)"},
+    "hand_raised": {"ky": "Мугалим сиздин колуңузду көрдү.", "ru": "Учитель видит вашу поднятую руку.",
+                    "en": "The teacher sees your raised hand."},
 }
 
 # Why a page was blocked, by the filter's rule id (filters.decision); unknown ids are shown as is.

@@ -30,8 +30,9 @@ def _pinned_context(fingerprint: str) -> ssl.SSLContext:
 
     def check(der: bytes | None) -> None:
         if der is None or hashlib.sha256(der).hexdigest() != expected:
-            raise ssl.SSLCertVerificationError("the district server's certificate does not match the "
-                                               "pinned fingerprint (--fingerprint)")
+            raise ssl.SSLCertVerificationError(
+                "the district server's certificate does not match the pinned fingerprint (--fingerprint)"
+            )
 
     class PinnedObject(ssl.SSLObject):
         def do_handshake(self) -> None:
@@ -68,8 +69,15 @@ def enroll(db: Session, *, url: str, code: str, fingerprint: str | None = None) 
     with _client(url, fingerprint) as client:
         r = client.post("/api/v1/district/enroll", json={"code": code, "public_key": public})
     if r.status_code != 200:
+        reason = (
+            r.json().get("detail", r.text)
+            if r.headers.get("content-type", "").startswith("application/json")
+            else r.text[:300]
+        )
         raise InvalidInput(
-            f"the district refused the enrolment: {r.json().get('detail', r.text)}", code="district.refused"
+            f"the district refused the enrolment: {reason}",
+            code="district.refused",
+            params={"reason": reason},
         )
     row = DistrictLink(
         url=url.rstrip("/"), fingerprint=fingerprint, school_id=r.json()["school_id"], private_key=private

@@ -27,6 +27,7 @@ from policy_server.db.models import utcnow
 from policy_server.district import signing
 from policy_server.district.models import DistrictSchool, DistrictWeek
 from policy_server.errors import InvalidInput, NotFound, Unauthorized
+from policy_server.summaries import errors as _errors  # noqa: F401  (registers the texts)
 
 THRESHOLD = 10
 MIN_SCHOOLS = 3

@@ -28,6 +28,7 @@ class WeeklyReport(Base):
     sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)  # accepted by the district
     send_attempts: Mapped[int] = mapped_column(Integer, default=0)
     send_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    mailed_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)  # e-mailed as PDF
 
 
 class DistrictLink(Base):

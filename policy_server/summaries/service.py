@@ -8,7 +8,7 @@ stored summary yet (the running week, a date range) is computed live and not kep
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from policy_server.audit import audit
 from policy_server.db.models import utcnow
 from policy_server.errors import InvalidInput
+from policy_server.summaries import errors as _errors  # noqa: F401  (registers the texts)
 from policy_server.summaries.models import WeeklyReport
 from reports import figures, query, weeks
 
@@ -26,7 +27,7 @@ def parse_week(text: str) -> tuple[int, int]:
     try:
         return weeks.parse_week(text)
     except ValueError as exc:
-        raise InvalidInput(str(exc), code="summaries.week") from None
+        raise InvalidInput(str(exc), code="summaries.week", params={"text": text}) from None
 
 
 def compute_week(
@@ -111,8 +112,11 @@ def make_weekly(
     if found is not None:
         return found, False
     if query.week_period(year, week, query.school_timezone(db)).end > now:
-        raise InvalidInput(f"week {label} is not over yet; a weekly summary is made after its Sunday",
-                           code="summaries.running_week")
+        raise InvalidInput(
+            f"week {label} is not over yet; a weekly summary is made after its Sunday",
+            code="summaries.running_week",
+            params={"week": label},
+        )
     summary = compute_week(db, year, week, now=now)
     report = WeeklyReport(
         period=label,
@@ -145,4 +149,62 @@ def weekly_job(db: Session, now: datetime) -> str | None:
     from policy_server.district import client
 
     client.send_pending(db, now=now)
+    mail_pending(db, now=now)
     return f"{year}-W{week:02d}" if made else None
+
+
+def mail_pending(db: Session, *, now: datetime, config=None) -> list[str]:
+    """E-mail the kept summaries of the last two weeks not mailed yet, as PDF in the school's
+    language, where SMTP is set (reports/delivery.py); a failure is logged and retried."""
+    import logging
+
+    from policy_server.summaries import render
+    from policy_server.web.queries import school_language
+    from reports import delivery
+
+    config = config or delivery.SmtpConfig.from_env()
+    if config is None:
+        return []
+    language = school_language(db) or "ky"
+    sent = []
+    for report in db.scalars(
+        select(WeeklyReport).where(
+            WeeklyReport.mailed_at.is_(None), WeeklyReport.made_at >= now - timedelta(days=14)
+        )
+    ):
+        summary = report.summary
+        subject = (
+            render.translate(language, "Weekly compliance summary")
+            + f": {summary['school']}, {report.period}"
+        )
+        body = "\n".join(
+            [
+                subject,
+                "",
+                f"{render.translate(language, 'Overall')}: "
+                f"{render.translate(language, render.STATE_NAMES[summary['state']])} ({summary['score']})",
+            ]
+        )
+        message = delivery.build_message(
+            config,
+            subject=subject,
+            body=body,
+            pdf=render.pdf(summary, language),
+            filename=f"kalkan-{report.period}.pdf",
+        )
+        try:
+            delivery.send(config, message)
+        except OSError as exc:  # smtplib errors are OSErrors: keep it for the next round
+            logging.getLogger("kalkan.summaries").warning("e-mail of %s failed: %s", report.period, exc)
+            continue
+        report.mailed_at = now
+        audit(
+            db,
+            actor="system",
+            action="summary.mailed",
+            target=report.period,
+            detail={"to": list(config.recipients)},
+        )
+        db.commit()
+        sent.append(report.period)
+    return sent

@@ -119,6 +119,8 @@ INCIDENT_TITLES = {
     "net.bypass": N_("Attempt to bypass the filter (%(kind)s)"),
     "agent.collector_failed": N_("Parts of the agent are not working"),
     "agent.events_dropped": N_("A workstation had to drop events: its outbox was full"),
+    "agent.identity_mismatch": N_(
+        "Workstation %(where)s claims to be %(claimed)s; it was enrolled as %(enrolled)s"),
 }
 
 

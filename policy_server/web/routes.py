@@ -24,6 +24,8 @@ from policy_server.agents import service as agents
 from policy_server.db.models import Person, Role
 from policy_server.db.session import get_db
 from policy_server.errors import KalkanError, NotFound
+from policy_server.fleet.pages import NOTICES as DECISION_NOTICES
+from policy_server.incidents import details
 from policy_server.incidents import service as incidents
 from policy_server.people import auth
 from policy_server.scope import MAX_ID, Viewer
@@ -250,6 +252,8 @@ def _timeline_rows(page: Page, incident) -> list[dict]:
         # (a resolution's reason is free text that may name a student: not for the director)
         reason = detail.get("reason") if page.perms.see_personal_data else None
         note = reason or detail.get("assignee") or detail.get("to") or ""
+        if detail.get("note") in details.TIMELINE_NOTES:  # issue 11: the condition cleared by itself
+            note = details.timeline_note(page.language, detail)
         if entry.action == "events_added" and detail.get("total"):
             note = page._("%(num)d events in all", num=int(detail["total"]))
         rows.append({
@@ -275,6 +279,10 @@ def _incident_detail(page: Page, db: Session, viewer: Viewer, incident, *, notic
         "incident.html", status_code=status_code, page_title=page._("Incident %(id)d", id=incident.id),
         section="incidents", incident=incident, title=title, where=_where(ws, incident.seat),
         events=[presenters.event_view(e, page.perms) for e in events],
+        # issue 11: details per event type in the reader's language (no Python data, no None)
+        described={e.id: details.describe(page.language, e.type, e.data) for e in events
+                   if page.perms.see_personal_data},
+        event_names={e.id: details.event_name(page.language, e.type) for e in events},
         events_hidden=max(0, incident.event_count - len(events)),
         timeline=_timeline_rows(page, incident),
         assignee=(assignee.full_name or assignee.username) if assignee else None,
@@ -294,6 +302,8 @@ def incident_detail(request: Request, incident_id: int = IncidentId,
         return page.error_page(404, page._("There is no incident number %(id)d that you may see.",
                                            id=incident_id))
     notice = page._(NOTICES[done]) if done in NOTICES else None
+    if done in DECISION_NOTICES:  # an approval made from this incident's page (issue 11)
+        notice = page._(DECISION_NOTICES[done])
     return _incident_detail(page, db, viewer, incident, notice=notice)
 
 

@@ -133,6 +133,30 @@ def seed(api, *, policy_version: int | None = 1) -> dict[str, str]:
         ],
         protocol.make_event("web.report", {"url": "http://bad.example/x"}, occurred_at=local(thu, 11)),
     )
+    with api.db() as db:  # two lessons run on Tuesday and Wednesday, one with an allow-list
+        from sqlalchemy import select
+
+        from policy_server.db.models import Person, Room
+        from policy_server.lessons.models import Lesson
+
+        teacher = Person(username="seed-teacher", role="teacher", password_hash="-")
+        db.add(teacher)
+        db.flush()
+        room = db.scalar(select(Room).where(Room.name == "Lab 1"))
+        for i, mode in enumerate(("allow_list", "open")):
+            starts = local(monday + timedelta(days=1 + i), 10)
+            db.add(
+                Lesson(
+                    id=f"seedles{i}",
+                    room_id=room.id,
+                    teacher_id=teacher.id,
+                    mode=mode,
+                    starts_at=starts,
+                    ends_at=starts + timedelta(minutes=45),
+                    planned_end=starts + timedelta(minutes=45),
+                )
+            )
+        db.commit()
     with api.db() as db:
         record = audit(db, actor="cli", action="backup.created", target="/backups/b.sqlite", detail={})
         record.at = local(wed, 20)

@@ -80,3 +80,44 @@ def test_the_monday_job_makes_last_week_once(api):
         assert [(r.period, r.summary["score"]) for r in rows] == [("2026-W48", 75)]
     jobs = [job.name for job in api.app.state.checks.jobs]
     assert "summaries.weekly" in jobs
+
+
+def test_the_weekly_summary_reaches_a_local_smtp_server_as_pdf(api, monkeypatch):
+    from aiosmtpd.controller import Controller
+
+    from tests.support.server import free_port
+
+    class Inbox:
+        def __init__(self):
+            self.messages = []
+
+        async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd's hook name)
+            self.messages.append(envelope)
+            return "250 OK"
+
+    inbox = Inbox()
+    port = free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        monkeypatch.setenv("KALKAN_SMTP_HOST", "127.0.0.1")
+        monkeypatch.setenv("KALKAN_SMTP_PORT", str(port))
+        monkeypatch.setenv("KALKAN_SMTP_FROM", "kalkan@school.example")
+        monkeypatch.setenv("KALKAN_REPORT_TO", "director@school.example, it@school.example")
+        seed(api)
+        with api.db() as db:
+            assert summaries.weekly_job(db, datetime(2026, 11, 30, 2, 30, tzinfo=UTC)) == "2026-W48"
+            summaries.weekly_job(db, datetime(2026, 11, 30, 3, 30, tzinfo=UTC))  # mailed once only
+            assert db.query(WeeklyReport).one().mailed_at is not None
+    finally:
+        controller.stop()
+    assert len(inbox.messages) == 1
+    envelope = inbox.messages[0]
+    assert envelope.rcpt_tos == ["director@school.example", "it@school.example"]
+    import email
+    from email import policy
+
+    message = email.message_from_bytes(envelope.content, policy=policy.default)
+    assert "2026-W48" in message["Subject"] and "Test School" in message["Subject"]
+    pdfs = [p for p in message.iter_attachments() if p.get_content_type() == "application/pdf"]
+    assert len(pdfs) == 1 and pdfs[0].get_content().startswith(b"%PDF")

@@ -72,3 +72,27 @@ def test_every_table_has_a_csv():
     assert render.csv_table(summary, "blocked", "en").splitlines()[1:] == ["games,2", "adult,1"]
     for table in render.TABLES:
         assert len(render.csv_table(summary, table, "ky").splitlines()) >= 2, table
+
+
+def test_a_bad_week_of_thirty_seats_still_fits_the_summary_on_one_page(tmp_path):
+    from dataclasses import replace
+
+    from reports import data, figures
+    from tests.reports.builders import week
+
+    good = week(2026, 48, seats=30)
+    bad = week(2026, 49, seats=30)
+    bad = replace(bad, full_scans={}, last_heartbeat={}, heartbeat_days={}, baselines=frozenset(),
+                  blocked_by_category={f"category-{i}": 100 - i for i in range(20)},
+                  incidents=tuple(data.Incident(i, f"isuo.rule{i % 5}", "high", bad.period.start, None)
+                                  for i in range(40)))
+    summary = figures.summarise(bad, [good]).as_dict()
+    assert len(summary["failing_long"]) == 0 and len(summary["regressions"]) == 6
+    summary["failing_long"] = [{"seat": f"Computer lab number 2 / seat {i:02d}", "controls": ["av_full_scan"]}
+                               for i in range(30)]
+    pdf = tmp_path / "bad.pdf"
+    pdf.write_bytes(render.pdf(summary, "ky"))
+    first = subprocess.run([_tool("pdftotext"), "-f", "1", "-l", "1", str(pdf), "-"],
+                           capture_output=True, text=True, check=True).stdout
+    assert "Директор окуп, текшерди" in " ".join(first.split())  # the sign-off line is still on page 1
+    assert translate("ky", "Appendix") not in first

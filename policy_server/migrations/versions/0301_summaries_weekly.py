@@ -30,6 +30,7 @@ def upgrade() -> None:
         sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("send_attempts", sa.Integer, nullable=False, server_default="0"),
         sa.Column("send_error", sa.Text, nullable=True),
+        sa.Column("mailed_at", sa.DateTime(timezone=True), nullable=True),
     )
     op.create_table(
         "district_link",
