@@ -198,17 +198,22 @@ def _findings_by_user(db: Session) -> dict[int, int]:
 # ----------------------------------------------------------------------------- static
 
 
-STYLESHEETS = ("print.css", "isuo.css")
-
-
-@router.get("/isuo/{name}.css", dependencies=[Depends(scope.public)])
-def stylesheet(name: str) -> Response:
-    """The annex print sheet and the ISUO pages' small additions to kalkan.css."""
-    if f"{name}.css" not in STYLESHEETS:
-        return Response(status_code=404)
+def _stylesheet(name: str) -> FileResponse:
     return FileResponse(
-        STATIC / f"{name}.css", media_type="text/css", headers={"Cache-Control": "public, max-age=3600"}
+        STATIC / name, media_type="text/css", headers={"Cache-Control": "public, max-age=3600"}
     )
+
+
+@router.get("/isuo/print.css", dependencies=[Depends(scope.public)])
+def print_css() -> FileResponse:
+    """The annex forms' print sheet (A4, no site chrome)."""
+    return _stylesheet("print.css")
+
+
+@router.get("/isuo/isuo.css", dependencies=[Depends(scope.public)])
+def isuo_css() -> FileResponse:
+    """The ISUO pages' small additions to kalkan.css."""
+    return _stylesheet("isuo.css")
 
 
 # ----------------------------------------------------------------------------- register
