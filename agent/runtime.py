@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent import __version__ as AGENT_VERSION
+from agent.artifacts import ArtifactFetcher
 from agent.collectors.base import Collector, CollectorContext, unhealthy
 from agent.collectors.registry import COLLECTORS, load_collector_class
 from agent.outbox import DEFAULT_MAX_BYTES, Outbox, OutboxSink
@@ -38,6 +39,10 @@ from policy_server.protocol import CollectorHealth, PolicyBundle, Subject
 log = logging.getLogger("kalkan.agent")
 
 PLATFORMS = ("linux", "fake")
+
+
+LESSON_UPLINK_POLL_S = 0.25
+IDLE_UPLINK_POLL_S = 1.0
 
 
 @dataclass
@@ -92,6 +97,10 @@ class AgentRuntime:
         self.sink = OutboxSink(self.outbox, on_added=self._wake_uplink,
                                seat=self.config.seat if self.config else None)
         self.policy = PolicyManager(state, on_apply=self._apply_policy)
+        # category index and report status from the server (docs/filtering-console.md)
+        self.artifacts = ArtifactFetcher(self.paths.root, self.client) if self.client is not None else None
+        if self.artifacts is not None and self.policy.current is not None:
+            self.artifacts.on_policy(self.policy.current)
         self.slots: dict[str, _Slot] = {}
         self.started_at = time.monotonic()
         self.started_wall = time.time()
@@ -137,7 +146,10 @@ class AgentRuntime:
     # ------------------------------------------------------------------ RuntimeView (heartbeat)
 
     def collector_health(self) -> dict[str, CollectorHealth]:
-        return {name: slot.health() for name, slot in self.slots.items()}
+        health = {name: slot.health() for name, slot in self.slots.items()}
+        if self.artifacts is not None:
+            health["filter_lists"] = self.artifacts.health()
+        return health
 
     def outbox_depth(self) -> int:
         return self.outbox.depth()
@@ -154,6 +166,13 @@ class AgentRuntime:
     # ------------------------------------------------------------------ policy
 
     def _apply_policy(self, bundle: PolicyBundle) -> None:
+        if self.artifacts is not None:
+            self.artifacts.on_policy(bundle)
+        if self.uplink is not None:
+            # A lesson in this room: the teacher sees the seats live (within 1 s), so the proxy's
+            # events are picked up 4x a second; otherwise once a second (the bundle carries only
+            # this room's lessons).
+            self.uplink.idle_poll_s = LESSON_UPLINK_POLL_S if bundle.lessons else IDLE_UPLINK_POLL_S
         for slot in self.slots.values():
             if slot.collector is None:
                 continue
@@ -187,6 +206,8 @@ class AgentRuntime:
             self._thread("uplink", self.uplink.run, self._stop)
             self._thread("policy-push", self.policy.run_push, self.client, self._stop)
             self._thread("policy-poll", self.policy.run_poll, self.client, self._stop, self.poll_interval_s)
+            if self.artifacts is not None:
+                self._thread("artifacts", self.artifacts.run, self._stop)
         log.info("agent %s started: collectors %s, platform %s, policy version %s", AGENT_VERSION,
                  ", ".join(self.collector_names) or "none", self.platform, self.policy.version)
 
@@ -200,6 +221,8 @@ class AgentRuntime:
             return
         self._stop.set()
         self._wake_uplink()
+        if self.artifacts is not None:
+            self.artifacts.wake()
         self.policy.close_stream()
         for slot in reversed(list(self.slots.values())):
             if slot.collector is not None:
@@ -277,6 +300,7 @@ class AgentRuntime:
                 "rejected": self.outbox.rejected_count(),
             },
             "collectors": {name: h.model_dump(mode="json") for name, h in self.collector_health().items()},
+            "filter_lists": self.artifacts.status() if self.artifacts is not None else None,
         }
 
     def _write_status(self, *, stopping: bool = False) -> None:

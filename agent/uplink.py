@@ -10,8 +10,11 @@ Failures (server down, network) back off exponentially with jitter, so a lab of 
 workstations does not hammer a server that has just come back; the wait is capped
 (`BACKOFF_CAP_S`) and starts again from the bottom as soon as the server answers at all
 (any HTTP status), so a retry that lands in a short restart gap never leaves an agent
-waiting minutes while the server is up.  A 503 (database unavailable, disk full) is waited
-out as its `Retry-After` says (capped too), never split: no event is at fault.
+waiting minutes while the server is up.  A *refused* connection (nothing listens: the
+server is restarting) is retried within `REFUSED_RETRY_S`: it costs the server nothing,
+and the agent is there in the first seconds after the restart.  A 503 (database
+unavailable, disk full) is waited out as its `Retry-After` says (capped too), never split:
+no event is at fault.
 
 A batch the server keeps failing with a 500 (`REFUSALS_BEFORE_SPLIT` times in a row) is
 halved until the one event at fault is found; that event is moved to `rejected` only once
@@ -37,6 +40,7 @@ DEFAULT_BATCH_EVENTS = 500
 # Leave room for the batch wrapper under the server's limit.
 DEFAULT_BATCH_BYTES = min(1024 * 1024, MAX_BATCH_BYTES - 1024)
 BACKOFF_CAP_S = 30.0
+REFUSED_RETRY_S = 2.0  # nothing listens (the server is restarting): trying again costs it nothing
 REFUSALS_BEFORE_SPLIT = 2  # a 500 for the same batch this many times in a row: split it
 UNAVAILABLE = (502, 503, 504)  # the server (or its database) cannot work now: wait, never split
 
@@ -49,6 +53,7 @@ class UplinkError(RuntimeError):
         super().__init__(message)
         self.answered = answered
         self.retry_after = retry_after
+        self.refused = False  # the connection was refused: nothing listens, e.g. a restart
 
 
 class UplinkAuthError(UplinkError):
@@ -138,7 +143,9 @@ class Uplink:
         try:
             response = self.client.post_events(body)
         except TransportError as exc:
-            raise UplinkError(f"cannot reach the server: {exc}") from exc
+            error = UplinkError(f"cannot reach the server: {exc}")
+            error.refused = isinstance(exc.__cause__, ConnectionRefusedError)
+            raise error from exc
         self._answered()
         code = response.status_code
         if code in (401, 403):
@@ -230,6 +237,9 @@ class Uplink:
             except UplinkError as exc:
                 self._failed(str(exc))
                 delay = self.backoff.next_delay()  # the first step again when the server answered
+                if exc.refused:  # a refused connection costs the server nothing: come back soon,
+                    # so a restart's first seconds are not missed by an agent sleeping 30 s
+                    delay = min(delay, REFUSED_RETRY_S / 2 + self.backoff.rng.uniform(0, REFUSED_RETRY_S / 2))
                 if exc.retry_after is not None:
                     delay = min(max(exc.retry_after, delay), self.backoff.cap_s)
                 if isinstance(exc, UplinkAuthError):

@@ -21,14 +21,15 @@ Precedence, first rule that applies wins (every verdict names it in `rule`):
                                             to "allow-list" (001 §2.9); others to "open"
  6    ``group.allow_list`` /        allow   the URL is on the group's / the school's allow-list
       ``school.allow_list``
- 6b   ``ip_literal``                block   the URL's host is an IP address (nothing to judge it by)
-                                            and the group's `ip_literals` is "block" (the
-                                            default for student groups)
  7    ``group.block_list`` /        block   … on the group's / the school's block-list (001 §2.6)
       ``school.block_list``
  8    ``category``                  block   one of the URL's categories is blocked for the group
                                             (explicit policy action, else the category's default
                                             for the group's kind); block wins over allow
+ 8b   ``ip_literal``                block   the URL's host is an IP address that no list or
+                                            category names (nothing to judge it by) and the
+                                            group's `ip_literals` is "block" (the default for
+                                            student groups)
  9    ``default.allow`` /           per     the group's `default_action` (allow when unset)
       ``default.block``             policy
 ====  ============================  ======  ==================================================
@@ -64,6 +65,7 @@ RULE_CLAUSES: dict[str, tuple[str, ...]] = {
     "unsupervised.not_on_allow_list": ("001 §2.9",),
     "school.allow_list": ("001 §2.6",),
     "group.allow_list": ("001 §2.6",),
+    "seat.allow_list": ("001 §2.6", "000 §8.3"),
     "school.block_list": ("001 §2.6", "000 §8.3"),
     "group.block_list": ("001 §2.6",),
     "ip_literal": ("001 §2.11", "001 §2.13"),
@@ -146,8 +148,13 @@ def _verdict(action: str, rule: str, *, url: str, group: str, match: Match, reas
     )
 
 
-def _allow_lists(policy: FilterPolicy, group: str, host: str, path: str, query: str | None
-                 ) -> tuple[str, str] | None:
+def _allow_lists(policy: FilterPolicy, group: str, host: str, path: str, query: str | None,
+                 seat: str | None = None) -> tuple[str, str] | None:
+    sl = policy.seat_allow_list.get(seat) if seat else None
+    if sl:
+        hit = sl.match(host, path, query)
+        if hit:
+            return "seat.allow_list", hit
     gl = policy.group_allow_list.get(group)
     if gl:
         hit = gl.match(host, path, query)
@@ -194,7 +201,7 @@ def decide_canonical(policy: FilterPolicy, index: CategoryIndex | None, *, url: 
         if hit:
             return _verdict("allow", "lesson.allow_list", url=url, group=group, match=match, matched=(hit,),
                             params={"lesson": lesson.id})
-        allowed = _allow_lists(policy, group, host, path, query)
+        allowed = _allow_lists(policy, group, host, path, query, seat)
         if allowed:
             return _verdict("allow", allowed[0], url=url, group=group, match=match, matched=(allowed[1],))
         return _verdict("block", "lesson.not_on_allow_list", url=url, group=group, match=match,
@@ -208,17 +215,14 @@ def decide_canonical(policy: FilterPolicy, index: CategoryIndex | None, *, url: 
         if mode == "no_internet":
             return _verdict("block", "unsupervised.no_internet", url=url, group=group, match=match)
         if mode == "allow_list":
-            allowed = _allow_lists(policy, group, host, path, query)
+            allowed = _allow_lists(policy, group, host, path, query, seat)
             if allowed:
                 return _verdict("allow", allowed[0], url=url, group=group, match=match, matched=(allowed[1],))
             return _verdict("block", "unsupervised.not_on_allow_list", url=url, group=group, match=match)
 
-    allowed = _allow_lists(policy, group, host, path, query)
+    allowed = _allow_lists(policy, group, host, path, query, seat)
     if allowed:
         return _verdict("allow", allowed[0], url=url, group=group, match=match, matched=(allowed[1],))
-
-    if _is_ip_host(host) and policy.ip_literals.get(group, "block" if student else "allow") == "block":
-        return _verdict("block", "ip_literal", url=url, group=group, match=match)
 
     gb = policy.group_block_list.get(group)
     if gb:
@@ -236,6 +240,11 @@ def decide_canonical(policy: FilterPolicy, index: CategoryIndex | None, *, url: 
             return _verdict("block", "category", url=url, group=group, match=match,
                             clauses=clauses_of(blocked) or RULE_CLAUSES["category"],
                             params={"categories": blocked})
+
+    # After the lists and categories, so that an address they name is judged by them (the
+    # more telling reason on the block page); an address nothing names is refused here.
+    if _is_ip_host(host) and policy.ip_literals.get(group, "block" if student else "allow") == "block":
+        return _verdict("block", "ip_literal", url=url, group=group, match=match)
 
     action = policy.default_action.get(group, "allow")
     return _verdict(action, f"default.{action}", url=url, group=group, match=match)
@@ -259,9 +268,9 @@ def _personal_data_host(policy: FilterPolicy, host: str, categories) -> str | No
 
 
 def _path_dependent(policy: FilterPolicy, index: CategoryIndex | None, host: str, group: str,
-                    lesson_list=None) -> bool:
+                    lesson_list=None, seat: str | None = None) -> bool:
     lists = [policy.allow_list, policy.block_list, policy.group_allow_list.get(group),
-             policy.group_block_list.get(group), lesson_list]
+             policy.group_block_list.get(group), lesson_list, policy.seat_allow_list.get(seat or "")]
     if any(lst is not None and lst.has_paths_for(host) for lst in lists):
         return True
     return bool(index is not None and index.lookup_host(host)[2])
@@ -275,7 +284,8 @@ def host_has_path_rules(policy: FilterPolicy, index: CategoryIndex | None, host:
     Deliberately wider than `_path_dependent` (all groups and lessons, not the subject's): a
     false "yes" only costs the fast path, a false "no" would change a verdict."""
     lists = [policy.allow_list, policy.block_list, *policy.group_allow_list.values(),
-             *policy.group_block_list.values(), *policy.lesson_allow_lists()]
+             *policy.group_block_list.values(), *policy.lesson_allow_lists(),
+             *policy.seat_allow_list.values()]
     if any(lst.has_paths_for(host) for lst in lists):
         return True
     return bool(index is not None and index.lookup_host(host)[2])
@@ -303,7 +313,7 @@ def decide(policy: FilterPolicy, index: CategoryIndex | None, *, url: str, group
     elif verdict.blocked or _wants_inside(policy, host):
         intercept = True
     else:
-        intercept = _path_dependent(policy, index, host, group)
+        intercept = _path_dependent(policy, index, host, group, seat=seat)
     if intercept == verdict.intercept_tls:
         return verdict
     return Verdict(**{**verdict.__dict__, "intercept_tls": intercept})
@@ -360,11 +370,12 @@ def decide_host(policy: FilterPolicy, index: CategoryIndex | None, *, host: str,
     lesson_list = policy.lesson_allow_list(lesson) if lesson is not None else None
     if root.rule in _ALLOW_LIST_ONLY_BLOCKS:
         # Only allow-list entries with paths can open part of this host.
-        lists = (policy.allow_list, policy.group_allow_list.get(group), lesson_list)
+        lists = (policy.allow_list, policy.group_allow_list.get(group), lesson_list,
+                 policy.seat_allow_list.get(seat or ""))
         if any(lst is not None and lst.has_paths_for(host) for lst in lists):
             return hv("intercept", "path_rules", True, reason="", params={})
         return hv("block", root.rule, True)
-    if _path_dependent(policy, index, host, group, lesson_list):
+    if _path_dependent(policy, index, host, group, lesson_list, seat):
         return hv("intercept", "path_rules", True, reason="", params={})
     if root.blocked:
         return hv("block", root.rule, True)

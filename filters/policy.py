@@ -181,6 +181,7 @@ class FilterPolicy:
     block_list: SiteList = field(default_factory=SiteList)
     group_allow_list: dict[str, SiteList] = field(default_factory=dict)
     group_block_list: dict[str, SiteList] = field(default_factory=dict)
+    seat_allow_list: dict[str, SiteList] = field(default_factory=dict)  # seat → its own allow-list
     schedules: dict[str, tuple[Band, ...]] = field(default_factory=dict)
     holidays: frozenset[date] = frozenset()
     unsupervised: dict[str, str] = field(default_factory=dict)
@@ -229,6 +230,8 @@ class FilterPolicy:
                                    for g, v in (f.get("group_allow_list") or {}).items()}
         policy.group_block_list = {g: SiteList(v, what=f"filtering.group_block_list.{g}")
                                    for g, v in (f.get("group_block_list") or {}).items()}
+        policy.seat_allow_list = {s: SiteList(v, what=f"filtering.seat_allow_list.{s}")
+                                  for s, v in (f.get("seat_allow_list") or {}).items()}
         policy.schedules = {
             g: tuple(Band(frozenset(b.get("days", [0, 1, 2, 3, 4])),
                           _parse_time(b.get("start", "08:00"), f"filtering.schedules.{g}.start"),

@@ -3,21 +3,31 @@ policy push hub.  Thin: each domain package has its own `views.py`."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
+import signal
+import threading
 from contextlib import asynccontextmanager
+from pathlib import Path
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
-from policy_server import protocol, scope
+from policy_server import protocol, serving
 from policy_server.checks.scheduler import CheckScheduler, periodic_check_jobs, summary_jobs
 from policy_server.db import migrate
 from policy_server.db.session import make_engine, make_sessionmaker
 from policy_server.errors import KalkanError
+from policy_server.filtering.jobs import filtering_jobs
+from policy_server.fleet.service import fleet_jobs
+from policy_server.health.service import UNAVAILABLE_ERRORS, HealthCache, unavailable_response
 from policy_server.scope import NotAllowed, NotLoggedIn
+from policy_server.security.errors import install_input_errors
+from policy_server.security.headers import SecurityHeaders
+from policy_server.security.throttle import LoginThrottle
 from policy_server.settings import Settings
 from policy_server.tls import ensure_school_ca
 from policy_server.web.i18n import parse_accept_language
@@ -31,11 +41,15 @@ API_ROUTERS = (
     "policy_server.policies.views",
     "policy_server.incidents.views",
     "policy_server.admin_views",
+    "policy_server.filtering.views",
+    "policy_server.filtering.pages",
+    "policy_server.health.views",
     "policy_server.security.views",
     "policy_server.people.pages",
     "policy_server.school.pages",
     "policy_server.fleet.pages",
     "policy_server.fleet.audit_pages",
+    "policy_server.isuo.views",
     "policy_server.isuo.pages",
     "policy_server.summaries.pages",
     "policy_server.district.views",
@@ -63,9 +77,38 @@ def api_language(accept_language: str | None) -> str:
     return preferred[0] if preferred else "en"
 
 
+def _close_streams_on_signal(hub) -> None:
+    """On SIGTERM/SIGINT, end the push streams first, then let uvicorn shut down as usual.
+
+    uvicorn waits for open connections before the lifespan's shutdown runs; an SSE stream
+    never ends by itself, so without this every stop waited out the graceful timeout and
+    logged the cancelled streams as errors.  Chained to uvicorn's own handler (installed
+    before the lifespan starts); nothing is installed outside the main thread (tests)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(sig)
+        if not callable(previous):
+            continue
+
+        def handler(signum, frame, previous=previous):
+            loop.call_soon_threadsafe(hub.close_all)
+            previous(signum, frame)
+
+        signal.signal(sig, handler)
+
+
+def _sqlite_path(engine) -> Path | None:
+    if engine.dialect.name != "sqlite" or engine.url.database in (None, "", ":memory:"):
+        return None
+    return Path(engine.url.database)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
     settings.ensure_state_dir()
+    serving.install()  # a quick, quiet stop under uvicorn (policy_server/serving.py)
     engine = make_engine(settings.database_url)
     if settings.migrate_on_start:
         migrate.upgrade(engine)
@@ -81,6 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await hub.start(app.state.sessionmaker)
         await app.state.checks.start()
         await app.state.lesson_ticker.start()
+        _close_streams_on_signal(hub)
         try:
             yield
         finally:
@@ -93,18 +137,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="Kalkan policy server", version=str(protocol.PROTOCOL_VERSION), lifespan=lifespan,
                   docs_url=None, redoc_url=None, openapi_url=None)
     app.state.settings = settings
+    app.add_middleware(SecurityHeaders, tls=bool(settings.tls))  # policy_server/security/headers.py
     app.state.engine = engine
     app.state.sessionmaker = make_sessionmaker(engine)
     app.state.push_hub = hub
+    app.state.login_throttle = LoginThrottle(account_limits=settings.login_account_limits,
+                                             address_limits=settings.login_address_limits,
+                                             storage_uri=settings.login_limit_storage)
+    app.state.health = HealthCache(app.state.sessionmaker, dialect=engine.dialect.name,
+                                   state_dir=settings.state_dir, sqlite_path=_sqlite_path(engine))
     app.state.lesson_ticker = LessonTicker(app.state.sessionmaker)
     # periodic checks (weekly scan overdue, ISUO cross-checks): docs/server.md "Periodic checks"
     app.state.checks = CheckScheduler(
         app.state.sessionmaker,
         periodic_check_jobs(scan_interval_s=settings.checks_interval_s,
                             isuo_interval_s=settings.isuo_checks_interval_s)
-        + summary_jobs(settings),
+        + summary_jobs(settings)
+        + fleet_jobs(settings),  # fleet health: control changes noted every 10 min (issue 11)
         first_delay_s=settings.checks_first_delay_s,
     )
+    app.state.checks.jobs += filtering_jobs(settings.state_dir)  # weekly lists update, expiring allows
 
     app.state.level = settings.level  # "school" or "district" (docs/reports.md)
 
@@ -124,18 +176,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                             status_code=exc.status_code, headers=dict(exc.headers or {}))
 
     @app.exception_handler(RequestValidationError)
-    async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
         parts = []
         for err in exc.errors():
             where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
             parts.append(f"{where}: {err.get('msg')}")
+        path = request.url.path
+        if not (path.startswith("/api/") or path.endswith(".json")) and request.method == "GET":
+            from policy_server.security.errors import validation_error_page
+
+            fields = [str(err.get("loc", ("",))[-1]) for err in exc.errors()]
+            return await run_in_threadpool(validation_error_page, request, fields)
         return JSONResponse({"detail": "the request is not valid: " + "; ".join(parts),
                              "code": "request.invalid"}, status_code=422)
 
-    @app.get("/healthz", dependencies=[Depends(scope.public)])
-    def healthz() -> dict:
-        return {"status": "ok", "protocol_version": protocol.PROTOCOL_VERSION,
-                "database": engine.dialect.name}
+    install_input_errors(app)  # numbers past the database's range: 422, never 500
+
+    # the database cannot work now (disk full, connection lost): a typed 503, one short log line
+    for error in UNAVAILABLE_ERRORS:
+        app.add_exception_handler(error, unavailable_response)
 
     for module_name in API_ROUTERS:
         router = _optional_router(module_name)

@@ -6,6 +6,7 @@
                               [--full-name NAME] [--class-name 7a] [--password-stdin]
     kalkan-server enrollment-code [--room ROOM] [--uses N] [--expires 7d|ISO] [--json]
     kalkan-server revoke-agent AGENT_ID
+    kalkan-server rebind-agent AGENT_ID [--seat SEAT | --no-seat] [--hostname NAME]
     kalkan-server demo [--json]
     kalkan-server fingerprint
     kalkan-server backup --out FILE         (SQLite online backup / pg_dump, then checked)
@@ -13,6 +14,8 @@
     kalkan-server retention [--days 90] [--apply]
     kalkan-server run-checks [--only CHECK] [--json]   (periodic checks once, e.g. from cron)
     kalkan-server student-labs [ROOM ...] [--clear]     (rooms where students work; ISUO checks)
+    kalkan-server lists update [--source URL|TARBALL|FOLDER] [--sha256 HEX] [--force] [--json]
+    kalkan-server lists show [--json]                   (category lists: source, published indexes)
 
 `--state-dir` and `--db` work with every command (or KALKAN_STATE_DIR / KALKAN_DB_URL).
 `kalkan-server --lang ky|ru|en COMMAND …` picks the language of what it prints (else the
@@ -67,18 +70,26 @@ def _(message: str, **params: object) -> str:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    return Settings.from_env(
+    settings = Settings.from_env(
         state_dir=getattr(args, "state_dir", None), db_url=getattr(args, "db", None),
         host=getattr(args, "host", None), port=getattr(args, "port", None),
         tls=False if getattr(args, "no_tls", False) else None,
         level=getattr(args, "level", None),
     )
+    # A place the person named (option or environment) is used as it is; a default or
+    # configured one is checked against a stray empty database (config_file).
+    settings.named_explicitly = bool(getattr(args, "state_dir", None) or getattr(args, "db", None)
+                                     or os.environ.get("KALKAN_STATE_DIR") or os.environ.get("KALKAN_DB_URL"))
+    return settings
 
 
-def _session(settings: Settings):
+def _session(settings: Settings, *, may_create: bool = False):
+    from policy_server.config_file import check_not_a_stray_database
     from policy_server.db import migrate
     from policy_server.db.session import make_engine, make_sessionmaker
 
+    if not may_create:  # never quietly an empty database next to the school's real one
+        check_not_a_stray_database(settings)
     settings.ensure_state_dir()
     engine = make_engine(settings.database_url)
     migrate.upgrade(engine)
@@ -92,6 +103,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from policy_server.workers import check_workers, default_workers
 
     settings = _settings(args)
+    from policy_server.config_file import check_not_a_stray_database
+
+    check_not_a_stray_database(settings)
     settings.ensure_state_dir()
     workers = check_workers(default_workers(settings.database_url) if args.workers == "auto"
                             else _whole_number(args.workers, "--workers"), settings.database_url)
@@ -160,7 +174,7 @@ def _tune_gc() -> None:
 def cmd_migrate(args: argparse.Namespace) -> int:
     from policy_server.db import migrate
 
-    with _session(_settings(args)) as db:
+    with _session(_settings(args), may_create=True) as db:
         current = migrate.current_revision(db.get_bind())
         print(_("database at revision %(current)s (head %(head)s)", current=current,
                 head=migrate.head_revision()))
@@ -217,6 +231,19 @@ def cmd_revoke_agent(args: argparse.Namespace) -> int:
         db.commit()
         print(_("revoked the token of %(hostname)s (%(agent_id)s); it must enrol again",
                 hostname=ws.hostname, agent_id=ws.id))
+    return 0
+
+
+def cmd_rebind_agent(args: argparse.Namespace) -> int:
+    from policy_server.agents.binding import rebind_agent
+
+    with _session(_settings(args)) as db:
+        ws = rebind_agent(db, agent_id=args.agent_id, actor=ACTOR_CLI, seat=args.seat,
+                          hostname=args.hostname, clear_seat=args.no_seat)
+        db.commit()
+        # translated in policy_server/agents/locale (the domain's catalog, not the shared one)
+        print(translate(_language, "workstation %(agent_id)s is now bound to seat %(seat)s, "
+                        "hostname %(hostname)s", agent_id=ws.id, seat=ws.seat or "-", hostname=ws.hostname))
     return 0
 
 
@@ -401,6 +428,12 @@ def cmd_fingerprint(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lists(args: argparse.Namespace) -> int:
+    from policy_server.filtering import cli as lists_cli
+
+    return lists_cli.run(args, _settings(args), _session)
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--state-dir", help="folder for the database, certificates and CA "
@@ -446,6 +479,15 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("agent_id")
     revoke.set_defaults(func=cmd_revoke_agent)
 
+    rebind = sub.add_parser("rebind-agent", parents=[common],
+                            help="change the seat/hostname a workstation is bound to")
+    rebind.add_argument("agent_id")
+    rebind_seat = rebind.add_mutually_exclusive_group()
+    rebind_seat.add_argument("--seat", help="the new seat name")
+    rebind_seat.add_argument("--no-seat", action="store_true", help="no seat")
+    rebind.add_argument("--hostname", help="the new hostname")
+    rebind.set_defaults(func=cmd_rebind_agent)
+
     demo = sub.add_parser("demo", parents=[common], help="seed a demo school and print its logins")
     demo.add_argument("--json", action="store_true")
     demo.set_defaults(func=cmd_demo)
@@ -485,6 +527,16 @@ def build_parser() -> argparse.ArgumentParser:
     labs.add_argument("rooms", nargs="*", default=None, help="room names; none given: show them")
     labs.add_argument("--clear", action="store_true", help="no room is a student lab")
     labs.set_defaults(func=cmd_student_labs)
+
+    lists = sub.add_parser("lists", parents=[common], help="category lists: update (fetch, compile, "
+                                                           "publish to the seats) or show")
+    lists.add_argument("action", choices=["update", "show"])
+    lists.add_argument("--source", help="UT1 tarball URL (http/https), or a local tarball or folder; "
+                                        "remembered for the weekly update")
+    lists.add_argument("--sha256", help="expected SHA-256 of the tarball (refused if it differs)")
+    lists.add_argument("--force", action="store_true", help="download and publish even if unchanged")
+    lists.add_argument("--json", action="store_true")
+    lists.set_defaults(func=cmd_lists)
     return parser
 
 

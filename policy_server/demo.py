@@ -19,6 +19,8 @@ from sqlalchemy.orm import Session
 
 from policy_server import protocol
 from policy_server.agents.service import create_enrollment_code
+from policy_server.filtering.lists import STARTER_LISTS, update_lists
+from policy_server.filtering.starting import apply_starting_policy
 from policy_server.people.service import create_person, get_person_by_username
 from policy_server.policies.service import amend_policy, current_bundle
 from policy_server.school.service import ensure_room, ensure_school, link_person_to_room
@@ -71,6 +73,12 @@ def seed_demo(db: Session, state_dir: Path) -> DemoResult:
     ensure_room(db, name=DEMO_ROOM, actor=ACTOR)
     if current_bundle(db).school != DEMO_SCHOOL:
         amend_policy(db, actor=ACTOR, comment="demo school policy", change=_demo_policy)
+        amend_policy(db, actor=ACTOR, comment="starting policy for a Kyrgyz school (000 §8.1, 001 §3.3)",
+                     change=apply_starting_policy)
+    if not current_bundle(db).filtering.index_sha256:
+        # the category lists shipped in the repository (a small UT1 subset): the demo filters by
+        # category with nothing beside the checkout (`kalkan-server lists update --source URL`: the full ones)
+        update_lists(db, state_dir=state_dir, actor=ACTOR, source=str(STARTER_LISTS))
     logins_path = state_dir / "demo-logins.json"
     logins = _load_logins(logins_path)
     for username, role, full_name, class_name in DEMO_PEOPLE:

@@ -188,6 +188,19 @@ class WebUsage(_Data):
     counts: dict[str, int]
 
 
+class LessonActivity(_Data):
+    """`lesson.activity`: during a lesson in the seat's room only, the site a student has open
+    (domain; title only where the proxy intercepts), a raised hand, a request to the teacher.
+    The server routes it to the lesson's teacher and keeps it only until the lesson's summary
+    (001 §2.15): it is never stored as an event."""
+
+    kind: Literal["open", "hand", "request"]
+    host: str = Field(default="", max_length=253)
+    title: str = Field(default="", max_length=300)
+    url: str = Field(default="", max_length=2000)
+    lesson_id: str = Field(default="", max_length=32)
+
+
 class IsuoSession(_Data):
     """`isuo.session`: someone used ISUO from this seat (no content, only when)."""
 
@@ -401,6 +414,7 @@ EVENT_TYPES: dict[str, tuple[type[_Data], tuple[str, ...]]] = {
     "web.alert": (WebAlert, ("000 §8.2", "001 §2.12")),
     "web.unblock_request": (WebUnblockRequest, ("001 §2.6",)),
     "web.usage": (WebUsage, ("000 §4.2", "001 §2.15")),
+    "lesson.activity": (LessonActivity, ("000 §7.3", "001 §2.15")),
     "isuo.session": (IsuoSession, ("000 §6.8",)),
     "av.health": (AvHealth, ("000 §5.4",)),
     "av.scan.started": (AvScanStarted, ("000 §5.4",)),
@@ -628,6 +642,8 @@ class FilteringSection(_Section):
     block_list: list[str] = Field(default_factory=list)
     group_allow_list: dict[str, list[str]] = Field(default_factory=dict)
     group_block_list: dict[str, list[str]] = Field(default_factory=dict)
+    # seat → entries allowed on that seat only (an unblock request granted for one seat)
+    seat_allow_list: dict[str, list[str]] = Field(default_factory=dict)
     schedules: dict[str, list[TimeBand]] = Field(default_factory=dict)  # when each group may browse
     holidays: list[date] = Field(default_factory=list)
     # What a student group gets outside a lesson (001 §2.9): default only the school allow-list.

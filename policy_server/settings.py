@@ -35,6 +35,11 @@ class Settings:
     # Apply Alembic migrations when the app is created (the `run` command always does).
     migrate_on_start: bool = True
     login_session_hours: int = 12
+    # Login throttling (policy_server/security/throttle.py, `limits` syntax; docs/security.md).
+    login_account_limits: str = "5/minute;10/10 minutes;20/hour"
+    login_address_limits: str = "20/minute;100/hour"
+    login_limit_storage: str = field(default_factory=lambda: os.environ.get("KALKAN_LOGIN_LIMIT_STORAGE",
+                                                                            "memory://"))
     public_url: str | None = None  # how agents reach us; only used in messages
     # Periodic checks (policy_server/checks): weekly-scan check and ISUO cross-checks, seconds
     # between rounds (0 = off; `kalkan-server run-checks` still runs them by hand or from cron).
@@ -77,12 +82,17 @@ class Settings:
     @classmethod
     def from_env(cls, **overrides) -> Settings:
         """Settings from the environment; explicit keyword overrides win (None = not given)."""
+        from policy_server import config_file  # /etc/kalkan/server.toml (issue 11)
+
+        configured = config_file.load()
         values: dict = {
-            "state_dir": default_state_dir(),
-            "db_url": os.environ.get("KALKAN_DB_URL") or None,
-            "host": os.environ.get("KALKAN_HOST", "127.0.0.1"),
-            "port": int(os.environ.get("KALKAN_PORT", "8443")),
-            "tls": os.environ.get("KALKAN_NO_TLS", "") not in ("1", "true", "yes"),
+            "state_dir": (default_state_dir() if "KALKAN_STATE_DIR" in os.environ
+                          or "state_dir" not in configured else configured["state_dir"]),
+            "db_url": os.environ.get("KALKAN_DB_URL") or configured.get("db_url"),
+            "host": os.environ.get("KALKAN_HOST") or configured.get("host", "127.0.0.1"),
+            "port": int(os.environ.get("KALKAN_PORT") or configured.get("port", 8443)),
+            "tls": (os.environ.get("KALKAN_NO_TLS", "") not in ("1", "true", "yes")
+                    if os.environ.get("KALKAN_NO_TLS") else configured.get("tls", True)),
             "checks_interval_s": float(os.environ.get("KALKAN_CHECKS_INTERVAL_S", "3600")),
             "isuo_checks_interval_s": float(os.environ.get("KALKAN_ISUO_CHECKS_INTERVAL_S", "300")),
             "level": os.environ.get("KALKAN_LEVEL", "school"),

@@ -32,6 +32,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from sqlalchemy import Connection, Engine, text
 
+from policy_server.health.service import short_error
 from policy_server.settings import Settings
 
 log = logging.getLogger("kalkan.workers")
@@ -135,8 +136,8 @@ class LeaderChecks:
         while not self.leading:
             try:
                 self.leading = await asyncio.to_thread(self._try_lock)
-            except Exception:  # noqa: BLE001 — the database may be briefly away; try again later
-                log.exception("periodic checks: could not ask for the leader lock")
+            except Exception as exc:  # noqa: BLE001 — the database may be briefly away; try again later
+                log.warning("periodic checks: could not ask for the leader lock (%s)", short_error(exc))
             if self.leading:
                 log.info("periodic checks run in this worker (pid %d)", os.getpid())
                 await self.inner.start()

@@ -9,7 +9,11 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
-UT1_DIR = SHARED / "data" / "ut1"
+# The full UT1 lists: ../shared/data/ut1 beside the checkout, or KALKAN_UT1_DIR.  Only the larger
+# tests use them, and skip when they are absent (a clone alone); the small UT1-format fixture
+# in tests/fixtures/ut1/ is always there.
+UT1_DIR = Path(os.environ.get("KALKAN_UT1_DIR") or SHARED / "data" / "ut1")
+UT1_FIXTURE = REPO / "tests" / "fixtures" / "ut1" / "ut1-small.tar.gz"
 
 
 @pytest.fixture(scope="session")
@@ -20,7 +24,8 @@ def repo_root() -> Path:
 @pytest.fixture(scope="session")
 def ut1_dir() -> Path:
     if not UT1_DIR.is_dir():
-        pytest.fail(f"UT1 lists not found at {UT1_DIR}; the repository expects ../shared/data/ut1 beside it")
+        pytest.skip(f"the full UT1 lists are not at {UT1_DIR} (../shared/data/ut1 beside the checkout, or "
+                    "KALKAN_UT1_DIR); the small fixture tests/fixtures/ut1/ covers the rest")
     return UT1_DIR
 
 
@@ -30,6 +35,28 @@ def artifacts_dir() -> Path:
     path = REPO / "test-artifacts"
     path.mkdir(exist_ok=True)
     return path
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync",
+]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless Chromium for the whole run; each test opens its own context (cookies)."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (listed in install/apt-packages.txt)")
+    from playwright.sync_api import sync_playwright
+    # Playwright gives every launch a fresh throwaway profile (it refuses --user-data-dir here).
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
 
 
 def is_root() -> bool:

@@ -20,12 +20,14 @@ import socket
 import socketserver
 import threading
 import time
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from agent.collectors.base import Collector, CollectorContext, healthy, unhealthy
-from agent.idle.core import IsuoState, isuo_ended, isuo_started, policy_for, session_locked
+from agent.idle.core import IsuoState, isuo_ended, isuo_started, lesson_lock_for, policy_for, session_locked
 from agent.idle.wire import DEFAULT_SOCKET, WireError, decode, encode, peer_uid, read_line
 from agent.platform.accounts import user_and_groups
 from policy_server.protocol import CollectorHealth, IdleLocked, IdleLockFailed, Subject
@@ -147,8 +149,15 @@ class IdleCollector(Collector):
         with self._lock:
             self._helper_seen[user] = time.monotonic()
             isuo = self._isuo.get(user, IsuoState())
-        return policy_for(group_timeout_s=section.timeouts_s.get(group, section.default_timeout_s),
-                          isuo_timeout_s=section.isuo_timeout_s, isuo=isuo)
+        policy = policy_for(group_timeout_s=section.timeouts_s.get(group, section.default_timeout_s),
+                            isuo_timeout_s=section.isuo_timeout_s, isuo=isuo)
+        kind = next((g.kind for g in self.ctx.policy.groups if g.name == group), "student")
+        if kind == "student":  # the teacher's own screen is never locked by their lesson
+            lock = lesson_lock_for(self.ctx.policy.lessons, room=self.ctx.room, seat=self.ctx.seat,
+                                   now=datetime.now(UTC))
+            if lock is not None:
+                policy = replace(policy, lesson_lock=lock)
+        return policy
 
     def _subject(self, user: str) -> Subject:
         return Subject(os_user=user[:64], seat=self.ctx.seat)

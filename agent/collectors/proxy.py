@@ -343,7 +343,7 @@ class ProxyCollector(Collector):
         self._apply_firewall(self.ctx.policy)
         self._apply_hosts()
         self._ca_first_attempt.clear()
-        if self.settings.fetch_ca and not (self.confdir / ca_mod.SCHOOL_CA_MARK).exists():
+        if self.settings.fetch_ca:  # now if there is none, later to renew the seat's short-lived CA
             self._ca_thread = threading.Thread(target=self._fetch_ca_until_done, name="kalkan-proxy-ca",
                                                daemon=True)
             self._ca_thread.start()
@@ -447,12 +447,19 @@ class ProxyCollector(Collector):
             self.ctx.log.error("cannot add %s to %s: %s", hosts_mod.REPORT_HOST, self.hosts_file, exc)
 
     def _fetch_ca_until_done(self) -> None:
-        """Fetch, check and install the school CA in a short-lived `kalkan-agent proxy fetch-ca`
+        """Fetch, check and install the seat's CA in a short-lived `kalkan-agent proxy fetch-ca`
         child (it loads `cryptography`, which would otherwise stay in this long-running process),
-        then restart mitmdump with it; retry every `ca_retry_s` until it works."""
+        then restart mitmdump with it; retry every `ca_retry_s` until it works; again whenever
+        it is due for renewal (`ca.proxy_ca_due`: 2 days before the seat's CA ends)."""
         from agent.proxy.ca_fetch import install_school_ca_in_child
 
         while not self._stop.is_set():
+            due = ca_mod.proxy_ca_due(self.confdir)
+            if due > 0:  # a valid seat CA: renew it before it ends (docs/security.md "Trust chain")
+                self._ca_first_attempt.set()
+                if self._stop.wait(min(due, 3600.0)):
+                    return
+                continue
             try:
                 account = self._proxy_account()
                 result = install_school_ca_in_child(Path(self.ctx.state_dir), self.ca_root,
@@ -462,7 +469,7 @@ class ProxyCollector(Collector):
                 self.ctx.log.info("school CA fetched from the server and installed (%s, %s, %d NSS "
                                   "databases)", result.system, result.firefox, len(result.nss))
                 self._restart_for_new_ca()
-                return
+                continue  # then wait until it is due for renewal
             except Exception as exc:
                 if self._stop.is_set():
                     return

@@ -51,9 +51,15 @@ class SessionPolicy:
     timeout_s: float
     reason: LockReason = "idle"  # the reason a lock at this timeout will be reported with
     lock_request: str | None = None
+    # The lesson's teacher locked this screen ("eyes on me", lock with a message): {"id", "message"}.
+    # Held while it is set; when it goes (unlocked, lesson over) the helper unlocks.
+    lesson_lock: dict | None = None
 
     def to_wire(self) -> dict:
-        return {"timeout_s": self.timeout_s, "reason": self.reason, "lock_request": self.lock_request}
+        wire = {"timeout_s": self.timeout_s, "reason": self.reason, "lock_request": self.lock_request}
+        if self.lesson_lock is not None:
+            wire["lesson_lock"] = self.lesson_lock
+        return wire
 
     @classmethod
     def from_wire(cls, data: dict) -> SessionPolicy:
@@ -63,7 +69,28 @@ class SessionPolicy:
         reason = data.get("reason", "idle")
         if reason not in ("idle", "isuo_end", "isuo_idle"):
             raise ValueError(f"unknown lock reason {reason!r}")
-        return cls(timeout_s=timeout, reason=reason, lock_request=data.get("lock_request"))
+        lesson_lock = data.get("lesson_lock")
+        if lesson_lock is not None and not (isinstance(lesson_lock, dict) and lesson_lock.get("id")):
+            raise ValueError("lesson_lock must be an object with an id")
+        return cls(timeout_s=timeout, reason=reason, lock_request=data.get("lock_request"),
+                   lesson_lock=lesson_lock)
+
+
+def lesson_lock_for(lessons, *, room: str | None, seat: str | None, now) -> dict | None:
+    """The teacher's lock for this seat now, from the bundle's lessons (pure).  A lesson's lock
+    ends with the lesson even when the server cannot be reached (its `ends_at` is in the bundle)."""
+    for lesson in lessons:
+        if room is None or lesson.room != room or not (lesson.starts_at <= now < lesson.ends_at):
+            continue
+        eyes = getattr(lesson, "eyes_until", None)
+        if eyes is not None and now < eyes:
+            return {"id": f"{lesson.id}:eyes:{eyes.isoformat()}", "message": lesson.lock_message}
+        seats = getattr(lesson, "locked_seats", []) or []
+        lock_at = getattr(lesson, "lock_at", None)
+        if ("*" in seats or (seat is not None and seat in seats)) and (lock_at is None or lock_at <= now):
+            return {"id": f"{lesson.id}:lock:{lock_at.isoformat() if lock_at else ''}",
+                    "message": lesson.lock_message}
+    return None
 
 
 def policy_for(*, group_timeout_s: float, isuo_timeout_s: float, isuo: IsuoState) -> SessionPolicy:

@@ -14,6 +14,8 @@ import argparse
 import logging
 import os
 import shlex
+import shutil
+import subprocess
 import threading
 import time
 from collections import deque
@@ -47,7 +49,7 @@ class SessionHelper:
         socket_path: Path = DEFAULT_SOCKET,
         session: str = "",
         read_interval_s: float = 1.0,
-        poll_interval_s: float = 5.0,
+        poll_interval_s: float = 1.0,  # a teacher's lock reaches the screen within 2 s
     ) -> None:
         self.source = source
         self.locker = locker
@@ -59,6 +61,7 @@ class SessionHelper:
         self.tracker = IdleTracker()
         self._unsent: deque[dict] = deque(maxlen=20)  # reports kept while the agent is unreachable
         self._next_poll = 0.0
+        self._lesson_lock: str | None = None  # the id of the teacher's lock this helper holds
 
     def poll(self) -> None:
         try:
@@ -86,6 +89,7 @@ class SessionHelper:
         if now >= self._next_poll:
             self.poll()
             self._next_poll = now + self.poll_interval_s
+            self.follow_lesson_lock()
         try:
             idle_s = self.source.idle_seconds()
         except IdleSourceError as exc:
@@ -104,11 +108,41 @@ class SessionHelper:
             log.error("could not lock the session: %s", result.error)
             self.report({"op": "lock_failed", "error": result.error, **common})
 
+    def follow_lesson_lock(self) -> None:
+        """Lock when the lesson's teacher locks this screen; unlock when the lock goes away (the
+        teacher unlocked, or the lesson ended: nothing carries over)."""
+        wanted = self.policy.lesson_lock
+        if wanted is not None and wanted["id"] != self._lesson_lock:
+            show_message(str(wanted.get("message") or ""))
+            result = self.locker.lock()
+            if result.ok:
+                self._lesson_lock = wanted["id"]
+                log.info("locked by the lesson's teacher (%s)", wanted["id"])
+            else:
+                log.error("could not lock for the lesson: %s", result.error)
+        elif wanted is None and self._lesson_lock is not None:
+            unlock = getattr(self.locker, "unlock", None)
+            result = unlock() if unlock is not None else None
+            if result is not None and not result.ok:
+                log.error("could not unlock after the lesson's lock: %s", result.error)
+            self._lesson_lock = None
+
     def run(self, stop: threading.Event | None = None) -> None:
         stop = stop or threading.Event()
         while not stop.is_set():
             self.tick(time.monotonic())
             stop.wait(self.read_interval_s)
+
+
+def show_message(message: str) -> None:
+    """The teacher's message on the screen (best effort: a desktop notification)."""
+    if not message or shutil.which("notify-send") is None:
+        return
+    try:
+        subprocess.run(["notify-send", "--urgency=critical", "Kalkan", message[:200]], timeout=5,
+                       capture_output=True)
+    except (OSError, subprocess.SubprocessError) as exc:
+        log.warning("could not show the teacher's message: %s", exc)
 
 
 def _source(kind: str, display: str | None) -> IdleSource:
@@ -135,7 +169,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--lock-command", help="lock with this command instead of loginctl, e.g. "
                                                "'xdg-screensaver lock'")
     parser.add_argument("--read-interval", type=float, default=1.0, help="seconds between idle readings")
-    parser.add_argument("--poll-interval", type=float, default=5.0, help="seconds between policy polls")
+    parser.add_argument("--poll-interval", type=float, default=1.0, help="seconds between policy polls")
     parser.add_argument("-v", "--verbose", action="store_true")
     return parser
 

@@ -270,6 +270,11 @@ class LoginctlLocker:
         return LockResult(True)
 
 
+    def unlock(self) -> LockResult:
+        """End a lesson's lock (`loginctl unlock-session`)."""
+        return CommandLocker(["loginctl", "unlock-session", self.session_id]).lock()
+
+
 def detect_locker(env: Mapping[str, str] | None = None) -> SessionLocker:
     env = os.environ if env is None else env
     if env.get("XDG_SESSION_ID") and shutil.which("loginctl"):
@@ -302,7 +307,17 @@ class FakeLocker:
     def __init__(self, *, fail_with: str = "") -> None:
         self.fail_with = fail_with
         self.calls = 0
+        self.unlocks = 0
+        self.locked = False
 
     def lock(self) -> LockResult:
         self.calls += 1
-        return LockResult(False, self.fail_with) if self.fail_with else LockResult(True)
+        if self.fail_with:
+            return LockResult(False, self.fail_with)
+        self.locked = True
+        return LockResult(True)
+
+    def unlock(self) -> LockResult:
+        self.unlocks += 1
+        self.locked = False
+        return LockResult(True)

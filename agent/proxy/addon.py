@@ -40,19 +40,36 @@ from mitmproxy.proxy import layers as mitm_layers
 from mitmproxy.proxy.layers import modes as mitm_modes
 from mitmproxy.proxy.layers.http import HttpStream
 
+from agent.artifacts import current_index, index_dir, read_report_status, report_key
 from agent.network.detectors import Finding
 from agent.network.ratelimit import RateLimiter
 from agent.proxy import engine as engine_mod
+from agent.proxy import relay
 from agent.proxy.destcheck import DestinationCheck, is_ip, normal_ip
 from agent.proxy.history import RecentPages
 from agent.proxy.i18n import pick_language, t
 from agent.proxy.isuo import IsuoTracker
-from agent.proxy.pages import REPORT_HOST, REPORT_SEND_PATH, UNBLOCK_PATH, BlockInfo, PageSet
+from agent.proxy.pages import (
+    REPORT_HAND_PATH,
+    REPORT_HOST,
+    REPORT_SEND_PATH,
+    UNBLOCK_PATH,
+    BlockInfo,
+    PageSet,
+)
 from agent.proxy.sni import UNSURE, client_hello_sni
 from agent.proxy.subject import OsUser, connection_owner
 from agent.proxy.usage import UsageCounter
 from agent.proxy.watch import POLL_S, FileWatch
-from policy_server.protocol import NetBypass, Subject, WebAlert, WebBlocked, WebReport, WebUnblockRequest
+from policy_server.protocol import (
+    LessonActivity,
+    NetBypass,
+    Subject,
+    WebAlert,
+    WebBlocked,
+    WebReport,
+    WebUnblockRequest,
+)
 
 log = logging.getLogger("kalkan.proxy")
 
@@ -95,13 +112,18 @@ class KalkanAddon:
         self._isuo_conns: dict[str, tuple[str, str]] = {}
         self._refused: set[str] = set()
         self._recent_blocks: dict[tuple[str | None, str], float] = {}
+        self._lesson_seen: dict[str, tuple[str, float]] = {}  # user → (host, when) last told the teacher
         self._watch: FileWatch | None = None
+        self._index_watch: FileWatch | None = None
+        self._sent_reports: dict[str, str] = {}  # report key → the URL sent (agent/artifacts.py)
+        self.index_in_force: str | None = None
         self._task: asyncio.Task | None = None
         self.policy_error: str = ""
         # copies of options read on every request (ctx.options lookups cost ~5 µs each)
         self._seat: str | None = None
         self._room: str | None = None
         self._system_uid_max = 999
+        self._fast_relay = False
         # the destination checks (no name that does not lead where the connection goes)
         self.dest = DestinationCheck()
         self._claims: dict[str, str] = {}  # client id → the name its TLS ClientHello claimed
@@ -123,12 +145,16 @@ class KalkanAddon:
                           "An ISUO session ends after this many seconds without an open connection.")
         loader.add_option("kalkan_system_uid_max", int, 999,
                           "Connections of uids up to this (system services) pass through unfiltered.")
+        loader.add_option("kalkan_fast_relay", bool, True,
+                          "Relay passed-through TLS with Kalkan's own socket relay (agent/proxy/relay.py) "
+                          "instead of mitmproxy's layers.")
 
     def configure(self, updated: set[str]) -> None:
         opts = ctx.options
         self._seat = opts.kalkan_seat or None
         self._room = opts.kalkan_room or None
         self._system_uid_max = opts.kalkan_system_uid_max
+        self._fast_relay = opts.kalkan_fast_relay
         if "kalkan_language" in updated and opts.kalkan_language not in ("ky", "ru", "en"):
             raise ValueError(f"kalkan_language={opts.kalkan_language!r}: use ky, ru or en")
         if "kalkan_isuo_idle_s" in updated:
@@ -152,6 +178,8 @@ class KalkanAddon:
             policy = Path(opts.kalkan_policy) if opts.kalkan_policy else None
             policy = policy or (state / "policy.json" if state else None)
             self._watch = FileWatch(policy) if policy else None
+            self._state_dir = state
+            self._index_watch = FileWatch(index_dir(state) / "current") if state else None
             self.engine_index = opts.kalkan_index or None
             self.reload_policy()
 
@@ -179,7 +207,9 @@ class KalkanAddon:
         while True:
             await asyncio.sleep(POLL_S)
             try:
-                if self._watch is not None and self._watch.changed():
+                policy_changed = self._watch is not None and self._watch.changed()
+                index_changed = self._index_watch is not None and self._index_watch.changed()
+                if policy_changed or index_changed:
                     await asyncio.to_thread(self.reload_policy, False)
                 now = self.clock()
                 for user, event in self.isuo.expire(now):
@@ -195,6 +225,8 @@ class KalkanAddon:
             return
         if mark_seen:
             self._watch.changed()
+            if self._index_watch is not None:
+                self._index_watch.changed()
         try:
             raw = json.loads(self._watch.path.read_text())
         except FileNotFoundError:
@@ -206,12 +238,25 @@ class KalkanAddon:
             log.error(self.policy_error)
             return
         try:
-            self.engine = engine_mod.Engine.from_bundle(raw, index=getattr(self, "engine_index", None))
+            self.engine = engine_mod.Engine.from_bundle(raw, index=self._index_source(raw))
             self.policy_error = ""
             log.info("kalkan policy version %s loaded", self.engine.version)
         except Exception as exc:
             self.policy_error = f"policy in {self._watch.path} rejected: {exc}; keeping the last good policy"
             log.error(self.policy_error)
+
+    def _index_source(self, raw: dict) -> str | None:
+        """The category index: the one the policy names, once the agent has fetched it; else the
+        last good one the agent fetched; else the `kalkan_index` option (agent/artifacts.py)."""
+        state = getattr(self, "_state_dir", None)
+        if state is not None:
+            wanted = ((raw.get("filtering") or {}) if isinstance(raw, dict) else {}).get("index_sha256")
+            path = current_index(state, wanted)
+            if path is not None:
+                self.index_in_force = path.stem
+                return str(path)
+        self.index_in_force = None
+        return getattr(self, "engine_index", None)
 
     # ------------------------------------------------------------------ subject
 
@@ -268,7 +313,8 @@ class KalkanAddon:
         if sni is UNSURE:
             return
         if self._pass_untouched(context.client, context.server, sni):  # type: ignore[arg-type]
-            nextlayer.layer = mitm_layers.TCPLayer(context, ignore=True)
+            if not (self._fast_relay and relay.hand_off(nextlayer, data)):
+                nextlayer.layer = mitm_layers.TCPLayer(context, ignore=True)
 
     def tls_clienthello(self, data: tls.ClientHelloData) -> None:
         if self._pass_untouched(data.context.client, data.context.server, data.client_hello.sni):
@@ -315,6 +361,7 @@ class KalkanAddon:
             self.usage.count(host, now)
             if subject.name:
                 self.history.add(subject.name, f"https://{host}/", now)
+                self._lesson_open(subject, group, host, now, document=False)
             return True
         if verdict.action == engine_mod.BLOCK and not verdict.intercept_tls:
             # blocked, and never to be looked inside (ISUO, banks): refuse the connection
@@ -421,6 +468,16 @@ class KalkanAddon:
         # One authority decides and is the one connected to: the name decided (Host) and the
         # destination (the absolute URI's host, the connection's address) must agree.
         agree = self._agrees(host, target.lower().rstrip("."))
+        authority = req.data.authority
+        if agree is not False and authority and req.data.http_version not in _HTTP2_OR_3:
+            # an absolute URI (a transparent connection, or inside a tunnel) names where the
+            # request is meant to go: it must be the Host decided on, else an upstream proxy at
+            # the destination would fetch something the filter never judged
+            written = authority.decode("utf-8", "surrogateescape")
+            if written != host_field:  # (the usual absolute URI spells its Host alike: nothing to parse)
+                uri_host = _origin(req.data.scheme or b"http", written)[0]
+                if uri_host.lower().rstrip(".") != host:
+                    agree = False
         if agree is False:
             self._refuse_flow(flow, subject, "mismatch", target, port,
                               f"Host {host} does not lead to the destination")
@@ -447,6 +504,7 @@ class KalkanAddon:
         self.usage.count(host, now)
         if subject.name and _is_document(dest, accept):
             self.history.add(subject.name, url, now)
+            self._lesson_open(subject, group, host, now, document=True)
         if agree is None:
             self._check_later(flow, subject, host, target, port)
 
@@ -543,6 +601,17 @@ class KalkanAddon:
         lang = self._lang(flow)
         subject = self._subject_of(flow.client_conn)
         flow.metadata["kalkan"] = "page"
+        lesson = self._lesson_of(subject)
+        if req.method == "POST" and req.path.startswith(REPORT_HAND_PATH):
+            form = _form(req)
+            lang = form.get("lang") if form.get("lang") in ("ky", "ru", "en") else lang
+            if lesson is not None:
+                self._emit("lesson.activity", LessonActivity(kind="hand", lesson_id=lesson.id[:32]),
+                           subject.name)
+            recent = self.history.recent(subject.name or "?", self.clock())
+            flow.response = http.Response.make(200, self.pages.report_page(
+                recent, lang, lesson=lesson is not None, hand_raised=lesson is not None), HTML)
+            return
         if req.method == "POST" and req.path.startswith(REPORT_SEND_PATH):
             form = _form(req)
             lang = form.get("lang") if form.get("lang") in ("ky", "ru", "en") else lang
@@ -554,10 +623,32 @@ class KalkanAddon:
                 return
             comment = (form.get("comment") or "").strip()[:2000] or None
             self._emit("web.report", WebReport(url=url[:4096], comment=comment), subject.name)
+            self._sent_reports[report_key(url[:4096])] = url[:4096]  # for the status on the page
+            while len(self._sent_reports) > 200:
+                self._sent_reports.pop(next(iter(self._sent_reports)))
             flow.response = http.Response.make(200, self.pages.report_thanks(url, lang), HTML)
             return
         recent = self.history.recent(subject.name or "?", self.clock())
-        flow.response = http.Response.make(200, self.pages.report_page(recent, lang), HTML)
+        state = getattr(self, "_state_dir", None)
+        statuses = []
+        for item in read_report_status(state) if state is not None else []:
+            sent = self._sent_reports.get(str(item.get("key")))
+            if sent is not None and isinstance(item, dict):
+                statuses.append({**item, "url": sent})
+        flow.response = http.Response.make(200, self.pages.report_page(
+            recent, lang, statuses=statuses, lesson=lesson is not None), HTML)
+
+    def _lesson_of(self, subject: ConnSubject):
+        """The lesson running now in this room for a student, or None."""
+        if subject.system or self._room is None:
+            return None
+        policy = self.engine.policy
+        if not getattr(policy, "lessons", ()):
+            return None
+        group = self._group(subject)
+        if policy.kind_of(group) != "student":
+            return None
+        return policy.active_lesson(room=self._room, group=group, at=engine_mod._at(self.clock()))
 
     def _serve_unblock(self, flow: http.HTTPFlow) -> None:
         req = flow.request
@@ -574,6 +665,7 @@ class KalkanAddon:
         rule = form.get("rule", "")
         request = WebUnblockRequest(url=url, categories=categories, rule=rule, comment=comment)
         self._emit("web.unblock_request", request, subject.name)
+        self._sent_reports[report_key(url)] = url
         info = BlockInfo(url=url, host=req.pretty_host, categories=tuple(categories), rule=rule)
         flow.response = http.Response.make(200, self.pages.block_page(info, lang, unblock_sent=True), HTML)
 
@@ -588,6 +680,30 @@ class KalkanAddon:
             self._emit("web.alert", alert, subject.name)
 
     # ------------------------------------------------------------------ events
+
+    def _lesson_open(self, subject: ConnSubject, group: str, host: str, now: float, *,
+                     document: bool) -> None:
+        """During a lesson in this room only: tell the lesson's teacher the site a student has
+        open (`lesson.activity`, never stored as an event: 001 §2.15).  A page (intercepted
+        document) always; a pass-through connection at most every `LESSON_OPEN_EVERY_S` per user
+        (it may be a page's CDN, not the page)."""
+        policy = self.engine.policy
+        lessons = getattr(policy, "lessons", ())
+        if not lessons or self._room is None:
+            return
+        if policy.kind_of(group) != "student":
+            return
+        lesson = policy.active_lesson(room=self._room, group=group, at=engine_mod._at(now))
+        if lesson is None:
+            return
+        last = self._lesson_seen.get(subject.name or "")
+        if last is not None and last[0] == host:
+            return
+        if not document and last is not None and now - last[1] < LESSON_OPEN_EVERY_S:
+            return
+        self._lesson_seen[subject.name or ""] = (host, now)
+        self._emit("lesson.activity", LessonActivity(kind="open", host=host[:253], lesson_id=lesson.id[:32]),
+                   subject.name)
 
     def _emit(self, event_type: str, data: Any, os_user: str | None, *,
               clauses: list[str] | None = None) -> None:
@@ -605,6 +721,7 @@ class KalkanAddon:
 
 
 _UNBLOCK_PATH = UNBLOCK_PATH.encode("ascii")
+LESSON_OPEN_EVERY_S = 10.0
 _STRICTNESS = {engine_mod.PASSTHROUGH: 0, engine_mod.INTERCEPT: 1, engine_mod.BLOCK: 2}
 
 

@@ -1,8 +1,13 @@
 """The per-school CA: trusted by the workstation's browsers so intercepted pages
 (search SafeSearch, block pages on HTTPS) show without warnings.
 
-The server makes the CA (`GET /api/v1/ca` → `{cert_pem, key_pem}`); the key stays
-with the proxy (its confdir, mode 0600); the certificate goes to:
+The school CA's key stays on the server.  The proxy signs with this seat's own
+*subordinate* CA (`GET /api/v1/ca` → `{cert_pem, key_pem, root_pem, expires_at}`): a
+key of its own, valid a week, name-constrained away from ISUO and the passed-through
+hosts; the agent fetches a new one before it expires (`proxy_ca_due`).  The subordinate
+key stays with the proxy (its confdir, mode 0600, with the subordinate and school CA
+certificates after it: the chain mitmproxy sends); the school CA certificate (`root_pem`)
+goes to:
 
 * the system store: `/usr/local/share/ca-certificates/kalkan-school-ca.crt` +
   `update-ca-certificates` (curl, wget, apt, Python, …);
@@ -67,23 +72,59 @@ def check_ca(cert_pem: str, key_pem: str | None = None) -> x509.Certificate:
     return cert
 
 
-def write_proxy_ca(confdir: Path, cert_pem: str, key_pem: str, *, owner_uid: int | None = None) -> Path:
-    """mitmproxy reads its CA from `<confdir>/mitmproxy-ca.pem` (key, then certificate)."""
+def write_proxy_ca(confdir: Path, cert_pem: str, key_pem: str, *, owner_uid: int | None = None,
+                   root_pem: str | None = None, expires_at: str | None = None) -> Path:
+    """mitmproxy reads its CA from `<confdir>/mitmproxy-ca.pem`: the key, then the signing
+    certificate, then (for a seat's subordinate CA) the school CA: mitmproxy sends every
+    certificate after the first as the chain.  `root_pem` is the school CA the browsers
+    trust (the signing certificate itself when it is the root); `expires_at` (ISO) is when
+    the signing certificate ends, kept in `CA_META` so the agent renews it without loading
+    `cryptography`."""
     check_ca(cert_pem, key_pem)
+    root_pem = (root_pem or cert_pem).strip()
+    chain = [cert_pem.strip()] + ([root_pem] if root_pem != cert_pem.strip() else [])
     confdir.mkdir(parents=True, exist_ok=True)
     target = confdir / MITMPROXY_CA_FILE
     tmp = target.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
-        fh.write(key_pem.strip() + "\n" + cert_pem.strip() + "\n")
+        fh.write(key_pem.strip() + "\n" + "\n".join(chain) + "\n")
     if owner_uid is not None:
         os.chown(tmp, owner_uid, -1)
         os.chown(confdir, owner_uid, -1)
     os.replace(tmp, target)
-    # mitmproxy also wants the bare certificate beside it for its own "cert" download page
-    (confdir / "mitmproxy-ca-cert.pem").write_text(cert_pem.strip() + "\n")
-    (confdir / SCHOOL_CA_MARK).write_text(cert_pem.strip() + "\n")
+    # mitmproxy also wants the bare certificate beside it for its own "cert" download page:
+    # the one to trust, the school CA
+    (confdir / "mitmproxy-ca-cert.pem").write_text(root_pem + "\n")
+    (confdir / SCHOOL_CA_MARK).write_text(root_pem + "\n")
+    (confdir / CA_META).write_text(json.dumps({"expires_at": expires_at}) + "\n")
     return target
+
+
+CA_META = "kalkan-proxy-ca.json"  # {"expires_at": ISO or null}: when the proxy's CA must be renewed
+RENEW_BEFORE_S = 2 * 24 * 3600
+
+
+def proxy_ca_due(confdir: Path, now: float | None = None) -> float:
+    """Seconds until the proxy's CA must be fetched again (0: now): no CA yet, or its
+    subordinate CA ends within `RENEW_BEFORE_S`.  Pure file reads, no `cryptography`."""
+    import time
+    from datetime import datetime
+
+    if not (confdir / SCHOOL_CA_MARK).exists():
+        return 0.0
+    try:
+        expires_at = json.loads((confdir / CA_META).read_text()).get("expires_at")
+    except (OSError, ValueError, AttributeError):
+        return 0.0  # a CA from before subordinate CAs (the school CA's own key): replace it
+    if not expires_at:
+        return 0.0
+    try:
+        ends = datetime.fromisoformat(expires_at).timestamp()
+    except (TypeError, ValueError):
+        return 0.0
+    now = time.time() if now is None else now
+    return max(0.0, ends - RENEW_BEFORE_S - now)
 
 
 # --------------------------------------------------------------------------- system store

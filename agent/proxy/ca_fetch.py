@@ -1,4 +1,5 @@
-"""Fetch the school CA from the server the agent is enrolled with (`GET /api/v1/ca`).
+"""Fetch this seat's subordinate CA and the school CA from the server the agent is
+enrolled with (`GET /api/v1/ca`; the school CA's key never leaves the server).
 
 Same connection as every other agent call: the server URL, bearer token and pinned
 certificate SHA-256 from enrolment (`agent.state`, `agent.server_client`), so the key
@@ -33,8 +34,21 @@ class CaFetchError(RuntimeError):
     pass
 
 
-def fetch_school_ca(state_dir: Path) -> tuple[str, str]:
-    """(cert_pem, key_pem) from the server; CaFetchError says what to do when it fails."""
+@dataclass
+class SeatCa:
+    """What `GET /api/v1/ca` gives: this seat's CA (certificate and key) and the school CA."""
+
+    cert_pem: str
+    key_pem: str
+    root_pem: str
+    expires_at: str | None = None
+
+    def __iter__(self):  # (cert_pem, key_pem), as callers unpacked before
+        return iter((self.cert_pem, self.key_pem))
+
+
+def fetch_school_ca(state_dir: Path) -> SeatCa:
+    """This seat's CA from the server; CaFetchError says what to do when it fails."""
     state = AgentState(state_dir)
     if not state.paths.config.is_file():
         raise CaFetchError("not enrolled yet: enrol with `kalkan-agent enroll`, then the school CA is "
@@ -53,10 +67,13 @@ def fetch_school_ca(state_dir: Path) -> tuple[str, str]:
     try:
         body = response.json()
         cert_pem, key_pem = body["cert_pem"], body["key_pem"]
-    except (ValueError, KeyError, TypeError):
+        root_pem = body.get("root_pem") or cert_pem  # a server from before seat CAs: the root itself
+        expires_at = body.get("expires_at")
+    except (ValueError, KeyError, TypeError, AttributeError):
         raise CaFetchError("the server's answer to GET /api/v1/ca has no cert_pem/key_pem") from None
     check_ca(cert_pem, key_pem)
-    return cert_pem, key_pem
+    check_ca(root_pem)
+    return SeatCa(cert_pem=cert_pem, key_pem=key_pem, root_pem=root_pem, expires_at=expires_at)
 
 
 # --------------------------------------------------------------------------- the agent's side

@@ -74,9 +74,10 @@ def cmd_fetch_ca(args: argparse.Namespace) -> int:
     owner_uid = None if args.no_proxy_user else (args.owner_uid if args.owner_uid is not None
                                                  else _proxy_uid_if_any())
     try:
-        cert, key = fetch_school_ca(state_root)
-        report = ca.install_everywhere(cert, Path(args.root))
-        ca.write_proxy_ca(confdir, cert, key, owner_uid=owner_uid)
+        seat = fetch_school_ca(state_root)  # this seat's CA; the browsers trust the school CA
+        report = ca.install_everywhere(seat.root_pem, Path(args.root))
+        ca.write_proxy_ca(confdir, seat.cert_pem, seat.key_pem, owner_uid=owner_uid,
+                          root_pem=seat.root_pem, expires_at=seat.expires_at)
     except (OSError, ca.CaError, CaFetchError) as exc:
         if args.json:
             print(json.dumps({"ok": False, "error": str(exc)}), flush=True)

@@ -26,6 +26,10 @@ from collections.abc import Callable
 DEFAULT_TTL_S = 120.0
 NEGATIVE_TTL_S = 10.0
 MAX_NAMES = 8192
+# A browser may keep using an address its own cache holds after the resolver has moved on to
+# others (rotating CDN answers): addresses a name resolved to in the last RECENT_S stay valid.
+RECENT_S = 600.0
+MAX_ADDRESSES = 64
 
 
 def is_ip(text: str) -> bool:
@@ -76,6 +80,10 @@ class DestinationCheck:
             self._names.clear()
             self._reverse.clear()
         now = self._clock()
+        previous = self._names.get(name)
+        if previous is not None and now - previous[2] < RECENT_S and previous[0] - addrs:
+            kept = addrs | previous[0]
+            addrs = kept if len(kept) <= MAX_ADDRESSES else addrs
         self._names[name] = (addrs, now + (self.ttl_s if addrs else NEGATIVE_TTL_S), now)
         if len(self._reverse) >= 4 * MAX_NAMES:
             self._reverse.clear()
@@ -124,10 +132,15 @@ class DestinationCheck:
         return wanted in await self.resolve(name, refresh=True)
 
     def leads_to_cached(self, name: str, address: str) -> bool | None:
-        """`leads_to` from the cache only: True, or None when only a lookup can tell."""
-        addrs = self.addresses(name)
-        if addrs is None:
+        """`leads_to` from the cache only: True, or None when only a lookup can tell.
+        A warm name costs two dict lookups (the address as the connection spells it is
+        almost always the resolver's spelling; only otherwise is it parsed)."""
+        found = self._names.get(name)
+        if found is None or found[1] < self._clock():
             return None
+        addrs = found[0]
+        if address in addrs:
+            return True
         try:
             return True if normal_ip(address) in addrs else None
         except ValueError:

@@ -87,6 +87,8 @@ def load_index(source: str | None) -> Any:
             if not Path(source).is_file():
                 raise FileNotFoundError(f"category index {source} not found; compile it with "
                                         "`kalkan-filter compile` or fix kalkan_index")
+            while len(_INDEX_CACHE) >= 2:  # the index in force and the one before (content-addressed files)
+                _INDEX_CACHE.pop(next(iter(_INDEX_CACHE)))
             _INDEX_CACHE[source] = CategoryIndex.open(source)
         return _INDEX_CACHE[source]
 

@@ -85,6 +85,22 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": "Pick a page or type its address.",
     },
     "back": {"ky": "Артка", "ru": "Назад", "en": "Back"},
+    "your_reports": {
+        "ky": "Бул компьютерден жөнөтүлгөн билдирүүлөр",
+        "ru": "Сообщения, отправленные с этого компьютера",
+        "en": "Reports sent from this computer",
+    },
+    "status_received": {"ky": "алынды, каралууда", "ru": "получено, рассматривается",
+                        "en": "received, being looked at"},
+    "status_blocked": {"ky": "бөгөттөлдү", "ru": "заблокировано", "en": "blocked"},
+    "status_allowed": {"ky": "уруксат берилди", "ru": "разрешено", "en": "allowed"},
+    "status_rejected": {"ky": "четке кагылды", "ru": "отклонено", "en": "rejected"},
+    "kind_report": {"ky": "билдирүү", "ru": "сообщение", "en": "report"},
+    "kind_unblock": {"ky": "ачууну суроо", "ru": "просьба открыть", "en": "unblock request"},
+    "raise_hand": {"ky": "Колумду көтөрүү (мугалимди чакыруу)", "ru": "Поднять руку (позвать учителя)",
+                   "en": "Raise my hand (call the teacher)"},
+    "hand_raised": {"ky": "Мугалим сиздин колуңузду көрдү.", "ru": "Учитель видит вашу поднятую руку.",
+                    "en": "The teacher sees your raised hand."},
 }
 
 # Why a page was blocked, by the filter's rule id (filters.decision); unknown ids are shown as is.

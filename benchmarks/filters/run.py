@@ -97,6 +97,90 @@ def unique_stream(domains, urls, n, rng) -> list[str]:
     return lst
 
 
+def mixed_case_stream(urls, n, rng) -> list[tuple[str, str]]:
+    """(mixed, plain) pairs: URL-list entries asked with their letters' case flipped at random
+    (host and path; many servers ignore case, so this is the same page) and, for entries with a
+    query, with another parameter before or after theirs (the same page with more parameters).
+    `plain` is the entry's own spelling with the same suffix: what a case-insensitive,
+    parameter-aware filter must decide alike."""
+    out = []
+    with_query = [u for u in urls if "?" in u]
+    while len(out) < n:
+        if with_query and rng.random() < 0.25:
+            u = rng.choice(with_query)
+            extra = f"zz{rng.randrange(100)}=1"
+            after = rng.random() < 0.5
+            plain = f"http://{u}&{extra}" if after else f"http://{u.replace('?', f'?{extra}&', 1)}"
+            mixed = plain
+        else:
+            u = rng.choice(urls)
+            plain = f"http://{u}/{rng.randrange(10**6)}"
+            mixed = "".join(c.upper() if c.isalpha() and rng.random() < 0.5 else c for c in plain[7:])
+            mixed = "http://" + mixed
+        out.append((mixed, plain))
+    return out
+
+
+def run_mixed(args) -> None:
+    """Only the mixed-case stream: Kalkan now, Kalkan before (a checkout), squidGuard."""
+    rng = random.Random(args.seed)
+    folders = ut1_folders()
+    domains, urls = read_entries(folders)
+    kidx = WORK / "ut1.kidx"
+    compile_index([Source(str(UT1), "ut1")], kidx)
+    index = CategoryIndex.open(kidx)
+    policy = kalkan_policy(index.table.ids)
+    from datetime import datetime
+
+    at = datetime.fromisoformat(AT)
+    pairs = mixed_case_stream(urls, args.urls, rng)
+    mixed = [m for m, _ in pairs]
+    lowered = [m[:7] + m[7:].lower() for m in mixed]  # what squidGuard compares (it lowers the URL)
+    _, k_mixed = run_kalkan(policy, index, mixed, at)
+    _, k_lower = run_kalkan(policy, index, lowered, at)
+    conf = setup_squidguard(folders)
+    _, _, sg_mixed = run_squidguard(conf, mixed)
+    before = None
+    if args.before:
+        script = (
+            "import json, sys; from datetime import datetime\n"
+            "from filters.decision import decide\n"
+            "from filters.index import CategoryIndex, Source, compile_index\n"
+            "from filters.policy import FilterPolicy\n"
+            f"compile_index([Source({str(UT1)!r}, 'ut1')], {str(WORK / 'ut1-before.kidx')!r})\n"
+            f"index = CategoryIndex.open({str(WORK / 'ut1-before.kidx')!r})\n"
+            "policy = FilterPolicy.from_bundle({'filtering': {'unsupervised': {'bench': 'open'}, "
+            "'safe_search': False, 'category_actions': {'bench': {c: 'block' for c in index.table.ids}}}, "
+            "'groups': [{'name': 'bench', 'kind': 'student'}], 'default_group': 'bench'})\n"
+            f"at = datetime.fromisoformat({AT!r})\n"
+            "urls = json.load(sys.stdin)\n"
+            "print(json.dumps([decide(policy, index, url=u, group='bench', at=at).action == 'block'\n"
+            "                  for u in urls]))\n"
+        )
+        res = subprocess.run([sys.executable, "-c", script], input=json.dumps(mixed), capture_output=True,
+                             text=True, cwd=args.before, check=True)
+        before = json.loads(res.stdout)
+    n = len(mixed)
+    print(f"machine: {machine()}; {n} mixed-case / extra-parameter URLs from UT1's URL lists "
+          f"({sum('&zz' in m or '?zz' in m for m in mixed)} with an extra parameter)")
+    print()
+    print("| engine | blocks (of the mixed stream) | blocks the lowered twin | agrees with squidGuard |")
+    print("| --- | --- | --- | --- |")
+    agree = sum(a == b for a, b in zip(k_mixed, sg_mixed, strict=True)) / n
+    print(f"| Kalkan (this tree) | {sum(k_mixed)} | {sum(k_lower)} | {agree:.2%} |")
+    if before is not None:
+        agree_b = sum(a == b for a, b in zip(before, sg_mixed, strict=True)) / n
+        print(f"| Kalkan (before: {args.before}) | {sum(before)} | – | {agree_b:.2%} |")
+    print(f"| squidGuard 1.6 | {sum(sg_mixed)} | – | – |")
+    kinds: dict[str, list[str]] = {}
+    for u, k, s in zip(mixed, k_mixed, sg_mixed, strict=True):
+        if k != s:
+            kinds.setdefault("Kalkan blocks, squidGuard allows" if k else "squidGuard blocks, Kalkan allows",
+                             []).append(u)
+    for why, found in kinds.items():
+        print(f"\n{why}: {len(found)}; e.g. " + ", ".join(found[:5]))
+
+
 def trace_stream(domains, n, rng) -> list[str]:
     """Page loads: each asks about its own host and a few CDN/ads hosts dozens of times."""
     cdns = [f"cdn{i}.static.example.net" for i in range(20)]
@@ -223,8 +307,19 @@ def main() -> None:
     ap.add_argument("--urls", type=int, default=100_000)
     ap.add_argument("--synthetic", type=int, default=4_000_000)
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--ut1", type=Path, default=None, help="the UT1 lists (default ../shared/data/ut1)")
+    ap.add_argument("--mixed-case", action="store_true", dest="mixed",
+                    help="only the mixed-case / extra-parameter stream (issue 9), with --urls of them")
+    ap.add_argument("--before", type=Path, default=None,
+                    help="with --mixed-case: a checkout of an older Kalkan decides the same stream")
     args = ap.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
+    if args.ut1:
+        global UT1
+        UT1 = args.ut1
+    if args.mixed:
+        run_mixed(args)
+        return
     rng = random.Random(args.seed)
     result: dict = {"machine": machine(), "args": vars(args)}
     folders = ut1_folders()

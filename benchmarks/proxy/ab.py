@@ -217,6 +217,10 @@ def main() -> None:
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
     ip_host = f"127.0.0.1:{origin.http_port}"
+    # the plain load asks the origin's own port: a port the proxy may connect to (network.proxy_ports)
+    bundle = base_bundle()
+    bundle = bundle.model_copy(update={"network": bundle.network.model_copy(
+        update={"proxy_ports": [80, 443, origin.http_port]})})
     wrk_script = tmp / "abs.lua"
     wrk_script.write_text(WRK_LUA.format(url=f"http://{ip_host}/", host=ip_host))
     connect_script = tmp / "connect_load.py"
@@ -231,7 +235,7 @@ def main() -> None:
         generation += 1
         here = tmp / f"gen{generation}"
         here.mkdir()
-        kalkan = start_proxy(here / "kalkan", school_ca=school, upstream=upstream, bundle=base_bundle(),
+        kalkan = start_proxy(here / "kalkan", school_ca=school, upstream=upstream, bundle=bundle,
                              upstream_ca=origin_ca,
                              extra=["--set", f"kalkan_index={index}",
                                     *profile_args(args.profile / "kalkan.prof" if args.profile else None)])
@@ -242,7 +246,7 @@ def main() -> None:
             entry, rig.ENTRY = rig.ENTRY, args.before / "agent" / "proxy" / "mitm_entry.py"
             try:
                 before = start_proxy(here / "before", school_ca=school, upstream=upstream,
-                                     bundle=base_bundle(), upstream_ca=origin_ca,
+                                     bundle=bundle, upstream_ca=origin_ca,
                                      extra=["--set", f"kalkan_index={index}"])
             finally:
                 rig.ENTRY = entry

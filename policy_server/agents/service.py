@@ -24,6 +24,7 @@ from policy_server import protocol
 from policy_server.audit import audit
 from policy_server.db.models import EnrollmentCode, Room, Workstation, utcnow
 from policy_server.errors import InvalidInput, KalkanError, NotFound
+from policy_server.policies.push import schedule_revocation
 from policy_server.school.service import get_room, get_school
 from policy_server.scope import Viewer
 
@@ -151,6 +152,7 @@ def revoke_agent(db: Session, *, agent_id: str, actor: str) -> Workstation:
                        code="agent.not_found", params={"agent_id": agent_id})
     ws.token_revoked = True
     audit(db, actor=actor, action="agent.revoke", target=agent_id, detail={"hostname": ws.hostname})
+    schedule_revocation(db, agent_id)  # its open push streams close at the commit
     return ws
 
 

@@ -66,6 +66,9 @@ CONSOLE_ERROR_TEXTS = {
                         "or '-'."),
     "room.duplicate": N_("A room named %(name)s exists already. Choose another name."),
     "room.not_found": N_("There is no such room."),
+    "approval.bad_scope": N_("Choose whether to allow this device or this model."),
+    "approval.no_event": N_("The event %(id)s does not exist (or is not of this kind). Reload the page."),
+    "approval.nothing_chosen": N_("Choose at least one change to accept."),
 }
 
 register_error_texts(CONSOLE_ERROR_TEXTS)

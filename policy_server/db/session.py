@@ -79,7 +79,15 @@ def _tune_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # `read_only_engine`: a deferred BEGIN takes no lock (WAL readers never block the writer)
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("kalkan_read_only")
+                             else "BEGIN IMMEDIATE")
+
+
+def read_only_engine(engine: Engine) -> Engine:
+    """The same engine for reads only: on SQLite its transactions take no write lock (for
+    frequent reads such as a lesson's live seat map while agents' events are being stored)."""
+    return engine.execution_options(kalkan_read_only=True)
 
 
 def is_sqlite(engine_or_session: Engine | Session) -> bool:

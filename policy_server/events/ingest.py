@@ -28,16 +28,18 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import exc as sa_exc
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from policy_server import protocol
+from policy_server.agents.binding import identity_claims, mismatch_drafts
 from policy_server.checks.stateful import INGEST_CHECK_TYPES, run_ingest_checks
 from policy_server.db.models import IsuoAccess, Room, Workstation, utcnow
 from policy_server.events.store import insert_new_events
 from policy_server.events.validation import ValidEvent, validate_batch
-from policy_server.incidents.engine import process_events
+from policy_server.health.service import is_unavailable, short_error
+from policy_server.incidents.engine import process_drafts, process_events
+from policy_server.lessons.activity import LESSON_ONLY_TYPES
 from policy_server.lessons.activity import record_from_events as record_lesson_activity
 from policy_server.rules import RULES, RuleInput
 
@@ -80,7 +82,12 @@ def store_batch(db: Session, *, agent: Workstation, checked: CheckedBatch) -> pr
     now = utcnow()
     result = protocol.BatchResult(duplicates=list(checked.result.duplicates),
                                   rejected=list(checked.result.rejected))
-    inserted = insert_new_events(db, agent_id=agent.id, received_at=now, events=checked.valid)
+    # lesson-time activity goes to the running lesson only, never into `events` (001 §2.15)
+    lesson_only = [v for v in checked.valid if v.type in LESSON_ONLY_TYPES]
+    to_store = [v for v in checked.valid if v.type not in LESSON_ONLY_TYPES] if lesson_only else checked.valid
+    inserted = insert_new_events(db, agent_id=agent.id, received_at=now, events=to_store,
+                                 seat=agent.seat)
+    inserted = set(inserted) | {v.id for v in lesson_only}
     accepted = [v for v in checked.valid if v.id in inserted]
     result.accepted = [v.id for v in accepted]
     result.duplicates.extend(v.id for v in checked.valid if v.id not in inserted)
@@ -91,25 +98,21 @@ def store_batch(db: Session, *, agent: Workstation, checked: CheckedBatch) -> pr
     with_rules = [v for v in accepted if v.type in RULES]
     # checks that need stored state (baseline chain, ISUO in a student lab): rare event types
     with_checks = [v for v in accepted if v.type in INGEST_CHECK_TYPES]
-    if with_rules or with_checks:
+    claims = identity_claims(agent, accepted)  # a seat or hostname other than the enrolled one
+    if with_rules or with_checks or claims:
         room = db.scalar(select(Room.name).where(Room.id == agent.room_id)) if agent.room_id else None
         if with_rules:
             process_events(db, [rule_input(v, agent, room) for v in with_rules])
         if with_checks:
             run_ingest_checks(db, events=[rule_input(v, agent, room) for v in with_checks])
+        if claims:
+            process_drafts(db, mismatch_drafts(agent, room, claims))
     return result
 
 
 def ingest_batch(db: Session, *, agent: Workstation, items: list[Any]) -> protocol.BatchResult:
     """Validate, store and run the rules on one batch (the caller commits)."""
     return store_batch(db, agent=agent, checked=check_batch(items))
-
-
-def is_unavailable(exc: BaseException) -> bool:
-    """The database cannot work now (disk full, connection lost, locked, pool exhausted):
-    the whole batch must be retried later, no event is at fault."""
-    return isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.DisconnectionError,
-                            sa_exc.TimeoutError, OSError))
 
 
 def store_isolating(sessions: sessionmaker[Session], *, agent_id: str,
@@ -121,7 +124,7 @@ def store_isolating(sessions: sessionmaker[Session], *, agent_id: str,
         if is_unavailable(exc) or not checked.valid:
             raise
         log.warning("a batch of %d events failed to store (%s); storing it in parts to find the "
-                    "event at fault", len(checked.valid), _short(exc))
+                    "event at fault", len(checked.valid), short_error(exc))
     result = protocol.BatchResult(duplicates=list(checked.result.duplicates),
                                   rejected=list(checked.result.rejected))
     _store_parts(sessions, agent_id, checked.valid, result)
@@ -148,9 +151,9 @@ def _store_parts(sessions: sessionmaker[Session], agent_id: str, valid: list[Val
         if len(valid) == 1:
             event = valid[0]
             log.warning("event %s (%s) refused alone: the server failed to store it (%s)",
-                        event.id, event.type, _short(exc))
+                        event.id, event.type, short_error(exc))
             result.rejected.append(protocol.RejectedEvent(
-                id=event.id, error=f"the server could not store this event ({_short(exc)}); it was "
+                id=event.id, error=f"the server could not store this event ({short_error(exc)}); it was "
                                    "refused alone and the rest of its batch stored: report it to "
                                    "the Kalkan developers with the event"))
             return
@@ -162,17 +165,10 @@ def _store_parts(sessions: sessionmaker[Session], agent_id: str, valid: list[Val
     result.duplicates.extend(part.duplicates)
 
 
-def _short(exc: BaseException) -> str:
-    """The error's class and first line, without the SQL and parameters SQLAlchemy appends."""
-    inner = getattr(exc, "orig", None) or exc
-    first = (str(inner).strip().splitlines() or [""])[0][:200]
-    return f"{type(inner).__name__}: {first}" if first else type(inner).__name__
-
-
 def rule_input(v: ValidEvent, agent: Workstation, room: str | None) -> RuleInput:
     return RuleInput(
         event_id=v.id, type=v.type, agent_id=agent.id, occurred_at=v.occurred_at, data=v.data,
-        clauses=tuple(v.clauses), os_user=v.os_user, seat=v.seat or agent.seat, room=room,
+        clauses=tuple(v.clauses), os_user=v.os_user, seat=agent.seat, room=room,
         hostname=agent.hostname,
     )
 
@@ -196,7 +192,7 @@ def _record_isuo(db: Session, agent: Workstation, v: ValidEvent) -> None:
     """Join an ISUO session's start and end into one `IsuoAccess` row (000 §6.8)."""
     session: protocol.IsuoSession = v.typed  # type: ignore[assignment]
     if session.state == "start":
-        db.add(IsuoAccess(source="proxy", agent_id=agent.id, seat=v.seat or agent.seat,
+        db.add(IsuoAccess(source="proxy", agent_id=agent.id, seat=agent.seat,
                           os_user=v.os_user, host=session.host, started_at=session.started_at,
                           start_event_id=v.id))
         db.flush()
@@ -210,7 +206,7 @@ def _record_isuo(db: Session, agent: Workstation, v: ValidEvent) -> None:
     )
     ended = session.ended_at or v.occurred_at
     if open_access is None:  # the start never arrived (dropped or made before enrolment)
-        db.add(IsuoAccess(source="proxy", agent_id=agent.id, seat=v.seat or agent.seat,
+        db.add(IsuoAccess(source="proxy", agent_id=agent.id, seat=agent.seat,
                           os_user=v.os_user, host=session.host, started_at=session.started_at,
                           ended_at=ended))
     else:

@@ -24,17 +24,20 @@ from policy_server.db.models import Event
 from policy_server.events.validation import ValidEvent
 
 _SQLITE_IN_CHUNK = 500  # ids per `IN (…)`; SQLite allows 32,766 bound parameters
-_COLUMNS = ("id", "type", "occurred_at", "os_user", "seat", "data", "clauses")  # + agent_id, received_at
+_COLUMNS = ("id", "type", "occurred_at", "os_user", "data", "clauses")  # + agent_id, seat, received_at
 
 
 def insert_new_events(db: Session, *, agent_id: str, received_at: datetime,
-                      events: list[ValidEvent]) -> set[str]:
-    """Store the events whose id is new (ids must be distinct); return the ids stored now."""
+                      events: list[ValidEvent], seat: str | None = None) -> set[str]:
+    """Store the events whose id is new (ids must be distinct); return the ids stored now.
+
+    `seat` is the agent's enrolled seat, stored on every row: never the seat an event's
+    body claims (agents/binding.py)."""
     if not events:
         return set()
     connection = db.connection()  # begins the session's transaction (BEGIN IMMEDIATE on SQLite)
     table = Event.__table__
-    same = {"agent_id": agent_id, "received_at": received_at}  # one batch, one agent, one time
+    same = {"agent_id": agent_id, "seat": seat, "received_at": received_at}  # one batch, one agent
     if connection.dialect.name == "postgresql":
         returned = insert_rows(connection, table, _COLUMNS, _rows(events), constants=same,
                                on_conflict_do_nothing=("id",), returning=("id",))
@@ -46,7 +49,7 @@ def insert_new_events(db: Session, *, agent_id: str, received_at: datetime,
 
 
 def _rows(events: list[ValidEvent]) -> list[tuple]:
-    return [(e.id, e.type, e.occurred_at, e.os_user, e.seat, Json(e.data_json), Json(e.clauses_json))
+    return [(e.id, e.type, e.occurred_at, e.os_user, Json(e.data_json), Json(e.clauses_json))
             for e in events]
 
 

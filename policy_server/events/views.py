@@ -82,7 +82,38 @@ def parse_batch(body: bytes) -> list:
     return events
 
 
-@router.post("/events", response_model=protocol.BatchResult, dependencies=[Depends(scope.agent_only)])
+def _inline_refs(schema: dict) -> dict:
+    """The schema with its `$defs` written in place (the OpenAPI document has no `$defs`)."""
+    defs = schema.pop("$defs", {})
+
+    def walk(node):
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return walk(dict(defs[ref.rsplit("/", 1)[1]]))
+            return {k: walk(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    return walk(schema)
+
+
+def events_body_schema() -> dict:
+    """The body of `POST /api/v1/events` for the OpenAPI document (the route reads the raw
+    body itself: one bad event is refused alone, so the batch is not validated as a whole)."""
+    envelope = _inline_refs(protocol.EventEnvelope.model_json_schema())
+    envelope["properties"]["type"] = {"type": "string", "enum": sorted(protocol.EVENT_TYPES),
+                                      "description": "a known event type; `data` is its model"}
+    return {"type": "object", "required": ["events"], "additionalProperties": False,
+            "properties": {"events": {"type": "array", "maxItems": protocol.MAX_EVENTS_PER_BATCH,
+                                      "items": envelope}}}
+
+
+@router.post("/events", response_model=protocol.BatchResult, dependencies=[Depends(scope.agent_only)],
+             openapi_extra={
+                 "requestBody": {"required": True,
+                                 "content": {"application/json": {"schema": events_body_schema()}}}})
 async def post_events(request: Request) -> Response:
     # The body is read before any database transaction starts: on SQLite every transaction
     # holds the write lock, which must never wait on a slow client's upload.

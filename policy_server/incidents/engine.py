@@ -77,6 +77,7 @@ class _Incident:
     opened_by: _Member | None = None  # set when opened in this batch
     added: int = 0  # events added in this batch beyond those it opened with
     members: list[str] = field(default_factory=list)  # event ids to link
+    ongoing: bool = False  # a condition (see ONGOING_RULES): the window slides, no timeline line per event
 
     def covers(self, at: datetime) -> bool:
         return at <= self.window_ends_at
@@ -85,6 +86,9 @@ class _Incident:
         self.event_count += 1
         self.added += 1
         self.last_seen_at = max(self.last_seen_at, member.event.occurred_at)
+        if self.ongoing:  # still going on: one incident for as long as it lasts
+            self.window_ends_at = max(self.window_ends_at,
+                                      member.event.occurred_at + timedelta(seconds=member.draft.window_s))
         self.severity = _max_severity(self.severity, member.draft.severity.value)
         self.members.append(member.event.event_id)
 
@@ -104,9 +108,60 @@ class _BundleCache:
         return self._bundle
 
 
+# Rules about a condition that lasts (a part of the agent down, the antivirus not working): the
+# agent repeats the event (every heartbeat, every antivirus check) while it lasts.  Such an
+# incident is one for as long as the condition lasts (its window slides with each event; start,
+# count and last seen are on the incident, not one timeline line per event), and it closes
+# itself, with a note, when the same kind of event from the same agent no longer reports it
+# (issue 11).  event type → the rule whose incidents that event's report can clear.
+ONGOING_RULES: dict[str, str] = {
+    "agent.heartbeat": "agent.collector_failed",
+    "av.health": "av.health",
+}
+_ONGOING = frozenset(ONGOING_RULES.values())
+
+
 def process_events(db: Session, events: list[RuleInput]) -> list[int]:
     """Run the rules on stored events and merge the drafts; returns the ids of incidents touched."""
-    return process_drafts(db, [(draft, event) for event in events for draft in evaluate(event)])
+    drafts = [(draft, event) for event in events for draft in evaluate(event)]
+    touched = process_drafts(db, drafts)
+    _close_cleared(db, events, drafts)
+    return touched
+
+
+def _close_cleared(db: Session, events: list[RuleInput],
+                   drafts: list[tuple[IncidentDraft, RuleInput]]) -> None:
+    """Resolve the open condition incidents that the newest report of each agent no longer names.
+
+    One query (index `ix_incidents_agent_status`, 0104) per batch that holds such reports."""
+    newest: dict[tuple[str, str], RuleInput] = {}
+    for event in events:
+        if event.type in ONGOING_RULES:
+            key = (event.agent_id, event.type)
+            if key not in newest or newest[key].occurred_at <= event.occurred_at:
+                newest[key] = event
+    if not newest:
+        return
+    still = {d.dedup_key[:_KEY_LEN] for d, e in drafts if newest.get((e.agent_id, e.type)) is e}
+    agents = sorted({agent_id for agent_id, _type in newest})
+    rules = sorted({ONGOING_RULES[type_] for _agent, type_ in newest})
+    now = utcnow()
+    open_conditions = db.scalars(select(Incident).where(  # index ix_incidents_agent_status (0104)
+        Incident.agent_id.in_(agents), Incident.status != IncidentStatus.resolved, Incident.rule.in_(rules)))
+    for incident in open_conditions:
+        if incident.dedup_key in still:
+            continue
+        report = next((e for (a, t), e in newest.items()
+                       if a == incident.agent_id and ONGOING_RULES[t] == incident.rule), None)
+        if report is None:
+            continue
+        cleared_at = report.occurred_at
+        incident.status = IncidentStatus.resolved
+        incident.resolution = (f"The condition cleared by itself: the agent reported at "
+                               f"{cleared_at:%Y-%m-%d %H:%M} UTC that it is gone.")
+        db.add(TimelineEntry(incident_id=incident.id, actor=SYSTEM, action="resolved", at=now,
+                             detail={"note": "condition_cleared", "cleared_at": cleared_at.isoformat(),
+                                     "reason": incident.resolution}))
 
 
 def process_drafts(db: Session, drafts: list[tuple[IncidentDraft, RuleInput]]) -> list[int]:
@@ -162,7 +217,8 @@ def _open_incidents(db: Session, keys: list[str], earliest: datetime) -> dict[st
     for incident_id, key, count, first_seen, last_seen, window_ends, severity in rows:
         found[key] = _Incident(id=incident_id, event_count=count, first_seen_at=first_seen,
                                last_seen_at=last_seen, window_ends_at=window_ends,
-                               severity=severity)  # the newest wins
+                               severity=severity,  # the newest wins
+                               ongoing=key.split(":", 1)[0] in _ONGOING)
     return found
 
 
@@ -234,6 +290,7 @@ def _opened(members: list[_Member]) -> _Incident:
         window_ends_at=first.event.occurred_at + timedelta(seconds=last.draft.window_s),
         severity=max((m.draft.severity.value for m in members), key=lambda s: _SEVERITY_RANK.get(s, 0)),
         opened_by=last, members=[m.event.event_id for m in members],
+        ongoing=last.draft.rule in _ONGOING,
     )
 
 
@@ -250,14 +307,15 @@ def _write(db: Session, touched: list[_Incident]) -> None:
         for incident, new_id in zip(opened, new_ids, strict=True):
             incident.id = new_id
     connection = db.connection()
-    update_rows(connection, Incident.__table__, "id", ("event_count", "last_seen_at", "severity"),
-                [(i.id, i.event_count, i.last_seen_at, i.severity) for i in grown])
+    update_rows(connection, Incident.__table__, "id",
+                ("event_count", "last_seen_at", "severity", "window_ends_at"),
+                [(i.id, i.event_count, i.last_seen_at, i.severity, i.window_ends_at) for i in grown])
     now = utcnow()
     timeline = [(i.id, SYSTEM, "opened", now, {"event_id": i.opened_by.event.event_id or None,
                                                "rule": i.opened_by.draft.rule,
                                                "count": i.event_count - i.added}) for i in opened]
     timeline += [(i.id, SYSTEM, "events_added", now, {"count": i.added, "total": i.event_count})
-                 for i in touched if i.added]
+                 for i in touched if i.added and not i.ongoing]
     insert_rows(connection, TimelineEntry.__table__, ("incident_id", "actor", "action", "at", "detail"),
                 timeline)
     insert_rows(connection, IncidentEvent.__table__, ("incident_id", "event_id"),

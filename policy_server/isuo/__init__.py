@@ -14,3 +14,5 @@ terms; the school's regulation adds 000 §6.5, §6.8, §6.10.  This package owns
 
 docs/isuo.md describes the register, the formats and every check with its clause.
 """
+
+from policy_server.isuo import error_texts as _error_texts  # noqa: E402,F401  (registers the codes' texts)

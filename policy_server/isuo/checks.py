@@ -1,7 +1,7 @@
 """Runs the ISUO cross-checks (`rules.py`, pure) over the database: on import and periodically.
 
-* `check_imported` — the records one import added (called by `imports.import_file`, same
-  transaction);
+* `check_new_accesses` / `check_imported` — the records one import added (called by
+  `imports.import_file`, in the same transaction);
 * `check_period` — every imported record and every proxy session not linked to one in a
   period, the import gaps, and the termly review's due date; `run_periodic` calls it for the
   last three days (job `isuo.cross` of `policy_server.checks`).
@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from policy_server.checks.periodic import _submit
-from policy_server.db.models import Event, IsuoAccess, Workstation
+from policy_server.db.models import Event, IsuoAccess, Room, Workstation
 from policy_server.isuo import rules
 from policy_server.isuo.models import IsuoImport, IsuoLogin, IsuoRecord, IsuoReview, IsuoUser
 from policy_server.isuo.rules import SCHOOL_TZ, Access, RegisteredUser, SeatHistory
@@ -120,6 +120,42 @@ def _input(access: Access, kind: str) -> RuleInput:
     )
 
 
+def student_lab_drafts(db: Session, accesses: list[Access]) -> list[tuple[IncidentDraft, RuleInput]]:
+    """Imported records from student-lab seats outside a lesson (the lessons table is the truth)."""
+    from policy_server.lessons.models import Lesson
+    from policy_server.policies.service import current_bundle
+
+    labs = set(current_bundle(db).isuo.student_lab_rooms)
+    candidates = [a for a in accesses if a.agent_id and not a.proxy_linked]
+    if not labs or not candidates:
+        return []
+    rooms = dict(
+        db.execute(
+            select(Workstation.id, Room.name)
+            .join(Room, Room.id == Workstation.room_id)
+            .where(Workstation.id.in_(sorted({a.agent_id for a in candidates})))
+        ).all()
+    )
+    in_lab = [a for a in candidates if rooms.get(a.agent_id) in labs]
+    if not in_lab:
+        return []
+    since, until = min(a.at for a in in_lab), max(a.at for a in in_lab)
+    lessons: dict[str, list[tuple[datetime, datetime]]] = defaultdict(list)
+    for room, start, end, ended in db.execute(
+        select(Room.name, Lesson.starts_at, Lesson.ends_at, Lesson.ended_at)
+        .join(Room, Room.id == Lesson.room_id)
+        .where(Lesson.starts_at <= until, Lesson.ends_at >= since)
+    ):
+        lessons[room].append((start, min(end, ended) if ended else end))
+    out: dict[str, tuple[IncidentDraft, RuleInput]] = {}
+    for access in in_lab:
+        running = any(s <= access.at < e for s, e in lessons.get(rooms[access.agent_id], ()))
+        draft = rules.student_lab_seat(access, student_lab=True, lesson_running=running)
+        if draft is not None:
+            out.setdefault(draft.dedup_key, (draft, _input(access, draft.rule)))
+    return list(out.values())
+
+
 def check_accesses(db: Session, accesses: list[Access]) -> list[tuple[IncidentDraft, RuleInput]]:
     if not accesses:
         return []
@@ -131,18 +167,25 @@ def check_accesses(db: Session, accesses: list[Access]) -> list[tuple[IncidentDr
         since=min(a.at for a in accesses),
         until=max(a.at for a in accesses),
     )
-    drafts: dict[str, tuple[IncidentDraft, RuleInput]] = {}
-    for access in accesses:
-        user = users.get(access.login) if access.login else None
-        for draft in rules.check_access(access, user, working, histories.get(access.agent_id or "")):
-            drafts.setdefault(draft.dedup_key, (draft, _input(access, draft.rule)))
-    return list(drafts.values())
+    found = [
+        (draft, _input(access, draft.rule))
+        for draft, access in rules.check_accesses(accesses, users, working, histories)
+    ]
+    return found + student_lab_drafts(db, accesses)
 
 
-def _record_accesses(rows) -> list[Access]:
+def _record_accesses(rows) -> list[Access]:  # rows of _RECORD_COLUMNS
     return [
-        Access(key=f"rec:{h[:16]}", at=at, login=login, seat=seat, agent_id=agent, action=action)
-        for h, at, login, seat, agent, action in rows
+        Access(
+            key=f"rec:{h[:16]}",
+            at=at,
+            login=login,
+            seat=seat,
+            agent_id=agent,
+            action=action,
+            proxy_linked=proxy is not None,
+        )
+        for h, at, login, seat, agent, action, proxy in rows
     ]
 
 
@@ -153,7 +196,13 @@ _RECORD_COLUMNS = (
     IsuoRecord.seat,
     IsuoRecord.agent_id,
     IsuoRecord.action,
+    IsuoRecord.proxy_access_id,
 )
+
+
+def check_new_accesses(db: Session, accesses: list[Access]) -> list[IncidentDraft]:
+    """The checks over accesses just imported (in memory: not read back from the database)."""
+    return _submit(db, check_accesses(db, accesses), open_at=None)
 
 
 def check_imported(db: Session, *, import_id: int, now: datetime) -> list[IncidentDraft]:
@@ -179,7 +228,7 @@ def proxy_only_accesses(db: Session, *, since: datetime, until: datetime) -> lis
         )
     )
     return [
-        Access(key=f"proxy:{i}", at=at, login=(user or None), seat=seat, agent_id=agent)
+        Access(key=f"proxy:{i}", at=at, login=(user or None), seat=seat, agent_id=agent, proxy_linked=True)
         for i, at, seat, agent, user in rows
     ]
 

@@ -29,17 +29,19 @@ from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from pathlib import PurePath
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from policy_server.audit import audit
 from policy_server.db.bulk import insert_rows
 from policy_server.db.models import IsuoAccess
 from policy_server.errors import InvalidInput
+from policy_server.isuo import error_texts  # noqa: F401  (registers the codes' texts)
 from policy_server.isuo.models import IsuoAddress, IsuoImport, IsuoRecord, IsuoSource
-from policy_server.isuo.rules import SCHOOL_TZ
+from policy_server.isuo.rules import SCHOOL_TZ, Access
 from policy_server.web.i18n import N_
 
 FIELDS = ("login", "time", "action", "ip", "record_type")
@@ -65,7 +67,7 @@ MAX_PROBLEMS_SHOWN = 50
 # A proxy session with no recorded end counts as lasting this long for the overlap.
 OPEN_SESSION = timedelta(hours=2)
 SLACK = timedelta(minutes=2)  # clocks of ISUO and of the workstation differ a little
-HASH_CHUNK = 500
+HASH_CHUNK = 5000  # SQLite: hashes per IN (its limit is 32,766 parameters)
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,7 @@ class ImportRejected(InvalidInput):
         super().__init__(
             f"{total_bad} bad row(s); first at line {first.line}: {first.problem % first.params}",
             code="isuo.import_rejected",
+            params={"n": total_bad, "line": first.line},
         )
         self.problems = problems
         self.total_bad = total_bad
@@ -97,13 +100,13 @@ class ParsedRow:
     action: str
     ip: str | None
     record_type: str
+    row_hash: str = ""
 
-    @property
-    def row_hash(self) -> str:
+    def __post_init__(self) -> None:
         text = "\x1f".join(
             (self.login, self.at.astimezone(UTC).isoformat(), self.action, self.ip or "", self.record_type)
         )
-        return hashlib.sha256(text.encode()).hexdigest()
+        object.__setattr__(self, "row_hash", hashlib.sha256(text.encode()).hexdigest())
 
 
 @dataclass
@@ -232,6 +235,16 @@ def _read_xlsx(data: bytes) -> Iterator[tuple[int, list]]:
         book.close()
 
 
+@lru_cache(maxsize=4096)
+def normal_ip(text: str) -> str | None:
+    """'010.35.1.7 ' → None (not an address); the canonical text otherwise (cached: a school has
+    a few dozen addresses, an export repeats them)."""
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return None
+
+
 def parse_time(value) -> datetime | None:
     """An aware UTC time from a cell: a datetime (XLSX) or text in one of TIME_FORMATS or ISO."""
     if isinstance(value, datetime):
@@ -312,18 +325,20 @@ def parse_rows(data: bytes, file_name: str, mapping: dict[str, str]) -> list[Par
     problems: list[RowProblem] = []
     bad = 0
 
-    def cell(cells: list, f: str):
-        i = columns.get(f)
-        return cells[i] if i is not None and i < len(cells) else None
+    width = max(columns.values()) + 1
+    i_login, i_time = columns["login"], columns["time"]
+    i_action, i_ip, i_type = columns.get("action"), columns.get("ip"), columns.get("record_type")
 
-    def text(cells: list, f: str, limit: int) -> str:
-        value = cell(cells, f)
+    def cell_text(cells: list, i: int | None, limit: int) -> str:
+        value = cells[i] if i is not None else None
         return "" if value is None else str(value).strip()[:limit]
 
     for line, cells in rows:
-        login = text(cells, "login", 128).lower()
-        at = parse_time(cell(cells, "time"))
-        ip_text = text(cells, "ip", 45)
+        if len(cells) < width:
+            cells = [*cells, *([None] * (width - len(cells)))]
+        login = cell_text(cells, i_login, 128).lower()
+        at = parse_time(cells[i_time])
+        ip_text = cell_text(cells, i_ip, 45)
         problem = None
         if not login:
             problem = RowProblem(
@@ -334,18 +349,18 @@ def parse_rows(data: bytes, file_name: str, mapping: dict[str, str]) -> list[Par
                 line,
                 N_("The time %(value)s is not a date and time."),
                 N_("Write it as 2026-09-01 08:30:00 or 01.09.2026 08:30."),
-                {"value": str(cell(cells, "time") or "")[:40]},
+                {"value": str(cells[i_time] or "")[:40]},
             )
         elif ip_text:
-            try:
-                ip_text = str(ipaddress.ip_address(ip_text))
-            except ValueError:
+            normal = normal_ip(ip_text)
+            if normal is None:
                 problem = RowProblem(
                     line,
                     N_("%(value)s is not an IP address."),
                     N_("Write it as 10.35.1.7, or leave the cell empty."),
                     {"value": ip_text},
                 )
+            ip_text = normal
         if problem is not None:
             bad += 1
             if len(problems) < MAX_PROBLEMS_SHOWN:
@@ -353,7 +368,7 @@ def parse_rows(data: bytes, file_name: str, mapping: dict[str, str]) -> list[Par
             continue
         parsed.append(
             ParsedRow(
-                line, login, at, text(cells, "action", 64), ip_text or None, text(cells, "record_type", 64)
+                line, login, at, cell_text(cells, i_action, 64), ip_text or None, cell_text(cells, i_type, 64)
             )
         )
     if problems:
@@ -417,6 +432,24 @@ class ProxySessions:
 # ----------------------------------------------------------------------------- import
 
 
+def stored_hashes(db: Session, hashes: list[str]) -> set[str]:
+    """Which of these row hashes are stored already: PostgreSQL in one query (`= ANY` of one
+    array parameter), SQLite in chunks of IN lists."""
+    if not hashes:
+        return set()
+    if db.get_bind().dialect.name == "postgresql":
+        rows = db.execute(
+            text("SELECT row_hash FROM isuo_records WHERE row_hash = ANY(CAST(:h AS text[]))"), {"h": hashes}
+        )
+        return {h for (h,) in rows}
+    found: set[str] = set()
+    for i in range(0, len(hashes), HASH_CHUNK):
+        found.update(
+            db.scalars(select(IsuoRecord.row_hash).where(IsuoRecord.row_hash.in_(hashes[i : i + HASH_CHUNK])))
+        )
+    return found
+
+
 def import_file(
     db: Session,
     *,
@@ -444,11 +477,7 @@ def import_file(
     for row in rows:
         unique.setdefault(row.row_hash, row)
     hashes = list(unique)
-    existing: set[str] = set()
-    for i in range(0, len(hashes), HASH_CHUNK):
-        existing.update(
-            db.scalars(select(IsuoRecord.row_hash).where(IsuoRecord.row_hash.in_(hashes[i : i + HASH_CHUNK])))
-        )
+    existing = stored_hashes(db, hashes)
     new = [unique[h] for h in hashes if h not in existing]
     first_at, last_at = min(r.at for r in rows), max(r.at for r in rows)
     record = IsuoImport(
@@ -526,5 +555,20 @@ def import_file(
     if run_checks and new:
         from policy_server.isuo import checks
 
-        result.incidents = len(checks.check_imported(db, import_id=record.id, now=now or datetime.now(UTC)))
+        accesses = sorted(
+            (
+                Access(
+                    key=f"rec:{o[0][:16]}",
+                    at=o[3],
+                    login=o[2],
+                    seat=o[7],
+                    agent_id=o[8],
+                    action=o[4],
+                    proxy_linked=o[9] is not None,
+                )
+                for o in out
+            ),
+            key=lambda a: a.at,
+        )
+        result.incidents = len(checks.check_new_accesses(db, accesses))
     return result

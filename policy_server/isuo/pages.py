@@ -198,10 +198,16 @@ def _findings_by_user(db: Session) -> dict[int, int]:
 # ----------------------------------------------------------------------------- static
 
 
-@router.get("/isuo/print.css", dependencies=[Depends(scope.public)])
-def print_css() -> FileResponse:
+STYLESHEETS = ("print.css", "isuo.css")
+
+
+@router.get("/isuo/{name}.css", dependencies=[Depends(scope.public)])
+def stylesheet(name: str) -> Response:
+    """The annex print sheet and the ISUO pages' small additions to kalkan.css."""
+    if f"{name}.css" not in STYLESHEETS:
+        return Response(status_code=404)
     return FileResponse(
-        STATIC / "print.css", media_type="text/css", headers={"Cache-Control": "public, max-age=3600"}
+        STATIC / f"{name}.css", media_type="text/css", headers={"Cache-Control": "public, max-age=3600"}
     )
 
 
@@ -600,7 +606,12 @@ def scan_file(
     if path is None:
         return page.error_page(404, page._("No scan is kept for this person."))
     media = {"pdf": "application/pdf", "jpg": "image/jpeg", "png": "image/png"}[path.suffix[1:]]
-    return FileResponse(path, media_type=media, headers={"Cache-Control": "no-store"})
+    return FileResponse(
+        path,
+        media_type=media,
+        filename=f"obligation-{user.id}.{path.suffix[1:]}",
+        headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"},
+    )
 
 
 ANNEXES = {"1.1": "isuo/annex_1_1.html", "1.2": "isuo/annex_1_2.html"}
@@ -761,7 +772,7 @@ def access_log(
     person: str = "",
     seat: str = "",
     day: str = "",
-    page_number: int = 1,
+    page_number: str = "1",
     db: Session = Depends(get_db),
     viewer=Depends(page_access(*EDITORS)),
 ) -> Response:
@@ -808,7 +819,9 @@ def access_log(
         except ValueError:
             errors = _errors(page, {"day": N_("Enter a date as year-month-day, for example 2026-09-01.")})
     total = db.scalar(count) or 0
-    pagination = presenters.Pagination(page=max(1, page_number), per_page=LOG_PER_PAGE, total=total)
+    pagination = presenters.Pagination(
+        page=max(1, int(page_number)) if page_number.isdigit() else 1, per_page=LOG_PER_PAGE, total=total
+    )
     rows = db.execute(
         query.order_by(IsuoRecord.at.desc(), IsuoRecord.id.desc())
         .limit(LOG_PER_PAGE)
@@ -821,7 +834,7 @@ def access_log(
         rows=rows,
         pagination=pagination,
         people=service.list_users(db),
-        person=person,
+        person_filter=person,
         seat=seat,
         day=day,
         base_query=base,

@@ -14,19 +14,21 @@ stay in `policy_server/rules/isuo.py` and keep running from `policy_server.check
 | `isuo.noncompliant_seat` | full scan > 7 days old, integrity failing, antivirus unwell | 000 §5.4, §4.2 |
 | `isuo.import_gap` | the proxies saw ISUO sessions on a day with no imported records | 000 §5.6, 000 §3.2 |
 | `isuo.review_overdue` | the termly access review was not signed by its due date | 002 §4.5, 002 §4.4 |
+| `isuo.student_lab` | an imported record from a student-lab seat outside a lesson | 002 §4.4, 000 §6.8 |
 """
 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
-from zoneinfo import ZoneInfo
+from datetime import date, datetime, time, timedelta, timezone
 
 from policy_server.rules import IncidentDraft, Severity
 
-SCHOOL_TZ = ZoneInfo("Asia/Bishkek")  # Kyrgyzstan: UTC+6, no daylight saving
+# Kyrgyzstan: UTC+6 all year, no daylight saving since 2005 (a fixed offset is ~10x cheaper to
+# convert to than ZoneInfo("Asia/Bishkek"), which matters over a year of records).
+SCHOOL_TZ = timezone(timedelta(hours=6), "Asia/Bishkek")
 DAY_S = 86400
 FULL_SCAN_MAX_AGE = timedelta(days=7)  # 000 §5.4: a full scan of every computer once a week
 
@@ -41,10 +43,15 @@ class Access:
     seat: str | None = None
     agent_id: str | None = None
     action: str = ""
+    proxy_linked: bool = False  # the proxy saw this session (its own checks ran at ingest)
 
-    @property
-    def local_day(self) -> date:
-        return self.at.astimezone(SCHOOL_TZ).date()
+    local: datetime = field(init=False, repr=False, compare=False)  # school time, set once
+    local_day: date = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        local = self.at.astimezone(SCHOOL_TZ)
+        object.__setattr__(self, "local", local)
+        object.__setattr__(self, "local_day", local.date())
 
     @property
     def where(self) -> str:
@@ -75,7 +82,7 @@ class WorkingTime:
 
     def why_outside(self, at: datetime) -> str | None:
         """None inside working time; else 'holiday', 'day_off' or 'hours'."""
-        local = at.astimezone(SCHOOL_TZ)
+        local = at if at.tzinfo is SCHOOL_TZ else at.astimezone(SCHOOL_TZ)
         if local.date() in self.holidays:
             return "holiday"
         if local.weekday() not in self.weekdays:
@@ -222,10 +229,10 @@ def after_left(access: Access, user: RegisteredUser | None) -> IncidentDraft | N
 
 def outside_hours(access: Access, working: WorkingTime) -> IncidentDraft | None:
     """Access outside working hours, on a day off or on a holiday (000 §5.6, §6.4)."""
-    why = working.why_outside(access.at)
+    why = working.why_outside(access.local)
     if why is None:
         return None
-    local = access.at.astimezone(SCHOOL_TZ)
+    local = access.local
     return _draft(
         f"ISUO used outside working time ({why}) at {local:%Y-%m-%d %H:%M}",
         Severity.medium,
@@ -257,6 +264,29 @@ def noncompliant_seat(access: Access, history: SeatHistory | None) -> IncidentDr
     )
 
 
+def student_lab_seat(access: Access, *, student_lab: bool, lesson_running: bool) -> IncidentDraft | None:
+    """An imported record from a seat in a student lab while no lesson ran there (002 §4.4,
+    000 §6.8) — the same finding as `policy_server.rules.isuo.isuo_from_student_lab` makes from
+    the proxy's sessions, for records the proxy did not see (a session it saw was judged at ingest)."""
+    if not student_lab or lesson_running or access.proxy_linked or access.agent_id is None:
+        return None
+    return IncidentDraft(
+        rule="isuo.student_lab",
+        title=f"ISUO used on {access.where} in a student lab outside a lesson",
+        severity=Severity.high,
+        clauses=("002 §4.4", "000 §6.8"),
+        dedup_key=f"isuo.student_lab:{access.agent_id}:{access.local_day.isoformat()}",
+        window_s=DAY_S,
+        params={
+            "where": access.where,
+            "login": access.login,
+            "at": access.at.isoformat(),
+            "why": "student_lab_no_lesson",
+            "source": "import",
+        },
+    )
+
+
 def check_access(
     access: Access, user: RegisteredUser | None, working: WorkingTime, history: SeatHistory | None
 ) -> list[IncidentDraft]:
@@ -270,6 +300,44 @@ def check_access(
         noncompliant_seat(access, history),
     ]
     return [d for d in drafts if d is not None]
+
+
+def check_accesses(
+    accesses: Iterable[Access],
+    users: Mapping[str, RegisteredUser],
+    working: WorkingTime,
+    histories: Mapping[str, SeatHistory],
+) -> list[tuple[IncidentDraft, Access]]:
+    """`check_access` over many accesses, one draft per dedup key (the first access that makes it).
+
+    The same result as running `check_access` on every access and keeping the first draft of
+    each key (a test holds this), without re-running a rule whose key (rule, login or seat,
+    day) is already found: the person rules depend only on the login and the day, so they run
+    once per login and day; the time rules run until they first fire that day."""
+    drafts: dict[str, tuple[IncidentDraft, Access]] = {}
+    person_checked: set[tuple[str, date]] = set()
+    found: set[tuple[str, str, date]] = set()
+    for access in accesses:
+        who, day = access.login or access.agent_id or "?", access.local_day
+        user = users.get(access.login) if access.login else None
+        candidates = []
+        if (who, day) not in person_checked:
+            person_checked.add((who, day))
+            candidates += [
+                unknown_login(access, user),
+                no_obligation(access, user),
+                after_blocked(access, user),
+                after_left(access, user),
+            ]
+        if ("isuo.outside_hours", who, day) not in found:
+            candidates.append(outside_hours(access, working))
+        if ("isuo.noncompliant_seat", who, day) not in found:
+            candidates.append(noncompliant_seat(access, histories.get(access.agent_id or "")))
+        for draft in candidates:
+            if draft is not None:
+                found.add((draft.rule, who, day))
+                drafts.setdefault(draft.dedup_key, (draft, access))
+    return list(drafts.values())
 
 
 def import_gaps(

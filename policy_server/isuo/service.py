@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, selectinload
 from policy_server.audit import audit
 from policy_server.db.models import Person, Workstation, utcnow
 from policy_server.errors import InvalidInput, NotFound
+from policy_server.isuo import error_texts  # noqa: F401  (registers the codes' texts)
 from policy_server.isuo.models import (
     IsuoAddress,
     IsuoConsent,
@@ -47,9 +48,12 @@ class FormInvalid(InvalidInput):
     """Bad form input: `problems` = {field: English message id} (GOV.UK error summary)."""
 
     def __init__(self, problems: dict[str, str], params: dict[str, object] | None = None):
-        super().__init__("; ".join(f"{k}: {v}" for k, v in problems.items()), code="isuo.form_invalid")
+        super().__init__(
+            "; ".join(f"{k}: {v}" for k, v in problems.items()),
+            code="isuo.form_invalid",
+            params={"fields": ", ".join(problems), **(params or {})},
+        )
         self.problems = problems
-        self.params = dict(params or {})
 
 
 # ----------------------------------------------------------------------------- parsing helpers

@@ -22,7 +22,9 @@ from policy_server.db.models import Workstation, utcnow
 from policy_server.lessons.models import Lesson, LessonActivity
 from policy_server.lessons.service import running_in_room
 
-EVENT_KINDS = {"web.blocked": "blocked", "web.unblock_request": "request", "web.alert": "alert"}
+EVENT_KINDS = {"web.blocked": "blocked", "web.unblock_request": "request", "web.alert": "alert",
+               "lesson.activity": ""}
+LESSON_ONLY_TYPES = frozenset({"lesson.activity"})  # kept with the lesson only, never as events
 AGENT_KINDS = ("open", "hand", "request")
 
 
@@ -50,8 +52,11 @@ def record_from_events(db: Session, agent: Workstation, accepted) -> int:
             detail = {"rule": str(data.get("rule", ""))[:64]}
         elif v.type == "web.unblock_request":
             detail = {"url": str(data.get("url", ""))[:300], "comment": str(data.get("comment") or "")[:300]}
-        db.add(LessonActivity(lesson_id=lesson.id, at=v.occurred_at, seat=v.seat or agent.seat,
-                              os_user=v.os_user, kind=EVENT_KINDS[v.type],
+        elif v.type == "lesson.activity" and data.get("title"):
+            detail = {"title": str(data["title"])[:200]}
+        kind = EVENT_KINDS[v.type] or str(data.get("kind", "open"))
+        db.add(LessonActivity(lesson_id=lesson.id, at=min(v.occurred_at, utcnow()), seat=agent.seat,
+                              os_user=v.os_user, kind=kind,
                               host=str(data.get("host") or host_of(str(data.get("url", "")))),
                               detail=detail))
     return len(wanted)

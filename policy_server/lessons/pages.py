@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Form, Request, UploadFile
 from fastapi.responses import FileResponse, RedirectResponse, Response, StreamingResponse
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from policy_server import scope
@@ -25,7 +25,7 @@ from policy_server.db.session import get_db
 from policy_server.errors import KalkanError
 from policy_server.lessons import seats as seatmap
 from policy_server.lessons import service as lessons
-from policy_server.lessons.models import Lesson
+from policy_server.lessons.models import Lesson, LessonBan
 from policy_server.notices import service as notices
 from policy_server.timetable import service as timetable
 from policy_server.timetable.errors import TEXTS
@@ -37,8 +37,9 @@ router = APIRouter(include_in_schema=False)
 
 STATIC = Path(__file__).resolve().parent.parent / "web" / "static"
 OWN_STATIC = Path(__file__).resolve().parent / "static"
-LIVE_TICK_S = 0.25
-LIVE_FULL_REFRESH_S = 5.0
+LIVE_TICK_S = 0.1  # a cheap probe (three indexed queries) this often
+LIVE_MIN_RENDER_S = 0.2  # the seat map is rendered at most this often (many seats streaming)
+LIVE_FULL_REFRESH_S = 5.0  # and at least this often (offline seats, countdowns)
 CSP = ("default-src 'none'; style-src 'self'; img-src 'self'; script-src 'self'; connect-src 'self'; "
        "form-action 'self'; frame-ancestors 'none'")
 
@@ -68,6 +69,7 @@ DONE = {
     "imported": N_("The timetable is imported."),
     "schedule": N_("The internet-use schedule is saved."),
     "seating": N_("The seating plan is saved."),
+    "layout": N_("The seat map is saved."),
     "read": N_("Marked as read."),
     "settings": N_("Saved."),
 }
@@ -299,7 +301,11 @@ def lesson_seats(request: Request, lesson_id: str, viewer: scope.Viewer = Depend
         lesson = lessons.get_lesson(db, viewer, lesson_id)
     except KalkanError as exc:
         return page.error_page(exc.status_code, _message(page, exc))
-    html = _seats_html(page.language, page.csrf_token or "", _lesson_context(db, viewer, lesson))
+    ctx = _lesson_context(db, viewer, lesson)
+    # An ended lesson has no live seat map: an empty one, never a server error (found by
+    # tests/server/test_authorisation_matrix.py).
+    html = _seats_html(page.language, page.csrf_token or "", ctx) if ctx["state"] is not None else \
+        '<div class="seats" aria-live="polite"></div>'
     return Response(html, media_type="text/html", headers={"Cache-Control": "no-store"})
 
 
@@ -332,7 +338,12 @@ _live_viewer.kalkan_scope = ("roles", frozenset({str(Role.admin),
 async def lesson_live(request: Request, lesson_id: str, viewer: scope.Viewer = Depends(_live_viewer)):
     """Server-sent events: `seats` (the seat map's HTML) whenever something changed (checked
     every 0.25 s), `ended` when the lesson is over."""
-    sessions = request.app.state.sessionmaker
+    from policy_server.db.session import make_sessionmaker, read_only_engine
+
+    sessions = getattr(request.app.state, "lessons_read_sessions", None)
+    if sessions is None:  # reads only: no SQLite write lock held against the agents' uploads
+        sessions = request.app.state.lessons_read_sessions = make_sessionmaker(
+            read_only_engine(request.app.state.engine))
 
     def check() -> Page:
         with sessions() as db:
@@ -343,36 +354,45 @@ async def lesson_live(request: Request, lesson_id: str, viewer: scope.Viewer = D
     page = await asyncio.to_thread(check)
     language, token = page.language, page.csrf_token or ""
 
-    def snapshot(last: tuple | None, force: bool) -> tuple[tuple | None, str | None, bool]:
+    def probe() -> tuple:
+        """What changes the seat map: new activity, the lesson's controls, bans (cheap)."""
         with sessions() as db:
-            lesson = db.get(Lesson, lesson_id)
-            ctx = _lesson_context(db, viewer, lesson)
-            if not ctx["running"]:
-                return last, None, True
-            state = ctx["state"]
-            mark = (state.fingerprint(), tuple(lesson.locked_seats), lesson.ends_at, lesson.eyes_until,
-                    tuple(lesson.allowed_sites))
-            if mark == last and not force:
-                return last, None, False
-            return mark, _seats_html(language, token, ctx), False
+            row = db.execute(select(Lesson.ends_at, Lesson.ended_at, Lesson.locked_seats, Lesson.lock_at,
+                                    Lesson.eyes_until, Lesson.allowed_sites)
+                             .where(Lesson.id == lesson_id)).one()
+            newest = seatmap.last_activity_id(db, lesson_id)
+            bans = db.scalar(select(func.count()).select_from(LessonBan)
+                             .where(LessonBan.lesson_id == lesson_id, LessonBan.lifted_at.is_(None)))
+        ended = row.ended_at is not None or row.ends_at <= utcnow()
+        return (ended, row.ends_at, tuple(row.locked_seats or ()), row.lock_at, row.eyes_until,
+                tuple(row.allowed_sites or ()), newest, bans)
+
+    def render() -> str | None:
+        with sessions() as db:
+            ctx = _lesson_context(db, viewer, db.get(Lesson, lesson_id))
+            return _seats_html(language, token, ctx) if ctx["running"] else None
 
     async def stream():
-        last = None
-        last_full = 0.0
+        last_probe = None
+        last_render = 0.0
         loop = asyncio.get_running_loop()
         yield "retry: 1000\n\n"
         while True:
             if await request.is_disconnected():
                 return
-            force = loop.time() - last_full > LIVE_FULL_REFRESH_S
-            last, html, ended = await asyncio.to_thread(snapshot, last, force)
-            if ended:
+            probed = await asyncio.to_thread(probe)
+            if probed[0]:
                 yield "event: ended\ndata: ended\n\n"
                 return
-            if html is not None:
-                last_full = loop.time()
-                data = "\n".join(f"data: {line}" for line in html.splitlines() if line.strip())
-                yield f"event: seats\n{data}\n\n"
+            now = loop.time()
+            changed = probed != last_probe
+            due = now - last_render > LIVE_FULL_REFRESH_S
+            if (changed and now - last_render >= LIVE_MIN_RENDER_S) or due:
+                html = await asyncio.to_thread(render)
+                last_probe, last_render = probed, loop.time()
+                if html is not None:
+                    data = "\n".join(f"data: {line}" for line in html.splitlines() if line.strip())
+                    yield f"event: seats\n{data}\n\n"
             await asyncio.sleep(LIVE_TICK_S)
 
     return StreamingResponse(stream(), media_type="text/event-stream",
@@ -580,6 +600,56 @@ async def form_seating(request: Request, viewer: scope.Viewer = Depends(teachers
     return await asyncio.to_thread(_act, request, db, str(form.get("csrf_token") or ""), "/timetable",
                                    "seating",
                                    action)
+
+
+@router.get("/timetable/layout")
+def layout_page(request: Request, room_id: int, viewer: scope.Viewer = Depends(admins),
+                db: Session = Depends(get_db)) -> Response:
+    """Where each seat stands in the room (row and column of the lesson's seat map)."""
+    page = _page(request, db)
+    try:
+        room = lessons.room_of(db, viewer, room_id)
+    except KalkanError as exc:
+        return page.error_page(exc.status_code, _message(page, exc))
+    return _render(page, "timetable/layout.html", page_title=page._("Seat map of the room"),
+                   section="timetable",
+                   room=room, layout=timetable.room_layout(db, room_id))
+
+
+@router.post("/timetable/layout")
+async def form_layout(request: Request, viewer: scope.Viewer = Depends(admins),
+                      db: Session = Depends(get_db)):
+    form = await request.form()
+    room_id = _int(str(form.get("room_id"))) or 0
+
+    def action():
+        lessons.room_of(db, viewer, room_id)
+        taken: dict[str, str] = {}
+        for key, value in form.multi_items():
+            if key.startswith("place:"):
+                spot = str(value).replace(" ", "")
+                if spot in taken:
+                    raise timetable.fail(timetable.Invalid, "timetable.place_taken", seat=key[6:],
+                                         other=taken[spot], value=spot[:20])
+                taken[spot] = key[6:]
+        for key, value in form.multi_items():
+            if key.startswith("place:"):
+                row_text, _, col_text = str(value).partition(",")
+                row, col = _int(row_text.strip()), _int(col_text.strip())
+                if row is None or col is None or not (1 <= row <= 10 and 1 <= col <= 6):
+                    raise timetable.fail(timetable.Invalid, "timetable.bad_place", seat=key[6:],
+                                         value=str(value)[:20])
+                timetable.set_seat_place(db, viewer, room_id=room_id, seat=key[6:], row=row - 1, col=col - 1)
+        return f"/timetable/layout?{urlencode({'room_id': room_id})}"
+
+    def again(page: Page, errors: list[str]) -> Response:
+        room = lessons.room_of(db, viewer, room_id)
+        return _render(page, "timetable/layout.html", status_code=422,
+                       page_title=page._("Seat map of the room"), section="timetable", room=room,
+                       layout=timetable.room_layout(db, room_id), errors=errors)
+
+    return await asyncio.to_thread(_act, request, db, str(form.get("csrf_token") or ""), "/timetable",
+                                   "layout", action, on_error=again)
 
 
 # ----------------------------------------------------------------------------- notices

@@ -73,8 +73,11 @@ def live_state(db: Session, lesson: Lesson, *, now: datetime) -> LessonLive:
     requests: list[dict] = []
     last_id = 0
     blocked_total = 0
-    for a in db.scalars(select(LessonActivity).where(LessonActivity.lesson_id == lesson.id)
-                        .order_by(LessonActivity.id)):
+    rows = db.execute(select(LessonActivity.id, LessonActivity.seat, LessonActivity.os_user,
+                             LessonActivity.kind,
+                             LessonActivity.host, LessonActivity.at, LessonActivity.detail)
+                      .where(LessonActivity.lesson_id == lesson.id).order_by(LessonActivity.id))
+    for a in rows:  # plain rows, not ORM objects: this runs for every live refresh
         last_id = a.id
         view = seats.get(a.seat or "")
         if a.kind == "blocked":

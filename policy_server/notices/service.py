@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from policy_server.audit import audit
 from policy_server.db.models import Person, utcnow
+from policy_server.db.session import is_sqlite
 from policy_server.notices.mail import MailError, SmtpConfig, send_mail
 from policy_server.notices.models import Notice, NoticeAddress, SmtpSettings
 from policy_server.scope import Viewer
@@ -104,10 +105,13 @@ def deliver_pending(db: Session, *, now: datetime | None = None, limit: int = 50
         return 0
     config = SmtpConfig(host=settings.host, port=settings.port, sender=settings.sender,
                         username=settings.username, password=settings.password, starttls=settings.starttls)
-    rows = db.execute(select(Notice, NoticeAddress.email)
-                      .join(NoticeAddress, NoticeAddress.person_id == Notice.person_id)
-                      .where(Notice.emailed_at.is_(None), Notice.email_error == "")
-                      .order_by(Notice.id).limit(limit)).all()
+    query = (select(Notice, NoticeAddress.email)
+             .join(NoticeAddress, NoticeAddress.person_id == Notice.person_id)
+             .where(Notice.emailed_at.is_(None), Notice.email_error == "")
+             .order_by(Notice.id).limit(limit))
+    if not is_sqlite(db):  # two server workers never send the same notice twice
+        query = query.with_for_update(of=Notice, skip_locked=True)
+    rows = db.execute(query).all()
     sent = 0
     for notice, email in rows:
         try:
@@ -118,3 +122,35 @@ def deliver_pending(db: Session, *, now: datetime | None = None, limit: int = 50
         notice.emailed_at = now or utcnow()
         sent += 1
     return sent
+
+
+# --------------------------------------------------------------------------- the badge on every page
+
+_badge_sessions = None
+
+
+def install_badge(sessionmaker_) -> None:
+    """Give every page's layout `notice_count(person_id)` (the badge in the menu).  It reads
+    through a read-only engine: on SQLite a page's own transaction holds the write lock, and a
+    reader must not wait for it."""
+    global _badge_sessions
+    from policy_server.db.session import make_sessionmaker, read_only_engine
+    from policy_server.web import i18n, templating
+
+    engine = sessionmaker_.kw.get("bind")
+    if engine is None:
+        return
+    _badge_sessions = make_sessionmaker(read_only_engine(engine))
+    for language in i18n.LANGUAGES:
+        templating.environment(language).globals["notice_count"] = notice_count
+
+
+def notice_count(person_id: int) -> int:
+    if _badge_sessions is None:
+        return 0
+    try:
+        with _badge_sessions() as db:
+            return db.scalar(select(func.count()).select_from(Notice)
+                             .where(Notice.person_id == person_id, Notice.read_at.is_(None))) or 0
+    except Exception:  # noqa: BLE001 - a badge never breaks a page
+        return 0

@@ -66,6 +66,10 @@ def authenticate(db: Session, username: str, password: str) -> Person | None:
     return person
 
 
+def find_person(db: Session, username: str) -> Person | None:
+    return db.scalar(select(Person).where(Person.username == username))
+
+
 def create_login_session(db: Session, person: Person, *, hours: int = 12) -> tuple[str, LoginSession]:
     """Start a login: returns the cookie value (give it to the browser) and the stored row.
 

@@ -8,15 +8,17 @@ answer is the printable page itself, never cached).
 
 from __future__ import annotations
 
+from urllib.parse import parse_qsl, urlencode
+
 from fastapi import APIRouter, Depends, Form, Request
-from fastapi.responses import Response
+from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.orm import Session
 
 from policy_server import scope
 from policy_server.console.kit import FormErrors, csrf_ok, csrf_refused, page_of, redirect, service_error
 from policy_server.db.models import Role
 from policy_server.db.session import get_db
-from policy_server.errors import KalkanError, NotFound
+from policy_server.errors import InvalidInput, KalkanError, NotFound
 from policy_server.people import service
 from policy_server.school.service import list_rooms
 from policy_server.web.i18n import N_
@@ -60,12 +62,19 @@ def _form_values(row: service.PersonRow | None) -> dict:
 
 
 def _render_form(page, db: Session, *, row, values: dict, errors: FormErrors, status_code: int = 200,
-                 notice: str | None = None) -> Response:
+                 notice: str | None = None, back: str = "") -> Response:
     title = page._("Edit %(name)s", name=row.person.username) if row else page._("Add a person")
     return page.render("people/form.html", status_code=status_code, page_title=title, section="people",
                        row=row, values=values, errors=errors, rooms=list_rooms(db),
                        classes=service.list_classes(db), role_choices=ROLE_CHOICES, role_labels=ROLE_LABELS,
-                       role_hints=ROLE_HINTS, notice=notice)
+                       role_hints=ROLE_HINTS, notice=notice, back=_clean_back(back))
+
+
+def _clean_back(back: str) -> str:
+    """The list's filters to return to after an edit (Django admin's "filters kept"): only
+    the list's own parameters, re-encoded."""
+    kept = [(k, v[:100]) for k, v in parse_qsl(back or "") if k in ("q", "role", "state")]
+    return urlencode(kept)
 
 
 def _error_field(exc: KalkanError) -> str:
@@ -91,8 +100,9 @@ def people_list(request: Request, q: str = "", role: str = "", state: str = "", 
     page = page_of(request, db)
     rows = service.people_rows(db, query=q[:100], role=role if role in ROLE_LABELS else "",
                                state=state if state in ("active", "disabled") else "")
+    filters = urlencode({k: v for k, v in (("q", q), ("role", role), ("state", state)) if v})
     return page.render("people/list.html", page_title=page._("People"), section="people", rows=rows,
-                       q=q, role=role, state=state, role_labels=ROLE_LABELS,
+                       q=q, role=role, state=state, role_labels=ROLE_LABELS, back=filters,
                        notice=page._(NOTICES[done]) if done in NOTICES else None)
 
 
@@ -111,12 +121,17 @@ def person_create(request: Request, csrf_token: str = Form(""), username: str = 
     page = page_of(request, db)
     if not csrf_ok(page, csrf_token):
         return csrf_refused(page)
-    values = {"username": username.strip().lower(), "full_name": full_name, "role": role,
+    wanted = username.strip().lower()  # A.Asanova → a.asanova; the form keeps what was typed
+    values = {"username": username.strip(), "full_name": full_name, "role": role,
               "language": language, "room_ids": _room_ids(room_ids), "classes": classes,
               "class_teacher_of": class_teacher_of}
     errors = FormErrors()
-    if not values["username"]:
+    if not wanted:
         errors.add("username", page._("Enter a user name, e.g. a.asanova"))
+    elif not service.USERNAME.match(wanted):  # said with the other mistakes at once
+        errors.add("username", service_error(page, InvalidInput(
+            f"username {values['username']!r} is not allowed: use 2–64 lowercase letters, digits, '.', '_' "
+            "or '-'", code="person.bad_username", params={"username": values["username"]})))
     try:
         class_names = service.parse_class_names(classes)
         ct_names = service.parse_class_names(class_teacher_of)
@@ -127,7 +142,7 @@ def person_create(request: Request, csrf_token: str = Form(""), username: str = 
         return _render_form(page, db, row=None, values=values, errors=errors, status_code=422)
     try:
         person, temporary = service.create_account(
-            db, actor=viewer.person.username, username=values["username"], role=role, full_name=full_name,
+            db, actor=viewer.person.username, username=wanted, role=role, full_name=full_name,
             language=language or None, room_ids=values["room_ids"], class_names=class_names,
             class_teacher_of=ct_names)
     except KalkanError as exc:
@@ -152,20 +167,20 @@ def _row_or_404(page, db: Session, person_id: int):
 
 
 @router.get("/people/{person_id}")
-def person_edit(request: Request, person_id: int, done: str = "", viewer: scope.Viewer = Depends(ADMIN),
-                db: Session = Depends(get_db)) -> Response:
+def person_edit(request: Request, person_id: int, done: str = "", back: str = "",
+                viewer: scope.Viewer = Depends(ADMIN), db: Session = Depends(get_db)) -> Response:
     page = page_of(request, db)
     row = _row_or_404(page, db, person_id)
     if row is None:
         return page.error_page(404, page._("There is no such person."))
     return _render_form(page, db, row=row, values=_form_values(row), errors=FormErrors(),
-                        notice=page._(NOTICES[done]) if done in NOTICES else None)
+                        notice=page._(NOTICES[done]) if done in NOTICES else None, back=back)
 
 
 @router.post("/people/{person_id}")
 def person_update(request: Request, person_id: int, csrf_token: str = Form(""), full_name: str = Form(""),
                   role: str = Form("teacher"), language: str = Form(""), room_ids: list[str] = Form([]),
-                  classes: str = Form(""), class_teacher_of: str = Form(""),
+                  classes: str = Form(""), class_teacher_of: str = Form(""), back: str = Form(""),
                   viewer: scope.Viewer = Depends(ADMIN), db: Session = Depends(get_db)) -> Response:
     page = page_of(request, db)
     if not csrf_ok(page, csrf_token):
@@ -187,8 +202,12 @@ def person_update(request: Request, person_id: int, csrf_token: str = Form(""), 
         db.rollback()
         errors.add(_error_field(exc), service_error(page, exc))
         row = _row_or_404(page, db, person_id)
-        return _render_form(page, db, row=row, values=values, errors=errors, status_code=exc.status_code)
+        return _render_form(page, db, row=row, values=values, errors=errors, status_code=exc.status_code,
+                            back=back)
     db.commit()
+    if back:
+        return RedirectResponse("/people?" + "&".join(x for x in (_clean_back(back), "done=saved") if x),
+                                status_code=303)  # back to the list, its filters kept
     return redirect(f"/people/{person_id}", done="saved")
 
 

@@ -11,11 +11,9 @@ from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 from policy_server import scope
-from policy_server.audit import audit
 from policy_server.db.models import Person, Role
 from policy_server.db.session import get_db
 from policy_server.people.auth import (
-    authenticate,
     clear_session_cookie,
     create_login_session,
     csrf_token_for,
@@ -24,6 +22,7 @@ from policy_server.people.auth import (
     set_session_cookie,
 )
 from policy_server.scope import Viewer
+from policy_server.security.throttle import TooManyLogins, attempt_login, client_address
 
 router = APIRouter(prefix="/api/v1", tags=["people"])
 
@@ -39,12 +38,15 @@ def person_as_dict(person: Person) -> dict:
 
 @router.post("/login", dependencies=[Depends(scope.public)])
 def login(body: LoginRequest, request: Request, response: Response, db: Session = Depends(get_db)) -> dict:
-    person = authenticate(db, body.username, body.password)
+    outcome = attempt_login(db, request.app.state.login_throttle, username=body.username,
+                            password=body.password, address=client_address(request), via="api")
+    if outcome.refusal is not None:
+        raise TooManyLogins(outcome.refusal)
+    person = outcome.person
     if person is None:
         raise HTTPException(401, "wrong username or password (or the account is disabled)")
     hours = request.app.state.settings.login_session_hours
     cookie, login_session = create_login_session(db, person, hours=hours)
-    audit(db, actor=person.username, action="person.login", target=person.username)
     db.commit()
     set_session_cookie(response, request, cookie)
     return {"person": person_as_dict(person), "csrf_token": login_session.csrf_token}

@@ -12,6 +12,12 @@ feed the hub:
   (a second server worker, `kalkan-server` commands) arrive at once;
 * a poll of the newest `PolicyVersion` every `POLL_S` seconds (`KALKAN_PUSH_POLL_S`), the
   fallback for SQLite and for a lost LISTEN connection.
+
+Each stream belongs to one agent.  Revoking it (`revoke-agent`) closes its open streams at
+once, by the same three paths: `schedule_revocation` (after commit, this process's hubs),
+`NOTIFY kalkan_revoked` (every PostgreSQL worker), and the poll, which also looks for
+revoked tokens among the connected agents (SQLite, another process).  `close_all` ends
+every stream first thing on shutdown, so the server need not wait out its graceful timeout.
 """
 
 from __future__ import annotations
@@ -28,22 +34,28 @@ from sqlalchemy.orm import Session
 
 from policy_server import protocol
 from policy_server.db.models import PolicyVersion
+from policy_server.health.service import short_error
 
 log = logging.getLogger("kalkan.push")
 
 POLL_S = float(os.environ.get("KALKAN_PUSH_POLL_S", "2.0"))
 CHANNEL = "kalkan_policy"
+REVOKED_CHANNEL = "kalkan_revoked"
+CLOSE = object()  # put in a stream's queue: the stream ends
 LISTEN_RETRY_S = 5.0
 QUEUE_SIZE = 8  # a slow client only ever needs the newest version
 
 _hubs: weakref.WeakSet[PushHub] = weakref.WeakSet()
 _hubs_lock = threading.Lock()
 _PENDING_KEY = "kalkan_policy_pushes"
+_REVOKED_KEY = "kalkan_revoked_agents"
 
 
 class PushHub:
     def __init__(self) -> None:
         self._clients: set[asyncio.Queue[protocol.PolicyPush]] = set()
+        self._agent_of: dict[asyncio.Queue, str | None] = {}
+        self.closing = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._poller: asyncio.Task | None = None
         self._listener: asyncio.Task | None = None
@@ -55,7 +67,11 @@ class PushHub:
     async def start(self, sessionmaker) -> None:
         self._loop = asyncio.get_running_loop()
         self._sessionmaker = sessionmaker
-        self.latest = await asyncio.to_thread(self._read_latest)
+        try:
+            self.latest = await asyncio.to_thread(self._read_latest)
+        except Exception as exc:  # noqa: BLE001 — start anyway (answering 503) and let the poll catch up
+            log.warning("policy hub: the database is not available at start (%s); the poll retries",
+                        short_error(exc))
         self._poller = asyncio.create_task(self._poll())
         engine = sessionmaker.kw.get("bind")
         if engine is not None and engine.dialect.name == "postgresql":
@@ -80,50 +96,101 @@ class PushHub:
             ).first()
         return protocol.PolicyPush(version=row[0], content_hash=row[1]) if row else None
 
+    def _read_revoked(self, agent_ids: list[str]) -> list[str]:
+        from policy_server.db.models import Workstation
+
+        with self._sessionmaker() as db:
+            return list(db.scalars(select(Workstation.id).where(Workstation.id.in_(agent_ids),
+                                                                Workstation.token_revoked.is_(True))))
+
     async def _poll(self) -> None:
+        failing = False
         while True:
             await asyncio.sleep(POLL_S)
             try:
                 latest = await asyncio.to_thread(self._read_latest)
-            except Exception:  # the database may be briefly unavailable; try again next time
-                log.exception("policy poll failed")
+                connected = sorted({a for a in self._agent_of.values() if a})
+                revoked = await asyncio.to_thread(self._read_revoked, connected) if connected else []
+            except Exception as exc:  # the database may be briefly unavailable; try again next time
+                if not failing:  # one line when it starts failing, not a traceback every poll
+                    log.warning("policy poll failed (%s); retrying every %.0f s", short_error(exc), POLL_S)
+                failing = True
                 continue
+            if failing:
+                log.info("policy poll works again")
+                failing = False
             if latest is not None:
                 self.broadcast(latest)
+            for agent_id in revoked:
+                self.close_agent(agent_id)
 
     async def _listen(self, url) -> None:
         """Broadcast every `NOTIFY kalkan_policy` (PostgreSQL); reconnect when the link drops."""
         import psycopg
 
         conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        listen_failing = False
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
+                    await conn.execute(f"LISTEN {REVOKED_CHANNEL}")
                     self.listening = True
                     # A change committed while we were not listening: the poll's read, now.
                     latest = await asyncio.to_thread(self._read_latest)
                     if latest is not None:
                         self.broadcast(latest)
                     async for note in conn.notifies():
-                        self.broadcast(protocol.PolicyPush.model_validate_json(note.payload))
+                        if note.channel == REVOKED_CHANNEL:
+                            self.close_agent(note.payload)
+                        else:
+                            self.broadcast(protocol.PolicyPush.model_validate_json(note.payload))
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 — the poll covers the gap; listen again shortly
-                log.exception("policy LISTEN connection failed; retrying in %.0f s", LISTEN_RETRY_S)
+            except Exception as exc:  # noqa: BLE001 — the poll covers the gap; listen again shortly
+                if self.listening or not listen_failing:  # one line per outage, not one per retry
+                    log.warning("policy LISTEN connection failed (%s); retrying every %.0f s",
+                                short_error(exc), LISTEN_RETRY_S)
+                listen_failing = True
+            else:
+                listen_failing = False
             finally:
                 self.listening = False
             await asyncio.sleep(LISTEN_RETRY_S)
 
     # --- clients
 
-    def subscribe(self) -> asyncio.Queue[protocol.PolicyPush]:
+    def subscribe(self, agent_id: str | None = None) -> asyncio.Queue[protocol.PolicyPush]:
+        """A queue of pushes for one stream; `CLOSE` in it means: end the stream."""
         queue: asyncio.Queue[protocol.PolicyPush] = asyncio.Queue(QUEUE_SIZE)
         self._clients.add(queue)
+        self._agent_of[queue] = agent_id
+        if self.closing:
+            _put_newest(queue, CLOSE)
         return queue
 
     def unsubscribe(self, queue: asyncio.Queue) -> None:
         self._clients.discard(queue)
+        self._agent_of.pop(queue, None)
+
+    def close_agent(self, agent_id: str) -> int:
+        """End the open streams of this agent (revoked); returns how many (loop thread)."""
+        queues = [q for q, a in list(self._agent_of.items()) if a == agent_id]
+        for queue in queues:
+            _put_newest(queue, CLOSE)
+        if queues:
+            log.info("closed %d push stream(s) of revoked agent %s", len(queues), agent_id)
+        return len(queues)
+
+    def close_all(self) -> None:
+        """End every stream (shutdown): each answer finishes, so the server stops at once."""
+        self.closing = True
+        for queue in list(self._clients):
+            _put_newest(queue, CLOSE)
+
+    def close_agent_threadsafe(self, agent_id: str) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self.close_agent, agent_id)
 
     @property
     def client_count(self) -> int:
@@ -135,14 +202,27 @@ class PushHub:
             return
         self.latest = push
         for queue in list(self._clients):
-            if queue.full():  # the client is behind: drop what it has not read, keep the newest
-                with contextlib.suppress(asyncio.QueueEmpty):
-                    queue.get_nowait()
-            queue.put_nowait(push)
+            _put_newest(queue, push)
 
     def notify_threadsafe(self, push: protocol.PolicyPush) -> None:
         if self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self.broadcast, push)
+
+
+def _put_newest(queue: asyncio.Queue, item) -> None:
+    if queue.full():  # the client is behind: drop what it has not read, keep the newest
+        with contextlib.suppress(asyncio.QueueEmpty):
+            queue.get_nowait()
+    queue.put_nowait(item)
+
+
+def schedule_revocation(db: Session, agent_id: str) -> None:
+    """Close the agent's open push streams once the transaction commits: this process's
+    hubs by the `after_commit` hook, every PostgreSQL worker's by NOTIFY."""
+    db.info.setdefault(_REVOKED_KEY, []).append(agent_id)
+    if db.get_bind().dialect.name == "postgresql":
+        db.execute(text("SELECT pg_notify(:channel, :payload)"),
+                   {"channel": REVOKED_CHANNEL, "payload": agent_id})
 
 
 def schedule_push(db: Session, push: protocol.PolicyPush) -> None:
@@ -159,15 +239,19 @@ def schedule_push(db: Session, push: protocol.PolicyPush) -> None:
 @event.listens_for(Session, "after_commit")
 def notify_committed_versions(session: Session) -> None:
     pushes = session.info.pop(_PENDING_KEY, None)
-    if not pushes:
+    revoked = session.info.pop(_REVOKED_KEY, None)
+    if not pushes and not revoked:
         return
     with _hubs_lock:
         hubs = list(_hubs)
     for hub in hubs:
-        for push in pushes:
+        for push in pushes or ():
             hub.notify_threadsafe(push)
+        for agent_id in revoked or ():
+            hub.close_agent_threadsafe(agent_id)
 
 
 @event.listens_for(Session, "after_rollback")
 def _forget_rolled_back(session: Session) -> None:
     session.info.pop(_PENDING_KEY, None)
+    session.info.pop(_REVOKED_KEY, None)

@@ -12,6 +12,7 @@ from policy_server import scope
 from policy_server.agents.auth import authenticate_agent, bearer_token, current_agent
 from policy_server.db.models import Workstation
 from policy_server.db.session import get_db
+from policy_server.policies.push import CLOSE
 from policy_server.policies.service import current_bundle, etag_of
 
 router = APIRouter(prefix="/api/v1", tags=["policy"])
@@ -35,9 +36,9 @@ async def policy_stream(request: Request) -> StreamingResponse:
     """Server-sent events: a `policy` event with `PolicyPush` JSON on connect and on every new
     version; a comment line every 15 s keeps proxies and NAT from closing the connection."""
     token = bearer_token(request)
-    await asyncio.to_thread(authenticate_agent, request.app.state.sessionmaker, token)
+    agent = await asyncio.to_thread(authenticate_agent, request.app.state.sessionmaker, token)
     hub = request.app.state.push_hub
-    queue = hub.subscribe()
+    queue = hub.subscribe(agent.id)  # closed at once when the agent is revoked (policies/push.py)
 
     async def stream():
         try:
@@ -52,6 +53,8 @@ async def policy_stream(request: Request) -> StreamingResponse:
                         return
                     yield ": keepalive\n\n"
                     continue
+                if push is CLOSE:  # revoked, or the server is stopping
+                    return
                 yield f"event: policy\ndata: {push.model_dump_json()}\n\n"
         finally:
             hub.unsubscribe(queue)

@@ -9,6 +9,8 @@ opens a new one.  One module per domain registers its rules with `@rule(...)`;
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -52,6 +54,35 @@ class IncidentDraft:
     # Open the incident only when this many drafts with the key fall inside `window_s`
     # (counted across batches; e.g. the 5th blocked page in 10 minutes).  1 = at once.
     open_after: int = 1
+
+
+# --- personal data (001 §2.15, 002 §3.1, docs/security.md) ------------------------------
+# An incident's `title`, `params` and `dedup_key` carry no student's OS user name and no URL a
+# student opened: the director and the district viewer read titles, and keys end up in logs.
+# The incident keeps the OS user in its own column (`Incident.os_user`) and the events keep
+# the URLs; the reader's view (`incidents.service.reader_params`) adds them for those who may
+# see them.  Rules use these helpers for what they still need to group or show.
+
+_HOME = re.compile(r"(?i)(/home/|/Users/|[A-Z]:\\Users\\|/var/mail/|/run/user/)([^/\\]+)")
+
+
+def pseudonym(value: str | None) -> str:
+    """A stable stand-in for an OS user name in a dedup key (same user -> same key)."""
+    if not value:
+        return "-"
+    return "u" + hashlib.sha256(f"kalkan-dedup:{value}".encode()).hexdigest()[:16]
+
+
+def digest(value: str) -> str:
+    """A stable short digest of a URL (or path) for a dedup key."""
+    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:24]
+
+
+def redact_path(path: str | None) -> str | None:
+    """A file path without the account's name in it (/home/student7/x -> /home/…/x)."""
+    if path is None:
+        return None
+    return _HOME.sub(lambda m: m.group(1) + "…", str(path))
 
 
 Rule = Callable[[RuleInput], IncidentDraft | None]

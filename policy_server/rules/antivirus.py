@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 
-from policy_server.rules import IncidentDraft, RuleInput, Severity, rule
+from policy_server.rules import IncidentDraft, RuleInput, Severity, digest, redact_path, rule
 
 _DEAD = {"clamd_missing", "clamd_unreachable"}
 _TITLES = {
@@ -39,12 +39,11 @@ def threat_found(event: RuleInput) -> IncidentDraft:
         severity=Severity.high if quarantined else Severity.critical,
         clauses=("000 §4.2", "000 §5.4"),
         # the same file re-appearing (re-downloaded, same stick again) joins one incident for a day
-        dedup_key=f"av.threat:{event.agent_id}:{data.get('sha256') or data.get('path')}",
+        dedup_key=f"av.threat:{event.agent_id}:{data.get('sha256') or digest(str(data.get('path')))}",
         window_s=86400,
         params={
             "seat": event.seat,
-            "os_user": event.os_user,
-            "path": data.get("path"),
+            "path": redact_path(data.get("path")),
             "signature": data.get("signature"),
             "source": source,
             "quarantined": quarantined,

@@ -23,6 +23,6 @@ def lock_failed(event: RuleInput) -> IncidentDraft:
         # one incident per workstation per hour: a broken locker fails on every idle period
         dedup_key=f"idle.lock_failed:{event.agent_id}",
         window_s=3600,
-        params={"seat": event.seat, "os_user": event.os_user, "reason": reason,
+        params={"seat": event.seat, "reason": reason,
                 "error": str(event.data.get("error", ""))[:300]},
     )

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from policy_server.rules import IncidentDraft, RuleInput, Severity, rule
+from policy_server.rules import IncidentDraft, RuleInput, Severity, redact_path, rule
 
 HOUR, DAY = 3600, 86400
 
@@ -30,7 +30,7 @@ def _where(event: RuleInput) -> str:
 @rule("integrity.changed")
 def integrity_changed(event: RuleInput) -> IncidentDraft | None:
     data = event.data
-    path, change = data.get("path", ""), data.get("change", "")
+    path, change = redact_path(data.get("path", "")), data.get("change", "")
     params = {
         "path": path,
         "change": change,

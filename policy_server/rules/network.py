@@ -9,7 +9,7 @@ A bypass attempt belongs to one seat and user.
 
 from __future__ import annotations
 
-from policy_server.rules import IncidentDraft, RuleInput, Severity, rule
+from policy_server.rules import IncidentDraft, RuleInput, Severity, pseudonym, rule
 
 LAN_WINDOW_S = 3600
 BYPASS_WINDOW_S = 1800
@@ -88,34 +88,33 @@ REPEATED_ATTEMPTS = 3  # events (each already folds a minute of one destination'
 @rule("net.bypass")
 def bypass(event: RuleInput) -> IncidentDraft:
     kind = str(event.data.get("kind", "other"))
-    who = event.os_user or event.seat or event.agent_id
+    where = event.seat or event.hostname or event.agent_id
     if kind in _REFUSED_KINDS:
         return IncidentDraft(
             rule="net.bypass",
-            title=f"Repeated attempts to get round the filter by {who} ({_REFUSED_KINDS[kind]})",
+            title=f"Repeated attempts to get round the filter on {where} ({_REFUSED_KINDS[kind]})",
             severity=Severity.medium,
             clauses=("000 §5.6", "001 §2.11", "001 §2.7"),
             # one incident per seat and user in a lesson, whatever the ways tried
-            dedup_key=f"net.bypass:refused:{event.agent_id}:{event.os_user or '-'}",
+            dedup_key=f"net.bypass:refused:{event.agent_id}:{pseudonym(event.os_user)}",
             window_s=LESSON_WINDOW_S,
             params={"kind": kind, "dst_ip": event.data.get("dst_ip"), "dst_port": event.data.get("dst_port"),
                     "detail": event.data.get("detail", ""),
-                    "occurrences": int(event.data.get("occurrences", 1)), "seat": event.seat,
-                    "os_user": event.os_user},
+                    "occurrences": int(event.data.get("occurrences", 1)), "seat": event.seat},
             notify=("class_teacher",),
             open_after=REPEATED_ATTEMPTS,
         )
     return IncidentDraft(
         rule="net.bypass",
-        title=f"Filter bypass attempt ({kind}) by {who}",
+        title=f"Filter bypass attempt ({kind}) on {where}",
         severity=_BYPASS_SEVERITY.get(kind, Severity.medium),
         clauses=("000 §5.6", "001 §2.11", "001 §2.7"),
         # one incident per user (or seat) and kind; destinations vary within a storm
-        dedup_key=f"net.bypass:{event.agent_id}:{event.os_user or '-'}:{kind}",
+        dedup_key=f"net.bypass:{event.agent_id}:{pseudonym(event.os_user)}:{kind}",
         window_s=BYPASS_WINDOW_S,
         params={"kind": kind, "dst_ip": event.data.get("dst_ip"), "dst_port": event.data.get("dst_port"),
                 "detail": event.data.get("detail", ""), "occurrences": int(event.data.get("occurrences", 1)),
-                "seat": event.seat, "os_user": event.os_user},
+                "seat": event.seat},
         # a deliberate attempt to get round the filter: the class teacher is told (001 §2.7)
         notify=("class_teacher",),
     )

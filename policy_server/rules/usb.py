@@ -45,7 +45,6 @@ def device_blocked(event: RuleInput) -> IncidentDraft:
         window_s=3600,
         params={
             "seat": event.seat,
-            "os_user": event.os_user,
             "vendor_id": device.get("vendor_id"),
             "product_id": device.get("product_id"),
             "serial": device.get("serial"),

@@ -8,13 +8,16 @@ Pure functions: event in, draft (or None) out.  Dedup keys decide what joins one
   teacher is told (001 §2.7: deliberate attempts);
 * `web.alert` — per seat + user per 10 minutes; self-harm lists make it high (000 §8.1);
 * `web.unblock_request` — one per URL host per day.
+
+Titles, params and keys carry no OS user name and no URL (only the host): see
+`policy_server.rules` "personal data".
 """
 
 from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from policy_server.rules import IncidentDraft, RuleInput, Severity, rule
+from policy_server.rules import IncidentDraft, RuleInput, Severity, digest, pseudonym, rule
 
 DAY_S = 24 * 3600
 BLOCKED_WINDOW_S = 10 * 60
@@ -30,12 +33,15 @@ def _host(url: str) -> str:
 
 
 def _who(event: RuleInput) -> str:
-    return f"{event.agent_id}:{event.os_user or '-'}"
+    return f"{event.agent_id}:{pseudonym(event.os_user)}"
 
 
 def _report_key(url: str) -> str:
-    parts = urlsplit(url if "//" in url else f"http://{url}")
-    return f"{(parts.hostname or '').lower()}{parts.path.rstrip('/')}"
+    try:
+        parts = urlsplit(url if "//" in url else f"http://{url}")
+        return digest(f"{(parts.hostname or '').lower()}{parts.path.rstrip('/')}")
+    except ValueError:
+        return digest(url)
 
 
 @rule("web.report")
@@ -43,12 +49,13 @@ def url_reported(event: RuleInput) -> IncidentDraft:
     url = event.data["url"]
     return IncidentDraft(
         rule="web.report",
-        title=f"Bad page reported: {url[:200]}",
+        title=f"Bad page reported on {_host(url)[:200]}",
         severity=Severity.medium,
         clauses=("000 §8.3", "001 §3.4"),
         dedup_key=f"web.report:{_report_key(url)}",
         window_s=DAY_S,
-        params={"url": url, "host": _host(url), "comment": event.data.get("comment")},
+        # the URL and the comment stay in the event: the reader's view adds the URL
+        params={"host": _host(url)},
         notify=("admin",),
     )
 
@@ -99,6 +106,5 @@ def unblock_requested(event: RuleInput) -> IncidentDraft:
         clauses=("001 §2.6",),
         dedup_key=f"web.unblock_request:{_host(url)}",
         window_s=DAY_S,
-        params={"url": url, "host": _host(url), "categories": list(event.data.get("categories") or []),
-                "comment": event.data.get("comment")},
+        params={"host": _host(url), "categories": list(event.data.get("categories") or [])},
     )

@@ -48,6 +48,10 @@ TEXTS: dict[str, str] = {
     "timetable.csv_errors": N_("Nothing was imported: %(count)s rows need fixing (listed below)."),
     "timetable.period_not_found": N_("No such period in your rooms."),
     "timetable.bad_year": N_("The school year must look like 2026-2027 (two following years)."),
+    "timetable.bad_place": N_(
+        "Seat %(seat)s: write its place as row,column (row 1-10, column 1-6), e.g. 2,3; got %(value)s."),
+    "timetable.place_taken": N_(
+        "Seats %(other)s and %(seat)s are both at %(value)s. Give each seat its own place."),
     "timetable.bad_student": N_("Write the student's name (1 to 120 characters)."),
     "notice.bad_email": N_("This is not an e-mail address. Write it as name@example.kg, or leave it empty."),
     "notice.bad_smtp": N_(

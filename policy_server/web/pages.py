@@ -80,12 +80,9 @@ class Page:
         html = templating.render(self.language, template, **{**base, **context})
         response = HTMLResponse(html, status_code=status_code)
         self.remember_language(response)
-        # Pages show personal data: never keep them in a shared browser's cache.
+        # Pages show personal data: never keep them in a shared browser's cache.  (The other
+        # security headers, the CSP among them, come from policy_server/security/headers.py.)
         response.headers["Cache-Control"] = "no-store"
-        response.headers["X-Frame-Options"] = "DENY"
-        response.headers["Content-Security-Policy"] = (
-            "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'"
-        )
         return response
 
     def remember_language(self, response: Response) -> None:

@@ -63,6 +63,7 @@ def permissions_for(role: str) -> Permissions:
 # ----------------------------------------------------------------------------- incidents
 
 STATUSES = ("new", "acknowledged", "resolved")
+MAX_PAGE = 1_000_000  # page numbers beyond this are read as this one
 SEVERITIES = ("critical", "high", "medium", "low")
 
 STATUS_NAMES = {
@@ -118,6 +119,8 @@ INCIDENT_TITLES = {
     "net.bypass": N_("Attempt to bypass the filter (%(kind)s)"),
     "agent.collector_failed": N_("Parts of the agent are not working"),
     "agent.events_dropped": N_("A workstation had to drop events: its outbox was full"),
+    "agent.identity_mismatch": N_(
+        "Workstation %(where)s claims to be %(claimed)s; it was enrolled as %(enrolled)s"),
 }
 
 
@@ -149,6 +152,7 @@ class IncidentFilter:
             number = max(1, int(page or 1))
         except ValueError:
             number = 1
+        number = min(number, MAX_PAGE)  # past the last page is an empty page, never a database overflow
         return cls(
             status=status if status in STATUSES else None,
             severity=severity if severity in SEVERITIES else None,

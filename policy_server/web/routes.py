@@ -17,7 +17,6 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, RedirectResponse, Response
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from policy_server import scope
@@ -25,9 +24,12 @@ from policy_server.agents import service as agents
 from policy_server.db.models import Person, Role
 from policy_server.db.session import get_db
 from policy_server.errors import KalkanError, NotFound
+from policy_server.fleet.pages import NOTICES as DECISION_NOTICES
+from policy_server.incidents import details
 from policy_server.incidents import service as incidents
 from policy_server.people import auth
 from policy_server.scope import MAX_ID, Viewer
+from policy_server.security.throttle import TOO_MANY_PAGE, attempt_login, client_address
 from policy_server.web import presenters, queries
 from policy_server.web.i18n import N_
 from policy_server.web.pages import LOGIN_CSRF_COOKIE, Page, new_login_csrf, safe_next
@@ -146,10 +148,16 @@ def login(
         return _login_form(page, username=username, next_url=next, status_code=403,
                            error=page._("The login form was out of date. Please try again."))
     username = username.strip().lower()
-    person = auth.authenticate(db, username, password)
+    outcome = attempt_login(db, request.app.state.login_throttle, username=username, password=password,
+                            address=client_address(request), via="page")
+    if outcome.refusal is not None:
+        message = page._(TOO_MANY_PAGE, minutes=outcome.refusal.minutes)
+        response = _login_form(page, username=username, next_url=next, error=message, status_code=429)
+        response.headers["Retry-After"] = str(outcome.refusal.retry_after)
+        return response
+    person = outcome.person
     if person is None:
-        known = db.scalar(select(Person).where(Person.username == username))
-        if known is not None and known.disabled and auth.verify_password(known.password_hash, password):
+        if outcome.disabled:
             message = page._("This account is disabled (002 §4.4). Ask the school's responsible person.")
         else:
             message = page._("Wrong user name or password. Check the keyboard language and Caps Lock.")
@@ -241,7 +249,11 @@ def _timeline_rows(page: Page, incident) -> list[dict]:
     for entry in incident.timeline:
         detail = entry.detail or {}
         # What was decided or who was told, in the words the service stored.
-        note = detail.get("reason") or detail.get("assignee") or detail.get("to") or ""
+        # (a resolution's reason is free text that may name a student: not for the director)
+        reason = detail.get("reason") if page.perms.see_personal_data else None
+        note = reason or detail.get("assignee") or detail.get("to") or ""
+        if detail.get("note") in details.TIMELINE_NOTES:  # issue 11: the condition cleared by itself
+            note = details.timeline_note(page.language, detail)
         if entry.action == "events_added" and detail.get("total"):
             note = page._("%(num)d events in all", num=int(detail["total"]))
         rows.append({
@@ -267,6 +279,10 @@ def _incident_detail(page: Page, db: Session, viewer: Viewer, incident, *, notic
         "incident.html", status_code=status_code, page_title=page._("Incident %(id)d", id=incident.id),
         section="incidents", incident=incident, title=title, where=_where(ws, incident.seat),
         events=[presenters.event_view(e, page.perms) for e in events],
+        # issue 11: details per event type in the reader's language (no Python data, no None)
+        described={e.id: details.describe(page.language, e.type, e.data) for e in events
+                   if page.perms.see_personal_data},
+        event_names={e.id: details.event_name(page.language, e.type) for e in events},
         events_hidden=max(0, incident.event_count - len(events)),
         timeline=_timeline_rows(page, incident),
         assignee=(assignee.full_name or assignee.username) if assignee else None,
@@ -286,6 +302,8 @@ def incident_detail(request: Request, incident_id: int = IncidentId,
         return page.error_page(404, page._("There is no incident number %(id)d that you may see.",
                                            id=incident_id))
     notice = page._(NOTICES[done]) if done in NOTICES else None
+    if done in DECISION_NOTICES:  # an approval made from this incident's page (issue 11)
+        notice = page._(DECISION_NOTICES[done])
     return _incident_detail(page, db, viewer, incident, notice=notice)
 
 

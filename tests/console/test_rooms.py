@@ -18,20 +18,26 @@ def test_room_layout_code_enrol_retire(client, school):
     token = csrf_of(page.text)
     bad = client.post("/rooms", data={"csrf_token": token, "name": "", "rows": "40", "columns": "2"})
     assert bad.status_code == 422 and 'href="#f-name"' in bad.text and 'href="#f-rows"' in bad.text
-    made = client.post("/rooms", data={"csrf_token": token, "name": "Lab 2", "rows": "2", "columns": "3"},
-                       follow_redirects=False)
+    made = client.post(
+        "/rooms",
+        data={"csrf_token": token, "name": "Lab 2", "rows": "2", "columns": "3"},
+        follow_redirects=False,
+    )
     assert made.status_code == 303
     room_url = made.headers["location"].split("?")[0]
     room_id = int(room_url.rsplit("/", 1)[1])
     room = client.get(room_url + "?lang=en")
     assert "lab2-01" in room.text and "lab2-06" in room.text
     # rename the seats; a wrong count is refused with the reason
-    wrong = client.post(f"{room_url}/layout", data={"csrf_token": token, "rows": "2", "columns": "3",
-                                                    "seat_names": "a b c"})
+    wrong = client.post(
+        f"{room_url}/layout", data={"csrf_token": token, "rows": "2", "columns": "3", "seat_names": "a b c"}
+    )
     assert wrong.status_code == 422 and "has 6 seats but 3 names" in wrong.text
-    ok = client.post(f"{room_url}/layout", data={"csrf_token": token, "rows": "2", "columns": "3",
-                                                 "seat_names": "pc1 pc2 pc3 pc4 pc5 pc6"},
-                     follow_redirects=False)
+    ok = client.post(
+        f"{room_url}/layout",
+        data={"csrf_token": token, "rows": "2", "columns": "3", "seat_names": "pc1 pc2 pc3 pc4 pc5 pc6"},
+        follow_redirects=False,
+    )
     assert ok.status_code == 303
     # a code for two seats: shown once with the exact commands for the free seats
     slip = client.post(f"{room_url}/codes?lang=en", data={"csrf_token": token, "uses": "2", "expires": "1d"})
@@ -39,12 +45,15 @@ def test_room_layout_code_enrol_retire(client, school):
     code = re.search(r'id="enrolment-code">([A-Z0-9-]+)<', slip.text).group(1)
     assert f"sudo kalkan-agent enroll --server http://127.0.0.1 --code {code} --seat pc1" in slip.text
     assert "--seat pc2" in slip.text and "--seat pc3" not in slip.text
-    refused = client.post(f"{room_url}/codes?lang=en",
-                          data={"csrf_token": token, "uses": "0", "expires": "1d"})
+    refused = client.post(
+        f"{room_url}/codes?lang=en", data={"csrf_token": token, "uses": "0", "expires": "1d"}
+    )
     assert refused.status_code == 422 and "between 1 and 10000" in refused.text
     with school.session() as db:
-        answer = enroll(db, protocol.EnrollRequest(code=code, hostname="pc-one", seat="pc1", os="Linux",
-                                                   agent_version="1"))
+        answer = enroll(
+            db,
+            protocol.EnrollRequest(code=code, hostname="pc-one", seat="pc1", os="Linux", agent_version="1"),
+        )
         db.commit()
         agent_id = answer.agent_id
     room = client.get(room_url)

@@ -125,7 +125,7 @@ def test_school_ca_is_fetched_from_the_server_and_installed(world):
     wait_for(lambda: (confdir / "kalkan-school-ca.pem").exists(), 30, "the school CA fetch")
     token = (agent.state_dir / "token").read_text().strip()
     with server.agent_client(token) as client:
-        served = client.get("/api/v1/ca").json()["cert_pem"].strip()
+        served = client.get("/api/v1/ca").json()["root_pem"].strip()  # the school CA (trusted)
     assert (confdir / "kalkan-school-ca.pem").read_text().strip() == served
     # installed into the (platform fake: staged) system store too
     staged = agent.state_dir / "collectors/proxy/root/usr/local/share/ca-certificates/kalkan-school-ca.crt"

@@ -7,7 +7,6 @@ to test-artifacts/isuo-*.png."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 
 import pytest
@@ -23,6 +22,22 @@ EXPORT = (
     "a.asanova;10.11.2026 22:00;login;10.35.1.7;session\n"
 )
 WIDTHS = {"wide": {"width": 1366, "height": 768}, "narrow": {"width": 390, "height": 844}}
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Chromium for this module only, closed at its end: the session-wide one of tests/web would
+    keep Playwright's event loop running into later modules (asyncio.run() then refuses)."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.web.conftest import CHROMIUM, CHROMIUM_ARGS
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +60,7 @@ def log_in(page, server, username: str, language: str) -> None:
     page.fill("#username", username)
     page.fill("#password", PASSWORD)
     page.click("form.card button[type=submit]")
-    page.wait_for_url(re.compile(r".*/(incidents|summaries)"))  # the director lands on the weekly summary
+    page.wait_for_url(lambda url: "/login" not in url)  # each role lands on its own home page
 
 
 def shoot(page, artifacts_dir, name: str, language: str) -> None:
@@ -88,6 +103,11 @@ def test_register_print_import_and_findings(server, browser, artifacts_dir, tmp_
         assert "МИЛДЕТТЕНМЕСИ" in page.inner_text("h1")
         page.screenshot(path=str(artifacts_dir / "isuo-annex-1.1-ky.png"), full_page=True)
 
+        page.goto(server.url + "/isuo/settings?lang=en")  # the address plan: 10.35.1.7 is seat 07
+        page.fill("#ip", "10.35.1.7")
+        page.fill("#seat", "07")
+        page.click("form[action='/isuo/settings/address'] button")
+        page.wait_for_url("**done=saved")
         page.goto(server.url + "/isuo/imports?lang=en")
         page.fill("#source_name", "ISUO web export")
         for field, column in {
@@ -108,6 +128,14 @@ def test_register_print_import_and_findings(server, browser, artifacts_dir, tmp_
         page.wait_for_url("**/incidents")
         text = page.inner_text("main")
         assert "ghost.login" in text and "002 §4.4" in text and "outside working time" in text
+        for language, words in (
+            ("ky", "ИСУО реестринде жок"),
+            ("ru", "нет в реестре ИСУО"),
+            ("en", "not in the ISUO"),
+        ):
+            page.goto(server.url + f"/incidents?lang={language}")
+            assert words in page.inner_text("main")  # the finding's title in the reader's language
+            shoot(page, artifacts_dir, "findings", language)
         page.goto(server.url + "/isuo/log?lang=en")
         assert "not in the register" in page.inner_text("#access-log")
         for language in ("ky", "ru", "en"):

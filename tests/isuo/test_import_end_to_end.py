@@ -251,3 +251,129 @@ def test_xlsx_import_and_proxy_session_overlap(api, school):
         assert result.rows_new == 2 and result.incidents == 0
         linked = dict(db.execute(select(IsuoRecord.action, IsuoRecord.proxy_access_id)).all())
         assert linked["login"] is not None and linked["view"] is None  # 09:30 is after the session
+
+
+def test_import_gap_and_overdue_review_from_the_periodic_check(api, school):
+    day = school["day"]
+    previous = day - timedelta(days=1)
+    with api.db() as db:
+        # the proxy saw ISUO on the day before and on the day; the export covers the two days
+        # before and the day but holds no record of the day before → a gap on that day
+        for d in (previous, day):
+            db.add(
+                IsuoAccess(
+                    source="proxy",
+                    agent_id=school["a07"],
+                    seat="07",
+                    host="emis.edu.gov.kg",
+                    started_at=local(d, 9),
+                    ended_at=local(d, 9, 30),
+                )
+            )
+        source = db.get(imports.IsuoSource, school["source_id"])
+        body = (
+            "Пользователь;Дата и время;Действие;IP-адрес;Тип записи\n"
+            f"b.bekova;{previous - timedelta(days=1):%d.%m.%Y} 09:00:00;logout;;session\n"
+            f"b.bekova;{day:%d.%m.%Y} 09:00:00;login;10.35.1.7;session\n"
+        )
+        imports.import_file(db, source=source, data=body.encode(), file_name="gap.csv", actor="resp")
+        admin = viewer_for(db, db.scalar(select(Person).where(Person.username == "resp")))
+        service.set_review_due_on(db, viewer=admin, due_on=(day - timedelta(days=1)).isoformat())
+        db.commit()
+        new = checks.run_periodic(db, now=datetime.now(UTC), lookback=timedelta(days=15))
+        db.commit()
+        rules_found = sorted(d.rule for d in new)
+        assert "isuo.import_gap" in rules_found and "isuo.review_overdue" in rules_found
+        gap = db.scalar(select(Incident).where(Incident.rule == "isuo.import_gap"))
+        assert gap.params == {"day": previous.isoformat(), "sessions": 1}
+        assert gap.clauses == ["000 §5.6", "000 §3.2"]
+        overdue = db.scalar(select(Incident).where(Incident.rule == "isuo.review_overdue"))
+        assert overdue.clauses == ["002 §4.5", "002 §4.4"]
+        assert checks.run_periodic(db, now=datetime.now(UTC), lookback=timedelta(days=15)) == []
+
+
+def test_findings_api_for_reports(api, school):
+    with api.db() as db:
+        source = db.get(imports.IsuoSource, school["source_id"])
+        imports.import_file(db, source=source, data=export(school["day"]), file_name="isuo.csv", actor="resp")
+        db.commit()
+    headers = api.login("resp")
+    day = school["day"]
+    answer = api.client.get(
+        f"/api/v1/isuo/findings?start={day}&end={day + timedelta(days=1)}", headers=headers
+    )
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["open"] == 4 and set(body["by_rule"]) == {
+        "isuo.no_obligation",
+        "isuo.after_blocked",
+        "isuo.outside_hours",
+        "isuo.noncompliant_seat",
+    }
+    assert "login" not in str(body["findings"])  # no logins or names in the summary
+    bad = api.client.get("/api/v1/isuo/findings?start=yesterday&end=2026-01-01", headers=headers)
+    assert bad.status_code == 422 and "2026-11-01" in bad.json()["detail"]
+    api.user("teacher", "t1")
+    api.login("t1")
+    assert api.client.get(f"/api/v1/isuo/findings?start={day}&end={day}").status_code == 403
+
+
+def test_a_failure_after_the_rows_are_written_leaves_nothing(api, school, monkeypatch):
+    """One transaction: if anything fails after the records were inserted (here the checks),
+    the import row, the records and the audit record are all rolled back."""
+
+    def broken(db, accesses):
+        raise RuntimeError("checks failed")
+
+    monkeypatch.setattr(checks, "check_new_accesses", broken)
+    with api.db() as db:
+        source = db.get(imports.IsuoSource, school["source_id"])
+        with pytest.raises(RuntimeError):
+            imports.import_file(
+                db, source=source, data=export(school["day"]), file_name="x.csv", actor="resp"
+            )
+        db.rollback()
+    with api.db() as db:
+        assert db.scalar(select(func.count()).select_from(IsuoRecord)) == 0
+        assert db.scalar(select(func.count()).select_from(imports.IsuoImport)) == 0
+        assert (
+            db.scalar(
+                select(func.count()).select_from(AuditRecord).where(AuditRecord.action == "isuo.imported")
+            )
+            == 0
+        )
+
+
+def test_records_from_a_student_lab_outside_a_lesson(api, school):
+    """lab-1 is a student lab; a lesson runs there 11:30-12:30 only: the 12:00 record at seat 09
+    is inside the lesson, the others are outside it → one student-lab finding for seat 07."""
+    from policy_server.lessons.models import Lesson
+    from policy_server.policies.service import amend_policy
+    from policy_server.school.service import find_room
+
+    day = school["day"]
+
+    def lab(bundle):
+        bundle.isuo.student_lab_rooms = ["lab-1"]
+        return bundle
+
+    with api.db() as db:
+        amend_policy(db, actor="test", comment="lab-1 is a student lab", change=lab)
+        teacher = db.scalar(select(Person).where(Person.username == "resp"))
+        db.add(
+            Lesson(
+                id="les-1",
+                room_id=find_room(db, "lab-1").id,
+                teacher_id=teacher.id,
+                starts_at=local(day, 11, 30),
+                ends_at=local(day, 12, 30),
+                planned_end=local(day, 12, 30),
+            )
+        )
+        source = db.get(imports.IsuoSource, school["source_id"])
+        imports.import_file(db, source=source, data=export(day), file_name="isuo.csv", actor="resp")
+        db.commit()
+        found = list(db.scalars(select(Incident).where(Incident.rule == "isuo.student_lab")))
+    assert [(i.seat, i.params["why"], i.params["source"]) for i in found] == [
+        ("07", "student_lab_no_lesson", "import")
+    ]

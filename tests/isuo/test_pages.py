@@ -140,11 +140,27 @@ def test_import_with_mapping_then_director_signs_the_review(web_app, client):
     )
     assert ok.status_code == 200 and "1 new" in ok.text
     assert 'value="User"' in client.get("/isuo/imports?source=ISUO+web").text  # the mapping is saved
+    broken = (
+        body + "x.user,not a time,login,10.0.0.5,session\ny.user,2026-11-10 10:00,login,999.1.1.1,session\n"
+    )
+    rejected = client.post(
+        "/isuo/imports?lang=en",
+        data={"csrf_token": token, **mapping},
+        files={"file": ("e.csv", broken.encode(), "text/csv")},
+    )
+    assert rejected.status_code == 422 and "2 row(s) need fixing" in rejected.text
+    assert "<td>3</td><td>The time not a time is not a date and time.</td>" in rejected.text
+    assert "<td>4</td><td>999.1.1.1 is not an IP address.</td>" in rejected.text
     with web_app.state.sessionmaker() as db:
         assert db.scalar(select(Incident).where(Incident.rule == "isuo.unknown_login")) is not None
     log = client.get("/isuo/log?lang=en")
     assert "ghost.login" in log.text and "not in the register" in log.text
+    assert "Log out" in log.text  # the page keeps the logged-in header (no context name clash)
     assert client.get("/isuo/log?day=bad").status_code == 200
+    assert client.get("/isuo/log?page_number=abc&person=x").status_code == 200  # hand-edited URLs: no 5xx
+    assert client.get("/isuo/people/999999").status_code == 404
+    assert client.get("/isuo/people/999999/annex/1.1/ru").status_code == 404
+    assert client.get("/isuo/nope.css").status_code == 404
     client.cookies.clear()
     director = person(web_app, "director", full_name="Director Dir")
     login(client, director)

@@ -157,3 +157,52 @@ def test_review_overdue():
         rules.review_overdue(due_on=due, signed_on_or_after_due=True, today=due + timedelta(days=1)) is None
     )
     assert rules.review_overdue(due_on=None, signed_on_or_after_due=False, today=due) is None
+
+
+def test_check_accesses_equals_check_access_on_each_keeping_the_first_draft_per_key():
+    import random
+
+    rnd = random.Random(5)
+    logins = ["a.asanova", "b.bekova", "ghost", "c.left", None]
+    users = {
+        "a.asanova": user(),
+        "b.bekova": user(user_id=2, obligation_signed_on=None),
+        "c.left": user(user_id=3, left_on=date(2026, 11, 12), blocked_on=date(2026, 11, 13)),
+    }
+    working = WorkingTime(holidays=frozenset({date(2026, 11, 11)}))
+    histories = {
+        "ag-1": SeatHistory(full_scans=(TUESDAY_10 - timedelta(days=6),)),
+        "ag-2": SeatHistory(full_scans=(TUESDAY_10 - timedelta(days=20),)),
+    }
+    accesses = sorted(
+        (
+            Access(
+                key=f"rec:{i}",
+                at=TUESDAY_10 + timedelta(minutes=rnd.randint(0, 7 * 1440)),
+                login=rnd.choice(logins),
+                seat="07",
+                agent_id=rnd.choice(["ag-1", "ag-2", None]),
+            )
+            for i in range(400)
+        ),
+        key=lambda a: a.at,
+    )
+    naive: dict[str, tuple] = {}
+    for a in accesses:
+        for d in rules.check_access(
+            a, users.get(a.login) if a.login else None, working, histories.get(a.agent_id or "")
+        ):
+            naive.setdefault(d.dedup_key, (d, a))
+    fast = rules.check_accesses(accesses, users, working, histories)
+    assert {k: (d, a.key) for k, (d, a) in naive.items()} == {d.dedup_key: (d, a.key) for d, a in fast}
+    assert len({d.rule for d, _ in fast}) >= 6  # the sample reaches most rules
+
+
+def test_student_lab_seat_for_records_the_proxy_did_not_see():
+    a = access()
+    draft = rules.student_lab_seat(a, student_lab=True, lesson_running=False)
+    assert draft.rule == "isuo.student_lab" and draft.clauses == ("002 §4.4", "000 §6.8")
+    assert rules.student_lab_seat(a, student_lab=True, lesson_running=True) is None
+    assert rules.student_lab_seat(a, student_lab=False, lesson_running=False) is None
+    linked = Access(key="rec:2", at=TUESDAY_10, login="x", seat="07", agent_id="ag-1", proxy_linked=True)
+    assert rules.student_lab_seat(linked, student_lab=True, lesson_running=False) is None  # judged at ingest

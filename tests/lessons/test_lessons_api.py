@@ -152,3 +152,24 @@ def test_lesson_activity_reaches_only_a_running_lesson(school, now_periods):
     seats = {s["seat"]: s for s in school.client.get(f"/api/v1/lessons/{lesson_id}").json()["seats"]}
     assert seats["s1"]["open_host"] == "wiki.kg" and seats["s1"]["blocked"] == 1
     assert seats["s1"]["last_blocked"] == "games.example" and seats["s2"]["blocked"] == 0
+
+
+def test_lesson_activity_events_go_to_the_lesson_only(school, now_periods):
+    from sqlalchemy import func, select
+
+    from policy_server.db.models import Event
+
+    _id, auth = school.agents[("lab-1", "s3")]
+    act = {"id": "00000000-0000-4000-8000-0000000000a1", "type": "lesson.activity",
+           "occurred_at": utcnow().isoformat(), "subject": {"os_user": "pupil3", "seat": "s3"},
+           "data": {"kind": "open", "host": "kitep.kg"}}
+    r = school.client.post("/api/v1/events", json={"events": [act]}, headers=auth)
+    assert r.status_code == 200 and r.json()["accepted"] == [act["id"]]  # no lesson: dropped, not kept
+    csrf = school.login("aigul")
+    lesson_id = school.client.post("/api/v1/lessons", json={}, headers=csrf).json()["id"]
+    act["id"] = "00000000-0000-4000-8000-0000000000a2"
+    assert school.client.post("/api/v1/events", json={"events": [act]}, headers=auth).status_code == 200
+    seats = {s["seat"]: s for s in school.client.get(f"/api/v1/lessons/{lesson_id}").json()["seats"]}
+    assert seats["s3"]["open_host"] == "kitep.kg" and seats["s3"]["os_user"] == "pupil3"
+    with school.db() as db:
+        assert db.scalar(select(func.count()).select_from(Event).where(Event.type == "lesson.activity")) == 0

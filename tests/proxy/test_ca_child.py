@@ -103,13 +103,18 @@ def test_agent_installs_the_school_ca_through_a_child_and_never_loads_cryptograp
             token = (agent.state_dir / "token").read_text().strip()
             with server.agent_client(token) as client:
                 served = client.get("/api/v1/ca").json()
-            # the proxy's CA file (key + certificate, private) and the staged system store / Firefox
-            assert (confdir / "kalkan-school-ca.pem").read_text().strip() == served["cert_pem"].strip()
+            # the proxy's CA file (the seat's own key + seat CA + school CA, private) and the staged
+            # system store / Firefox (the school CA); the school CA's key is never on the seat
+            assert (confdir / "kalkan-school-ca.pem").read_text().strip() == served["root_pem"].strip()
             proxy_ca = confdir / "mitmproxy-ca.pem"
-            assert served["key_pem"].strip() in proxy_ca.read_text() and proxy_ca.stat().st_mode & 0o077 == 0
+            text = proxy_ca.read_text()
+            assert "PRIVATE KEY" in text and proxy_ca.stat().st_mode & 0o077 == 0
+            school_key = server.state_dir / "ca" / "school-ca.key"
+            assert school_key.exists() and school_key.read_text().strip() not in text
+            assert text.count("BEGIN CERTIFICATE") == 2 and text.rstrip().endswith(served["root_pem"].strip())
             root = agent.state_dir / "collectors" / "proxy" / "root"
             assert (root / "usr/local/share/ca-certificates/kalkan-school-ca.crt").read_text().strip() \
-                == served["cert_pem"].strip()
+                == served["root_pem"].strip()
             firefox = json.loads((root / "etc/firefox/policies/policies.json").read_text())
             assert firefox["policies"]["Certificates"]["Install"] == [
                 "/etc/firefox/policies/kalkan-school-ca.pem"]

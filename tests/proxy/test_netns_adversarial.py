@@ -340,6 +340,28 @@ def attacks() -> list[tuple[str, tuple[str, ...], tuple[str, ...]]]:
         ("http-ip-literal", curl(f"http://{BAD4}/"), ()),
         ("http-ip-literal-v6", curl(f"http://[{BAD6}]/"), ()),
         ("http-ip-literal-v6-port", curl(f"http://[{BAD6}]:80/"), ()),
+        ("http-ip-literal-decimal", curl("http://172883971/"), ()),  # 10.78.0.3 as one number
+        ("http-ip-literal-octal", curl("http://012.0116.0.03/"), ()),
+        ("http-ipv4-mapped-v6", curl(f"http://[::ffff:{BAD4}]/"), ()),
+        ("http-host-trailing-dot", curl("-H", "Host: allowed.test.", f"http://{BAD4}/"), ()),
+        ("http-host-with-port", curl("-H", "Host: allowed.test:80", f"http://{BAD4}/"), ()),
+        ("http-host-upper-case", curl("-H", "Host: ALLOWED.TEST", f"http://{BAD4}/"), ()),
+        (
+            "h2c-prior-knowledge-host-allowed",
+            curl("--http2-prior-knowledge", "-H", "Host: allowed.test", f"http://{BAD4}/"),
+            (),
+        ),
+        (
+            "connect-method-on-transparent-port",
+            probe(
+                "tcp",
+                BAD4,
+                "80",
+                "CONNECT blocked.test:443 HTTP/1.1\\r\\nHost: blocked.test\\r\\n\\r\\n"
+                "GET / HTTP/1.1\\r\\nHost: blocked.test\\r\\n\\r\\n",
+            ),
+            (),
+        ),
         ("http-no-host-header", probe("tcp", BAD4, "80", "GET / HTTP/1.0\\r\\n\\r\\n"), ()),
         (
             "http-two-host-headers",
@@ -361,6 +383,13 @@ def attacks() -> list[tuple[str, tuple[str, ...], tuple[str, ...]]]:
                 "GET / HTTP/1.1\\r\\nHost: blocked.test\\r\\n\\r\\n",
             ),
             ("host=blocked.test",),
+        ),
+        (
+            "transparent-absolute-uri",
+            probe(
+                "tcp", GOOD4, "80", "GET http://blocked.test/ HTTP/1.1\\r\\nHost: allowed.test\\r\\n\\r\\n"
+            ),
+            ("path=http://blocked.test",),
         ),
         (
             "explicit-uri-blocked-host-allowed",
@@ -519,6 +548,24 @@ def test_attempts_are_counted_and_reported(lab):
         if c.uid == student.uid and c.proto == "udp" and c.dst_ip == EVIL4 and c.dst_port == 51820
     ]
     assert mine and mine[0].packets >= 3, counts
+    # the network collector reads the same counters and sends them as net.bypass "refused"
+    from agent.collectors.base import CollectorContext
+    from agent.collectors.network import NetworkCollector
+    from tests.support.recording_sink import RecordingSink
+
+    sink = RecordingSink()
+    collector = NetworkCollector(
+        CollectorContext(sink=sink, state_dir=lab["state"], seat="adv-01", platform="fake"),
+        firewall=LinuxFirewall(netns=lab["ws"]),
+    )
+    assert collector.poll_refused() >= 1
+    refused = [e for e in sink.of_type("net.bypass") if e.data["kind"] == "refused"]
+    wireguard = [e for e in refused if e.data["dst_ip"] == EVIL4 and e.data["dst_port"] == 51820]
+    assert wireguard and wireguard[0].subject.os_user == STUDENT and wireguard[0].data["occurrences"] >= 3
+    run_as(lab, student, *probe("udp", EVIL4, "51820"))
+    collector.poll_refused()
+    again = [e for e in sink.of_type("net.bypass") if e.data["dst_port"] == 51820][len(wireguard) :]
+    assert [e.data["occurrences"] for e in again] == [1]  # only what grew since the last poll
     from agent.outbox import Outbox
 
     deadline = time.monotonic() + 10

@@ -146,3 +146,77 @@ def test_firewall_counters_become_rate_limited_bypass_events():
     fw.elements["refused4"][0]["elem"]["counter"]["packets"] = 10
     [(_, grown)] = watch.poll(read_refused(fw))
     assert grown["occurrences"] == 7
+
+
+def test_site_categories_apply_in_the_proxy_as_in_kalkan_filter_check(tmp_path):
+    """The school's own categorisation: the proxy's engine and `kalkan-filter check` decide alike
+    (one code path, filters.index.index_for_policy)."""
+    import json
+    import subprocess
+    import sys
+    import time
+
+    from agent.proxy.engine import Engine
+    from policy_server.protocol import FilteringSection, LessonMode
+
+    bundle = PolicyBundle(
+        filtering=FilteringSection(
+            unsupervised={"student": LessonMode.open},
+            site_categories={"own.example": ["games"], "x.example/Chat": ["social"]},
+            category_actions={"student": {"games": "block", "social": "block"}},
+        )
+    )
+    raw = bundle.model_dump(mode="json")
+    engine = Engine.from_bundle(raw)
+    when = time.time() // 60 * 60 + 30
+    urls = [
+        "http://own.example/",
+        "http://www.own.example/x",
+        "http://x.example/chat/room",
+        "http://x.example/other",
+        "http://other.example/",
+    ]
+    proxy = [
+        engine.decide(u, group="student", user=None, seat=None, room=None, when=when).allowed for u in urls
+    ]
+    assert proxy == [False, False, False, True, True]
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps(raw))
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "filters.cli",
+            "check",
+            "--policy",
+            str(policy),
+            "--group",
+            "student",
+            "--json",
+            *urls,
+        ],
+        capture_output=True,
+        text=True,
+    )
+    cli = [json.loads(line)["action"] == "allow" for line in out.stdout.splitlines()]
+    assert cli == proxy, out.stderr
+
+
+def test_addresses_a_name_had_a_moment_ago_stay_valid():
+    """Rotating CDN answers: the browser may still use the address the resolver gave before."""
+    answers = {"cdn.test": frozenset({"10.0.0.1"})}
+    now = [0.0]
+    check = DestinationCheck(
+        lookup=lambda name: answers.get(name, frozenset()), clock=lambda: now[0], ttl_s=60
+    )
+    assert asyncio.run(check.leads_to("cdn.test", "10.0.0.1"))
+    answers["cdn.test"] = frozenset({"10.0.0.2"})
+    now[0] = 100.0  # expired: looked up again, the answer moved on
+    assert asyncio.run(check.leads_to("cdn.test", "10.0.0.2"))
+    assert check.leads_to_cached("cdn.test", "10.0.0.1") is True  # still valid, resolved 100 s ago
+    now[0] = 800.0
+    answers["cdn.test"] = frozenset({"10.0.0.3"})
+    assert asyncio.run(check.leads_to("cdn.test", "10.0.0.3"))
+    now[0] = 1500.0  # the old answers are long gone
+    answers["cdn.test"] = frozenset({"10.0.0.4"})
+    assert not asyncio.run(check.leads_to("cdn.test", "10.0.0.1"))

@@ -179,3 +179,25 @@ def test_client_hello_in_pieces_is_decided_the_same(proxy, accounts, school_ca_f
                            str(school_ca_file)])
     assert blocked.returncode == 0, blocked.stderr
     assert blocked.stdout.split("\n")[:2] == ["Kalkan Test School CA", "HTTP/1.1 403 Forbidden"]
+
+
+def test_passed_through_tls_relays_big_bodies_both_ways(proxy, accounts, origin_ca_file, readable_dir):
+    """The cheap relay after a pass-through decision (agent/proxy/relay.py) under flow control:
+    4 MiB down and 3 MiB up over a passed-through connection arrive intact."""
+    import hashlib
+    import subprocess
+
+    from tests.support.proxy_rig import BIG
+
+    upload = readable_dir / "up.bin"  # the teacher's curl reads it
+    upload.write_bytes(bytes(reversed(range(256))) * (12 * 1024))
+    upload.chmod(0o644)
+    teacher = accounts["teacher"]
+    cmd = ["setpriv", f"--reuid={teacher.uid}", f"--regid={teacher.gid}", "--clear-groups",
+           "curl", "-sS", "--max-time", "60", "-x", proxy.url, "--cacert", str(origin_ca_file),
+           "--data-binary", f"@{upload}", "https://bank.test/big"]
+    result = subprocess.run(cmd, capture_output=True, timeout=90)
+    assert result.returncode == 0, result.stderr
+    body = result.stdout
+    assert len(body) == len(BIG) + 64 and body[:len(BIG)] == BIG
+    assert body[len(BIG):].decode() == hashlib.sha256(upload.read_bytes()).hexdigest()

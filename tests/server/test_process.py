@@ -104,6 +104,15 @@ def test_cli_demo_is_idempotent_and_codes_enrol(tmp_path):
     second = json.loads(cli("demo", "--json").stdout)
     assert first["logins"] == second["logins"] and set(first["logins"]) == {"admin", "teacher", "director"}
     assert first["enrollment_code"] != second["enrollment_code"]
+    # the demo teacher works in the demo lab (person_rooms: what the scope reads), once
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'kalkan.sqlite'}")
+    with engine.connect() as conn:
+        rooms = conn.execute(text("SELECT rooms.name FROM person_rooms JOIN people ON people.id = person_id "
+                                  "JOIN rooms ON rooms.id = room_id WHERE people.username = 'teacher'")).all()
+    engine.dispose()
+    assert rooms == [("lab-1",)]
     bad = cli("enrollment-code", "--room", "no-such-room")
     assert bad.returncode == 2 and "room 'no-such-room' does not exist" in bad.stderr
     bad = cli("enrollment-code", "--expires", "yesterday")

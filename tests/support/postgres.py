@@ -13,6 +13,8 @@
   `kalkan`.  When the tests run as root (CI), the cluster runs as `nobody` through `runuser`
   (PostgreSQL refuses to run as root).  Stopped (`pg_ctl stop -m immediate`) and deleted at
   the end of the session.
+* `.pause()` / `.resume()`: the database server down and up again, data kept, for tests of
+  what the server does while its database is gone.
 * `postgres_url` (session scope): the URL of the database `kalkan` in that cluster.
 
 Fails (not skips) with a clear message when the binaries are missing: PostgreSQL is a
@@ -73,6 +75,10 @@ class PostgresCluster:
                            "-E", "UTF8", "--no-sync", check=False)
         if result.returncode:
             raise RuntimeError(f"initdb failed: {result.stderr or result.stdout}")
+        self._pg_start()
+        self.create_database("kalkan")
+
+    def _pg_start(self) -> None:
         options = (f"-c listen_addresses=127.0.0.1 -c port={self.port} "
                    f"-c unix_socket_directories={self.root} "
                    "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
@@ -81,7 +87,15 @@ class PostgresCluster:
         if result.returncode:
             log = (self.root / "log").read_text() if (self.root / "log").exists() else ""
             raise RuntimeError(f"pg_ctl start failed: {result.stderr or result.stdout}\n{log}")
-        self.create_database("kalkan")
+
+    def pause(self) -> None:
+        """Stop the server, keeping its data: `resume()`.  `-m fast` (connections cut at once),
+        not `immediate`: the test cluster runs with synchronous_commit=off, so a crash would
+        lose commits a real server keeps."""
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def resume(self) -> None:
+        self._pg_start()
 
     def stop(self) -> None:
         self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop",

@@ -8,6 +8,7 @@ fake host names reach the origins through the proxy's own upstream mapping
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import http.server
 import json
 import os
@@ -85,6 +86,9 @@ def _pem(cert: x509.Certificate, key) -> Pem:
 # --------------------------------------------------------------------------- origin servers
 
 
+BIG = bytes(range(256)) * (16 * 1024)
+
+
 class _EchoHandler(http.server.BaseHTTPRequestHandler):
     """Answers every request with what it received (so tests see SafeSearch rewrites)."""
 
@@ -100,6 +104,8 @@ class _EchoHandler(http.server.BaseHTTPRequestHandler):
         self.seen.append(record)
         if self.path.startswith("/file.exe"):
             payload, ctype = b"MZ" + b"\0" * 64, "application/x-msdownload"
+        elif self.path.startswith("/big"):  # 4 MiB, and what was uploaded: relays under flow control
+            payload, ctype = BIG + hashlib.sha256(body).hexdigest().encode(), "application/octet-stream"
         else:
             payload = (f"<!doctype html><html><head><title>origin {record['host']}</title></head>"
                        f"<body><h1 id='origin'>ORIGIN OK {record['host']}</h1></body></html>").encode()

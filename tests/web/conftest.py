@@ -15,7 +15,6 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from fastapi import FastAPI
@@ -25,12 +24,8 @@ from policy_server.app import create_app
 from policy_server.db.models import Event, Incident, IncidentEvent, IsuoAccess, TimelineEntry, Workstation
 from policy_server.people.service import create_person, disable_person
 from policy_server.settings import Settings
+from tests.conftest import CHROMIUM, CHROMIUM_ARGS  # noqa: E402,F401  (importers of these names)
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync",
-]
 PASSWORD = "correct-horse-7"
 CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
 
@@ -157,20 +152,4 @@ def school(web_app: FastAPI) -> School:
     return School(web_app)
 
 
-# ----------------------------------------------------------------------------- Chromium
-
-
-@pytest.fixture(scope="session")
-def browser():
-    """One headless Chromium for the whole run; each test opens its own context (cookies)."""
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (listed in install/apt-packages.txt)")
-    from playwright.sync_api import sync_playwright
-
-    # Playwright gives every launch a fresh throwaway profile (it refuses --user-data-dir here).
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
+# Chromium: the session's one headless browser is the `browser` fixture of tests/conftest.py.

@@ -12,6 +12,8 @@ from babel.messages.pofile import read_po
 
 from policy_server.web import i18n
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
 LOCALE = Path(i18n.LOCALE_DIR)
 PLACEHOLDER = re.compile(r"%\((\w+)\)[sd]")
 
@@ -129,3 +131,33 @@ def test_the_template_lists_every_string_the_code_marks():
     }
     missing = found - _template_ids()
     assert not missing, f"strings missing from messages.pot: {missing}; run the extraction in docs/web.md"
+
+
+# ----------------------------------------------------------------------------- domain catalogs
+
+
+def _domain_catalog_files() -> list[Path]:
+    return [d / lang / "LC_MESSAGES" / "messages.po"
+            for d in i18n.domain_locale_dirs() for lang in ("ky", "ru")]
+
+
+@pytest.mark.parametrize("po_path", _domain_catalog_files(), ids=lambda p: str(p.relative_to(REPO_ROOT)))
+def test_each_domain_catalog_is_translated_and_compiled(po_path):
+    """A domain's own catalog (policy_server/<domain>/locale) is complete, not fuzzy, and its
+    compiled .mo says the same (a stale or fuzzy-skipped .mo would show English on a page)."""
+    import gettext
+
+    with open(po_path, "rb") as handle:
+        catalog = read_po(handle)
+    assert not catalog.fuzzy, f"{po_path} is marked fuzzy: pybabel compile skips it"
+    with open(po_path.with_suffix(".mo"), "rb") as handle:
+        compiled = gettext.GNUTranslations(handle)
+    for message in catalog:
+        if not message.id:
+            continue
+        strings = message.string if isinstance(message.string, tuple) else (message.string,)
+        assert all(strings), f"{po_path}: no translation of {message.id!r}"
+        assert "fuzzy" not in message.flags, f"{po_path}: fuzzy translation of {message.id!r}"
+        if isinstance(message.id, str):
+            assert compiled.gettext(message.id) == message.string, \
+                f"{po_path.with_suffix('.mo')} is stale for {message.id!r}: run pybabel compile"

@@ -246,7 +246,9 @@ def test_pages_are_not_cached_and_cannot_be_framed(client, school):
     answer = client.get("/incidents")
     assert answer.headers["cache-control"] == "no-store"
     assert answer.headers["x-frame-options"] == "DENY"
-    assert "script-src" not in answer.headers["content-security-policy"]  # no scripts at all
+    csp = answer.headers["content-security-policy"]
+    assert "script-src 'self';" in csp and "unsafe" not in csp  # scripts only from the server itself
+    assert "frame-ancestors 'none'" in csp
 
 
 def test_class_teacher_sees_incidents_they_were_told_about(client, school, web_app):

@@ -1,0 +1,239 @@
+"""Added latency of HTTPS passed through, per page: Kalkan vs bare mitmdump vs E2Guardian, one run.
+
+    sudo .venv/bin/python benchmarks/proxy/passthrough_page.py [--pages 60] [--objects 20] [--variants ...]
+
+One "page" = a new connection to the proxy, `CONNECT`, a TLS handshake with the origin through the
+tunnel (the proxy passes it through untouched: Kalkan decides at the ClientHello, bare mitmdump by
+`ignore_hosts`, E2Guardian tunnels CONNECT), then `--objects` requests one after the other over
+that keep-alive connection (a page and its parts).  The same page straight to the origin is the
+baseline; "added" = the proxy's page time − the direct page time of the same round.  Rounds are
+interleaved (direct, each proxy, in alternating order), so a busy machine hits every variant alike.
+The client runs as the teacher account (a person: Kalkan decides, and passes news.test through).
+
+E2Guardian is asked `CONNECT 127.0.0.1:<port>` (it resolves names itself and knows no test
+names); Kalkan and bare mitmdump `CONNECT news.test:443`, which their test mapping sends to the
+same origin.  The TLS server name is news.test for every variant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from ab import cpu_ns  # noqa: E402
+from e2guardian_rig import start_e2guardian, stop_e2guardian  # noqa: E402
+from run import bare_proxy  # noqa: E402
+
+from tests.proxy.conftest import FAKE_HOSTS, TEACHER, _account, base_bundle, upstream_for  # noqa: E402
+from tests.support.proxy_rig import make_ca, start_origin, start_proxy  # noqa: E402
+
+CLIENT = r"""
+import json, socket, ssl, sys, time
+spec = json.loads(sys.argv[1])
+ctx = ssl.create_default_context(cafile=spec["cafile"])
+out = {}
+
+def page(proxy_port, target):
+    t = time.perf_counter()
+    if proxy_port:
+        sock = socket.create_connection(("127.0.0.1", proxy_port))
+        sock.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sock.recv(4096)
+        assert head.startswith(b"HTTP/1.1 200") or head.startswith(b"HTTP/1.0 200"), head
+    else:
+        sock = socket.create_connection(("127.0.0.1", spec["https_port"]))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    tls = ctx.wrap_socket(sock, server_hostname="news.test")
+    reader = tls.makefile("rb")
+    for i in range(spec["objects"]):
+        tls.sendall(f"GET /obj{i} HTTP/1.1\r\nHost: news.test\r\n\r\n".encode())
+        length = None
+        while True:
+            line = reader.readline()
+            if line in (b"\r\n", b""):
+                break
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        reader.read(length)
+    elapsed = time.perf_counter() - t
+    reader.close()
+    tls.close()
+    return elapsed
+
+for rnd in range(spec["pages"]):
+    variants = spec["variants"] if rnd % 2 == 0 else list(reversed(spec["variants"]))
+    for name in variants:
+        port, target = spec["proxies"].get(name, (None, None))
+        out.setdefault(name, []).append(page(port, target))
+print(json.dumps(out))
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--pages", type=int, default=60)
+    parser.add_argument("--objects", type=int, default=20)
+    parser.add_argument("--variants", default="kalkan,kalkan_mitm_relay,bare,e2guardian")
+    parser.add_argument(
+        "--ut1",
+        type=Path,
+        default=Path("/work/shared/data/ut1"),
+        help="UT1 lists for E2Guardian's banned sites (as in run.py)",
+    )
+    parser.add_argument("--index", type=Path, default=None, help="compiled UT1 index for Kalkan")
+    parser.add_argument(
+        "--before",
+        type=Path,
+        default=None,
+        help="a checkout of an older Kalkan: its addon runs as the variant 'before'",
+    )
+    parser.add_argument(
+        "--kalkan-extra", default="", help="extra mitmdump arguments for Kalkan (space separated)"
+    )
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("run as root: the client runs as a real teacher account")
+    variants = [v for v in args.variants.split(",") if v]
+    if args.before and "before" not in variants:
+        variants.append("before")
+    teacher = _account(TEACHER)
+    tmp = Path(tempfile.mkdtemp(prefix="kalkan-page-"))
+    tmp.chmod(0o755)
+    origin = start_origin(FAKE_HOSTS, tmp)
+    origin_ca = tmp / "origin-ca.pem"
+    origin_ca.chmod(0o644)
+    upstream = upstream_for(origin)
+    school = make_ca("Bench School CA")
+    procs: dict[str, object] = {}
+    proxies: dict[str, tuple[int, str]] = {}
+    e2g = None
+    try:
+        extra = ["--set", f"kalkan_index={args.index}"] if args.index else []
+        if "kalkan" in variants:
+            kalkan = start_proxy(
+                tmp / "kalkan",
+                school_ca=school,
+                upstream=upstream,
+                bundle=base_bundle(),
+                upstream_ca=origin_ca,
+                extra=extra + args.kalkan_extra.split(),
+            )
+            procs["kalkan"], proxies["kalkan"] = kalkan, (kalkan.port, "news.test:443")
+        if "kalkan_mitm_relay" in variants:  # the same addon relaying through mitmproxy's layers
+            slow = start_proxy(
+                tmp / "kalkan_mitm_relay",
+                school_ca=school,
+                upstream=upstream,
+                bundle=base_bundle(),
+                upstream_ca=origin_ca,
+                extra=[*extra, "--set", "kalkan_fast_relay=false"],
+            )
+            procs["kalkan_mitm_relay"], proxies["kalkan_mitm_relay"] = slow, (slow.port, "news.test:443")
+        if "before" in variants:
+            import tests.support.proxy_rig as rig
+
+            entry, rig.ENTRY = rig.ENTRY, args.before / "agent" / "proxy" / "mitm_entry.py"
+            try:
+                before = start_proxy(
+                    tmp / "before",
+                    school_ca=school,
+                    upstream=upstream,
+                    bundle=base_bundle(),
+                    upstream_ca=origin_ca,
+                    extra=extra,
+                )
+            finally:
+                rig.ENTRY = entry
+            procs["before"], proxies["before"] = before, (before.port, "news.test:443")
+        if "bare" in variants:
+            bare, port = bare_proxy(tmp / "bare", upstream, origin_ca)
+            procs["bare"], proxies["bare"] = bare, (port, "news.test:443")
+        if "e2guardian" in variants:
+            e2g, port = start_e2guardian(tmp, args.ut1)
+            proxies["e2guardian"] = (port, f"127.0.0.1:{origin.https_port}")
+        spec = {
+            "cafile": str(origin_ca),
+            "https_port": origin.https_port,
+            "objects": args.objects,
+            "pages": args.pages,
+            "variants": ["direct", *variants],
+            "proxies": proxies,
+        }
+        started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        load = os.getloadavg()[0]
+        # warm-up: every proxy has decided news.test once (Kalkan's verdict cache, DNS)
+        warm = {**spec, "pages": 2}
+        teacher.run(["/usr/bin/python3", "-c", CLIENT, json.dumps(warm)])
+        pids = {name: proc.proc.pid if hasattr(proc, "proc") else proc.pid for name, proc in procs.items()}
+        if e2g is not None:
+            pids["e2guardian"] = e2g.pid
+        cpu_before = {name: tree_cpu_ns(pid) for name, pid in pids.items()}
+        result = teacher.run(["/usr/bin/python3", "-c", CLIENT, json.dumps(spec)])
+        cpu_per_page = {
+            name: (tree_cpu_ns(pid) - cpu_before[name]) / args.pages / 1e6 for name, pid in pids.items()
+        }
+        if result.returncode != 0:
+            raise RuntimeError(result.stderr[-2000:])
+        times = json.loads(result.stdout.strip().splitlines()[-1])
+        load_after = os.getloadavg()[0]
+    finally:
+        for proc in procs.values():
+            if hasattr(proc, "stop"):
+                proc.stop()
+            else:
+                proc.terminate()
+                proc.wait(10)
+        if e2g is not None:
+            stop_e2guardian(e2g)
+        origin.close()
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+        "?",
+    )
+    print(
+        f"machine: nproc={os.cpu_count()}, CPU {cpu}; {started}; "
+        f"1-min load average {load:.1f} → {load_after:.1f}; "
+        f"{args.pages} pages of {args.objects} objects per variant, interleaved"
+    )
+    print()
+    direct = times["direct"]
+    print(
+        "| variant | page p50 (ms) | added p50 (ms) | added p90 (ms) | added per object p50 (ms) "
+        "| proxy CPU per page (ms) |"
+    )
+    print("| --- | --- | --- | --- | --- | --- |")
+    print(f"| direct | {statistics.median(direct) * 1e3:.2f} | – | – | – | – |")
+    for name in variants:
+        added = sorted((t - d) * 1e3 for t, d in zip(times[name], direct, strict=True))
+        p50 = statistics.median(added)
+        p90 = added[int(0.9 * (len(added) - 1))]
+        print(
+            f"| {name} | {statistics.median(times[name]) * 1e3:.2f} | {p50:+.2f} | {p90:+.2f} | "
+            f"{p50 / args.objects:+.3f} | {cpu_per_page[name]:.2f} |"
+        )
+
+
+def tree_cpu_ns(pid: int) -> int:
+    """On-CPU nanoseconds of a process, its threads and its children (E2Guardian forks)."""
+    total = cpu_ns(pid)
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    return total + sum(tree_cpu_ns(int(child)) for child in children)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Honest health (`/healthz`) and calm answers when the database cannot work (typed 503)."""

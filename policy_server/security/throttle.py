@@ -1,0 +1,201 @@
+"""Login throttling (OWASP ASVS V2.2): per account and per address, growing waits, a
+temporary lock, every failure in the audit log, a notice to the responsible person on a burst.
+
+Counting is done by the `limits` library (moving windows).  Each rule is a ladder of limits,
+so the wait grows with the number of failures:
+
+* an account: 5 failures in a minute -> wait until the minute has passed; 10 in 10 minutes ->
+  up to 10 minutes; 20 in an hour -> locked for up to an hour (the right password is refused
+  too while it lasts, so guessing gains nothing);
+* an address: 20 failures a minute, 100 an hour (a school's staff share few addresses).
+
+A refused attempt is answered before the password is checked (429 with `Retry-After`) and
+recorded as `person.login_refused`; a wrong password as `person.login_failed` (both with the
+address).  When an account or an address reaches its burst mark (10 unsuccessful attempts in 10
+minutes for an account, 30 from one address) an incident `auth.login_burst` tells the
+responsible person (one per account or address and hour).  A successful login clears the account's count.
+
+The counts live in the server process (`memory://`); with several workers each worker
+counts for itself (the bound is then the number of workers times the limits).  A shared
+storage can be named with `KALKAN_LOGIN_LIMIT_STORAGE` (any `limits` storage URI, e.g.
+`redis://…`, with its client installed).  See docs/security.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+
+from limits import RateLimitItem, parse, parse_many
+from limits.storage import storage_from_string
+from limits.strategies import MovingWindowRateLimiter
+from sqlalchemy.orm import Session
+
+from policy_server.audit import audit
+from policy_server.db.models import Person
+from policy_server.errors import KalkanError, register_error_texts
+from policy_server.web.i18n import N_
+
+log = logging.getLogger("kalkan.security")
+
+ACCOUNT_LIMITS = "5/minute;10/10 minutes;20/hour"
+ADDRESS_LIMITS = "20/minute;100/hour"
+# Attempts (failed or refused) that make a burst: tell the responsible person, once per window.
+ACCOUNT_BURST = "10/10 minutes"
+ADDRESS_BURST = "30/10 minutes"
+BURST_CLAUSES = ("000 §3.2", "000 §5.5")
+
+
+# Texts of this domain (translated in policy_server/security/locale, merged into the catalog).
+TOO_MANY_PAGE = N_("Too many failed logins. Wait %(minutes)d min and try again, or ask the school's "
+                   "responsible person.")
+TOO_MANY_API = N_("Too many failed logins: wait %(seconds)s s and try again, or ask the school's "
+                  "responsible person.")
+LOGIN_BURST_TITLE = N_("Many failed logins (account %(account)s, address %(address)s)")
+register_error_texts({"auth.throttled": TOO_MANY_API})
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Too many failures: wait `retry_after` seconds (at least 1)."""
+
+    retry_after: int
+    reason: str  # "account" or "address"
+
+    @property
+    def minutes(self) -> int:
+        return max(1, math.ceil(self.retry_after / 60))
+
+
+class TooManyLogins(KalkanError):
+    """429 for the JSON login, with `Retry-After`, in the language the request asks for."""
+
+    status_code = 429
+
+    def __init__(self, refusal: Refusal):
+        super().__init__(TOO_MANY_API % {"seconds": refusal.retry_after}, code="auth.throttled",
+                         params={"seconds": refusal.retry_after})
+        self.headers = {"Retry-After": str(refusal.retry_after)}
+
+
+class LoginThrottle:
+    def __init__(self, *, account_limits: str = ACCOUNT_LIMITS, address_limits: str = ADDRESS_LIMITS,
+                 storage_uri: str = "memory://") -> None:
+        self.limiter = MovingWindowRateLimiter(storage_from_string(storage_uri))
+        self.account: list[RateLimitItem] = parse_many(account_limits)
+        self.address: list[RateLimitItem] = parse_many(address_limits)
+        self.account_burst, self.address_burst = parse(ACCOUNT_BURST), parse(ADDRESS_BURST)
+
+    @staticmethod
+    def _account_key(username: str) -> str:
+        return username.strip().lower()[:64]
+
+    def _waits(self, items: list[RateLimitItem], key: str) -> int | None:
+        now = time.time()
+        waits = []
+        for item in items:
+            if not self.limiter.test(item, "login", key):
+                reset = self.limiter.get_window_stats(item, "login", key).reset_time
+                waits.append(max(1, math.ceil(reset - now)))
+        return max(waits) if waits else None
+
+    def check(self, *, username: str, address: str) -> Refusal | None:
+        """None if this attempt may go ahead, else how long to wait."""
+        wait = self._waits(self.account, "account:" + self._account_key(username))
+        if wait is not None:
+            return Refusal(wait, "account")
+        wait = self._waits(self.address, "address:" + address)
+        if wait is not None:
+            return Refusal(wait, "address")
+        return None
+
+    def failed(self, *, username: str, address: str) -> None:
+        """Count a wrong password against the account and the address."""
+        for item in self.account:
+            self.limiter.hit(item, "login", "account:" + self._account_key(username))
+        for item in self.address:
+            self.limiter.hit(item, "login", "address:" + address)
+
+    def bursts(self, *, username: str, address: str) -> list[str]:
+        """Count an unsuccessful attempt (failed or refused) towards the burst marks; returns
+        the marks this attempt reached ("account", "address"): each once per window."""
+        reached = []
+        for kind, item, key in (("account", self.account_burst, self._account_key(username)),
+                                ("address", self.address_burst, address)):
+            if self.limiter.hit(item, "burst", kind, key) and \
+                    self.limiter.get_window_stats(item, "burst", kind, key).remaining == 0:
+                reached.append(kind)
+        return reached
+
+    def succeeded(self, *, username: str) -> None:
+        for item in self.account:
+            self.limiter.clear(item, "login", "account:" + self._account_key(username))
+
+
+def client_address(request) -> str:
+    """The address a login comes from (the server faces the school's network directly)."""
+    return request.client.host if request.client else "unknown"
+
+
+@dataclass(frozen=True)
+class LoginOutcome:
+    person: Person | None = None
+    refusal: Refusal | None = None
+    disabled: bool = False  # the password was right but the account is disabled
+
+
+def attempt_login(db: Session, throttle: LoginThrottle, *, username: str, password: str, address: str,
+                  via: str) -> LoginOutcome:
+    """Check the throttle, then the password; record a failure or a refusal in the audit log
+    (committed here: it must stay even though the login fails).  The caller commits a
+    successful login's session."""
+    from policy_server.people import auth
+
+    username = username.strip().lower()[:64]
+    refusal = throttle.check(username=username, address=address)
+    if refusal is not None:
+        audit(db, actor=username or "-", action="person.login_refused", target=username,
+              detail={"address": address, "retry_after": refusal.retry_after, "by": refusal.reason,
+                      "via": via})
+        for burst in throttle.bursts(username=username, address=address):
+            _burst_incident(db, burst=burst, username=username, address=address)
+        db.commit()
+        return LoginOutcome(refusal=refusal)
+    person = auth.authenticate(db, username, password)
+    if person is not None:
+        throttle.succeeded(username=username)
+        audit(db, actor=person.username, action="person.login", target=person.username,
+              detail={"address": address, "via": via})
+        return LoginOutcome(person=person)
+    known = auth.find_person(db, username)
+    disabled = bool(known is not None and known.disabled
+                    and auth.verify_password(known.password_hash, password))
+    audit(db, actor=username or "-", action="person.login_failed", target=username,
+          detail={"address": address, "via": via,
+                  "why": "disabled" if disabled else ("wrong_password" if known else "unknown_account")})
+    throttle.failed(username=username, address=address)
+    for burst in throttle.bursts(username=username, address=address):
+        _burst_incident(db, burst=burst, username=username, address=address)
+    db.commit()
+    return LoginOutcome(disabled=disabled)
+
+
+def _burst_incident(db: Session, *, burst: str, username: str, address: str) -> None:
+    """Tell the responsible person: an incident (admin notice) per account or address and hour."""
+    from datetime import UTC, datetime
+
+    from policy_server.incidents.engine import process_drafts
+    from policy_server.rules import IncidentDraft, RuleInput, Severity
+
+    subject = username if burst == "account" else address
+    title = LOGIN_BURST_TITLE % {"account": username or "-", "address": address}
+    draft = IncidentDraft(rule="auth.login_burst", title=title[:300], severity=Severity.high,
+                          clauses=BURST_CLAUSES, dedup_key=f"auth.login_burst:{burst}:{subject}"[:300],
+                          window_s=3600, params={"kind": burst, "account": username, "address": address},
+                          notify=("admin",))
+    event = RuleInput(event_id="", type="auth.login_failed", agent_id=None,  # type: ignore[arg-type]
+                      occurred_at=datetime.now(UTC), data={})
+    process_drafts(db, [(draft, event)])
+    log.warning("login burst: %s %s", burst, subject)
