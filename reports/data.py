@@ -103,3 +103,6 @@ class SchoolWeek:
     backups: tuple[datetime, ...] = ()  # backups made (and checked) in the period
     blocked_by_category: dict[str, int] = field(default_factory=dict)
     now: datetime | None = None  # when the data was read (a running period counts so far)
+    # The report/unblock queue of the filtering console (policy_server/filtering): one
+    # (first received, decided or None) per request; None: no queue yet, read the incidents.
+    queue: tuple[tuple[datetime, datetime | None], ...] | None = None

@@ -262,21 +262,26 @@ def blocked(week: SchoolWeek) -> dict[str, int]:
 
 
 def queue(week: SchoolWeek) -> dict:
-    """The report and unblock queue: received in the period, median hours to a decision (the
-    incident resolved), still open after 48 h at the period's end (000 §8.3, 001 §2.6)."""
+    """The report and unblock queue: received in the period, median hours to a decision, still
+    undecided after 48 h at the period's end (000 §8.3, 001 §2.6).  From the filtering
+    console's queue when the school has one, else from the `web.report`/`web.unblock_request`
+    incidents (a decision = the incident resolved)."""
     start, end = week.period.start, week.period.end
     received = sum(1 for e in _events(week, "web.report", "web.unblock_request") if start <= e.at < end)
-    mine = [i for i in week.incidents if i.rule in ("web.report", "web.unblock_request")]
-    decided = [i for i in mine if i.resolved_at is not None and start <= i.resolved_at < end]
-    overdue = sum(
-        1
-        for i in mine
-        if i.opened_at < end - QUEUE_OVERDUE and (i.resolved_at is None or i.resolved_at >= end)
-    )
+    if week.queue is not None:
+        items = list(week.queue)
+    else:
+        items = [
+            (i.opened_at, i.resolved_at)
+            for i in week.incidents
+            if i.rule in ("web.report", "web.unblock_request")
+        ]
+    decided = [(o, d) for o, d in items if d is not None and start <= d < end]
+    overdue = sum(1 for o, d in items if o < end - QUEUE_OVERDUE and (d is None or d >= end))
     return {
         "received": received,
         "decided": len(decided),
-        "median_hours": _median_hours([i.resolved_at - i.opened_at for i in decided]),
+        "median_hours": _median_hours([d - o for o, d in decided]),
         "open_over_48h": overdue,
     }
 

@@ -258,6 +258,20 @@ def load_week(db: Session, period: data.Period, *, now: datetime | None = None) 
         )
     )
 
+    # The filtering console's report/unblock queue (decisions with their times), when it has any.
+    from policy_server.filtering.models import FilterRequest
+
+    queue = None
+    if db.scalar(select(FilterRequest.id).limit(1)) is not None:
+        queue = tuple(
+            db.execute(
+                select(FilterRequest.first_at, FilterRequest.decided_at).where(
+                    FilterRequest.first_at < end,
+                    (FilterRequest.decided_at.is_(None)) | (FilterRequest.decided_at >= start),
+                )
+            ).tuples()
+        )
+
     return data.SchoolWeek(
         school=school_name(db),
         period=period,
@@ -275,4 +289,5 @@ def load_week(db: Session, period: data.Period, *, now: datetime | None = None) 
         backups=backups,
         blocked_by_category=blocked,
         now=now,
+        queue=queue,
     )

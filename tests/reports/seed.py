@@ -136,6 +136,7 @@ def seed(api, *, policy_version: int | None = 1) -> dict[str, str]:
     with api.db() as db:  # two lessons run on Tuesday and Wednesday, one with an allow-list
         from sqlalchemy import select
 
+        import policy_server.timetable.models  # noqa: F401  (lessons.period_id refers to it)
         from policy_server.db.models import Person, Room
         from policy_server.lessons.models import Lesson
 

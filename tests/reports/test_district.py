@@ -121,3 +121,12 @@ def test_the_weekly_summary_reaches_a_local_smtp_server_as_pdf(api, monkeypatch)
     assert "2026-W48" in message["Subject"] and "Test School" in message["Subject"]
     pdfs = [p for p in message.iter_attachments() if p.get_content_type() == "application/pdf"]
     assert len(pdfs) == 1 and pdfs[0].get_content().startswith(b"%PDF")
+
+
+def test_a_server_that_was_off_on_monday_makes_the_week_on_tuesday(api):
+    seed(api)
+    tuesday = datetime(2026, 12, 1, 4, 0, tzinfo=UTC)  # the server was off all Monday
+    with api.db() as db:
+        assert summaries.weekly_job(db, tuesday) == "2026-W48"
+        assert summaries.weekly_job(db, datetime(2026, 12, 6, 4, 0, tzinfo=UTC)) is None  # Sunday: still W48
+        assert [r.period for r in db.query(WeeklyReport).all()] == ["2026-W48"]

@@ -258,3 +258,18 @@ def test_summary_puts_regressions_first_and_names_seats_failing_for_more_than_a_
     agg = s.aggregates()
     assert agg["controls"]["idle_lock"] == {"passed": 2, "total": 3}
     assert "pc-" not in repr(agg)  # no seat names leave the school
+
+
+def test_report_queue_from_the_filtering_console_when_the_school_has_one():
+    w = week()
+    s, e = w.period.start, w.period.end
+    h = timedelta(hours=1)
+    items = (
+        (s + h, s + 3 * h),
+        (s + 2 * h, s + 8 * h),
+        (e - 60 * h, None),
+        (s - 10 * h, e + h),
+        (e - 5 * h, None),
+    )
+    q = figures.queue(replace(w, queue=items))
+    assert q == {"received": 0, "decided": 2, "median_hours": 4.0, "open_over_48h": 2}
