@@ -17,7 +17,7 @@ from fastapi import Request
 from fastapi.responses import RedirectResponse
 from sqlalchemy.orm import Session
 
-from policy_server.errors import KalkanError, register_error_texts
+from policy_server.errors import KalkanError, error_text, register_error_texts
 from policy_server.web.i18n import N_
 from policy_server.web.pages import Page
 
@@ -76,7 +76,8 @@ register_error_texts(CONSOLE_ERROR_TEXTS)
 
 def service_error(page: Page, exc: KalkanError) -> str:
     """The service's reason in the reader's language."""
-    text = CONSOLE_ERROR_TEXTS.get(exc.code or "")
+    # on a page, the person's words in English too (the service's English is for scripts)
+    text = CONSOLE_ERROR_TEXTS.get(exc.code or "") or error_text(exc.code)
     if text:
         try:
             return page._(text, **(exc.params or {}))
