@@ -17,6 +17,7 @@ from policy_server.checks.scheduler import CheckScheduler, periodic_check_jobs, 
 from policy_server.db import migrate
 from policy_server.db.session import make_engine, make_sessionmaker
 from policy_server.errors import KalkanError
+from policy_server.operations.backup import backup_jobs
 from policy_server.scope import NotAllowed, NotLoggedIn
 from policy_server.settings import Settings
 from policy_server.tls import ensure_school_ca
@@ -42,6 +43,7 @@ API_ROUTERS = (
     "policy_server.district.pages",
     "policy_server.lessons.views",
     "policy_server.lessons.pages",
+    "policy_server.operations.views",
 )
 WEB_ROUTER = "policy_server.web.routes"
 
@@ -102,7 +104,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.sessionmaker,
         periodic_check_jobs(scan_interval_s=settings.checks_interval_s,
                             isuo_interval_s=settings.isuo_checks_interval_s)
-        + summary_jobs(settings),
+        + summary_jobs(settings)
+        + backup_jobs(settings),
         first_delay_s=settings.checks_first_delay_s,
     )
 
