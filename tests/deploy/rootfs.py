@@ -36,22 +36,34 @@ class OverlayRoot:
         for name in ("upper", "work", "merged"):
             (self.base / name).mkdir(parents=True, exist_ok=True)
 
-    def run(self, command: str, *, check: bool = True, timeout: float = 300,
-            binds: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    def run(
+        self, command: str, *, check: bool = True, timeout: float = 300, binds: tuple[str, ...] = ()
+    ) -> subprocess.CompletedProcess:
         merged = self.base / "merged"
         binds_sh = "".join(f"mkdir -p {merged}{b} && mount --bind {b} {merged}{b} && " for b in binds)
-        script = (f"mount -t overlay overlay -o lowerdir=/,upperdir={self.base / 'upper'},"
-                  f"workdir={self.base / 'work'} {merged} && "
-                  f"mount -t proc proc {merged}/proc && mount -t tmpfs tmpfs {merged}/run && "
-                  f"{binds_sh}"
-                  f"exec chroot {merged} /bin/sh -c {shlex.quote('ip link set lo up 2>/dev/null; ' + command)}")
-        result = subprocess.run(["unshare", "--mount", "--pid", "--net", "--fork", "/bin/sh", "-c", script],
-                                capture_output=True, text=True, timeout=timeout,
-                                env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8",
-                                     "DEBIAN_FRONTEND": "noninteractive"})
+        script = (
+            f"mount -t overlay overlay -o lowerdir=/,upperdir={self.base / 'upper'},"
+            f"workdir={self.base / 'work'} {merged} && "
+            f"mount -t proc proc {merged}/proc && mount -t tmpfs tmpfs {merged}/run && "
+            f"{binds_sh}"
+            f"exec chroot {merged} /bin/sh -c {shlex.quote('ip link set lo up 2>/dev/null; ' + command)}"
+        )
+        result = subprocess.run(
+            ["unshare", "--mount", "--pid", "--net", "--fork", "/bin/sh", "-c", script],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={
+                "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+                "LANG": "C.UTF-8",
+                "DEBIAN_FRONTEND": "noninteractive",
+            },
+        )
         if check and result.returncode:
-            raise AssertionError(f"in the root: {command!r} exited {result.returncode}\n"
-                                 f"stdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-3000:]}")
+            raise AssertionError(
+                f"in the root: {command!r} exited {result.returncode}\n"
+                f"stdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-3000:]}"
+            )
         return result
 
     def exists(self, path: str) -> bool:

@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.root, pytest.mark.skipif(available() is not None, reas
 
 @pytest.fixture(scope="session")
 def debs() -> dict[str, Path]:
-    folder = Path(os.environ.get("KALKAN_DEBS_DIR") or REPO / "dist")
+    folder = Path(os.environ.get("KALKAN_DEBS_DIR") or REPO / "dist").resolve()
     found = {p: sorted(folder.glob(f"{p}_*_amd64.deb")) for p in ("kalkan-agent", "kalkan-server")}
     if not all(found.values()) or not os.environ.get("KALKAN_DEBS_DIR"):
         subprocess.run(["bash", str(REPO / "install/build-debs.sh")], check=True, cwd=REPO, timeout=1200)
@@ -39,8 +39,11 @@ def bumped(deb: Path, out_dir: Path) -> Path:
     version = re.search(r"^Version: (.*)$", text, re.M).group(1)
     control.write_text(text.replace(f"Version: {version}", f"Version: {version}+upgrade1"))
     out = out_dir / deb.name.replace(version, version + "+upgrade1")
-    subprocess.run(["dpkg-deb", "--root-owner-group", "-Zzstd", "-z1", "-b", str(tree), str(out)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["dpkg-deb", "--root-owner-group", "-Zzstd", "-z1", "-b", str(tree), str(out)],
+        check=True,
+        capture_output=True,
+    )
     return out
 
 
@@ -63,14 +66,21 @@ def test_agent_package_installs_upgrades_keeps_state_removes_and_purges(debs, tm
     if original_clamd is not None:
         assert root.read("/etc/clamav/clamd.conf") == (REPO / "install/clamav/clamd.conf").read_text()
     # the environment inside is whole: the agent's modules and its proxy import
-    root.run("/opt/kalkan/venv/bin/python -c 'import agent.runtime, agent.proxy, mitmproxy, policy_server.protocol'")
+    root.run(
+        "/opt/kalkan/venv/bin/python -c "
+        "'import agent.runtime, agent.proxy, mitmproxy, policy_server.protocol'"
+    )
 
     # an event waiting in the outbox (as the proxy writes it), then an upgrade in place
-    emit = ("/opt/kalkan/venv/bin/python -c \"from agent.outbox import open_sink; "
-            "s = open_sink('/var/lib/kalkan-agent'); s.emit('web.report', {'url': 'http://kept.test/'})\"")
+    emit = (
+        '/opt/kalkan/venv/bin/python -c "from agent.outbox import open_sink; '
+        "s = open_sink('/var/lib/kalkan-agent'); s.emit('web.report', {'url': 'http://kept.test/'})\""
+    )
     root.run(emit)
-    depth = "/opt/kalkan/venv/bin/python -c \"from agent.outbox import Outbox; " \
-            "print(Outbox('/var/lib/kalkan-agent/outbox.sqlite').depth())\""
+    depth = (
+        '/opt/kalkan/venv/bin/python -c "from agent.outbox import Outbox; '
+        "print(Outbox('/var/lib/kalkan-agent/outbox.sqlite').depth())\""
+    )
     assert root.run(depth).stdout.strip() == "1"
     root.run(f"dpkg -i {upgrade}", binds=binds)
     assert "+upgrade1" in root.run("dpkg-query -W -f='${Version}' kalkan-agent").stdout
@@ -79,11 +89,15 @@ def test_agent_package_installs_upgrades_keeps_state_removes_and_purges(debs, tm
 
     # remove: no program, unit, rule; clamd.conf as it was; the state and the account stay
     root.run("dpkg -r kalkan-agent")
-    for gone in ("/opt/kalkan/venv", "/usr/bin/kalkan-agent", "/lib/systemd/system/kalkan-agent.service",
-                 "/usr/share/polkit-1/rules.d/50-kalkan-networkmanager.rules",
-                 "/lib/systemd/system/clamav-daemon.service.d/kalkan.conf",
-                 "/etc/systemd/system/multi-user.target.wants/kalkan-agent.service",
-                 "/etc/clamav/clamd.conf.kalkan-saved"):
+    for gone in (
+        "/opt/kalkan/venv",
+        "/usr/bin/kalkan-agent",
+        "/lib/systemd/system/kalkan-agent.service",
+        "/usr/share/polkit-1/rules.d/50-kalkan-networkmanager.rules",
+        "/lib/systemd/system/clamav-daemon.service.d/kalkan.conf",
+        "/etc/systemd/system/multi-user.target.wants/kalkan-agent.service",
+        "/etc/clamav/clamd.conf.kalkan-saved",
+    ):
         assert not root.exists(gone), f"{gone} left after apt remove"
     if original_clamd is not None:
         assert root.read("/etc/clamav/clamd.conf") == original_clamd
@@ -108,10 +122,15 @@ def test_server_package_installs_runs_upgrades_and_purges(debs, tmp_path):
     assert root.exists("/etc/systemd/system/multi-user.target.wants/kalkan-server.service")
     assert "KALKAN_BACKUP_DIR" in root.read("/etc/default/kalkan-server")
     # the environment inside works: as the service account, migrate, back up and check the backup
-    as_server = "runuser -u kalkan-server -- env KALKAN_STATE_DIR=/var/lib/kalkan-server /usr/bin/kalkan-server"
+    as_server = (
+        "runuser -u kalkan-server -- env KALKAN_STATE_DIR=/var/lib/kalkan-server /usr/bin/kalkan-server"
+    )
     root.run(f"{as_server} migrate")
     root.run(f"{as_server} backup --out /var/backups/kalkan-server/kalkan-manual.sqlite")
-    assert "backup OK" in root.run(f"{as_server} check-backup /var/backups/kalkan-server/kalkan-manual.sqlite").stdout
+    assert (
+        "backup OK"
+        in root.run(f"{as_server} check-backup /var/backups/kalkan-server/kalkan-manual.sqlite").stdout
+    )
     # a changed conffile survives the upgrade
     root.run("echo KALKAN_PORT=9443 >> /etc/default/kalkan-server")
     root.run(f"dpkg -i --force-confold {upgrade}", binds=binds)
