@@ -44,6 +44,7 @@ API_ROUTERS = (
     "policy_server.lessons.views",
     "policy_server.lessons.pages",
     "policy_server.operations.views",
+    "policy_server.operations.seat_views",
 )
 WEB_ROUTER = "policy_server.web.routes"
 

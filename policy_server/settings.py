@@ -54,6 +54,8 @@ class Settings:
     backup_interval_s: float = 86400
     backup_keep: int = 14
     metrics_token: str | None = None
+    # Agent packages served to the seats (GET /install/…); None: `state_dir/packages`.
+    seat_package_dir: str | None = None
 
     def __post_init__(self) -> None:
         self.state_dir = Path(self.state_dir)
@@ -101,6 +103,7 @@ class Settings:
             "backup_interval_s": float(os.environ.get("KALKAN_BACKUP_INTERVAL_S", "86400")),
             "backup_keep": int(os.environ.get("KALKAN_BACKUP_KEEP", "14")),
             "metrics_token": os.environ.get("KALKAN_METRICS_TOKEN") or None,
+            "seat_package_dir": os.environ.get("KALKAN_SEAT_PACKAGE_DIR") or None,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)

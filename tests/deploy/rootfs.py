@@ -37,8 +37,16 @@ class OverlayRoot:
             (self.base / name).mkdir(parents=True, exist_ok=True)
 
     def run(
-        self, command: str, *, check: bool = True, timeout: float = 300, binds: tuple[str, ...] = ()
+        self,
+        command: str,
+        *,
+        check: bool = True,
+        timeout: float = 300,
+        binds: tuple[str, ...] = (),
+        net: bool = False,
     ) -> subprocess.CompletedProcess:
+        """`net=True`: this machine's network namespace (to reach a test server on 127.0.0.1);
+        only for steps that change no firewall (install, enrol)."""
         merged = self.base / "merged"
         binds_sh = "".join(f"mkdir -p {merged}{b} && mount --bind {b} {merged}{b} && " for b in binds)
         script = (
@@ -49,7 +57,7 @@ class OverlayRoot:
             f"exec chroot {merged} /bin/sh -c {shlex.quote('ip link set lo up 2>/dev/null; ' + command)}"
         )
         result = subprocess.run(
-            ["unshare", "--mount", "--pid", "--net", "--fork", "/bin/sh", "-c", script],
+            ["unshare", "--mount", "--pid", *([] if net else ["--net"]), "--fork", "/bin/sh", "-c", script],
             capture_output=True,
             text=True,
             timeout=timeout,
