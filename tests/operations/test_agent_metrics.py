@@ -72,7 +72,43 @@ def test_running_agent_writes_metrics_prom_beside_status(tmp_path):
 
 def test_json_log_lines():
     record = logging.LogRecord("kalkan.agent", logging.WARNING, __file__, 1, "outbox %s full", ("is",), None)
-    line = JsonFormatter().format(record)
-    parsed = json.loads(line)
+    parsed = json.loads(JsonFormatter().format(record))
     assert parsed["level"] == "warning" and parsed["message"] == "outbox is full"
     assert parsed["logger"] == "kalkan.agent" and parsed["ts"].endswith("Z")
+
+
+def test_running_agent_logs_json_lines(tmp_path):
+    """A real `kalkan-agent --log-format json run` (not enrolled): every line is JSON."""
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "agent.cli",
+            "--log-format",
+            "json",
+            "run",
+            "--state-dir",
+            str(tmp_path),
+            "--platform",
+            "fake",
+            "--collectors",
+            "heartbeat",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 20
+    while not (tmp_path / "metrics.prom").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=20)
+    lines = [line for line in out.splitlines() if line.strip()]
+    records = [json.loads(line) for line in lines]  # fails on any non-JSON line
+    assert any("not enrolled" in r["message"] for r in records)
+    assert any(r["message"].startswith("signal 15") for r in records)
+    assert (tmp_path / "metrics.prom").exists()
