@@ -92,11 +92,22 @@ control kalkan-server "python$pyver, passwd, openssl" \
  The school's server: web console for the responsible person, teachers, the director
  and the district; the agents' policy, events and incidents; backups and metrics."
 
-# 4. pack (reproducible timestamps: the last commit's time)
+# 4. pack (reproducible timestamps: the last commit's time); the agent first: the server
+#    package carries it, so a school server serves its seats' install with nothing else
+#    (GET /install/kalkan-agent.deb reads KALKAN_SEAT_PACKAGE_DIR, set in the unit)
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}
-for pkg in kalkan-agent kalkan-server; do
-    out=$dist/${pkg}_${version}_${arch}.deb
+pack() {
+    local pkg=$1 out=$dist/${1}_${version}_${arch}.deb
     rm -f "$out"
     dpkg-deb --root-owner-group -Zzstd -z6 --threads-max=2 --build "$build/$pkg" "$out" >/dev/null
     echo "$out ($(du -h "$out" | cut -f1))"
-done
+}
+pack kalkan-agent
+install -D -m 0644 "$dist/kalkan-agent_${version}_${arch}.deb" \
+    "$s/usr/share/kalkan-server/seat-packages/kalkan-agent_${version}_${arch}.deb"
+control kalkan-server "python$pyver, passwd, openssl" \
+    "Kalkan policy server (school console, policy, events, reports)
+ The school's server: web console for the responsible person, teachers, the director
+ and the district; the agents' policy, events and incidents; backups and metrics.
+ It carries the kalkan-agent package and serves it to the school's lab PCs."
+pack kalkan-server

@@ -7,6 +7,7 @@ The packages are built once per session (`bash install/build-debs.sh`, a few min
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import subprocess
@@ -121,6 +122,9 @@ def test_server_package_installs_runs_upgrades_and_purges(debs, tmp_path):
     assert root.run("getent passwd kalkan-server").stdout.startswith("kalkan-server:")
     assert root.exists("/etc/systemd/system/multi-user.target.wants/kalkan-server.service")
     assert "KALKAN_BACKUP_DIR" in root.read("/etc/default/kalkan-server")
+    # it carries the agent package it serves to the seats (the same bytes as dist/)
+    carried = root.run("sha256sum /usr/share/kalkan-server/seat-packages/kalkan-agent_*_amd64.deb").stdout
+    assert carried.split()[0] == hashlib.sha256(debs["kalkan-agent"].read_bytes()).hexdigest()
     # the environment inside works: as the service account, migrate, back up and check the backup
     as_server = (
         "runuser -u kalkan-server -- env KALKAN_STATE_DIR=/var/lib/kalkan-server /usr/bin/kalkan-server"
