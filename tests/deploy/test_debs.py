@@ -8,7 +8,6 @@ The packages are built once per session (`bash install/build-debs.sh`, a few min
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import subprocess
 from pathlib import Path
@@ -19,16 +18,6 @@ from tests.deploy.rootfs import OverlayRoot, available
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.root, pytest.mark.skipif(available() is not None, reason=str(available()))]
-
-
-@pytest.fixture(scope="session")
-def debs() -> dict[str, Path]:
-    folder = Path(os.environ.get("KALKAN_DEBS_DIR") or REPO / "dist").resolve()
-    found = {p: sorted(folder.glob(f"{p}_*_amd64.deb")) for p in ("kalkan-agent", "kalkan-server")}
-    if not all(found.values()) or not os.environ.get("KALKAN_DEBS_DIR"):
-        subprocess.run(["bash", str(REPO / "install/build-debs.sh")], check=True, cwd=REPO, timeout=1200)
-        found = {p: sorted(folder.glob(f"{p}_*_amd64.deb")) for p in found}
-    return {p: files[-1] for p, files in found.items()}
 
 
 def bumped(deb: Path, out_dir: Path) -> Path:

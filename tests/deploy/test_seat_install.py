@@ -28,13 +28,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def agent_deb() -> Path:
-    folder = Path(os.environ.get("KALKAN_DEBS_DIR") or REPO / "dist").resolve()
-    found = sorted(folder.glob("kalkan-agent_*_amd64.deb"))
-    if not found:
-        subprocess.run(["bash", str(REPO / "install/build-debs.sh")], check=True, cwd=REPO, timeout=1200)
-        found = sorted(folder.glob("kalkan-agent_*_amd64.deb"))
-    return found[-1]
+def agent_deb(debs) -> Path:
+    return debs["kalkan-agent"]
 
 
 @pytest.fixture(scope="module")
