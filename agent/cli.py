@@ -352,6 +352,8 @@ def build_parser(*, with_extras: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kalkan-agent", description="Kalkan workstation agent")
     parser.add_argument("--version", action="version", version=f"kalkan-agent {AGENT_VERSION}")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
+    parser.add_argument("--log-format", default="text", choices=["text", "json"],
+                        help="json: one JSON object a line (for journald, Loki, Elasticsearch)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def with_state_dir(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -409,6 +411,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.log_format == "json":  # docs/operations.md "Logs"
+        from agent.metrics import JsonFormatter
+
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JsonFormatter())
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
     return int(args.func(args) or 0)
 

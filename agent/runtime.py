@@ -304,4 +304,8 @@ class AgentRuntime:
         }
 
     def _write_status(self, *, stopping: bool = False) -> None:
-        self.state.write_status(self.status(stopping=stopping))
+        from agent import metrics
+
+        status = self.status(stopping=stopping)
+        self.state.write_status(status)
+        metrics.write(self.state, status)  # metrics.prom beside it (docs/operations.md)

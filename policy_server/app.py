@@ -24,6 +24,7 @@ from policy_server.errors import KalkanError
 from policy_server.filtering.jobs import filtering_jobs
 from policy_server.fleet.service import fleet_jobs
 from policy_server.health.service import UNAVAILABLE_ERRORS, HealthCache, unavailable_response
+from policy_server.operations.backup import backup_jobs
 from policy_server.scope import NotAllowed, NotLoggedIn
 from policy_server.security.errors import install_input_errors
 from policy_server.security.headers import SecurityHeaders
@@ -56,6 +57,8 @@ API_ROUTERS = (
     "policy_server.district.pages",
     "policy_server.lessons.views",
     "policy_server.lessons.pages",
+    "policy_server.operations.views",
+    "policy_server.operations.seat_views",
 )
 WEB_ROUTER = "policy_server.web.routes"
 
@@ -153,7 +156,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         periodic_check_jobs(scan_interval_s=settings.checks_interval_s,
                             isuo_interval_s=settings.isuo_checks_interval_s)
         + summary_jobs(settings)
-        + fleet_jobs(settings),  # fleet health: control changes noted every 10 min (issue 11)
+        + fleet_jobs(settings)  # fleet health: control changes noted every 10 min (issue 11)
+        + backup_jobs(settings),
         first_delay_s=settings.checks_first_delay_s,
     )
     app.state.checks.jobs += filtering_jobs(settings.state_dir)  # weekly lists update, expiring allows

@@ -1,6 +1,7 @@
 """`kalkan-server`: run the policy server and look after it from the command line.
 
     kalkan-server run [--db URL] [--host H] [--port P] [--state-dir DIR] [--no-tls] [--workers N|auto]
+                      [--log-format text|json]
     kalkan-server migrate
     kalkan-server create-user --role admin|teacher|director|district --username U
                               [--full-name NAME] [--class-name 7a] [--password-stdin]
@@ -120,6 +121,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     common = {"host": settings.host, "port": settings.port, "log_level": args.log_level,
               "timeout_graceful_shutdown": 3, **ssl}
+    if getattr(args, "log_format", "text") == "json":  # docs/operations.md "Logs"
+        from policy_server.operations.logs import uvicorn_log_config
+
+        common["log_config"] = uvicorn_log_config(args.log_level, "json")
     if workers == 1:
         from policy_server.app import create_app
 
@@ -455,6 +460,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--level", choices=["school", "district"],
                      help="school (default) or district (a console over the schools' weekly aggregates)")
     run.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    run.add_argument("--log-format", default="text", choices=["text", "json"],
+                     help="json: one JSON object a line (for journald, Loki, Elasticsearch)")
     run.set_defaults(func=cmd_run)
 
     sub.add_parser("migrate", parents=[common], help="apply database migrations"

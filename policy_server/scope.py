@@ -144,6 +144,33 @@ def allow(*roles: Role | str):
     return dependency
 
 
+def allow_or_token(*roles: Role | str, setting: str):
+    """Route scope: like `allow(*roles)`, or a bearer token equal to the server setting
+    `setting` (e.g. `metrics_token` for a Prometheus scraper, docs/operations.md).  The token
+    gives `Viewer.system()` for this route only; with the setting unset only the roles count.
+    Refusals are JSON 401/403 (a scraper is not sent to the login page).
+    Declared as the roles' scope: the authorisation matrix treats it as `allow(*roles)`."""
+    import hmac
+
+    inner = allow(*roles)
+
+    def dependency(request: Request, db: Session = Depends(get_db)) -> Viewer:
+        expected = getattr(request.app.state.settings, setting, None)
+        header = request.headers.get("authorization", "")
+        if expected and header[:7].lower() == "bearer " and hmac.compare_digest(
+                header[7:].strip().encode(), str(expected).encode()):
+            return Viewer.system()
+        try:
+            return inner(request, db)
+        except NotLoggedIn as exc:  # a machine's route: 401/403 as JSON, never the login page
+            raise Unauthorized(exc.message, code=exc.code) from None
+        except NotAllowed as exc:
+            raise Forbidden(exc.message, code=exc.code, params=exc.params) from None
+
+    dependency.kalkan_scope = inner.kalkan_scope  # type: ignore[attr-defined]
+    return dependency
+
+
 def public() -> None:
     """Route scope: anyone (login page, static files, health, the student's report status)."""
 

@@ -2,7 +2,9 @@
 
 One small dataclass, filled from the command line (`kalkan-server run --db … --port …`)
 or from the environment (`KALKAN_STATE_DIR`, `KALKAN_DB_URL`, `KALKAN_HOST`, `KALKAN_PORT`,
-`KALKAN_NO_TLS=1`, `KALKAN_CHECKS_INTERVAL_S`, `KALKAN_ISUO_CHECKS_INTERVAL_S`).
+`KALKAN_NO_TLS=1`, `KALKAN_CHECKS_INTERVAL_S`, `KALKAN_ISUO_CHECKS_INTERVAL_S`,
+`KALKAN_CHECKS_FIRST_DELAY_S`, `KALKAN_BACKUP_DIR`, `KALKAN_BACKUP_INTERVAL_S`,
+`KALKAN_BACKUP_KEEP`, `KALKAN_METRICS_TOKEN`: docs/operations.md).
 Everything the server writes — the SQLite database, the TLS
 certificate and key, the school CA — lives in `state_dir`, so a backup of that one folder
 is a backup of the school (PostgreSQL users back up the database as well).
@@ -50,6 +52,15 @@ class Settings:
     level: str = "school"
     # The weekly summary job (makes last week's summary once, sends it to the district): seconds
     summaries_interval_s: float = 3600
+    # Operations (docs/operations.md): scheduled backups into `backup_dir` (None = off) every
+    # `backup_interval_s`, keeping the newest `backup_keep`; a bearer token that may read
+    # `/metrics` (a Prometheus scraper; None = only the responsible person's login).
+    backup_dir: str | None = None
+    backup_interval_s: float = 86400
+    backup_keep: int = 14
+    metrics_token: str | None = None
+    # Agent packages served to the seats (GET /install/…); None: `state_dir/packages`.
+    seat_package_dir: str | None = None
 
     def __post_init__(self) -> None:
         self.state_dir = Path(self.state_dir)
@@ -97,6 +108,12 @@ class Settings:
             "isuo_checks_interval_s": float(os.environ.get("KALKAN_ISUO_CHECKS_INTERVAL_S", "300")),
             "level": os.environ.get("KALKAN_LEVEL", "school"),
             "summaries_interval_s": float(os.environ.get("KALKAN_SUMMARIES_INTERVAL_S", "3600")),
+            "checks_first_delay_s": float(os.environ.get("KALKAN_CHECKS_FIRST_DELAY_S", "60")),
+            "backup_dir": os.environ.get("KALKAN_BACKUP_DIR") or None,
+            "backup_interval_s": float(os.environ.get("KALKAN_BACKUP_INTERVAL_S", "86400")),
+            "backup_keep": int(os.environ.get("KALKAN_BACKUP_KEEP", "14")),
+            "metrics_token": os.environ.get("KALKAN_METRICS_TOKEN") or None,
+            "seat_package_dir": os.environ.get("KALKAN_SEAT_PACKAGE_DIR") or None,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)

@@ -77,7 +77,10 @@ class CheckScheduler:
 
     def run_job(self, job: Job) -> bool:
         """Run one job now (in the calling thread); False when it failed (logged, retried later)."""
+        from policy_server.operations.metrics import record_check
+
         job.runs += 1
+        began = time.perf_counter()
         try:
             with self.sessions() as db:
                 job.run(db, utcnow())
@@ -85,8 +88,10 @@ class CheckScheduler:
             job.failures += 1
             job.last_error = f"{type(exc).__name__}: {exc}"
             log.exception("periodic check %s failed; it runs again in %.0f s", job.name, job.interval_s)
+            record_check(job.name, time.perf_counter() - began, ok=False)
             return False
         job.last_error = None
+        record_check(job.name, time.perf_counter() - began, ok=True)
         return True
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from itertools import accumulate
 
 import orjson
@@ -12,7 +13,9 @@ from fastapi.concurrency import run_in_threadpool
 
 from policy_server import protocol, scope
 from policy_server.agents.auth import authenticate_agent, bearer_token
+from policy_server.errors import KalkanError
 from policy_server.events.ingest import check_batch, store_isolating
+from policy_server.operations.metrics import record_batch
 
 router = APIRouter(prefix="/api/v1", tags=["events"])
 
@@ -117,6 +120,18 @@ def events_body_schema() -> dict:
 async def post_events(request: Request) -> Response:
     # The body is read before any database transaction starts: on SQLite every transaction
     # holds the write lock, which must never wait on a slow client's upload.
+    began = time.perf_counter()
+    try:
+        return await _post_events(request, began)
+    except HTTPException as exc:  # counted for /metrics (policy_server/operations/metrics.py)
+        record_batch(time.perf_counter() - began, status=exc.status_code)
+        raise
+    except KalkanError as exc:
+        record_batch(time.perf_counter() - began, status=exc.status_code)
+        raise
+
+
+async def _post_events(request: Request, began: float) -> Response:
     token = bearer_token(request)
     body = await _read_body(request)
     sessionmaker = request.app.state.sessionmaker
@@ -127,6 +142,8 @@ async def post_events(request: Request) -> Response:
         # lock, so concurrent uploads validate while another batch is being stored.
         checked = check_batch(parse_batch(body))
         result = store_isolating(sessionmaker, agent_id=agent_id, checked=checked)
+        record_batch(time.perf_counter() - began, accepted=len(result.accepted),
+                     duplicates=len(result.duplicates), rejected=len(result.rejected))
         return orjson.dumps(result.model_dump())  # already a BatchResult: no second validation
 
     return Response(await run_in_threadpool(work), media_type="application/json")
