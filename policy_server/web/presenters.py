@@ -121,6 +121,7 @@ INCIDENT_TITLES = {
     "agent.events_dropped": N_("A workstation had to drop events: its outbox was full"),
     "agent.identity_mismatch": N_(
         "Workstation %(where)s claims to be %(claimed)s; it was enrolled as %(enrolled)s"),
+    "auth.login_burst": N_("Many failed logins (account %(account)s, address %(address)s)"),
 }
 
 

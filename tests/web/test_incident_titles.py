@@ -8,9 +8,12 @@ from policy_server.web.presenters import INCIDENT_TITLES
 
 def _rule_names_in_source(repo_root) -> set[str]:
     names = set()
-    for folder in ("policy_server/rules", "policy_server/checks", "policy_server/isuo"):
-        for path in (repo_root / folder).glob("*.py"):
-            names.update(re.findall(r'\brule="([a-z_.]+)"', path.read_text()))
+    # every package of the server may open incidents (rules, checks, isuo, agents' binding,
+    # login bursts, …): `rule="…"` in a draft, or a module's `RULE = "…"`
+    for path in (repo_root / "policy_server").rglob("*.py"):
+        text = path.read_text()
+        names.update(re.findall(r'\brule="([a-z_]+\.[a-z_.]+)"', text))
+        names.update(re.findall(r'^RULE = "([a-z_]+\.[a-z_.]+)"', text, re.M))
     return names
 
 
