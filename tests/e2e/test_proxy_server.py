@@ -164,7 +164,15 @@ def test_report_from_the_report_page_reaches_the_server_as_an_incident(world):
 
         [incident] = wait_for(reported, 30, "the web.report incident on the server")
     assert "000 §8.3" in json.dumps(incident, ensure_ascii=False)
-    assert incident["params"]["comment"] == "e2e report"
+    # the student's comment stays in the event (not in the incident's params: docs/security.md);
+    # the responsible person reads it in the incident's events
+    with world["server"].login(*ADMIN) as admin:
+        detail = admin.get(f"/api/v1/incidents/{incident['id']}").json()
+    from policy_server.db.models import Event
+
+    with world["server"].db() as db:
+        [event_id] = detail["event_ids"]
+        assert db.get(Event, event_id).data["comment"] == "e2e report"
 
 
 def test_ban_pushed_from_the_server_blocks_the_seat_within_two_seconds(world):
