@@ -166,7 +166,8 @@ def test_weekly_scan_overdue_once_per_week_per_workstation(api):
     with api.db() as db:
         overdue_ids = [i.id for i in found.values()]
         # an absence links no event (other incidents, e.g. from the uploads above, may)
-        assert db.scalar(select(IncidentEvent.event_id).where(IncidentEvent.incident_id.in_(overdue_ids))) is None
+        linked = select(IncidentEvent.event_id).where(IncidentEvent.incident_id.in_(overdue_ids))
+        assert db.scalar(linked) is None
         opened = db.scalar(select(TimelineEntry.detail).where(TimelineEntry.action == "opened",
                                                               TimelineEntry.incident_id.in_(overdue_ids)))
         assert opened["event_id"] is None
