@@ -92,5 +92,43 @@ def seed_demo(db: Session, state_dir: Path) -> DemoResult:
     teacher = get_person_by_username(db, "teacher")
     if teacher is not None:
         link_person_to_room(db, person_id=teacher.id, room=DEMO_ROOM, actor=ACTOR)
+    _seed_timetable(db)
+    _seed_isuo_register(db)
     code = create_enrollment_code(db, actor=ACTOR, room=DEMO_ROOM, uses=50)
     return DemoResult(school=DEMO_SCHOOL, room=DEMO_ROOM, logins=logins, enrollment_code=code)
+
+
+# A school day of 45-minute periods with 15-minute breaks, Monday to Friday, so that the teacher's
+# "now" and "next" have something to show whenever the demo is started on a weekday.
+DEMO_PERIODS = [(f"{h:02d}:00", f"{h:02d}:45") for h in range(8, 18)]
+DEMO_CLASS = "7-A"
+
+
+def _seed_timetable(db: Session) -> None:
+    """The demo teacher's periods in the demo lab with class 7-A (once)."""
+    from policy_server.scope import Viewer
+    from policy_server.timetable import service as timetable
+
+    system = Viewer.system()
+    if timetable.list_periods(db, system):
+        return
+    for weekday in range(1, 6):  # Monday .. Friday (the timetable counts from 1 here)
+        for starts, ends in DEMO_PERIODS:
+            timetable.add_period(db, system, weekday=weekday, starts=starts, ends=ends, room=DEMO_ROOM,
+                                 school_class=DEMO_CLASS, teacher="teacher")
+
+
+def _seed_isuo_register(db: Session) -> None:
+    """One ISUO specialist in the register, the obligation's original in the personal file (once)."""
+    from policy_server.isuo import service as isuo
+    from policy_server.scope import Viewer
+
+    if isuo.list_users(db):
+        return
+    system = Viewer.system()
+    user = isuo.save_user(db, viewer=system, full_name="Aigul Demo", position="ISUO specialist",
+                          isuo_role="specialist", logins="aigul.isuo", order_number="12-k",
+                          order_date="2026-09-01")
+    isuo.record_obligation(db, viewer=system, user_id=user.id, signed_on="2026-09-01",
+                           instructed_by="Director", scan=None, scan_name="", file_number="PF-12",
+                           state_dir=Path("."))

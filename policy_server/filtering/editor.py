@@ -520,9 +520,9 @@ def apply(db: Session, *, viewer, proposal: Proposal, base_version: int | None =
                            f"{current.version}); "
                            "look at the difference again and save")
     preview(db, proposal)  # the same checks as the preview
-    new = amend_policy(db, actor=viewer.person.username, comment=f"{proposal.comment} ({proposal.clause})",
+    new = amend_policy(db, actor=viewer.name, comment=f"{proposal.comment} ({proposal.clause})",
                        change=proposal.change)
-    audit(db, actor=viewer.person.username, action=f"filtering.{proposal.kind}",
+    audit(db, actor=viewer.name, action=f"filtering.{proposal.kind}",
           target=f"policy:{new.version}",
           detail={"clause": proposal.clause})
     return new

@@ -227,7 +227,7 @@ def decide(db: Session, *, viewer, ids: list[int], action: str, scope: str = "sc
         missing = sorted(set(ids) - {r.id for r in rows})
         raise NotFound(f"no queue item {', '.join(map(str, missing))}; reload the queue")
     reason = (reason or "").strip()[:1000]
-    actor = viewer.person.username
+    actor = viewer.name
     now = utcnow()
     if action == "reject":
         if not reason:

@@ -168,7 +168,7 @@ def save_user(
     db.refresh(user)
     audit(
         db,
-        actor=viewer.person.username,
+        actor=viewer.name,
         action="isuo.user_created" if before is None else "isuo.user_changed",
         target=f"isuo_user:{user.id}",
         detail={"before": before, "after": _user_summary(user)},
@@ -238,7 +238,7 @@ def record_obligation(
     user.updated_at = utcnow()
     audit(
         db,
-        actor=viewer.person.username,
+        actor=viewer.name,
         action="isuo.obligation_recorded",
         target=f"isuo_user:{user.id}",
         detail={
@@ -280,7 +280,7 @@ def block_user(db: Session, *, viewer: Viewer, user_id: int, blocked_on: str, re
     user.blocked_on, user.blocked_reason, user.updated_at = day, reason.strip()[:500], utcnow()
     audit(
         db,
-        actor=viewer.person.username,
+        actor=viewer.name,
         action="isuo.user_blocked",
         target=f"isuo_user:{user.id}",
         detail={"blocked_on": blocked_on, "reason": user.blocked_reason},
@@ -297,7 +297,7 @@ def mark_left(db: Session, *, viewer: Viewer, user_id: int, left_on: str) -> Isu
     user.left_on, user.updated_at = day, utcnow()
     audit(
         db,
-        actor=viewer.person.username,
+        actor=viewer.name,
         action="isuo.user_left",
         target=f"isuo_user:{user.id}",
         detail={"left_on": left_on},
@@ -339,7 +339,7 @@ def add_consent(
     db.flush()
     audit(
         db,
-        actor=viewer.person.username,
+        actor=viewer.name,
         action="isuo.consent_added",
         target=f"isuo_consent:{consent.id}",
         detail={"kind": subject_kind, "given_on": given_on},
@@ -358,7 +358,7 @@ def withdraw_consent(db: Session, *, viewer: Viewer, consent_id: int, withdrawn_
     consent.withdrawn_on = day
     audit(
         db,
-        actor=viewer.person.username,
+        actor=viewer.name,
         action="isuo.consent_withdrawn",
         target=f"isuo_consent:{consent.id}",
         detail={"withdrawn_on": withdrawn_on},
@@ -407,7 +407,7 @@ def set_address(db: Session, *, viewer: Viewer, ip: str, seat: str, note: str = 
     db.add(row)
     audit(
         db,
-        actor=viewer.person.username,
+        actor=viewer.name,
         action="isuo.address_set",
         target=f"ip:{ip}",
         detail={"seat": seat, "agent_id": agent_id},
@@ -464,7 +464,7 @@ def set_working_time(db: Session, *, viewer: Viewer, start: str, end: str, weekd
         raise FormInvalid(problems)
     value = {"start": t0.strftime("%H:%M"), "end": t1.strftime("%H:%M"), "weekdays": days}
     _put_setting(db, "working_hours", value)
-    audit(db, actor=viewer.person.username, action="isuo.working_time_set", detail=value)
+    audit(db, actor=viewer.name, action="isuo.working_time_set", detail=value)
 
 
 def add_holiday(db: Session, *, viewer: Viewer, day: str, name: str) -> None:
@@ -476,7 +476,7 @@ def add_holiday(db: Session, *, viewer: Viewer, day: str, name: str) -> None:
     row.name = name.strip()[:200]
     db.add(row)
     audit(
-        db, actor=viewer.person.username, action="isuo.holiday_added", detail={"day": day, "name": row.name}
+        db, actor=viewer.name, action="isuo.holiday_added", detail={"day": day, "name": row.name}
     )
 
 
@@ -495,7 +495,7 @@ def set_review_due_on(db: Session, *, viewer: Viewer, due_on: str) -> None:
     if problems:
         raise FormInvalid(problems)
     _put_setting(db, "review_due_on", day.isoformat())
-    audit(db, actor=viewer.person.username, action="isuo.review_due_set", detail={"due_on": due_on})
+    audit(db, actor=viewer.name, action="isuo.review_due_set", detail={"due_on": due_on})
 
 
 # ----------------------------------------------------------------------------- termly review
@@ -532,14 +532,14 @@ def start_review(db: Session, *, viewer: Viewer, term: str) -> IsuoReview:
         return current
     if not term.strip():
         raise FormInvalid({"term": N_("Name the term, for example 2026-2027 term 1.")})
-    review = IsuoReview(term=term.strip()[:64], opened_at=utcnow(), opened_by=viewer.person.username)
+    review = IsuoReview(term=term.strip()[:64], opened_at=utcnow(), opened_by=viewer.name)
     db.add(review)
     db.flush()
     for user in list_users(db):
         db.add(IsuoReviewItem(review_id=review.id, user_id=user.id, note=""))
     audit(
         db,
-        actor=viewer.person.username,
+        actor=viewer.name,
         action="isuo.review_opened",
         target=f"isuo_review:{review.id}",
         detail={"term": review.term},
@@ -572,7 +572,7 @@ def decide(
     item.decision, item.note, item.decided_at = decision, note.strip()[:2000], utcnow()
     audit(
         db,
-        actor=viewer.person.username,
+        actor=viewer.name,
         action="isuo.review_decision",
         target=f"isuo_review:{review_id}",
         detail={"user_id": user_id, "decision": decision, "note": item.note},
@@ -598,12 +598,12 @@ def sign_review(
         problems["next_due_on"] = N_("The next review must be due after today's signature.")
     if problems:
         raise FormInvalid(problems)
-    review.signed_at, review.signed_by = utcnow(), viewer.person.username
+    review.signed_at, review.signed_by = utcnow(), viewer.name
     review.signer_name, review.signed_on, review.next_due_on = signer_name.strip()[:200], day, due
     _put_setting(db, "review_due_on", due.isoformat())
     audit(
         db,
-        actor=viewer.person.username,
+        actor=viewer.name,
         action="isuo.review_signed",
         target=f"isuo_review:{review.id}",
         detail={

@@ -140,7 +140,7 @@ def save_scene(db: Session, viewer: Viewer, *, name: str, sites: str | list[str]
         scene = Scene(person_id=viewer.person.id, name=name, domains=domains)
         db.add(scene)
     db.flush()
-    audit(db, actor=viewer.person.username, action="lesson.scene.save", target=f"scene:{scene.id}",
+    audit(db, actor=viewer.name, action="lesson.scene.save", target=f"scene:{scene.id}",
           detail={"name": name, "sites": len(domains)})
     return scene
 
@@ -153,7 +153,7 @@ def delete_scene(db: Session, viewer: Viewer, *, scene_id: int) -> None:
     if preset is not None and preset.scene_id == scene_id:
         preset.scene_id = None
     db.delete(scene)
-    audit(db, actor=viewer.person.username, action="lesson.scene.delete", target=f"scene:{scene_id}")
+    audit(db, actor=viewer.name, action="lesson.scene.delete", target=f"scene:{scene_id}")
 
 
 def preset_of(db: Session, person: Person) -> Preset:
@@ -172,7 +172,7 @@ def save_preset(db: Session, viewer: Viewer, *, mode: str, scene_id: int | None)
         preset = Preset(person_id=viewer.person.id)
         db.add(preset)
     preset.mode, preset.scene_id = mode, scene_id
-    audit(db, actor=viewer.person.username, action="lesson.preset", detail={"mode": mode, "scene": scene_id})
+    audit(db, actor=viewer.name, action="lesson.preset", detail={"mode": mode, "scene": scene_id})
     return preset
 
 
@@ -258,9 +258,9 @@ def extend_lesson(db: Session, viewer: Viewer, *, lesson_id: str, minutes: int,
                    until=timetable.local_now(max(cap, lesson.ends_at)).strftime("%H:%M"))
     lesson.ends_at = until
     lesson.extended_min += minutes
-    audit(db, actor=viewer.person.username, action="lesson.extend", target=f"lesson:{lesson.id}",
+    audit(db, actor=viewer.name, action="lesson.extend", target=f"lesson:{lesson.id}",
           detail={"minutes": minutes, "ends_at": until.isoformat()})
-    sync_bundle(db, actor=viewer.person.username, comment=f"lesson {lesson.id} extended by {minutes} min")
+    sync_bundle(db, actor=viewer.name, comment=f"lesson {lesson.id} extended by {minutes} min")
     return lesson
 
 
@@ -283,8 +283,8 @@ def end_lesson(db: Session, viewer: Viewer, *, lesson_id: str, now: datetime | N
     lesson = _acting(db, viewer, lesson_id, now)
     lesson.ended_at = now
     lesson.ends_at = now
-    audit(db, actor=viewer.person.username, action="lesson.end", target=f"lesson:{lesson.id}")
-    sync_bundle(db, actor=viewer.person.username, comment=f"lesson {lesson.id} ended")
+    audit(db, actor=viewer.name, action="lesson.end", target=f"lesson:{lesson.id}")
+    sync_bundle(db, actor=viewer.name, comment=f"lesson {lesson.id} ended")
     from policy_server.lessons.summary import summarise
 
     summarise(db, lesson, now=now)
@@ -316,9 +316,9 @@ def ban(db: Session, viewer: Viewer, *, lesson_id: str, seat: str | None = None,
     entry = LessonBan(id=new_id(), lesson_id=lesson.id, seat=seat, os_user=os_user, reason=reason[:300])
     db.add(entry)
     db.flush()
-    audit(db, actor=viewer.person.username, action="lesson.ban", target=f"lesson:{lesson.id}",
+    audit(db, actor=viewer.name, action="lesson.ban", target=f"lesson:{lesson.id}",
           detail={"seat": seat, "os_user": os_user, "ban": entry.id})
-    sync_bundle(db, actor=viewer.person.username, comment=f"lesson {lesson.id}: ban {seat or os_user}")
+    sync_bundle(db, actor=viewer.name, comment=f"lesson {lesson.id}: ban {seat or os_user}")
     return entry
 
 
@@ -335,10 +335,10 @@ def unban(db: Session, viewer: Viewer, *, lesson_id: str, ban_id: str | None = N
     for entry in db.scalars(query):
         entry.lifted_at = now
         lifted += 1
-    audit(db, actor=viewer.person.username, action="lesson.unban", target=f"lesson:{lesson.id}",
+    audit(db, actor=viewer.name, action="lesson.unban", target=f"lesson:{lesson.id}",
           detail={"seat": seat, "ban": ban_id, "lifted": lifted})
     if lifted:
-        sync_bundle(db, actor=viewer.person.username, comment=f"lesson {lesson.id}: unban {seat or ban_id}")
+        sync_bundle(db, actor=viewer.name, comment=f"lesson {lesson.id}: unban {seat or ban_id}")
     return lifted
 
 
@@ -350,10 +350,10 @@ def allow_site(db: Session, viewer: Viewer, *, lesson_id: str, site: str, now: d
     if entry not in lesson.allowed_sites:
         lesson.allowed_sites = [*lesson.allowed_sites, entry]
     db.add(LessonActivity(lesson_id=lesson.id, at=now, kind="allowed", host=entry,
-                          detail={"by": viewer.person.username}))
-    audit(db, actor=viewer.person.username, action="lesson.allow_site", target=f"lesson:{lesson.id}",
+                          detail={"by": viewer.name}))
+    audit(db, actor=viewer.name, action="lesson.allow_site", target=f"lesson:{lesson.id}",
           detail={"site": entry})
-    sync_bundle(db, actor=viewer.person.username, comment=f"lesson {lesson.id}: allow {entry}")
+    sync_bundle(db, actor=viewer.name, comment=f"lesson {lesson.id}: allow {entry}")
     return entry
 
 
@@ -362,9 +362,9 @@ def disallow_site(db: Session, viewer: Viewer, *, lesson_id: str, site: str,
     now = now or utcnow()
     lesson = _acting(db, viewer, lesson_id, now)
     lesson.allowed_sites = [s for s in lesson.allowed_sites if s != site]
-    audit(db, actor=viewer.person.username, action="lesson.disallow_site", target=f"lesson:{lesson.id}",
+    audit(db, actor=viewer.name, action="lesson.disallow_site", target=f"lesson:{lesson.id}",
           detail={"site": site})
-    sync_bundle(db, actor=viewer.person.username, comment=f"lesson {lesson.id}: disallow {site}")
+    sync_bundle(db, actor=viewer.name, comment=f"lesson {lesson.id}: disallow {site}")
 
 
 def lock(db: Session, viewer: Viewer, *, lesson_id: str, seat: str | None = None, message: str = "",
@@ -382,9 +382,9 @@ def lock(db: Session, viewer: Viewer, *, lesson_id: str, seat: str | None = None
     lesson.locked_seats = sorted(seats)
     lesson.lock_message = message.strip()
     lesson.lock_at = now + timedelta(seconds=countdown_s)
-    audit(db, actor=viewer.person.username, action="lesson.lock", target=f"lesson:{lesson.id}",
+    audit(db, actor=viewer.name, action="lesson.lock", target=f"lesson:{lesson.id}",
           detail={"seat": target, "countdown_s": countdown_s})
-    sync_bundle(db, actor=viewer.person.username, comment=f"lesson {lesson.id}: lock {target}")
+    sync_bundle(db, actor=viewer.name, comment=f"lesson {lesson.id}: lock {target}")
     return lesson
 
 
@@ -395,9 +395,9 @@ def unlock(db: Session, viewer: Viewer, *, lesson_id: str, seat: str | None = No
     lesson.locked_seats = [] if not seat else [s for s in lesson.locked_seats if s not in (seat, "*")]
     if not seat:
         lesson.eyes_until = None
-    audit(db, actor=viewer.person.username, action="lesson.unlock", target=f"lesson:{lesson.id}",
+    audit(db, actor=viewer.name, action="lesson.unlock", target=f"lesson:{lesson.id}",
           detail={"seat": seat or "*"})
-    sync_bundle(db, actor=viewer.person.username, comment=f"lesson {lesson.id}: unlock {seat or 'all'}")
+    sync_bundle(db, actor=viewer.name, comment=f"lesson {lesson.id}: unlock {seat or 'all'}")
     return lesson
 
 
@@ -410,9 +410,9 @@ def eyes_on_me(db: Session, viewer: Viewer, *, lesson_id: str, seconds: int = 12
         raise fail(Invalid, "lesson.bad_minutes", low=1, high=MAX_EYES_S // 60)
     lesson.eyes_until = min(now + timedelta(seconds=seconds), lesson.ends_at)
     lesson.lock_message = message.strip()[:200]
-    audit(db, actor=viewer.person.username, action="lesson.eyes_on_me", target=f"lesson:{lesson.id}",
+    audit(db, actor=viewer.name, action="lesson.eyes_on_me", target=f"lesson:{lesson.id}",
           detail={"seconds": seconds})
-    sync_bundle(db, actor=viewer.person.username, comment=f"lesson {lesson.id}: eyes on me")
+    sync_bundle(db, actor=viewer.name, comment=f"lesson {lesson.id}: eyes on me")
     return lesson
 
 

@@ -65,7 +65,7 @@ def set_address(db: Session, viewer: Viewer, *, email: str) -> None:
         db.add(NoticeAddress(person_id=viewer.person.id, email=email))
     else:
         row.email = email
-    audit(db, actor=viewer.person.username, action="notice.address")
+    audit(db, actor=viewer.name, action="notice.address")
 
 
 def address_of(db: Session, person_id: int) -> str:
@@ -83,7 +83,7 @@ def set_smtp(db: Session, viewer: Viewer, *, host: str, port: int, sender: str, 
     if not host.strip():
         if row is not None:
             db.delete(row)
-        audit(db, actor=viewer.person.username, action="notice.smtp", detail={"host": ""})
+        audit(db, actor=viewer.name, action="notice.smtp", detail={"host": ""})
         return None
     if not 1 <= port <= 65535 or not _EMAIL.match(sender.strip()):
         raise fail(Invalid, "notice.bad_smtp")
@@ -94,7 +94,7 @@ def set_smtp(db: Session, viewer: Viewer, *, host: str, port: int, sender: str, 
                                                                   username.strip(), starttls)
     if password is not None:
         row.password = password
-    audit(db, actor=viewer.person.username, action="notice.smtp", detail={"host": row.host, "port": port})
+    audit(db, actor=viewer.name, action="notice.smtp", detail={"host": row.host, "port": port})
     return row
 
 

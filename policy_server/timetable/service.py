@@ -158,7 +158,7 @@ def add_period(db: Session, viewer: Viewer, *, weekday, starts: str, ends: str, 
     db.add(period)
     _tie(db, person.id, room_row.id, period.class_id)
     db.flush()
-    audit(db, actor=viewer.person.username, action="timetable.period.add", target=f"period:{period.id}",
+    audit(db, actor=viewer.name, action="timetable.period.add", target=f"period:{period.id}",
           detail={"weekday": day, "starts": s, "ends": e, "room": room_row.name, "class": class_name,
                   "teacher": person.username})
     return period
@@ -174,7 +174,7 @@ def delete_period(db: Session, viewer: Viewer, *, period_id: int) -> None:
     for lesson in db.scalars(select(Lesson).where(Lesson.period_id == period_id)):
         lesson.period_id = None  # the lesson's record stays (its summary), the row goes
     db.delete(period)
-    audit(db, actor=viewer.person.username, action="timetable.period.delete", target=f"period:{period_id}")
+    audit(db, actor=viewer.name, action="timetable.period.delete", target=f"period:{period_id}")
 
 
 @dataclass
@@ -226,7 +226,7 @@ def import_csv(db: Session, viewer: Viewer, *, text: str) -> tuple[int, list[Csv
                       teacher_id=teacher_id))
         _tie(db, teacher_id, room_id, cls.id if cls else None)
         db.flush()
-    audit(db, actor=viewer.person.username, action="timetable.import", detail={"periods": len(pending)})
+    audit(db, actor=viewer.name, action="timetable.import", detail={"periods": len(pending)})
     return len(pending), []
 
 
@@ -300,13 +300,13 @@ def set_internet_schedule(db: Session, viewer: Viewer, *, school_year: str,
         parsed.append((day, s, e))
     db.execute(delete(InternetBand).where(InternetBand.school_year == school_year))
     rows = [InternetBand(school_year=school_year, weekday=d, starts=s, ends=e,
-                         approved_by=viewer.person.username) for d, s, e in parsed]
+                         approved_by=viewer.name) for d, s, e in parsed]
     db.add_all(rows)
     db.flush()
-    audit(db, actor=viewer.person.username, action="timetable.internet_schedule",
+    audit(db, actor=viewer.name, action="timetable.internet_schedule",
           target=f"year:{school_year}", detail={"bands": [list(p) for p in parsed]})
     if school_year == school_year_of(local_now(viewer_now()).date()):
-        _push_schedule(db, viewer.person.username, parsed)
+        _push_schedule(db, viewer.name, parsed)
     return rows
 
 
@@ -404,7 +404,7 @@ def set_seating(db: Session, viewer: Viewer, *, class_id: int, room_id: int, sea
         db.add(SeatingEntry(class_id=class_id, room_id=room_id, seat=seat, student=student))
     else:
         found.student = student
-    audit(db, actor=viewer.person.username, action="timetable.seating", target=f"class:{class_id}",
+    audit(db, actor=viewer.name, action="timetable.seating", target=f"class:{class_id}",
           detail={"room_id": room_id, "seat": seat})
 
 
