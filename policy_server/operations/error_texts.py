@@ -1,0 +1,15 @@
+"""The texts of this domain's error codes (registered with policy_server.errors, so that
+KalkanError.in_language says them in the reader's language)."""
+
+from policy_server.errors import register_error_texts
+from policy_server.web.i18n import N_
+
+ERROR_TEXTS = {
+    'backup.not_configured': N_('Scheduled backups are off. Set KALKAN_BACKUP_DIR (see docs/operations.md).'),
+    'backup.none': N_('No backup has been made in the backup folder yet.'),
+    'install.no_package': N_(
+        'No agent package on this server yet. Copy kalkan-agent_<version>_amd64.deb into '
+        "the server's package folder (see docs/operations.md)."),
+}
+
+register_error_texts(ERROR_TEXTS)
