@@ -128,6 +128,7 @@ def test_register_print_import_and_findings(server, browser, artifacts_dir, tmp_
             for name, url in (
                 ("register", "/isuo/register"),
                 ("person", person_url[len(server.url) :]),
+                ("person-form", person_url[len(server.url) :] + "/edit"),
                 ("imports", "/isuo/imports"),
                 ("log", "/isuo/log"),
                 ("settings", "/isuo/settings"),
