@@ -186,9 +186,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
             parts.append(f"{where}: {err.get('msg')}")
         path = request.url.path
-        if not (path.startswith("/api/") or path.endswith(".json")) and request.method == "GET":
-            from policy_server.security.errors import validation_error_page
+        if not (path.startswith("/api/") or path.endswith(".json")):  # a page: the console's error page
+            from policy_server.security.errors import form_error_page, validation_error_page
 
+            if request.method != "GET":  # a form: the summary naming each field and the fix
+                return await run_in_threadpool(form_error_page, request, list(exc.errors()))
             fields = [str(err.get("loc", ("",))[-1]) for err in exc.errors()]
             return await run_in_threadpool(validation_error_page, request, fields)
         return JSONResponse({"detail": "the request is not valid: " + "; ".join(parts),

@@ -157,11 +157,12 @@ def _close_cleared(db: Session, events: list[RuleInput],
             continue
         cleared_at = report.occurred_at
         incident.status = IncidentStatus.resolved
-        incident.resolution = (f"The condition cleared by itself: the agent reported at "
-                               f"{cleared_at:%Y-%m-%d %H:%M} UTC that it is gone.")
+        # a code and params, said in the reader's language (incidents.service.resolution_text)
+        incident.resolution = None
+        incident.resolution_code = "condition_cleared"
+        incident.resolution_params = {"cleared_at": cleared_at.isoformat()}
         db.add(TimelineEntry(incident_id=incident.id, actor=SYSTEM, action="resolved", at=now,
-                             detail={"note": "condition_cleared", "cleared_at": cleared_at.isoformat(),
-                                     "reason": incident.resolution}))
+                             detail={"note": "condition_cleared", "cleared_at": cleared_at.isoformat()}))
 
 
 def process_drafts(db: Session, drafts: list[tuple[IncidentDraft, RuleInput]]) -> list[int]:
@@ -320,11 +321,17 @@ def _write(db: Session, touched: list[_Incident]) -> None:
                 timeline)
     insert_rows(connection, IncidentEvent.__table__, ("incident_id", "event_id"),
                 [(i.id, event_id) for i in touched for event_id in i.members if event_id])
+    # Who must be told: rows written in bulk like the rest (one ORM object per notice made a
+    # batch of new incidents cost twice as much: benchmarks/chaos/RESULTS.md "drain").
     bundles = _BundleCache(db)
-    for incident in opened:
-        member = incident.opened_by
-        for role in member.draft.notify:
-            _notify(db, incident.id, role, member.draft, member.event, bundles)
+    notices = [notice for incident in opened for role in incident.opened_by.draft.notify
+               if (notice := _notify(db, incident.id, role, incident.opened_by.draft,
+                                     incident.opened_by.event, bundles)) is not None]
+    insert_rows(connection, Notification.__table__, ("incident_id", "person_id", "role", "created_at"),
+                [(incident_id, person_id, role, now) for incident_id, person_id, role, _to in notices])
+    insert_rows(connection, TimelineEntry.__table__, ("incident_id", "actor", "action", "at", "detail"),
+                [(incident_id, SYSTEM, "notified", now, {"role": role, "to": to})
+                 for incident_id, _person_id, role, to in notices])
 
 
 def _incident_row(incident: _Incident) -> dict:
@@ -340,7 +347,8 @@ def _incident_row(incident: _Incident) -> dict:
 
 
 def _notify(db: Session, incident_id: int, role: str, draft: IncidentDraft, event: RuleInput,
-            bundles: _BundleCache) -> None:
+            bundles: _BundleCache) -> tuple[int, int | None, str, str] | None:
+    """Whom to tell of a new incident: (incident, person or None, role, to), or None (nobody)."""
     person_id = None
     to = role
     if role == "class_teacher":
@@ -348,11 +356,9 @@ def _notify(db: Session, incident_id: int, role: str, draft: IncidentDraft, even
         group_name = draft.params.get("group") or bundle.group_of(event.os_user)
         group = next((g for g in bundle.groups if g.name == group_name), None)
         if group is None or not group.class_teacher:
-            return  # no class teacher known for this group: nobody to tell (the admin sees the incident)
+            return None  # no class teacher known for this group: nobody to tell (the admin sees the incident)
         person = db.scalar(select(Person).where(Person.username == group.class_teacher))
         if person is None or person.disabled:
-            return
+            return None
         person_id, to = person.id, person.username
-    db.add(Notification(incident_id=incident_id, person_id=person_id, role=role))
-    db.add(TimelineEntry(incident_id=incident_id, actor=SYSTEM, action="notified", at=utcnow(),
-                         detail={"role": role, "to": to}))
+    return incident_id, person_id, role, to
