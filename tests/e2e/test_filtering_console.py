@@ -272,7 +272,6 @@ def test_a_report_is_confirmed_and_blocks_the_page_on_the_other_seat(school, bro
     page.context.close()
 
 
-@pytest.mark.xfail(strict=True, reason="a rejection changes no policy: the seat reads it on its 30 s poll")
 def test_a_rejected_report_shows_on_the_seat_within_seconds(school, browser) -> None:
     """No policy change here: the server's "reports" push tells the seat to look at once."""
     server, lab, _root = school
