@@ -96,9 +96,10 @@ class AgentRuntime:
         self.uplink = Uplink(self.outbox, self.client) if self.client is not None else None
         self.sink = OutboxSink(self.outbox, on_added=self._wake_uplink,
                                seat=self.config.seat if self.config else None)
-        self.policy = PolicyManager(state, on_apply=self._apply_policy)
         # category index and report status from the server (docs/filtering-console.md)
         self.artifacts = ArtifactFetcher(self.paths.root, self.client) if self.client is not None else None
+        self.policy = PolicyManager(state, on_apply=self._apply_policy,
+                                    on_reports=self.artifacts.reports_now if self.artifacts else None)
         if self.artifacts is not None and self.policy.current is not None:
             self.artifacts.on_policy(self.policy.current)
         self.slots: dict[str, _Slot] = {}
