@@ -21,6 +21,7 @@ from policy_server.checks.scheduler import CheckScheduler, periodic_check_jobs, 
 from policy_server.db import migrate
 from policy_server.db.session import make_engine, make_sessionmaker
 from policy_server.errors import KalkanError
+from policy_server.events.partitions import partition_jobs
 from policy_server.filtering.jobs import filtering_jobs
 from policy_server.fleet.service import fleet_jobs
 from policy_server.health.service import UNAVAILABLE_ERRORS, HealthCache, unavailable_response
@@ -161,6 +162,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         first_delay_s=settings.checks_first_delay_s,
     )
     app.state.checks.jobs += filtering_jobs(settings.state_dir)  # weekly lists update, expiring allows
+    app.state.checks.jobs += partition_jobs(settings)  # PostgreSQL: events' months made ahead (issue 16)
 
     app.state.level = settings.level  # "school" or "district" (docs/reports.md)
 

@@ -65,6 +65,9 @@ class Settings:
     metrics_token: str | None = None
     # Agent packages served to the seats (GET /install/…); None: `state_dir/packages`.
     seat_package_dir: str | None = None
+    # Many schools on one service (policy_server/tenancy): a school's app uses the service's
+    # TLS certificate from this folder.  None (a single school, the default): `state_dir/tls`.
+    tls_dir: str | None = None
 
     def __post_init__(self) -> None:
         self.state_dir = Path(self.state_dir)
@@ -77,11 +80,11 @@ class Settings:
 
     @property
     def cert_path(self) -> Path:
-        return self.state_dir / "tls" / "server.crt"
+        return (Path(self.tls_dir) if self.tls_dir else self.state_dir / "tls") / "server.crt"
 
     @property
     def key_path(self) -> Path:
-        return self.state_dir / "tls" / "server.key"
+        return (Path(self.tls_dir) if self.tls_dir else self.state_dir / "tls") / "server.key"
 
     @property
     def ca_cert_path(self) -> Path:
