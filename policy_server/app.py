@@ -126,7 +126,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         await hub.start(app.state.sessionmaker)
         await app.state.checks.start()
-        await app.state.lesson_ticker.start()
+        if app.state.lesson_ticker not in getattr(app.state.checks, "also", ()):  # led: workers.py
+            await app.state.lesson_ticker.start()
         _close_streams_on_signal(hub)
         try:
             yield
@@ -161,6 +162,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         first_delay_s=settings.checks_first_delay_s,
     )
     app.state.checks.jobs += filtering_jobs(settings.state_dir)  # weekly lists update, expiring allows
+    from policy_server.workers import lead_on_postgres
+
+    lead_on_postgres(app)  # PostgreSQL: checks and the lessons' clock in one leader of all processes
 
     app.state.level = settings.level  # "school" or "district" (docs/reports.md)
 
