@@ -127,7 +127,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         await hub.start(app.state.sessionmaker)
         await app.state.checks.start()
-        await app.state.lesson_ticker.start()
+        if app.state.lesson_ticker not in getattr(app.state.checks, "also", ()):  # led: workers.py
+            await app.state.lesson_ticker.start()
         _close_streams_on_signal(hub)
         try:
             yield
@@ -163,6 +164,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.checks.jobs += filtering_jobs(settings.state_dir)  # weekly lists update, expiring allows
     app.state.checks.jobs += partition_jobs(settings)  # PostgreSQL: events' months made ahead (issue 16)
+    from policy_server.workers import lead_on_postgres
+
+    lead_on_postgres(app)  # PostgreSQL: checks and the lessons' clock in one leader of all processes
 
     app.state.level = settings.level  # "school" or "district" (docs/reports.md)
 

@@ -135,6 +135,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     common = {"host": settings.host, "port": settings.port, "log_level": args.log_level,
               "timeout_graceful_shutdown": 3, **ssl}
+    if getattr(args, "forwarded_allow_ips", None):  # replicas behind nginx (docs/operations.md)
+        common["forwarded_allow_ips"] = args.forwarded_allow_ips
     if getattr(args, "log_format", "text") == "json":  # docs/operations.md "Logs"
         from policy_server.operations.logs import uvicorn_log_config
 
@@ -556,6 +558,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", default=os.environ.get("KALKAN_WORKERS", "auto"),
                      help="server processes: 'auto' (default: 1 on SQLite; on PostgreSQL one per core, "
                           "at most 2) or a number; more than 1 needs PostgreSQL")
+    run.add_argument("--forwarded-allow-ips", default=os.environ.get("KALKAN_FORWARDED_ALLOW_IPS"),
+                     help="behind a load balancer (docs/operations.md \"Scale out\"): the addresses of the "
+                          "proxies whose X-Forwarded-For/-Proto headers are believed (comma-separated); "
+                          "the login throttle then counts the client's real address")
     run.add_argument("--level", choices=["school", "district"],
                      help="school (default) or district (a console over the schools' weekly aggregates)")
     run.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
