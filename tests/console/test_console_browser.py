@@ -164,6 +164,9 @@ def test_responsible_person_console(server, browser, artifacts_dir, tmp_path, mo
             page.click("text=lab2-01")
             assert "proof event" in page.inner_text("main")
             shoot(page, artifacts_dir, "seat")
+            page.click("text=proof event")
+            assert "/fleet/events/" in page.url
+            shoot(page, artifacts_dir, "event")
         finally:
             clamd.stop()
 
@@ -215,6 +218,7 @@ def test_responsible_person_console(server, browser, artifacts_dir, tmp_path, mo
     # 6. reset the teacher's password; she logs in with it and must choose her own
     page.goto(server.url + "/people?lang=en")
     page.click("text=a.asanova")
+    shoot(page, artifacts_dir, "person")
     page.click("form[action$='/reset-password'] button")
     second = page.inner_text("#temporary-password").strip()
     assert second != temporary

@@ -11,6 +11,7 @@ import pytest
 
 from policy_server.summaries import service
 from tests.conftest import assert_fits_width
+from tests.reports.builders import district_week, enrol_school, send_week
 from tests.reports.seed import ProcessApi, seed
 from tests.support.server import KalkanServerProcess
 
@@ -18,6 +19,9 @@ PASSWORD = "director-pass-9"
 HEADINGS = {"ky": "Жобонун аткарылышы боюнча жумалык жыйынтык",
             "ru": "Недельная сводка соблюдения регламента",
             "en": "Weekly compliance summary"}
+DISTRICT_HEADINGS = {"ky": "Район: мектептер катар", "ru": "Район: школы рядом",
+                     "en": "District: schools side by side"}
+DISTRICT_WEEKS = {"School No. 5": (82, 3, 40), "School No. 12": (91, 12, 7), "Lyceum No. 35": (70, 20, 50)}
 
 
 @pytest.fixture(scope="module")
@@ -35,21 +39,40 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KalkanServerPro
     mp.undo()
 
 
+def logged_in(browser, server, username: str):
+    """A page of a fresh context (its own cookies) logged in as `username`: (context, page)."""
+    context = browser.new_context(ignore_https_errors=True, viewport={"width": 1366, "height": 768})
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    page.goto(server.url + "/login")
+    page.fill("#username", username)
+    page.fill("#password", PASSWORD)
+    page.click("form.card button[type=submit]")
+    page.wait_for_load_state()
+    return context, page
+
+
 @pytest.fixture(scope="module")
 def director(server, browser):
     """The director logged in once in the module's Chromium: (page, the URL the login landed on)."""
-    context = browser.new_context(ignore_https_errors=True, viewport={"width": 1366, "height": 768})
-    try:
-        page = context.new_page()
-        page.set_default_timeout(20_000)
-        page.goto(server.url + "/login")
-        page.fill("#username", "direktor")
-        page.fill("#password", PASSWORD)
-        page.click("form.card button[type=submit]")
-        page.wait_for_load_state()
-        yield page, page.url
-    finally:
-        context.close()
+    context, page = logged_in(browser, server, "direktor")
+    yield page, page.url
+    context.close()
+
+
+@pytest.fixture(scope="module")
+def district(server, browser):
+    """A district viewer logged in once; three schools have sent their weeks W47 and W48."""
+    with server.db() as db:
+        for name, (score, incidents, blocked) in DISTRICT_WEEKS.items():
+            school_id, key = enrol_school(db, name)
+            for period in ("2026-W47", "2026-W48"):
+                send_week(db, school_id, key, period, district_week(score, incidents, blocked, period))
+        db.commit()
+    server.create_user("district", "rayon", PASSWORD)
+    context, page = logged_in(browser, server, "rayon")
+    yield page
+    context.close()
 
 
 @pytest.mark.parametrize("language", ["ky", "ru", "en"])
@@ -85,3 +108,19 @@ def test_the_page_is_small_and_links_pdf_and_csv(server):
 def test_a_teacher_may_not_see_the_summary(server):
     with server.login("mugalim", PASSWORD) as client:
         assert client.get("/summaries/2026-W48", follow_redirects=False).status_code in (401, 403)
+
+
+@pytest.mark.parametrize("language", ["ky", "ru", "en"])
+def test_the_district_page_in_each_language_and_width(server, district, artifacts_dir, language):
+    page = district
+    for width, height, tag in ((1366, 768, "wide"), (390, 844, "narrow")):
+        page.set_viewport_size({"width": width, "height": height})
+        page.goto(server.url + f"/district?period=2026-W48&lang={language}")
+        shot = artifacts_dir / f"reports-district-page-{language}-{tag}.png"
+        page.screenshot(path=str(shot), full_page=True)
+        assert_fits_width(page)
+        main = page.locator("main").inner_text()
+        assert DISTRICT_HEADINGS[language] in page.locator("h1").inner_text()
+        assert "Lyceum No. 35" in main and "2026-W48" in main
+        assert "< 10" in main  # School No. 12's 7 blocked attempts and 3 incidents of No. 5: hidden
+        assert page.locator("abbr", has_text="< 10").count() >= 2
