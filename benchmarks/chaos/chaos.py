@@ -86,6 +86,8 @@ class Result:
     drain_after_disk_full_s: float | None = None
     wall_s: float = 0.0
     faults: list[str] = field(default_factory=list)
+    # the machine's 1-minute load average, sampled after each fault and during the drain
+    load_1min: list[float] = field(default_factory=list)
 
 
 @contextmanager
@@ -259,6 +261,7 @@ def run(plan: Plan, backend: str, *, log=print) -> Result:
                 took = wait_stored(server, emitted_at_free, timeout=300)
                 result.drain_after_disk_full_s = None if took is None else round(time.monotonic() - freed, 1)
             result.faults.append(fault)
+            result.load_1min.append(round(os.getloadavg()[0], 1))
             last_fault_end = time.monotonic()
             log(f"{datetime.now(UTC):%H:%M:%S} {fault}: stored {stored_counts_safe(server)} of "
                 f"{sum(e.emitted for e in emitters)} emitted")
@@ -270,6 +273,7 @@ def run(plan: Plan, backend: str, *, log=print) -> Result:
         took = wait_stored(server, result.events, timeout=300)
         result.drain_after_last_fault_s = (None if took is None
                                            else round(time.monotonic() - last_fault_end, 1))
+        result.load_1min.append(round(os.getloadavg()[0], 1))
         for agent in agents:  # the outboxes are empty and nothing was moved aside or dropped
             agent.wait_status(lambda s: s["outbox"]["depth"] == 0, timeout=120)
         rows, distinct = stored_counts(server)

@@ -207,6 +207,9 @@ class Incident(Base):
     # (incidents.service.resolution_text; revision 0106)
     resolution_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
     resolution_params: Mapped[dict[str, Any] | None] = mapped_column(JsonType, nullable=True)
+    # the class whose timetable period ran in the seat's room when it began (incidents.engine
+    # `_classes_at`): its teachers see the incident (scope; revision 0107)
+    class_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
     timeline: Mapped[list[TimelineEntry]] = relationship(

@@ -361,9 +361,10 @@ def _write(db: Session, touched: list[_Incident]) -> None:
     opened = [i for i in touched if i.opened_by is not None]
     grown = [i for i in touched if i.opened_by is None and i.added]
     if opened:
+        classes = _classes_at(db, opened)
         new_ids = db.execute(
             insert(Incident).returning(Incident.id, sort_by_parameter_order=True),
-            [_incident_row(i) for i in opened],
+            [{**_incident_row(i), "class_id": class_id} for i, class_id in zip(opened, classes, strict=True)],
         ).scalars().all()
         for incident, new_id in zip(opened, new_ids, strict=True):
             incident.id = new_id
@@ -392,6 +393,34 @@ def _write(db: Session, touched: list[_Incident]) -> None:
     insert_rows(connection, TimelineEntry.__table__, ("incident_id", "actor", "action", "at", "detail"),
                 [(incident_id, SYSTEM, "notified", now, {"role": role, "to": to})
                  for incident_id, _person_id, role, to in notices])
+
+
+def _classes_at(db: Session, opened: list[_Incident]) -> list[int | None]:
+    """The class each new incident is about (scope: a teacher sees the incidents of the classes
+    they teach, docs/security.md): the class whose timetable period ran in the workstation's
+    room when the incident began — the students at the seats then are that class's (the
+    seating plan names them).  Two queries per batch: the rooms, then their periods."""
+    from policy_server.timetable.models import Period
+    from policy_server.timetable.service import local_now
+
+    agents = {i.opened_by.event.agent_id for i in opened if i.opened_by.event.agent_id}
+    if not agents:
+        return [None] * len(opened)
+    room_of = dict(db.execute(select(Workstation.id, Workstation.room_id).where(
+        Workstation.id.in_(sorted(agents)), Workstation.room_id.is_not(None))).all())
+    periods: dict[int, list[Period]] = defaultdict(list)
+    if room_of:
+        for period in db.scalars(select(Period).where(Period.room_id.in_(sorted(set(room_of.values()))),
+                                                      Period.class_id.is_not(None))):
+            periods[period.room_id].append(period)
+    classes: list[int | None] = []
+    for incident in opened:
+        room_id = room_of.get(incident.opened_by.event.agent_id)
+        local = local_now(incident.first_seen_at)
+        hhmm = local.strftime("%H:%M")
+        classes.append(next((p.class_id for p in periods.get(room_id, ())
+                             if p.weekday == local.weekday() and p.starts <= hhmm < p.ends), None))
+    return classes
 
 
 def _incident_row(incident: _Incident) -> dict:

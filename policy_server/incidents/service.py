@@ -41,14 +41,18 @@ def _check_status(status: str | None) -> None:
 def visible_to(viewer: Viewer) -> ColumnElement[bool]:
     """The incidents `viewer` may see (docs/security.md "Roles and scopes"): all for the
     responsible person, the director and the district viewer (these two without personal
-    data); for a teacher, those of the workstations in their rooms (`person_rooms`, 000 §7.3)
-    and those they were told about as class teacher (001 §2.7)."""
+    data); for a teacher, those of the workstations in their rooms (`person_rooms`, 000 §7.3),
+    those of the classes they teach (`person_classes`: the incident began during a timetable
+    period of the class, `Incident.class_id`) and those they were told about as class teacher
+    (001 §2.7)."""
     if viewer.room_ids is None:
         return true()
     conditions = []
     if viewer.room_ids:
         conditions.append(Incident.agent_id.in_(
             select(Workstation.id).where(Workstation.room_id.in_(sorted(viewer.room_ids)))))
+    if viewer.class_ids:  # the classes they teach: incidents that began during the class's period
+        conditions.append(Incident.class_id.in_(sorted(viewer.class_ids)))
     if viewer.person_id is not None:
         conditions.append(Incident.id.in_(
             select(Notification.incident_id).where(Notification.person_id == viewer.person_id)))

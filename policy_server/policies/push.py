@@ -99,8 +99,11 @@ class PushHub:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
+    # The polls are reads: on SQLite a deferred transaction (no write lock), so every 2 s they
+    # neither wait for nor hold up the batches being stored.
     def _read_latest(self) -> protocol.PolicyPush | None:
         with self._sessionmaker() as db:
+            db.connection(execution_options={"kalkan_read_only": True})
             row = db.execute(
                 select(PolicyVersion.version, PolicyVersion.content_hash)
                 .order_by(PolicyVersion.version.desc()).limit(1)
@@ -111,6 +114,7 @@ class PushHub:
         from policy_server.db.models import Workstation
 
         with self._sessionmaker() as db:
+            db.connection(execution_options={"kalkan_read_only": True})
             return list(db.scalars(select(Workstation.id).where(Workstation.id.in_(agent_ids),
                                                                 Workstation.token_revoked.is_(True))))
 
