@@ -100,7 +100,8 @@ class LessonRequestForward(Base):
 
     __tablename__ = "lesson_request_forwards"
 
-    request_id: Mapped[int] = mapped_column(ForeignKey("filter_requests.id"), primary_key=True)
+    # a filter_requests id (no foreign key: that table is another migration branch's)
+    request_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     lesson_id: Mapped[str] = mapped_column(ForeignKey("lessons.id"), index=True)
     forwarded_by: Mapped[str] = mapped_column(String(64))
     forwarded_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
