@@ -181,6 +181,13 @@ class PolicyManager:
             return
         if self.current is not None and push.content_hash == self.current.content_hash:
             return
+        if push.bundle is not None:  # the bundle came with the push: verify and apply, no request
+            try:
+                self.apply_raw(push.bundle)
+                self.etag = None  # the next poll asks once in full, then conditionally again
+                return
+            except PolicyError as exc:
+                log.warning("the pushed bundle does not verify (%s); fetching it", exc)
         self.try_fetch(client)
 
     def close_stream(self) -> None:

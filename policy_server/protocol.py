@@ -781,7 +781,11 @@ class PolicyBundle(_Section):
 
 
 class PolicyPush(BaseModel):
-    """What the push channel says: a newer version exists; fetch it with GET /api/v1/policy."""
+    """What the push channel says: a newer version exists.  `bundle`, when present, is that
+    version for the agent's room (the JSON GET /api/v1/policy would answer, `content_hash` its
+    hash): the agent verifies and applies it without a second request.  Without it (a bundle
+    too large to inline, an older server) the agent fetches with GET /api/v1/policy."""
 
     version: int
     content_hash: str
+    bundle: dict[str, Any] | None = None

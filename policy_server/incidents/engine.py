@@ -15,8 +15,9 @@ events of the same types and agents in the window that no incident holds yet are
 (one query, only for keys that need it) and run through the same pure rules to find their
 keys.  When the N-th arrives, the incident opens with all N linked to it.
 
-Drafts with `notify` leave a `Notification`: `class_teacher` is resolved through the policy
-bundle (the student's group → its `class_teacher` username, 001 §2.7); other roles are
+Drafts with `notify` leave a `Notification`: `class_teacher` is resolved to the class teacher(s)
+of the student's class in `person_classes` (the class from the student's OS account or the
+seat's lesson/period, `timetable.class_at`; 001 §2.7), each also told by a notice; other roles are
 addressed by role.
 """
 
@@ -386,8 +387,8 @@ def _write(db: Session, touched: list[_Incident]) -> None:
     # batch of new incidents cost twice as much: benchmarks/chaos/RESULTS.md "drain").
     bundles = _BundleCache(db)
     notices = [notice for incident in opened for role in incident.opened_by.draft.notify
-               if (notice := _notify(db, incident.id, role, incident.opened_by.draft,
-                                     incident.opened_by.event, bundles)) is not None]
+               for notice in _notify(db, incident.id, role, incident.opened_by.draft,
+                                     incident.opened_by.event, bundles)]
     insert_rows(connection, Notification.__table__, ("incident_id", "person_id", "role", "created_at"),
                 [(incident_id, person_id, role, now) for incident_id, person_id, role, _to in notices])
     insert_rows(connection, TimelineEntry.__table__, ("incident_id", "actor", "action", "at", "detail"),
@@ -436,18 +437,53 @@ def _incident_row(incident: _Incident) -> dict:
 
 
 def _notify(db: Session, incident_id: int, role: str, draft: IncidentDraft, event: RuleInput,
-            bundles: _BundleCache) -> tuple[int, int | None, str, str] | None:
-    """Whom to tell of a new incident: (incident, person or None, role, to), or None (nobody)."""
-    person_id = None
-    to = role
-    if role == "class_teacher":
-        bundle = bundles.get()
-        group_name = draft.params.get("group") or bundle.group_of(event.os_user)
-        group = next((g for g in bundle.groups if g.name == group_name), None)
-        if group is None or not group.class_teacher:
-            return None  # no class teacher known for this group: nobody to tell (the admin sees the incident)
-        person = db.scalar(select(Person).where(Person.username == group.class_teacher))
-        if person is None or person.disabled:
-            return None
-        person_id, to = person.id, person.username
-    return incident_id, person_id, role, to
+            bundles: _BundleCache) -> list[tuple[int, int | None, str, str]]:
+    """Whom to tell of a new incident: (incident, person or None, role, to) each; the class
+    teacher(s) also get their notice (badge, list, e-mail) here.  Empty when no class teacher
+    is known: the responsible person still sees the incident."""
+    if role != "class_teacher":
+        return [(incident_id, None, role, role)]
+    told = []
+    for person, class_name in _class_teachers(db, draft, event, bundles):
+        _class_teacher_notice(db, person, class_name, incident_id, draft, event)
+        told.append((incident_id, person.id, role, person.username))
+    return told
+
+
+def _class_teachers(db: Session, draft: IncidentDraft, event: RuleInput,
+                    bundles: _BundleCache) -> list[tuple[Person, str]]:
+    """The class teacher(s) of the student's class (001 §2.7): the class from the student's own OS
+    account, else from the lesson or timetable period running in the seat's room at the time
+    (`timetable.class_at`), and its class teachers from `person_classes`.  Only where neither
+    names a class does the policy group's `class_teacher` username still count (schools that
+    have not entered their classes yet)."""
+    from policy_server.timetable.service import class_at, class_teachers
+
+    cls = class_at(db, os_user=event.os_user, agent_id=event.agent_id, at=event.occurred_at)
+    if cls is not None:
+        return [(person, cls.name) for person in class_teachers(db, cls.id)]
+    bundle = bundles.get()
+    group_name = draft.params.get("group") or bundle.group_of(event.os_user)
+    group = next((g for g in bundle.groups if g.name == group_name), None)
+    if group is None or not group.class_teacher:
+        return []
+    person = db.scalar(select(Person).where(Person.username == group.class_teacher))
+    return [] if person is None or person.disabled else [(person, group.name)]
+
+
+def _class_teacher_notice(db: Session, person: Person, class_name: str, incident_id: int,
+                          draft: IncidentDraft, event: RuleInput) -> None:
+    """The notice (badge, list, e-mail where an address and SMTP exist) in the person's language."""
+    from policy_server.notices.service import notify
+    from policy_server.web.i18n import DEFAULT_LANGUAGE, N_
+    from policy_server.web.presenters import incident_title
+
+    language = person.language or DEFAULT_LANGUAGE
+    title = incident_title(language, draft.rule, draft.params, draft.title)
+    notify(db, person_id=person.id, kind="incident.class_teacher",
+           subject_id=N_("Class %(cls)s: %(title)s (001 §2.7)"),
+           body_id=N_("A student of your class, account %(who)s at seat %(seat)s: %(title)s. "
+                      "Incident #%(id)s in the console."),
+           params={"cls": class_name, "who": event.os_user or "—", "seat": event.seat or "—",
+                   "id": incident_id, "title": title},
+           link=f"/incidents/{incident_id}")
