@@ -124,6 +124,7 @@ class KalkanAddon:
         self._room: str | None = None
         self._system_uid_max = 999
         self._fast_relay = False
+        self._relay_mode = "splice"
         # the destination checks (no name that does not lead where the connection goes)
         self.dest = DestinationCheck()
         self._claims: dict[str, str] = {}  # client id → the name its TLS ClientHello claimed
@@ -148,6 +149,9 @@ class KalkanAddon:
         loader.add_option("kalkan_fast_relay", bool, True,
                           "Relay passed-through TLS with Kalkan's own socket relay (agent/proxy/relay.py) "
                           "instead of mitmproxy's layers.")
+        loader.add_option("kalkan_relay_mode", str, "splice",
+                          "How Kalkan's relay moves the bytes: splice (a pump thread, os.splice) or asyncio.",
+                          choices=["splice", "asyncio"])
 
     def configure(self, updated: set[str]) -> None:
         opts = ctx.options
@@ -155,6 +159,7 @@ class KalkanAddon:
         self._room = opts.kalkan_room or None
         self._system_uid_max = opts.kalkan_system_uid_max
         self._fast_relay = opts.kalkan_fast_relay
+        self._relay_mode = opts.kalkan_relay_mode
         if "kalkan_language" in updated and opts.kalkan_language not in ("ky", "ru", "en"):
             raise ValueError(f"kalkan_language={opts.kalkan_language!r}: use ky, ru or en")
         if "kalkan_isuo_idle_s" in updated:
@@ -313,7 +318,7 @@ class KalkanAddon:
         if sni is UNSURE:
             return
         if self._pass_untouched(context.client, context.server, sni):  # type: ignore[arg-type]
-            if not (self._fast_relay and relay.hand_off(nextlayer, data)):
+            if not (self._fast_relay and relay.hand_off(nextlayer, data, self._relay_mode)):
                 nextlayer.layer = mitm_layers.TCPLayer(context, ignore=True)
 
     def tls_clienthello(self, data: tls.ClientHelloData) -> None:

@@ -134,17 +134,22 @@ class Emitter(threading.Thread):
             sink.outbox.close()
 
 
-def stored_counts(server: KalkanServerProcess) -> tuple[int, int]:
-    """(rows, distinct URLs) of the chaos events on the server."""
+def stored_counts(server: KalkanServerProcess, *, distinct: bool = True) -> tuple[int, int | None]:
+    """(rows, distinct URLs) of the chaos events on the server.  A read that takes no lock
+    (on SQLite a deferred transaction: the observer must not take the write lock the server
+    stores with, as it did before — every poll held it for a count over all events)."""
     with server.db() as db:
+        db.connection(execution_options={"kalkan_read_only": True})
         rows = db.scalar(select(func.count()).select_from(Event).where(Event.type == "web.report"))
+        if not distinct:
+            return rows or 0, None
         if db.get_bind().dialect.name == "postgresql":
-            distinct = db.scalar(text("SELECT count(DISTINCT data->>'url') FROM events "
-                                      "WHERE type = 'web.report'"))
+            unique = db.scalar(text("SELECT count(DISTINCT data->>'url') FROM events "
+                                    "WHERE type = 'web.report'"))
         else:
-            distinct = db.scalar(text("SELECT count(DISTINCT json_extract(data, '$.url')) FROM events "
-                                      "WHERE type = 'web.report'"))
-    return rows or 0, distinct or 0
+            unique = db.scalar(text("SELECT count(DISTINCT json_extract(data, '$.url')) FROM events "
+                                    "WHERE type = 'web.report'"))
+    return rows or 0, unique or 0
 
 
 def wait_stored(server: KalkanServerProcess, at_least: int, timeout: float) -> float | None:
@@ -152,7 +157,7 @@ def wait_stored(server: KalkanServerProcess, at_least: int, timeout: float) -> f
     start = time.monotonic()
     while time.monotonic() - start < timeout:
         try:
-            if stored_counts(server)[0] >= at_least:
+            if stored_counts(server, distinct=False)[0] >= at_least:
                 return time.monotonic() - start
         except Exception:  # noqa: BLE001 — the database may be restarting
             pass
@@ -281,7 +286,7 @@ def run(plan: Plan, backend: str, *, log=print) -> Result:
 
 def stored_counts_safe(server: KalkanServerProcess) -> int | str:
     try:
-        return stored_counts(server)[0]
+        return stored_counts(server, distinct=False)[0]
     except Exception:  # noqa: BLE001
         return "?"
 

@@ -208,9 +208,24 @@ def reader_params(db: Session, incidents: list[Incident], *, viewer: Viewer) -> 
 PERSONAL_PARAMS = ("os_user", "comment", "path", "user", "users", "isuo_user")
 
 
+def resolution_text(incident: Incident, *, viewer: Viewer, language: str) -> str | None:
+    """How the incident was resolved, for this reader: a resolution the system made (a code and
+    params) in the reader's language, for everyone; a person's own words (which may name a
+    student) only for those who see personal data."""
+    if incident.resolution_code:
+        from policy_server.incidents import details
+
+        if incident.resolution_code in details.TIMELINE_NOTES:
+            return details.timeline_note(language, {"note": incident.resolution_code,
+                                                    **(incident.resolution_params or {})})
+        return incident.resolution_code
+    return incident.resolution if viewer.sees_personal_data else None
+
+
 def incident_as_dict(incident: Incident, *, viewer: Viewer, params: dict[str, Any] | None = None,
-                     with_timeline: bool = False) -> dict[str, Any]:
-    """The incident as `viewer` may read it (the JSON API).  `params` from `reader_params`."""
+                     with_timeline: bool = False, language: str = "en") -> dict[str, Any]:
+    """The incident as `viewer` may read it (the JSON API).  `params` from `reader_params`;
+    `language`: the one texts the server writes (the resolution) are given in."""
     personal = viewer.sees_personal_data
     out = {
         "id": incident.id, "rule": incident.rule,
@@ -223,7 +238,8 @@ def incident_as_dict(incident: Incident, *, viewer: Viewer, params: dict[str, An
         "first_seen_at": incident.first_seen_at.isoformat(),
         "last_seen_at": incident.last_seen_at.isoformat(),
         "event_count": incident.event_count, "assignee_id": incident.assignee_id,
-        "resolution": incident.resolution if personal else None,
+        "resolution": resolution_text(incident, viewer=viewer, language=language),
+        "resolution_code": incident.resolution_code, "resolution_params": incident.resolution_params,
         "dedup_key": incident.dedup_key if personal else None,
     }
     if with_timeline:

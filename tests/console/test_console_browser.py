@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from tests.conftest import assert_fits_width
 from tests.support.agent_process import REPO, AgentProcess
 from tests.support.clamd import ClamdProcess
 from tests.support.server import KalkanServerProcess
@@ -43,6 +44,7 @@ def shoot(page, artifacts_dir, name: str, *, languages=("ky", "ru", "en")) -> No
             page.set_viewport_size({"width": width, "height": height})
             suffix = f"-{language}" if language else ""
             page.screenshot(path=str(artifacts_dir / f"console-{name}{suffix}-{width}.png"), full_page=True)
+            assert_fits_width(page)
     page.set_viewport_size({"width": 1366, "height": 768})
 
 
@@ -63,7 +65,7 @@ def reload_until(page, predicate, timeout: float = 40.0) -> None:
             raise AssertionError(
                 f"the page never showed it within {timeout}s:\n{page.inner_text('main')[:3000]}"
             )
-        time.sleep(1.0)
+        time.sleep(0.25)  # the agent beats every second: poll a little faster than it
 
 
 def test_responsible_person_console(server, browser, artifacts_dir, tmp_path, monkeypatch):

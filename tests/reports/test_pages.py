@@ -1,6 +1,6 @@
 """The director's weekly summary in real Chromium against a real server process: shown on
 login, ky/ru/en at 1366×768 and 390 px (screenshots in test-artifacts/), the PDF and CSV
-links, and who may not see it."""
+links, and who may not see it.  Chromium: the shared `browser` fixture (tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import pytest
 
 from policy_server.summaries import service
-from tests.reports import chromium
+from tests.conftest import assert_fits_width
 from tests.reports.seed import ProcessApi, seed
 from tests.support.server import KalkanServerProcess
 
@@ -35,17 +35,36 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KalkanServerPro
     mp.undo()
 
 
+@pytest.fixture(scope="module")
+def director(server, browser):
+    """The director logged in once in the module's Chromium: (page, the URL the login landed on)."""
+    context = browser.new_context(ignore_https_errors=True, viewport={"width": 1366, "height": 768})
+    try:
+        page = context.new_page()
+        page.set_default_timeout(20_000)
+        page.goto(server.url + "/login")
+        page.fill("#username", "direktor")
+        page.fill("#password", PASSWORD)
+        page.click("form.card button[type=submit]")
+        page.wait_for_load_state()
+        yield page, page.url
+    finally:
+        context.close()
+
+
 @pytest.mark.parametrize("language", ["ky", "ru", "en"])
-def test_the_director_lands_on_the_weekly_summary(server, artifacts_dir, language):
-    shots = chromium.run(server.url, "direktor", PASSWORD, [
-        {"path": f"/summaries/2026-W48?lang={language}", "width": width, "height": height, "locale": language,
-         "file": str(artifacts_dir / f"reports-page-{language}-{tag}.png")}
-        for width, height, tag in ((1366, 768, "wide"), (390, 844, "narrow"))])
-    for shot in shots:
-        assert "/summaries/2026-W" in shot["landed"]  # shown on login: the last finished week
-        assert shot["h1"].startswith(HEADINGS[language])
-        assert "2026-W48" in shot["main"] and "4 / 5" in shot["main"]  # seats that reported
-        assert shot["svgs"] >= 9  # the trend chart and a bar per control
+def test_the_director_lands_on_the_weekly_summary(server, director, artifacts_dir, language):
+    page, landed = director
+    assert "/summaries/2026-W" in landed  # shown on login: the last finished week
+    for width, height, tag in ((1366, 768, "wide"), (390, 844, "narrow")):
+        page.set_viewport_size({"width": width, "height": height})
+        page.goto(server.url + f"/summaries/2026-W48?lang={language}")
+        page.screenshot(path=str(artifacts_dir / f"reports-page-{language}-{tag}.png"), full_page=True)
+        assert_fits_width(page)
+        assert page.locator("h1").first.inner_text().startswith(HEADINGS[language])
+        main = page.locator("main").inner_text()
+        assert "2026-W48" in main and "4 / 5" in main  # seats that reported
+        assert page.locator("svg").count() >= 9  # the trend chart and a bar per control
 
 
 def test_the_page_is_small_and_links_pdf_and_csv(server):
