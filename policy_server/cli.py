@@ -15,7 +15,7 @@
     kalkan-server retention [--days 90] [--apply]
     kalkan-server run-checks [--only CHECK] [--json]   (periodic checks once, e.g. from cron)
     kalkan-server student-labs [ROOM ...] [--clear]     (rooms where students work; ISUO checks)
-    kalkan-server lists update [--source URL|TARBALL|FOLDER] [--sha256 HEX] [--force] [--json]
+    kalkan-server lists update [--source URL|RSYNC-URL|TARBALL|FOLDER] [--sha256 HEX] [--force] [--json]
     kalkan-server lists show [--json]                   (category lists: source, published indexes)
 
 `--state-dir` and `--db` work with every command (or KALKAN_STATE_DIR / KALKAN_DB_URL).
@@ -643,7 +643,8 @@ def build_parser() -> argparse.ArgumentParser:
     lists = sub.add_parser("lists", parents=[common], help="category lists: update (fetch, compile, "
                                                            "publish to the seats) or show")
     lists.add_argument("action", choices=["update", "show"])
-    lists.add_argument("--source", help="UT1 tarball URL (http/https), or a local tarball or folder; "
+    lists.add_argument("--source", help="UT1 tarball URL (http/https), an rsync://host/module/path "
+                                        "(tarball or tree), or a local tarball or folder; "
                                         "remembered for the weekly update")
     lists.add_argument("--sha256", help="expected SHA-256 of the tarball (refused if it differs)")
     lists.add_argument("--force", action="store_true", help="download and publish even if unchanged")

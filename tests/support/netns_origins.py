@@ -2,7 +2,8 @@
 
 Usage: python netns_origins.py CERT KEY PLAN_JSON
 
-* web servers, HTTP on 80 and HTTPS on 443, on every address of ``plan["web"]``; each answer
+* web servers, HTTP on 80 and HTTPS on 443 (and HTTP on 8080, which the seat's table lets
+  only system accounts reach), on every address of ``plan["web"]``; each answer
   is a small HTML page naming the Host it was asked for (``ORIGIN OK <host>``), so a test tells
   an origin's answer from the proxy's block page;
 * a DNS server (UDP 53) on ``plan["resolver"]``: A records from ``plan["zone"]``, NXDOMAIN for
@@ -89,6 +90,7 @@ def main() -> None:
     for address in plan["web"]:
         serve(web(address, 80))
         serve(web(address, 443, context))
+        serve(web(address, 8080))  # a port the proxy does not take: only system accounts reach it
     serve(socketserver.ThreadingUDPServer((plan["resolver"], 53), type("D", (Dns,), {"zone": plan["zone"]})))
     print("ready", flush=True)
     threading.Event().wait()
