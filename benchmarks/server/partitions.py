@@ -13,6 +13,8 @@ Rows:
 * `ingest pipeline` — `ingest_batch` in-process, batches of 500, the lab's event mix of
   benchmarks/server/ingest.py (validate → store → rules → incidents): events/s;
 * `store only` — `events.store.insert_new_events` alone (the statement that changed): events/s;
+* `insert statement only` — the store's statement over psycopg, the two tables alternating
+  statement by statement (`--sql-pairs`): the fairest figure on a busy machine;
 * `retention` — `apply_retention` removing one old month of `web.usage` rows (`--old-rows`):
   DROP of the month's partition vs DELETE of its rows, seconds.
 
@@ -156,11 +158,50 @@ def bench_retention(url: str, old_rows: int) -> tuple[float, list[str]]:
     return elapsed, plan.partitions_dropped
 
 
+_SQL = ("INSERT INTO events (id, type, occurred_at, os_user, data, clauses, agent_id, seat, received_at) "
+        "SELECT u.c0, u.c1, u.c2, u.c3, u.c4::jsonb, u.c5::jsonb, %(a)s, 's', now() "
+        "FROM unnest(%(c0)s::varchar[], %(c1)s::varchar[], %(c2)s::timestamptz[], %(c3)s::varchar[], "
+        "%(c4)s::text[], %(c5)s::text[]) AS u(c0, c1, c2, c3, c4, c5) ON CONFLICT DO NOTHING RETURNING id")
+
+
+def bench_sql_pairs(cluster, pairs: int) -> dict[str, float]:
+    """The store's statement alone over psycopg, the two tables alternating statement by
+    statement (the fairest comparison on a busy machine): median ms per 500 rows."""
+    import uuid
+
+    import psycopg
+
+    urls = {"partitioned": make_db(cluster, partitioned=True), "plain": make_db(cluster, partitioned=False)}
+    connections = {k: psycopg.connect(u.replace("postgresql+psycopg", "postgresql")) for k, u in urls.items()}
+    times: dict[str, list[float]] = {k: [] for k in urls}
+    now = datetime.now(UTC)
+    try:
+        for i in range(pairs + 5):
+            for variant in (("partitioned", "plain") if i % 2 == 0 else ("plain", "partitioned")):
+                rows = {"a": "agent-1", "c0": [str(uuid.uuid4()) for _ in range(BATCH)],
+                        "c1": ["web.blocked" if j % 2 else "agent.heartbeat" for j in range(BATCH)],
+                        "c2": [now] * BATCH, "c3": ["st1"] * BATCH,
+                        "c4": ['{"url": "http://x.example/"}'] * BATCH, "c5": ['["001 §2.15"]'] * BATCH}
+                start = time.perf_counter()
+                with connections[variant].cursor() as cursor:
+                    cursor.execute(_SQL, rows)
+                    assert len(cursor.fetchall()) == BATCH
+                connections[variant].commit()
+                if i >= 5:  # the first ones warm caches up
+                    times[variant].append((time.perf_counter() - start) * 1000)
+    finally:
+        for connection in connections.values():
+            connection.close()
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--old-rows", type=int, default=100_000)
+    parser.add_argument("--sql-pairs", type=int, default=200, help="statement pairs of the SQL-only row")
+    parser.add_argument("--only-sql", action="store_true", help="only the SQL-only row")
     args = parser.parse_args()
 
     from policy_server.cli import _tune_gc
@@ -173,7 +214,13 @@ def main() -> None:
     results: dict[tuple[str, str], list[float]] = {}
     loads: list[float] = []
     try:
-        for repeat in range(args.repeats):
+        sql = bench_sql_pairs(cluster, args.sql_pairs)
+        loads.append(os.getloadavg()[0])
+        print(f"SQL statement only, {args.sql_pairs} alternating pairs of {BATCH} rows: partitioned "
+              f"{sql['partitioned']:.1f} ms, plain {sql['plain']:.1f} ms (load {loads[-1]:.1f})", flush=True)
+        for variant, ms in sql.items():
+            results[("insert statement only, alternating pairs (events/s)", variant)] = [BATCH / ms * 1000]
+        for repeat in range(0 if args.only_sql else args.repeats):
             order = ("partitioned", "plain") if repeat % 2 == 0 else ("plain", "partitioned")
             for variant in order:
                 partitioned = variant == "partitioned"
@@ -194,7 +241,8 @@ def main() -> None:
         cluster.stop()
     print(f"\nMachine: nproc={os.cpu_count()}, CPU {cpu_model()!r}, Python {sys.version.split()[0]}, "
           f"date {date.today()}; load average median {statistics.median(loads):.1f}, max {max(loads):.1f}; "
-          f"medians of {args.repeats}, {args.events:,} events, PostgreSQL test cluster (fsync off)\n")
+          f"medians of {args.repeats} ({args.sql_pairs} pairs: statement row), {args.events:,} events, "
+          "PostgreSQL test cluster (fsync off)\n")
     print("| measure | partitioned | plain (baseline) | partitioned / plain |")
     print("| --- | ---: | ---: | ---: |")
     for row in dict.fromkeys(r for r, _ in results):
