@@ -218,6 +218,7 @@ def _run_schools(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_schools(args: argparse.Namespace) -> int:
     """`schools add` / `schools list`: the schools of a many-schools service (docs/operations.md)."""
+    from policy_server.tenancy import texts
     from policy_server.tenancy.schools import add_school, load
 
     settings = _settings(args)
@@ -237,16 +238,16 @@ def cmd_schools(args: argparse.Namespace) -> int:
                     db.commit()
             finally:
                 engine.dispose()
-        print(_("added school %(slug)s (%(name)s) at %(hosts)s", slug=entry.slug, name=entry.name,
-                hosts=", ".join(entry.hosts)))
-        print(_("restart kalkan-server to serve it"))
+        print(translate(_language, texts.ADDED, slug=entry.slug, name=entry.name,
+                        hosts=", ".join(entry.hosts)))
+        print(translate(_language, texts.RESTART))
         return 0
     schools = load(settings)
     if args.json:
         print(json.dumps([{k: v for k, v in e.to_json().items() if k != "db_url"} for e in schools]))
         return 0
     if not schools:
-        print(_("no school added: this server is a single school"))
+        print(translate(_language, texts.SINGLE))
     for entry in schools:
         print(f"{entry.slug}\t{entry.name}\t{', '.join(entry.hosts)}")
     return 0

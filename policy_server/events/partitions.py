@@ -37,7 +37,7 @@ from sqlalchemy import Connection, text
 
 BROWSING_TYPES = ("web.usage", "web.blocked")
 BRANCHES = ("browsing", "other")
-AHEAD_MONTHS = 3
+AHEAD_MONTHS = 1  # the job runs hourly: this month and the next always exist
 _MONTH_NAME = re.compile(r"^events_(browsing|other)_y(\d{4})m(\d{2})$")
 COLUMNS = "id, agent_id, type, occurred_at, received_at, os_user, seat, data, clauses"
 

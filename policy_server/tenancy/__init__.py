@@ -7,3 +7,5 @@ name the request was sent to (`dispatch.SchoolsService`).  No query can mix scho
 no connection reaches two schools' data.  docs/architecture.md "Many schools on one service",
 docs/operations.md "Many schools on one service".
 """
+
+from policy_server.tenancy import texts as _texts  # noqa: E402,F401  (registers the codes' texts)

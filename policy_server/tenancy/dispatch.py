@@ -26,11 +26,6 @@ from policy_server.tenancy.schools import SchoolEntry, load, normalise_host, sch
 
 log = logging.getLogger("kalkan.tenancy")
 
-UNKNOWN_HOST = {
-    "detail": "No school is served at this address. Use the address the school's responsible person "
-              "gave you (the host name matters, not only the IP address).",
-    "code": "schools.unknown_host",
-}
 
 
 class SchoolsService:
@@ -69,7 +64,7 @@ class SchoolsService:
                 break
         app = self.app_for(host)
         if app is None:
-            await _unknown_host(scope, send)
+            await _unknown_host(scope, send, _header(scope, b"accept-language"))
             return
         await app(scope, receive, send)
 
@@ -92,13 +87,26 @@ class SchoolsService:
             await send({"type": "lifespan.shutdown.complete"})
 
 
-async def _unknown_host(scope, send) -> None:
+def _header(scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+async def _unknown_host(scope, send, accept_language: str | None) -> None:
+    """404 in the language the request asks for (English by default, as the API's errors)."""
+    from policy_server.tenancy.texts import UNKNOWN_HOST
+    from policy_server.web.i18n import parse_accept_language, translate
+
     if scope["type"] == "websocket":
         await send({"type": "websocket.close", "code": 1008})
         return
-    body = json.dumps(UNKNOWN_HOST).encode()
+    language = (parse_accept_language(accept_language) or ["en"])[0]
+    body = json.dumps({"detail": translate(language, UNKNOWN_HOST), "code": "schools.unknown_host"},
+                      ensure_ascii=False).encode()
     await send({"type": "http.response.start", "status": 404,
-                "headers": [(b"content-type", b"application/json"),
+                "headers": [(b"content-type", b"application/json; charset=utf-8"),
                             (b"content-length", str(len(body)).encode()), (b"cache-control", b"no-store")]})
     await send({"type": "http.response.body", "body": body})
 

@@ -454,6 +454,8 @@ def test_an_unknown_host_is_told_so_and_named_no_school(district: District):
         r = client.get("/healthz")
         assert r.status_code == 404 and r.json()["code"] == "schools.unknown_host"
         assert not any(s in r.text for secrets in SECRETS.values() for s in secrets)
+        ru = client.get("/healthz", headers={"Accept-Language": "ru-RU,ru;q=0.9"})
+        assert ru.status_code == 404 and ru.json()["detail"].startswith("По этому адресу не обслуживается")
         assert (
             client.post(
                 "/api/v1/login", json={"username": "admin-school-a", "password": PASSWORD}

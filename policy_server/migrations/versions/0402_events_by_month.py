@@ -9,7 +9,7 @@ anywhere leaves the old table as it was):
 2. the new `events` is made: LIST by type (browsing / other), each RANGE by `occurred_at`
    month, with a DEFAULT partition on each level; a month partition for every month that
    has rows (from the year 2000 on; older or absurd times go to the default partition) and
-   for the current month and the next three;
+   for the current month and the next (`partitions.AHEAD_MONTHS`);
 3. every row is copied through the new table (each lands in its month), then the primary key
    (id, type, occurred_at) and the two indexes `ix_events_agent_time`, `ix_events_type_time`
    are built over the copied rows (faster than maintaining them row by row);
