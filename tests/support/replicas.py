@@ -43,6 +43,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -244,7 +245,10 @@ class ReplicaRig:
 
     def _start_nginx(self) -> None:
         self.nginx_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.nginx_dir / "tmp"
+        # nginx's workers run as nobody and spool request bodies (event batches) to disk: their
+        # temp folders sit in a folder of their own under /tmp, reachable by nobody.
+        tmp = self.nginx_tmp = Path(tempfile.mkdtemp(prefix="sc-nginx-"))
+        os.chmod(tmp, 0o711)
         for name in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
             (tmp / name).mkdir(parents=True, exist_ok=True)
             shutil.chown(tmp / name, "nobody")
@@ -312,6 +316,8 @@ http {{
             self.postgres.stop()
         for replica in self.replicas:
             replica.teardown_network()
+        if getattr(self, "nginx_tmp", None) is not None:
+            shutil.rmtree(self.nginx_tmp, ignore_errors=True)
 
     def __enter__(self) -> ReplicaRig:
         return self.start()
