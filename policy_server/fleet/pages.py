@@ -74,7 +74,13 @@ def fleet(request: Request, control: str = "", viewer: scope.Viewer = Depends(AD
                        summaries=summaries, rows=rows, control=control,
                        control_label=(service.CONTROL_BY_KEY[control].label
                                       if control in service.CONTROL_BY_KEY else None),
-                       total=len(seats))
+                       total=len(seats), upgrade_failures=_upgrade_failures(db))
+
+
+def _upgrade_failures(db: Session) -> list:
+    from policy_server.upgrades.service import failed_seats  # seats whose agent upgrade failed
+
+    return failed_seats(db)
 
 
 @router.get("/fleet/seats/{agent_id}")
