@@ -129,23 +129,23 @@ def run_upgrade(state_dir: Path, *, version: str, rollout: int, client=None, pm:
     result: dict[str, Any] = {"rollout": rollout, "from_version": before, "to_version": version}
     try:
         if before == version:
-            result.update(state="upgraded", reason="")
+            result.update(state="upgraded", reason="", reason_code="")
         else:
-            ok, why = False, ""
+            ok, why, code = False, "", ""
             try:
                 deb = fetch(client, version, work)
                 ok, output = pm.install(deb)
                 if not ok:
-                    why = f"the package manager failed: {_last_lines(output)}"
+                    why, code = _last_lines(output), "install_failed"
                 else:
                     ok, why = pm.running(version, start_wait_s)
-                    why = f"the new version does not run: {why}" if not ok else ""
+                    code = "" if ok else "not_running"
             except Exception as exc:  # noqa: BLE001 — TransportError, OSError, a refusal: all say why
-                why = f"the package could not be fetched: {exc}"
+                why, code = str(exc), "fetch_failed"
             if ok:
-                result.update(state="upgraded", reason="")
+                result.update(state="upgraded", reason="", reason_code="")
             elif not before:
-                result.update(state="failed", reason=why)
+                result.update(state="failed", reason=why, reason_code=code)
             else:
                 back_ok, back_why = False, ""
                 try:
@@ -158,10 +158,10 @@ def run_upgrade(state_dir: Path, *, version: str, rollout: int, client=None, pm:
                 except Exception as exc:  # noqa: BLE001
                     back_why = str(exc)
                 if back_ok:
-                    result.update(state="rolled_back", reason=why)
+                    result.update(state="rolled_back", reason=why, reason_code=code)
                 else:
-                    result.update(state="failed",
-                                  reason=f"{why}; the rollback to {before} failed too: {back_why}")
+                    result.update(state="failed", reason=f"{why} | {before}: {back_why}",
+                                  reason_code="rollback_failed")
     finally:
         if own_client:
             client.close()

@@ -138,7 +138,8 @@ class AgentUpgrade(_Data):
     state: Literal["upgraded", "rolled_back", "failed"]
     from_version: str = Field(default="", max_length=64)
     to_version: str = Field(default="", max_length=64)
-    reason: str = Field(default="", max_length=2000)
+    reason: str = Field(default="", max_length=2000)  # the package manager's own words
+    reason_code: Literal["", "fetch_failed", "install_failed", "not_running", "rollback_failed"] = ""
 
 
 class EventsDropped(_Data):

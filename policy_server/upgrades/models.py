@@ -38,4 +38,7 @@ class RolloutSeat(Base):
     from_version: Mapped[str] = mapped_column(String(64), default="")
     offered_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
-    reason: Mapped[str] = mapped_column(String(500), default="")
+    reason: Mapped[str] = mapped_column(String(500), default="")  # the package manager's own words
+    # fetch_failed | install_failed | not_running | rollback_failed | no_answer (the page says it in
+    # the reader's language)
+    reason_code: Mapped[str] = mapped_column(String(32), default="")

@@ -28,6 +28,13 @@ NOTICES = {
                   "in their room."),
     "stopped": N_("The upgrade is stopped: no more seats are offered it."),
 }
+REASON_NAMES = {
+    "fetch_failed": N_("the package could not be fetched from the server"),
+    "install_failed": N_("the package manager failed"),
+    "not_running": N_("the new version did not start"),
+    "rollback_failed": N_("the upgrade failed and going back to the version before failed too"),
+    "no_answer": N_("the seat did not answer in time"),
+}
 STATE_NAMES = {
     "waiting": N_("waiting"), "offered": N_("upgrading now"), "upgraded": N_("upgraded"),
     "rolled_back": N_("rolled back"), "failed": N_("failed"),
@@ -41,7 +48,8 @@ def _page(page, db, request, *, errors: FormErrors | None = None, values: dict |
     versions = apt_repo.versions(request.app.state.settings)
     return page.render("upgrades/upgrades.html", status_code=status_code, page_title=page._("Agent upgrades"),
                        section="upgrades", rollout=rollout, seats=seats, versions=versions,
-                       state_names=STATE_NAMES, errors=errors or FormErrors(), notice=notice,
+                       state_names=STATE_NAMES, reason_names=REASON_NAMES, errors=errors or FormErrors(),
+                       notice=notice,
                        values=values or {"version": versions[-1] if versions else "", "batch_size": "3"})
 
 

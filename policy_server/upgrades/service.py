@@ -31,6 +31,7 @@ from policy_server.upgrades.models import Rollout, RolloutSeat
 OFFER_TIMEOUT = timedelta(minutes=15)
 RESULT_STATES = ("upgraded", "rolled_back", "failed")
 MAX_BATCH = 50
+REASON_CODES = ("fetch_failed", "install_failed", "not_running", "rollback_failed", "no_answer")
 
 
 @dataclass
@@ -88,8 +89,8 @@ def _expire(db: Session, rollout: Rollout, now: datetime) -> None:
     for row in db.scalars(select(RolloutSeat).where(
             RolloutSeat.rollout_id == rollout.id, RolloutSeat.state == "offered",
             RolloutSeat.offered_at <= now - OFFER_TIMEOUT)):
-        row.state, row.finished_at = "failed", now
-        row.reason = f"no answer from the seat within {int(OFFER_TIMEOUT.total_seconds() // 60)} minutes"
+        row.state, row.finished_at, row.reason_code = "failed", now, "no_answer"
+        row.reason = f"{int(OFFER_TIMEOUT.total_seconds() // 60)} min"
 
 
 def offer_for(db: Session, agent: Workstation, *, now: datetime | None = None) -> Offer | None:
@@ -116,7 +117,8 @@ def offer_for(db: Session, agent: Workstation, *, now: datetime | None = None) -
 
 
 def record_result(db: Session, agent: Workstation, *, rollout_id: int, state: str, from_version: str,
-                  to_version: str, reason: str, now: datetime | None = None) -> RolloutSeat:
+                  to_version: str, reason: str, reason_code: str = "",
+                  now: datetime | None = None) -> RolloutSeat:
     if state not in RESULT_STATES:
         raise KalkanError(f"state must be one of {', '.join(RESULT_STATES)}", code="upgrade.bad_state")
     now = now or utcnow()
@@ -126,6 +128,7 @@ def record_result(db: Session, agent: Workstation, *, rollout_id: int, state: st
         raise NotFound(f"this seat was not offered rollout {rollout_id}", code="upgrade.not_offered",
                        params={"id": rollout_id})
     row.state, row.finished_at, row.reason = state, now, reason[:500]
+    row.reason_code = reason_code if reason_code in REASON_CODES else ""
     if from_version:
         row.from_version = from_version[:64]
     rollout = db.get(Rollout, rollout_id)
@@ -147,6 +150,7 @@ class SeatRow:
     from_version: str
     reason: str
     finished_at: datetime | None
+    reason_code: str = ""
 
 
 def rollout_seats(db: Session, rollout: Rollout) -> list[SeatRow]:
@@ -158,7 +162,7 @@ def rollout_seats(db: Session, rollout: Rollout) -> list[SeatRow]:
         r = rows.get(ws.id)
         out.append(SeatRow(ws.seat or ws.hostname, ws.room.name if ws.room is not None else "",
                            r.state if r else "waiting", r.from_version if r else (ws.agent_version or ""),
-                           r.reason if r else "", r.finished_at if r else None))
+                           r.reason if r else "", r.finished_at if r else None, r.reason_code if r else ""))
     order = {"failed": 0, "rolled_back": 1, "offered": 2, "waiting": 3, "upgraded": 4}
     return sorted(out, key=lambda s: (order.get(s.state, 9), s.room, s.seat))
 

@@ -22,6 +22,7 @@ class UpgradeResult(BaseModel):
     from_version: str = Field(default="", max_length=64)
     to_version: str = Field(default="", max_length=64)
     reason: str = Field(default="", max_length=2000)
+    reason_code: str = Field(default="", max_length=32)
 
 
 @router.get("/upgrade", dependencies=[Depends(scope.agent_only)])
@@ -38,6 +39,6 @@ def upgrade_result(body: UpgradeResult, agent: Workstation = Depends(current_age
                    db: Session = Depends(get_db)) -> dict:
     row = service.record_result(db, agent, rollout_id=body.rollout, state=body.state,
                                 from_version=body.from_version, to_version=body.to_version,
-                                reason=body.reason)
+                                reason=body.reason, reason_code=body.reason_code)
     db.commit()
     return {"rollout": body.rollout, "state": row.state}

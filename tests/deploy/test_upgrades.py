@@ -173,17 +173,48 @@ def test_rolling_one_at_a_time_and_never_during_a_lesson(rig):
         assert db.get(Rollout, rid).status == "done"
 
 
-def test_a_failing_version_rolls_back_and_the_fleet_page_says_why(rig):
+def shoot(page, artifacts: Path, name: str) -> None:
+    url = page.url.split("?")[0]
+    for language in ("ky", "ru", "en"):
+        page.goto(f"{url}?lang={language}")
+        for width, height in ((1366, 768), (390, 844)):
+            page.set_viewport_size({"width": width, "height": height})
+            page.screenshot(path=str(artifacts / f"{name}-{language}-{width}.png"), full_page=True)
+    page.set_viewport_size({"width": 1366, "height": 768})
+
+
+def test_a_failing_version_rolls_back_and_the_fleet_page_says_why(rig, browser, artifacts_dir):
     server, agents, roots, _ = rig
     before = {s: installed(r) for s, r in roots.items()}
     assert set(before.values()) == {"2.0"}
-    rid = rollout(server, "3.0", 3)
+    artifacts = artifacts_dir / "deploy"
+    artifacts.mkdir(exist_ok=True)
+    # the responsible person offers 3.0 from the console, three seats at a time (real Chromium)
+    context = browser.new_context(ignore_https_errors=True, viewport={"width": 1366, "height": 768})
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    page.goto(server.url + "/login?lang=en")
+    page.fill("#username", "rp.upgrades")
+    page.fill("#password", PASSWORD)
+    page.click("form.card button[type=submit]")
+    page.goto(server.url + "/upgrades?lang=en")
+    page.fill("#f-batch_size", "0")
+    page.click("form[action='/upgrades'] button[type=submit]")
+    assert "from 1 to 50" in page.inner_text(".error-summary")
+    page.select_option("#f-version", "3.0")
+    page.fill("#f-batch_size", "3")
+    page.click("form[action='/upgrades'] button[type=submit]")
+    assert "a few at a time" in page.inner_text("main")
+    with server.db() as db:
+        rid = db.scalar(select(Rollout.id).where(Rollout.status == "running", Rollout.version == "3.0"))
+    assert rid is not None
     rows = wait("every seat's result", lambda: (
         r if len(r) == 3 and all(x.state != "offered" for x in r.values()) else None
     ) if (r := seats_of(server, rid)) else None, timeout=90)
     for seat, row in rows.items():
         assert row.state == "rolled_back", (seat, row.state, row.reason)
         assert row.from_version == "2.0"
+        assert row.reason_code == "install_failed"
         assert "post-installation script" in row.reason and FAILS in row.reason, row.reason
         assert installed(roots[seat]) == "2.0"
         status = subprocess.run(["dpkg-query", "--root", str(roots[seat]), "-W", "-f=${Status} ${Version}",
@@ -205,6 +236,12 @@ def test_a_failing_version_rolls_back_and_the_fleet_page_says_why(rig):
         fleet = web.get("/fleet?lang=en")
         assert fleet.status_code == 200
         assert 'id="upgrade-failures"' in fleet.text and "went back to 2.0" in fleet.text
-        assert FAILS in fleet.text
-        page = web.get("/upgrades?lang=ru")
-        assert page.status_code == 200 and "lab1-01" in page.text and FAILS in page.text
+        assert FAILS in fleet.text and "the package manager failed" in fleet.text
+        ru = web.get("/upgrades?lang=ru")
+        assert ru.status_code == 200 and "lab1-01" in ru.text and FAILS in ru.text
+        assert "возвращено к прежней версии" in ru.text and "ошибка менеджера пакетов" in ru.text
+    page.goto(server.url + "/upgrades")
+    shoot(page, artifacts, "upgrades")
+    page.goto(server.url + "/fleet")
+    shoot(page, artifacts, "fleet-upgrade-failures")
+    context.close()

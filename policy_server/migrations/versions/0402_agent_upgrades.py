@@ -35,6 +35,7 @@ def upgrade() -> None:
         sa.Column("offered_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("reason", sa.String(500), nullable=False),
+        sa.Column("reason_code", sa.String(32), nullable=False),
     )
     op.create_index("ix_rollout_seats_rollout_agent", "agent_rollout_seats", ["rollout_id", "agent_id"],
                     unique=True)
