@@ -209,6 +209,9 @@ class AgentRuntime:
             self._thread("policy-poll", self.policy.run_poll, self.client, self._stop, self.poll_interval_s)
             if self.artifacts is not None:
                 self._thread("artifacts", self.artifacts.run, self._stop)
+            from agent.upgrade import UpgradeLoop  # upgrades ordered from the console
+
+            self._thread("upgrade", UpgradeLoop(self.state.paths.root).run, self.client, self._stop)
         log.info("agent %s started: collectors %s, platform %s, policy version %s", AGENT_VERSION,
                  ", ".join(self.collector_names) or "none", self.platform, self.policy.version)
 

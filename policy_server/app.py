@@ -60,6 +60,8 @@ API_ROUTERS = (
     "policy_server.lessons.pages",
     "policy_server.operations.views",
     "policy_server.operations.seat_views",
+    "policy_server.upgrades.views",
+    "policy_server.upgrades.pages",
 )
 WEB_ROUTER = "policy_server.web.routes"
 

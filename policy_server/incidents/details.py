@@ -22,6 +22,7 @@ from policy_server.web.i18n import N_
 EVENT_NAMES = {
     "agent.heartbeat": N_("Heartbeat"),
     "agent.events_dropped": N_("Events dropped"),
+    "agent.upgrade": N_("Agent upgrade"),
     "web.report": N_("Page reported by a student"),
     "web.blocked": N_("Page blocked"),
     "web.alert": N_("Dangerous search or page"),
