@@ -265,6 +265,10 @@ class NetnsLab:
             "teacher": os_account(TEACHER),
             "proxy": self.proxy_user,
         }
+        for who in ("student", "teacher"):  # people, as the table sees them (HUMAN_UID_MIN)
+            if self.accounts[who].uid < 1000:
+                raise RuntimeError(f"{self.accounts[who].name} has uid {self.accounts[who].uid} < 1000: "
+                                   "the seat's table would treat it as a system account")
         in_net = self._add_ns(self.net)
         sh(*in_net, "ip", "link", "set", "lo", "up")
         for address in (WEB, RESOLVER):
