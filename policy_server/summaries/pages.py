@@ -88,6 +88,7 @@ def week_page(
         next_period=nxt,
         reports=[r.period for r in service.list_reports(db, limit=12)],
         tables=render.TABLES,
+        table_links=render.TABLE_LINKS,
         **render.context(summary, page.language),
     )
 

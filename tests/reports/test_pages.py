@@ -87,6 +87,7 @@ def test_the_director_lands_on_the_weekly_summary(server, director, artifacts_di
         assert page.locator("h1").first.inner_text().startswith(HEADINGS[language])
         main = page.locator("main").inner_text()
         assert "2026-W48" in main and "4 / 5" in main  # seats that reported
+        assert ("CSV: controls" in main) == (language == "en")  # the links in the reader's language
         assert page.locator("svg").count() >= 9  # the trend chart and a bar per control
 
 
