@@ -127,7 +127,7 @@ class KalkanAddon:
         self._room: str | None = None
         self._system_uid_max = 999
         self._fast_relay = False
-        self._relay_mode = "splice"
+        self._relay_mode = "process"
         self._fast_connect = False
         # the destination checks (no name that does not lead where the connection goes)
         self.dest = DestinationCheck()
@@ -153,9 +153,10 @@ class KalkanAddon:
         loader.add_option("kalkan_fast_relay", bool, True,
                           "Relay passed-through TLS with Kalkan's own socket relay (agent/proxy/relay.py) "
                           "instead of mitmproxy's layers.")
-        loader.add_option("kalkan_relay_mode", str, "splice",
-                          "How Kalkan's relay moves the bytes: splice (a pump thread, os.splice) or asyncio.",
-                          choices=["splice", "asyncio"])
+        loader.add_option("kalkan_relay_mode", str, "process",
+                          "How Kalkan's relay moves the bytes: process (os.splice in a small pump process), "
+                          "splice (the same pump as a thread) or asyncio.",
+                          choices=["process", "splice", "asyncio"])
         loader.add_option("kalkan_fast_connect", bool, True,
                           "Answer a plain CONNECT on the explicit port without mitmproxy's HTTP layer "
                           "(agent/proxy/fastconnect.py); its tunnel is decided as before.")

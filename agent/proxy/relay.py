@@ -29,19 +29,22 @@ mitmproxy's relay.
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import os
-import select
 import socket
-import threading
+import struct
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from mitmproxy import ctx
 from mitmproxy.connection import ConnectionState
 from mitmproxy.proxy import commands, events, layer
 from mitmproxy.proxy.server_hooks import ServerConnectHook, ServerConnectionHookData
+
+from agent.proxy import splicepump
 
 log = logging.getLogger("kalkan.proxy.relay")
 HIGH_WATER = 256 * 1024
@@ -168,190 +171,87 @@ class _Relay:
             self.reader.feed_eof()
 
 
-# --------------------------------------------------------------------------- the splice pump
+class _PumpProcess:
+    """The splice pump in its own process (`splicepump.py`, standard library only): no Python
+    lock shared with mitmproxy's event loop, so a busy or descheduled proxy thread never
+    holds a chunk up.  Pairs go over a Unix socket with their two sockets; the pump tells each
+    one's end back by id.  Started on first use, again if it died."""
 
-_IN, _OUT = select.EPOLLIN, select.EPOLLOUT
-_BAD = select.EPOLLHUP | select.EPOLLERR
-_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
-CHUNK = 1 << 16  # a pipe holds 64 KiB by default
-
-
-class _Pair:
-    """One relayed connection in the pump: fds[0] the client, fds[1] the server.  Direction d
-    moves bytes from fds[d] through pipe d to fds[1 - d]."""
-
-    __slots__ = ("fds", "pipes", "held", "eof", "gone", "masks", "on_done", "watchdog", "closed")
-
-    def __init__(self, client_fd: int, server_fd: int, on_done, watchdog) -> None:
-        self.fds = (client_fd, server_fd)
-        self.pipes = (os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC), os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC))
-        self.held = [0, 0]  # bytes waiting in pipe d
-        self.eof = [False, False]  # fds[d] has ended its sending
-        self.gone = [False, False]  # fds[d] hung up while its bytes still wait in pipe d
-        self.masks = [0, 0]
-        self.on_done, self.watchdog = on_done, watchdog
-        self.closed = False
-
-    def wanted(self, i: int) -> int:
-        mask = 0
-        if not self.eof[i] and not self.held[i]:
-            mask |= _IN
-        if self.held[1 - i]:
-            mask |= _OUT
-        return mask
-
-
-class _Pump(threading.Thread):
-    """The one thread per proxy process that moves passed-through bytes with `splice`."""
-
-    def __init__(self) -> None:
-        super().__init__(name="kalkan-splice-relay", daemon=True)
-        self.ep = select.epoll()
-        self.where: dict[int, tuple[_Pair, int]] = {}  # fd → (pair, index); only this thread
-        self.incoming: collections.deque[_Pair] = collections.deque()
-        self.wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-        self.ep.register(self.wake, _IN)
-
-    def add(self, pair: _Pair) -> None:
-        """Hand a pair to the pump (any thread).  The pump registers it itself, between two
-        batches of events: an event still queued for a number that a just-closed pair used
-        must never reach the new pair that reuses the number."""
-        self.incoming.append(pair)
-        os.eventfd_write(self.wake, 1)
-
-    def _register(self) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        script = str(Path(splicepump.__file__))
         try:
-            os.eventfd_read(self.wake)
-        except BlockingIOError:
-            pass
-        while self.incoming:
-            pair = self.incoming.popleft()
-            for i, fd in enumerate(pair.fds):
-                self.where[fd] = (pair, i)
-                pair.masks[i] = pair.wanted(i)
-                self.ep.register(fd, pair.masks[i])
-
-    def run(self) -> None:  # pragma: no cover - exercised through the proxy tests
-        poll, where, wake = self.ep.poll, self.where, self.wake
-        while True:
-            try:
-                ready = poll()
-            except InterruptedError:
-                continue
-            now = time.time()
-            woken = False
-            for fd, ev in ready:
-                if fd == wake:
-                    woken = True
-                    continue
-                found = where.get(fd)
-                if found is None:
-                    continue
-                pair, i = found
-                if pair.closed:
-                    continue
+            for python in PYTHONS:  # the pump needs only the standard library (3.10+)
                 try:
-                    self._event(pair, i, ev)
-                except OSError:  # a reset, a broken pipe: the connection is over both ways
-                    self._close(pair)
-                    continue
-                if not pair.closed:
-                    pair.watchdog.last_activity = now  # mitmproxy's idle timeout sees the traffic
-                    self._rearm(pair)
-            if woken:
-                self._register()
-
-    def _event(self, pair: _Pair, i: int, ev: int) -> None:
-        if ev & (_IN | _BAD) and not pair.eof[i] and not pair.held[i]:
-            self._pull(pair, i)
-        if ev & (_OUT | _BAD) and pair.held[1 - i]:
-            self._push(pair, 1 - i)
-        if ev & select.EPOLLERR:
-            raise ConnectionResetError
-        if ev & select.EPOLLHUP and pair.eof[i]:
-            if pair.held[i]:  # its last bytes still wait for the other side: stop watching it
-                pair.gone[i] = True
+                    self.proc = subprocess.Popen([python, "-I", script, str(theirs.fileno())],
+                                                 pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
+                    break
+                except OSError as exc:  # e.g. an interpreter this account may not run
+                    error = exc
             else:
-                self._close(pair)
-        if not pair.closed and pair.eof[0] and pair.eof[1] and not pair.held[0] and not pair.held[1]:
-            self._close(pair)
+                ours.close()
+                raise error
+        finally:
+            theirs.close()
+        self.control = ours
+        self.next_id = 0
+        self.waiting: dict[int, _SpliceRelay] = {}
+        loop.add_reader(ours.fileno(), self._told)
 
-    def _pull(self, pair: _Pair, d: int) -> None:
+    def alive(self) -> bool:
+        return self.control is not None and self.proc.poll() is None
+
+    def add(self, relay: _SpliceRelay, client_fd: int, server_fd: int) -> None:
+        self.next_id += 1
+        self.waiting[self.next_id] = relay
         try:
-            n = os.splice(pair.fds[d], pair.pipes[d][1], CHUNK, flags=_FLAGS)
+            socket.send_fds(self.control, [struct.pack("Q", self.next_id)], [client_fd, server_fd])
+        finally:
+            os.close(client_fd)  # the pump holds its own copies now
+            os.close(server_fd)
+
+    def _told(self) -> None:
+        try:
+            message = self.control.recv(8)
         except BlockingIOError:
             return
-        if n == 0:  # fds[d] is done sending: half-close towards the other side
-            pair.eof[d] = True
-            socket_shutdown(pair.fds[1 - d])
+        except OSError:
+            message = b""
+        if len(message) == 8:
+            relay = self.waiting.pop(struct.unpack("Q", message)[0], None)
+            if relay is not None:
+                relay.close()
             return
-        pair.held[d] = n
-        self._push(pair, d)
-
-    def _push(self, pair: _Pair, d: int) -> None:
-        while pair.held[d]:
-            try:
-                n = os.splice(pair.pipes[d][0], pair.fds[1 - d], pair.held[d], flags=_FLAGS)
-            except BlockingIOError:
-                return
-            pair.held[d] -= n
-        if pair.gone[d]:
-            self._close(pair)
-
-    def _rearm(self, pair: _Pair) -> None:
-        for i, fd in enumerate(pair.fds):
-            if pair.gone[i]:
-                if pair.masks[i] is not None:
-                    self.ep.unregister(fd)
-                    pair.masks[i] = None  # type: ignore[call-overload]
-                continue
-            mask = pair.wanted(i)
-            if mask != pair.masks[i]:
-                self.ep.modify(fd, mask)
-                pair.masks[i] = mask
-
-    def _close(self, pair: _Pair) -> None:
-        if pair.closed:
-            return
-        pair.closed = True
-        for i, fd in enumerate(pair.fds):
-            self.where.pop(fd, None)
-            if pair.masks[i] is not None:
-                try:
-                    self.ep.unregister(fd)
-                except OSError:
-                    pass
-            os.close(fd)
-        for r, w in pair.pipes:
-            os.close(r)
-            os.close(w)
-        pair.on_done()
+        # the pump is gone: its connections are gone with it
+        self.loop.remove_reader(self.control.fileno())
+        self.control.close()
+        self.control = None  # type: ignore[assignment]
+        for relay in self.waiting.values():
+            relay.close()
+        self.waiting.clear()
 
 
-def socket_shutdown(fd: int) -> None:
-    sock = socket.socket(fileno=fd)
-    try:
-        sock.shutdown(socket.SHUT_WR)
-    except OSError:
-        pass
-    finally:
-        sock.detach()
+_PROCESS: _PumpProcess | None = None
+_FAILED_AT = -1e9
+RETRY_S = 60.0  # after a failed start, the thread relays for this long before the next try
+PYTHONS = (sys.executable, "/usr/bin/python3")
 
 
-_PUMP: _Pump | None = None
-_PUMP_LOCK = threading.Lock()
+def _pump_process() -> _PumpProcess | None:
+    """The pump process (started on first use, again if it died); None if it cannot be
+    started here (the relay then uses the pump as a thread)."""
+    global _PROCESS, _FAILED_AT
+    if (_PROCESS is None or not _PROCESS.alive()) and time.monotonic() - _FAILED_AT > RETRY_S:
+        try:
+            _PROCESS = _PumpProcess(asyncio.get_running_loop())
+        except OSError as exc:
+            log.warning("kalkan: the splice pump process cannot start (%s); relaying in a thread", exc)
+            _PROCESS, _FAILED_AT = None, time.monotonic()
+    return _PROCESS if _PROCESS is not None and _PROCESS.alive() else None
 
 
-def _pump() -> _Pump:
-    global _PUMP
-    with _PUMP_LOCK:
-        if _PUMP is None or not _PUMP.is_alive():
-            _PUMP = _Pump()
-            _PUMP.start()
-        return _PUMP
-
-
-SPLICE_AVAILABLE = hasattr(os, "splice") and hasattr(select, "epoll") and hasattr(os, "eventfd")
+SPLICE_AVAILABLE = splicepump.AVAILABLE and hasattr(socket, "send_fds")
 
 
 class _SpliceRelay(_Relay):
@@ -398,10 +298,15 @@ class _SpliceRelay(_Relay):
             if self.done:
                 server.close()
                 return
-            pair = _Pair(self.client_fd, server.detach(), self._pumped, self.watchdog)
-            self.client_fd = -1
-            server = None
-            _pump().add(pair)
+            client_fd, server_fd = self.client_fd, server.detach()
+            self.client_fd, server = -1, None
+            pump = _pump_process() if self.mode == "process" else None
+            if pump is not None:
+                self.watchdog.can_timeout.clear()  # idle connections end with their peers
+                pump.add(self, client_fd, server_fd)
+            else:  # the pump as a thread of this process
+                splicepump.thread_pump().add(
+                    splicepump.Pair(client_fd, server_fd, self._pumped, self.watchdog))
         except Exception as exc:  # the origin is down, a hook failed: the client sees a closed connection
             log.debug("kalkan relay to %s failed: %s", self.context.server.address, exc)
             if server is not None:
@@ -450,10 +355,11 @@ def hand_off(nextlayer: layer.NextLayer, first: bytes, mode: str = "splice") -> 
     if not isinstance(getattr(io, "reader", None), asyncio.StreamReader) or not isinstance(
             transport, asyncio.Transport) or not hasattr(transport, "set_protocol"):
         return False
-    if mode == "splice" and SPLICE_AVAILABLE and transport.get_write_buffer_size() == 0 \
+    if mode in ("process", "splice") and SPLICE_AVAILABLE and transport.get_write_buffer_size() == 0 \
             and transport.get_extra_info("socket") is not None:
         relay: _Relay = _SpliceRelay(handler, context, first)
         relay.loop = asyncio.get_running_loop()  # type: ignore[attr-defined]
+        relay.mode = mode  # type: ignore[attr-defined]
     else:
         relay = _Relay(handler, context, first)
     relay.take_client(transport)
