@@ -69,6 +69,7 @@ DONE = {
     "period": N_("The period is added."),
     "period_deleted": N_("The period is deleted."),
     "imported": N_("The timetable is imported."),
+    "classes_imported": N_("The class list is imported."),
     "schedule": N_("The internet-use schedule is saved."),
     "seating": N_("The seating plan is saved."),
     "layout": N_("The seat map is saved."),
@@ -496,7 +497,7 @@ def form_eyes(request: Request, lesson_id: str, csrf_token: str = Form(""), mess
 
 
 def _timetable(page: Page, db: Session, viewer: scope.Viewer, *, errors=None, problems=None,
-               status_code: int = 200, csv_text: str = "") -> Response:
+               status_code: int = 200, csv_text: str = "", classes_text: str = "") -> Response:
     year = timetable.school_year_of(timetable.local_now(utcnow()).date())
     chosen = page.request.query_params.get("year") or year
     return _render(page, "timetable/timetable.html", status_code=status_code, page_title=page._("Timetable"),
@@ -506,7 +507,9 @@ def _timetable(page: Page, db: Session, viewer: scope.Viewer, *, errors=None, pr
                                                                  Person.disabled.is_(False))
                                             .order_by(Person.username))),
                    is_admin=viewer.role == Role.admin, errors=errors or [], problems=problems or [],
-                   year=chosen, bands=timetable.internet_schedule(db, chosen), csv_text=csv_text)
+                   year=chosen, bands=timetable.internet_schedule(db, chosen), csv_text=csv_text,
+                   classes_text=classes_text,
+                   accounts=timetable.student_accounts(db) if viewer.role == Role.admin else {})
 
 
 @router.get("/timetable")
@@ -568,6 +571,43 @@ async def form_import(request: Request, viewer: scope.Viewer = Depends(admins),
                                                 count=len(rows))])
         db.commit()
         return _redirect("/timetable", "imported")
+
+    return await asyncio.to_thread(run)
+
+
+@router.post("/timetable/classes/import")
+async def form_import_classes(request: Request, viewer: scope.Viewer = Depends(admins),
+                              db: Session = Depends(get_db)):
+    """The class list (and students' OS accounts → class) from CSV, all or nothing."""
+    form = await request.form()
+    upload = form.get("file")
+    text = str(form.get("classes_text") or "")
+    if isinstance(upload, UploadFile) or hasattr(upload, "read"):
+        raw = await upload.read()
+        if raw:
+            text = raw.decode("utf-8-sig", errors="replace")
+    token = str(form.get("csrf_token") or "")
+
+    def run() -> Response:
+        page = _page(request, db)
+        if not _csrf_ok(page, token):
+            return page.error_page(403, page._("The form's security token is missing or out of date. "
+                                               "Go back, reload the page and try again."))
+        try:
+            _counts, problems = timetable.import_classes_csv(db, viewer, text=text)
+        except KalkanError as exc:
+            db.rollback()
+            return _timetable(page, db, viewer, errors=[_message(page, exc)], status_code=422,
+                              classes_text=text)
+        if problems:
+            db.rollback()
+            rows = [{"line": p.line, "text": translate(page.language, TEXTS[p.message_code], **p.params)}
+                    for p in problems]
+            return _timetable(page, db, viewer, status_code=422, classes_text=text, problems=rows,
+                              errors=[translate(page.language, TEXTS["timetable.csv_errors"],
+                                                count=len(rows))])
+        db.commit()
+        return _redirect("/timetable", "classes_imported")
 
     return await asyncio.to_thread(run)
 
