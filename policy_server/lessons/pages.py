@@ -249,7 +249,9 @@ def teach_scene_delete(request: Request, scene_id: int, csrf_token: str = Form("
 # ----------------------------------------------------------------------------- the lesson page
 
 
-def _lesson_context(db: Session, viewer: scope.Viewer, lesson: Lesson) -> dict:
+def _lesson_context(db: Session, viewer: scope.Viewer, lesson: Lesson, *, held: bool = False) -> dict:
+    """`held`: also the unblock requests the lesson holds (the full page only: it folds new
+    events into the queue, a write the live stream's read-only session must not make)."""
     now = utcnow()
     room = db.get(Room, lesson.room_id)
     teacher = db.get(Person, lesson.teacher_id)
@@ -263,13 +265,13 @@ def _lesson_context(db: Session, viewer: scope.Viewer, lesson: Lesson) -> dict:
             "summary": lesson.summary, "ends": hhmm(lesson.ends_at),
             "extend_left": lessons.MAX_EXTENSION_MIN - lesson.extended_min,
             "minutes_left": max(0, int((lesson.ends_at - now).total_seconds() // 60)) if running else 0,
-            "held_requests": lesson_requests.of_lesson(db, lesson, now=now) if running else []}
+            "held_requests": lesson_requests.of_lesson(db, lesson, now=now) if running and held else []}
 
 
 def _lesson_page(page: Page, db: Session, viewer: scope.Viewer, lesson_id: str, *, errors=None,
                  status_code: int = 200) -> Response:
     lesson = lessons.get_lesson(db, viewer, lesson_id)
-    ctx = _lesson_context(db, viewer, lesson)
+    ctx = _lesson_context(db, viewer, lesson, held=True)
     title = page._("Lesson in %(room)s", room=ctx["room"].name if ctx["room"] else "")
     return _render(page, "lessons/lesson.html", live=ctx["running"], status_code=status_code,
                    page_title=title,
