@@ -69,6 +69,7 @@ DONE = {
     "period": N_("The period is added."),
     "period_deleted": N_("The period is deleted."),
     "imported": N_("The timetable is imported."),
+    "classes_imported": N_("The class list is imported."),
     "schedule": N_("The internet-use schedule is saved."),
     "seating": N_("The seating plan is saved."),
     "layout": N_("The seat map is saved."),
@@ -248,7 +249,9 @@ def teach_scene_delete(request: Request, scene_id: int, csrf_token: str = Form("
 # ----------------------------------------------------------------------------- the lesson page
 
 
-def _lesson_context(db: Session, viewer: scope.Viewer, lesson: Lesson) -> dict:
+def _lesson_context(db: Session, viewer: scope.Viewer, lesson: Lesson, *, held: bool = False) -> dict:
+    """`held`: also the unblock requests the lesson holds (the full page only: it folds new
+    events into the queue, a write the live stream's read-only session must not make)."""
     now = utcnow()
     room = db.get(Room, lesson.room_id)
     teacher = db.get(Person, lesson.teacher_id)
@@ -262,13 +265,13 @@ def _lesson_context(db: Session, viewer: scope.Viewer, lesson: Lesson) -> dict:
             "summary": lesson.summary, "ends": hhmm(lesson.ends_at),
             "extend_left": lessons.MAX_EXTENSION_MIN - lesson.extended_min,
             "minutes_left": max(0, int((lesson.ends_at - now).total_seconds() // 60)) if running else 0,
-            "held_requests": lesson_requests.of_lesson(db, lesson, now=now) if running else []}
+            "held_requests": lesson_requests.of_lesson(db, lesson, now=now) if running and held else []}
 
 
 def _lesson_page(page: Page, db: Session, viewer: scope.Viewer, lesson_id: str, *, errors=None,
                  status_code: int = 200) -> Response:
     lesson = lessons.get_lesson(db, viewer, lesson_id)
-    ctx = _lesson_context(db, viewer, lesson)
+    ctx = _lesson_context(db, viewer, lesson, held=True)
     title = page._("Lesson in %(room)s", room=ctx["room"].name if ctx["room"] else "")
     return _render(page, "lessons/lesson.html", live=ctx["running"], status_code=status_code,
                    page_title=title,
@@ -496,7 +499,7 @@ def form_eyes(request: Request, lesson_id: str, csrf_token: str = Form(""), mess
 
 
 def _timetable(page: Page, db: Session, viewer: scope.Viewer, *, errors=None, problems=None,
-               status_code: int = 200, csv_text: str = "") -> Response:
+               status_code: int = 200, csv_text: str = "", classes_text: str = "") -> Response:
     year = timetable.school_year_of(timetable.local_now(utcnow()).date())
     chosen = page.request.query_params.get("year") or year
     return _render(page, "timetable/timetable.html", status_code=status_code, page_title=page._("Timetable"),
@@ -506,7 +509,9 @@ def _timetable(page: Page, db: Session, viewer: scope.Viewer, *, errors=None, pr
                                                                  Person.disabled.is_(False))
                                             .order_by(Person.username))),
                    is_admin=viewer.role == Role.admin, errors=errors or [], problems=problems or [],
-                   year=chosen, bands=timetable.internet_schedule(db, chosen), csv_text=csv_text)
+                   year=chosen, bands=timetable.internet_schedule(db, chosen), csv_text=csv_text,
+                   classes_text=classes_text,
+                   accounts=timetable.student_accounts(db) if viewer.role == Role.admin else {})
 
 
 @router.get("/timetable")
@@ -568,6 +573,43 @@ async def form_import(request: Request, viewer: scope.Viewer = Depends(admins),
                                                 count=len(rows))])
         db.commit()
         return _redirect("/timetable", "imported")
+
+    return await asyncio.to_thread(run)
+
+
+@router.post("/timetable/classes/import")
+async def form_import_classes(request: Request, viewer: scope.Viewer = Depends(admins),
+                              db: Session = Depends(get_db)):
+    """The class list (and students' OS accounts → class) from CSV, all or nothing."""
+    form = await request.form()
+    upload = form.get("file")
+    text = str(form.get("classes_text") or "")
+    if isinstance(upload, UploadFile) or hasattr(upload, "read"):
+        raw = await upload.read()
+        if raw:
+            text = raw.decode("utf-8-sig", errors="replace")
+    token = str(form.get("csrf_token") or "")
+
+    def run() -> Response:
+        page = _page(request, db)
+        if not _csrf_ok(page, token):
+            return page.error_page(403, page._("The form's security token is missing or out of date. "
+                                               "Go back, reload the page and try again."))
+        try:
+            _counts, problems = timetable.import_classes_csv(db, viewer, text=text)
+        except KalkanError as exc:
+            db.rollback()
+            return _timetable(page, db, viewer, errors=[_message(page, exc)], status_code=422,
+                              classes_text=text)
+        if problems:
+            db.rollback()
+            rows = [{"line": p.line, "text": translate(page.language, TEXTS[p.message_code], **p.params)}
+                    for p in problems]
+            return _timetable(page, db, viewer, status_code=422, classes_text=text, problems=rows,
+                              errors=[translate(page.language, TEXTS["timetable.csv_errors"],
+                                                count=len(rows))])
+        db.commit()
+        return _redirect("/timetable", "classes_imported")
 
     return await asyncio.to_thread(run)
 

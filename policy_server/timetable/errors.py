@@ -35,6 +35,12 @@ TEXTS: dict[str, str] = {
     "lesson.request_not_found": N_(
         "No such unblock request waiting in this lesson: it was answered or sent on already."
         " Reload the page."),
+    "timetable.classes_csv_empty": N_(
+        "The file has no rows. The columns are: class, and optionally a student's OS account."),
+    "timetable.classes_csv_columns": N_(
+        "This row has %(count)s columns; write two at most: the class, then a student's OS account."),
+    "timetable.account_twice": N_(
+        "Account %(value)s is already in class %(cls)s on line %(line)s. Keep one class per account."),
     "timetable.bad_account": N_(
         "%(value)s is not an OS account name. Write the login as on the workstation, without spaces "
         "(at most 64 characters)."),

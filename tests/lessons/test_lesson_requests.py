@@ -123,3 +123,27 @@ def test_a_request_from_before_the_lesson_stays_in_the_queue(school, now_periods
     send(school, "lab-1", "s2", "web.unblock_request", "https://early.kg/")  # the same page, in the lesson
     assert school.client.get(f"/api/v1/lessons/{lesson_id}/requests").json()["items"] == []
     assert queue_hosts(school) == {"early.kg"}
+
+
+def test_the_live_seat_map_does_not_fold_requests(school, now_periods):
+    """The live stream renders the seat map on a read-only session every few seconds: only the
+    full page folds new events into the queue (a write) to list the held requests."""
+    from sqlalchemy import func, select
+
+    from policy_server.db.models import Person
+    from policy_server.filtering.models import FilterRequestEvent
+    from policy_server.lessons.models import Lesson
+    from policy_server.lessons.pages import _lesson_context
+    from policy_server.scope import viewer_for
+
+    csrf = school.login("aigul")
+    lesson_id = school.client.post("/api/v1/lessons", json={}, headers=csrf).json()["id"]
+    send(school, "lab-1", "s1", "web.unblock_request", "https://kitep.kg/")
+    with school.db() as db:
+        viewer = viewer_for(db, db.scalars(select(Person).where(Person.username == "aigul")).one())
+        lesson = db.get(Lesson, lesson_id)
+        live = _lesson_context(db, viewer, lesson)  # what the live stream renders
+        assert live["held_requests"] == [] and live["state"] is not None
+        assert db.scalar(select(func.count()).select_from(FilterRequestEvent)) == 0
+        page = _lesson_context(db, viewer, lesson, held=True)
+        assert [r.host for r in page["held_requests"]] == ["kitep.kg"]
