@@ -543,3 +543,29 @@ def test_commands_work_on_one_school_with_the_school_option(tmp_path):
                              input=PASSWORD + "\n", capture_output=True, text=True, cwd=REPO, env=env)
     assert unknown.returncode == 2 and "school-1" in unknown.stderr and "мектеби жок" in unknown.stderr
 
+
+
+def test_a_school_database_that_cannot_be_made_is_said_plainly(postgres_cluster, tmp_path):
+    """A service user without CREATEDB: a clear error with the fix, nothing registered."""
+    import uuid
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from policy_server.errors import KalkanError
+    from policy_server.tenancy.schools import add_school, is_multi_school
+
+    url = postgres_cluster.create_database()
+    role = f"weak_{uuid.uuid4().hex[:8]}"
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(text(f"CREATE ROLE {role} LOGIN NOCREATEDB"))
+    engine.dispose()
+    service = Settings(state_dir=tmp_path / "svc", db_url=make_url(url).set(username=role).render_as_string(
+        hide_password=False), tls=False)
+    with pytest.raises(KalkanError) as refused:
+        add_school(service, slug="school-1", name="One", hosts=["one.district.test"])
+    assert refused.value.code == "schools.cannot_create_database"
+    assert "CREATEDB" in str(refused.value) and "--school-db" in str(refused.value)
+    assert "CREATEDB" in refused.value.in_language("ky")
+    assert not is_multi_school(service)
