@@ -15,7 +15,7 @@
     kalkan-server retention [--days 90] [--apply]
     kalkan-server run-checks [--only CHECK] [--json]   (periodic checks once, e.g. from cron)
     kalkan-server student-labs [ROOM ...] [--clear]     (rooms where students work; ISUO checks)
-    kalkan-server lists update [--source URL|TARBALL|FOLDER] [--sha256 HEX] [--force] [--json]
+    kalkan-server lists update [--source URL|RSYNC-URL|TARBALL|FOLDER] [--sha256 HEX] [--force] [--json]
     kalkan-server lists show [--json]                   (category lists: source, published indexes)
 
 `--state-dir` and `--db` work with every command (or KALKAN_STATE_DIR / KALKAN_DB_URL).
@@ -135,6 +135,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     common = {"host": settings.host, "port": settings.port, "log_level": args.log_level,
               "timeout_graceful_shutdown": 3, **ssl}
+    if getattr(args, "forwarded_allow_ips", None):  # replicas behind nginx (docs/operations.md)
+        common["forwarded_allow_ips"] = args.forwarded_allow_ips
     if getattr(args, "log_format", "text") == "json":  # docs/operations.md "Logs"
         from policy_server.operations.logs import uvicorn_log_config
 
@@ -557,6 +559,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", default=os.environ.get("KALKAN_WORKERS", "auto"),
                      help="server processes: 'auto' (default: 1 on SQLite; on PostgreSQL one per core, "
                           "at most 2) or a number; more than 1 needs PostgreSQL")
+    run.add_argument("--forwarded-allow-ips", default=os.environ.get("KALKAN_FORWARDED_ALLOW_IPS"),
+                     help="behind a load balancer (docs/operations.md \"Scale out\"): the addresses of the "
+                          "proxies whose X-Forwarded-For/-Proto headers are believed (comma-separated); "
+                          "the login throttle then counts the client's real address")
     run.add_argument("--level", choices=["school", "district"],
                      help="school (default) or district (a console over the schools' weekly aggregates)")
     run.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
@@ -638,7 +644,8 @@ def build_parser() -> argparse.ArgumentParser:
     lists = sub.add_parser("lists", parents=[common], help="category lists: update (fetch, compile, "
                                                            "publish to the seats) or show")
     lists.add_argument("action", choices=["update", "show"])
-    lists.add_argument("--source", help="UT1 tarball URL (http/https), or a local tarball or folder; "
+    lists.add_argument("--source", help="UT1 tarball URL (http/https), an rsync://host/module/path "
+                                        "(tarball or tree), or a local tarball or folder; "
                                         "remembered for the weekly update")
     lists.add_argument("--sha256", help="expected SHA-256 of the tarball (refused if it differs)")
     lists.add_argument("--force", action="store_true", help="download and publish even if unchanged")

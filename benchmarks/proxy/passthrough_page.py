@@ -131,6 +131,16 @@ def main() -> None:
                 extra=extra + args.kalkan_extra.split(),
             )
             procs["kalkan"], proxies["kalkan"] = kalkan, (kalkan.port, "news.test:443")
+        if "kalkan_asyncio" in variants:  # Kalkan's relay in its first form: asyncio protocols
+            slow = start_proxy(
+                tmp / "kalkan_asyncio",
+                school_ca=school,
+                upstream=upstream,
+                bundle=base_bundle(),
+                upstream_ca=origin_ca,
+                extra=[*extra, "--set", "kalkan_relay_mode=asyncio"],
+            )
+            procs["kalkan_asyncio"], proxies["kalkan_asyncio"] = slow, (slow.port, "news.test:443")
         if "kalkan_mitm_relay" in variants:  # the same addon relaying through mitmproxy's layers
             slow = start_proxy(
                 tmp / "kalkan_mitm_relay",
@@ -221,7 +231,7 @@ def main() -> None:
         p90 = added[int(0.9 * (len(added) - 1))]
         print(
             f"| {name} | {statistics.median(times[name]) * 1e3:.2f} | {p50:+.2f} | {p90:+.2f} | "
-            f"{p50 / args.objects:+.3f} | {cpu_per_page[name]:.2f} |"
+            f"{p50 / max(args.objects, 1):+.3f} | {cpu_per_page[name]:.2f} |"
         )
 
 

@@ -23,6 +23,7 @@ from policy_server import scope
 from policy_server.db.models import Person, Role, Room, SchoolClass, utcnow
 from policy_server.db.session import get_db
 from policy_server.errors import KalkanError
+from policy_server.lessons import requests as lesson_requests
 from policy_server.lessons import seats as seatmap
 from policy_server.lessons import service as lessons
 from policy_server.lessons.models import Lesson, LessonBan
@@ -58,6 +59,7 @@ DONE = {
     "banned": N_("Internet is off for that seat until the lesson ends."),
     "unbanned": N_("Internet is back on for that seat."),
     "allowed": N_("The site is open for the rest of this lesson."),
+    "forwarded": N_("The request is sent to the responsible person's queue."),
     "locked": N_("The screens are being locked."),
     "unlocked": N_("The screens are unlocked."),
     "eyes": N_("Every screen shows your message now."),
@@ -259,7 +261,8 @@ def _lesson_context(db: Session, viewer: scope.Viewer, lesson: Lesson) -> dict:
             "can_act": running and (viewer.role == Role.admin or lesson.teacher_id == viewer.person.id),
             "summary": lesson.summary, "ends": hhmm(lesson.ends_at),
             "extend_left": lessons.MAX_EXTENSION_MIN - lesson.extended_min,
-            "minutes_left": max(0, int((lesson.ends_at - now).total_seconds() // 60)) if running else 0}
+            "minutes_left": max(0, int((lesson.ends_at - now).total_seconds() // 60)) if running else 0,
+            "held_requests": lesson_requests.of_lesson(db, lesson, now=now) if running else []}
 
 
 def _lesson_page(page: Page, db: Session, viewer: scope.Viewer, lesson_id: str, *, errors=None,
@@ -445,6 +448,22 @@ def form_allow(request: Request, lesson_id: str, csrf_token: str = Form(""), sit
                viewer: scope.Viewer = Depends(teachers), db: Session = Depends(get_db)) -> Response:
     return _lesson_action(request, db, viewer, lesson_id, csrf_token, "allowed",
                           lambda: lessons.allow_site(db, viewer, lesson_id=lesson_id, site=site))
+
+
+@router.post("/lessons/{lesson_id}/requests/{request_id}/allow")
+def form_request_allow(request: Request, lesson_id: str, request_id: int, csrf_token: str = Form(""),
+                       viewer: scope.Viewer = Depends(teachers), db: Session = Depends(get_db)) -> Response:
+    return _lesson_action(request, db, viewer, lesson_id, csrf_token, "allowed",
+                          lambda: lesson_requests.allow_in_lesson(db, viewer, lesson_id=lesson_id,
+                                                                  request_id=request_id))
+
+
+@router.post("/lessons/{lesson_id}/requests/{request_id}/forward")
+def form_request_forward(request: Request, lesson_id: str, request_id: int, csrf_token: str = Form(""),
+                         viewer: scope.Viewer = Depends(teachers), db: Session = Depends(get_db)) -> Response:
+    return _lesson_action(request, db, viewer, lesson_id, csrf_token, "forwarded",
+                          lambda: lesson_requests.forward(db, viewer, lesson_id=lesson_id,
+                                                          request_id=request_id))
 
 
 @router.post("/lessons/{lesson_id}/lock")

@@ -32,6 +32,12 @@ TEXTS: dict[str, str] = {
     "lesson.scene_name": N_("Give the scene a name of 1 to 64 characters."),
     "lesson.scene_not_found": N_("No such scene among yours."),
     "lesson.message_long": N_("The message is too long: at most 200 characters."),
+    "lesson.request_not_found": N_(
+        "No such unblock request waiting in this lesson: it was answered or sent on already."
+        " Reload the page."),
+    "timetable.bad_account": N_(
+        "%(value)s is not an OS account name. Write the login as on the workstation, without spaces "
+        "(at most 64 characters)."),
     "timetable.bad_weekday": N_(
         "The weekday must be 1 (Monday) to 7 (Sunday), or a day name; got %(value)s."),
     "timetable.bad_time": N_("%(value)s is not a time. Write it as HH:MM, e.g. 08:30."),
