@@ -189,8 +189,8 @@ def _run_schools(args: argparse.Namespace, settings: Settings) -> int:
               "timeout_graceful_shutdown": 3}
     scheme = "http"
     if settings.tls:
-        ensure_server_cert(settings.cert_path, settings.key_path,
-                           extra_names=[h for e in schools for h in e.hosts])
+        names = [h for e in schools for h in e.hosts if not h[:1].isdigit() and ":" not in h]  # not addresses
+        ensure_server_cert(settings.cert_path, settings.key_path, extra_names=names)
         common.update(ssl_certfile=str(settings.cert_path), ssl_keyfile=str(settings.key_path))
         scheme = "https"
         print(_("server certificate SHA-256: %(fingerprint)s",

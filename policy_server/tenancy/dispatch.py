@@ -10,8 +10,9 @@ people and agents of school A that ask at school B's host are strangers there (4
 school B's console cannot name anything of A, its database has none of it.
 
 The ASGI lifespan starts every school's own lifespan (push hub, checks, ticker) and stops them
-in reverse order.  Several worker processes on PostgreSQL: `service_worker_app` (each
-school's checks behind its own leader lock: advisory locks are per database).
+in reverse order.  Several worker processes (or replicas) on PostgreSQL: `service_worker_app`;
+each school's checks run in one leader of all of them (`workers.LeaderChecks`, set up by
+`create_app`; PostgreSQL advisory locks are per database, so each school has its own).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ log = logging.getLogger("kalkan.tenancy")
 
 
 class SchoolsService:
-    def __init__(self, settings: Settings, *, migrate: bool = True, leader_checks: bool = False) -> None:
+    def __init__(self, settings: Settings, *, migrate: bool = True) -> None:
         from policy_server.app import create_app
 
         self.settings = settings
@@ -41,11 +42,8 @@ class SchoolsService:
         self.by_host = {}  # normalised host -> FastAPI app
         for entry in self.schools:
             app = create_app(dataclasses.replace(school_settings(settings, entry), migrate_on_start=migrate))
-            app.state.school_slug = entry.slug
-            if leader_checks:
-                from policy_server.workers import LeaderChecks
-
-                app.state.checks = LeaderChecks(app.state.checks, app.state.engine)
+            app.state.school_slug = entry.slug  # (on PostgreSQL create_app puts its checks under
+            # `workers.LeaderChecks`: one leader per school, the advisory lock is per database)
             self.apps[entry.slug] = app
             for host in entry.hosts:
                 self.by_host[host] = app
@@ -117,7 +115,7 @@ def service_worker_app() -> SchoolsService:
     from policy_server.workers import _die_with_parent, settings_from_env
 
     _die_with_parent()
-    service = SchoolsService(settings_from_env(), migrate=False, leader_checks=True)  # the parent migrated
+    service = SchoolsService(settings_from_env(), migrate=False)  # the parent migrated
     _tune_gc()
     return service
 

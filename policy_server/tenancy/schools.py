@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from policy_server.errors import Conflict, InvalidInput, NotFound
+from policy_server.errors import Conflict, InvalidInput, KalkanError, NotFound
 from policy_server.settings import Settings
 
 REGISTRY_NAME = "schools.json"
@@ -126,6 +126,7 @@ def _school_database(service: Settings, slug: str) -> str | None:
         return None
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import DBAPIError
 
     name = "kalkan_" + slug.replace("-", "_")
     engine = create_engine(service.db_url, isolation_level="AUTOCOMMIT")
@@ -138,6 +139,13 @@ def _school_database(service: Settings, slug: str) -> str | None:
                                "short name, or its database with --school-db", code="schools.database_exists",
                                params={"database": name})
             connection.execute(text(f'CREATE DATABASE "{name}"'))
+    except DBAPIError as exc:
+        problem = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+        raise KalkanError(f"could not make the school's PostgreSQL database {name} ({problem}); give the "
+                          "service's user the right to make databases (ALTER ROLE … CREATEDB), or make the "
+                          "database yourself and give it with --school-db",
+                          code="schools.cannot_create_database", params={"database": name, "problem": problem}
+                          ) from None
     finally:
         engine.dispose()
     return make_url(service.db_url).set(database=name).render_as_string(hide_password=False)

@@ -19,6 +19,10 @@ ERROR_TEXTS = {
                                   "another short name, or its database with --school-db."),
     "schools.bad_slug": N_("%(slug)s is not a school short name. Use 1-40 lowercase letters, digits and '-', "
                            "e.g. school-12."),
+    "schools.cannot_create_database": N_(
+        "Could not make the school's PostgreSQL database %(database)s (%(problem)s). Give the service's "
+        "user the right to make databases (ALTER ROLE … CREATEDB), or make the database yourself and give "
+        "it with --school-db."),
     "schools.no_host": N_("Give at least one --host: the name the school's people and seats use."),
     "schools.duplicate": N_("The school %(slug)s is on this service already."),
     "schools.host_taken": N_("The host %(host)s belongs to the school %(slug)s already; each host name "

@@ -281,15 +281,16 @@ def _denied(response: httpx.Response, path: str) -> bool:
     )
 
 
-def test_cross_school_run_of_every_route(district: District, routes):
-    """School A's people and agent, at school B's host, are strangers on every route."""
-    a = district.schools["school-a"]
+@pytest.mark.parametrize(("home", "away"), [("school-a", "school-b"), ("school-b", "school-a")])
+def test_cross_school_run_of_every_route(district: District, routes, home: str, away: str):
+    """One school's people and agent, at the other school's host, are strangers on every route."""
+    a = district.schools[home]
     credentials = {
         role: {"Cookie": cookie, "X-CSRF-Token": csrf} for role, (cookie, csrf) in a.cookies.items()
     }
     credentials["agent"] = {"Authorization": f"Bearer {a.agent_token}"}
     violations, calls = [], 0
-    with district.client("school-b", follow_redirects=False) as client:
+    with district.client(away, follow_redirects=False) as client:
         for route in routes:
             kind, _allowed = scope.route_scope(route)
             path = _path(route, a.ids)
@@ -297,12 +298,12 @@ def test_cross_school_run_of_every_route(district: District, routes):
                 for who, headers in credentials.items():
                     response = _send(client, method, path, headers, headers.get("X-CSRF-Token"))
                     calls += 1
-                    where = f"A's {who:8} at B: {method:6} {path} -> {response.status_code}"
+                    where = f"{home}'s {who:8} at {away}: {method:6} {path} -> {response.status_code}"
                     if response.status_code >= 500:
                         violations.append(f"{where}: server error")
                     elif kind != "public" and not _denied(response, path):
                         violations.append(f"{where}: let in")
-                    leaked = [s for s in SECRETS["school-a"] if s in response.text]
+                    leaked = [s for s in SECRETS[home] if s in response.text]
                     if leaked:
                         violations.append(f"{where}: shows {leaked}")
     assert calls > 200
@@ -471,3 +472,100 @@ def test_a_single_school_ignores_the_host_name(tmp_path):
             r = httpx.get(server.url + "/healthz", headers={"Host": host}, timeout=10)
             assert r.status_code == 200 and r.json()["database"]["dialect"] == "sqlite"
         assert not (tmp_path / "single" / "schools.json").exists()
+
+
+def test_the_schools_registry_refuses_what_would_mix_schools(tmp_path):
+    """In-process, SQLite: a host name serves one school, names are checked, errors say the fix."""
+    from policy_server.errors import Conflict, InvalidInput, NotFound
+    from policy_server.tenancy.schools import add_school, find, is_multi_school, load, school_settings
+
+    service = Settings(state_dir=tmp_path / "svc", tls=False, backup_dir=str(tmp_path / "backups"))
+    assert not is_multi_school(service)
+    entry = add_school(service, slug="school-1", name="One",
+                       hosts=["One.District.Test:8443", "one.district.test"])
+    assert entry.hosts == ("one.district.test",) and is_multi_school(service)
+    assert oct((tmp_path / "svc" / "schools.json").stat().st_mode & 0o777) == "0o600"
+    with pytest.raises(Conflict) as taken:
+        add_school(service, slug="school-2", name="Two", hosts=["one.district.test"])
+    assert taken.value.code == "schools.host_taken" and "school-1" in str(taken.value)
+    assert "школе school-1" in taken.value.in_language("ru")
+    for slug, code in (("School 2", "schools.bad_slug"), ("-x", "schools.bad_slug")):
+        with pytest.raises(InvalidInput) as bad:
+            add_school(service, slug=slug, name="x", hosts=["two.district.test"])
+        assert bad.value.code == code
+    with pytest.raises(InvalidInput) as bad_host:
+        add_school(service, slug="school-2", name="x", hosts=["two_district test"])
+    assert bad_host.value.code == "schools.bad_host"
+    with pytest.raises(Conflict):
+        add_school(service, slug="school-1", name="again", hosts=["other.district.test"])
+    with pytest.raises(NotFound) as unknown:
+        find(service, "school-9")
+    assert "school-1" in str(unknown.value)
+    assert [e.slug for e in load(service)] == ["school-1"]  # nothing half-stored by the refusals
+    settings = school_settings(service, entry)
+    assert settings.state_dir == tmp_path / "svc" / "schools" / "school-1"
+    assert settings.cert_path == service.cert_path  # one certificate for the service
+    assert settings.backup_dir == str(tmp_path / "backups" / "school-1")
+    assert settings.database_url.endswith("schools/school-1/kalkan.sqlite")
+
+
+def test_commands_work_on_one_school_with_the_school_option(tmp_path):
+    """`create-user --school` writes into that school's database only; `schools list --json`."""
+    import json
+
+    from policy_server.people.service import get_person_by_username
+    from policy_server.tenancy.schools import add_school, load, school_settings
+
+    service = Settings(state_dir=tmp_path / "svc", tls=False)
+    for slug in ("school-1", "school-2"):
+        add_school(service, slug=slug, name=slug, hosts=[f"{slug}.district.test"])
+    env = {**os.environ, "PYTHONPATH": str(REPO), "KALKAN_STATE_DIR": str(tmp_path / "svc")}
+    env.pop("KALKAN_DB_URL", None)
+    made = subprocess.run([sys.executable, "-m", "policy_server.cli", "create-user", "--school", "school-2",
+                           "--role", "teacher", "--username", "aigul", "--password-stdin"],
+                          input=PASSWORD + "\n", capture_output=True, text=True, cwd=REPO, env=env)
+    assert made.returncode == 0, made.stderr
+    from policy_server.db.session import make_engine, make_sessionmaker
+
+    found = {}
+    for entry in load(service):
+        engine = make_engine(school_settings(service, entry).database_url)
+        with make_sessionmaker(engine)() as db:
+            found[entry.slug] = get_person_by_username(db, "aigul") is not None
+        engine.dispose()
+    assert found == {"school-1": False, "school-2": True}
+    listed = subprocess.run([sys.executable, "-m", "policy_server.cli", "schools", "list", "--json"],
+                            capture_output=True, text=True, cwd=REPO, env=env)
+    assert [s["slug"] for s in json.loads(listed.stdout)] == ["school-1", "school-2"]
+    assert "db_url" not in listed.stdout
+    unknown = subprocess.run([sys.executable, "-m", "policy_server.cli", "--lang", "ky", "create-user",
+                              "--school", "nope", "--role", "admin", "--username", "x", "--password-stdin"],
+                             input=PASSWORD + "\n", capture_output=True, text=True, cwd=REPO, env=env)
+    assert unknown.returncode == 2 and "school-1" in unknown.stderr and "мектеби жок" in unknown.stderr
+
+
+
+def test_a_school_database_that_cannot_be_made_is_said_plainly(postgres_cluster, tmp_path):
+    """A service user without CREATEDB: a clear error with the fix, nothing registered."""
+    import uuid
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from policy_server.errors import KalkanError
+    from policy_server.tenancy.schools import add_school, is_multi_school
+
+    url = postgres_cluster.create_database()
+    role = f"weak_{uuid.uuid4().hex[:8]}"
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(text(f"CREATE ROLE {role} LOGIN NOCREATEDB"))
+    engine.dispose()
+    service = Settings(state_dir=tmp_path / "svc", db_url=make_url(url).set(username=role).render_as_string(
+        hide_password=False), tls=False)
+    with pytest.raises(KalkanError) as refused:
+        add_school(service, slug="school-1", name="One", hosts=["one.district.test"])
+    assert refused.value.code == "schools.cannot_create_database"
+    assert "CREATEDB" in str(refused.value) and "--school-db" in str(refused.value)
+    assert "CREATEDB" in refused.value.in_language("ky")
+    assert not is_multi_school(service)
