@@ -33,6 +33,7 @@ import os
 import platform
 import random
 import resource
+import shutil
 import ssl
 import statistics
 import sys
@@ -91,6 +92,7 @@ async def _client(index, port, cert, agents, args, connected, stop, results) -> 
 
     async def stream(k: int, token: str) -> None:
         broke_at = None
+        await asyncio.sleep(k * 0.01)  # agents come up over a few seconds, not all in one instant
         while not stop.is_set():
             writer = None
             try:
@@ -240,8 +242,8 @@ def run_setup(replicas: int, args: argparse.Namespace, kill: bool) -> dict:
 
     label = f"{replicas} replica{'s' if replicas > 1 else ''}" + (", one killed" if kill else "")
     print(f"\n== {label}: starting", flush=True)
-    with tempfile.TemporaryDirectory(prefix="sc-bench-") as tmp, \
-            ReplicaRig(Path(tmp), replicas=replicas, access_log=False) as rig:
+    tmp = tempfile.mkdtemp(prefix="sc-bench-")  # kept when the run fails (logs), removed otherwise
+    with ReplicaRig(Path(tmp), replicas=replicas, access_log=False) as rig:
         agents = enrol(rig, args.agents)
         rig.front.create_user("admin", "bench", "bench-password-long")
         admin = rig.front.login("bench", "bench-password-long")
@@ -255,52 +257,85 @@ def run_setup(replicas: int, args: argparse.Namespace, kill: bool) -> dict:
         shared = ctx.Manager().dict()
         for k, share in enumerate(shares):
             p = ctx.Process(target=client_main, args=(k, rig.nginx_port, str(rig.cert_path), share,
-                                                      _Timing(shared), connected, stop, results))
+                                                      _Timing(shared), connected, stop, results), daemon=True)
             procs.append(p)
         shared.update(timing)
         for p in procs:
             p.start()
-        deadline = time.time() + 180
-        while connected.value < args.agents and time.time() < deadline:
-            time.sleep(0.2)
-        connect_s = time.time() - start
-        print(f"{connected.value}/{args.agents} streams open after {connect_s:.1f} s", flush=True)
-        streams_per_replica = [rig.push_connections(k) for k in range(replicas)]
-        t0 = time.time() + 1
-        shared.update({"ingest_from": t0, "ingest_until": t0 + args.seconds})
-        pushes: dict[int, float] = {}
-        killed_at = None
-
-        def push(n: int) -> None:
-            sent = time.time()
-            r = admin.post("/api/v1/usb/allow", json={"vendor_id": "0781", "product_id": f"{5500 + n:04x}"})
-            r.raise_for_status()
-            pushes[policy_version(rig)] = sent
-
-        time.sleep(max(0.0, t0 + args.seconds * 0.25 - time.time()))
-        push(1)
-        time.sleep(max(0.0, t0 + args.seconds * 0.5 - time.time()))
-        if kill:
-            killed_at = time.time()
-            rig.kill(replicas - 1)
-            print(f"replica {replicas} killed at +{killed_at - t0:.1f} s", flush=True)
-            time.sleep(0.5)
-            while connected.value < args.agents and time.time() < killed_at + 60:
-                time.sleep(0.1)
-        time.sleep(max(0.0, t0 + args.seconds * 0.75 - time.time()))
-        push(2)
-        time.sleep(max(0.0, t0 + args.seconds - time.time()) + 3)
-        # let every client resend what failed, then stop
-        got = []
-        stop.set()
-        for _ in procs:
-            got.append(results.get(timeout=300))
-        for p in procs:
-            p.join(30)
-        admin.close()
+        try:
+            got = _measure(rig, args, replicas, kill, connected, stop, results, shared, procs, admin, start)
+        finally:
+            stop.set()
+            admin.close()
+            nginx_errors = _nginx_errors(rig)
         rows, distinct = count_events(rig)
         load = os.getloadavg()
+    shutil.rmtree(tmp, ignore_errors=True)
+    return _summary(label, replicas, args, got, rows, distinct, load, nginx_errors)
 
+
+def _nginx_errors(rig) -> dict[str, int]:
+    """What nginx logged about its upstreams (a replica slow, refused, down)."""
+    path = rig.nginx_dir / "error.log"
+    text = path.read_text(errors="replace") if path.exists() else ""
+    kinds = {"connect() failed": "refused", "timed out": "timed out",
+             "no live upstreams": "no live upstreams", "prematurely closed": "closed mid-answer",
+             "reset by peer": "reset"}
+    return {name: text.count(needle) for needle, name in kinds.items()}
+
+
+def _measure(rig, args, replicas, kill, connected, stop, results, shared, procs, admin, start):
+    deadline = time.time() + 180
+    while connected.value < args.agents and time.time() < deadline:
+        time.sleep(0.2)
+    connect_s = time.time() - start
+    print(f"{connected.value}/{args.agents} streams open after {connect_s:.1f} s", flush=True)
+    streams_per_replica = [rig.push_connections(k) for k in range(replicas)]
+    t0 = time.time() + 1
+    shared.update({"ingest_from": t0, "ingest_until": t0 + args.seconds})
+    pushes: dict[int, float] = {}
+    killed_at = None
+
+    def push(n: int) -> None:
+        for attempt in range(5):  # a 502 (no replica answered in time) is clicked again, and said
+            sent = time.time()
+            r = admin.post("/api/v1/usb/allow", json={"vendor_id": "0781", "product_id": f"{5500 + n:04x}"})
+            if r.status_code == 200:
+                break
+            print(f"push {n}: attempt {attempt + 1} answered {r.status_code}; again", flush=True)
+            time.sleep(1)
+        r.raise_for_status()
+        pushes[policy_version(rig)] = sent
+
+    time.sleep(max(0.0, t0 + args.seconds * 0.25 - time.time()))
+    push(1)
+    time.sleep(max(0.0, t0 + args.seconds * 0.5 - time.time()))
+    if kill:
+        killed_at = time.time()
+        rig.kill(replicas - 1)
+        print(f"replica {replicas} killed at +{killed_at - t0:.1f} s", flush=True)
+        time.sleep(0.5)
+        while connected.value < args.agents and time.time() < killed_at + 60:
+            time.sleep(0.1)
+    time.sleep(max(0.0, t0 + args.seconds * 0.75 - time.time()))
+    push(2)
+    time.sleep(max(0.0, t0 + args.seconds - time.time()) + 3)
+    # let every client resend what failed, then stop
+    got = []
+    stop.set()
+    for _ in procs:
+        got.append(results.get(timeout=300))
+    for p in procs:
+        p.join(30)
+    got.append({"t0": t0, "pushes": pushes, "killed_at": killed_at, "connect_s": connect_s,
+                "streams_per_replica": streams_per_replica})
+    return got
+
+
+def _summary(label, replicas, args, got, rows, distinct, load, nginx_errors) -> dict:
+    meta = got.pop()
+    t0, pushes, killed_at = meta["t0"], meta["pushes"], meta["killed_at"]
+    connect_s, streams_per_replica = meta["connect_s"], meta["streams_per_replica"]
     made = sum(g["made"] for g in got)
     counts = {k: sum(g["counts"][k] for g in got) for k in got[0]["counts"]}
     unacked = sum(g["unacknowledged"] for g in got)
@@ -326,7 +361,7 @@ def run_setup(replicas: int, args: argparse.Namespace, kill: bool) -> dict:
         "reconnected": len(breaks),
         "reconnect_p95": pct([b - a for a, b in breaks], 0.95) if breaks else None,
         "all_back_s": (max(b for _, b in breaks) - killed_at) if breaks and killed_at else None,
-        "load": load,
+        "load": load, "nginx_errors": nginx_errors,
     }
     for version, lat in push_lat.items():
         print(f"push v{version}: {len(lat)}/{args.agents} reached, p50 {pct(lat, .5):.3f} s, "
@@ -393,6 +428,7 @@ def main() -> None:
     print(f"| all streams open again after the kill, s | — | {back} | |")
     load = [" / ".join(f"{x:.1f}" for x in r["load"]) for r in (one, two)]
     print(f"| load average (1/5/15 min) at the end | {load[0]} | {load[1]} | |")
+    print(f"| nginx's upstream errors | {one['nginx_errors']} | {two['nginx_errors']} | |")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ other without losing or doubling an event.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import threading
@@ -225,3 +226,79 @@ def test_agents_of_a_killed_replica_reconnect_to_the_other_and_nothing_is_lost(r
         for replica in rig.replicas:
             if not replica.running:
                 replica.start()
+
+
+def test_a_lesson_lock_through_replica_a_reaches_the_seat_and_the_teachers_live_page(rig):
+    """The lesson's bundle reaches the seat's agent streaming from B, and the teacher's live
+    seat map (SSE through nginx, on either replica) shows the lock made through A."""
+    from datetime import timedelta
+
+    from policy_server.db.models import utcnow
+    from policy_server.people.service import get_person_by_username
+    from policy_server.scope import viewer_for
+    from policy_server.timetable.service import SCHOOL_TZ, add_period
+
+    a, b = rig.replicas
+    rig.front.create_user("teacher", "nurlan", "long-password-nurlan", full_name="Nurlan")
+    _, token = rig.front.enroll("lab1-s1", seat="s1", room="lab-1")
+    start = utcnow() - timedelta(minutes=5)
+    with rig.front.db() as db:
+        boss = viewer_for(db, get_person_by_username(db, "boss"))
+        local = start.astimezone(SCHOOL_TZ)
+        period = add_period(db, boss, weekday=local.weekday() + 1, starts=local.strftime("%H:%M"),
+                            ends=(local + timedelta(minutes=45)).strftime("%H:%M"), room="lab-1",
+                            school_class="7-A", teacher="nurlan")
+        db.commit()
+        period_id = period.id
+    with httpx.Client(base_url=a.url, verify=rig.verify, timeout=30) as first:
+        r = first.post("/api/v1/login", json={"username": "nurlan", "password": "long-password-nurlan"})
+        cookies, csrf = dict(first.cookies), r.json()["csrf_token"]
+    on_a = httpx.Client(base_url=a.url, verify=rig.verify, timeout=30, cookies=cookies,
+                        headers={"X-CSRF-Token": csrf})
+    seat_stream = Stream(b.url, rig.verify, token)
+    seats_events: list[tuple[float, str]] = []
+
+    def live() -> None:
+        with contextlib.suppress(httpx.HTTPError):  # the rig stops at the end of the module
+            read_live()
+
+    def read_live() -> None:
+        with httpx.Client(base_url=rig.url, verify=rig.verify, cookies=cookies,
+                          timeout=httpx.Timeout(5, read=30)) as browser, \
+                browser.stream("GET", f"/lessons/{lesson_id}/live") as r:
+            data: list[str] = []
+            for line in r.iter_lines():
+                if line.startswith("data: "):
+                    data.append(line[6:])
+                elif not line and data:
+                    seats_events.append((time.monotonic(), "\n".join(data)))
+                    data = []
+                    if len(seats_events) > 20:
+                        return
+
+    try:
+        r = on_a.post("/api/v1/lessons", json={"period_id": period_id})
+        assert r.status_code == 200, r.text
+        lesson_id = r.json()["lesson_id"]
+        threading.Thread(target=live, daemon=True).start()
+        deadline = time.monotonic() + 10
+        while not seats_events and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert seats_events and 'id="seat-s1"' in seats_events[0][1]
+        assert " locked" not in seats_events[0][1]
+        before = current_version(rig)
+        sent = time.monotonic()
+        r = on_a.post(f"/api/v1/lessons/{lesson_id}/lock", json={"seat": "s1", "message": "Stop"})
+        assert r.status_code == 200, r.text
+        version = current_version(rig)
+        assert version > before
+        heard = seat_stream.wait_version(version, 5)
+        assert heard is not None and heard - sent < 1.0, "the seat's agent on B did not hear the lock in 1 s"
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not any(" locked" in html for _, html in seats_events):
+            time.sleep(0.05)
+        shown = [at for at, html in seats_events if " locked" in html]
+        assert shown and shown[0] - sent < 2.0, "the live seat map did not show the lock"
+    finally:
+        seat_stream.close()
+        on_a.close()

@@ -252,7 +252,7 @@ class ReplicaRig:
         for name in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
             (tmp / name).mkdir(parents=True, exist_ok=True)
             shutil.chown(tmp / name, "nobody")
-        upstreams = "\n    ".join(f"server {r.address}:{REPLICA_PORT} max_fails=1 fail_timeout=5s;"
+        upstreams = "\n    ".join(f"server {r.address}:{REPLICA_PORT} max_fails=3 fail_timeout=10s;"
                                    for r in self.replicas)
         values = {"@REPLICAS@": upstreams, "@LISTEN@": f"127.0.0.1:{self.nginx_port}",
                   "@CERT@": str(self.cert_path), "@KEY@": str(self.key_path)}
