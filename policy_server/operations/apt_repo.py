@@ -24,6 +24,7 @@ import subprocess
 import threading
 from pathlib import Path
 
+from policy_server.errors import KalkanError
 from policy_server.operations.seat import PACKAGE_GLOB, seat_package_dir
 
 KEY_NAME = "Kalkan school server (agent packages)"
@@ -32,8 +33,13 @@ INDEX_FILES = ("InRelease", "Release", "Release.gpg", "Packages", "Packages.gz")
 _lock = threading.Lock()
 
 
-class RepoError(RuntimeError):
-    pass
+class RepoError(KalkanError):
+    """The repository cannot be made (no gpg, a broken package file): 503, said plainly."""
+
+    status_code = 503
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="install.repo_unavailable")
 
 
 def repo_dir(settings) -> Path:

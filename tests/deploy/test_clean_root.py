@@ -106,6 +106,26 @@ def command_from_the_console(server, ns, tmp_path, room_id: int) -> tuple[str, s
     return command, code
 
 
+def start_rollout_of(server, version: str) -> int:
+    from policy_server.operations import apt_repo
+    from policy_server.settings import Settings
+    from policy_server.upgrades.service import start_rollout
+
+    with server.db() as db:
+        rollout = start_rollout(db, actor="test", version=version, batch_size=3,
+                                available=apt_repo.versions(Settings(state_dir=server.state_dir)))
+        db.commit()
+        return rollout.id
+
+
+def rollout_row(server, rollout_id: int, seat: str):
+    from policy_server.upgrades.models import RolloutSeat
+
+    with server.db() as db:
+        return db.scalar(select(RolloutSeat).join(Workstation, Workstation.id == RolloutSeat.agent_id).where(
+            RolloutSeat.rollout_id == rollout_id, Workstation.seat == seat))
+
+
 def events_of(server, seat: str, type_: str) -> list[Event]:
     with server.db() as db:
         ws = db.scalar(select(Workstation).where(Workstation.seat == seat,
@@ -198,7 +218,32 @@ def test_room_command_on_a_clean_debian_root_installs_reports_upgrades_removes_p
                     if e.data.get("url") == "http://kept-over-upgrade.test/"], timeout=90)
                 assert len(kept) == 1
 
-                # 3. remove: nothing of the agent's is left but its state and account
+                # 3. the console's rollout: the agent upgrades itself (kalkan-agent upgrade in a
+                #    transient unit of its own, apt-get installs the package fetched from the server,
+                #    prerm stops the agent, postinst starts the new one) and reports the result
+                (tmp_path / "third").mkdir()
+                third = bumped(newer, tmp_path / "third")
+                shutil.copy(third, state / "packages" / third.name)
+                third_version = third.name.split("_")[1]
+                dropin = "/etc/systemd/system/kalkan-agent.service.d"  # the test's: ask every 2 s
+                seat.sh(f"mkdir -p {dropin} && printf '[Service]\\nEnvironment=KALKAN_UPGRADE_POLL_S=2\\n' "
+                        f"> {dropin}/poll.conf && systemctl daemon-reload && systemctl restart kalkan-agent")
+                rid = start_rollout_of(server, third_version)
+                t0 = time.monotonic()
+                row = wait_for("the seat's upgrade result", lambda: (
+                    r if (r := rollout_row(server, rid, "lab7-pc05")) is not None and r.state != "offered"
+                    else None), timeout=400, seat=seat)
+                timings["console_upgrade_s"] = time.monotonic() - t0
+                assert row.state == "upgraded", (row.state, row.reason_code, row.reason)
+                assert row.from_version == version
+                assert seat.sh("dpkg-query -W -f='${Version}' kalkan-agent").stdout == third_version
+                assert seat.sh("systemctl is-active kalkan-agent", check=False).stdout.strip() == "active"
+                wait_for("the agent.upgrade event", lambda: [
+                    e for e in events_of(server, "lab7-pc05", "agent.upgrade")
+                    if e.data.get("rollout") == rid])
+                seat.sh(f"rm -rf {dropin} && systemctl daemon-reload")
+
+                # 4. remove: nothing of the agent's is left but its state and account
                 seat.sh("apt-get remove -y kalkan-agent")
                 assert seat.sh("dpkg-query -W -f='${Status}' kalkan-agent", check=False).stdout.startswith(
                     "deinstall ok config-files")
