@@ -7,14 +7,21 @@ E2Guardian, interleaved.
 CPU = the proxy's threads and children (the splice pump process, E2Guardian's forks).
 """
 # ruff: noqa: E401, E402, E501, E701, E702
-import json, os, sys, tempfile, statistics
+import json
+import os
+import statistics
+import sys
+import tempfile
 from pathlib import Path
+
 REPO = Path(__file__).resolve().parents[2]; sys.path.insert(0, str(REPO)); sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ab import cpu_ns
 from e2guardian_rig import start_e2guardian, stop_e2guardian
 from run import bare_proxy
+
 from tests.proxy.conftest import FAKE_HOSTS, TEACHER, _account, base_bundle, upstream_for
 from tests.support.proxy_rig import make_ca, start_origin, start_proxy
+
 CL = r'''
 import json, socket, ssl, sys, time
 spec = json.loads(sys.argv[1]); ctx = ssl.create_default_context(cafile=spec["cafile"])
@@ -60,7 +67,7 @@ try:
     for name, v in res.items():
         print(f"| {name} | {statistics.median(v):.3f} ms per MiB |")
 finally:
-    for name, (p, pid, _) in procs.items():
+    for name, (p, _pid, _) in procs.items():
         if name == "e2guardian": stop_e2guardian(p)
         elif hasattr(p, "stop"): p.stop()
         else: p.terminate()
