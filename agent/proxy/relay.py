@@ -1,25 +1,22 @@
-"""The relay after a pass-through decision: the two sockets handed to a `splice` pump thread.
+"""The relay after a pass-through decision: the two sockets handed to a `splice` pump.
 
 Why: once the ClientHello is decided "pass through", mitmproxy relays every later chunk through
 its whole layer machinery (events, the mode and HTTP layers of a CONNECT tunnel, commands, hooks
-machinery) — most of what a passed-through page costs (measured: `benchmarks/proxy/
-passthrough_page.py`).  Here the client's transport is taken from mitmproxy's connection handler
-(`set_protocol`), the server is dialled by this module, and each chunk is one callback that
-writes it to the other side, with flow control both ways.  The decision is made before, exactly
-as for mitmproxy's own relay; the `server_connect` hooks of every addon still run (Kalkan's
-destination check and refusals, a test's upstream mapping), and the handler learns of the end
+machinery).  Here the decision is made before, exactly as for mitmproxy's own relay; the
+`server_connect` hooks of every addon still run (Kalkan's destination check and refusals, a
+test's upstream mapping), the server is dialled by this module, and the handler learns of the end
 through its reader's EOF, so `client_disconnected` (ISUO session tracking) runs as before.
 
-Two ways to move the bytes (option `kalkan_relay`):
+Three ways to move the bytes (option `kalkan_relay_mode`):
 
-* `splice` (the default on Linux): both sockets are duplicated out of asyncio and handed to one
-  pump thread per process (`_Pump`), which waits on them with its own `epoll` and moves each chunk
-  socket → pipe → socket with `os.splice` (the bytes never enter Python; the GIL is released
-  during each call).  A chunk costs two system calls and a few lines of Python instead of an
-  event-loop round with two protocol callbacks; nothing of mitmproxy runs per chunk.  The end
-  (both ways closed, a reset, an error) is posted back to the event loop, which closes
-  mitmproxy's side of the client as below.
-* `asyncio`: each chunk is one protocol callback writing it to the other side (the first version).
+* `process` (the default): both sockets are duplicated out of asyncio and sent (SCM_RIGHTS) to
+  a small pump process (`splicepump.py`, standard library only) that moves each chunk
+  socket → pipe → socket with `os.splice` in one `epoll` loop; it tells each pair's end back by
+  id.  No interpreter lock is shared with mitmproxy's event loop.  If the process cannot be
+  started, `splice` is used (and the start retried after a minute).
+* `splice`: the same pump as a thread of this process (`splicepump.thread_pump`).
+* `asyncio`: the client's transport is taken from mitmproxy's handler (`set_protocol`) and each
+  chunk is one protocol callback writing it to the other side (the first version).
 
 Anything unusual (no live handler, a transport that is not a plain asyncio socket transport,
 bytes still queued for the client) returns False from `hand_off` and the caller keeps
