@@ -43,6 +43,7 @@ from tests.support.agent_process import AgentProcess  # noqa: E402
 from tests.support.server import KalkanServerProcess  # noqa: E402
 
 WATCH_S = 0.25  # agent/proxy/watch.py POLL_S: the proxy re-reads policy.json at most this late
+GIVE_UP_S = 60.0  # a seat that has not applied a change by then fails the run (a loaded machine is slow)
 
 
 def machine() -> str:
@@ -255,7 +256,7 @@ def _push_round(server: KalkanServerProcess, agents: list[AgentProcess], changes
             assert r.status_code == 303, r.text[:500]
             pending = {a.state_dir for a in agents}
             seen: dict[Path, float] = {}
-            while pending and time.monotonic() - t0 < 15:
+            while pending and time.monotonic() - t0 < GIVE_UP_S:
                 for path in list(pending):
                     try:
                         text = (path / "policy.json").read_text()
@@ -266,7 +267,7 @@ def _push_round(server: KalkanServerProcess, agents: list[AgentProcess], changes
                         pending.discard(path)
                 time.sleep(0.01)
             if pending:
-                raise RuntimeError(f"{len(pending)} seats did not get change {i} within 15 s")
+                raise RuntimeError(f"{len(pending)} seats did not get change {i} within {GIVE_UP_S:.0f} s")
             delays += list(seen.values())
             time.sleep(0.3)
     return delays
