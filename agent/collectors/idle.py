@@ -27,7 +27,15 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from agent.collectors.base import Collector, CollectorContext, healthy, unhealthy
-from agent.idle.core import IsuoState, isuo_ended, isuo_started, lesson_lock_for, policy_for, session_locked
+from agent.idle.core import (
+    IsuoState,
+    isuo_ended,
+    isuo_started,
+    lesson_lock_for,
+    lesson_warning_for,
+    policy_for,
+    session_locked,
+)
 from agent.idle.wire import DEFAULT_SOCKET, WireError, decode, encode, peer_uid, read_line
 from agent.platform.accounts import user_and_groups
 from policy_server.protocol import CollectorHealth, IdleLocked, IdleLockFailed, Subject
@@ -153,10 +161,15 @@ class IdleCollector(Collector):
                             isuo_timeout_s=section.isuo_timeout_s, isuo=isuo)
         kind = next((g.kind for g in self.ctx.policy.groups if g.name == group), "student")
         if kind == "student":  # the teacher's own screen is never locked by their lesson
-            lock = lesson_lock_for(self.ctx.policy.lessons, room=self.ctx.room, seat=self.ctx.seat,
-                                   now=datetime.now(UTC))
+            now = datetime.now(UTC)
+            lock = lesson_lock_for(self.ctx.policy.lessons, room=self.ctx.room, seat=self.ctx.seat, now=now)
             if lock is not None:
                 policy = replace(policy, lesson_lock=lock)
+            else:
+                warning = lesson_warning_for(self.ctx.policy.lessons, room=self.ctx.room, seat=self.ctx.seat,
+                                             now=now)
+                if warning is not None:
+                    policy = replace(policy, lesson_warning=warning)
         return policy
 
     def _subject(self, user: str) -> Subject:

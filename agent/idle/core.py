@@ -54,11 +54,15 @@ class SessionPolicy:
     # The lesson's teacher locked this screen ("eyes on me", lock with a message): {"id", "message"}.
     # Held while it is set; when it goes (unlocked, lesson over) the helper unlocks.
     lesson_lock: dict | None = None
+    # The countdown before such a lock: {"id", "message", "until"} (a banner, no grab).
+    lesson_warning: dict | None = None
 
     def to_wire(self) -> dict:
         wire = {"timeout_s": self.timeout_s, "reason": self.reason, "lock_request": self.lock_request}
         if self.lesson_lock is not None:
             wire["lesson_lock"] = self.lesson_lock
+        if self.lesson_warning is not None:
+            wire["lesson_warning"] = self.lesson_warning
         return wire
 
     @classmethod
@@ -72,8 +76,11 @@ class SessionPolicy:
         lesson_lock = data.get("lesson_lock")
         if lesson_lock is not None and not (isinstance(lesson_lock, dict) and lesson_lock.get("id")):
             raise ValueError("lesson_lock must be an object with an id")
+        warning = data.get("lesson_warning")
+        if warning is not None and not (isinstance(warning, dict) and warning.get("id")):
+            raise ValueError("lesson_warning must be an object with an id")
         return cls(timeout_s=timeout, reason=reason, lock_request=data.get("lock_request"),
-                   lesson_lock=lesson_lock)
+                   lesson_lock=lesson_lock, lesson_warning=warning)
 
 
 def lesson_lock_for(lessons, *, room: str | None, seat: str | None, now) -> dict | None:
@@ -84,12 +91,27 @@ def lesson_lock_for(lessons, *, room: str | None, seat: str | None, now) -> dict
             continue
         eyes = getattr(lesson, "eyes_until", None)
         if eyes is not None and now < eyes:
-            return {"id": f"{lesson.id}:eyes:{eyes.isoformat()}", "message": lesson.lock_message}
+            return {"id": f"{lesson.id}:eyes:{eyes.isoformat()}", "message": lesson.lock_message,
+                    "kind": "eyes", "until": min(eyes, lesson.ends_at).isoformat()}
         seats = getattr(lesson, "locked_seats", []) or []
         lock_at = getattr(lesson, "lock_at", None)
         if ("*" in seats or (seat is not None and seat in seats)) and (lock_at is None or lock_at <= now):
             return {"id": f"{lesson.id}:lock:{lock_at.isoformat() if lock_at else ''}",
-                    "message": lesson.lock_message}
+                    "message": lesson.lock_message, "kind": "lock", "until": lesson.ends_at.isoformat()}
+    return None
+
+
+def lesson_warning_for(lessons, *, room: str | None, seat: str | None, now) -> dict | None:
+    """The countdown before the teacher's lock ("lock in 30 s") for this seat, if one runs (pure):
+    {"id", "message", "until": the moment the lock begins}."""
+    for lesson in lessons:
+        if room is None or lesson.room != room or not (lesson.starts_at <= now < lesson.ends_at):
+            continue
+        seats = getattr(lesson, "locked_seats", []) or []
+        lock_at = getattr(lesson, "lock_at", None)
+        if ("*" in seats or (seat is not None and seat in seats)) and lock_at is not None and now < lock_at:
+            return {"id": f"{lesson.id}:warn:{lock_at.isoformat()}", "message": lesson.lock_message,
+                    "until": min(lock_at, lesson.ends_at).isoformat()}
     return None
 
 

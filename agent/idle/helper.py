@@ -11,14 +11,19 @@ workstation still locks when the agent is down.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
+import select
 import shlex
 import shutil
+import signal
 import subprocess
+import sys
 import threading
 import time
 from collections import deque
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from agent.idle.core import IdleTracker, SessionPolicy
@@ -27,6 +32,7 @@ from agent.platform.idle import (
     CommandLocker,
     IdleSource,
     IdleSourceError,
+    LockResult,
     LogindIdleSource,
     MutterIdleSource,
     SessionLocker,
@@ -38,6 +44,103 @@ from agent.platform.idle import (
 log = logging.getLogger("kalkan.idle.helper")
 
 OFFLINE_POLICY = SessionPolicy(timeout_s=900.0)  # the IdleSection default, used before the first poll
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _until(spec: dict) -> datetime:
+    try:
+        until = datetime.fromisoformat(str(spec["until"]))
+        return until if until.tzinfo else until.replace(tzinfo=UTC)
+    except (KeyError, ValueError):
+        return datetime.now(UTC) + timedelta(minutes=45)  # an older agent: at most a lesson's length
+
+
+class LockScreen:
+    """The lesson's own lock window (`agent.idle.lockscreen`, Tk) on the session's X display.
+
+    `follow(lock, warning)` keeps the right window up: the full-screen grabbing one while the
+    teacher's lock holds, the countdown banner before it, none otherwise.  A window that died
+    before its time (killed from another terminal) is started again; one that closed at its
+    `until` (the lesson or "eyes on me" ended) is not.
+    """
+
+    name = "window"
+
+    def __init__(self, display: str, *, lang: str | None = None, start_timeout_s: float = 5.0) -> None:
+        self.display = display
+        self.lang = lang
+        self.start_timeout_s = start_timeout_s
+        self.proc: subprocess.Popen | None = None
+        self.key: tuple[str, str] | None = None
+        self.until: datetime | None = None
+
+    @staticmethod
+    def usable(display: str | None) -> bool:
+        return bool(display) and importlib.util.find_spec("tkinter") is not None
+
+    def follow(self, lock: dict | None, warning: dict | None) -> LockResult:
+        mode, spec = ("lock", lock) if lock else ("warn", warning) if warning else ("", None)
+        if spec is None:
+            self.close()
+            return LockResult(True)
+        key = (mode, str(spec["id"]))
+        if self.proc is not None and self.key == key:
+            if self.proc.poll() is None or (self.until and datetime.now(UTC) >= self.until):
+                return LockResult(True)
+            log.warning("the lock window ended before its time (exit %s): showing it again",
+                        self.proc.returncode)
+        self.close()
+        return self._start(mode, spec, key)
+
+    def _start(self, mode: str, spec: dict, key: tuple[str, str]) -> LockResult:
+        until = _until(spec)
+        if until <= datetime.now(UTC):
+            return LockResult(True)
+        argv = [sys.executable, "-m", "agent.idle.lockscreen", "--mode", mode,
+                "--kind", str(spec.get("kind") or "lock"), "--message", str(spec.get("message") or "")[:200],
+                "--until", until.isoformat()]
+        if self.lang:
+            argv += ["--lang", self.lang]
+        env = {**os.environ, "DISPLAY": self.display}
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+        try:
+            proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, text=True)
+        except OSError as exc:
+            return LockResult(False, f"could not start the lock window: {exc}")
+        wanted = "kalkan-lock: grabbed" if mode == "lock" else "kalkan-lock: shown"
+        deadline = time.monotonic() + self.start_timeout_s
+        seen: list[str] = []
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                break
+            line = proc.stdout.readline()
+            if not line:
+                break  # the window ended
+            seen.append(line.strip())
+            if line.startswith(wanted):
+                self.proc, self.key, self.until = proc, key, until
+                log.info("lesson %s window up until %s", mode, until.isoformat())
+                return LockResult(True)
+        proc.kill()
+        proc.wait(timeout=5)
+        tail = " / ".join(seen)[-300:] or "no output"
+        return LockResult(False, f"the lock window did not come up on {self.display}: {tail}")
+
+    def close(self) -> None:
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.terminate()
+                try:
+                    self.proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait(timeout=5)
+            if self.proc.stdout is not None:
+                self.proc.stdout.close()
+            log.info("lesson window closed")
+        self.proc, self.key, self.until = None, None, None
 
 
 class SessionHelper:
@@ -50,7 +153,9 @@ class SessionHelper:
         session: str = "",
         read_interval_s: float = 1.0,
         poll_interval_s: float = 1.0,  # a teacher's lock reaches the screen within 2 s
+        screen: LockScreen | None = None,
     ) -> None:
+        self.screen = screen  # the lesson's lock window; None: the locker (loginctl) locks for lessons
         self.source = source
         self.locker = locker
         self.socket_path = socket_path
@@ -112,6 +217,12 @@ class SessionHelper:
         """Lock when the lesson's teacher locks this screen; unlock when the lock goes away (the
         teacher unlocked, or the lesson ended: nothing carries over)."""
         wanted = self.policy.lesson_lock
+        if self.screen is not None and (wanted is None or wanted["id"] != self._lesson_lock):
+            result = self.screen.follow(wanted, self.policy.lesson_warning)
+            if wanted is not None and result.ok:
+                return
+            if wanted is not None:  # no window (no Tk, display gone): the desktop's locker instead
+                log.error("lock window failed, locking with %s: %s", self.locker.name, result.error)
         if wanted is not None and wanted["id"] != self._lesson_lock:
             show_message(str(wanted.get("message") or ""))
             result = self.locker.lock()
@@ -129,9 +240,13 @@ class SessionHelper:
 
     def run(self, stop: threading.Event | None = None) -> None:
         stop = stop or threading.Event()
-        while not stop.is_set():
-            self.tick(time.monotonic())
-            stop.wait(self.read_interval_s)
+        try:
+            while not stop.is_set():
+                self.tick(time.monotonic())
+                stop.wait(self.read_interval_s)
+        finally:
+            if self.screen is not None:
+                self.screen.close()
 
 
 def show_message(message: str) -> None:
@@ -168,6 +283,10 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--display", help="X display (default: $DISPLAY)")
     parser.add_argument("--lock-command", help="lock with this command instead of loginctl, e.g. "
                                                "'xdg-screensaver lock'")
+    parser.add_argument("--lock-window", choices=["auto", "off"], default="auto",
+                        help="lesson locks: our full-screen window on the X display (auto, the default, "
+                             "when there is a display and Tk) or the locker above (off)")
+    parser.add_argument("--lang", help="the lock window's language (default: the session's locale, else ky)")
     parser.add_argument("--read-interval", type=float, default=1.0, help="seconds between idle readings")
     parser.add_argument("--poll-interval", type=float, default=1.0, help="seconds between policy polls")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -184,9 +303,19 @@ def run_from_args(args: argparse.Namespace) -> int:
         log.error("%s", exc)
         return 2
     session = os.environ.get("XDG_SESSION_ID") or args.display or os.environ.get("DISPLAY", "")
+    display = args.display or os.environ.get("DISPLAY", "")
+    screen = None
+    if args.lock_window == "auto" and LockScreen.usable(display):
+        screen = LockScreen(display, lang=args.lang)
     helper = SessionHelper(source, locker, socket_path=args.socket, session=session,
-                           read_interval_s=args.read_interval, poll_interval_s=args.poll_interval)
-    log.info("watching session %r with %s, locking with %s", session, source.name, locker.name)
+                           read_interval_s=args.read_interval, poll_interval_s=args.poll_interval,
+                           screen=screen)
+    log.info("watching session %r with %s, locking with %s, lesson locks with %s", session, source.name,
+             locker.name, "the lock window" if screen else locker.name)
+    def stop_on_term(_signum, _frame) -> None:
+        raise KeyboardInterrupt  # the window is closed on the way out (SessionHelper.run)
+
+    signal.signal(signal.SIGTERM, stop_on_term)
     try:
         helper.run()
     except KeyboardInterrupt:

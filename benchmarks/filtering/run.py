@@ -325,7 +325,36 @@ def _p95(values: list[float]) -> float:
     return ordered[max(0, int(round(0.95 * len(ordered))) - 1)]
 
 
-def cmd_push(args) -> None:
+def _cpu_s(pids: list[int]) -> float:
+    """User + system CPU seconds the processes have used (/proc/<pid>/stat)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def _settle(pids: list[int], *, below: float = 0.15, longest_s: float = 60.0) -> float:
+    """Wait until the agents' start-up work is done (their CPU use under `below` cores over a
+    second), so the measurement is the change, not start-up contention; the seconds waited."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < longest_s:
+        before = _cpu_s(pids)
+        time.sleep(1.0)
+        if _cpu_s(pids) - before < below:
+            break
+    return time.monotonic() - t0
+
+
+def _push_run(args, inline: bool) -> dict:
+    """One server and `args.seats` real `kalkan-agent run` processes; `inline` = the push carries
+    the room's bundle (KALKAN_PUSH_INLINE=1, now) or only the version (=0, before: every seat
+    then GETs /api/v1/policy)."""
+    os.environ["KALKAN_PUSH_INLINE"] = "1" if inline else "0"
     work = Path(tempfile.mkdtemp(prefix="bench-push-"))
     server = KalkanServerProcess(work / "server").start()
     server.create_user("admin", "bench-admin", "bench-password-1")
@@ -337,34 +366,61 @@ def cmd_push(args) -> None:
             code_agents.append(agent)
         # baseline: one seat alone
         code_agents[0].start(collectors=["heartbeat"], heartbeat_s=60)
-        time.sleep(2)
+        _settle([code_agents[0].proc.pid])
         one = _push_round(server, code_agents[:1], args.changes)
         for agent in code_agents[1:]:  # one after the other: 29 starting at once starve 2 cores
             agent.start(collectors=["heartbeat"], heartbeat_s=60, timeout=120)
-        agents = code_agents
-        time.sleep(5)  # every seat connected to the push channel
-        many = _push_round(server, agents, args.changes)
-        print(machine())
-        print(
-            f"{args.changes} policy changes; seat applied = new policy.json written; enforced ≤ applied + "
-            f"{WATCH_S} s (the proxy's watch interval)"
-        )
-        print(
-            "| seats | samples | p50 applied (s) | p95 applied (s) | max (s) | p95 enforced ≤ (s) "
-            "| p95 ratio |"
-        )
-        print("| --- | --- | --- | --- | --- | --- | --- |")
-        for n, d in ((1, one), (args.seats, many)):
-            print(
-                f"| {n} | {len(d)} | {statistics.median(d):.3f} | {_p95(d):.3f} | {max(d):.3f} | "
-                f"{_p95(d) + WATCH_S:.3f} | {_p95(d) / _p95(one):.2f} |"
-            )
+        pids = [a.proc.pid for a in code_agents]
+        settled = _settle(pids)
+        load = os.getloadavg()[0]
+        server_cpu, agents_cpu = _cpu_s([server.proc.pid]), _cpu_s(pids)
+        try:
+            many = _push_round(server, code_agents, args.changes)
+        except RuntimeError as exc:
+            raise RuntimeError(f"{'inline' if inline else 'notice + GET'}: {exc}; server log tail:\n"
+                               f"{server.log_text()[-3000:] if hasattr(server, 'log_text') else ''}\n"
+                               f"seat-00 log tail:\n{code_agents[0].log_text()[-2000:]}") from None
+        server_cpu = _cpu_s([server.proc.pid]) - server_cpu
+        agents_cpu = _cpu_s(pids) - agents_cpu
+        return {"one": one, "many": many, "load": load, "settled": settled,
+                "server_cpu": server_cpu / args.changes, "agents_cpu": agents_cpu / args.changes}
     finally:
         for agent in code_agents:
             if agent.running:
                 agent.stop()
         server.stop()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def cmd_push(args) -> None:
+    """Policy change → applied on 30 real agent processes, before (the push says "version N",
+    each seat GETs it) and now (the push carries the room's bundle) in one run."""
+    runs = []
+    for inline in (False, True):
+        runs.append((inline, _push_run(args, inline)))
+    print(machine())
+    print(
+        f"{args.changes} policy changes; seat applied = new policy.json written; enforced ≤ applied + "
+        f"{WATCH_S} s (the proxy's watch interval); CPU = seconds per change (server / all agents); "
+        f"load = 1-min load average when the 30-seat round began"
+    )
+    print(
+        "| path | seats | samples | p50 applied (s) | p95 applied (s) | max (s) | p95 enforced ≤ (s) "
+        "| server CPU (s) | agents' CPU (s) | load |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for inline, r in runs:
+        name = "bundle in the push (now)" if inline else "notice + GET (before)"
+        for n, d in ((1, r["one"]), (args.seats, r["many"])):
+            cpu = f"{r['server_cpu']:.3f} | {r['agents_cpu']:.3f} | {r['load']:.1f}" if n > 1 else "| |"
+            print(
+                f"| {name} | {n} | {len(d)} | {statistics.median(d):.3f} | {_p95(d):.3f} | {max(d):.3f} | "
+                f"{_p95(d) + WATCH_S:.3f} | {cpu} |"
+            )
+    before, now = runs[0][1]["many"], runs[1][1]["many"]
+    print(f"30-seat p95 ratio now/before: {_p95(now) / _p95(before):.2f}; "
+          f"p50 ratio: {statistics.median(now) / statistics.median(before):.2f}; "
+          f"settled after start: {runs[0][1]['settled']:.0f} s / {runs[1][1]['settled']:.0f} s")
 
 
 def main() -> int:

@@ -12,12 +12,15 @@ on error, always closed.
 
 from __future__ import annotations
 
+import sqlite3
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 from fastapi import Request
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -77,11 +80,47 @@ def _tune_sqlite(engine: Engine) -> None:
         cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cur.close()
 
+    # One writer at a time, queued in this process.  SQLite lets one transaction write; a
+    # connection that finds the lock taken polls for it (its busy handler sleeps 1…100 ms between
+    # tries), so this process's writers raced each other: the one that happened to wake first
+    # won, a steady stream of event batches starved the lesson ticker, the agents' filtering
+    # reports and the health probe past the 30 s busy timeout ("database is locked", 503), and
+    # the database sat idle between a commit and the next waiter's wake-up.  Here every write
+    # transaction of the process first takes `writer` (a waiter wakes the moment it is
+    # released), then BEGIN IMMEDIATE (the busy handler now only arbitrates with other
+    # processes: the command line, a second worker).  Released at commit or rollback.
+    writer = threading.Lock()
+
     @event.listens_for(engine, "begin")
     def _on_begin(conn) -> None:
         # `read_only_engine`: a deferred BEGIN takes no lock (WAL readers never block the writer)
-        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("kalkan_read_only")
-                             else "BEGIN IMMEDIATE")
+        if conn.get_execution_options().get("kalkan_read_only"):
+            conn.exec_driver_sql("BEGIN")
+            return
+        if not writer.acquire(timeout=SQLITE_BUSY_TIMEOUT_MS / 1000):
+            raise OperationalError("BEGIN IMMEDIATE", None,
+                                   sqlite3.OperationalError("database is locked (this process's other "
+                                                            "writers kept it past the busy timeout)"))
+        try:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            writer.release()
+            raise
+        conn.info["kalkan_writer"] = True
+
+    def _release(conn) -> None:
+        if conn.info.pop("kalkan_writer", False):
+            writer.release()
+
+    event.listen(engine, "commit", _release)
+    event.listen(engine, "rollback", _release)
+
+    def _release_record(_dbapi_conn, record, *_args) -> None:  # never kept past the pool
+        if record is not None and record.info.pop("kalkan_writer", False):
+            writer.release()
+
+    event.listen(engine.pool, "checkin", _release_record)
+    event.listen(engine.pool, "invalidate", _release_record)
 
 
 def read_only_engine(engine: Engine) -> Engine:

@@ -14,8 +14,10 @@ A block or allow is one `amend_policy` (versioned, audited, pushed to every seat
 Each seat's report page shows what became of the reports sent from it (`seat_statuses`,
 asked by the agent with its token — no student login).
 
-`decide` is the one entry point for decisions; the lesson engineer routes unblock requests
-to a lesson's teacher and calls it with the teacher's viewer: a teacher may only allow on a
+`decide` is the one entry point for decisions.  During a lesson, unblock requests go to the
+lesson's teacher first: `policy_server.lessons.requests` decides where an item lives, and the
+queue (`list_queue`, `counts`, an admin's `decide`) leaves out what a running lesson holds
+until the lesson ends undecided or its teacher forwards it.  A teacher may only allow on a
 seat (or reject) items whose every seat is in one of the teacher's rooms (`teacher_items`
 lists them); everything else is the responsible person's.
 """
@@ -35,6 +37,7 @@ from policy_server.audit import audit
 from policy_server.db.models import Event, Role, Workstation, utcnow
 from policy_server.errors import Forbidden, InvalidInput, NotFound
 from policy_server.filtering.models import FilterRequest, FilterRequestEvent
+from policy_server.lessons import requests as lesson_requests
 from policy_server.policies.service import amend_policy, current_bundle
 
 KINDS = {"web.report": "report", "web.unblock_request": "unblock"}
@@ -154,13 +157,16 @@ def list_queue(db: Session, *, viewer, status: str | None = "received", limit: i
         if status not in STATUSES:
             raise InvalidInput(f"unknown status {status!r}; use one of {', '.join(STATUSES)} or all")
         query = query.where(FilterRequest.status == status)
-    return list(db.scalars(query.order_by(FilterRequest.last_at.desc()).limit(limit)))
+    rows = list(db.scalars(query.order_by(FilterRequest.last_at.desc()).limit(limit)))
+    return lesson_requests.in_queue(db, rows)  # not those a running lesson's teacher holds
 
 
 def counts(db: Session) -> dict[str, int]:
     out = dict.fromkeys(STATUSES, 0)
     for status in db.scalars(select(FilterRequest.status)):
         out[status] = out.get(status, 0) + 1
+    received = list(db.scalars(select(FilterRequest).where(FilterRequest.status == "received")))
+    out["received"] -= len(lesson_requests.held_by_lessons(db, received))
     return out
 
 
@@ -217,6 +223,8 @@ def decide(db: Session, *, viewer, ids: list[int], action: str, scope: str = "sc
     if action not in ("block", "allow", "reject"):
         raise InvalidInput(f"unknown decision {action!r}; choose block, allow or reject")
     rows = list(db.scalars(select(FilterRequest).where(FilterRequest.id.in_(ids))))
+    if viewer.role == Role.admin:  # what a running lesson's teacher holds is not in the queue yet
+        rows = lesson_requests.in_queue(db, rows)
     if viewer.role == Role.teacher:  # only their rooms' unblock requests, only for the seat
         allowed = {r.id for r in teacher_items(db, viewer=viewer, status="received")}
         rows = [r for r in rows if r.id in allowed]
@@ -237,6 +245,7 @@ def decide(db: Session, *, viewer, ids: list[int], action: str, scope: str = "sc
             row.decision = {"action": "reject"}
         audit(db, actor=actor, action="filtering.reject", target=",".join(str(r.id) for r in rows),
               detail={"reason": reason, "urls": [r.url for r in rows][:50]})
+        _tell_seats(db, rows)
         return {"decided": len(rows), "policy_version": None}
     allowed_scopes = ("school", "group") if action == "block" else ("seat", "group", "school")
     if scope not in allowed_scopes:
@@ -298,7 +307,20 @@ def decide(db: Session, *, viewer, ids: list[int], action: str, scope: str = "sc
         row.decision = {"action": action, "scope": scope, "target": target, "entry": item, "seats": seats,
                         "until": until.isoformat() if until else None}
         row.reason, row.decided_by, row.decided_at, row.policy_version = reason, actor, now, new.version
+    _tell_seats(db, rows)
     return {"decided": len(rows), "policy_version": new.version}
+
+
+def _tell_seats(db: Session, rows: list[FilterRequest]) -> None:
+    """Once committed, push "your reports were decided" to the seats they came from, so each
+    student's report page shows the decision within seconds (policies/push.py)."""
+    from policy_server.policies.push import schedule_reports_push
+
+    if not rows:
+        return
+    agents = db.scalars(select(FilterRequestEvent.agent_id).where(
+        FilterRequestEvent.request_id.in_([r.id for r in rows])).distinct())
+    schedule_reports_push(db, list(agents))
 
 
 def expire_allows(db: Session, now: datetime | None = None) -> int:

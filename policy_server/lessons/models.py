@@ -92,3 +92,16 @@ class Preset(Base):
     person_id: Mapped[int] = mapped_column(ForeignKey("people.id"), primary_key=True)
     mode: Mapped[str] = mapped_column(String(16), default="open")
     scene_id: Mapped[int | None] = mapped_column(ForeignKey("lesson_scenes.id"), nullable=True)
+
+
+class LessonRequestForward(Base):
+    """An unblock request the lesson's teacher passed on to the responsible person before the
+    lesson ended (`policy_server.lessons.requests`).  Revision 0304_lesson_requests."""
+
+    __tablename__ = "lesson_request_forwards"
+
+    # a filter_requests id (no foreign key: that table is another migration branch's)
+    request_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    lesson_id: Mapped[str] = mapped_column(ForeignKey("lessons.id"), index=True)
+    forwarded_by: Mapped[str] = mapped_column(String(64))
+    forwarded_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

@@ -23,6 +23,7 @@ from policy_server import scope
 from policy_server.db.models import Person, Role, Room, SchoolClass, utcnow
 from policy_server.db.session import get_db
 from policy_server.errors import KalkanError
+from policy_server.lessons import requests as lesson_requests
 from policy_server.lessons import seats as seatmap
 from policy_server.lessons import service as lessons
 from policy_server.lessons.models import Lesson, LessonBan
@@ -58,6 +59,7 @@ DONE = {
     "banned": N_("Internet is off for that seat until the lesson ends."),
     "unbanned": N_("Internet is back on for that seat."),
     "allowed": N_("The site is open for the rest of this lesson."),
+    "forwarded": N_("The request is sent to the responsible person's queue."),
     "locked": N_("The screens are being locked."),
     "unlocked": N_("The screens are unlocked."),
     "eyes": N_("Every screen shows your message now."),
@@ -67,6 +69,7 @@ DONE = {
     "period": N_("The period is added."),
     "period_deleted": N_("The period is deleted."),
     "imported": N_("The timetable is imported."),
+    "classes_imported": N_("The class list is imported."),
     "schedule": N_("The internet-use schedule is saved."),
     "seating": N_("The seating plan is saved."),
     "layout": N_("The seat map is saved."),
@@ -246,7 +249,9 @@ def teach_scene_delete(request: Request, scene_id: int, csrf_token: str = Form("
 # ----------------------------------------------------------------------------- the lesson page
 
 
-def _lesson_context(db: Session, viewer: scope.Viewer, lesson: Lesson) -> dict:
+def _lesson_context(db: Session, viewer: scope.Viewer, lesson: Lesson, *, held: bool = False) -> dict:
+    """`held`: also the unblock requests the lesson holds (the full page only: it folds new
+    events into the queue, a write the live stream's read-only session must not make)."""
     now = utcnow()
     room = db.get(Room, lesson.room_id)
     teacher = db.get(Person, lesson.teacher_id)
@@ -259,13 +264,14 @@ def _lesson_context(db: Session, viewer: scope.Viewer, lesson: Lesson) -> dict:
             "can_act": running and (viewer.role == Role.admin or lesson.teacher_id == viewer.person.id),
             "summary": lesson.summary, "ends": hhmm(lesson.ends_at),
             "extend_left": lessons.MAX_EXTENSION_MIN - lesson.extended_min,
-            "minutes_left": max(0, int((lesson.ends_at - now).total_seconds() // 60)) if running else 0}
+            "minutes_left": max(0, int((lesson.ends_at - now).total_seconds() // 60)) if running else 0,
+            "held_requests": lesson_requests.of_lesson(db, lesson, now=now) if running and held else []}
 
 
 def _lesson_page(page: Page, db: Session, viewer: scope.Viewer, lesson_id: str, *, errors=None,
                  status_code: int = 200) -> Response:
     lesson = lessons.get_lesson(db, viewer, lesson_id)
-    ctx = _lesson_context(db, viewer, lesson)
+    ctx = _lesson_context(db, viewer, lesson, held=True)
     title = page._("Lesson in %(room)s", room=ctx["room"].name if ctx["room"] else "")
     return _render(page, "lessons/lesson.html", live=ctx["running"], status_code=status_code,
                    page_title=title,
@@ -447,6 +453,22 @@ def form_allow(request: Request, lesson_id: str, csrf_token: str = Form(""), sit
                           lambda: lessons.allow_site(db, viewer, lesson_id=lesson_id, site=site))
 
 
+@router.post("/lessons/{lesson_id}/requests/{request_id}/allow")
+def form_request_allow(request: Request, lesson_id: str, request_id: int, csrf_token: str = Form(""),
+                       viewer: scope.Viewer = Depends(teachers), db: Session = Depends(get_db)) -> Response:
+    return _lesson_action(request, db, viewer, lesson_id, csrf_token, "allowed",
+                          lambda: lesson_requests.allow_in_lesson(db, viewer, lesson_id=lesson_id,
+                                                                  request_id=request_id))
+
+
+@router.post("/lessons/{lesson_id}/requests/{request_id}/forward")
+def form_request_forward(request: Request, lesson_id: str, request_id: int, csrf_token: str = Form(""),
+                         viewer: scope.Viewer = Depends(teachers), db: Session = Depends(get_db)) -> Response:
+    return _lesson_action(request, db, viewer, lesson_id, csrf_token, "forwarded",
+                          lambda: lesson_requests.forward(db, viewer, lesson_id=lesson_id,
+                                                          request_id=request_id))
+
+
 @router.post("/lessons/{lesson_id}/lock")
 def form_lock(request: Request, lesson_id: str, csrf_token: str = Form(""), seat: str = Form(""),
               message: str = Form(""), countdown_s: str = Form("0"), viewer: scope.Viewer = Depends(teachers),
@@ -477,7 +499,7 @@ def form_eyes(request: Request, lesson_id: str, csrf_token: str = Form(""), mess
 
 
 def _timetable(page: Page, db: Session, viewer: scope.Viewer, *, errors=None, problems=None,
-               status_code: int = 200, csv_text: str = "") -> Response:
+               status_code: int = 200, csv_text: str = "", classes_text: str = "") -> Response:
     year = timetable.school_year_of(timetable.local_now(utcnow()).date())
     chosen = page.request.query_params.get("year") or year
     return _render(page, "timetable/timetable.html", status_code=status_code, page_title=page._("Timetable"),
@@ -487,7 +509,9 @@ def _timetable(page: Page, db: Session, viewer: scope.Viewer, *, errors=None, pr
                                                                  Person.disabled.is_(False))
                                             .order_by(Person.username))),
                    is_admin=viewer.role == Role.admin, errors=errors or [], problems=problems or [],
-                   year=chosen, bands=timetable.internet_schedule(db, chosen), csv_text=csv_text)
+                   year=chosen, bands=timetable.internet_schedule(db, chosen), csv_text=csv_text,
+                   classes_text=classes_text,
+                   accounts=timetable.student_accounts(db) if viewer.role == Role.admin else {})
 
 
 @router.get("/timetable")
@@ -549,6 +573,43 @@ async def form_import(request: Request, viewer: scope.Viewer = Depends(admins),
                                                 count=len(rows))])
         db.commit()
         return _redirect("/timetable", "imported")
+
+    return await asyncio.to_thread(run)
+
+
+@router.post("/timetable/classes/import")
+async def form_import_classes(request: Request, viewer: scope.Viewer = Depends(admins),
+                              db: Session = Depends(get_db)):
+    """The class list (and students' OS accounts → class) from CSV, all or nothing."""
+    form = await request.form()
+    upload = form.get("file")
+    text = str(form.get("classes_text") or "")
+    if isinstance(upload, UploadFile) or hasattr(upload, "read"):
+        raw = await upload.read()
+        if raw:
+            text = raw.decode("utf-8-sig", errors="replace")
+    token = str(form.get("csrf_token") or "")
+
+    def run() -> Response:
+        page = _page(request, db)
+        if not _csrf_ok(page, token):
+            return page.error_page(403, page._("The form's security token is missing or out of date. "
+                                               "Go back, reload the page and try again."))
+        try:
+            _counts, problems = timetable.import_classes_csv(db, viewer, text=text)
+        except KalkanError as exc:
+            db.rollback()
+            return _timetable(page, db, viewer, errors=[_message(page, exc)], status_code=422,
+                              classes_text=text)
+        if problems:
+            db.rollback()
+            rows = [{"line": p.line, "text": translate(page.language, TEXTS[p.message_code], **p.params)}
+                    for p in problems]
+            return _timetable(page, db, viewer, status_code=422, classes_text=text, problems=rows,
+                              errors=[translate(page.language, TEXTS["timetable.csv_errors"],
+                                                count=len(rows))])
+        db.commit()
+        return _redirect("/timetable", "classes_imported")
 
     return await asyncio.to_thread(run)
 

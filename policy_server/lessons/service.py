@@ -353,6 +353,9 @@ def allow_site(db: Session, viewer: Viewer, *, lesson_id: str, site: str, now: d
                           detail={"by": viewer.name}))
     audit(db, actor=viewer.name, action="lesson.allow_site", target=f"lesson:{lesson.id}",
           detail={"site": entry})
+    from policy_server.lessons.requests import close_for_site  # (it imports this module)
+
+    close_for_site(db, lesson, entry, by=viewer.name, now=now)  # the students' requests for it: answered
     sync_bundle(db, actor=viewer.name, comment=f"lesson {lesson.id}: allow {entry}")
     return entry
 

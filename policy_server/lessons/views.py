@@ -17,6 +17,7 @@ from policy_server.db.models import Person, Role, Room, Workstation, utcnow
 from policy_server.db.session import get_db
 from policy_server.errors import Conflict
 from policy_server.lessons import activity, seats
+from policy_server.lessons import requests as lesson_requests
 from policy_server.lessons import service as lessons
 from policy_server.lessons.models import Lesson
 from policy_server.notices import service as notices
@@ -151,6 +152,32 @@ def allow(lesson_id: str, body: SiteBody, viewer: scope.Viewer = Depends(readers
     site = lessons.allow_site(db, viewer, lesson_id=lesson_id, site=body.site)
     db.commit()
     return {"allowed": site}
+
+
+@router.get("/lessons/{lesson_id}/requests")
+def held_requests(lesson_id: str, viewer: scope.Viewer = Depends(readers),
+                  db: Session = Depends(get_db)) -> dict:
+    """The unblock requests this running lesson holds (its teacher's to answer first)."""
+    lesson = lessons.get_lesson(db, viewer, lesson_id)
+    rows = lesson_requests.of_lesson(db, lesson) if lessons.is_running(lesson, utcnow()) else []
+    return {"items": [{"id": r.id, "url": r.url, "host": r.host, "seats": r.seats, "comments": r.comments,
+                       "count": r.count, "last_at": r.last_at.isoformat()} for r in rows]}
+
+
+@router.post("/lessons/{lesson_id}/requests/{request_id}/forward", dependencies=[Depends(require_csrf)])
+def forward_request(lesson_id: str, request_id: int, viewer: scope.Viewer = Depends(readers),
+                    db: Session = Depends(get_db)) -> dict:
+    row = lesson_requests.forward(db, viewer, lesson_id=lesson_id, request_id=request_id)
+    db.commit()
+    return {"forwarded": row.id}
+
+
+@router.post("/lessons/{lesson_id}/requests/{request_id}/allow", dependencies=[Depends(require_csrf)])
+def allow_request(lesson_id: str, request_id: int, viewer: scope.Viewer = Depends(readers),
+                  db: Session = Depends(get_db)) -> dict:
+    row = lesson_requests.allow_in_lesson(db, viewer, lesson_id=lesson_id, request_id=request_id)
+    db.commit()
+    return {"allowed": row.decision.get("entry"), "id": row.id}
 
 
 class LockBody(BaseModel):

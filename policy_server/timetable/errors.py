@@ -32,6 +32,18 @@ TEXTS: dict[str, str] = {
     "lesson.scene_name": N_("Give the scene a name of 1 to 64 characters."),
     "lesson.scene_not_found": N_("No such scene among yours."),
     "lesson.message_long": N_("The message is too long: at most 200 characters."),
+    "lesson.request_not_found": N_(
+        "No such unblock request waiting in this lesson: it was answered or sent on already."
+        " Reload the page."),
+    "timetable.classes_csv_empty": N_(
+        "The file has no rows. The columns are: class, and optionally a student's OS account."),
+    "timetable.classes_csv_columns": N_(
+        "This row has %(count)s columns; write two at most: the class, then a student's OS account."),
+    "timetable.account_twice": N_(
+        "Account %(value)s is already in class %(cls)s on line %(line)s. Keep one class per account."),
+    "timetable.bad_account": N_(
+        "%(value)s is not an OS account name. Write the login as on the workstation, without spaces "
+        "(at most 64 characters)."),
     "timetable.bad_weekday": N_(
         "The weekday must be 1 (Monday) to 7 (Sunday), or a day name; got %(value)s."),
     "timetable.bad_time": N_("%(value)s is not a time. Write it as HH:MM, e.g. 08:30."),

@@ -68,3 +68,14 @@ class SeatingEntry(Base):
     room_id: Mapped[int] = mapped_column(ForeignKey("rooms.id"))
     seat: Mapped[str] = mapped_column(String(64))
     student: Mapped[str] = mapped_column(String(120))
+
+
+class StudentAccount(Base):
+    """A student's own OS account → their class (labs with a login per student; labs with shared
+    accounts use the seating plan instead).  Revision 0305_timetable_accounts."""
+
+    __tablename__ = "student_accounts"
+
+    os_user: Mapped[str] = mapped_column(String(64), primary_key=True)
+    class_id: Mapped[int] = mapped_column(ForeignKey("school_classes.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

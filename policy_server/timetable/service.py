@@ -21,7 +21,7 @@ from policy_server.audit import audit
 from policy_server.db.models import Person, PersonClass, PersonRoom, Role, Room, SchoolClass, Workstation
 from policy_server.scope import Viewer
 from policy_server.timetable.errors import Invalid, Missing, fail
-from policy_server.timetable.models import InternetBand, Period, RoomSeat, SeatingEntry
+from policy_server.timetable.models import InternetBand, Period, RoomSeat, SeatingEntry, StudentAccount
 
 SCHOOL_TZ = ZoneInfo("Asia/Bishkek")
 WEEKDAYS = {  # 0 = Monday; names in the three languages and short forms
@@ -421,6 +421,120 @@ def student_at(db: Session, *, room_id: int, seat: str, at: datetime) -> str | N
     if period is None or period.class_id is None:
         return None
     return seating_of(db, period.class_id, room_id).get(seat)
+
+
+# ----------------------------------------------------------------------------- a student's class
+
+
+def set_student_account(db: Session, viewer: Viewer, *, os_user: str, school_class: str) -> StudentAccount:
+    """Map a student's own OS account to their class (or move it to another class)."""
+    _admin_only(viewer)
+    name = (os_user or "").strip()
+    if not name or len(name) > 64 or any(c.isspace() for c in name):
+        raise fail(Invalid, "timetable.bad_account", value=os_user or "")
+    cls = ensure_class(db, school_class)
+    found = db.get(StudentAccount, name)
+    if found is None:
+        found = StudentAccount(os_user=name, class_id=cls.id)
+        db.add(found)
+    else:
+        found.class_id = cls.id
+    audit(db, actor=viewer.name, action="timetable.student_account", target=f"class:{cls.id}",
+          detail={"os_user": name})
+    db.flush()
+    return found
+
+
+def import_classes_csv(db: Session, viewer: Viewer, *, text: str) -> tuple[tuple[int, int], list[CsvProblem]]:
+    """Import the class list from CSV: `class[,student's OS account]` per row (a header row is
+    optional; `,` or `;`).  A row with a class only adds the class; with an account it also maps
+    that account to the class (moving it from another class).  All or nothing: any bad row →
+    nothing stored and every bad row named with its line and the fix.  ((classes, accounts), [])."""
+    _admin_only(viewer)
+    text = text.lstrip("\ufeff")
+    if not text.strip():
+        raise fail(Invalid, "timetable.classes_csv_empty")
+    first = text.split("\n", 1)[0]
+    rows = list(csv.reader(io.StringIO(text), delimiter=";" if first.count(";") > first.count(",") else ","))
+    problems: list[CsvProblem] = []
+    classes: dict[str, int] = {}  # class name → first line
+    accounts: dict[str, tuple[str, int]] = {}  # account → (class, line)
+    for number, row in enumerate(rows, start=1):
+        cells = [c.strip() for c in row] + ["", ""]
+        if not any(cells):
+            continue
+        if number == 1 and cells[0].lower() in ("class", "класс", "класс.", "класс аты", "classe"):
+            continue
+        name, account = cells[0], cells[1]
+        if len(row) > 2 and any(c.strip() for c in row[2:]):
+            problems.append(CsvProblem(number, "timetable.classes_csv_columns", {"count": len(row)}))
+            continue
+        if not _CLASS.match(name):
+            problems.append(CsvProblem(number, "timetable.bad_class", {"value": name}))
+            continue
+        if account and (len(account) > 64 or any(c.isspace() for c in account)):
+            problems.append(CsvProblem(number, "timetable.bad_account", {"value": account}))
+            continue
+        if account in accounts and accounts[account][0] != name:
+            problems.append(CsvProblem(number, "timetable.account_twice",
+                                       {"value": account, "cls": accounts[account][0],
+                                        "line": accounts[account][1]}))
+            continue
+        classes.setdefault(name, number)
+        if account:
+            accounts.setdefault(account, (name, number))
+    if not classes and not problems:
+        raise fail(Invalid, "timetable.classes_csv_empty")
+    if problems:
+        return (0, 0), problems
+    ids = {name: ensure_class(db, name).id for name in classes}
+    for account, (name, _line) in accounts.items():
+        found = db.get(StudentAccount, account)
+        if found is None:
+            db.add(StudentAccount(os_user=account, class_id=ids[name]))
+        else:
+            found.class_id = ids[name]
+    db.flush()
+    audit(db, actor=viewer.name, action="timetable.classes_import",
+          detail={"classes": len(classes), "accounts": len(accounts)})
+    return (len(classes), len(accounts)), []
+
+
+def student_accounts(db: Session) -> dict[int, int]:
+    """Class id → how many students' OS accounts are mapped to it."""
+    counts: dict[int, int] = {}
+    for class_id in db.scalars(select(StudentAccount.class_id)):
+        counts[class_id] = counts.get(class_id, 0) + 1
+    return counts
+
+
+def class_at(db: Session, *, os_user: str | None, agent_id: str | None, at: datetime) -> SchoolClass | None:
+    """The class of the student behind an event: their own OS account's class if it is mapped;
+    else the class of the lesson running at that seat's room then, or of the timetable's period."""
+    if os_user:
+        account = db.get(StudentAccount, os_user)
+        if account is not None:
+            return db.get(SchoolClass, account.class_id)
+    ws = db.get(Workstation, agent_id) if agent_id else None
+    if ws is None or ws.room_id is None:
+        return None
+    from policy_server.lessons.models import Lesson
+
+    lesson = db.scalar(select(Lesson).where(Lesson.room_id == ws.room_id, Lesson.starts_at <= at,
+                                            Lesson.ends_at > at, Lesson.class_id.is_not(None))
+                       .where((Lesson.ended_at.is_(None)) | (Lesson.ended_at > at))
+                       .order_by(Lesson.starts_at.desc()).limit(1))
+    if lesson is not None:
+        return db.get(SchoolClass, lesson.class_id)
+    period = period_at(db, ws.room_id, at)
+    return db.get(SchoolClass, period.class_id) if period is not None and period.class_id else None
+
+
+def class_teachers(db: Session, class_id: int) -> list[Person]:
+    """The class teacher(s) of a class (`person_classes.class_teacher`, 001 §2.7), enabled only."""
+    return list(db.scalars(select(Person).join(PersonClass, PersonClass.person_id == Person.id)
+                           .where(PersonClass.class_id == class_id, PersonClass.class_teacher.is_(True),
+                                  Person.disabled.is_(False)).order_by(Person.id)))
 
 
 def _admin_only(viewer: Viewer) -> None:

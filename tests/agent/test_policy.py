@@ -106,3 +106,44 @@ def test_an_older_agent_accepts_a_bundle_from_a_newer_server():
     assert applied.version == 7
     assert not hasattr(applied, "printing")
 
+
+
+class _CountingClient:
+    """Stands in for the server only to count GETs: the pushed bundle must need none."""
+
+    def __init__(self, answer: dict) -> None:
+        self.answer, self.gets = answer, 0
+
+    def get_policy(self, etag):
+        from email.message import Message
+
+        from agent.server_client import Response
+
+        self.gets += 1
+        headers = Message()
+        headers["ETag"] = '"x"'
+        return Response(200, "OK", headers, json.dumps(self.answer).encode())
+
+
+def test_a_push_with_the_bundle_applies_without_a_request(state) -> None:
+    from policy_server.protocol import PolicyPush
+
+    applied: list[int] = []
+    manager = PolicyManager(state, on_apply=lambda b: applied.append(b.version))
+    raw = _raw(PolicyBundle(version=3, school="S"))
+    client = _CountingClient(raw)
+    push = PolicyPush(version=3, content_hash=raw["content_hash"], bundle=raw)
+    manager._on_push(push.model_dump_json(), client)
+    assert applied == [3] and client.gets == 0
+    # a damaged pushed bundle is not applied: the agent fetches the version instead
+    newer = _raw(PolicyBundle(version=4, school="S"))
+    damaged = dict(newer, school="tampered")
+    client = _CountingClient(newer)
+    push = PolicyPush(version=4, content_hash=newer["content_hash"], bundle=damaged)
+    manager._on_push(push.model_dump_json(), client)
+    assert applied == [3, 4] and client.gets == 1 and manager.current.school == "S"
+    # a bare notice (an older server, or a bundle too large to inline) still fetches
+    newest = _raw(PolicyBundle(version=5))
+    client = _CountingClient(newest)
+    manager._on_push(PolicyPush(version=5, content_hash=newest["content_hash"]).model_dump_json(), client)
+    assert applied == [3, 4, 5] and client.gets == 1

@@ -53,12 +53,17 @@ def test_teacher_of_lab1_cannot_reach_lab2(school, now_periods):
 
         lab2 = db.query(Room).filter_by(name="lab-2").one().id
         ban_id = db.query(LessonBan).filter_by(lesson_id=other["id"]).one().id
+    # and an unblock request from a lab-2 seat, held by bakyt's lesson
+    from tests.lessons.test_lesson_requests import queue_id, send
+
+    send(school, "lab-2", "s2", "web.unblock_request", "https://held.example/")
+    request_id = str(queue_id(school, "held.example"))
     # aigul (lab-1 only) tries every route with lab-2's ids
     api_csrf = school.login("aigul")
     token = web_login(school, "aigul")
     api_csrf = {"X-CSRF-Token": token}  # one login session for pages and API
     values = {"lesson_id": other["id"], "period_id": str(now_periods["bakyt"]), "ban_id": ban_id,
-              "scene_id": "999999", "notice_id": "999999"}
+              "scene_id": "999999", "notice_id": "999999", "request_id": request_id}
     tried = 0
     for method, path in own_routes(school.app):
         if path in PUBLIC:
@@ -93,6 +98,8 @@ def test_teacher_of_lab1_cannot_reach_lab2(school, now_periods):
     for key in ("ends_at", "allowed_sites", "locked_seats", "eyes_until", "running", "extended_min"):
         assert after[key] == before[key], key
     assert [b["seat"] for b in after["bans"]] == ["s1"]
+    held = school.client.get(f"/api/v1/lessons/{other['id']}/requests").json()["items"]
+    assert [i["host"] for i in held] == ["held.example"]  # neither forwarded nor allowed by aigul
     # and aigul's lists show nothing of lab-2
     school.login("aigul")
     assert school.client.get("/api/v1/lessons").json()["lessons"] == []

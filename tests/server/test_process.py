@@ -88,7 +88,10 @@ def test_policy_push_reaches_sse_client(server):
     assert received and received[-1]["version"] == version == 1
     assert time.monotonic() - changed_at < 5  # changes from another process are polled every 2 s
     with server.agent_client(token) as c:
-        assert c.get("/api/v1/policy").json()["content_hash"] == received[-1]["content_hash"]
+        fetched = c.get("/api/v1/policy").json()
+    assert fetched["content_hash"] == received[-1]["content_hash"]
+    # the push carries the room's bundle itself: exactly what GET answers, so no second request
+    assert received[-1]["bundle"] == fetched
 
 
 def test_cli_demo_is_idempotent_and_codes_enrol(tmp_path):
