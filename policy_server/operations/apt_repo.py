@@ -63,6 +63,13 @@ def _gpg(settings, *args: str, input: bytes | None = None) -> bytes:
     return result.stdout
 
 
+def _stop_agent(settings) -> None:
+    """gpg leaves a gpg-agent running for the key; the server signs rarely, so it goes at once."""
+    if shutil.which("gpgconf"):
+        subprocess.run(["gpgconf", "--homedir", str(_gnupg_home(settings)), "--kill", "gpg-agent"],
+                       capture_output=True, timeout=30)
+
+
 def ensure_key(settings) -> None:
     if not _gpg(settings, "--list-secret-keys", "--with-colons").strip():
         _gpg(settings, "--passphrase", "", "--quick-generate-key", KEY_NAME, "ed25519", "sign", "never")
@@ -71,8 +78,11 @@ def ensure_key(settings) -> None:
 def public_keyring(settings) -> bytes:
     """The signing key's public part, binary (what apt's `signed-by=` reads)."""
     with _lock:
-        ensure_key(settings)
-        return _gpg(settings, "--export", KEY_NAME)
+        try:
+            ensure_key(settings)
+            return _gpg(settings, "--export", KEY_NAME)
+        finally:
+            _stop_agent(settings)
 
 
 def _control(deb: Path) -> str:
@@ -111,38 +121,45 @@ def ensure_repo(settings) -> Path:
         stamp_file = out / ".stamp"
         if stamp_file.exists() and stamp_file.read_text() == stamp and (out / "InRelease").exists():
             return out
-        ensure_key(settings)
-        build = out.with_name("repo.new")
-        shutil.rmtree(build, ignore_errors=True)
-        build.mkdir(parents=True)
-        stanzas = []
-        for deb in debs:
-            size, md5, sha256 = _digests(deb)
-            stanzas.append(f"{_control(deb)}\nFilename: ./{deb.name}\nSize: {size}\nMD5sum: {md5}\n"
-                           f"SHA256: {sha256}\n")
-        text = "\n".join(stanzas).encode()
-        (build / "Packages").write_bytes(text)
-        (build / "Packages.gz").write_bytes(gzip.compress(text, mtime=0))
-        lines = ["Origin: Kalkan", "Label: Kalkan school server", "Suite: kalkan", "Codename: kalkan",
-                 f"Date: {email.utils.formatdate(usegmt=True)}", "Architectures: amd64 all",
-                 "Description: the Kalkan agent for this school's seats", "MD5Sum:"]
-        index = [(n, *_digests(build / n)) for n in ("Packages", "Packages.gz")]
-        lines += [f" {md5} {size:>16} {name}" for name, size, md5, _ in index]
-        lines.append("SHA256:")
-        lines += [f" {sha} {size:>16} {name}" for name, size, _, sha in index]
-        release = ("\n".join(lines) + "\n").encode()
-        (build / "Release").write_bytes(release)
-        sign = ("--local-user", KEY_NAME, "--digest-algo", "SHA256", "--output", "-")
-        (build / "InRelease").write_bytes(_gpg(settings, *sign, "--clearsign", input=release))
-        (build / "Release.gpg").write_bytes(_gpg(settings, *sign, "--armor", "--detach-sign", input=release))
-        (build / ".stamp").write_text(stamp)
-        old = out.with_name("repo.old")
-        shutil.rmtree(old, ignore_errors=True)
-        if out.exists():
-            out.rename(old)
-        build.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-        return out
+        try:
+            return _build(settings, debs, out, stamp)
+        finally:
+            _stop_agent(settings)
+
+
+def _build(settings, debs: list[Path], out: Path, stamp: str) -> Path:
+    ensure_key(settings)
+    build = out.with_name("repo.new")
+    shutil.rmtree(build, ignore_errors=True)
+    build.mkdir(parents=True)
+    stanzas = []
+    for deb in debs:
+        size, md5, sha256 = _digests(deb)
+        stanzas.append(f"{_control(deb)}\nFilename: ./{deb.name}\nSize: {size}\nMD5sum: {md5}\n"
+                       f"SHA256: {sha256}\n")
+    text = "\n".join(stanzas).encode()
+    (build / "Packages").write_bytes(text)
+    (build / "Packages.gz").write_bytes(gzip.compress(text, mtime=0))
+    lines = ["Origin: Kalkan", "Label: Kalkan school server", "Suite: kalkan", "Codename: kalkan",
+             f"Date: {email.utils.formatdate(usegmt=True)}", "Architectures: amd64 all",
+             "Description: the Kalkan agent for this school's seats", "MD5Sum:"]
+    index = [(n, *_digests(build / n)) for n in ("Packages", "Packages.gz")]
+    lines += [f" {md5} {size:>16} {name}" for name, size, md5, _ in index]
+    lines.append("SHA256:")
+    lines += [f" {sha} {size:>16} {name}" for name, size, _, sha in index]
+    release = ("\n".join(lines) + "\n").encode()
+    (build / "Release").write_bytes(release)
+    sign = ("--local-user", KEY_NAME, "--digest-algo", "SHA256", "--output", "-")
+    (build / "InRelease").write_bytes(_gpg(settings, *sign, "--clearsign", input=release))
+    (build / "Release.gpg").write_bytes(_gpg(settings, *sign, "--armor", "--detach-sign", input=release))
+    (build / ".stamp").write_text(stamp)
+    old = out.with_name("repo.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        out.rename(old)
+    build.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+    return out
 
 
 def versions(settings) -> list[str]:
