@@ -204,6 +204,9 @@ class _PumpProcess:
         self.waiting[self.next_id] = relay
         try:
             socket.send_fds(self.control, [struct.pack("Q", self.next_id)], [client_fd, server_fd])
+        except OSError:
+            self.waiting.pop(self.next_id, None)
+            raise  # the relay closes the connection
         finally:
             os.close(client_fd)  # the pump holds its own copies now
             os.close(server_fd)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import os
+import resource
 import select
 import signal
 import socket
@@ -138,7 +139,14 @@ class Pump(threading.Thread):
             except OSError:
                 os._exit(0)
 
-        self.incoming.append(Pair(fds[0], fds[1], told, None))
+        try:
+            pair = Pair(fds[0], fds[1], told, None)
+        except OSError:  # out of descriptors for its pipes: this connection ends, the others go on
+            for fd in fds:
+                os.close(fd)
+            told()
+            return False
+        self.incoming.append(pair)
         return True
 
     def _event(self, pair: Pair, i: int, ev: int) -> None:
@@ -238,6 +246,10 @@ AVAILABLE = hasattr(os, "splice") and hasattr(select, "epoll") and hasattr(os, "
 def serve(control_fd: int) -> None:
     """The pump as a process: pairs come over `control_fd`; ends when the proxy goes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the proxy's Ctrl-C is the proxy's business
+    # six descriptors per connection (two sockets, two pipes): take all the hard limit allows
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     control = socket.socket(fileno=control_fd)
     control.setblocking(False)
     Pump(control).run()
