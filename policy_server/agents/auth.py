@@ -27,6 +27,11 @@ def current_agent(request: Request, db: Session = Depends(get_db)) -> Workstatio
     ws = agent_for_token(db, bearer_token(request))
     if ws is None:
         raise Unauthorized(_UNKNOWN_TOKEN, code="agent.token_unknown")
+    # End the lookup's transaction at once: on SQLite every transaction holds the write lock,
+    # and a route that then only reads or sends a file must not keep it while the answer goes
+    # out (the chaos run: every writer of the server waited on a finished request's session).
+    # The row stays loaded (expire_on_commit=False); the route's own queries begin anew.
+    db.commit()
     return ws
 
 

@@ -32,6 +32,7 @@ router = APIRouter(prefix="/api/v1/filtering", tags=["filtering"])
 def get_index(sha256: str, request: Request, agent: Workstation = Depends(current_agent),
               db: Session = Depends(get_db)) -> FileResponse:
     path = lists.published_path(db, request.app.state.settings.state_dir, sha256.lower())
+    db.commit()  # a read: end it before the file goes out (on SQLite it holds the write lock)
     if path is None:
         raise NotFound(f"no published category index {sha256[:16]}…; the server publishes one with "
                        "kalkan-server lists update")

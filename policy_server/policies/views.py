@@ -26,6 +26,7 @@ def get_policy(request: Request, agent: Workstation = Depends(current_agent), db
     from policy_server.lessons.service import for_room  # only this room's lessons and bans
 
     bundle = for_room(current_bundle(db), agent.room.name if agent.room is not None else None)
+    db.commit()  # a read: end it before the answer goes out (on SQLite it holds the write lock)
     etag = etag_of(bundle)
     if etag in {t.strip() for t in request.headers.get("if-none-match", "").split(",")}:
         return Response(status_code=304, headers={"ETag": etag})
