@@ -13,9 +13,10 @@ away: the last good index stays in force, and the seat's health says so (retried
 
 **Report status.**  The student's report page (`http://report.kalkan/`) shows what became of
 the reports sent from this seat (received / blocked / allowed / rejected).  The proxy has no
-token, so the agent asks `GET /api/v1/filtering/reports` for it — 0.5–2.5 s after every
-applied policy (a decision is a policy change; spread so the seats' policy fetches go first)
-and every `reports_poll_s` — and writes
+token, so the agent asks `GET /api/v1/filtering/reports` for it — at once when the server's
+push channel says reports from this seat were decided (``event: reports``, sent to those seats
+only), 0.5–2.5 s after every applied policy (spread so the seats' policy fetches go first), and
+every `reports_poll_s` (the fallback when the push channel is down) — and writes
 `<state>/report-status.json`, which the proxy reads when it serves the page.  The server
 sends no URLs (an agent never receives students' URLs, 002 §3.1): each status carries the
 SHA-256 of the canonical URL, and the proxy shows the statuses of the reports it sent itself
@@ -114,6 +115,7 @@ class ArtifactFetcher:
         self.reports_error: str | None = None
         self._wake = threading.Event()
         self._reports_at = 0.0  # monotonic time of the next status read (0: at once)
+        self._reports_asked = False  # the server said "read it now" (reports_now)
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ inputs
@@ -128,6 +130,11 @@ class ArtifactFetcher:
     def wake(self) -> None:
         self._wake.set()
 
+    def reports_now(self) -> None:
+        """The server says reports sent from this seat were decided: read their status now."""
+        self._reports_asked = True
+        self._wake.set()
+
     def run(self, stop: threading.Event) -> None:
         next_index = 0.0
         while not stop.is_set():
@@ -136,7 +143,8 @@ class ArtifactFetcher:
             if index_needed and now >= next_index:
                 if not self.ensure_index(self.wanted):
                     next_index = time.monotonic() + self.retry_s
-            if now >= self._reports_at:
+            if now >= self._reports_at or self._reports_asked:
+                self._reports_asked = False  # asked again during the read: read again next turn
                 self.refresh_reports()
                 self._reports_at = time.monotonic() + self.reports_poll_s
             due = [self._reports_at]

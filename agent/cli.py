@@ -227,6 +227,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- upgrade
+
+
+def cmd_upgrade(args: argparse.Namespace) -> int:
+    from agent.upgrade import run_upgrade
+
+    state = AgentState(StatePaths.from_option(args.state_dir))
+    result = run_upgrade(state.paths.root, version=args.version, rollout=args.rollout)
+    print(json.dumps(result))
+    return 0 if result["state"] == "upgraded" else 1
+
+
 # ---------------------------------------------------------------------------- status
 
 
@@ -384,6 +396,13 @@ def build_parser(*, with_extras: bool = True) -> argparse.ArgumentParser:
     uninstall = with_state_dir(sub.add_parser("uninstall", help="undo what the collectors installed"))
     uninstall.add_argument("--purge", action="store_true", help="also delete the state directory")
     uninstall.set_defaults(func=cmd_uninstall)
+
+    upgrade = with_state_dir(sub.add_parser(
+        "upgrade", help="install another agent version from the server (run by the agent when the console "
+                        "orders it); rolls back on failure"))
+    upgrade.add_argument("--version", required=True, help="the package version, as the server offers it")
+    upgrade.add_argument("--rollout", type=int, required=True, help="the console's rollout number")
+    upgrade.set_defaults(func=cmd_upgrade)
 
     for module_name in SUBCOMMAND_MODULES if with_extras else ():
         try:

@@ -7,6 +7,8 @@
   `data:` is a `PolicyPush`) says a new version exists; the agent then fetches it
   with `GET /api/v1/policy` (If-None-Match) and applies it, well within 2 s.
   A slow poll is the fallback when the push channel is down.
+* The same channel says when reports sent from this seat were decided (`data:` is
+  ``{"reports": "decided"}``): `on_reports` (the runtime: read the report status now).
 """
 
 from __future__ import annotations
@@ -80,9 +82,11 @@ class PolicyManager:
     """Holds the bundle in force and applies new ones.  `on_apply(bundle)` is called for
     every applied bundle (the runtime passes it to every collector)."""
 
-    def __init__(self, state: AgentState, on_apply: Callable[[PolicyBundle], None]) -> None:
+    def __init__(self, state: AgentState, on_apply: Callable[[PolicyBundle], None],
+                 on_reports: Callable[[], None] | None = None) -> None:
         self.state = state
         self.on_apply = on_apply
+        self.on_reports = on_reports
         self.current: PolicyBundle | None = state.load_policy()
         self.etag: str | None = None
         self.applied_at: float | None = None
@@ -166,6 +170,10 @@ class PolicyManager:
             stop.wait(backoff.next_delay())
 
     def _on_push(self, data: str, client: ServerClient) -> None:
+        if data.startswith('{"reports"'):  # reports from this seat were decided (not a policy)
+            if self.on_reports is not None:
+                self.on_reports()
+            return
         try:
             push = PolicyPush.model_validate_json(data)
         except ValueError:

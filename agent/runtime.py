@@ -96,9 +96,10 @@ class AgentRuntime:
         self.uplink = Uplink(self.outbox, self.client) if self.client is not None else None
         self.sink = OutboxSink(self.outbox, on_added=self._wake_uplink,
                                seat=self.config.seat if self.config else None)
-        self.policy = PolicyManager(state, on_apply=self._apply_policy)
         # category index and report status from the server (docs/filtering-console.md)
         self.artifacts = ArtifactFetcher(self.paths.root, self.client) if self.client is not None else None
+        self.policy = PolicyManager(state, on_apply=self._apply_policy,
+                                    on_reports=self.artifacts.reports_now if self.artifacts else None)
         if self.artifacts is not None and self.policy.current is not None:
             self.artifacts.on_policy(self.policy.current)
         self.slots: dict[str, _Slot] = {}
@@ -208,6 +209,9 @@ class AgentRuntime:
             self._thread("policy-poll", self.policy.run_poll, self.client, self._stop, self.poll_interval_s)
             if self.artifacts is not None:
                 self._thread("artifacts", self.artifacts.run, self._stop)
+            from agent.upgrade import UpgradeLoop  # upgrades ordered from the console
+
+            self._thread("upgrade", UpgradeLoop(self.state.paths.root).run, self.client, self._stop)
         log.info("agent %s started: collectors %s, platform %s, policy version %s", AGENT_VERSION,
                  ", ".join(self.collector_names) or "none", self.platform, self.policy.version)
 

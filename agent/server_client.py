@@ -308,8 +308,9 @@ class ServerClient:
         response = self.http.get(HEALTH_PATH, timeout=3.0)
         return response.status_code == 200
 
-    def post_events(self, body: bytes) -> Response:
-        return self.http.post(EVENTS_PATH, content=body, headers={"Content-Type": "application/json"})
+    def post_events(self, body: bytes, timeout: float | None = None) -> Response:
+        return self.http.post(EVENTS_PATH, content=body, headers={"Content-Type": "application/json"},
+                              timeout=timeout)
 
     def get_policy(self, etag: str | None = None) -> Response:
         headers = {"If-None-Match": etag} if etag else {}

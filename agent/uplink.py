@@ -42,6 +42,11 @@ DEFAULT_BATCH_BYTES = min(1024 * 1024, MAX_BATCH_BYTES - 1024)
 BACKOFF_CAP_S = 30.0
 REFUSED_RETRY_S = 2.0  # nothing listens (the server is restarting): trying again costs it nothing
 REFUSALS_BEFORE_SPLIT = 2  # a 500 for the same batch this many times in a row: split it
+# A batch is answered once the server has stored it; a busy server queues batches for up to
+# 20 s (policy_server/events/ingest.py INGEST_WAIT_S) and then answers 503 "send it again in
+# 1 s".  Waiting longer than that for the answer means never giving up on a batch the server
+# then stores anyway — giving up made the agent send it again, to wait in the queue once more.
+EVENTS_TIMEOUT_S = 60.0
 UNAVAILABLE = (502, 503, 504)  # the server (or its database) cannot work now: wait, never split
 
 
@@ -141,7 +146,7 @@ class Uplink:
         """POST the events; any answer but 401/403 (and 5xx, for the caller) comes back."""
         body = b'{"events":[' + b",".join(event.body.encode() for event in batch) + b"]}"
         try:
-            response = self.client.post_events(body)
+            response = self.client.post_events(body, timeout=EVENTS_TIMEOUT_S)
         except TransportError as exc:
             error = UplinkError(f"cannot reach the server: {exc}")
             error.refused = isinstance(exc.__cause__, ConnectionRefusedError)

@@ -63,6 +63,10 @@ a=$build/kalkan-agent
 mkdir -p "$a/DEBIAN" "$a/usr/bin" "$a/lib/systemd/system" "$a/lib/systemd/system/clamav-daemon.service.d" \
     "$a/usr/share/kalkan-agent/clamav" "$a/usr/share/polkit-1/rules.d" "$a/usr/share/doc/kalkan-agent"
 place_venv "$a" /opt/kalkan/venv
+# the firewall template, where agent/proxy/nftables.py looks for it (next to the `agent` package;
+# found missing by the clean-root test: the overlay test saw this machine's checkout)
+install -D -m 0644 install/nftables/kalkan.nft.tmpl \
+    "$a/opt/kalkan/venv/lib/python$pyver/site-packages/install/nftables/kalkan.nft.tmpl"
 ln -s /opt/kalkan/venv/bin/kalkan-agent "$a/usr/bin/kalkan-agent"
 sed -e 's|/opt/kalkan/.venv/bin/kalkan-agent|/opt/kalkan/venv/bin/kalkan-agent|' \
     -e 's|file:///opt/kalkan/docs/agent.md|file:///usr/share/doc/kalkan-agent/operations.md|' \
@@ -87,7 +91,7 @@ install -m 0644 install/deb/server/default "$s/etc/default/kalkan-server"
 echo /etc/default/kalkan-server > "$s/DEBIAN/conffiles"
 [ -f docs/operations.md ] && install -m 0644 docs/operations.md "$s/usr/share/doc/kalkan-server/"
 for x in postinst prerm postrm; do install -m 0755 "install/deb/server/$x" "$s/DEBIAN/$x"; done
-control kalkan-server "python$pyver, passwd, openssl" \
+control kalkan-server "python$pyver, passwd, openssl, gpg, dpkg" \
     "Kalkan policy server (school console, policy, events, reports)
  The school's server: web console for the responsible person, teachers, the director
  and the district; the agents' policy, events and incidents; backups and metrics."
@@ -105,7 +109,7 @@ pack() {
 pack kalkan-agent
 install -D -m 0644 "$dist/kalkan-agent_${version}_${arch}.deb" \
     "$s/usr/share/kalkan-server/seat-packages/kalkan-agent_${version}_${arch}.deb"
-control kalkan-server "python$pyver, passwd, openssl" \
+control kalkan-server "python$pyver, passwd, openssl, gpg, dpkg" \
     "Kalkan policy server (school console, policy, events, reports)
  The school's server: web console for the responsible person, teachers, the director
  and the district; the agents' policy, events and incidents; backups and metrics.

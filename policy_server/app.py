@@ -21,6 +21,7 @@ from policy_server.checks.scheduler import CheckScheduler, periodic_check_jobs, 
 from policy_server.db import migrate
 from policy_server.db.session import make_engine, make_sessionmaker
 from policy_server.errors import KalkanError
+from policy_server.events.partitions import partition_jobs
 from policy_server.filtering.jobs import filtering_jobs
 from policy_server.fleet.service import fleet_jobs
 from policy_server.health.service import UNAVAILABLE_ERRORS, HealthCache, unavailable_response
@@ -59,6 +60,8 @@ API_ROUTERS = (
     "policy_server.lessons.pages",
     "policy_server.operations.views",
     "policy_server.operations.seat_views",
+    "policy_server.upgrades.views",
+    "policy_server.upgrades.pages",
 )
 WEB_ROUTER = "policy_server.web.routes"
 
@@ -126,7 +129,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         await hub.start(app.state.sessionmaker)
         await app.state.checks.start()
-        await app.state.lesson_ticker.start()
+        if app.state.lesson_ticker not in getattr(app.state.checks, "also", ()):  # led: workers.py
+            await app.state.lesson_ticker.start()
         _close_streams_on_signal(hub)
         try:
             yield
@@ -161,6 +165,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         first_delay_s=settings.checks_first_delay_s,
     )
     app.state.checks.jobs += filtering_jobs(settings.state_dir)  # weekly lists update, expiring allows
+    app.state.checks.jobs += partition_jobs(settings)  # PostgreSQL: events' months made ahead (issue 16)
+    from policy_server.workers import lead_on_postgres
+
+    lead_on_postgres(app)  # PostgreSQL: checks and the lessons' clock in one leader of all processes
 
     app.state.level = settings.level  # "school" or "district" (docs/reports.md)
 
@@ -186,9 +194,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
             parts.append(f"{where}: {err.get('msg')}")
         path = request.url.path
-        if not (path.startswith("/api/") or path.endswith(".json")) and request.method == "GET":
-            from policy_server.security.errors import validation_error_page
+        if not (path.startswith("/api/") or path.endswith(".json")):  # a page: the console's error page
+            from policy_server.security.errors import form_error_page, validation_error_page
 
+            if request.method != "GET":  # a form: the summary naming each field and the fix
+                return await run_in_threadpool(form_error_page, request, list(exc.errors()))
             fields = [str(err.get("loc", ("",))[-1]) for err in exc.errors()]
             return await run_in_threadpool(validation_error_page, request, fields)
         return JSONResponse({"detail": "the request is not valid: " + "; ".join(parts),

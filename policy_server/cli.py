@@ -15,7 +15,7 @@
     kalkan-server retention [--days 90] [--apply]
     kalkan-server run-checks [--only CHECK] [--json]   (periodic checks once, e.g. from cron)
     kalkan-server student-labs [ROOM ...] [--clear]     (rooms where students work; ISUO checks)
-    kalkan-server lists update [--source URL|TARBALL|FOLDER] [--sha256 HEX] [--force] [--json]
+    kalkan-server lists update [--source URL|RSYNC-URL|TARBALL|FOLDER] [--sha256 HEX] [--force] [--json]
     kalkan-server lists show [--json]                   (category lists: source, published indexes)
 
 `--state-dir` and `--db` work with every command (or KALKAN_STATE_DIR / KALKAN_DB_URL).
@@ -71,6 +71,17 @@ def _(message: str, **params: object) -> str:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
+    if getattr(args, "school", None):  # one school of a many-schools service (docs/operations.md)
+        from policy_server.tenancy.schools import find, school_settings
+
+        service = _service_settings(args)
+        settings = school_settings(service, find(service, args.school))
+        settings.named_explicitly = True
+        return settings
+    return _service_settings(args)
+
+
+def _service_settings(args: argparse.Namespace) -> Settings:
     settings = Settings.from_env(
         state_dir=getattr(args, "state_dir", None), db_url=getattr(args, "db", None),
         host=getattr(args, "host", None), port=getattr(args, "port", None),
@@ -105,7 +116,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     from policy_server.config_file import check_not_a_stray_database
+    from policy_server.tenancy.schools import is_multi_school
 
+    if is_multi_school(settings) and not getattr(args, "school", None):
+        return _run_schools(args, settings)
     check_not_a_stray_database(settings)
     settings.ensure_state_dir()
     workers = check_workers(default_workers(settings.database_url) if args.workers == "auto"
@@ -121,6 +135,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     common = {"host": settings.host, "port": settings.port, "log_level": args.log_level,
               "timeout_graceful_shutdown": 3, **ssl}
+    if getattr(args, "forwarded_allow_ips", None):  # replicas behind nginx (docs/operations.md)
+        common["forwarded_allow_ips"] = args.forwarded_allow_ips
     if getattr(args, "log_format", "text") == "json":  # docs/operations.md "Logs"
         from policy_server.operations.logs import uvicorn_log_config
 
@@ -150,6 +166,90 @@ def cmd_run(args: argparse.Namespace) -> int:
             url=f"{scheme}://{host}:{settings.port}", state_dir=settings.state_dir, workers=workers),
           flush=True)
     uvicorn.run("policy_server.workers:worker_app", factory=True, workers=workers, **common)
+    return 0
+
+
+def _run_schools(args: argparse.Namespace, settings: Settings) -> int:
+    """`run` on a service with `schools.json`: every school's app behind one listener, chosen
+    by the request's host name (policy_server/tenancy)."""
+    import uvicorn
+
+    from policy_server.tenancy import dispatch
+    from policy_server.tenancy.schools import load
+    from policy_server.tls import cert_fingerprint, ensure_server_cert
+    from policy_server.workers import SETTINGS_ENV, check_workers, default_workers, settings_to_env
+
+    settings.ensure_state_dir()
+    schools = load(settings)
+    workers = check_workers(default_workers(settings.database_url) if args.workers == "auto"
+                            else _whole_number(args.workers, "--workers"), settings.database_url)
+    if workers > 1 and any(not (e.db_url or "").startswith("postgresql") for e in schools):
+        workers = 1  # a school on SQLite has one writer: one process for the whole service
+    common = {"host": settings.host, "port": settings.port, "log_level": args.log_level,
+              "timeout_graceful_shutdown": 3}
+    scheme = "http"
+    if settings.tls:
+        names = [h for e in schools for h in e.hosts if not h[:1].isdigit() and ":" not in h]  # not addresses
+        ensure_server_cert(settings.cert_path, settings.key_path, extra_names=names)
+        common.update(ssl_certfile=str(settings.cert_path), ssl_keyfile=str(settings.key_path))
+        scheme = "https"
+        print(_("server certificate SHA-256: %(fingerprint)s",
+                fingerprint=cert_fingerprint(settings.cert_path)), flush=True)
+    if getattr(args, "log_format", "text") == "json":
+        from policy_server.operations.logs import uvicorn_log_config
+
+        common["log_config"] = uvicorn_log_config(args.log_level, "json")
+    for entry in schools:
+        urls = ", ".join(f"{scheme}://{h}:{settings.port}" for h in entry.hosts)
+        print(f"  {entry.slug}: {urls}", flush=True)
+    print(_("Kalkan server on %(url)s (state: %(state_dir)s, database: %(database)s)",
+            url=f"{scheme}://{settings.host}:{settings.port}", state_dir=settings.state_dir,
+            database=f"{len(schools)} schools"), flush=True)
+    if workers == 1:
+        service = dispatch.SchoolsService(settings)
+        _tune_gc()
+        uvicorn.run(service, **common)
+        return 0
+    dispatch.migrate_all(settings)
+    os.environ[SETTINGS_ENV] = settings_to_env(settings)
+    uvicorn.run("policy_server.tenancy.dispatch:service_worker_app", factory=True, workers=workers, **common)
+    return 0
+
+
+def cmd_schools(args: argparse.Namespace) -> int:
+    """`schools add` / `schools list`: the schools of a many-schools service (docs/operations.md)."""
+    from policy_server.tenancy import texts
+    from policy_server.tenancy.schools import add_school, load
+
+    settings = _settings(args)
+    if args.schools_command == "add":
+        entry = add_school(settings, slug=args.slug, name=args.name or args.slug, hosts=args.host,
+                           db_url=args.school_db, actor=ACTOR_CLI)
+        if args.admin:
+            from policy_server.db.session import make_engine, make_sessionmaker
+            from policy_server.people.service import create_person
+            from policy_server.tenancy.schools import school_settings
+
+            password = _read_password(args)
+            engine = make_engine(school_settings(settings, entry).database_url)
+            try:
+                with make_sessionmaker(engine)() as db:
+                    create_person(db, username=args.admin, role="admin", password=password, actor=ACTOR_CLI)
+                    db.commit()
+            finally:
+                engine.dispose()
+        print(translate(_language, texts.ADDED, slug=entry.slug, name=entry.name,
+                        hosts=", ".join(entry.hosts)))
+        print(translate(_language, texts.RESTART))
+        return 0
+    schools = load(settings)
+    if args.json:
+        print(json.dumps([{k: v for k, v in e.to_json().items() if k != "db_url"} for e in schools]))
+        return 0
+    if not schools:
+        print(translate(_language, texts.SINGLE))
+    for entry in schools:
+        print(f"{entry.slug}\t{entry.name}\t{', '.join(entry.hosts)}")
     return 0
 
 
@@ -445,6 +545,8 @@ def build_parser() -> argparse.ArgumentParser:
                                             "(default /var/lib/kalkan-server as root)")
     common.add_argument("--db", help="database URL (default: SQLite in the state dir), "
                                      "e.g. postgresql+psycopg://kalkan:PASSWORD@localhost/kalkan")
+    common.add_argument("--school", help="on a service of many schools: the school (its short name, "
+                                         "kalkan-server schools list) the command is for")
     parser = argparse.ArgumentParser(prog="kalkan-server", description="Kalkan policy server")
     parser.add_argument("--lang", choices=LANGUAGES,
                         help="language of the messages (default: from LC_ALL/LC_MESSAGES/LANG, else en)")
@@ -457,6 +559,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", default=os.environ.get("KALKAN_WORKERS", "auto"),
                      help="server processes: 'auto' (default: 1 on SQLite; on PostgreSQL one per core, "
                           "at most 2) or a number; more than 1 needs PostgreSQL")
+    run.add_argument("--forwarded-allow-ips", default=os.environ.get("KALKAN_FORWARDED_ALLOW_IPS"),
+                     help="behind a load balancer (docs/operations.md \"Scale out\"): the addresses of the "
+                          "proxies whose X-Forwarded-For/-Proto headers are believed (comma-separated); "
+                          "the login throttle then counts the client's real address")
     run.add_argument("--level", choices=["school", "district"],
                      help="school (default) or district (a console over the schools' weekly aggregates)")
     run.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
@@ -538,12 +644,29 @@ def build_parser() -> argparse.ArgumentParser:
     lists = sub.add_parser("lists", parents=[common], help="category lists: update (fetch, compile, "
                                                            "publish to the seats) or show")
     lists.add_argument("action", choices=["update", "show"])
-    lists.add_argument("--source", help="UT1 tarball URL (http/https), or a local tarball or folder; "
+    lists.add_argument("--source", help="UT1 tarball URL (http/https), an rsync://host/module/path "
+                                        "(tarball or tree), or a local tarball or folder; "
                                         "remembered for the weekly update")
     lists.add_argument("--sha256", help="expected SHA-256 of the tarball (refused if it differs)")
     lists.add_argument("--force", action="store_true", help="download and publish even if unchanged")
     lists.add_argument("--json", action="store_true")
     lists.set_defaults(func=cmd_lists)
+    schools = sub.add_parser("schools", help="many schools on one service: add a school, list them")
+    schools_sub = schools.add_subparsers(dest="schools_command", required=True)
+    add = schools_sub.add_parser("add", parents=[common], help="add a school (its own database and folder)")
+    add.add_argument("slug", help="short name, e.g. school-12 (lowercase letters, digits, '-')")
+    add.add_argument("--name", help="the school's name as people read it")
+    add.add_argument("--host", action="append", required=True,
+                     help="a host name the school's people and seats use (repeat for several)")
+    add.add_argument("--school-db", help="the school's database URL (default: a new PostgreSQL database "
+                                         "kalkan_<slug> on the service's server, or SQLite in its folder)")
+    add.add_argument("--admin", help="also create the school's responsible person with this username")
+    add.add_argument("--password-stdin", action="store_true",
+                     help="read the admin's password from standard input")
+    add.set_defaults(func=cmd_schools)
+    listing = schools_sub.add_parser("list", parents=[common], help="the schools of this service")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(func=cmd_schools)
     return parser
 
 

@@ -131,6 +131,17 @@ class Heartbeat(_Data):
     uptime_s: float = 0.0
 
 
+class AgentUpgrade(_Data):
+    """`agent.upgrade`: the agent ran an upgrade ordered from the console (agent/upgrade.py)."""
+
+    rollout: int = Field(ge=0, le=DB_INT_MAX)
+    state: Literal["upgraded", "rolled_back", "failed"]
+    from_version: str = Field(default="", max_length=64)
+    to_version: str = Field(default="", max_length=64)
+    reason: str = Field(default="", max_length=2000)  # the package manager's own words
+    reason_code: Literal["", "fetch_failed", "install_failed", "not_running", "rollback_failed"] = ""
+
+
 class EventsDropped(_Data):
     """`agent.events_dropped`: the outbox was full and dropped these (counts by type)."""
 
@@ -409,6 +420,7 @@ class NetBypass(_Data):
 EVENT_TYPES: dict[str, tuple[type[_Data], tuple[str, ...]]] = {
     "agent.heartbeat": (Heartbeat, ("000 §3.2",)),
     "agent.events_dropped": (EventsDropped, ("000 §3.2",)),
+    "agent.upgrade": (AgentUpgrade, ("000 §3.2",)),
     "web.report": (WebReport, ("000 §8.3", "001 §3.4")),
     "web.blocked": (WebBlocked, ("000 §8.1", "001 §3.3")),
     "web.alert": (WebAlert, ("000 §8.2", "001 §2.12")),
@@ -440,7 +452,7 @@ EVENT_TYPES: dict[str, tuple[type[_Data], tuple[str, ...]]] = {
 EVENT_PRIORITY_LOW, EVENT_PRIORITY_NORMAL, EVENT_PRIORITY_SECURITY = 0, 1, 2
 _LOW_VALUE = {"agent.heartbeat", "av.scan.progress", "web.usage"}
 _NORMAL = {"av.health", "av.scan.started", "usb.connected", "usb.allowed", "integrity.baseline",
-           "software.changed", "isuo.session", "agent.events_dropped"}
+           "software.changed", "isuo.session", "agent.events_dropped", "agent.upgrade"}
 
 
 def event_priority(event_type: str) -> int:

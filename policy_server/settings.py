@@ -38,10 +38,14 @@ class Settings:
     migrate_on_start: bool = True
     login_session_hours: int = 12
     # Login throttling (policy_server/security/throttle.py, `limits` syntax; docs/security.md).
-    login_account_limits: str = "5/minute;10/10 minutes;20/hour"
-    login_address_limits: str = "20/minute;100/hour"
+    # The counts live in the database (shared by every process) unless another `limits` storage
+    # URI is named; the limits can be set with KALKAN_LOGIN_ACCOUNT_LIMITS / _ADDRESS_LIMITS.
+    login_account_limits: str = field(default_factory=lambda: os.environ.get(
+        "KALKAN_LOGIN_ACCOUNT_LIMITS", "5/minute;10/10 minutes;20/hour"))
+    login_address_limits: str = field(default_factory=lambda: os.environ.get(
+        "KALKAN_LOGIN_ADDRESS_LIMITS", "20/minute;100/hour"))
     login_limit_storage: str = field(default_factory=lambda: os.environ.get("KALKAN_LOGIN_LIMIT_STORAGE",
-                                                                            "memory://"))
+                                                                            "database"))
     public_url: str | None = None  # how agents reach us; only used in messages
     # Periodic checks (policy_server/checks): weekly-scan check and ISUO cross-checks, seconds
     # between rounds (0 = off; `kalkan-server run-checks` still runs them by hand or from cron).
@@ -61,6 +65,9 @@ class Settings:
     metrics_token: str | None = None
     # Agent packages served to the seats (GET /install/…); None: `state_dir/packages`.
     seat_package_dir: str | None = None
+    # Many schools on one service (policy_server/tenancy): a school's app uses the service's
+    # TLS certificate from this folder.  None (a single school, the default): `state_dir/tls`.
+    tls_dir: str | None = None
 
     def __post_init__(self) -> None:
         self.state_dir = Path(self.state_dir)
@@ -73,11 +80,11 @@ class Settings:
 
     @property
     def cert_path(self) -> Path:
-        return self.state_dir / "tls" / "server.crt"
+        return (Path(self.tls_dir) if self.tls_dir else self.state_dir / "tls") / "server.crt"
 
     @property
     def key_path(self) -> Path:
-        return self.state_dir / "tls" / "server.key"
+        return (Path(self.tls_dir) if self.tls_dir else self.state_dir / "tls") / "server.key"
 
     @property
     def ca_cert_path(self) -> Path:

@@ -9,9 +9,10 @@ stays right this way:
 * **policy push**: every worker's hub LISTENs on PostgreSQL for the `NOTIFY` that
   `amend_policy` sends in its transaction (policies/push.py), so an agent connected to any
   worker hears of a change made in any process.
-* **periodic checks**: `LeaderChecks` runs them only in the worker holding a PostgreSQL
-  advisory lock on a connection of its own; if that worker dies, its connection closes, the
-  lock is freed and another worker takes over at its next try.
+* **periodic checks** (and the lessons' clock): `LeaderChecks` runs them only in the process
+  holding a PostgreSQL advisory lock on a connection of its own; if that process dies, its
+  connection closes, the lock is freed and another worker — or another replica on another
+  host (docs/operations.md "Scale out") — takes over at its next try (`KALKAN_LEADER_RETRY_S`).
 
 SQLite has one writer and no LISTEN, so it keeps one process (`default_workers`).
 """
@@ -40,7 +41,7 @@ log = logging.getLogger("kalkan.workers")
 SETTINGS_ENV = "KALKAN_WORKER_SETTINGS"  # the parent's Settings, as JSON, for the workers
 POSTGRES_MAX_AUTO_WORKERS = 2
 CHECKS_LOCK_KEY = 0x4B414C4B414E  # "KALKAN": the advisory lock of the periodic-checks leader
-LEADER_RETRY_S = 30.0
+LEADER_RETRY_S = float(os.environ.get("KALKAN_LEADER_RETRY_S", "5"))  # a new leader within this
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
@@ -97,8 +98,7 @@ def worker_app() -> FastAPI:
 
     _die_with_parent()
     settings = dataclasses.replace(settings_from_env(), migrate_on_start=False)  # the parent migrated
-    app = create_app(settings)
-    app.state.checks = LeaderChecks(app.state.checks, app.state.engine)
+    app = create_app(settings)  # on PostgreSQL it runs its checks under `LeaderChecks`
     _tune_gc()
     return app
 
@@ -117,32 +117,77 @@ def _die_with_parent() -> None:
 
 
 class LeaderChecks:
-    """Runs `inner` (a CheckScheduler) only while this process holds the leader lock."""
+    """Runs `inner` (a CheckScheduler) — and the services in `also` (the lessons' clock) —
+    only while this process holds the leader lock.
 
-    def __init__(self, inner, engine: Engine, *, retry_s: float = LEADER_RETRY_S) -> None:
+    The same lock serves the workers of one host and the replicas on several hosts (one
+    PostgreSQL): whoever holds it leads.  The leader checks its lock connection every
+    `retry_s`; if that connection is gone (PostgreSQL restarted, the network cut) the lock
+    is gone too, so it stops its jobs at once and campaigns again like everyone else."""
+
+    def __init__(self, inner, engine: Engine, *, retry_s: float | None = None, also=()) -> None:
         self.inner = inner
+        self.also = list(also)
         self.engine = engine
-        self.retry_s = retry_s
+        self.retry_s = LEADER_RETRY_S if retry_s is None else retry_s
         self.leading = False
+        self.terms = 0  # how many times this process became the leader
         self._connection: Connection | None = None
         self._task: asyncio.Task | None = None
 
+    @property
+    def jobs(self):
+        return self.inner.jobs
+
+    @jobs.setter
+    def jobs(self, jobs) -> None:
+        self.inner.jobs = jobs
+
     async def start(self) -> None:
-        if not self.inner.jobs:
+        if not self.inner.jobs and not self.also:
             return
         self._task = asyncio.create_task(self._campaign(), name="kalkan-checks-leader")
 
     async def _campaign(self) -> None:
-        while not self.leading:
-            try:
-                self.leading = await asyncio.to_thread(self._try_lock)
-            except Exception as exc:  # noqa: BLE001 — the database may be briefly away; try again later
-                log.warning("periodic checks: could not ask for the leader lock (%s)", short_error(exc))
-            if self.leading:
-                log.info("periodic checks run in this worker (pid %d)", os.getpid())
-                await self.inner.start()
-                return
-            await asyncio.sleep(self.retry_s)
+        while True:
+            while not self.leading:
+                try:
+                    self.leading = await asyncio.to_thread(self._try_lock)
+                except Exception as exc:  # noqa: BLE001 — the database may be briefly away; try again later
+                    log.warning("periodic checks: could not ask for the leader lock (%s)", short_error(exc))
+                if not self.leading:
+                    await asyncio.sleep(self.retry_s)
+            self.terms += 1
+            log.info("periodic checks run in this process (pid %d): it holds the leader lock", os.getpid())
+            await self.inner.start()
+            for service in self.also:
+                await service.start()
+            while await asyncio.to_thread(self._still_holding):
+                await asyncio.sleep(self.retry_s)
+            log.warning("periodic checks: the leader lock's connection is gone; stopping them here "
+                        "and asking for the lock again")
+            await self._step_down()
+
+    def _still_holding(self) -> bool:
+        connection = self._connection
+        if connection is None:
+            return False
+        try:
+            connection.execute(text("SELECT 1"))
+            connection.commit()
+            return True
+        except Exception:  # noqa: BLE001 — a dead connection: the server freed the lock with it
+            with contextlib.suppress(Exception):
+                connection.invalidate()
+                connection.close()
+            self._connection = None
+            return False
+
+    async def _step_down(self) -> None:
+        for service in reversed(self.also):
+            await service.stop()
+        await self.inner.stop()
+        self.leading = False
 
     def _try_lock(self) -> bool:
         # A connection of its own, held while leading: the lock is released when it closes,
@@ -161,12 +206,22 @@ class LeaderChecks:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+            self._task = None
         if self.leading:
-            await self.inner.stop()
+            await self._step_down()
         if self._connection is not None:
             connection, self._connection = self._connection, None
             await asyncio.to_thread(_release, connection)
             self.leading = False
+
+
+def lead_on_postgres(app: FastAPI) -> None:
+    """On PostgreSQL the periodic checks and the lessons' clock run in one process of all the
+    server's workers and replicas (`LeaderChecks`); on SQLite (one process) they run here."""
+    engine = app.state.engine
+    if engine.dialect.name != "postgresql" or isinstance(app.state.checks, LeaderChecks):
+        return
+    app.state.checks = LeaderChecks(app.state.checks, engine, also=[app.state.lesson_ticker])
 
 
 def _release(connection: Connection) -> None:

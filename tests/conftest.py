@@ -62,5 +62,13 @@ def browser():
             launched.close()
 
 
+def assert_fits_width(page) -> None:
+    """The page is no wider than the browser's window: nothing cut off or hidden to the right
+    (a table or a long word that widens the page on a 390 px phone fails here)."""
+    width = page.viewport_size["width"]
+    scroll = page.evaluate("document.documentElement.scrollWidth")
+    assert scroll <= width, f"{page.url} is {scroll} px wide in a {width} px window: something is cut off"
+
+
 def is_root() -> bool:
     return os.geteuid() == 0

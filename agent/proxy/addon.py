@@ -46,6 +46,7 @@ from agent.network.ratelimit import RateLimiter
 from agent.proxy import engine as engine_mod
 from agent.proxy import relay
 from agent.proxy.destcheck import DestinationCheck, is_ip, normal_ip
+from agent.proxy.fastconnect import AnsweredConnect, parse_connect
 from agent.proxy.history import RecentPages
 from agent.proxy.i18n import pick_language, t
 from agent.proxy.isuo import IsuoTracker
@@ -96,6 +97,8 @@ UNKNOWN = ConnSubject(user=None, system=False)
 # (the proxy mode, its HTTP layer, the CONNECT stream), or first thing on the transparent port.
 _CONNECT_TUNNEL = (mitm_modes.HttpProxy, mitm_layers.HttpLayer, HttpStream)
 _TRANSPARENT = (mitm_modes.TransparentProxy,)
+_ANSWERED_TUNNEL = (mitm_modes.HttpProxy, AnsweredConnect)  # a CONNECT the addon answered itself
+_EXPLICIT = (mitm_modes.HttpProxy,)
 
 
 class KalkanAddon:
@@ -124,6 +127,8 @@ class KalkanAddon:
         self._room: str | None = None
         self._system_uid_max = 999
         self._fast_relay = False
+        self._relay_mode = "process"
+        self._fast_connect = False
         # the destination checks (no name that does not lead where the connection goes)
         self.dest = DestinationCheck()
         self._claims: dict[str, str] = {}  # client id → the name its TLS ClientHello claimed
@@ -148,6 +153,13 @@ class KalkanAddon:
         loader.add_option("kalkan_fast_relay", bool, True,
                           "Relay passed-through TLS with Kalkan's own socket relay (agent/proxy/relay.py) "
                           "instead of mitmproxy's layers.")
+        loader.add_option("kalkan_relay_mode", str, "process",
+                          "How Kalkan's relay moves the bytes: process (os.splice in a small pump process), "
+                          "splice (the same pump as a thread) or asyncio.",
+                          choices=["process", "splice", "asyncio"])
+        loader.add_option("kalkan_fast_connect", bool, True,
+                          "Answer a plain CONNECT on the explicit port without mitmproxy's HTTP layer "
+                          "(agent/proxy/fastconnect.py); its tunnel is decided as before.")
 
     def configure(self, updated: set[str]) -> None:
         opts = ctx.options
@@ -155,6 +167,8 @@ class KalkanAddon:
         self._room = opts.kalkan_room or None
         self._system_uid_max = opts.kalkan_system_uid_max
         self._fast_relay = opts.kalkan_fast_relay
+        self._relay_mode = opts.kalkan_relay_mode
+        self._fast_connect = opts.kalkan_fast_connect
         if "kalkan_language" in updated and opts.kalkan_language not in ("ky", "ru", "en"):
             raise ValueError(f"kalkan_language={opts.kalkan_language!r}: use ky, ru or en")
         if "kalkan_isuo_idle_s" in updated:
@@ -296,9 +310,15 @@ class KalkanAddon:
         if nextlayer.layer is not None:
             return
         context = nextlayer.context
-        if context.client.transport_protocol != "tcp" or not context.server.address:
+        if context.client.transport_protocol != "tcp":
             return
-        if not (stack_match(context, _CONNECT_TUNNEL) or stack_match(context, _TRANSPARENT)):
+        if self._fast_connect and stack_match(context, _EXPLICIT):
+            self._answer_connect(nextlayer)
+            return
+        if not context.server.address:
+            return
+        if not (stack_match(context, _ANSWERED_TUNNEL) or stack_match(context, _CONNECT_TUNNEL)
+                or stack_match(context, _TRANSPARENT)):
             return
         data = nextlayer.data_client()
         if not data:
@@ -313,8 +333,20 @@ class KalkanAddon:
         if sni is UNSURE:
             return
         if self._pass_untouched(context.client, context.server, sni):  # type: ignore[arg-type]
-            if not (self._fast_relay and relay.hand_off(nextlayer, data)):
+            if not (self._fast_relay and relay.hand_off(nextlayer, data, self._relay_mode)):
                 nextlayer.layer = mitm_layers.TCPLayer(context, ignore=True)
+
+    def _answer_connect(self, nextlayer: mitm_layer.NextLayer) -> None:
+        """The first bytes on the explicit port: a plain CONNECT to a web port is answered here
+        (agent/proxy/fastconnect.py); anything else is left to mitmproxy's HTTP layer."""
+        target = parse_connect(nextlayer.data_client())
+        if target is None:
+            return
+        host, port, version = target
+        if port not in self.engine.proxy_ports and not self._subject_of(nextlayer.context.client).system:
+            return  # refused and reported by `http_connect`, on mitmproxy's path
+        nextlayer.context.server.address = (host, port)
+        nextlayer.layer = AnsweredConnect(nextlayer.context, version)
 
     def tls_clienthello(self, data: tls.ClientHelloData) -> None:
         if self._pass_untouched(data.context.client, data.context.server, data.client_hello.sni):

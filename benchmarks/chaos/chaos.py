@@ -86,6 +86,8 @@ class Result:
     drain_after_disk_full_s: float | None = None
     wall_s: float = 0.0
     faults: list[str] = field(default_factory=list)
+    # the machine's 1-minute load average, sampled after each fault and during the drain
+    load_1min: list[float] = field(default_factory=list)
 
 
 @contextmanager
@@ -134,17 +136,22 @@ class Emitter(threading.Thread):
             sink.outbox.close()
 
 
-def stored_counts(server: KalkanServerProcess) -> tuple[int, int]:
-    """(rows, distinct URLs) of the chaos events on the server."""
+def stored_counts(server: KalkanServerProcess, *, distinct: bool = True) -> tuple[int, int | None]:
+    """(rows, distinct URLs) of the chaos events on the server.  A read that takes no lock
+    (on SQLite a deferred transaction: the observer must not take the write lock the server
+    stores with, as it did before — every poll held it for a count over all events)."""
     with server.db() as db:
+        db.connection(execution_options={"kalkan_read_only": True})
         rows = db.scalar(select(func.count()).select_from(Event).where(Event.type == "web.report"))
+        if not distinct:
+            return rows or 0, None
         if db.get_bind().dialect.name == "postgresql":
-            distinct = db.scalar(text("SELECT count(DISTINCT data->>'url') FROM events "
-                                      "WHERE type = 'web.report'"))
+            unique = db.scalar(text("SELECT count(DISTINCT data->>'url') FROM events "
+                                    "WHERE type = 'web.report'"))
         else:
-            distinct = db.scalar(text("SELECT count(DISTINCT json_extract(data, '$.url')) FROM events "
-                                      "WHERE type = 'web.report'"))
-    return rows or 0, distinct or 0
+            unique = db.scalar(text("SELECT count(DISTINCT json_extract(data, '$.url')) FROM events "
+                                    "WHERE type = 'web.report'"))
+    return rows or 0, unique or 0
 
 
 def wait_stored(server: KalkanServerProcess, at_least: int, timeout: float) -> float | None:
@@ -152,7 +159,7 @@ def wait_stored(server: KalkanServerProcess, at_least: int, timeout: float) -> f
     start = time.monotonic()
     while time.monotonic() - start < timeout:
         try:
-            if stored_counts(server)[0] >= at_least:
+            if stored_counts(server, distinct=False)[0] >= at_least:
                 return time.monotonic() - start
         except Exception:  # noqa: BLE001 — the database may be restarting
             pass
@@ -254,6 +261,7 @@ def run(plan: Plan, backend: str, *, log=print) -> Result:
                 took = wait_stored(server, emitted_at_free, timeout=300)
                 result.drain_after_disk_full_s = None if took is None else round(time.monotonic() - freed, 1)
             result.faults.append(fault)
+            result.load_1min.append(round(os.getloadavg()[0], 1))
             last_fault_end = time.monotonic()
             log(f"{datetime.now(UTC):%H:%M:%S} {fault}: stored {stored_counts_safe(server)} of "
                 f"{sum(e.emitted for e in emitters)} emitted")
@@ -265,6 +273,7 @@ def run(plan: Plan, backend: str, *, log=print) -> Result:
         took = wait_stored(server, result.events, timeout=300)
         result.drain_after_last_fault_s = (None if took is None
                                            else round(time.monotonic() - last_fault_end, 1))
+        result.load_1min.append(round(os.getloadavg()[0], 1))
         for agent in agents:  # the outboxes are empty and nothing was moved aside or dropped
             agent.wait_status(lambda s: s["outbox"]["depth"] == 0, timeout=120)
         rows, distinct = stored_counts(server)
@@ -281,7 +290,7 @@ def run(plan: Plan, backend: str, *, log=print) -> Result:
 
 def stored_counts_safe(server: KalkanServerProcess) -> int | str:
     try:
-        return stored_counts(server)[0]
+        return stored_counts(server, distinct=False)[0]
     except Exception:  # noqa: BLE001
         return "?"
 

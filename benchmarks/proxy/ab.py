@@ -49,14 +49,19 @@ from tests.support.proxy_rig import make_ca, start_origin, start_proxy  # noqa: 
 
 
 def cpu_ns(pid: int) -> int:
-    """On-CPU time of every thread of `pid`, in ns (schedstat's first field)."""
+    """On-CPU time of every thread of `pid` and of its live children (Kalkan's splice pump
+    process), in ns (schedstat's first field)."""
     total = 0
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
             total += int((task / "schedstat").read_text().split()[0])
         except (FileNotFoundError, ProcessLookupError):
             continue  # a thread that ended between listing and reading
-    return total
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    return total + sum(cpu_ns(int(child)) for child in children)
 
 
 @dataclass

@@ -2,6 +2,13 @@
 
     sudo .venv/bin/python benchmarks/proxy/passthrough_page.py [--pages 60] [--objects 20] [--variants ...]
 
+Variants: `kalkan` (as shipped: CONNECT answered by the addon, relay = the splice pump process),
+`kalkan_thread` (the pump as a thread in mitmdump), `kalkan_asyncio` (the relay as asyncio
+protocols), `kalkan_mitm_connect` (CONNECT through mitmproxy's HTTP layer), `kalkan_mitm_relay`
+(mitmproxy's own relay), `bare` (mitmdump with `ignore_hosts`), `e2guardian`; `--before DIR`
+adds an older checkout.  CPU per page counts the proxy's threads and children (the pump, E2Guardian's
+forks).
+
 One "page" = a new connection to the proxy, `CONNECT`, a TLS handshake with the origin through the
 tunnel (the proxy passes it through untouched: Kalkan decides at the ClientHello, bare mitmdump by
 `ignore_hosts`, E2Guardian tunnels CONNECT), then `--objects` requests one after the other over
@@ -131,6 +138,19 @@ def main() -> None:
                 extra=extra + args.kalkan_extra.split(),
             )
             procs["kalkan"], proxies["kalkan"] = kalkan, (kalkan.port, "news.test:443")
+        for name, option in (("kalkan_asyncio", "kalkan_relay_mode=asyncio"),  # the relay's first form
+                             ("kalkan_thread", "kalkan_relay_mode=splice"),  # the pump as a thread
+                             ("kalkan_mitm_connect", "kalkan_fast_connect=false")):  # CONNECT by mitmproxy
+            if name in variants:
+                other = start_proxy(
+                    tmp / name,
+                    school_ca=school,
+                    upstream=upstream,
+                    bundle=base_bundle(),
+                    upstream_ca=origin_ca,
+                    extra=[*extra, "--set", option],
+                )
+                procs[name], proxies[name] = other, (other.port, "news.test:443")
         if "kalkan_mitm_relay" in variants:  # the same addon relaying through mitmproxy's layers
             slow = start_proxy(
                 tmp / "kalkan_mitm_relay",
@@ -221,18 +241,13 @@ def main() -> None:
         p90 = added[int(0.9 * (len(added) - 1))]
         print(
             f"| {name} | {statistics.median(times[name]) * 1e3:.2f} | {p50:+.2f} | {p90:+.2f} | "
-            f"{p50 / args.objects:+.3f} | {cpu_per_page[name]:.2f} |"
+            f"{p50 / max(args.objects, 1):+.3f} | {cpu_per_page[name]:.2f} |"
         )
 
 
 def tree_cpu_ns(pid: int) -> int:
-    """On-CPU nanoseconds of a process, its threads and its children (E2Guardian forks)."""
-    total = cpu_ns(pid)
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        children = []
-    return total + sum(tree_cpu_ns(int(child)) for child in children)
+    """On-CPU nanoseconds of a process, its threads and its children (E2Guardian forks, the pump)."""
+    return cpu_ns(pid)
 
 
 if __name__ == "__main__":

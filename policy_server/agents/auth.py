@@ -33,8 +33,11 @@ def current_agent(request: Request, db: Session = Depends(get_db)) -> Workstatio
 def authenticate_agent(sessionmaker, token: str) -> Workstation:
     """Look the token up in a short transaction of its own; the row comes back detached.
 
-    For endpoints that must not hold a database session open (uploads, the SSE stream)."""
+    For endpoints that must not hold a database session open (uploads, the SSE stream).  A
+    read: on SQLite a deferred transaction (`read_only_engine`), so checking each batch's token
+    never waits for, nor holds up, the one writer storing another batch."""
     with sessionmaker() as db:
+        db.connection(execution_options={"kalkan_read_only": True})
         ws = agent_for_token(db, token)
         if ws is None:
             raise Unauthorized(_UNKNOWN_TOKEN, code="agent.token_unknown")

@@ -31,6 +31,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from policy_server.db.models import UtcDateTime
 
+ANY_CONFLICT = ("*",)  # `on_conflict_do_nothing=ANY_CONFLICT`: `ON CONFLICT DO NOTHING`, no target
+
 
 @dataclass(frozen=True, slots=True)
 class Json:
@@ -71,7 +73,9 @@ def _postgres_sql(table: Table, columns: tuple[str, ...], on_conflict: tuple[str
     names = ", ".join(f"c{i}" for i in range(len(columns)))
     sql = (f"INSERT INTO {table.name} ({', '.join((*columns, *constants))}) SELECT {', '.join(selects)} "
            f"FROM unnest({', '.join(arrays)}) AS u({names})")
-    if on_conflict:
+    if on_conflict == ANY_CONFLICT:  # whichever unique index the row hits (a partitioned table's)
+        sql += " ON CONFLICT DO NOTHING"
+    elif on_conflict:
         sql += f" ON CONFLICT ({', '.join(on_conflict)}) DO NOTHING"
     if returning:
         sql += f" RETURNING {', '.join(returning)}"

@@ -12,7 +12,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -25,9 +25,16 @@ def alembic_config(url: str | None = None) -> Config:
     return cfg
 
 
+MIGRATE_LOCK_KEY = 0x4B414C4B4D49  # "KALKMI": migrations, one process at a time
+
+
 def upgrade(engine: Engine) -> None:
     cfg = alembic_config()
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # Replicas on several hosts may start together (docs/operations.md "Scale out"):
+            # one migrates, the others wait here and then find nothing left to do.
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATE_LOCK_KEY})
         cfg.attributes["connection"] = conn
         # "heads": each domain's migrations may branch from the last shared revision and
         # are applied together (they touch their own tables); see migrations/README.md.

@@ -202,7 +202,14 @@ class Incident(Base):
     window_ends_at: Mapped[datetime] = mapped_column(UtcDateTime)
     event_count: Mapped[int] = mapped_column(Integer, default=1)
     assignee_id: Mapped[int | None] = mapped_column(ForeignKey("people.id"), nullable=True)
-    resolution: Mapped[str | None] = mapped_column(Text, nullable=True)
+    resolution: Mapped[str | None] = mapped_column(Text, nullable=True)  # a person's own words
+    # a resolution the system made: a code and its params, said in the reader's language
+    # (incidents.service.resolution_text; revision 0106)
+    resolution_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    resolution_params: Mapped[dict[str, Any] | None] = mapped_column(JsonType, nullable=True)
+    # the class whose timetable period ran in the seat's room when it began (incidents.engine
+    # `_classes_at`): its teachers see the incident (scope; revision 0107)
+    class_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
     timeline: Mapped[list[TimelineEntry]] = relationship(

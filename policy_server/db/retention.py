@@ -11,6 +11,12 @@ personal data of minors, kept only as long as needed (default 90 days, `--days`)
   counts, first/last seen and parameters stay: incidents are never deleted;
 * records one `AuditRecord` ("retention.applied") with the cut-off and what was removed.
 
+On PostgreSQL with the events partitioned by month (revision `0402_events_by_month`,
+events/partitions.py) the bulk of the removal is `DROP TABLE` of each browsing month that
+ends before the cut-off (rows an open incident holds are moved to the browsing default
+partition first); the rows of the month the cut-off falls in are deleted as before, so the
+kept time stays exact to the second.  SQLite keeps the DELETE.
+
 `plan_retention` answers the same questions without changing anything (the CLI's default,
 dry run).  Other event types (security events, heartbeats…) are not touched here.
 """
@@ -39,6 +45,7 @@ class RetentionPlan:
     removable: dict[str, int] = field(default_factory=dict)  # event type → events to remove
     kept_for_open_incidents: int = 0
     incidents_affected: dict[int, int] = field(default_factory=dict)  # resolved incident → links removed
+    partitions_dropped: list[str] = field(default_factory=list)  # PostgreSQL: browsing months dropped whole
 
     @property
     def total(self) -> int:
@@ -103,6 +110,7 @@ def apply_retention(db: Session, *, actor: str, days: int = DEFAULT_DAYS,
     if plan.incidents_affected:
         db.execute(delete(IncidentEvent).where(IncidentEvent.event_id.in_(removable_ids)),
                    execution_options=no_sync)
+    dropped = _drop_old_months(db, plan.cutoff) if plan.total else []
     if plan.total:
         # The links to resolved incidents are gone, those to open ones were never selected.
         db.execute(delete(Event).where(Event.id.in_(removable_ids)), execution_options=no_sync)
@@ -113,5 +121,24 @@ def apply_retention(db: Session, *, actor: str, days: int = DEFAULT_DAYS,
     audit(db, actor=actor, action="retention.applied", target="events",
           detail={"days": plan.days, "cutoff": plan.cutoff.isoformat(), "removed": plan.removable,
                   "total": plan.total, "kept_for_open_incidents": plan.kept_for_open_incidents,
-                  "incidents_affected": len(plan.incidents_affected), "clauses": ["001 §2.15", "004 §3.6"]})
+                  "incidents_affected": len(plan.incidents_affected), "partitions_dropped": dropped,
+                  "clauses": ["001 §2.15", "004 §3.6"]})
+    plan.partitions_dropped = dropped
     return plan
+
+
+def _drop_old_months(db: Session, cutoff: datetime) -> list[str]:
+    """PostgreSQL, partitioned: drop every browsing month wholly before the cut-off (keeping
+    the rows open incidents hold); returns the partitions dropped.  Elsewhere: nothing."""
+    from policy_server.events import partitions
+
+    connection = db.connection()
+    if not partitions.is_partitioned(connection):
+        return []
+    held = str(_held_by_open_incident().compile(dialect=connection.dialect,
+                                                compile_kwargs={"literal_binds": True}))
+    dropped = []
+    for month in partitions.droppable_browsing(connection, cutoff=cutoff):
+        partitions.drop_browsing_month(connection, month, keep_ids_sql=held)
+        dropped.append(month.name)
+    return dropped

@@ -12,12 +12,15 @@ on error, always closed.
 
 from __future__ import annotations
 
+import sqlite3
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 from fastapi import Request
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -77,11 +80,31 @@ def _tune_sqlite(engine: Engine) -> None:
         cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cur.close()
 
+    # Writers take turns to *ask* for the write lock.  SQLite lets one transaction write; a
+    # connection that finds the lock taken polls for it (its busy handler sleeps 1…100 ms between
+    # tries, first come is not first served), so with every thread of the process polling, a
+    # steady stream of event batches starved the lesson ticker, the agents' filtering reports
+    # and the health probe past the 30 s busy timeout ("database is locked", 503; /healthz
+    # unavailable after a restart under load).  Here only one thread of the process at a time
+    # runs BEGIN IMMEDIATE (and polls); the others wait on `turn` and go next, in the order the
+    # OS wakes them.  `turn` is held only while BEGIN IMMEDIATE waits, never across the
+    # transaction, so nothing can leave it taken.
+    turn = threading.Lock()
+
     @event.listens_for(engine, "begin")
     def _on_begin(conn) -> None:
         # `read_only_engine`: a deferred BEGIN takes no lock (WAL readers never block the writer)
-        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("kalkan_read_only")
-                             else "BEGIN IMMEDIATE")
+        if conn.get_execution_options().get("kalkan_read_only"):
+            conn.exec_driver_sql("BEGIN")
+            return
+        if not turn.acquire(timeout=SQLITE_BUSY_TIMEOUT_MS / 1000):
+            raise OperationalError("BEGIN IMMEDIATE", None,
+                                   sqlite3.OperationalError("database is locked (this process's other "
+                                                            "writers waited past the busy timeout)"))
+        try:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        finally:
+            turn.release()
 
 
 def read_only_engine(engine: Engine) -> Engine:

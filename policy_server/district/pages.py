@@ -8,12 +8,11 @@ from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
 from policy_server import scope
+from policy_server.console import kit
 from policy_server.db.models import Role
 from policy_server.db.session import get_db
 from policy_server.district import service
 from policy_server.summaries import render
-from policy_server.web import queries
-from policy_server.web.pages import Page
 
 router = APIRouter(include_in_schema=False)
 
@@ -25,7 +24,7 @@ def district_page(
     db: Session = Depends(get_db),
     viewer: scope.Viewer = Depends(scope.allow(Role.district)),
 ) -> Response:
-    page = Page.for_request(request, viewer.person, default_language=queries.school_language(db))
+    page = kit.page_of_person(request, db, viewer.person)
     pic = service.picture(db, period=period)
     trend = render.trend_svg(
         [

@@ -25,6 +25,7 @@ back as duplicates when the agent retries, so nothing is lost or stored twice.
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +36,8 @@ from policy_server import protocol
 from policy_server.agents.binding import identity_claims, mismatch_drafts
 from policy_server.checks.stateful import INGEST_CHECK_TYPES, run_ingest_checks
 from policy_server.db.models import IsuoAccess, Room, Workstation, utcnow
+from policy_server.db.session import is_sqlite
+from policy_server.errors import KalkanError
 from policy_server.events.store import insert_new_events
 from policy_server.events.validation import ValidEvent, validate_batch
 from policy_server.health.service import is_unavailable, short_error
@@ -121,7 +124,7 @@ def store_isolating(sessions: sessionmaker[Session], *, agent_id: str,
     try:
         return _store_committed(sessions, agent_id, checked)
     except Exception as exc:
-        if is_unavailable(exc) or not checked.valid:
+        if isinstance(exc, IngestBusy) or is_unavailable(exc) or not checked.valid:
             raise
         log.warning("a batch of %d events failed to store (%s); storing it in parts to find the "
                     "event at fault", len(checked.valid), short_error(exc))
@@ -131,12 +134,44 @@ def store_isolating(sessions: sessionmaker[Session], *, agent_id: str,
     return result
 
 
+# SQLite has one writer; a thread that finds the write lock taken polls for it (SQLite's
+# busy handler sleeps 1…100 ms between tries), so with several batches in flight the database
+# sat idle between one commit and the next waiter's wake-up, and a waiter could lose to newer
+# ones again and again.  Batches of this process queue here instead and the next one starts
+# the moment the last commits (benchmarks/chaos/RESULTS.md "Where the drain time went").
+_SQLITE_INGEST = threading.Lock()
+# A batch waits this long for its turn, then is answered 503 with a short Retry-After instead:
+# the agent's read timeout (agent/uplink.py EVENTS_TIMEOUT_S, 60 s) is longer than this wait
+# plus a batch's own time, so an agent never gives up on a batch the server then stores anyway
+# (and sends it again, to be stored "duplicate" after another wait in the queue).
+INGEST_WAIT_S = 20.0
+BUSY_RETRY_AFTER_S = 1
+
+
+class IngestBusy(KalkanError):
+    """503: the batches ahead of this one keep the database busy; send it again in a second."""
+
+    status_code = 503
+
+    def __init__(self) -> None:
+        super().__init__(f"the server is storing other workstations' batches; nothing of this one was "
+                         f"stored: send it again in {BUSY_RETRY_AFTER_S} s")
+        self.headers = {"Retry-After": str(BUSY_RETRY_AFTER_S), "Cache-Control": "no-store"}
+
+
 def _store_committed(sessions: sessionmaker[Session], agent_id: str,
                      checked: CheckedBatch) -> protocol.BatchResult:
     with sessions() as db:
-        agent = db.get(Workstation, agent_id)
-        result = store_batch(db, agent=agent, checked=checked)
-        db.commit()
+        queue = _SQLITE_INGEST if is_sqlite(db) else None
+        if queue is not None and not queue.acquire(timeout=INGEST_WAIT_S):
+            raise IngestBusy()
+        try:
+            agent = db.get(Workstation, agent_id)
+            result = store_batch(db, agent=agent, checked=checked)
+            db.commit()
+        finally:
+            if queue is not None:
+                queue.release()
     return result
 
 
@@ -146,7 +181,7 @@ def _store_parts(sessions: sessionmaker[Session], agent_id: str, valid: list[Val
         part = _store_committed(sessions, agent_id,
                                 CheckedBatch(valid=valid, result=protocol.BatchResult()))
     except Exception as exc:
-        if is_unavailable(exc):
+        if isinstance(exc, IngestBusy) or is_unavailable(exc):
             raise
         if len(valid) == 1:
             event = valid[0]

@@ -8,9 +8,13 @@ transaction, so they commit or roll back with everything else of the batch:
   then the new rows go in with a plain `INSERT`.  Plain, not `ON CONFLICT DO NOTHING`: if
   that reasoning were ever wrong the batch fails (and the agent retries) rather than an id
   being answered "accepted" without being stored.
-* **PostgreSQL**: one `INSERT … SELECT FROM unnest(…) ON CONFLICT (id) DO NOTHING RETURNING
-  id`.  A concurrent post of the same ids waits on the first one's row locks and then
-  inserts nothing: the ids it did not get back are duplicates.
+* **PostgreSQL**: one `INSERT … SELECT FROM unnest(…) ON CONFLICT DO NOTHING RETURNING id`.
+  A concurrent post of the same ids waits on the first one's row locks and then inserts
+  nothing: the ids it did not get back are duplicates.  The conflict is named by no column
+  list because the unique key differs: `(id)` on a plain table, `(id, type, occurred_at)`
+  once the table is partitioned by month (revision `0402_events_by_month`,
+  events/partitions.py) — a retry carries the same envelope, so the same key, and the same
+  partition.  `events` has no other unique index, so nothing else is swallowed.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from policy_server.db.bulk import Json, insert_rows
+from policy_server.db.bulk import ANY_CONFLICT, Json, insert_rows
 from policy_server.db.models import Event
 from policy_server.events.validation import ValidEvent
 
@@ -40,7 +44,7 @@ def insert_new_events(db: Session, *, agent_id: str, received_at: datetime,
     same = {"agent_id": agent_id, "seat": seat, "received_at": received_at}  # one batch, one agent
     if connection.dialect.name == "postgresql":
         returned = insert_rows(connection, table, _COLUMNS, _rows(events), constants=same,
-                               on_conflict_do_nothing=("id",), returning=("id",))
+                               on_conflict_do_nothing=ANY_CONFLICT, returning=("id",))
         return {row[0] for row in returned}
     stored = _stored_ids(connection, [e.id for e in events])
     new = [e for e in events if e.id not in stored]

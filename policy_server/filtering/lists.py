@@ -1,6 +1,6 @@
 """Category lists as a server artifact: fetch, verify, compile once, publish by hash.
 
-    kalkan-server lists update [--source URL|TARBALL|FOLDER] [--sha256 HEX]
+    kalkan-server lists update [--source URL|RSYNC-URL|TARBALL|FOLDER] [--sha256 HEX]
 
 * The source is remembered (table `filter_list_state`); the weekly job and a later
   `lists update` without `--source` use it again.
@@ -8,6 +8,13 @@
   304 means nothing to do.  The body is checked against Content-Length and, when given,
   `--sha256`; then it must be a readable gzip'd tar of a UT1 tree (a damaged download fails
   here and nothing changes: the last good index stays published).
+* rsync (``rsync://host[:port]/module/path``, as the UT1 publisher offers): through the
+  `rsync` command (Debian package rsync), into a mirror kept under `<state>/lists/rsync/`, so a
+  later update transfers only what changed (rsync checks every file it receives).  A path
+  ending in ``.tar.gz``/``.tgz``/``.tar`` is the tarball; anything else is the UT1 tree (the
+  folder holding ``adult/domains``, …; ``--delete``, ``--delay-updates``, links outside the
+  tree ignored).  Nothing received and the last update good: "not modified".  A failed
+  transfer, or a tarball/tree that does not read or compile, publishes nothing.
 * A tarball is unpacked with tarfile's "data" filter (no absolute paths, no `..`, no
   links outside); the UT1 root is the folder holding `*/domains`.
 * Compiled with `filters.index.compile_index` into `<state>/lists/<sha256>.kidx`, where the
@@ -24,6 +31,7 @@ import email.utils
 import hashlib
 import os
 import shutil
+import subprocess
 import tarfile
 import tempfile
 import time
@@ -32,7 +40,8 @@ import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from urllib.parse import urlsplit
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -44,6 +53,9 @@ from policy_server.filtering.models import FilterIndexArtifact, FilterListState
 from policy_server.policies.service import amend_policy, current_bundle
 
 HTTP_TIMEOUT_S = 120.0
+RSYNC_IO_TIMEOUT_S = 120  # rsync --timeout: no data for this long ends the transfer
+RSYNC_TOTAL_TIMEOUT_S = 3600.0
+TARBALL_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 MAX_DOWNLOAD_BYTES = 1 << 30
 MIN_CATEGORIES = 1  # a UT1 tree with no mapped category folder is not a list
 STARTER_LISTS = Path(__file__).resolve().parent / "data" / "starter-ut1.tar.gz"
@@ -136,6 +148,43 @@ def _download(url: str, state: FilterListState, into: Path, *, force: bool) -> P
     state.etag = response.headers.get("ETag")
     state.last_modified = response.headers.get("Last-Modified")
     return target
+
+
+def _rsync(url: str, state_dir: Path) -> tuple[Path, bool]:
+    """Mirror `url` (a UT1 tarball or tree) under `<state>/lists/rsync/`; returns the local copy
+    (the tarball file or the tree folder) and whether anything was received or deleted."""
+    binary = shutil.which("rsync")
+    if binary is None:
+        raise ListError("the rsync command is missing; install the Debian package rsync, or give an "
+                        "http(s) address or a local copy with --source")
+    parts = urlsplit(url)
+    path = PurePosixPath(parts.path)
+    if not parts.hostname or len(path.parts) < 2 or ".." in path.parts:
+        raise ListError(f"{url} is not an rsync address; write it as rsync://host/module/path "
+                        "(for example rsync://ftp.ut-capitole.fr/blacklist/dest/)")
+    mirror = lists_dir(state_dir) / "rsync" / hashlib.sha256(url.encode()).hexdigest()[:16]
+    mirror.mkdir(parents=True, exist_ok=True)
+    if parts.path.endswith(TARBALL_SUFFIXES):
+        local, args = mirror / path.name, [url, str(mirror / path.name)]
+    else:
+        local = mirror / "tree"
+        args = ["--recursive", "--delete", "--delay-updates", "--links", "--safe-links",
+                url.rstrip("/") + "/", str(local) + "/"]
+    cmd = [binary, "--times", "--itemize-changes", f"--timeout={RSYNC_IO_TIMEOUT_S}", "--contimeout=30",
+           f"--max-size={MAX_DOWNLOAD_BYTES}", "--no-motd", *args]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=RSYNC_TOTAL_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise ListError(f"rsync from {url} took longer than {RSYNC_TOTAL_TIMEOUT_S:.0f} s; the last good "
+                        "index stays, try again later") from None
+    if done.returncode != 0:
+        said = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[0]
+        raise ListError(f"rsync from {url} failed ({said}); check the address (rsync://host/module/path) "
+                        "and that the server allows rsync (TCP 873) — the last good index stays")
+    if not local.exists():
+        raise ListError(f"rsync from {url} received nothing; check the path — the last good index stays")
+    changed = any(line[:1] in (">", "c", "*") for line in done.stdout.splitlines())
+    return local, changed
 
 
 def _unpack(tarball: Path, into: Path) -> Path:
@@ -247,6 +296,7 @@ def update_lists(db: Session, *, state_dir: Path, actor: str, source: str | None
                         "(the UT1 blacklists.tar.gz), or a local tarball or folder")
     started = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="lists-", dir=lists_dir(state_dir)))
+    folder: Path | None = None  # the tree an rsync mirrored
     try:
         if source.startswith(("http://", "https://")):
             tarball = _download(source, state, work, force=force)
@@ -254,6 +304,14 @@ def update_lists(db: Session, *, state_dir: Path, actor: str, source: str | None
                 state.source, state.checked_at, state.last_error = source, utcnow(), None
                 return UpdateResult(status="not_modified", source=source,
                                     sha256=current_bundle(db).filtering.index_sha256)
+        elif source.startswith("rsync://"):
+            local, changed = _rsync(source, state_dir)
+            if not changed and not force and state.source == source and not state.last_error \
+                    and current_bundle(db).filtering.index_sha256:
+                state.checked_at = utcnow()
+                return UpdateResult(status="not_modified", source=source,
+                                    sha256=current_bundle(db).filtering.index_sha256)
+            tarball, folder = (local, None) if local.is_file() else (None, local)
         else:
             local = Path(source).expanduser()
             if not local.exists():
@@ -268,7 +326,7 @@ def update_lists(db: Session, *, state_dir: Path, actor: str, source: str | None
             if actual != sha256.lower():
                 raise ListError(f"the downloaded lists' SHA-256 is {actual}, not the expected {sha256}; "
                                 "the file is damaged or not the one published — the last good index stays")
-        tree = ut1_root(_unpack(tarball, work) if tarball is not None else Path(source))
+        tree = ut1_root(_unpack(tarball, work) if tarball is not None else folder or Path(source))
         out = work / "index.kidx"
         try:
             stats = compile_index([Source(str(tree), "ut1")], out)

@@ -245,6 +245,7 @@ def decide(db: Session, *, viewer, ids: list[int], action: str, scope: str = "sc
             row.decision = {"action": "reject"}
         audit(db, actor=actor, action="filtering.reject", target=",".join(str(r.id) for r in rows),
               detail={"reason": reason, "urls": [r.url for r in rows][:50]})
+        _tell_seats(db, rows)
         return {"decided": len(rows), "policy_version": None}
     allowed_scopes = ("school", "group") if action == "block" else ("seat", "group", "school")
     if scope not in allowed_scopes:
@@ -306,7 +307,20 @@ def decide(db: Session, *, viewer, ids: list[int], action: str, scope: str = "sc
         row.decision = {"action": action, "scope": scope, "target": target, "entry": item, "seats": seats,
                         "until": until.isoformat() if until else None}
         row.reason, row.decided_by, row.decided_at, row.policy_version = reason, actor, now, new.version
+    _tell_seats(db, rows)
     return {"decided": len(rows), "policy_version": new.version}
+
+
+def _tell_seats(db: Session, rows: list[FilterRequest]) -> None:
+    """Once committed, push "your reports were decided" to the seats they came from, so each
+    student's report page shows the decision within seconds (policies/push.py)."""
+    from policy_server.policies.push import schedule_reports_push
+
+    if not rows:
+        return
+    agents = db.scalars(select(FilterRequestEvent.agent_id).where(
+        FilterRequestEvent.request_id.in_([r.id for r in rows])).distinct())
+    schedule_reports_push(db, list(agents))
 
 
 def expire_allows(db: Session, now: datetime | None = None) -> int:

@@ -171,20 +171,19 @@ def _resolve_incidents_of(db: Session, event_ids: list[str], *, viewer: Viewer, 
 
 def allow_usb(db: Session, *, viewer: Viewer, event_id: str, scope: str) -> list[int]:
     """Allow the device of a `usb.blocked` event: `scope` 'device' (this serial) or 'model'."""
-    actor = viewer.person
     if scope not in ("device", "model"):
         raise InvalidInput("choose 'device' or 'model'", code="approval.bad_scope")
     event = db.get(Event, event_id)
     if event is None or not event.type.startswith("usb."):
         raise NotFound(f"no USB event {event_id}", code="approval.no_event", params={"id": event_id})
     dev = (event.data or {}).get("device") or {}
-    admin.allow_usb(db, actor=actor, event_id=event_id, any_serial=scope == "model",
+    admin.allow_usb(db, actor=viewer.person, event_id=event_id, any_serial=scope == "model",
                     note=" ".join(str(x) for x in (dev.get("manufacturer"), dev.get("product")) if x)[:200])
     same = _same_device_events(db, dev, any_serial=scope == "model")
     what = "model" if scope == "model" else "device"
     return _resolve_incidents_of(db, same, viewer=viewer, rule_prefix="usb.",
                                  note=f"USB {what} {dev.get('vendor_id')}:{dev.get('product_id')} allowed "
-                                      f"by {actor.username} (000 §6.5)")
+                                      f"by {viewer.name} (000 §6.5)")
 
 
 def _same_device_events(db: Session, dev: dict, *, any_serial: bool) -> list[str]:
@@ -201,13 +200,12 @@ def _same_device_events(db: Session, dev: dict, *, any_serial: bool) -> list[str
 
 
 def keep_blocked(db: Session, *, viewer: Viewer, event_id: str) -> None:
-    actor = viewer.person
     event = db.get(Event, event_id)
     if event is None or not event.type.startswith("usb."):
         raise NotFound(f"no USB event {event_id}", code="approval.no_event", params={"id": event_id})
     dev = (event.data or {}).get("device") or {}
     key = f"{dev.get('vendor_id')}:{dev.get('product_id')}:{dev.get('serial') or ''}"
-    audit(db, actor=actor.username, action="usb.keep_blocked", target=key,
+    audit(db, actor=viewer.name, action="usb.keep_blocked", target=key,
           detail={"event_id": event_id, "product": dev.get("product")})
 
 
@@ -215,7 +213,6 @@ def accept_integrity(db: Session, *, viewer: Viewer, event_ids: list[str]) -> tu
     """Accept these `integrity.changed` events as authorised (one policy amendment for all).
 
     Returns (changes accepted, incidents resolved)."""
-    actor = viewer.person
     if not event_ids:
         raise InvalidInput("choose at least one change to accept", code="approval.nothing_chosen")
     events = list(db.scalars(select(Event).where(Event.id.in_(event_ids), Event.type == "integrity.changed")))
@@ -228,7 +225,7 @@ def accept_integrity(db: Session, *, viewer: Viewer, event_ids: list[str]) -> tu
         data = e.data or {}
         entries[data["path"]] = protocol.AcceptedChange(
             path=data["path"], sha256=None if data.get("change") == "removed" else data.get("new_sha256"),
-            accepted_at=now, by=actor.username)
+            accepted_at=now, by=viewer.name)
     packages = sorted({(e.data or {}).get("package") or "—" for e in events})
 
     def change(bundle: protocol.PolicyBundle) -> protocol.PolicyBundle:
@@ -236,11 +233,11 @@ def accept_integrity(db: Session, *, viewer: Viewer, event_ids: list[str]) -> tu
             entries.values())
         return bundle
 
-    amend_policy(db, actor=actor.username,
+    amend_policy(db, actor=viewer.name,
                  comment=f"integrity: {len(entries)} change(s) accepted ({', '.join(packages)[:200]})",
                  change=change)
     resolved = _resolve_incidents_of(
         db, [e.id for e in events], viewer=viewer, rule_prefix="integrity.",
-        note=f"{len(entries)} change(s) accepted as authorised by {actor.username} (000 §4.2): "
+        note=f"{len(entries)} change(s) accepted as authorised by {viewer.name} (000 §4.2): "
              f"{', '.join(packages)[:300]}")
     return len(entries), resolved

@@ -74,7 +74,20 @@ def fleet(request: Request, control: str = "", viewer: scope.Viewer = Depends(AD
                        summaries=summaries, rows=rows, control=control,
                        control_label=(service.CONTROL_BY_KEY[control].label
                                       if control in service.CONTROL_BY_KEY else None),
-                       total=len(seats))
+                       total=len(seats), upgrade_failures=_upgrade_failures(db),
+                       upgrade_reason_names=_upgrade_reason_names())
+
+
+def _upgrade_failures(db: Session) -> list:
+    from policy_server.upgrades.service import failed_seats  # seats whose agent upgrade failed
+
+    return failed_seats(db)
+
+
+def _upgrade_reason_names() -> dict:
+    from policy_server.upgrades.pages import REASON_NAMES
+
+    return REASON_NAMES
 
 
 @router.get("/fleet/seats/{agent_id}")

@@ -22,6 +22,7 @@ from policy_server.web.i18n import N_
 EVENT_NAMES = {
     "agent.heartbeat": N_("Heartbeat"),
     "agent.events_dropped": N_("Events dropped"),
+    "agent.upgrade": N_("Agent upgrade"),
     "web.report": N_("Page reported by a student"),
     "web.blocked": N_("Page blocked"),
     "web.alert": N_("Dangerous search or page"),
@@ -78,6 +79,20 @@ LOCK_REASONS = {"idle": N_("idle for too long"), "isuo_end": N_("an ISUO session
                 "isuo_idle": N_("idle during an ISUO session"),
                 "no_helper": N_("no screen-lock helper was running")}
 AREAS = {"program": N_("program folder"), "drop": N_("folder where users can put files")}
+# `net.bypass` kinds (policy_server.protocol.NetBypass): what a person reads for each
+BYPASS_KINDS = {
+    "dns": N_("DNS to a resolver the school does not use"),
+    "dot": N_("encrypted DNS (DNS over TLS or QUIC)"),
+    "doh": N_("encrypted DNS over HTTPS"),
+    "vpn": N_("a VPN"),
+    "tor": N_("Tor"),
+    "quic": N_("QUIC (HTTP/3) around the filter"),
+    "other": N_("another way around the filter"),
+    "mismatch": N_("a name that does not lead to its destination"),
+    "raw": N_("a tunnel on the web ports (neither HTTP nor TLS)"),
+    "tunnel": N_("the proxy asked for a port other than the web's"),
+    "refused": N_("traffic the workstation's firewall refused"),
+}
 
 
 @dataclass
@@ -246,6 +261,17 @@ def _baseline(t: _T, d: Mapping[str, Any]) -> Described:
                       (t(N_("Folders")), t.value(d.get("roots")))])
 
 
+def _bypass(t: _T, d: Mapping[str, Any]) -> Described:
+    kind = t.pick(BYPASS_KINDS, d.get("kind"))
+    port = d.get("dst_port")
+    where = t.value(d.get("dst_ip")) + (f" : {port}" if port not in (None, "") else "")
+    rows = [(t(N_("Kind")), kind), (t(N_("Destination")), where),
+            (t(N_("Attempts")), t.value(d.get("occurrences", 1)))]
+    if d.get("detail"):
+        rows.append((t(N_("Detail")), t.value(d.get("detail"))))
+    return Described(t(N_("%(kind)s: %(where)s"), kind=kind, where=where), rows)
+
+
 def _generic(t: _T, d: Mapping[str, Any]) -> Described:
     rows = [(key.replace("_", " "), t.value(value)) for key, value in d.items()]
     return Described("", rows)
@@ -271,6 +297,12 @@ DESCRIBERS: dict[str, Callable[[_T, Mapping[str, Any]], Described]] = {
     "web.report": _web,
     "web.alert": _web,
     "web.unblock_request": _web,
+    "net.bypass": _bypass,
+}
+
+# Incident params whose values are codes: the title shows them in the reader's language.
+TITLE_PARAM_VALUES: dict[str, dict[str, Mapping[str, str]]] = {
+    "net.bypass": {"kind": BYPASS_KINDS},
 }
 
 

@@ -63,6 +63,19 @@ def _max_severity(a: str, b: str) -> str:
 class _Member:
     draft: IncidentDraft
     event: RuleInput
+    span: tuple[datetime, datetime] | None = None  # the lesson it falls in (draft.lesson_window)
+
+    def window_start(self) -> datetime:
+        """The earliest attempt that counts with this one towards `open_after`."""
+        if self.span is not None:
+            return self.span[0]
+        return self.event.occurred_at - timedelta(seconds=self.draft.window_s)
+
+    def window_end(self, first: datetime) -> datetime:
+        """Where an incident opened with this member (first attempt at `first`) stops growing."""
+        if self.span is not None:
+            return self.span[1]
+        return first + timedelta(seconds=self.draft.window_s)
 
 
 @dataclass
@@ -92,6 +105,51 @@ class _Incident:
                                       member.event.occurred_at + timedelta(seconds=member.draft.window_s))
         self.severity = _max_severity(self.severity, member.draft.severity.value)
         self.members.append(member.event.event_id)
+
+
+class _LessonSpans:
+    """The lesson an event falls in, for drafts with `lesson_window`: the room's lesson running
+    at that instant (until its hard end, or until it was ended early), else the timetable
+    period of the room at that instant, else none (the draft's `window_s` then).  One query per
+    agent for its room, one or two per lesson found; at most once per batch each."""
+
+    def __init__(self, db: Session):
+        self.db = db
+        self._rooms: dict[str, int | None] = {}
+        self._spans: dict[int, list[tuple[datetime, datetime]]] = defaultdict(list)  # room → found
+
+    def of(self, event: RuleInput) -> tuple[datetime, datetime] | None:
+        if event.agent_id not in self._rooms:
+            self._rooms[event.agent_id] = self.db.scalar(
+                select(Workstation.room_id).where(Workstation.id == event.agent_id))
+        room_id = self._rooms[event.agent_id]
+        if room_id is None:
+            return None
+        at = event.occurred_at
+        for span in self._spans[room_id]:
+            if span[0] <= at < span[1]:
+                return span
+        span = self._find(room_id, at)
+        if span is not None:
+            self._spans[room_id].append(span)
+        return span
+
+    def _find(self, room_id: int, at: datetime) -> tuple[datetime, datetime] | None:
+        from policy_server.lessons.models import Lesson
+        from policy_server.timetable import service as timetable
+
+        lesson = self.db.scalar(
+            select(Lesson).where(Lesson.room_id == room_id, Lesson.starts_at <= at, Lesson.ends_at > at,
+                                 (Lesson.ended_at.is_(None)) | (Lesson.ended_at > at))
+            .order_by(Lesson.starts_at.desc()).limit(1))
+        if lesson is not None:
+            return lesson.starts_at, lesson.ended_at or lesson.ends_at
+        period = timetable.period_at(self.db, room_id, at)
+        if period is not None:
+            starts, ends = timetable.period_bounds(period, at)
+            if starts <= at < ends:
+                return starts, ends
+        return None
 
 
 class _BundleCache:
@@ -158,11 +216,12 @@ def _close_cleared(db: Session, events: list[RuleInput],
             continue
         cleared_at = report.occurred_at
         incident.status = IncidentStatus.resolved
-        incident.resolution = (f"The condition cleared by itself: the agent reported at "
-                               f"{cleared_at:%Y-%m-%d %H:%M} UTC that it is gone.")
+        # a code and params, said in the reader's language (incidents.service.resolution_text)
+        incident.resolution = None
+        incident.resolution_code = "condition_cleared"
+        incident.resolution_params = {"cleared_at": cleared_at.isoformat()}
         db.add(TimelineEntry(incident_id=incident.id, actor=SYSTEM, action="resolved", at=now,
-                             detail={"note": "condition_cleared", "cleared_at": cleared_at.isoformat(),
-                                     "reason": incident.resolution}))
+                             detail={"note": "condition_cleared", "cleared_at": cleared_at.isoformat()}))
 
 
 def process_drafts(db: Session, drafts: list[tuple[IncidentDraft, RuleInput]]) -> list[int]:
@@ -171,8 +230,10 @@ def process_drafts(db: Session, drafts: list[tuple[IncidentDraft, RuleInput]]) -
     Each draft comes with the event it is about; a draft about an absence (no weekly scan)
     has no event: give a RuleInput with `event_id=""` (agent, seat, time), nothing is linked."""
     by_key: dict[str, list[_Member]] = defaultdict(list)
+    spans = _LessonSpans(db)
     for draft, event in drafts:
-        by_key[draft.dedup_key[:_KEY_LEN]].append(_Member(draft, event))
+        by_key[draft.dedup_key[:_KEY_LEN]].append(
+            _Member(draft, event, spans.of(event) if draft.lesson_window else None))
     if not by_key:
         return []
     events = [member.event for members in by_key.values() for member in members]
@@ -186,7 +247,7 @@ def process_drafts(db: Session, drafts: list[tuple[IncidentDraft, RuleInput]]) -
             db.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) "
                             "FROM unnest(CAST(:keys AS text[])) AS k ORDER BY k"), {"keys": keys})
         open_by_key = _open_incidents(db, keys, min(e.occurred_at for e in events))
-        earlier = _uncounted_earlier(db, by_key, open_by_key, {e.event_id for e in events})
+        earlier = _uncounted_earlier(db, by_key, open_by_key, {e.event_id for e in events}, spans)
         touched: list[_Incident] = []
         for key in keys:
             touched += _merge_key(open_by_key.get(key), earlier.get(key, []), by_key[key])
@@ -224,7 +285,7 @@ def _open_incidents(db: Session, keys: list[str], earliest: datetime) -> dict[st
 
 
 def _uncounted_earlier(db: Session, by_key: dict[str, list[_Member]], open_by_key: dict[str, _Incident],
-                       batch_ids: set[str]) -> dict[str, list[_Member]]:
+                       batch_ids: set[str], spans: _LessonSpans) -> dict[str, list[_Member]]:
     """For threshold keys with an attempt no open incident covers: the stored attempts before
     it that no incident holds yet (from earlier batches), by key."""
     wanted: dict[str, list[_Member]] = {}
@@ -237,7 +298,7 @@ def _uncounted_earlier(db: Session, by_key: dict[str, list[_Member]], open_by_ke
     if not wanted:
         return {}
     uncovered = [m for ms in wanted.values() for m in ms]
-    since = min(m.event.occurred_at - timedelta(seconds=m.draft.window_s) for m in uncovered)
+    since = min(m.window_start() for m in uncovered)
     until = max(m.event.occurred_at for m in uncovered)
     rows = db.execute(
         select(Event.id, Event.type, Event.agent_id, Event.occurred_at, Event.data, Event.clauses,
@@ -259,7 +320,7 @@ def _uncounted_earlier(db: Session, by_key: dict[str, list[_Member]], open_by_ke
         for draft in evaluate(event):
             key = draft.dedup_key[:_KEY_LEN]
             if key in wanted:
-                earlier[key].append(_Member(draft, event))
+                earlier[key].append(_Member(draft, event, spans.of(event) if draft.lesson_window else None))
     return earlier
 
 
@@ -274,7 +335,7 @@ def _merge_key(incident: _Incident | None, earlier: list[_Member], batch: list[_
             incident.add(member)
             continue
         pending.append(member)
-        while pending and pending[0].event.occurred_at < at - timedelta(seconds=member.draft.window_s):
+        while pending and pending[0].event.occurred_at < member.window_start():
             pending.popleft()
         if len(pending) >= member.draft.open_after:
             incident = _opened(list(pending))
@@ -288,7 +349,7 @@ def _opened(members: list[_Member]) -> _Incident:
     return _Incident(
         id=None, event_count=len(members), first_seen_at=first.event.occurred_at,
         last_seen_at=last.event.occurred_at,
-        window_ends_at=first.event.occurred_at + timedelta(seconds=last.draft.window_s),
+        window_ends_at=last.window_end(first.event.occurred_at),
         severity=max((m.draft.severity.value for m in members), key=lambda s: _SEVERITY_RANK.get(s, 0)),
         opened_by=last, members=[m.event.event_id for m in members],
         ongoing=last.draft.rule in _ONGOING,
@@ -301,9 +362,10 @@ def _write(db: Session, touched: list[_Incident]) -> None:
     opened = [i for i in touched if i.opened_by is not None]
     grown = [i for i in touched if i.opened_by is None and i.added]
     if opened:
+        classes = _classes_at(db, opened)
         new_ids = db.execute(
             insert(Incident).returning(Incident.id, sort_by_parameter_order=True),
-            [_incident_row(i) for i in opened],
+            [{**_incident_row(i), "class_id": class_id} for i, class_id in zip(opened, classes, strict=True)],
         ).scalars().all()
         for incident, new_id in zip(opened, new_ids, strict=True):
             incident.id = new_id
@@ -321,11 +383,45 @@ def _write(db: Session, touched: list[_Incident]) -> None:
                 timeline)
     insert_rows(connection, IncidentEvent.__table__, ("incident_id", "event_id"),
                 [(i.id, event_id) for i in touched for event_id in i.members if event_id])
+    # Who must be told: rows written in bulk like the rest (one ORM object per notice made a
+    # batch of new incidents cost twice as much: benchmarks/chaos/RESULTS.md "drain").
     bundles = _BundleCache(db)
+    notices = [notice for incident in opened for role in incident.opened_by.draft.notify
+               for notice in _notify(db, incident.id, role, incident.opened_by.draft,
+                                     incident.opened_by.event, bundles)]
+    insert_rows(connection, Notification.__table__, ("incident_id", "person_id", "role", "created_at"),
+                [(incident_id, person_id, role, now) for incident_id, person_id, role, _to in notices])
+    insert_rows(connection, TimelineEntry.__table__, ("incident_id", "actor", "action", "at", "detail"),
+                [(incident_id, SYSTEM, "notified", now, {"role": role, "to": to})
+                 for incident_id, _person_id, role, to in notices])
+
+
+def _classes_at(db: Session, opened: list[_Incident]) -> list[int | None]:
+    """The class each new incident is about (scope: a teacher sees the incidents of the classes
+    they teach, docs/security.md): the class whose timetable period ran in the workstation's
+    room when the incident began — the students at the seats then are that class's (the
+    seating plan names them).  Two queries per batch: the rooms, then their periods."""
+    from policy_server.timetable.models import Period
+    from policy_server.timetable.service import local_now
+
+    agents = {i.opened_by.event.agent_id for i in opened if i.opened_by.event.agent_id}
+    if not agents:
+        return [None] * len(opened)
+    room_of = dict(db.execute(select(Workstation.id, Workstation.room_id).where(
+        Workstation.id.in_(sorted(agents)), Workstation.room_id.is_not(None))).all())
+    periods: dict[int, list[Period]] = defaultdict(list)
+    if room_of:
+        for period in db.scalars(select(Period).where(Period.room_id.in_(sorted(set(room_of.values()))),
+                                                      Period.class_id.is_not(None))):
+            periods[period.room_id].append(period)
+    classes: list[int | None] = []
     for incident in opened:
-        member = incident.opened_by
-        for role in member.draft.notify:
-            _notify(db, incident.id, role, member.draft, member.event, bundles)
+        room_id = room_of.get(incident.opened_by.event.agent_id)
+        local = local_now(incident.first_seen_at)
+        hhmm = local.strftime("%H:%M")
+        classes.append(next((p.class_id for p in periods.get(room_id, ())
+                             if p.weekday == local.weekday() and p.starts <= hhmm < p.ends), None))
+    return classes
 
 
 def _incident_row(incident: _Incident) -> dict:
@@ -341,17 +437,17 @@ def _incident_row(incident: _Incident) -> dict:
 
 
 def _notify(db: Session, incident_id: int, role: str, draft: IncidentDraft, event: RuleInput,
-            bundles: _BundleCache) -> None:
-    if role == "class_teacher":
-        for person, class_name in _class_teachers(db, draft, event, bundles):
-            db.add(Notification(incident_id=incident_id, person_id=person.id, role=role))
-            db.add(TimelineEntry(incident_id=incident_id, actor=SYSTEM, action="notified", at=utcnow(),
-                                 detail={"role": role, "to": person.username}))
-            _class_teacher_notice(db, person, class_name, incident_id, draft, event)
-        return  # no class teacher known: nobody to tell (the responsible person sees the incident)
-    db.add(Notification(incident_id=incident_id, person_id=None, role=role))
-    db.add(TimelineEntry(incident_id=incident_id, actor=SYSTEM, action="notified", at=utcnow(),
-                         detail={"role": role, "to": role}))
+            bundles: _BundleCache) -> list[tuple[int, int | None, str, str]]:
+    """Whom to tell of a new incident: (incident, person or None, role, to) each; the class
+    teacher(s) also get their notice (badge, list, e-mail) here.  Empty when no class teacher
+    is known: the responsible person still sees the incident."""
+    if role != "class_teacher":
+        return [(incident_id, None, role, role)]
+    told = []
+    for person, class_name in _class_teachers(db, draft, event, bundles):
+        _class_teacher_notice(db, person, class_name, incident_id, draft, event)
+        told.append((incident_id, person.id, role, person.username))
+    return told
 
 
 def _class_teachers(db: Session, draft: IncidentDraft, event: RuleInput,

@@ -41,14 +41,18 @@ def _check_status(status: str | None) -> None:
 def visible_to(viewer: Viewer) -> ColumnElement[bool]:
     """The incidents `viewer` may see (docs/security.md "Roles and scopes"): all for the
     responsible person, the director and the district viewer (these two without personal
-    data); for a teacher, those of the workstations in their rooms (`person_rooms`, 000 §7.3)
-    and those they were told about as class teacher (001 §2.7)."""
+    data); for a teacher, those of the workstations in their rooms (`person_rooms`, 000 §7.3),
+    those of the classes they teach (`person_classes`: the incident began during a timetable
+    period of the class, `Incident.class_id`) and those they were told about as class teacher
+    (001 §2.7)."""
     if viewer.room_ids is None:
         return true()
     conditions = []
     if viewer.room_ids:
         conditions.append(Incident.agent_id.in_(
             select(Workstation.id).where(Workstation.room_id.in_(sorted(viewer.room_ids)))))
+    if viewer.class_ids:  # the classes they teach: incidents that began during the class's period
+        conditions.append(Incident.class_id.in_(sorted(viewer.class_ids)))
     if viewer.person_id is not None:
         conditions.append(Incident.id.in_(
             select(Notification.incident_id).where(Notification.person_id == viewer.person_id)))
@@ -208,9 +212,24 @@ def reader_params(db: Session, incidents: list[Incident], *, viewer: Viewer) -> 
 PERSONAL_PARAMS = ("os_user", "comment", "path", "user", "users", "isuo_user")
 
 
+def resolution_text(incident: Incident, *, viewer: Viewer, language: str) -> str | None:
+    """How the incident was resolved, for this reader: a resolution the system made (a code and
+    params) in the reader's language, for everyone; a person's own words (which may name a
+    student) only for those who see personal data."""
+    if incident.resolution_code:
+        from policy_server.incidents import details
+
+        if incident.resolution_code in details.TIMELINE_NOTES:
+            return details.timeline_note(language, {"note": incident.resolution_code,
+                                                    **(incident.resolution_params or {})})
+        return incident.resolution_code
+    return incident.resolution if viewer.sees_personal_data else None
+
+
 def incident_as_dict(incident: Incident, *, viewer: Viewer, params: dict[str, Any] | None = None,
-                     with_timeline: bool = False) -> dict[str, Any]:
-    """The incident as `viewer` may read it (the JSON API).  `params` from `reader_params`."""
+                     with_timeline: bool = False, language: str = "en") -> dict[str, Any]:
+    """The incident as `viewer` may read it (the JSON API).  `params` from `reader_params`;
+    `language`: the one texts the server writes (the resolution) are given in."""
     personal = viewer.sees_personal_data
     out = {
         "id": incident.id, "rule": incident.rule,
@@ -223,7 +242,8 @@ def incident_as_dict(incident: Incident, *, viewer: Viewer, params: dict[str, An
         "first_seen_at": incident.first_seen_at.isoformat(),
         "last_seen_at": incident.last_seen_at.isoformat(),
         "event_count": incident.event_count, "assignee_id": incident.assignee_id,
-        "resolution": incident.resolution if personal else None,
+        "resolution": resolution_text(incident, viewer=viewer, language=language),
+        "resolution_code": incident.resolution_code, "resolution_params": incident.resolution_params,
         "dedup_key": incident.dedup_key if personal else None,
     }
     if with_timeline:

@@ -6,7 +6,7 @@ incidents and those they were told about, the director no personal data (002 §3
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Header, Path, Query
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
@@ -28,9 +28,17 @@ def _admin_writer(viewer: Viewer = Depends(admins), _csrf: Person = Depends(requ
     return viewer
 
 
-def _one(db: Session, viewer: Viewer, incident, *, with_timeline: bool = False) -> dict:
+def _language(accept_language: str | None = Header(None, max_length=500)) -> str:
+    """The language of the texts the server writes (a resolution): Accept-Language, else English."""
+    from policy_server.app import api_language
+
+    return api_language(accept_language)
+
+
+def _one(db: Session, viewer: Viewer, incident, *, with_timeline: bool = False, language: str = "en") -> dict:
     params = service.reader_params(db, [incident], viewer=viewer)[incident.id]
-    return service.incident_as_dict(incident, viewer=viewer, params=params, with_timeline=with_timeline)
+    return service.incident_as_dict(incident, viewer=viewer, params=params, with_timeline=with_timeline,
+                                    language=language)
 
 
 @router.get("")
@@ -41,21 +49,23 @@ def list_incidents(
     offset: int = Query(0, ge=0, le=MAX_ID),
     viewer: Viewer = Depends(readers),
     db: Session = Depends(get_db),
+    language: str = Depends(_language),
 ) -> dict:
     items = service.list_incidents(db, viewer=viewer, status=status, severity=severity, limit=limit,
                                    offset=offset)
     params = service.reader_params(db, items, viewer=viewer)
     return {
-        "incidents": [service.incident_as_dict(i, viewer=viewer, params=params[i.id]) for i in items],
+        "incidents": [service.incident_as_dict(i, viewer=viewer, params=params[i.id], language=language)
+                      for i in items],
         "total": service.count_incidents(db, viewer=viewer, status=status, severity=severity),
     }
 
 
 @router.get("/{incident_id}")
 def get_incident(incident_id: int = IncidentId, viewer: Viewer = Depends(readers),
-                 db: Session = Depends(get_db)) -> dict:
+                 db: Session = Depends(get_db), language: str = Depends(_language)) -> dict:
     incident = service.get_incident(db, incident_id, viewer=viewer)
-    out = _one(db, viewer, incident, with_timeline=True)
+    out = _one(db, viewer, incident, with_timeline=True, language=language)
     out["event_ids"] = [e.id for e in service.incident_events(db, incident_id)]
     return out
 

@@ -9,9 +9,11 @@ redirect; bad input is shown as an error summary naming each field and its fix.
 
 from __future__ import annotations
 
-import hmac
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
@@ -20,6 +22,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from policy_server import scope
+from policy_server.console import kit
 from policy_server.db.models import Incident, Role
 from policy_server.db.session import get_db
 from policy_server.errors import NotFound
@@ -128,19 +131,6 @@ def _gate(request: Request, db: Session, viewer) -> tuple[Page, Response | None]
     return page, None
 
 
-def _csrf_ok(page: Page, token: str | None) -> bool:
-    return bool(page.csrf_token and token and hmac.compare_digest(page.csrf_token, token))
-
-
-def _csrf_refused(page: Page) -> Response:
-    return page.error_page(
-        403,
-        page._(
-            "The form's security token is missing or out of date. Go back, reload the page and try again."
-        ),
-    )
-
-
 def _done(url: str, notice: str) -> RedirectResponse:
     sep = "&" if "?" in url else "?"
     return RedirectResponse(f"{url}{sep}done={notice}", status_code=303)
@@ -151,6 +141,45 @@ def _errors(page: Page, problems: dict[str, str], params: dict | None = None) ->
         {"field": f, "label": page._(FORM_FIELDS.get(f, f)), "message": page._(m, **(params or {}))}
         for f, m in problems.items()
     ]
+
+
+def _gate_form(request: Request, db: Session, viewer, csrf_token: str) -> tuple[Page, Response | None]:
+    """`_gate` for a POST form: also refuses a missing or stale CSRF token."""
+    page, refused = _gate(request, db, viewer)
+    if refused is None and not kit.csrf_ok(page, csrf_token):
+        refused = kit.csrf_refused(page)
+    return page, refused
+
+
+def _no_person(page: Page) -> Response:
+    return page.error_page(404, page._("No such person in the ISUO register."))
+
+
+def _submit(
+    db: Session,
+    page: Page,
+    change: Callable[[], Any],
+    *,
+    again: Callable[..., Response],
+    done: str | Callable[[Any], str],
+    notice: str,
+) -> Response:
+    """One form's change in one transaction, the same for every ISUO form.
+
+    `change()` (a service call) committed: a redirect to `done` (a URL, or a function of what
+    `change` returned) with the notice.  The service's `FormInvalid`: rolled back and the page
+    shown `again(errors=..., status_code=422)` with the person's input.  `NotFound` (the
+    object went away): rolled back, a 404 page."""
+    try:
+        result = change()
+        db.commit()
+    except service.FormInvalid as exc:
+        db.rollback()
+        return again(errors=_errors(page, exc.problems), status_code=422)
+    except NotFound:
+        db.rollback()
+        return page.error_page(404, page._("Not found"))
+    return _done(done(result) if callable(done) else done, notice)
 
 
 def _common(page: Page, request: Request, viewer: scope.Viewer) -> dict:
@@ -275,10 +304,7 @@ def new_person(
     return _person_form(page, request, viewer, user=None, values={})
 
 
-@router.post("/isuo/register/new")
-def create_person(
-    request: Request,
-    csrf_token: str = Form(""),
+def person_fields(
     full_name: str = Form(""),
     position: str = Form(""),
     isuo_role: str = Form(""),
@@ -286,15 +312,9 @@ def create_person(
     order_number: str = Form(""),
     order_date: str = Form(""),
     person_username: str = Form(""),
-    db: Session = Depends(get_db),
-    viewer=Depends(page_access(*EDITORS)),
-) -> Response:
-    page, refused = _gate(request, db, viewer)
-    if refused:
-        return refused
-    if not _csrf_ok(page, csrf_token):
-        return _csrf_refused(page)
-    values = dict(
+) -> dict[str, str]:
+    """The register form's fields (new person and change), as typed."""
+    return dict(
         full_name=full_name,
         position=position,
         isuo_role=isuo_role,
@@ -303,21 +323,27 @@ def create_person(
         order_date=order_date,
         person_username=person_username,
     )
-    try:
-        user = service.save_user(db, viewer=viewer, **values)
-        db.commit()
-    except service.FormInvalid as exc:
-        db.rollback()
-        return _person_form(
-            page,
-            request,
-            viewer,
-            user=None,
-            values=values,
-            errors=_errors(page, exc.problems),
-            status_code=422,
-        )
-    return _done(f"/isuo/people/{user.id}", "saved")
+
+
+@router.post("/isuo/register/new")
+def create_person(
+    request: Request,
+    csrf_token: str = Form(""),
+    values: dict[str, str] = Depends(person_fields),
+    db: Session = Depends(get_db),
+    viewer=Depends(page_access(*EDITORS)),
+) -> Response:
+    page, refused = _gate_form(request, db, viewer, csrf_token)
+    if refused:
+        return refused
+    return _submit(
+        db,
+        page,
+        lambda: service.save_user(db, viewer=viewer, **values),
+        again=partial(_person_form, page, request, viewer, user=None, values=values),
+        done=lambda user: f"/isuo/people/{user.id}",
+        notice="saved",
+    )
 
 
 def _load_user(db: Session, user_id: int) -> IsuoUser | None:
@@ -357,48 +383,24 @@ def change_person(
     user_id: int,
     request: Request,
     csrf_token: str = Form(""),
-    full_name: str = Form(""),
-    position: str = Form(""),
-    isuo_role: str = Form(""),
-    logins: str = Form(""),
-    order_number: str = Form(""),
-    order_date: str = Form(""),
-    person_username: str = Form(""),
+    values: dict[str, str] = Depends(person_fields),
     db: Session = Depends(get_db),
     viewer=Depends(page_access(*EDITORS)),
 ) -> Response:
-    page, refused = _gate(request, db, viewer)
+    page, refused = _gate_form(request, db, viewer, csrf_token)
     if refused:
         return refused
-    if not _csrf_ok(page, csrf_token):
-        return _csrf_refused(page)
     user = _load_user(db, user_id)
     if user is None:
-        return page.error_page(404, page._("No such person in the ISUO register."))
-    values = dict(
-        full_name=full_name,
-        position=position,
-        isuo_role=isuo_role,
-        logins=logins,
-        order_number=order_number,
-        order_date=order_date,
-        person_username=person_username,
+        return _no_person(page)
+    return _submit(
+        db,
+        page,
+        lambda: service.save_user(db, viewer=viewer, user_id=user_id, **values),
+        again=partial(_person_form, page, request, viewer, user=user, values=values),
+        done=f"/isuo/people/{user_id}",
+        notice="saved",
     )
-    try:
-        service.save_user(db, viewer=viewer, user_id=user_id, **values)
-        db.commit()
-    except service.FormInvalid as exc:
-        db.rollback()
-        return _person_form(
-            page,
-            request,
-            viewer,
-            user=user,
-            values=values,
-            errors=_errors(page, exc.problems),
-            status_code=422,
-        )
-    return _done(f"/isuo/people/{user_id}", "saved")
 
 
 def _person_page(
@@ -478,6 +480,35 @@ def person(
     return _person_page(page, request, db, viewer, user)
 
 
+def _person_change(
+    request: Request,
+    db: Session,
+    viewer,
+    csrf_token: str,
+    user_id: int,
+    change: Callable[[], Any],
+    *,
+    values: dict[str, str],
+    notice: str,
+) -> Response:
+    """A form on a person's page (obligation, block, left): refused without the role or the
+    CSRF token, a 404 for an unknown person, else `_submit` back to the person's page."""
+    page, refused = _gate_form(request, db, viewer, csrf_token)
+    if refused:
+        return refused
+    user = _load_user(db, user_id)
+    if user is None:
+        return _no_person(page)
+    return _submit(
+        db,
+        page,
+        change,
+        again=partial(_person_page, page, request, db, viewer, user, values=values),
+        done=f"/isuo/people/{user_id}",
+        notice=notice,
+    )
+
+
 @router.post("/isuo/people/{user_id}/obligation")
 async def obligation(
     user_id: int,
@@ -490,17 +521,14 @@ async def obligation(
     db: Session = Depends(get_db),
     viewer=Depends(page_access(*EDITORS)),
 ) -> Response:
-    page, refused = _gate(request, db, viewer)
-    if refused:
-        return refused
-    if not _csrf_ok(page, csrf_token):
-        return _csrf_refused(page)
-    user = _load_user(db, user_id)
-    if user is None:
-        return page.error_page(404, page._("No such person in the ISUO register."))
     data = await scan.read(service.MAX_SCAN_BYTES + 1) if scan is not None else b""
-    try:
-        service.record_obligation(
+    return _person_change(
+        request,
+        db,
+        viewer,
+        csrf_token,
+        user_id,
+        lambda: service.record_obligation(
             db,
             viewer=viewer,
             user_id=user_id,
@@ -510,22 +538,10 @@ async def obligation(
             scan_name=(scan.filename or "") if scan else "",
             file_number=file_number,
             state_dir=request.app.state.settings.state_dir,
-        )
-        db.commit()
-    except service.FormInvalid as exc:
-        db.rollback()
-        values = {"signed_on": signed_on, "instructed_by": instructed_by, "file_number": file_number}
-        return _person_page(
-            page,
-            request,
-            db,
-            viewer,
-            user,
-            errors=_errors(page, exc.problems),
-            values=values,
-            status_code=422,
-        )
-    return _done(f"/isuo/people/{user_id}", "obligation")
+        ),
+        values={"signed_on": signed_on, "instructed_by": instructed_by, "file_number": file_number},
+        notice="obligation",
+    )
 
 
 @router.post("/isuo/people/{user_id}/block")
@@ -538,30 +554,18 @@ def block(
     db: Session = Depends(get_db),
     viewer=Depends(page_access(*EDITORS)),
 ) -> Response:
-    page, refused = _gate(request, db, viewer)
-    if refused:
-        return refused
-    if not _csrf_ok(page, csrf_token):
-        return _csrf_refused(page)
-    user = _load_user(db, user_id)
-    if user is None:
-        return page.error_page(404, page._("No such person in the ISUO register."))
-    try:
-        service.block_user(db, viewer=viewer, user_id=user_id, blocked_on=blocked_on, reason=blocked_reason)
-        db.commit()
-    except service.FormInvalid as exc:
-        db.rollback()
-        return _person_page(
-            page,
-            request,
-            db,
-            viewer,
-            user,
-            errors=_errors(page, exc.problems),
-            values={"blocked_on": blocked_on, "blocked_reason": blocked_reason},
-            status_code=422,
-        )
-    return _done(f"/isuo/people/{user_id}", "blocked")
+    return _person_change(
+        request,
+        db,
+        viewer,
+        csrf_token,
+        user_id,
+        lambda: service.block_user(
+            db, viewer=viewer, user_id=user_id, blocked_on=blocked_on, reason=blocked_reason
+        ),
+        values={"blocked_on": blocked_on, "blocked_reason": blocked_reason},
+        notice="blocked",
+    )
 
 
 @router.post("/isuo/people/{user_id}/left")
@@ -573,30 +577,16 @@ def left(
     db: Session = Depends(get_db),
     viewer=Depends(page_access(*EDITORS)),
 ) -> Response:
-    page, refused = _gate(request, db, viewer)
-    if refused:
-        return refused
-    if not _csrf_ok(page, csrf_token):
-        return _csrf_refused(page)
-    user = _load_user(db, user_id)
-    if user is None:
-        return page.error_page(404, page._("No such person in the ISUO register."))
-    try:
-        service.mark_left(db, viewer=viewer, user_id=user_id, left_on=left_on)
-        db.commit()
-    except service.FormInvalid as exc:
-        db.rollback()
-        return _person_page(
-            page,
-            request,
-            db,
-            viewer,
-            user,
-            errors=_errors(page, exc.problems),
-            values={"left_on": left_on},
-            status_code=422,
-        )
-    return _done(f"/isuo/people/{user_id}", "left")
+    return _person_change(
+        request,
+        db,
+        viewer,
+        csrf_token,
+        user_id,
+        lambda: service.mark_left(db, viewer=viewer, user_id=user_id, left_on=left_on),
+        values={"left_on": left_on},
+        notice="left",
+    )
 
 
 @router.get("/isuo/people/{user_id}/scan")
@@ -729,11 +719,9 @@ async def import_upload(
     db: Session = Depends(get_db),
     viewer=Depends(page_access(*EDITORS)),
 ) -> Response:
-    page, refused = _gate(request, db, viewer)
+    page, refused = _gate_form(request, db, viewer, csrf_token)
     if refused:
         return refused
-    if not _csrf_ok(page, csrf_token):
-        return _csrf_refused(page)
     mapping = {
         "login": map_login,
         "time": map_time,
@@ -754,9 +742,9 @@ async def import_upload(
             errors=_errors(page, {"file": N_("Choose the exported CSV or XLSX file.")}),
         )
     try:
-        source = imports.save_source(db, name=source_name, mapping=mapping, actor=viewer.person.username)
+        source = imports.save_source(db, name=source_name, mapping=mapping, actor=viewer.name)
         result = imports.import_file(
-            db, source=source, data=data, file_name=file.filename or "upload", actor=viewer.person.username
+            db, source=source, data=data, file_name=file.filename or "upload", actor=viewer.name
         )
         db.commit()
     except imports.ImportRejected as exc:
@@ -888,12 +876,10 @@ def settings_page(
 async def settings_change(
     what: str, request: Request, db: Session = Depends(get_db), viewer=Depends(page_access(*EDITORS))
 ) -> Response:
-    page, refused = _gate(request, db, viewer)
+    form = await request.form()
+    page, refused = _gate_form(request, db, viewer, str(form.get("csrf_token", "")))
     if refused:
         return refused
-    form = await request.form()
-    if not _csrf_ok(page, str(form.get("csrf_token", ""))):
-        return _csrf_refused(page)
 
     def f(name: str) -> str:
         return str(form.get(name, ""))
@@ -923,16 +909,14 @@ async def settings_change(
     }
     if what not in actions:
         return page.error_page(404, page._("Not found"))
-    try:
-        actions[what]()
-        db.commit()
-    except service.FormInvalid as exc:
-        db.rollback()
-        return _settings_page(page, request, db, viewer, errors=_errors(page, exc.problems), status_code=422)
-    except NotFound:
-        db.rollback()
-        return page.error_page(404, page._("Not found"))
-    return _done("/isuo/settings", "saved")
+    return _submit(
+        db,
+        page,
+        actions[what],
+        again=partial(_settings_page, page, request, db, viewer),
+        done="/isuo/settings",
+        notice="saved",
+    )
 
 
 # ----------------------------------------------------------------------------- termly review
@@ -983,18 +967,17 @@ def review_start(
     db: Session = Depends(get_db),
     viewer=Depends(page_access(*READERS)),
 ) -> Response:
-    page, refused = _gate(request, db, viewer)
+    page, refused = _gate_form(request, db, viewer, csrf_token)
     if refused:
         return refused
-    if not _csrf_ok(page, csrf_token):
-        return _csrf_refused(page)
-    try:
-        service.start_review(db, viewer=viewer, term=term)
-        db.commit()
-    except service.FormInvalid as exc:
-        db.rollback()
-        return _review_page(page, request, db, viewer, errors=_errors(page, exc.problems), status_code=422)
-    return _done("/isuo/review", "started")
+    return _submit(
+        db,
+        page,
+        lambda: service.start_review(db, viewer=viewer, term=term),
+        again=partial(_review_page, page, request, db, viewer),
+        done="/isuo/review",
+        notice="started",
+    )
 
 
 @router.post("/isuo/review/{review_id}/decide")
@@ -1008,21 +991,19 @@ def review_decide(
     db: Session = Depends(get_db),
     viewer=Depends(page_access(Role.director)),
 ) -> Response:
-    page, refused = _gate(request, db, viewer)
+    page, refused = _gate_form(request, db, viewer, csrf_token)
     if refused:
         return refused
-    if not _csrf_ok(page, csrf_token):
-        return _csrf_refused(page)
-    try:
-        service.decide(db, viewer=viewer, review_id=review_id, user_id=user_id, decision=decision, note=note)
-        db.commit()
-    except service.FormInvalid as exc:
-        db.rollback()
-        return _review_page(page, request, db, viewer, errors=_errors(page, exc.problems), status_code=422)
-    except NotFound:
-        db.rollback()
-        return page.error_page(404, page._("Not found"))
-    return _done("/isuo/review", "decided")
+    return _submit(
+        db,
+        page,
+        lambda: service.decide(
+            db, viewer=viewer, review_id=review_id, user_id=user_id, decision=decision, note=note
+        ),
+        again=partial(_review_page, page, request, db, viewer),
+        done="/isuo/review",
+        notice="decided",
+    )
 
 
 @router.post("/isuo/review/{review_id}/sign")
@@ -1036,25 +1017,21 @@ def review_sign(
     db: Session = Depends(get_db),
     viewer=Depends(page_access(Role.director)),
 ) -> Response:
-    page, refused = _gate(request, db, viewer)
+    page, refused = _gate_form(request, db, viewer, csrf_token)
     if refused:
         return refused
-    if not _csrf_ok(page, csrf_token):
-        return _csrf_refused(page)
-    try:
-        service.sign_review(
+    return _submit(
+        db,
+        page,
+        lambda: service.sign_review(
             db,
             viewer=viewer,
             review_id=review_id,
             signer_name=signer_name,
             signed_on=signed_on,
             next_due_on=next_due_on,
-        )
-        db.commit()
-    except service.FormInvalid as exc:
-        db.rollback()
-        return _review_page(page, request, db, viewer, errors=_errors(page, exc.problems), status_code=422)
-    except NotFound:
-        db.rollback()
-        return page.error_page(404, page._("Not found"))
-    return _done("/isuo/review", "signed")
+        ),
+        again=partial(_review_page, page, request, db, viewer),
+        done="/isuo/review",
+        notice="signed",
+    )

@@ -10,6 +10,10 @@ ERROR_TEXTS = {
     'install.no_package': N_(
         'No agent package on this server yet. Copy kalkan-agent_<version>_amd64.deb into '
         "the server's package folder (see docs/operations.md)."),
+    'install.repo_unavailable': N_("The server cannot make its agent repository now (see the server's log): "
+                                   'a broken package file in its package folder, or gpg is missing.'),
+    'install.no_certificate': N_('This server runs without TLS, so it has no certificate for the seats. '
+                                 'Start it with TLS (the default).'),
 }
 
 register_error_texts(ERROR_TEXTS)

@@ -54,17 +54,18 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def install_command(room: str, code: str, server_url: str, fingerprint: str) -> str:
+def install_command(room: str, code: str, server_url: str, fingerprint: str, seat: str | None = None) -> str:
     """The one command the responsible person runs (as root) on each PC of `room`.
 
     `fingerprint` is the server's key pin, `pubkey_pin(settings.cert_path)` (`sha256//…`).
-    The seat is named after the PC's host name; `--seat NAME` in place of it names it."""
+    The seat is named after the PC's host name, or `seat` when given (one command per seat)."""
     if not fingerprint.startswith("sha256//"):
         raise ValueError("fingerprint must be the public-key pin from pubkey_pin(), 'sha256//…'")
     base = server_url.rstrip("/")
     fetch = (f"curl -fsSk --pinnedpubkey {shlex.quote(fingerprint)} {shlex.quote(base + '/install/seat.sh')} "
              "-o /tmp/kalkan-seat.sh")
-    run = f'sh /tmp/kalkan-seat.sh --code {shlex.quote(code)} --room {shlex.quote(room)} --seat "$(hostname)"'
+    name = shlex.quote(seat) if seat else '"$(hostname)"'
+    run = f"sh /tmp/kalkan-seat.sh --code {shlex.quote(code)} --room {shlex.quote(room)} --seat {name}"
     return f"sudo sh -c {shlex.quote(fetch + ' && ' + run)}"
 
 
@@ -102,6 +103,19 @@ else
 fi
 rm -f "$DEB"
 kalkan-agent enroll --server "$SERVER" --code "$CODE" --seat "$SEAT" --fingerprint "$FINGERPRINT"
+# the server's apt repository of the agent, for upgrades (apt upgrade, or from the console):
+# its signing key as the only keyring for it, the server's own certificate trusted for its host
+install -d -m 0755 /etc/apt/keyrings
+curl -fsSk --pinnedpubkey "$PIN" "$SERVER/install/kalkan-archive.gpg" -o /etc/apt/keyrings/kalkan-archive.gpg
+curl -fsSk --pinnedpubkey "$PIN" "$SERVER/install/server.crt" -o /etc/apt/keyrings/kalkan-server.crt
+HOST=$(echo "$SERVER" | sed -e 's|^[a-z]*://||' -e 's|^\[\([^]]*\)\].*|\1|' -e 's|[:/].*$||')
+cat > /etc/apt/apt.conf.d/60kalkan <<APT
+// Kalkan: the school server's apt repository (written by seat.sh; removed with kalkan-agent)
+Acquire::https::$HOST::CaInfo "/etc/apt/keyrings/kalkan-server.crt";
+Acquire::https::$HOST::Verify-Host "false";
+APT
+echo "deb [signed-by=/etc/apt/keyrings/kalkan-archive.gpg] $SERVER/install/apt ./" \
+    > /etc/apt/sources.list.d/kalkan.list
 if [ -d /run/systemd/system ]; then
     systemctl enable --now kalkan-agent.service
 fi

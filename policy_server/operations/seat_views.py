@@ -4,6 +4,8 @@ neither holds a secret (the enrolment code is only in the command the person run
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
@@ -42,3 +44,41 @@ async def seat_script(request: Request) -> Response:
                             fingerprint=cert_fingerprint(settings.cert_path), package_sha256=digest)
     return Response(text, media_type="text/x-shellscript; charset=utf-8",
                     headers={"Cache-Control": "no-store"})
+
+
+# ------------------------------------------------------------------ the seats' apt repository
+# (policy_server/operations/apt_repo.py): public, like the package itself; the index is signed
+# with the server's key, which the seat command installs (pinned) as the only keyring for it.
+
+
+@router.get("/kalkan-archive.gpg", dependencies=[Depends(scope.public)])
+async def apt_keyring(request: Request) -> Response:
+    from policy_server.operations import apt_repo
+
+    data = await run_in_threadpool(apt_repo.public_keyring, request.app.state.settings)
+    return Response(data, media_type="application/pgp-keys")
+
+
+@router.get("/server.crt", dependencies=[Depends(scope.public)])
+def server_certificate(request: Request) -> FileResponse:
+    """The server's own certificate: apt on a seat trusts it for this host only (fetched pinned)."""
+    settings = request.app.state.settings
+    if not getattr(settings, "tls", False) or not Path(settings.cert_path).is_file():
+        raise NotFound("this server runs without TLS: it has no certificate for the seats",
+                       code="install.no_certificate")
+    return FileResponse(settings.cert_path, media_type="application/x-pem-file")
+
+
+@router.get("/apt/{name:path}", dependencies=[Depends(scope.public)])
+async def apt_file(request: Request, name: str) -> Response:
+    from policy_server.operations import apt_repo
+
+    settings = request.app.state.settings
+    name = name.removeprefix("./")  # apt asks a flat repository ("deb URI ./") for ./InRelease, ./Packages
+    if name in apt_repo.INDEX_FILES:
+        folder = await run_in_threadpool(apt_repo.ensure_repo, settings)
+        return FileResponse(folder / name, headers={"Cache-Control": "no-store"})
+    for deb in apt_repo.packages(settings):
+        if deb.name == name:
+            return FileResponse(deb, media_type="application/vnd.debian.binary-package")
+    raise NotFound(f"the seats' apt repository has no file {name!r}", code="install.no_package")

@@ -142,7 +142,7 @@ def person_create(request: Request, csrf_token: str = Form(""), username: str = 
         return _render_form(page, db, row=None, values=values, errors=errors, status_code=422)
     try:
         person, temporary = service.create_account(
-            db, actor=viewer.person.username, username=wanted, role=role, full_name=full_name,
+            db, actor=viewer.name, username=wanted, role=role, full_name=full_name,
             language=language or None, room_ids=values["room_ids"], class_names=class_names,
             class_teacher_of=ct_names)
     except KalkanError as exc:
@@ -194,7 +194,7 @@ def person_update(request: Request, person_id: int, csrf_token: str = Form(""), 
     try:
         class_names = service.parse_class_names(classes)
         ct_names = service.parse_class_names(class_teacher_of)
-        service.update_account(db, actor=viewer.person.username, actor_id=viewer.person.id,
+        service.update_account(db, actor=viewer.name, actor_id=viewer.person_id,
                                person_id=person_id, role=role, full_name=full_name,
                                language=language or None, room_ids=values["room_ids"],
                                class_names=class_names, class_teacher_of=ct_names)
@@ -216,7 +216,7 @@ def _set_disabled(request: Request, db: Session, viewer, person_id: int, csrf_to
     if not csrf_ok(page, csrf_token):
         return csrf_refused(page)
     try:
-        service.set_disabled(db, actor=viewer.person.username, actor_id=viewer.person.id,
+        service.set_disabled(db, actor=viewer.name, actor_id=viewer.person_id,
                              person_id=person_id, disabled=disabled)
     except NotFound:
         return page.error_page(404, page._("There is no such person."))
@@ -246,7 +246,7 @@ def person_reset_password(request: Request, person_id: int, csrf_token: str = Fo
     if not csrf_ok(page, csrf_token):
         return csrf_refused(page)
     try:
-        person, temporary = service.reset_password(db, actor=viewer.person.username, person_id=person_id)
+        person, temporary = service.reset_password(db, actor=viewer.name, person_id=person_id)
     except NotFound:
         return page.error_page(404, page._("There is no such person."))
     db.commit()

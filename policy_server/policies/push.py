@@ -18,6 +18,14 @@ once, by the same three paths: `schedule_revocation` (after commit, this process
 `NOTIFY kalkan_revoked` (every PostgreSQL worker), and the poll, which also looks for
 revoked tokens among the connected agents (SQLite, another process).  `close_all` ends
 every stream first thing on shutdown, so the server need not wait out its graceful timeout.
+
+The same streams carry one more kind of message: ``event: reports`` (`REPORTS`), sent only to
+the agents whose students' reports or unblock requests were just decided (`schedule_reports_push`
+in `filtering.queue.decide`; after commit in this process, `NOTIFY kalkan_reports` for the other
+PostgreSQL workers).  The agent then reads its report status at once, so the student's report
+page says "rejected" / "blocked" / "allowed" within a second or two of the decision instead of
+at the agent's next 30 s poll (a rejection changes no policy).  Agents that do not know the
+message ignore it (it is not a `PolicyPush`).
 """
 
 from __future__ import annotations
@@ -42,6 +50,8 @@ POLL_S = float(os.environ.get("KALKAN_PUSH_POLL_S", "2.0"))
 CHANNEL = "kalkan_policy"
 REVOKED_CHANNEL = "kalkan_revoked"
 CLOSE = object()  # put in a stream's queue: the stream ends
+REPORTS = object()  # put in a stream's queue: "your reports were decided, read their status"
+REPORTS_CHANNEL = "kalkan_reports"
 LISTEN_RETRY_S = 5.0
 QUEUE_SIZE = 8  # a slow client only ever needs the newest version
 
@@ -49,6 +59,7 @@ _hubs: weakref.WeakSet[PushHub] = weakref.WeakSet()
 _hubs_lock = threading.Lock()
 _PENDING_KEY = "kalkan_policy_pushes"
 _REVOKED_KEY = "kalkan_revoked_agents"
+_REPORTS_KEY = "kalkan_reports_agents"
 
 
 class PushHub:
@@ -88,8 +99,11 @@ class PushHub:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
+    # The polls are reads: on SQLite a deferred transaction (no write lock), so every 2 s they
+    # neither wait for nor hold up the batches being stored.
     def _read_latest(self) -> protocol.PolicyPush | None:
         with self._sessionmaker() as db:
+            db.connection(execution_options={"kalkan_read_only": True})
             row = db.execute(
                 select(PolicyVersion.version, PolicyVersion.content_hash)
                 .order_by(PolicyVersion.version.desc()).limit(1)
@@ -100,6 +114,7 @@ class PushHub:
         from policy_server.db.models import Workstation
 
         with self._sessionmaker() as db:
+            db.connection(execution_options={"kalkan_read_only": True})
             return list(db.scalars(select(Workstation.id).where(Workstation.id.in_(agent_ids),
                                                                 Workstation.token_revoked.is_(True))))
 
@@ -135,6 +150,7 @@ class PushHub:
                 async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
                     await conn.execute(f"LISTEN {REVOKED_CHANNEL}")
+                    await conn.execute(f"LISTEN {REPORTS_CHANNEL}")
                     self.listening = True
                     # A change committed while we were not listening: the poll's read, now.
                     latest = await asyncio.to_thread(self._read_latest)
@@ -143,6 +159,8 @@ class PushHub:
                     async for note in conn.notifies():
                         if note.channel == REVOKED_CHANNEL:
                             self.close_agent(note.payload)
+                        elif note.channel == REPORTS_CHANNEL:
+                            self.tell_reports(note.payload.split(","))
                         else:
                             self.broadcast(protocol.PolicyPush.model_validate_json(note.payload))
             except asyncio.CancelledError:
@@ -181,6 +199,18 @@ class PushHub:
         if queues:
             log.info("closed %d push stream(s) of revoked agent %s", len(queues), agent_id)
         return len(queues)
+
+    def tell_reports(self, agent_ids) -> int:
+        """Tell these agents' open streams that their reports were decided (loop thread)."""
+        wanted = set(agent_ids)
+        queues = [q for q, a in list(self._agent_of.items()) if a in wanted]
+        for queue in queues:
+            _put_newest(queue, REPORTS)
+        return len(queues)
+
+    def tell_reports_threadsafe(self, agent_ids: list[str]) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self.tell_reports, agent_ids)
 
     def close_all(self) -> None:
         """End every stream (shutdown): each answer finishes, so the server stops at once."""
@@ -225,6 +255,18 @@ def schedule_revocation(db: Session, agent_id: str) -> None:
                    {"channel": REVOKED_CHANNEL, "payload": agent_id})
 
 
+def schedule_reports_push(db: Session, agent_ids) -> None:
+    """After the transaction commits, tell these agents that reports sent from them were decided
+    (this process's hubs by the `after_commit` hook; every PostgreSQL worker's by NOTIFY)."""
+    ids = sorted({a for a in agent_ids if a})
+    if not ids:
+        return
+    db.info.setdefault(_REPORTS_KEY, set()).update(ids)
+    if db.get_bind().dialect.name == "postgresql":
+        db.execute(text("SELECT pg_notify(:channel, :payload)"),
+                   {"channel": REPORTS_CHANNEL, "payload": ",".join(ids)})
+
+
 def schedule_push(db: Session, push: protocol.PolicyPush) -> None:
     """Remember a new version on the session; it is pushed once the transaction commits.
 
@@ -240,7 +282,8 @@ def schedule_push(db: Session, push: protocol.PolicyPush) -> None:
 def notify_committed_versions(session: Session) -> None:
     pushes = session.info.pop(_PENDING_KEY, None)
     revoked = session.info.pop(_REVOKED_KEY, None)
-    if not pushes and not revoked:
+    reports = session.info.pop(_REPORTS_KEY, None)
+    if not pushes and not revoked and not reports:
         return
     with _hubs_lock:
         hubs = list(_hubs)
@@ -249,9 +292,12 @@ def notify_committed_versions(session: Session) -> None:
             hub.notify_threadsafe(push)
         for agent_id in revoked or ():
             hub.close_agent_threadsafe(agent_id)
+        if reports:
+            hub.tell_reports_threadsafe(sorted(reports))
 
 
 @event.listens_for(Session, "after_rollback")
 def _forget_rolled_back(session: Session) -> None:
     session.info.pop(_PENDING_KEY, None)
     session.info.pop(_REVOKED_KEY, None)
+    session.info.pop(_REPORTS_KEY, None)

@@ -13,7 +13,7 @@ from policy_server import protocol, scope
 from policy_server.agents.auth import authenticate_agent, bearer_token, current_agent
 from policy_server.db.models import Workstation
 from policy_server.db.session import get_db
-from policy_server.policies.push import CLOSE
+from policy_server.policies.push import CLOSE, REPORTS
 from policy_server.policies.service import current_bundle, etag_of
 
 router = APIRouter(prefix="/api/v1", tags=["policy"])
@@ -92,8 +92,8 @@ def _room_of(sessionmaker, agent_id: str) -> str | None:
 @router.get("/policy/stream", dependencies=[Depends(scope.agent_only)])
 async def policy_stream(request: Request) -> StreamingResponse:
     """Server-sent events: a `policy` event with `PolicyPush` JSON (the room's bundle inline) on
-    connect and on every new version; a comment line every 15 s keeps proxies and NAT from
-    closing the connection."""
+    connect and on every new version; a `reports` event when reports sent from this seat were
+    decided; a comment line every 15 s keeps proxies and NAT from closing the connection."""
     token = bearer_token(request)
     agent = await asyncio.to_thread(authenticate_agent, request.app.state.sessionmaker, token)
     hub = request.app.state.push_hub
@@ -123,6 +123,9 @@ async def policy_stream(request: Request) -> StreamingResponse:
                     continue
                 if push is CLOSE:  # revoked, or the server is stopping
                     return
+                if push is REPORTS:  # reports sent from this seat were decided (policies/push.py)
+                    yield 'event: reports\ndata: {"reports": "decided"}\n\n'
+                    continue
                 yield await event(push)
         finally:
             hub.unsubscribe(queue)

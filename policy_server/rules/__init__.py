@@ -54,6 +54,10 @@ class IncidentDraft:
     # Open the incident only when this many drafts with the key fall inside `window_s`
     # (counted across batches; e.g. the 5th blocked page in 10 minutes).  1 = at once.
     open_after: int = 1
+    # The window is the lesson at the event's time in the seat's room (the running lesson, else
+    # the timetable's period), not `window_s` from the first event; `window_s` only when the
+    # room has neither (issue 9: "repeated attempts by one seat in a lesson", 001 §2.7).
+    lesson_window: bool = False
 
 
 # --- personal data (001 §2.15, 002 §3.1, docs/security.md) ------------------------------

@@ -76,7 +76,8 @@ def rogue_ra(event: RuleInput) -> IncidentDraft:
 _BYPASS_SEVERITY = {"vpn": Severity.high, "tor": Severity.high}
 # What the workstation itself refused (the proxy's destination checks, the firewall's default
 # deny): nothing got out, so one attempt may be a program's accident; repeated attempts by one
-# seat and user within a lesson's length are a student trying, and the class teacher is told.
+# seat and user within one lesson (the room's running lesson, else its timetable period; 45
+# minutes where there is neither) are a student trying, and the class teacher is told.
 _REFUSED_KINDS = {"mismatch": "a name that does not lead to its destination",
                   "raw": "a tunnel on the web ports (neither HTTP nor TLS)",
                   "tunnel": "the proxy asked for a port other than the web's",
@@ -97,7 +98,8 @@ def bypass(event: RuleInput) -> IncidentDraft:
             clauses=("000 §5.6", "001 §2.11", "001 §2.7"),
             # one incident per seat and user in a lesson, whatever the ways tried
             dedup_key=f"net.bypass:refused:{event.agent_id}:{pseudonym(event.os_user)}",
-            window_s=LESSON_WINDOW_S,
+            window_s=LESSON_WINDOW_S,  # only where the room has no lesson and no period then
+            lesson_window=True,
             params={"kind": kind, "dst_ip": event.data.get("dst_ip"), "dst_port": event.data.get("dst_port"),
                     "detail": event.data.get("detail", ""),
                     "occurrences": int(event.data.get("occurrences", 1)), "seat": event.seat},

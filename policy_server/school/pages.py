@@ -51,6 +51,19 @@ def _fingerprint(request: Request) -> str | None:
         return None
 
 
+def _pin(request: Request) -> str | None:
+    """The server's public-key pin the seat-install command carries (None without TLS)."""
+    settings = request.app.state.settings
+    if not getattr(settings, "tls", False):
+        return None
+    try:
+        from policy_server.operations.seat import pubkey_pin
+
+        return pubkey_pin(settings.cert_path)
+    except (OSError, ValueError):
+        return None
+
+
 def _server_url(request: Request) -> str:
     return str(request.base_url).rstrip("/")
 
@@ -164,7 +177,7 @@ def room_code(request: Request, room_id: int, csrf_token: str = Form(""), uses: 
     try:
         slip = service.make_enrolment(db, actor=viewer.person.username, room_id=room_id, uses=n,
                                       expires=expires, server_url=_server_url(request),
-                                      fingerprint=_fingerprint(request))
+                                      fingerprint=_fingerprint(request), pin=_pin(request))
     except NotFound:
         return page.error_page(404, page._("There is no such room."))
     except KalkanError as exc:
@@ -205,6 +218,6 @@ def seat_reenrol(request: Request, agent_id: str, csrf_token: str = Form(""),
         service.retire_workstation(db, actor=viewer.person.username, agent_id=agent_id, reason="re-enrol")
     slip = service.make_enrolment(db, actor=viewer.person.username, room_id=ws.room_id, uses=1, expires="1d",
                                   server_url=_server_url(request), fingerprint=_fingerprint(request),
-                                  seats=[seat] if seat else [])
+                                  seats=[seat] if seat else [], pin=_pin(request))
     db.commit()
     return _slip_page(page, slip, reenrol=True)

@@ -233,6 +233,16 @@ class EnrolmentSlip:
     server_url: str
     fingerprint: str | None
     seats: list[str]
+    pin: str | None = None  # the server's public-key pin (operations.seat.pubkey_pin); None without TLS
+
+    def install(self, seat: str | None = None) -> str | None:
+        """The command for a new PC: fetch the package from this server (pinned), install it, enrol,
+        start the agent (docs/operations.md "Installing a seat"); None without TLS or a room."""
+        if not self.pin or not self.room:
+            return None
+        from policy_server.operations.seat import install_command
+
+        return install_command(self.room, self.code, self.server_url, self.pin, seat)
 
     def command(self, seat: str | None = None, *, force: bool = False) -> str:
         parts = ["sudo", "kalkan-agent", "enroll", "--server", self.server_url, "--code", self.code]
@@ -246,7 +256,8 @@ class EnrolmentSlip:
 
 
 def make_enrolment(db: Session, *, actor: str, room_id: int | None, uses: int, expires: str,
-                   server_url: str, fingerprint: str | None, seats: list[str] | None = None) -> EnrolmentSlip:
+                   server_url: str, fingerprint: str | None, seats: list[str] | None = None,
+                   pin: str | None = None) -> EnrolmentSlip:
     from policy_server.agents.service import create_enrollment_code, parse_expiry
 
     room = db.get(Room, room_id) if room_id else None
@@ -259,4 +270,4 @@ def make_enrolment(db: Session, *, actor: str, room_id: int | None, uses: int, e
         view = room_view(db, room.id)
         seats = [s.name for s in view.seats if s.workstation is None][:uses]
     return EnrolmentSlip(code, room.name if room else None, uses, expires_at, server_url, fingerprint,
-                         seats or [])
+                         seats or [], pin)

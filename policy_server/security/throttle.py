@@ -15,10 +15,15 @@ address).  When an account or an address reaches its burst mark (10 unsuccessful
 minutes for an account, 30 from one address) an incident `auth.login_burst` tells the
 responsible person (one per account or address and hour).  A successful login clears the account's count.
 
-The counts live in the server process (`memory://`); with several workers each worker
-counts for itself (the bound is then the number of workers times the limits).  A shared
-storage can be named with `KALKAN_LOGIN_LIMIT_STORAGE` (any `limits` storage URI, e.g.
-`redis://…`, with its client installed).  See docs/security.md.
+The counts live in the database (table `login_attempts`, one row per entry of a `limits`
+moving window; `DatabaseStorage` below), so every server process — uvicorn workers, replicas
+behind one address, on SQLite or PostgreSQL — shares them: the 21st wrong password in a minute
+waits whichever process gets it.  The entries are written in the login's own transaction (a
+refusal or failure is committed together with its audit record), and an entry is taken under
+a per-key lock (SQLite: the write lock every transaction takes; PostgreSQL: a transaction-level
+advisory lock), so two processes cannot both take the last free entry of a window.  Another
+`limits` storage can still be named with `KALKAN_LOGIN_LIMIT_STORAGE` (e.g. `memory://` for
+one process).  See docs/security.md.
 """
 
 from __future__ import annotations
@@ -29,13 +34,16 @@ import time
 from dataclasses import dataclass
 
 from limits import RateLimitItem, parse, parse_many
-from limits.storage import storage_from_string
+from limits.storage import MovingWindowSupport, Storage, storage_from_string
 from limits.strategies import MovingWindowRateLimiter
+from sqlalchemy import delete, func, select, text
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from policy_server.audit import audit
 from policy_server.db.models import Person
 from policy_server.errors import KalkanError, register_error_texts
+from policy_server.security.models import LoginAttempt
 from policy_server.web.i18n import N_
 
 log = logging.getLogger("kalkan.security")
@@ -80,58 +88,150 @@ class TooManyLogins(KalkanError):
         self.headers = {"Retry-After": str(refusal.retry_after)}
 
 
+DATABASE = "database"  # the default storage: the `login_attempts` table, shared by every process
+KEEP_S = 86400  # entries of keys nobody uses any more are pruned after a day
+
+
+class DatabaseStorage(Storage, MovingWindowSupport):
+    """A `limits` storage on the school's database, bound to one session (the login's own
+    transaction), for the moving-window strategy.  A key is a limit's key (`limits` puts the
+    limit's amount and period in it), so all entries of one key share one window length."""
+
+    STORAGE_SCHEME = ["kalkan+database"]  # made by LoginThrottle with a session, not from a URI
+
+    def __init__(self, db: Session) -> None:
+        super().__init__()
+        self.db = db
+
+    @property
+    def base_exceptions(self) -> type[Exception]:
+        return SQLAlchemyError
+
+    def _lock(self, key: str) -> None:
+        # SQLite: every transaction begins IMMEDIATE (policy_server/db/session.py) and so holds the
+        # write lock already; PostgreSQL: an advisory lock on the key until the transaction ends.
+        if self.db.get_bind().dialect.name == "postgresql":
+            self.db.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": key})
+
+    def _count(self, key: str, since: float) -> int:
+        return self.db.scalar(select(func.count()).select_from(LoginAttempt)
+                              .where(LoginAttempt.key == key, LoginAttempt.at >= since)) or 0
+
+    def acquire_entry(self, key: str, limit: int, expiry: int, amount: int = 1) -> bool:
+        if amount > limit:
+            return False
+        now = time.time()
+        self._lock(key)
+        self.db.execute(delete(LoginAttempt).where(LoginAttempt.key == key, LoginAttempt.at < now - expiry))
+        if self._count(key, now - expiry) + amount > limit:
+            return False
+        self.db.add_all([LoginAttempt(key=key, at=now) for _ in range(amount)])
+        self.db.flush()
+        return True
+
+    def get_moving_window(self, key: str, limit: int, expiry: int) -> tuple[float, int]:
+        now = time.time()
+        newest = select(LoginAttempt.at).where(LoginAttempt.key == key, LoginAttempt.at >= now - expiry) \
+            .order_by(LoginAttempt.at.desc()).limit(limit).subquery()
+        oldest, count = self.db.execute(select(func.min(newest.c.at), func.count()).select_from(newest)).one()
+        return (oldest, count) if count else (now, 0)
+
+    def incr(self, key: str, expiry: int, amount: int = 1) -> int:  # fixed-window API, unused
+        now = time.time()
+        self.db.add_all([LoginAttempt(key=key, at=now) for _ in range(amount)])
+        self.db.flush()
+        return self._count(key, now - expiry)
+
+    def get(self, key: str) -> int:
+        return self._count(key, 0)
+
+    def get_expiry(self, key: str) -> float:
+        return self.db.scalar(select(func.max(LoginAttempt.at)).where(LoginAttempt.key == key)) or time.time()
+
+    def check(self) -> bool:
+        return self.db.scalar(select(1)) == 1
+
+    def reset(self) -> int | None:
+        return self.db.execute(delete(LoginAttempt)).rowcount
+
+    def clear(self, key: str) -> None:
+        self.db.execute(delete(LoginAttempt).where(LoginAttempt.key == key))
+
+    def prune(self) -> None:
+        self.db.execute(delete(LoginAttempt).where(LoginAttempt.at < time.time() - KEEP_S))
+
+
 class LoginThrottle:
     def __init__(self, *, account_limits: str = ACCOUNT_LIMITS, address_limits: str = ADDRESS_LIMITS,
-                 storage_uri: str = "memory://") -> None:
-        self.limiter = MovingWindowRateLimiter(storage_from_string(storage_uri))
+                 storage_uri: str = DATABASE) -> None:
+        self.storage_uri = storage_uri
+        self._shared = (None if storage_uri == DATABASE
+                        else MovingWindowRateLimiter(storage_from_string(storage_uri)))
         self.account: list[RateLimitItem] = parse_many(account_limits)
         self.address: list[RateLimitItem] = parse_many(address_limits)
         self.account_burst, self.address_burst = parse(ACCOUNT_BURST), parse(ADDRESS_BURST)
+        self._pruned = 0.0
+
+    def _limiter(self, db: Session | None) -> MovingWindowRateLimiter:
+        if self._shared is not None:
+            return self._shared
+        if db is None:
+            raise ValueError("the database login throttle needs the login's session")
+        storage = DatabaseStorage(db)
+        if time.monotonic() - self._pruned > 600:  # keys nobody uses any more: at most every 10 min
+            self._pruned = time.monotonic()
+            storage.prune()
+        return MovingWindowRateLimiter(storage)
 
     @staticmethod
     def _account_key(username: str) -> str:
         return username.strip().lower()[:64]
 
-    def _waits(self, items: list[RateLimitItem], key: str) -> int | None:
+    @staticmethod
+    def _waits(limiter: MovingWindowRateLimiter, items: list[RateLimitItem], key: str) -> int | None:
         now = time.time()
         waits = []
         for item in items:
-            if not self.limiter.test(item, "login", key):
-                reset = self.limiter.get_window_stats(item, "login", key).reset_time
+            if not limiter.test(item, "login", key):
+                reset = limiter.get_window_stats(item, "login", key).reset_time
                 waits.append(max(1, math.ceil(reset - now)))
         return max(waits) if waits else None
 
-    def check(self, *, username: str, address: str) -> Refusal | None:
+    def check(self, *, username: str, address: str, db: Session | None = None) -> Refusal | None:
         """None if this attempt may go ahead, else how long to wait."""
-        wait = self._waits(self.account, "account:" + self._account_key(username))
+        limiter = self._limiter(db)
+        wait = self._waits(limiter, self.account, "account:" + self._account_key(username))
         if wait is not None:
             return Refusal(wait, "account")
-        wait = self._waits(self.address, "address:" + address)
+        wait = self._waits(limiter, self.address, "address:" + address)
         if wait is not None:
             return Refusal(wait, "address")
         return None
 
-    def failed(self, *, username: str, address: str) -> None:
+    def failed(self, *, username: str, address: str, db: Session | None = None) -> None:
         """Count a wrong password against the account and the address."""
+        limiter = self._limiter(db)
         for item in self.account:
-            self.limiter.hit(item, "login", "account:" + self._account_key(username))
+            limiter.hit(item, "login", "account:" + self._account_key(username))
         for item in self.address:
-            self.limiter.hit(item, "login", "address:" + address)
+            limiter.hit(item, "login", "address:" + address)
 
-    def bursts(self, *, username: str, address: str) -> list[str]:
+    def bursts(self, *, username: str, address: str, db: Session | None = None) -> list[str]:
         """Count an unsuccessful attempt (failed or refused) towards the burst marks; returns
         the marks this attempt reached ("account", "address"): each once per window."""
+        limiter = self._limiter(db)
         reached = []
         for kind, item, key in (("account", self.account_burst, self._account_key(username)),
                                 ("address", self.address_burst, address)):
-            if self.limiter.hit(item, "burst", kind, key) and \
-                    self.limiter.get_window_stats(item, "burst", kind, key).remaining == 0:
+            if limiter.hit(item, "burst", kind, key) and \
+                    limiter.get_window_stats(item, "burst", kind, key).remaining == 0:
                 reached.append(kind)
         return reached
 
-    def succeeded(self, *, username: str) -> None:
+    def succeeded(self, *, username: str, db: Session | None = None) -> None:
+        limiter = self._limiter(db)
         for item in self.account:
-            self.limiter.clear(item, "login", "account:" + self._account_key(username))
+            limiter.clear(item, "login", "account:" + self._account_key(username))
 
 
 def client_address(request) -> str:
@@ -154,18 +254,18 @@ def attempt_login(db: Session, throttle: LoginThrottle, *, username: str, passwo
     from policy_server.people import auth
 
     username = username.strip().lower()[:64]
-    refusal = throttle.check(username=username, address=address)
+    refusal = throttle.check(username=username, address=address, db=db)
     if refusal is not None:
         audit(db, actor=username or "-", action="person.login_refused", target=username,
               detail={"address": address, "retry_after": refusal.retry_after, "by": refusal.reason,
                       "via": via})
-        for burst in throttle.bursts(username=username, address=address):
+        for burst in throttle.bursts(username=username, address=address, db=db):
             _burst_incident(db, burst=burst, username=username, address=address)
         db.commit()
         return LoginOutcome(refusal=refusal)
     person = auth.authenticate(db, username, password)
     if person is not None:
-        throttle.succeeded(username=username)
+        throttle.succeeded(username=username, db=db)
         audit(db, actor=person.username, action="person.login", target=person.username,
               detail={"address": address, "via": via})
         return LoginOutcome(person=person)
@@ -175,8 +275,8 @@ def attempt_login(db: Session, throttle: LoginThrottle, *, username: str, passwo
     audit(db, actor=username or "-", action="person.login_failed", target=username,
           detail={"address": address, "via": via,
                   "why": "disabled" if disabled else ("wrong_password" if known else "unknown_account")})
-    throttle.failed(username=username, address=address)
-    for burst in throttle.bursts(username=username, address=address):
+    throttle.failed(username=username, address=address, db=db)
+    for burst in throttle.bursts(username=username, address=address, db=db):
         _burst_incident(db, burst=burst, username=username, address=address)
     db.commit()
     return LoginOutcome(disabled=disabled)

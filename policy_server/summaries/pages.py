@@ -15,21 +15,17 @@ from fastapi.responses import FileResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
 
 from policy_server import scope
+from policy_server.console import kit
 from policy_server.db.models import Role, utcnow
 from policy_server.db.session import get_db
 from policy_server.errors import KalkanError
 from policy_server.summaries import render, service
-from policy_server.web import queries
 from policy_server.web.pages import Page
 from reports import query, weeks
 
 router = APIRouter(include_in_schema=False)
 STATIC = Path(__file__).resolve().parent / "static"
 READERS = scope.allow(Role.admin, Role.director)
-
-
-def _page(request: Request, db: Session, viewer: scope.Viewer) -> Page:
-    return Page.for_request(request, viewer.person, default_language=queries.school_language(db))
 
 
 def _summary(db: Session, period: str) -> tuple[dict, bool]:
@@ -39,6 +35,18 @@ def _summary(db: Session, period: str) -> tuple[dict, bool]:
         return kept.summary, True
     year, week = service.parse_week(period)
     return service.compute_week(db, year, week).as_dict(), False
+
+
+def _week(
+    request: Request, db: Session, viewer: scope.Viewer, period: str
+) -> tuple[Page, dict, bool] | Response:
+    """(page, summary, kept) for the week's page, PDF and CSV; a 404 page for a bad week."""
+    page = kit.page_of_person(request, db, viewer.person)
+    try:
+        summary, kept = _summary(db, period)
+    except KalkanError as exc:
+        return page.error_page(404, exc.in_language(page.language))
+    return page, summary, kept
 
 
 @router.get("/summaries/summaries.css", dependencies=[Depends(scope.public)])
@@ -62,11 +70,10 @@ def latest(
 def week_page(
     period: str, request: Request, db: Session = Depends(get_db), viewer: scope.Viewer = Depends(READERS)
 ) -> Response:
-    page = _page(request, db, viewer)
-    try:
-        summary, kept = _summary(db, period)
-    except KalkanError as exc:
-        return page.error_page(404, exc.in_language(page.language))
+    found = _week(request, db, viewer, period)
+    if isinstance(found, Response):
+        return found
+    page, summary, kept = found
     year, week = service.parse_week(period)
     prev = weeks.week_label(date.fromisocalendar(year, week, 1) - timedelta(days=7))
     nxt_monday = date.fromisocalendar(year, week, 1) + timedelta(days=7)
@@ -81,6 +88,7 @@ def week_page(
         next_period=nxt,
         reports=[r.period for r in service.list_reports(db, limit=12)],
         tables=render.TABLES,
+        table_links=render.TABLE_LINKS,
         **render.context(summary, page.language),
     )
 
@@ -89,11 +97,10 @@ def week_page(
 def week_pdf(
     period: str, request: Request, db: Session = Depends(get_db), viewer: scope.Viewer = Depends(READERS)
 ) -> Response:
-    page = _page(request, db, viewer)
-    try:
-        summary, _kept = _summary(db, period)
-    except KalkanError as exc:
-        return page.error_page(404, exc.in_language(page.language))
+    found = _week(request, db, viewer, period)
+    if isinstance(found, Response):
+        return found
+    page, summary, _kept = found
     body = render.pdf(summary, page.language)
     return Response(
         body,
@@ -113,15 +120,15 @@ def week_csv(
     db: Session = Depends(get_db),
     viewer: scope.Viewer = Depends(READERS),
 ) -> Response:
-    page = _page(request, db, viewer)
     if table not in render.TABLES:
+        page = kit.page_of_person(request, db, viewer.person)
         return page.error_page(
             404, page._("There is no such table. The tables are: %(tables)s", tables=", ".join(render.TABLES))
         )
-    try:
-        summary, _kept = _summary(db, period)
-    except KalkanError as exc:
-        return page.error_page(404, exc.in_language(page.language))
+    found = _week(request, db, viewer, period)
+    if isinstance(found, Response):
+        return found
+    page, summary, _kept = found
     return Response(
         render.csv_table(summary, table, page.language),
         media_type="text/csv; charset=utf-8",

@@ -38,6 +38,15 @@ ISUO_NAMES = {
     "isuo.student_lab": N_("ISUO used from a student lab"),
 }
 TABLES = ("controls", "failing_seats", "incidents", "blocked", "queue", "trend")
+# the CSV links' words on the page (the file names stay the codes above)
+TABLE_LINKS = {
+    "controls": N_("CSV: controls"),
+    "failing_seats": N_("CSV: failing seats"),
+    "incidents": N_("CSV: incidents"),
+    "blocked": N_("CSV: blocked attempts"),
+    "queue": N_("CSV: reports"),
+    "trend": N_("CSV: last weeks"),
+}
 STATE_COLOURS = {"good": "#1d7044", "attention": "#b06d00", "failing": "#b3261e"}
 
 

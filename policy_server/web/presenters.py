@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
+from policy_server.incidents.details import TITLE_PARAM_VALUES
 from policy_server.isuo.titles import ISUO_TITLES
 from policy_server.web import i18n
 from policy_server.web.i18n import N_
@@ -132,9 +133,13 @@ def incident_title(language: str, rule: str, params: Mapping[str, Any] | None, f
     message = INCIDENT_TITLES.get(rule)
     if message is None:
         return fallback
+    values = dict(params or {})
+    for name, table in TITLE_PARAM_VALUES.get(rule, {}).items():
+        if isinstance(values.get(name), str) and values[name] in table:  # a code, e.g. a bypass kind
+            values[name] = i18n.translate(language, table[values[name]])
     try:
         # Always %-format, even with no params: a title whose placeholder has no value falls back.
-        return i18n.translations(language).gettext(message) % dict(params or {})
+        return i18n.translations(language).gettext(message) % values
     except (KeyError, TypeError, ValueError):
         # The rule's params changed shape; its own English title is still true.
         return fallback

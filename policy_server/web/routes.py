@@ -289,6 +289,7 @@ def _incident_detail(page: Page, db: Session, viewer: Viewer, incident, *, notic
         assignees=queries.active_people(db) if page.perms.act_on_incidents else [],
         status_names=presenters.STATUS_NAMES, severity_names=presenters.SEVERITY_NAMES,
         role_names=presenters.ROLE_NAMES, notice=notice, error=error,
+        resolution=incidents.resolution_text(incident, viewer=viewer, language=page.language),
     )
 
 

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from tests.conftest import assert_fits_width
 from tests.support.agent_process import REPO, AgentProcess
 from tests.support.clamd import ClamdProcess
 from tests.support.server import KalkanServerProcess
@@ -43,6 +44,7 @@ def shoot(page, artifacts_dir, name: str, *, languages=("ky", "ru", "en")) -> No
             page.set_viewport_size({"width": width, "height": height})
             suffix = f"-{language}" if language else ""
             page.screenshot(path=str(artifacts_dir / f"console-{name}{suffix}-{width}.png"), full_page=True)
+            assert_fits_width(page)
     page.set_viewport_size({"width": 1366, "height": 768})
 
 
@@ -63,7 +65,7 @@ def reload_until(page, predicate, timeout: float = 40.0) -> None:
             raise AssertionError(
                 f"the page never showed it within {timeout}s:\n{page.inner_text('main')[:3000]}"
             )
-        time.sleep(1.0)
+        time.sleep(0.25)  # the agent beats every second: poll a little faster than it
 
 
 def test_responsible_person_console(server, browser, artifacts_dir, tmp_path, monkeypatch):
@@ -162,6 +164,9 @@ def test_responsible_person_console(server, browser, artifacts_dir, tmp_path, mo
             page.click("text=lab2-01")
             assert "proof event" in page.inner_text("main")
             shoot(page, artifacts_dir, "seat")
+            page.click("text=proof event")
+            assert "/fleet/events/" in page.url
+            shoot(page, artifacts_dir, "event")
         finally:
             clamd.stop()
 
@@ -213,6 +218,7 @@ def test_responsible_person_console(server, browser, artifacts_dir, tmp_path, mo
     # 6. reset the teacher's password; she logs in with it and must choose her own
     page.goto(server.url + "/people?lang=en")
     page.click("text=a.asanova")
+    shoot(page, artifacts_dir, "person")
     page.click("form[action$='/reset-password'] button")
     second = page.inner_text("#temporary-password").strip()
     assert second != temporary

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import csv
 import io
-import uuid
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
-from policy_server.db.models import Event, Incident, IncidentEvent, TimelineEntry
+from policy_server.db.models import Incident
 from policy_server.fleet import service as fleet
 from policy_server.fleet.models import ControlChange
 from policy_server.policies.service import current_bundle
+from tests.console.conftest import add_event
 from tests.web.conftest import csrf_of, login
 
 OK = {"state": "ok", "detail": ""}
@@ -26,35 +26,7 @@ def _health(**parts) -> dict:
 
 
 def _event(school, agent_id, type_, data, *, at=None, incident_rule=None) -> str:
-    event_id = str(uuid.uuid4())
-    at = at or datetime.now(UTC)
-    with school.session() as db:
-        db.add(
-            Event(
-                id=event_id, agent_id=agent_id, type=type_, occurred_at=at, seat=None, data=data, clauses=[]
-            )
-        )
-        if incident_rule:
-            inc = Incident(
-                rule=incident_rule,
-                title=type_,
-                params={},
-                severity="high",
-                clauses=[],
-                dedup_key=f"{incident_rule}:{event_id}",
-                status="new",
-                agent_id=agent_id,
-                first_seen_at=at,
-                last_seen_at=at,
-                window_ends_at=at,
-                event_count=1,
-            )
-            db.add(inc)
-            db.flush()
-            db.add(IncidentEvent(incident_id=inc.id, event_id=event_id))
-            db.add(TimelineEntry(incident_id=inc.id, actor="system", action="opened", detail={}, at=at))
-        db.commit()
-    return event_id
+    return add_event(school, agent_id, type_, data, at=at, rule=incident_rule)[0]
 
 
 def test_fleet_counts_and_orders(client, school):

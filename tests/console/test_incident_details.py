@@ -3,43 +3,21 @@ a USB or integrity event carries the decision buttons; a cleared condition's not
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime
 
-from policy_server.db.models import Event, Incident, IncidentEvent, TimelineEntry
+from policy_server.db.models import TimelineEntry
+from tests.console.conftest import add_event
 from tests.web.conftest import login
 
 
 def _incident_with(school, agent_id, type_, data, rule) -> int:
+    """An incident of `rule` from one event, resolved when its condition cleared."""
     now = datetime.now(UTC)
-    event_id = str(uuid.uuid4())
+    _event, incident_id = add_event(school, agent_id, type_, data, at=now, rule=rule, clauses=("000 §3.2",))
     with school.session() as db:
         db.add(
-            Event(
-                id=event_id, agent_id=agent_id, type=type_, occurred_at=now, data=data, clauses=["000 §3.2"]
-            )
-        )
-        inc = Incident(
-            rule=rule,
-            title="t",
-            params={},
-            severity="high",
-            clauses=[],
-            dedup_key=f"{rule}:{event_id}",
-            status="new",
-            agent_id=agent_id,
-            first_seen_at=now,
-            last_seen_at=now,
-            window_ends_at=now,
-            event_count=1,
-        )
-        db.add(inc)
-        db.flush()
-        db.add(IncidentEvent(incident_id=inc.id, event_id=event_id))
-        db.add(TimelineEntry(incident_id=inc.id, actor="system", action="opened", detail={}, at=now))
-        db.add(
             TimelineEntry(
-                incident_id=inc.id,
+                incident_id=incident_id,
                 actor="system",
                 action="resolved",
                 at=now,
@@ -47,7 +25,7 @@ def _incident_with(school, agent_id, type_, data, rule) -> int:
             )
         )
         db.commit()
-        return inc.id
+    return incident_id
 
 
 def test_heartbeat_details_are_humane_in_each_language(client, school):

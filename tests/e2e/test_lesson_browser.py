@@ -1,6 +1,9 @@
-"""A teacher's lesson end to end: the real server, the real agent (`kalkan-agent run` with the
-proxy and idle collectors), the real mitmdump it supervises, real origins, curl as the real
-student account, and the teacher in real Chromium (Playwright).
+"""A teacher's lesson end to end, on the netns lab (tests/support/netns_lab.py): the real server,
+the real agent (`kalkan-agent run --platform linux` with the proxy and idle collectors) in a
+seat's network namespace with the nftables table it installs there, the real mitmdump it
+supervises as `kalkan-proxy`, origins and the resolver in an "internet" namespace, curl as the
+real student uid (its web traffic reaches the proxy only through the table), and the teacher in
+real Chromium (Playwright, the module's one `browser`).
 
 The teacher logs in, starts the period's lesson in one click, sees the student's blocked
 attempt on the seat (live, SSE), allows the site the student asked for, bans the seat, locks
@@ -10,10 +13,6 @@ lifts by itself.  Screenshots in ky/ru/en at 1366×768 and 390 px go to test-art
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,9 +21,7 @@ import pytest
 
 from policy_server.protocol import Group, GroupKind, PolicyBundle
 from policy_server.timetable.service import SCHOOL_TZ
-from tests.proxy.conftest import FAKE_HOSTS, STUDENT, TEACHER, _account, upstream_for
-from tests.support.agent_process import AgentProcess
-from tests.support.proxy_rig import UPSTREAM_MAP, free_port, start_origin, wait_port
+from tests.support.netns_lab import STUDENT, TEACHER, NetnsLab
 from tests.support.server import KalkanServerProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.root]
@@ -63,62 +60,35 @@ def _period(server: KalkanServerProcess) -> datetime:
     return end
 
 
+HOSTS = ["news.test", "school.test", "bad.test"]
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    made = subprocess.run([str(REPO / "install" / "install-agent.sh"), "--account-only"],
-                          capture_output=True, text=True, timeout=60)
-    assert made.returncode == 0, made.stderr
-    accounts = {"student": _account(STUDENT), "teacher": _account(TEACHER)}
-    shared = Path(tempfile.mkdtemp(prefix="lesson-e2e-"))
-    shared.chmod(0o755)
-    origin = start_origin(FAKE_HOSTS, shared)
     server = KalkanServerProcess(tmp_path_factory.mktemp("lesson-server"))
-    agent = AgentProcess(shared / "agent")
     try:
         server.start()
         server.create_user("admin", *ADMIN)
         server.create_user("teacher", *TEACHER_LOGIN, full_name="Айгүл Асанова")
         server.amend_policy("lesson e2e groups", _policy)
-        agent.enroll(server, seat=SEAT, room="lab-1")
-        port = free_port()
-        mapping = ",".join(f"{k}={v[0]}:{v[1]}" for k, v in upstream_for(origin).items())
-        idle_socket = shared / "idle.sock"
-        settings = {"regular_port": port, "transparent_port": 0, "firewall": False,
-                    "idle_socket": str(idle_socket),
-                    "extra_args": ["-s", str(UPSTREAM_MAP), "--set", f"test_upstream_map={mapping}",
-                                   "--set", f"ssl_verify_upstream_trusted_ca={shared / 'origin-ca.pem'}"]}
-        settings_file = agent.state_dir / "collectors" / "proxy" / "settings.json"
-        settings_file.parent.mkdir(parents=True, exist_ok=True)
-        settings_file.write_text(json.dumps(settings))
-        os.environ["KALKAN_IDLE_SOCKET"] = str(idle_socket)
-        try:
-            agent.start(collectors=["proxy", "idle"], heartbeat_s=1)
-        finally:
-            os.environ.pop("KALKAN_IDLE_SOCKET", None)
-        wait_port(port, timeout=60)
-        yield {"server": server, "agent": agent, "port": port, "accounts": accounts, "shared": shared,
-               "idle_socket": idle_socket}
+        with NetnsLab(HOSTS) as lab:
+            idle_socket = lab.files / "idle.sock"
+            seat = lab.add_seat(SEAT, server, room="lab-1", collectors=("proxy", "idle"),
+                                settings={"idle_socket": str(idle_socket)},
+                                env={"KALKAN_IDLE_SOCKET": str(idle_socket)})
+            yield {"server": server, "lab": lab, "seat": seat, "agent": seat.agent,
+                   "idle_socket": idle_socket}
     finally:
-        agent.stop()
         server.stop()
-        origin.close()
-        shutil.rmtree(shared, ignore_errors=True)
 
 
 def logs(world) -> str:
-    agent_dir = world["agent"].state_dir
-    parts = []
-    for path in (agent_dir / "agent.log", agent_dir / "collectors/proxy/mitmdump.log"):
-        if path.exists():
-            parts.append(f"--- {path.name}\n{path.read_text(errors='replace')[-3000:]}")
-    return "\n".join(parts) + "\n--- server\n" + world["server"].log_text()[-3000:]
+    return world["lab"].logs() + "\n--- server\n" + world["server"].log_text()[-3000:]
 
 
 def curl(world, url: str, *extra: str) -> int:
-    result = world["accounts"]["student"].run(["curl", "-sS", "--max-time", "10", "-x",
-                                               f"http://127.0.0.1:{world['port']}", "-o", "/dev/null",
-                                               "-w", "%{http_code}", url, *extra])
-    return int(result.stdout.strip() or 0)
+    """The student's request at the seat (no proxy setting: the table takes it to the proxy)."""
+    return world["seat"].status("student", url, *extra)
 
 
 POLL = """
@@ -129,7 +99,7 @@ s.sendall(b'{"op":"poll","session":"e2e"}\\n'); print(s.makefile().readline())
 
 
 def student_lock(world) -> dict | None:
-    result = world["accounts"]["student"].run(["/usr/bin/python3", "-c", POLL, str(world["idle_socket"])])
+    result = world["seat"].run("student", ["/usr/bin/python3", "-c", POLL, str(world["idle_socket"])])
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)["policy"].get("lesson_lock")
 
@@ -190,11 +160,10 @@ def test_teachers_lesson_from_one_click_to_the_hard_end(world, browser, artifact
     assert "bad.test" in page.inner_text(f"#seat-{SEAT}")
 
     # the student asks to unblock it (the block page's button); the teacher allows it for the lesson
-    result = world["accounts"]["student"].run([
-        "curl", "-sS", "--max-time", "10", "-x", f"http://127.0.0.1:{world['port']}", "-o", "/dev/null",
-        "-w", "%{http_code}", "--data-urlencode", "url=http://bad.test/game", "--data-urlencode",
-        "comment=for the project", "http://bad.test/__kalkan__/unblock"])
-    assert result.stdout.strip() == "200", result.stdout + result.stderr
+    status, body = world["seat"].curl("student", "http://bad.test/__kalkan__/unblock",
+                                      "--data-urlencode", "url=http://bad.test/game",
+                                      "--data-urlencode", "comment=for the project")
+    assert status == 200, body[-500:]
     page.wait_for_selector("ul.requests button", timeout=5_000)
     page.click("ul.requests button")
     allowed = time.monotonic()
@@ -203,10 +172,8 @@ def test_teachers_lesson_from_one_click_to_the_hard_end(world, browser, artifact
     del allowed
 
     # the student raises a hand from the report page: the teacher sees it on the seat
-    result = world["accounts"]["student"].run([
-        "curl", "-sS", "--max-time", "10", "-x", f"http://127.0.0.1:{world['port']}", "-d", "lang=en",
-        "http://report.kalkan/hand"])
-    assert "The teacher sees your raised hand." in result.stdout, result.stdout[-500:] + result.stderr
+    status, body = world["seat"].curl("student", "http://report.kalkan/hand", "-d", "lang=en")
+    assert "The teacher sees your raised hand." in body, body[-500:]
     raised = time.monotonic()
     page.wait_for_selector(f"#seat-{SEAT} .hand", timeout=5_000)
     timings["hand_to_page_s"] = time.monotonic() - raised

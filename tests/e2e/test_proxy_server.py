@@ -1,6 +1,9 @@
-"""The filtering proxy end to end: the real server, the real agent (`kalkan-agent run` with the
-proxy and idle collectors), the real mitmdump it supervises (as the `kalkan-proxy` account made
-by install/install-agent.sh), real origins, curl as real student/teacher accounts.
+"""The filtering proxy end to end, on the netns lab (tests/support/netns_lab.py): the real
+server, the real agent (`kalkan-agent run --platform linux` with the proxy and idle collectors)
+inside a seat's network namespace, the nftables table it installs there, the real mitmdump it
+supervises as the `kalkan-proxy` account (made by install/install-agent.sh), origins and the
+resolver in an "internet" namespace, curl as the real student/teacher uids (their web traffic
+reaches the proxy only through the table's redirect).
 
 Shown here: the school CA fetched from the server and installed by itself; a report from the
 report page reaching the server as an incident; a ban pushed from the server blocking the seat's
@@ -11,27 +14,21 @@ the end, 000 §6.8).
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
 from policy_server.protocol import Group, GroupKind, PolicyBundle
-from tests.proxy.conftest import FAKE_HOSTS, STUDENT, TEACHER, _account, upstream_for
-from tests.support.agent_process import AgentProcess
-from tests.support.proxy_rig import UPSTREAM_MAP, free_port, start_origin, wait_port
+from tests.support.netns_lab import STUDENT, TEACHER, NetnsLab
 from tests.support.server import KalkanServerProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.root]
 
-REPO = Path(__file__).resolve().parents[2]
 SEAT = "lab1-01"
 ADMIN = ("boss", "a-long-admin-password")
+HOSTS = ["news.test", "school.test", "bank.test", "emis.edu.gov.kg", "www.google.com", "bad.test",
+         "bad-page.test"]
 
 
 def _policy(bundle: PolicyBundle) -> PolicyBundle:
@@ -45,68 +42,43 @@ def _policy(bundle: PolicyBundle) -> PolicyBundle:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    made = subprocess.run([str(REPO / "install" / "install-agent.sh"), "--account-only"],
-                          capture_output=True, text=True, timeout=60)
-    assert made.returncode == 0, made.stderr
-    accounts = {"student": _account(STUDENT), "teacher": _account(TEACHER)}
-    # every folder the proxy's account reads must be reachable by it (pytest's tmp is root-only)
-    shared = Path(tempfile.mkdtemp(prefix="kalkan-e2e-proxy-"))
-    shared.chmod(0o755)
-    origin = start_origin(FAKE_HOSTS, shared)
     server = KalkanServerProcess(tmp_path_factory.mktemp("server"))
-    agent = AgentProcess(shared / "agent")
     try:
         server.start()
         server.create_user("admin", *ADMIN)
         server.amend_policy("e2e proxy groups", _policy)
-        agent.enroll(server, seat=SEAT, room="lab-1")
-        port = free_port()
-        mapping = ",".join(f"{k}={v[0]}:{v[1]}" for k, v in upstream_for(origin).items())
-        idle_socket = shared / "idle.sock"
-        settings = {"regular_port": port, "transparent_port": 0, "firewall": False,
-                    "idle_socket": str(idle_socket),
-                    "extra_args": ["-s", str(UPSTREAM_MAP), "--set", f"test_upstream_map={mapping}",
-                                   "--set", f"ssl_verify_upstream_trusted_ca={shared / 'origin-ca.pem'}",
-                                   "--set", "kalkan_isuo_idle_s=1"]}
-        settings_file = agent.state_dir / "collectors" / "proxy" / "settings.json"
-        settings_file.parent.mkdir(parents=True, exist_ok=True)
-        settings_file.write_text(json.dumps(settings))
-        os.environ["KALKAN_IDLE_SOCKET"] = str(idle_socket)  # the agent's idle collector listens there
-        try:
-            agent.start(collectors=["proxy", "idle"], heartbeat_s=1)
-        finally:
-            os.environ.pop("KALKAN_IDLE_SOCKET", None)
-        world = {"server": server, "agent": agent, "port": port, "accounts": accounts, "shared": shared,
-                 "idle_socket": idle_socket}
-        try:
-            wait_port(port, timeout=60)
-        except TimeoutError:
-            raise AssertionError(f"the agent's proxy never listened\n{logs(world)}") from None
-        yield world
+        with NetnsLab(HOSTS) as lab:
+            idle_socket = lab.files / "idle.sock"  # the agent's idle collector listens there
+            seat = lab.add_seat(SEAT, server, room="lab-1", collectors=("proxy", "idle"),
+                                settings={"idle_socket": str(idle_socket)},
+                                extra_args=("--set", "kalkan_isuo_idle_s=1"),
+                                env={"KALKAN_IDLE_SOCKET": str(idle_socket)})
+            yield {"server": server, "lab": lab, "seat": seat, "agent": seat.agent, "shared": lab.files,
+                   "idle_socket": idle_socket}
     finally:
-        agent.stop()
         server.stop()
-        origin.close()
-        shutil.rmtree(shared, ignore_errors=True)
 
 
 def logs(world) -> str:
-    agent_dir = world["agent"].state_dir
-    parts = []
-    for path in (agent_dir / "agent.log", agent_dir / "collectors/proxy/mitmdump.log"):
-        if path.exists():
-            parts.append(f"--- {path.name}\n{path.read_text(errors='replace')[-3000:]}")
-    return "\n".join(parts)
+    return world["lab"].logs()
 
 
-def curl(world, who: str, url: str, *extra: str) -> subprocess.CompletedProcess:
-    return world["accounts"][who].run(["curl", "-sS", "--max-time", "15", "-x",
-                                       f"http://127.0.0.1:{world['port']}",
-                                       "-w", "\n%{http_code}", url, *extra])
+class Curl:
+    def __init__(self, status: int, body: str, stderr: str = "") -> None:
+        self.status, self.stdout, self.stderr = status, body, stderr
+        self.returncode = 0 if status else 1
 
 
-def status_of(result: subprocess.CompletedProcess) -> int:
-    return int(result.stdout.rsplit("\n", 1)[-1])
+def curl(world, who: str, url: str, *extra: str) -> Curl:
+    """`who` at the seat fetches `url` (no proxy setting: the table takes it to the proxy)."""
+    result = world["seat"].run(who, ["curl", "-sS", "--max-time", "15", "-w", "\n%{http_code}", url, *extra])
+    body, _, code = result.stdout.rpartition("\n")
+    return Curl(int(code) if code.isdigit() else 0, body, result.stderr) if result.returncode == 0 \
+        else Curl(0, body, result.stderr)
+
+
+def status_of(result: Curl) -> int:
+    return result.status
 
 
 def wait_for(predicate, timeout: float, what: str, world=None):
@@ -137,7 +109,6 @@ def test_school_ca_is_fetched_from_the_server_and_installed(world):
     last = []
 
     def intercepted_under_school_ca():
-        wait_port(world["port"], timeout=20)
         result = curl(world, "teacher", "https://www.google.com/search?q=cats", "--cacert", str(cafile))
         last[:] = [result.stderr[-500:]]
         return result.returncode == 0 and status_of(result) == 200
@@ -200,7 +171,7 @@ s.sendall(b'{"op":"poll","session":"e2e"}\\n'); print(s.makefile().readline())
 
 
 def idle_poll(world, who: str) -> dict:
-    result = world["accounts"][who].run(["/usr/bin/python3", "-c", POLL, str(world["idle_socket"])])
+    result = world["seat"].run(who, ["/usr/bin/python3", "-c", POLL, str(world["idle_socket"])])
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)["policy"]
 

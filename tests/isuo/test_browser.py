@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from policy_server.isuo.models import IsuoReview, IsuoUser
+from tests.conftest import assert_fits_width
 from tests.support.server import KalkanServerProcess
 
 PASSWORD = "browser-isuo-9"
@@ -22,22 +23,6 @@ EXPORT = (
     "a.asanova;10.11.2026 22:00;login;10.35.1.7;session\n"
 )
 WIDTHS = {"wide": {"width": 1366, "height": 768}, "narrow": {"width": 390, "height": 844}}
-
-
-@pytest.fixture(scope="module")
-def browser():
-    """Chromium for this module only, closed at its end: the session-wide one of tests/web would
-    keep Playwright's event loop running into later modules (asyncio.run() then refuses)."""
-    from playwright.sync_api import sync_playwright
-
-    from tests.web.conftest import CHROMIUM, CHROMIUM_ARGS
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +52,7 @@ def shoot(page, artifacts_dir, name: str, language: str) -> None:
     for size, viewport in WIDTHS.items():
         page.set_viewport_size(viewport)
         page.screenshot(path=str(artifacts_dir / f"isuo-{name}-{language}-{size}.png"), full_page=True)
+        assert_fits_width(page)
 
 
 def test_register_print_import_and_findings(server, browser, artifacts_dir, tmp_path):
@@ -142,6 +128,7 @@ def test_register_print_import_and_findings(server, browser, artifacts_dir, tmp_
             for name, url in (
                 ("register", "/isuo/register"),
                 ("person", person_url[len(server.url) :]),
+                ("person-form", person_url[len(server.url) :] + "/edit"),
                 ("imports", "/isuo/imports"),
                 ("log", "/isuo/log"),
                 ("settings", "/isuo/settings"),

@@ -171,15 +171,13 @@ def test_import_with_mapping_then_director_signs_the_review(web_app, client):
     with web_app.state.sessionmaker() as db:
         review = db.scalar(select(IsuoReview).where(IsuoReview.signed_at.is_(None)))
         users = list(db.scalars(select(IsuoUser.id)))
-    unsigned = client.post(
-        f"/isuo/review/{review.id}/sign",
-        data={
-            "csrf_token": token,
-            "signer_name": "Director Dir",
-            "signed_on": "2026-12-04",
-            "next_due_on": "2027-03-01",
-        },
-    )
+    signature = {
+        "csrf_token": token,
+        "signer_name": "Director Dir",
+        "signed_on": "2026-12-04",
+        "next_due_on": "2027-03-01",
+    }
+    unsigned = client.post(f"/isuo/review/{review.id}/sign", data=signature)
     assert (unsigned.status_code == 422) == bool(users)
     for user_id in users:
         client.post(
@@ -187,16 +185,7 @@ def test_import_with_mapping_then_director_signs_the_review(web_app, client):
             data={"csrf_token": token, "user_id": user_id, "decision": "confirm"},
         )
     if users:
-        signed = client.post(
-            f"/isuo/review/{review.id}/sign",
-            data={
-                "csrf_token": token,
-                "signer_name": "Director Dir",
-                "signed_on": "2026-12-04",
-                "next_due_on": "2027-03-01",
-            },
-            follow_redirects=False,
-        )
+        signed = client.post(f"/isuo/review/{review.id}/sign", data=signature, follow_redirects=False)
         assert signed.status_code == 303
     page = client.get("/isuo/review?lang=en")
     assert "signed by Director Dir on 2026-12-04" in page.text and "2027-03-01" in page.text

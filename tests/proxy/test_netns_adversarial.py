@@ -101,7 +101,7 @@ def policy(mode: str, version: int) -> PolicyBundle:
 @pytest.fixture(scope="module")
 def lab(readable_dir, accounts):
     tag = uuid.uuid4().hex[:6]
-    ws, net = f"nobypass-w{tag}", f"nobypass-n{tag}"
+    ws, net = f"nb-w{tag}", f"nb-n{tag}"
     proxy_user, exempt = _account("kalkan-t-prx"), _account("kalkan-t-exm")
     etc = Path("/etc/netns") / ws  # `ip netns exec` mounts these over /etc: the seat's resolver
     etc.mkdir(parents=True)

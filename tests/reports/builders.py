@@ -1,4 +1,5 @@
-"""Hand-built school weeks for the figure tests (no database)."""
+"""Hand-built school weeks for the figure tests (no database), and the district's side: a
+school enrolled at the district and a signed week sent to it (`enrol_school`, `send_week`)."""
 
 from __future__ import annotations
 
@@ -34,3 +35,29 @@ def week(year: int = 2026, number: int = 49, *, seats: int = 3, **changes) -> da
         backups=(at(days[0], 20),), now=period.end + timedelta(hours=1),
     )
     return replace(base, **changes)
+
+
+def district_week(score: int, incidents: int, blocked: int, period: str = "2026-W48") -> dict:
+    """A school's aggregates for one week as it sends them to the district."""
+    return {"period": period, "state": "attention", "score": score, "seats": 30, "seats_reported": 29,
+            "controls": {"av_full_scan": {"passed": 27, "total": 30}}, "storage_attempts": 0,
+            "incidents": {"high": {"opened": incidents}}, "blocked": {"games": blocked},
+            "queue": {"received": 0}, "lessons": {}, "isuo": {}}
+
+
+def enrol_school(db, name: str) -> tuple[str, str]:
+    """A school added at the district and enrolled with its own key: (school id, private key)."""
+    from policy_server.district import service, signing
+
+    school, code = service.add_school(db, name=name, actor="test")
+    private, public = signing.new_key()
+    service.enroll(db, code=code, public_key=public)
+    return school.id, private
+
+
+def send_week(db, school_id: str, private: str, period: str, aggregates: dict) -> str:
+    """The school's signed week received by the district: "accepted" or "duplicate"."""
+    from policy_server.district import service, signing
+
+    return service.receive(db, school_id=school_id, period=period, aggregates=aggregates,
+                           signature=signing.sign(private, signing.canonical(school_id, period, aggregates)))

@@ -1,7 +1,9 @@
 """Real Chromium in a child process: log in through the form, open pages, screenshot them.
 
-A child process keeps the reports' browser tests independent of the session-wide Playwright
-of tests/web (two sync Playwrights cannot share one test process).
+tests/reports itself uses the shared `browser` fixture of tests/conftest.py (one Chromium per
+module).  This runner stays only for tests/e2e/test_district_reports.py, which another area
+owns: there is no reason left for a child process (Playwright's fixture is per module and closed
+at its end), so that test can move to the shared fixture and this file can go.
 
     shots = run(base_url, "direktor", "password", [
         {"path": "/summaries/2026-W48?lang=ky", "width": 1366, "height": 768, "locale": "ky",
@@ -31,7 +33,7 @@ def run(base: str, username: str, password: str, shots: list[dict], timeout: flo
 def _main() -> None:
     from playwright.sync_api import sync_playwright
 
-    from tests.web.conftest import CHROMIUM, CHROMIUM_ARGS
+    from tests.conftest import CHROMIUM, CHROMIUM_ARGS
 
     job = json.loads(sys.stdin.read())
     out = []

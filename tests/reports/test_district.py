@@ -12,6 +12,7 @@ from policy_server.district.models import DistrictWeek
 from policy_server.errors import KalkanError
 from policy_server.summaries import service as summaries
 from policy_server.summaries.models import WeeklyReport
+from tests.reports.builders import district_week, enrol_school, send_week
 from tests.reports.seed import seed
 
 
@@ -26,34 +27,16 @@ def test_small_counts_are_hidden_with_a_complementary_cell():
     assert not any(c.suppressed for c in cells.values())  # zero reveals nobody; no total shown
 
 
-def _agg(score: int, incidents: int, blocked: int) -> dict:
-    return {"period": "2026-W48", "state": "attention", "score": score, "seats": 30, "seats_reported": 29,
-            "controls": {"av_full_scan": {"passed": 27, "total": 30}}, "storage_attempts": 0,
-            "incidents": {"high": {"opened": incidents}}, "blocked": {"games": blocked},
-            "queue": {"received": 0}, "lessons": {}, "isuo": {}}
-
-
-def _enrolled(db, name: str) -> tuple[str, str]:
-    school, code = service.add_school(db, name=name, actor="test")
-    private, public = signing.new_key()
-    service.enroll(db, code=code, public_key=public)
-    return school.id, private
-
-
-def _send(db, school_id, private, period, agg) -> str:
-    return service.receive(db, school_id=school_id, period=period, aggregates=agg,
-                           signature=signing.sign(private, signing.canonical(school_id, period, agg)))
-
-
 def test_weeks_are_signed_stored_once_and_pictured_without_revealing_a_school(api):
     with api.db() as db:
-        a, b = _enrolled(db, "School A"), _enrolled(db, "School B")
-        assert _send(db, *a, "2026-W48", _agg(80, 3, 40)) == "accepted"
-        assert _send(db, *a, "2026-W48", _agg(80, 3, 40)) == "duplicate"
+        a, b = enrol_school(db, "School A"), enrol_school(db, "School B")
+        assert send_week(db, *a, "2026-W48", district_week(80, 3, 40)) == "accepted"
+        assert send_week(db, *a, "2026-W48", district_week(80, 3, 40)) == "duplicate"
         with pytest.raises(KalkanError, match="signature"):
-            service.receive(db, school_id=b[0], period="2026-W48", aggregates=_agg(90, 1, 1),
-                            signature=signing.sign(a[1], signing.canonical(b[0], "2026-W48", _agg(90, 1, 1))))
-        assert _send(db, *b, "2026-W48", _agg(90, 12, 7)) == "accepted"
+            forged = district_week(90, 1, 1)  # B's week signed with A's key
+            service.receive(db, school_id=b[0], period="2026-W48", aggregates=forged,
+                            signature=signing.sign(a[1], signing.canonical(b[0], "2026-W48", forged)))
+        assert send_week(db, *b, "2026-W48", district_week(90, 12, 7)) == "accepted"
         db.commit()
         assert db.query(DistrictWeek).count() == 2
         pic = service.picture(db)
@@ -62,8 +45,8 @@ def test_weeks_are_signed_stored_once_and_pictured_without_revealing_a_school(ap
         assert pic.counts["School B"]["incidents"].value == 12
         assert all(t.suppressed for t in pic.totals.values())  # 2 schools < 3: no district figure
         assert pic.trend == [{"period": "2026-W48", "schools": 2, "score": None}]
-        c = _enrolled(db, "School C")
-        _send(db, *c, "2026-W48", _agg(70, 20, 50))
+        c = enrol_school(db, "School C")
+        send_week(db, *c, "2026-W48", district_week(70, 20, 50))
         pic = service.picture(db)
         assert pic.totals["blocked"].value == 97 and pic.trend[0]["score"] == 80
         with pytest.raises(KalkanError, match="code"):

@@ -225,3 +225,66 @@ def test_repeated_bypass_attempts_in_a_lesson_reach_the_class_teacher(api):
     assert incident.rule == "net.bypass" and incident.event_count == 3
     assert {"000 §5.6", "001 §2.7", "001 §2.11"} <= set(incident.clauses)
     assert ("notified", {"role": "class_teacher", "to": "aigul"}) in _timeline(api, incident.id)
+
+
+def _bypass(at: datetime, kind: str = "refused") -> protocol.EventEnvelope:
+    return protocol.make_event(
+        "net.bypass", {"kind": kind, "dst_ip": "203.0.113.9", "dst_port": 22, "occurrences": 1},
+        subject=protocol.Subject(os_user="st1", seat="seat-1"), occurred_at=at)
+
+
+def _lab(api) -> int:
+    from policy_server.db.models import Room
+
+    with api.db() as db:
+        return db.scalar(select(Room.id).where(Room.name == "lab-1"))
+
+
+def test_repeated_bypass_attempts_are_counted_per_timetable_period(api):
+    """The window of "repeated attempts in a lesson" is the room's real period, not 45 minutes
+    from the first attempt: two attempts at the end of one period and one at the start of the
+    next are no incident (the old fixed window would have opened one); three in one period are,
+    and that incident stops growing at the period's end."""
+    from policy_server.timetable.models import Period
+
+    _, auth = api.enroll()
+    _class_teacher_for_st1(api)
+    teacher = api.user("teacher", "bakyt")
+    room = _lab(api)
+    # T0 is Monday 15:00 in Bishkek (UTC+6): periods 15:00–15:45 and 15:50–16:35 local
+    with api.db() as db:
+        db.add_all([Period(weekday=0, starts="15:00", ends="15:45", room_id=room, teacher_id=teacher),
+                    Period(weekday=0, starts="15:50", ends="16:35", room_id=room, teacher_id=teacher)])
+        db.commit()
+    api.post(auth, _bypass(T0 + timedelta(minutes=30)), _bypass(T0 + timedelta(minutes=44), "tunnel"))
+    api.post(auth, _bypass(T0 + timedelta(minutes=51), "raw"))
+    assert incidents(api) == []
+    api.post(auth, _bypass(T0 + timedelta(minutes=60)), _bypass(T0 + timedelta(minutes=70), "mismatch"))
+    (incident,) = incidents(api)
+    assert incident.event_count == 3
+    assert incident.window_ends_at == T0 + timedelta(minutes=95)  # 16:35 local: the period's end
+    assert ("notified", {"role": "class_teacher", "to": "aigul"}) in _timeline(api, incident.id)
+    api.post(auth, _bypass(T0 + timedelta(minutes=100)))  # the next break: not this incident
+    (incident,) = incidents(api)
+    assert incident.event_count == 3
+
+
+def test_repeated_bypass_attempts_are_counted_over_the_whole_running_lesson(api):
+    """A teacher's lesson running in the room (longer than 45 minutes here, ad hoc, no period)
+    is the window: attempts at its start, middle and end make one incident."""
+    from policy_server.lessons.models import Lesson
+
+    _, auth = api.enroll()
+    _class_teacher_for_st1(api)
+    teacher = api.user("teacher", "bakyt")
+    room = _lab(api)
+    starts, ends = T0 + timedelta(hours=2), T0 + timedelta(hours=3, minutes=30)
+    with api.db() as db:
+        db.add(Lesson(id="les90", room_id=room, teacher_id=teacher, starts_at=starts, ends_at=ends,
+                      planned_end=ends))
+        db.commit()
+    api.post(auth, _bypass(starts + timedelta(minutes=1)), _bypass(starts + timedelta(minutes=50)))
+    assert incidents(api) == []
+    api.post(auth, _bypass(starts + timedelta(minutes=85), "raw"))
+    (incident,) = incidents(api)
+    assert incident.event_count == 3 and incident.window_ends_at == ends

@@ -92,26 +92,86 @@ def test_unknown_accounts_are_counted_too(server):
     assert _audit(server, "nobody-here")[0].detail["why"] == "unknown_account"
 
 
-def test_waits_grow_and_end_and_a_success_clears_the_account():
+@pytest.fixture
+def db(db_url: str):
+    """A migrated database (SQLite and PostgreSQL): the counts live in `login_attempts`."""
+    from policy_server.db.migrate import upgrade
+    from policy_server.db.session import make_engine, make_sessionmaker
+
+    engine = make_engine(db_url)
+    upgrade(engine)
+    with make_sessionmaker(engine)() as session:
+        yield session
+    engine.dispose()
+
+
+def test_waits_grow_and_end_and_a_success_clears_the_account(db):
     throttle = LoginThrottle(account_limits="2/1 second;3/3 seconds", address_limits="100/minute")
     for _ in range(2):
-        throttle.failed(username="a", address="10.0.0.1")
-    first = throttle.check(username="a", address="10.0.0.1")
+        throttle.failed(username="a", address="10.0.0.1", db=db)
+    db.commit()
+    first = throttle.check(username="a", address="10.0.0.1", db=db)
     assert first is not None and first.reason == "account" and first.retry_after == 1
     time.sleep(1.1)
-    assert throttle.check(username="a", address="10.0.0.1") is None  # the short wait is over
-    throttle.failed(username="a", address="10.0.0.1")
-    longer = throttle.check(username="a", address="10.0.0.1")
+    assert throttle.check(username="a", address="10.0.0.1", db=db) is None  # the short wait is over
+    throttle.failed(username="a", address="10.0.0.1", db=db)
+    longer = throttle.check(username="a", address="10.0.0.1", db=db)
     assert longer is not None and longer.retry_after >= 2  # the next step waits longer
-    throttle.succeeded(username="a")
-    assert throttle.check(username="a", address="10.0.0.1") is None
-    assert throttle.check(username="B", address="10.0.0.2") is None  # others are not affected
+    throttle.succeeded(username="a", db=db)
+    assert throttle.check(username="a", address="10.0.0.1", db=db) is None
+    assert throttle.check(username="B", address="10.0.0.2", db=db) is None  # others are not affected
+    db.commit()
 
 
-def test_one_address_is_limited_across_accounts():
+def test_one_address_is_limited_across_accounts(db):
     throttle = LoginThrottle(account_limits="100/minute", address_limits="3/minute")
     for name in ("a", "b", "c"):
-        throttle.failed(username=name, address="10.0.0.9")
-    refused = throttle.check(username="d", address="10.0.0.9")
+        throttle.failed(username=name, address="10.0.0.9", db=db)
+    refused = throttle.check(username="d", address="10.0.0.9", db=db)
     assert refused is not None and refused.reason == "address"
-    assert throttle.check(username="d", address="10.0.0.10") is None
+    assert throttle.check(username="d", address="10.0.0.10", db=db) is None
+
+
+def test_a_window_never_takes_more_entries_than_its_limit(db):
+    """The storage refuses the entry past the limit (the moving window of the `limits` library)."""
+    from policy_server.db.models import Base  # noqa: F401  (models registered)
+    from policy_server.security.models import LoginAttempt
+
+    throttle = LoginThrottle(account_limits="3/minute", address_limits="100/minute")
+    for _ in range(5):
+        throttle.failed(username="capped", address="10.0.0.3", db=db)
+    db.commit()
+    keys = list(db.scalars(select(LoginAttempt.key).where(LoginAttempt.key.like("%account:capped%"))))
+    assert len(keys) == 3
+
+
+def test_the_memory_storage_can_still_be_named():
+    throttle = LoginThrottle(account_limits="1/minute", address_limits="100/minute", storage_uri="memory://")
+    throttle.failed(username="m", address="10.0.0.4")
+    assert throttle.check(username="m", address="10.0.0.4") is not None
+
+
+@pytest.mark.parametrize("database", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_two_server_processes_on_one_database_share_the_count(database, tmp_path, request):
+    """Two real server processes on one database: 20 wrong passwords spread over both, then the
+    21st waits whichever process gets it; the audit log has every attempt."""
+    url = (f"sqlite:///{tmp_path / 'shared.sqlite'}" if database == "sqlite"
+           else request.getfixturevalue("postgres_cluster").create_database())
+    env = {"KALKAN_LOGIN_ACCOUNT_LIMITS": "20/minute", "KALKAN_LOGIN_ADDRESS_LIMITS": "100/minute"}
+    with KalkanServerProcess(tmp_path / "one", url, tls=False, env=env) as one, \
+            KalkanServerProcess(tmp_path / "two", url, tls=False, env=env) as two:
+        one.create_user("teacher", "shared", PASSWORD)
+        started = time.monotonic()
+        with one.client() as a, two.client() as b:
+            wrong = {"username": "shared", "password": "wrong-guess"}
+            answers = [(a if n % 2 else b).post("/api/v1/login", json=wrong).status_code for n in range(20)]
+            twenty_first_on_one = a.post("/api/v1/login", json=wrong)
+            twenty_first_on_two = b.post("/api/v1/login", json=wrong)
+            right_on_two = b.post("/api/v1/login", json={"username": "shared", "password": PASSWORD})
+        assert time.monotonic() - started < 60
+        assert answers == [401] * 20  # each process alone has seen only 10
+        for answer in (twenty_first_on_one, twenty_first_on_two, right_on_two):
+            assert answer.status_code == 429 and 1 <= int(answer.headers["retry-after"]) <= 60
+        records = _audit(one, "shared")
+        assert [r.action for r in records] == ["person.login_failed"] * 20 + ["person.login_refused"] * 3
+        assert all(r.detail["address"] == "127.0.0.1" for r in records)

@@ -41,7 +41,10 @@ def test_collector_down_is_one_incident_that_closes_itself(api):
     api.post(auth, beat(T0 + timedelta(minutes=180), "ok"))
     with api.db() as db:
         incident = db.get(Incident, incident_id)
-        assert incident.status == "resolved" and "cleared by itself" in incident.resolution
+        assert incident.status == "resolved" and incident.resolution is None
+        # stored as a code and params, said in the reader's language (not English text)
+        assert incident.resolution_code == "condition_cleared"
+        assert incident.resolution_params == {"cleared_at": (T0 + timedelta(minutes=180)).isoformat()}
         last = db.scalars(
             select(TimelineEntry)
             .where(TimelineEntry.incident_id == incident_id)
@@ -80,3 +83,31 @@ def test_antivirus_problem_closes_when_signatures_are_fresh(api):
     )
     with api.db() as db:
         assert db.scalar(select(Incident.status).where(Incident.rule == "av.health")) == "resolved"
+
+
+def test_the_auto_close_resolution_is_said_in_the_readers_language(api):
+    """Stored as a code and params; the API (Accept-Language) and the page (the reader's
+    language) say it in ky/ru/en, and the director sees it too (it names nobody)."""
+    _, auth = api.enroll()
+    api.post(auth, beat(T0, "failed"))
+    api.post(auth, beat(T0 + timedelta(minutes=10), "ok"))
+    with api.db() as db:
+        (incident_id,) = db.scalars(select(Incident.id).where(Incident.rule == "agent.collector_failed"))
+    api.user("admin", "boss")
+    admin = api.login("boss")
+    said = {}
+    for language in ("ky", "ru", "en"):
+        answer = api.client.get(f"/api/v1/incidents/{incident_id}",
+                                headers={**admin, "Accept-Language": language})
+        assert answer.status_code == 200, answer.text
+        said[language] = answer.json()["resolution"]
+        assert answer.json()["resolution_code"] == "condition_cleared"
+    assert said["en"].startswith("The condition cleared by itself: at ")
+    assert said["ru"].startswith("Состояние устранилось само: в ")
+    assert said["ky"].startswith("Абал өзүнөн өзү оңолду: ")
+    page = api.client.get(f"/incidents/{incident_id}?lang=ru")
+    assert page.status_code == 200 and 'id="incident-resolution">Состояние устранилось само' in page.text
+    api.user("director", "head")
+    director = api.login("head")
+    answer = api.client.get(f"/api/v1/incidents/{incident_id}", headers={**director, "Accept-Language": "ky"})
+    assert answer.json()["resolution"] == said["ky"]

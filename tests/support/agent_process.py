@@ -10,7 +10,7 @@
             agent.emit("web.report", {"url": "http://x.test/"})   # as another process (the proxy) would
             agent.wait_status(lambda s: s["outbox"]["depth"] == 0)
 
-* `.start(collectors=None, platform="fake", heartbeat_s=None)` waits until `status.json` is
+* `.start(collectors=None, platform="fake", heartbeat_s=None, wrap=None)` waits until `status.json` is
   written; `.stop()` (SIGTERM, waits), `.kill()` (SIGKILL), `.running`.
 * `.emit(type, data)` writes an event into the agent's outbox from the test process and
   returns its id; `.outbox()` opens the outbox; `.status()` reads status.json.
@@ -65,7 +65,8 @@ class AgentProcess:
     # ------------------------------------------------------------------ process
 
     def start(self, collectors: list[str] | None = None, platform: str = "fake",
-              heartbeat_s: float | None = None, timeout: float = 30.0) -> AgentProcess:
+              heartbeat_s: float | None = None, timeout: float = 30.0,
+              wrap: list[str] | None = None) -> AgentProcess:
         status_file = self.state_dir / "status.json"
         status_file.unlink(missing_ok=True)
         cmd = self._cli("run", "--state-dir", str(self.state_dir), "--platform", platform,
@@ -74,6 +75,7 @@ class AgentProcess:
             cmd += ["--collectors", ",".join(collectors)]
         if heartbeat_s is not None:
             cmd += ["--heartbeat", str(heartbeat_s)]
+        cmd = [*(wrap or []), *cmd]  # e.g. ["ip", "netns", "exec", NS]: the agent inside a seat's namespace
         log = open(self.state_dir / "agent.log", "ab")  # noqa: SIM115  (the child keeps it)
         self.proc = subprocess.Popen(cmd, cwd=REPO, env=self._env(), stdout=log, stderr=subprocess.STDOUT)
         log.close()

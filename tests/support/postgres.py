@@ -53,7 +53,12 @@ def _free_port() -> int:
 
 
 class PostgresCluster:
-    def __init__(self) -> None:
+    def __init__(self, *, listen: tuple[str, ...] = ("127.0.0.1",),
+                 trust_networks: tuple[str, ...] = ()) -> None:
+        """`listen`/`trust_networks`: more addresses to listen on and networks (CIDR) allowed
+        in with trust, for servers in network namespaces (tests/support/replicas.py)."""
+        self.listen = listen
+        self.trust_networks = trust_networks
         self.bin = find_pg_bin()
         self.root = Path(tempfile.mkdtemp(prefix="kalkan-pg-"))
         self.data = self.root / "data"
@@ -75,11 +80,14 @@ class PostgresCluster:
                            "-E", "UTF8", "--no-sync", check=False)
         if result.returncode:
             raise RuntimeError(f"initdb failed: {result.stderr or result.stdout}")
+        if self.trust_networks:
+            with open(self.data / "pg_hba.conf", "a") as hba:
+                hba.writelines(f"host all all {net} trust\n" for net in self.trust_networks)
         self._pg_start()
         self.create_database("kalkan")
 
     def _pg_start(self) -> None:
-        options = (f"-c listen_addresses=127.0.0.1 -c port={self.port} "
+        options = (f"-c listen_addresses={','.join(self.listen)} -c port={self.port} "
                    f"-c unix_socket_directories={self.root} "
                    "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
         result = self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "log"),

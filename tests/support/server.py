@@ -52,8 +52,9 @@ def free_port() -> int:
 
 class KalkanServerProcess:
     def __init__(self, state_dir: Path | str, db_url: str | None = None, *, tls: bool = True,
-                 port: int | None = None) -> None:
+                 port: int | None = None, env: dict[str, str] | None = None) -> None:
         self.state_dir = Path(state_dir)
+        self.extra_env = dict(env or {})
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.db_url = db_url
         self.tls = tls
@@ -98,7 +99,8 @@ class KalkanServerProcess:
         if self.proc and self.proc.poll() is None:
             return self
         log = open(self.state_dir / "server.log", "ab")  # noqa: SIM115  (the child keeps it)
-        env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               **self.extra_env}
         self.proc = subprocess.Popen(self._command(), stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
         log.close()
         deadline = time.monotonic() + START_TIMEOUT_S

@@ -5,7 +5,8 @@
 * `school`: helpers that put people, workstations, incidents and ISUO records into
   that database through the services where they exist, through the models where
   the data would come from agents.
-* `browser`: a real headless Chromium (playwright, /usr/bin/chromium), one per run.
+* `browser`: a real headless Chromium (playwright, /usr/bin/chromium), one per test module: the
+  shared fixture of tests/conftest.py (with `assert_fits_width` for the 390 px screenshots).
 """
 
 from __future__ import annotations
@@ -152,4 +153,4 @@ def school(web_app: FastAPI) -> School:
     return School(web_app)
 
 
-# Chromium: the session's one headless browser is the `browser` fixture of tests/conftest.py.
+# Chromium: one headless browser per test module, the `browser` fixture of tests/conftest.py.

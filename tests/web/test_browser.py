@@ -16,6 +16,7 @@ import pytest
 
 from policy_server.db.models import Incident
 from policy_server.protocol import make_event
+from tests.conftest import assert_fits_width
 from tests.support.server import KalkanServerProcess
 
 PASSWORD = "browser-pass-9"
@@ -135,9 +136,20 @@ def test_pages_in_each_language(server, agent_token, page_for, artifacts_dir, la
     assert page.inner_text("h1") == heading
     assert status_new in page.inner_text("tr.incident >> nth=0")
     page.screenshot(path=str(artifacts_dir / f"web-incidents-{language}.png"), full_page=True)
+    shoot_widths(page, artifacts_dir, f"web-incidents-{language}")
     page.click("nav.main-nav a[href='/workstations']")
     assert "pc-lab1-07" in page.inner_text("table.list")
     page.screenshot(path=str(artifacts_dir / f"web-workstations-{language}.png"), full_page=True)
+    shoot_widths(page, artifacts_dir, f"web-workstations-{language}")
+
+
+def shoot_widths(page, artifacts_dir, name: str) -> None:
+    """The page at 1366×768 and 390 px too (`name-1366.png`, `name-390.png`): nothing cut off."""
+    for width, height in ((1366, 768), (390, 844)):
+        page.set_viewport_size({"width": width, "height": height})
+        page.screenshot(path=str(artifacts_dir / f"{name}-{width}.png"), full_page=True)
+        assert_fits_width(page)
+    page.set_viewport_size({"width": 1024, "height": 768})
 
 
 def test_language_switcher_changes_the_page_and_remembers(server, page_for):

@@ -25,3 +25,37 @@ def test_every_rule_has_a_translated_title(repo_root):
 
 def test_no_title_for_a_rule_that_does_not_exist(repo_root):
     assert set(INCIDENT_TITLES) - _rule_names_in_source(repo_root) == set()
+
+
+def test_bypass_kinds_are_shown_in_the_readers_language():
+    """`net.bypass` kinds are codes (`mismatch`, `raw`, …): the incident title and the event's
+    details name them in ky/ru/en, every kind the protocol allows, never the code itself."""
+    import typing
+
+    from policy_server import protocol
+    from policy_server.incidents.details import BYPASS_KINDS, describe
+    from policy_server.web.presenters import incident_title
+
+    kinds = typing.get_args(protocol.NetBypass.model_fields["kind"].annotation)
+    assert set(kinds) == set(BYPASS_KINDS)
+    fallback = "English fallback"
+    for kind in kinds:
+        titles = {lang: incident_title(lang, "net.bypass", {"kind": kind, "seat": "s1"}, fallback)
+                  for lang in ("ky", "ru", "en")}
+        for lang, title in titles.items():
+            assert title != fallback and f"({kind})" not in title, (lang, kind, title)
+        assert f"({BYPASS_KINDS[kind]})" in titles["en"]
+        if kind not in ("vpn", "tor"):  # the same word in every language
+            assert len(set(titles.values())) == 3, titles
+    assert incident_title("ru", "net.bypass", {"kind": "mismatch"}, fallback) == (
+        "Попытка обойти фильтр (имя, которое не ведёт к адресу назначения)")
+    assert incident_title("ky", "net.bypass", {"kind": "raw"}, fallback) == (
+        "Чыпканы айланып өтүү аракети (веб-порттордогу туннель (HTTP да, TLS да эмес))")
+    # a kind the server does not know yet is shown as it came
+    assert incident_title("en", "net.bypass", {"kind": "newkind"}, fallback) == (
+        "Attempt to bypass the filter (newkind)")
+    shown = describe("ru", "net.bypass", {"kind": "refused", "dst_ip": "203.0.113.9", "dst_port": 51820,
+                                          "occurrences": 4, "detail": "udp"})
+    assert shown.summary == "трафик, отклонённый межсетевым экраном компьютера: 203.0.113.9 : 51820"
+    assert ("Попытки", "4") in shown.rows
+    assert ("Вид", "трафик, отклонённый межсетевым экраном компьютера") in shown.rows

@@ -1,0 +1,193 @@
+"""The service's list of schools: `<state_dir>/schools.json` (made by `kalkan-server schools add`).
+
+One entry per school: a short name (`slug`, also its folder `<state_dir>/schools/<slug>`),
+its display name, the host names its people and seats use (each host belongs to one school
+only), and its database URL (None: an SQLite file in its folder).  With no such file the
+server is a single school, exactly as before.
+
+On a PostgreSQL service (`--db postgresql+psycopg://…`) `add_school` makes a database of its
+own for the school on the same PostgreSQL server (`kalkan_<slug>`): LISTEN/NOTIFY channels and
+advisory locks are per database, so the policy push and the periodic-jobs leader stay inside
+the school as well.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from policy_server.errors import Conflict, InvalidInput, KalkanError, NotFound
+from policy_server.settings import Settings
+
+REGISTRY_NAME = "schools.json"
+_SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,38}[a-z0-9]$|^[a-z0-9]$")
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_HOST = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*$")
+
+
+@dataclass(frozen=True)
+class SchoolEntry:
+    slug: str
+    name: str
+    hosts: tuple[str, ...]
+    db_url: str | None = None  # None: SQLite in the school's folder
+
+    def state_dir(self, service: Settings) -> Path:
+        return Path(service.state_dir) / "schools" / self.slug
+
+    def to_json(self) -> dict:
+        return {"slug": self.slug, "name": self.name, "hosts": list(self.hosts), "db_url": self.db_url}
+
+
+def registry_path(service: Settings) -> Path:
+    return Path(service.state_dir) / REGISTRY_NAME
+
+
+def is_multi_school(service: Settings) -> bool:
+    return registry_path(service).exists()
+
+
+def load(service: Settings) -> list[SchoolEntry]:
+    path = registry_path(service)
+    if not path.exists():
+        return []
+    raw = json.loads(path.read_text())
+    return [SchoolEntry(slug=s["slug"], name=s["name"], hosts=tuple(s["hosts"]), db_url=s.get("db_url"))
+            for s in raw["schools"]]
+
+
+def _save(service: Settings, schools: list[SchoolEntry]) -> None:
+    path = registry_path(service)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    partial = path.with_suffix(".json.partial")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # database URLs may hold passwords
+    with os.fdopen(fd, "w") as out:
+        json.dump({"schools": [s.to_json() for s in schools]}, out, indent=2, ensure_ascii=False)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(partial, path)
+
+
+def normalise_host(host: str) -> str:
+    """A request's or an option's host name as compared: lowercase, no port, no trailing dot."""
+    host = host.strip().lower()
+    if host.startswith("["):  # [::1]:8443
+        return host[1:host.find("]")] if "]" in host else host
+    if host.count(":") == 1:
+        host = host.split(":", 1)[0]
+    return host.rstrip(".")
+
+
+def check_host(host: str) -> str:
+    value = normalise_host(host)
+    try:
+        ipaddress.ip_address(value)
+        return value
+    except ValueError:
+        pass
+    if not value or len(value) > 253 or not _HOST.match(value):
+        raise InvalidInput(f"{host!r} is not a host name; give the name the school's people and seats use, "
+                           "e.g. school-12.district.kg", code="schools.bad_host", params={"host": host})
+    return value
+
+
+def school_settings(service: Settings, entry: SchoolEntry) -> Settings:
+    """The settings of one school's app: its folder and database, the service's listening
+    address and TLS certificate, everything else as the service's."""
+    return dataclasses.replace(
+        service, state_dir=entry.state_dir(service), db_url=entry.db_url,
+        tls_dir=str(service.cert_path.parent),
+        # each school's backups in a folder of their own: the newest-file check and the
+        # keep-N pruning must only ever see that school's files
+        backup_dir=str(Path(service.backup_dir) / entry.slug) if service.backup_dir else None,
+        public_url=(f"{'https' if service.tls else 'http'}://{entry.hosts[0]}:{service.port}"
+                    if service.public_url is None else service.public_url),
+    )
+
+
+def find(service: Settings, slug: str) -> SchoolEntry:
+    for entry in load(service):
+        if entry.slug == slug:
+            return entry
+    known = ", ".join(e.slug for e in load(service)) or "none yet"
+    raise NotFound(f"no school {slug!r} on this service (schools: {known}); add it with "
+                   "`kalkan-server schools add`", code="schools.unknown",
+                   params={"slug": slug, "known": known})
+
+
+def _school_database(service: Settings, slug: str) -> str | None:
+    """A new PostgreSQL database for the school on the service's server; None on SQLite."""
+    if not service.db_url or not service.db_url.startswith("postgresql"):
+        return None
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import DBAPIError
+
+    name = "kalkan_" + slug.replace("-", "_")
+    engine = create_engine(service.db_url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as connection:
+            exists = connection.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"),
+                                        {"n": name}).scalar()
+            if exists:
+                raise Conflict(f"the PostgreSQL database {name} exists already; give the school another "
+                               "short name, or its database with --school-db", code="schools.database_exists",
+                               params={"database": name})
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+    except DBAPIError as exc:
+        problem = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+        raise KalkanError(f"could not make the school's PostgreSQL database {name} ({problem}); give the "
+                          "service's user the right to make databases (ALTER ROLE … CREATEDB), or make the "
+                          "database yourself and give it with --school-db",
+                          code="schools.cannot_create_database", params={"database": name, "problem": problem}
+                          ) from None
+    finally:
+        engine.dispose()
+    return make_url(service.db_url).set(database=name).render_as_string(hide_password=False)
+
+
+def add_school(service: Settings, *, slug: str, name: str, hosts: list[str],
+               db_url: str | None = None, actor: str = "cli") -> SchoolEntry:
+    """Register a school, make its database (migrated, with its `School` row) and folder."""
+    from policy_server.db import migrate
+    from policy_server.db.session import check_db_url, make_engine, make_sessionmaker
+    from policy_server.school.service import ensure_school
+
+    if not _SLUG.match(slug or ""):
+        raise InvalidInput(f"{slug!r} is not a school short name: use 1-40 lowercase letters, digits "
+                           "and '-', e.g. school-12", code="schools.bad_slug", params={"slug": slug})
+    if not hosts:
+        raise InvalidInput("give at least one --host: the name the school's people and seats use",
+                           code="schools.no_host")
+    hosts = list(dict.fromkeys(check_host(h) for h in hosts))
+    schools = load(service)
+    if any(s.slug == slug for s in schools):
+        raise Conflict(f"the school {slug!r} is on this service already", code="schools.duplicate",
+                       params={"slug": slug})
+    for entry in schools:
+        taken = set(hosts) & set(entry.hosts)
+        if taken:
+            raise Conflict(f"the host {sorted(taken)[0]} belongs to the school {entry.slug!r} already; "
+                           "each host name serves one school", code="schools.host_taken",
+                           params={"host": sorted(taken)[0], "slug": entry.slug})
+    if db_url:
+        check_db_url(db_url)
+    entry = SchoolEntry(slug=slug, name=name or slug, hosts=tuple(hosts),
+                        db_url=db_url or _school_database(service, slug))
+    settings = school_settings(service, entry)
+    settings.ensure_state_dir()
+    engine = make_engine(settings.database_url)
+    try:
+        migrate.upgrade(engine)
+        with make_sessionmaker(engine)() as db:
+            ensure_school(db, name=entry.name, actor=actor)
+            db.commit()
+    finally:
+        engine.dispose()
+    _save(service, [*schools, entry])
+    return entry

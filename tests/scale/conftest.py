@@ -1,0 +1,1 @@
+"""Scale-out tests: the replica rig (tests/support/replicas.py) starts its own PostgreSQL."""
