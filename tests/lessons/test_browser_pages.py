@@ -96,3 +96,52 @@ def test_timetable_forms_schedule_and_seating(server, browser, artifacts_dir):
     shots(page, page.url.split("&done")[0].split("?done")[0], "layout", artifacts_dir)
     shots(page, server.url + "/notices", "notices-admin", artifacts_dir)
     context.close()
+
+
+def test_held_unblock_request_on_the_lesson_page(server, browser, artifacts_dir):
+    """A student's unblock request during the lesson waits on the teacher's lesson page (not in
+    the responsible person's queue); the teacher sends it on with one click (a plain form)."""
+    import uuid
+    from datetime import timedelta
+
+    from policy_server.db.models import Person, PersonRoom, Room, utcnow
+
+    with server.db() as db:
+        room = db.query(Room).filter_by(name="Lab 1").one()
+        aigul = db.query(Person).filter_by(username="aigul").one()
+        if db.get(PersonRoom, (aigul.id, room.id)) is None:
+            db.add(PersonRoom(person_id=aigul.id, room_id=room.id))
+        db.commit()
+    with server.login("aigul", "a-long-teacher-password") as teacher:
+        r = teacher.post("/api/v1/lessons", json={"room": "Lab 1",
+                                                  "ends_at": (utcnow() + timedelta(minutes=30)).isoformat()})
+        assert r.status_code == 200, r.text
+        lesson_id = r.json()["id"]
+    _agent, token = server.enroll("pc-held", seat="05", room="Lab 1")
+    event = {"id": str(uuid.uuid4()), "type": "web.unblock_request", "occurred_at": utcnow().isoformat(),
+             "subject": {"os_user": "pupil05", "seat": "05"},
+             "data": {"url": "https://kitep.kg/book", "rule": "category", "comment": "для проекта"}}
+    with server.agent_client(token) as agent:
+        assert agent.post("/api/v1/events", json={"events": [event]}).status_code == 200
+    with server.login(*ADMIN) as admin:
+        assert [i["host"] for i in admin.get("/api/v1/filtering/queue").json()["items"]] == []
+
+    context = browser.new_context(ignore_https_errors=True, locale="en", viewport={"width": 1366,
+                                                                                   "height": 768})
+    page = context.new_page()
+    page.set_default_timeout(10_000)
+    page.goto(server.url + "/login?lang=en")
+    page.fill("#username", "aigul")
+    page.fill("#password", "a-long-teacher-password")
+    page.click("form.card button[type=submit]")
+    page.goto(f"{server.url}/lessons/{lesson_id}?lang=en")
+    held = page.inner_text("section.held-requests")
+    assert "Unblock requests waiting for you" in held and "kitep.kg" in held and "для проекта" in held
+    shots(page, f"{server.url}/lessons/{lesson_id}", "held-requests", artifacts_dir)
+    page.goto(f"{server.url}/lessons/{lesson_id}?lang=en")
+    page.click("section.held-requests button:has-text('Send to the responsible person')")
+    assert "The request is sent to the responsible person's queue." in page.inner_text("main")
+    assert page.query_selector("section.held-requests") is None
+    context.close()
+    with server.login(*ADMIN) as admin:
+        assert [i["host"] for i in admin.get("/api/v1/filtering/queue").json()["items"]] == ["kitep.kg"]
