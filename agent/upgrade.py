@@ -98,8 +98,14 @@ class PackageManager:
             time.sleep(1.0)
 
 
-def _last_lines(text: str, n: int = 6) -> str:
-    lines = [ln for ln in text.splitlines() if ln.strip()]
+NOISE = ("debconf: ", "Reading ", "Building ", "(Reading database", "Preparing to unpack", "Unpacking ",
+         "Selecting ", "Note, selecting", "Processing triggers", "W: Download is performed unsandboxed",
+         "N: Download is performed unsandboxed", "0 upgraded", "1 upgraded", "Need to get", "After this")
+
+
+def _last_lines(text: str, n: int = 8) -> str:
+    """The package manager's words that say why (its progress lines left out), the last `n`."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith(NOISE)]
     return " | ".join(lines[-n:])[-480:]
 
 

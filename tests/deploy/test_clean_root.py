@@ -3,24 +3,30 @@ a bookworm root made by debootstrap from Debian's packages (cached by its packag
 `.cache/debian-root/`), booted with systemd as PID 1 (`systemd-nspawn -b`), in a network
 namespace where a real kalkan-server listens.  In it, in order:
 
-1. the per-room command exactly as the console shows it (`operations.install_command`) installs
-   the package, enrols with the room's code and seat name, starts the agent (systemd), and the
-   server receives the seat's heartbeat;
+1. the per-room command exactly as the console shows it (read from the enrolment page in real
+   Chromium; `operations.install_command`) installs the package, enrols with the room's code and
+   seat name, starts the agent (systemd), and the server receives the seat's heartbeat;
 2. with the server down, an event waits in the outbox; the agent is upgraded to a newer package
    from the server's own apt repository (`apt-get update && apt-get install --only-upgrade`),
    the outbox keeps the event and, with the server back, it arrives;
-3. `apt-get remove` leaves no unit, nftables table, CA, running process (the account and the
-   state stay), `apt-get purge` removes the state and the account.
+3. the console's rollout of a third version: the agent upgrades itself (its runner in a transient
+   unit, apt-get restarting the service) and the server records "upgraded";
+4. a rollout of a version whose postinst fails: the agent goes back to the third version, runs
+   again, and the server records "rolled back" with the reason;
+5. `apt-get remove` leaves no unit, nftables table, CA, running process, apt source (the account
+   and the state stay), `apt-get purge` removes the state and the account.
 
-One test (the boot and the install are its expensive part, about a minute with the root cached;
-building the root the first time takes a few minutes more).
+One test, about 5–8 minutes on the shared 2-core machine with the root cached (building the root
+the first time: about 2 minutes more).  Timings: test-artifacts/deploy/clean-root-timings.json.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import subprocess
 import time
 from pathlib import Path
 from unittest import mock
@@ -104,6 +110,26 @@ def command_from_the_console(server, ns, tmp_path, room_id: int) -> tuple[str, s
         finally:
             browser.close()
     return command, code
+
+
+BROKEN = "kalkan test: this version cannot configure"
+
+
+def cannot_configure(deb: Path, out_dir: Path) -> Path:
+    """The package again, a version higher, with a postinst that fails on configure."""
+    tree = out_dir / "tree"
+    subprocess.run(["dpkg-deb", "-R", str(deb), str(tree)], check=True)
+    control = tree / "DEBIAN" / "control"
+    version = re.search(r"^Version: (.*)$", control.read_text(), re.M).group(1)
+    control.write_text(control.read_text().replace(f"Version: {version}", f"Version: {version}+broken1"))
+    postinst = tree / "DEBIAN" / "postinst"
+    lines = postinst.read_text().split("\n")
+    lines.insert(1, f'[ "$1" = configure ] && {{ echo "{BROKEN}" >&2; exit 1; }}')
+    postinst.write_text("\n".join(lines))
+    out = out_dir / deb.name.replace(version, version + "+broken1")
+    subprocess.run(["dpkg-deb", "--root-owner-group", "-Zzstd", "-z1", "-b", str(tree), str(out)],
+                   check=True, capture_output=True)
+    return out
 
 
 def start_rollout_of(server, version: str) -> int:
@@ -241,9 +267,27 @@ def test_room_command_on_a_clean_debian_root_installs_reports_upgrades_removes_p
                 wait_for("the agent.upgrade event", lambda: [
                     e for e in events_of(server, "lab7-pc05", "agent.upgrade")
                     if e.data.get("rollout") == rid])
+
+                # 4. a version that cannot configure: the agent goes back to the one it had, under
+                #    systemd, and the server says why
+                (tmp_path / "broken").mkdir()
+                broken = cannot_configure(third, tmp_path / "broken")
+                shutil.copy(broken, state / "packages" / broken.name)
+                rid = start_rollout_of(server, broken.name.split("_")[1])
+                t0 = time.monotonic()
+                row = wait_for("the seat's rollback", lambda: (
+                    r if (r := rollout_row(server, rid, "lab7-pc05")) is not None and r.state != "offered"
+                    else None), timeout=400, seat=seat)
+                timings["console_rollback_s"] = time.monotonic() - t0
+                assert row.state == "rolled_back", (row.state, row.reason_code, row.reason)
+                assert row.reason_code == "install_failed" and BROKEN in row.reason, row.reason
+                assert seat.sh("dpkg-query -W -f='${Status} ${Version}' kalkan-agent").stdout == (
+                    f"install ok installed {third_version}")
+                wait_for("the agent running again", lambda: seat.sh(
+                    "systemctl is-active kalkan-agent", check=False).stdout.strip() == "active", timeout=60)
                 seat.sh(f"rm -rf {dropin} && systemctl daemon-reload")
 
-                # 4. remove: nothing of the agent's is left but its state and account
+                # 5. remove: nothing of the agent's is left but its state and account
                 seat.sh("apt-get remove -y kalkan-agent")
                 assert seat.sh("dpkg-query -W -f='${Status}' kalkan-agent", check=False).stdout.startswith(
                     "deinstall ok config-files")

@@ -1,7 +1,7 @@
 """agent_upgrades: rollouts of a newer agent package and each seat's result
 
 Revision ID: 0402_agent_upgrades
-Revises: 0401_health_probe
+Revises: 0004
 Create Date: 2026-12-04
 """
 import sqlalchemy as sa
@@ -9,7 +9,7 @@ from alembic import op
 
 
 revision = '0402_agent_upgrades'
-down_revision = '0401_health_probe'
+down_revision = '0004'
 branch_labels = None
 depends_on = None
 
