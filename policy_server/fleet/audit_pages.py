@@ -2,7 +2,9 @@
 
 Filters: `who` (actor, exact), `what` (action prefix, e.g. `person.` or `usb.allow`),
 `target` (contains), `since` / `until` (dates, school time).  Newest first, 50 a page, by the
-index on `audit_log.at`.  The CSV has the same rows (up to 100 000) with the detail as JSON.
+index on `audit_log.at`.  Actions and details are shown in the reader's language
+(`audit_texts`).  The CSV has the same rows (up to 100 000): stable machine columns (the action
+code, the detail as JSON), then the action and the detail in the reader's language.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from policy_server import scope
 from policy_server.console.kit import FormErrors, page_of
 from policy_server.db.models import AuditRecord, Role
 from policy_server.db.session import get_db
+from policy_server.fleet import audit_texts
 from policy_server.web import i18n
 
 router = APIRouter(include_in_schema=False)
@@ -54,26 +57,6 @@ def _query(who: str, what: str, target: str, since: date | None, until: date | N
     return stmt
 
 
-def _detail_text(detail: dict) -> str:
-    parts = []
-    for key, value in (detail or {}).items():
-        if isinstance(value, dict) and set(value) == {"from", "to"}:
-            parts.append(f"{key}: {_plain(value['from'])} → {_plain(value['to'])}")
-        else:
-            parts.append(f"{key}: {_plain(value)}")
-    return "; ".join(parts)
-
-
-def _plain(value) -> str:
-    if value is None or value == [] or value == "":
-        return "—"
-    if isinstance(value, list):
-        return ", ".join(_plain(v) for v in value)
-    if isinstance(value, dict):
-        return ", ".join(f"{k}={_plain(v)}" for k, v in value.items())
-    return str(value)
-
-
 @router.get("/audit")
 def audit_log(request: Request, who: str = "", what: str = "", target: str = "", since: str = "",
               until: str = "", page_no: int = 1, viewer: scope.Viewer = Depends(ADMIN),
@@ -93,8 +76,10 @@ def audit_log(request: Request, who: str = "", what: str = "", target: str = "",
     actors = list(db.scalars(select(AuditRecord.actor).distinct().order_by(AuditRecord.actor).limit(200)))
     filters = {"who": who, "what": what, "target": target, "since": since, "until": until}
     query = urlencode({k: v for k, v in filters.items() if v})
+    shown = [(r, audit_texts.action_title(page.language, r.action),
+              audit_texts.detail_rows(page.language, r.detail)) for r in rows]
     return page.render("fleet/audit.html", page_title=page._("Audit log"), section="audit",
-                       rows=[(r, _detail_text(r.detail)) for r in rows], total=total, page_no=page_no,
+                       rows=shown, total=total, page_no=page_no,
                        pages=max(1, (total + PER_PAGE - 1) // PER_PAGE), filters=filters, actors=actors,
                        query=query, errors=errors)
 
@@ -106,10 +91,15 @@ def audit_csv(request: Request, who: str = "", what: str = "", target: str = "",
     stmt = _query(who, what, target, _day(since), _day(until))
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["at_utc", "actor", "action", "target", "detail"])
+    language = page_of(request, db).language
+    # machine columns (stable, English names) first, then the same row for a person to read
+    writer.writerow(["at_utc", "actor", "action", "target", "detail",
+                     i18n.translate(language, "What"), i18n.translate(language, "Details")])
     for r in db.scalars(stmt.order_by(AuditRecord.at.desc(), AuditRecord.id.desc()).limit(CSV_LIMIT)):
         writer.writerow([r.at.isoformat(timespec="seconds"), r.actor, r.action, r.target,
-                         json.dumps(r.detail or {}, ensure_ascii=False, sort_keys=True)])
+                         json.dumps(r.detail or {}, ensure_ascii=False, sort_keys=True),
+                         audit_texts.action_title(language, r.action),
+                         audit_texts.detail_text(language, r.detail)])
     stamp = datetime.now(SCHOOL_TZ).strftime("%Y%m%d-%H%M")
     return Response("\ufeff" + out.getvalue(), media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": f'attachment; filename="kalkan-audit-{stamp}.csv"',

@@ -53,13 +53,20 @@ class SeatNamespace:
         self.path = f"/run/netns/{name}"
 
     def __enter__(self) -> SeatNamespace:
+        from tests.support import netns_sweep
+
+        netns_sweep.sweep("dp-seat-")  # a killed run's (owner dead), never another live run's
+        netns_sweep.claim(self.name)
         subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
         subprocess.run(["ip", "netns", "add", self.name], check=True)
         subprocess.run(["ip", "-n", self.name, "link", "set", "lo", "up"], check=True)
         return self
 
     def __exit__(self, *exc) -> None:
+        from tests.support import netns_sweep
+
         subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
+        netns_sweep.release(self.name)
 
     def run(self, argv: list[str], **kw) -> subprocess.CompletedProcess:
         return subprocess.run(["ip", "netns", "exec", self.name, *argv], **kw)

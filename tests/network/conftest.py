@@ -12,6 +12,7 @@ import pytest
 
 from tests.conftest import is_root
 from tests.network import frames as f
+from tests.support import netns_sweep
 
 
 def sh(*argv: str) -> None:
@@ -26,6 +27,9 @@ def lab():
         )
     tag = f"k{os.getpid() % 100000}"
     ws, lan = f"{tag}ws", f"{tag}lan"
+    netns_sweep.sweep("k")  # a killed run's k<pid>ws/lan (their owner is dead), never a live run's
+    netns_sweep.claim(ws)
+    netns_sweep.claim(lan)
     sh("ip", "netns", "add", ws)
     sh("ip", "netns", "add", lan)
     try:
@@ -41,3 +45,4 @@ def lab():
     finally:
         for ns in (ws, lan):
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+            netns_sweep.release(ns)

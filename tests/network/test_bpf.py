@@ -157,7 +157,11 @@ print(json.dumps({"ports": [int.from_bytes(f[36:38], "big") for f in got], "runn
 
 @pytest.mark.root
 def test_without_an_interface_the_capture_listens_on_all_of_them(repo_root):
+    from tests.support import netns_sweep
+
     ns = f"kall{time.monotonic_ns() % 100000}"
+    netns_sweep.sweep("kall")  # a killed run's (owner dead), never another live run's
+    netns_sweep.claim(ns)
     subprocess.run(["ip", "netns", "add", ns], check=True)
     try:
         subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
@@ -165,6 +169,7 @@ def test_without_an_interface_the_capture_listens_on_all_of_them(repo_root):
         out = subprocess.run(argv, check=True, capture_output=True, text=True, timeout=60).stdout
     finally:
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        netns_sweep.release(ns)
     result = json.loads(out.strip().splitlines()[-1])
     # loopback shows each datagram twice (leaving and arriving); only port 53 passes the filter
     assert result["ports"] and set(result["ports"]) == {53} and result["running"] is False

@@ -41,6 +41,7 @@ from policy_server.protocol import (
     PolicyBundle,
 )
 from tests.proxy.conftest import STUDENT, TEACHER, _account
+from tests.support import netns_sweep
 from tests.support.proxy_rig import ENTRY, MITMDUMP, make_ca, make_leaf
 
 pytestmark = pytest.mark.root
@@ -103,6 +104,9 @@ def lab(readable_dir, accounts):
     tag = uuid.uuid4().hex[:6]
     ws, net = f"nb-w{tag}", f"nb-n{tag}"
     proxy_user, exempt = _account("kalkan-t-prx"), _account("kalkan-t-exm")
+    netns_sweep.sweep("nb-")  # a killed run's namespaces (their owner is dead), never a live run's
+    netns_sweep.claim(ws)
+    netns_sweep.claim(net)
     etc = Path("/etc/netns") / ws  # `ip netns exec` mounts these over /etc: the seat's resolver
     etc.mkdir(parents=True)
     (etc / "resolv.conf").write_text(f"nameserver {RESOLVER4}\noptions timeout:1 attempts:1\n")
@@ -240,6 +244,8 @@ def lab(readable_dir, accounts):
                 proc.kill()
         sh("ip", "netns", "del", ws, check=False)
         sh("ip", "netns", "del", net, check=False)
+        netns_sweep.release(ws)
+        netns_sweep.release(net)
         shutil.rmtree(etc, ignore_errors=True)
 
 

@@ -22,6 +22,7 @@ from agent.platform.firewall import LinuxFirewall
 from agent.proxy.ca import write_proxy_ca
 from agent.proxy.nftables import FirewallConfig, render_ruleset
 from tests.proxy.conftest import _account, base_bundle
+from tests.support import netns_sweep
 from tests.support.proxy_rig import ENTRY, MITMDUMP, make_ca, make_leaf
 
 pytestmark = pytest.mark.root
@@ -55,6 +56,10 @@ def lab(readable_dir, accounts):
     tag = uuid.uuid4().hex[:6]
     ws, net = f"kws{tag}", f"knet{tag}"
     proxy_user, exempt = _account("kalkan-t-prx"), _account("kalkan-t-exm")
+    netns_sweep.sweep("kws")  # a killed run's namespaces (their owner is dead), never a live run's
+    netns_sweep.sweep("knet")
+    netns_sweep.claim(ws)
+    netns_sweep.claim(net)
     sh("ip", "netns", "add", ws)
     sh("ip", "netns", "add", net)
     procs: list[subprocess.Popen] = []
@@ -121,6 +126,8 @@ def lab(readable_dir, accounts):
                 proc.kill()
         sh("ip", "netns", "del", ws, check=False)
         sh("ip", "netns", "del", net, check=False)
+        netns_sweep.release(ws)
+        netns_sweep.release(net)
 
 
 def as_user(lab, account, *args: str) -> str:

@@ -26,7 +26,10 @@ What it builds (everything real, nothing on the machine's own network):
   server URL is the one it enrolled with.
 
 Cleaned up by `close()` (and the context manager) even when a step fails: processes stopped,
-namespaces and their ``/etc/netns`` folders deleted.  Namespaces are prefixed ``fl-``.
+namespaces and their ``/etc/netns`` folders deleted.  Namespaces are prefixed ``fl-``; each
+records this process as its owner (`netns_sweep.claim`), and `start()` first sweeps the ``fl-``
+namespaces whose owner is dead (a run killed with SIGKILL never reaches `close()`), never those of
+another run still alive in another checkout.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from tests.support import netns_sweep
 from tests.support.agent_process import AgentProcess
 from tests.support.proxy_rig import make_ca, make_leaf
 
@@ -57,6 +61,7 @@ REPORT_ADDRESS = "192.0.2.80"  # agent.proxy.hosts.REPORT_ADDRESS: redirected to
 REGULAR_PORT, TRANSPARENT_PORT = 3128, 3129
 STUDENT, TEACHER = "kalkan-t-stu", "kalkan-t-tch"  # as tests/proxy (uids ≥ 1000, made by useradd)
 CLONE_NEWNET = 0x40000000
+PREFIX = "fl-"  # every namespace of the lab; a killed run's are swept at the next start (netns_sweep)
 
 
 def sh(*args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -252,6 +257,7 @@ class NetnsLab:
         self.close()
 
     def _add_ns(self, name: str) -> list[str]:
+        netns_sweep.claim(name)  # first: a run killed right after `add` leaves a name with a dead owner
         sh("ip", "netns", "add", name)
         self.namespaces.append(name)
         return ["ip", "netns", "exec", name]
@@ -259,6 +265,7 @@ class NetnsLab:
     def start(self) -> NetnsLab:
         if os.geteuid() != 0:
             raise RuntimeError("the netns lab needs root (namespaces, nftables, other uids)")
+        netns_sweep.sweep(PREFIX)  # what a killed run (SIGKILL: no close()) left behind
         self.proxy_user = proxy_account()
         self.accounts = {
             "student": os_account(STUDENT),
@@ -403,5 +410,6 @@ class NetnsLab:
                     pass
             sh("ip", "netns", "del", ns, check=False)
             shutil.rmtree(Path("/etc/netns") / ns, ignore_errors=True)
+            netns_sweep.release(ns)
         self.namespaces.clear()
         shutil.rmtree(self.files, ignore_errors=True)

@@ -49,6 +49,7 @@ from pathlib import Path
 
 import httpx
 
+from tests.support import netns_sweep
 from tests.support.postgres import PostgresCluster
 from tests.support.server import REPO, KalkanServerProcess, free_port
 
@@ -105,6 +106,8 @@ class Replica:
         return f"https://{self.address}:{REPLICA_PORT}"
 
     def setup_network(self) -> None:
+        netns_sweep.claim(self.netns)  # this run owns them (a killed run's are swept at the next start)
+        netns_sweep.claim(self.host_if)
         _run("ip", "netns", "add", self.netns)
         _run("ip", "link", "add", self.host_if, "type", "veth", "peer", "name", "eth0", "netns", self.netns)
         _run("ip", "addr", "add", f"{self.gateway}/30", "dev", self.host_if)
@@ -117,6 +120,8 @@ class Replica:
     def teardown_network(self) -> None:
         _run("ip", "netns", "del", self.netns, check=False)  # takes the veth pair with it
         _run("ip", "link", "del", self.host_if, check=False)
+        netns_sweep.release(self.netns)
+        netns_sweep.release(self.host_if)
 
     def command(self) -> list[str]:
         rig = self.rig
@@ -227,6 +232,9 @@ class ReplicaRig:
     # ------------------------------------------------------------------ life
 
     def start(self) -> ReplicaRig:
+        # a run killed with SIGKILL left its sc-<t>-rN namespaces and sc<t>rNh veths: those whose
+        # recorded owner is dead go (never another live run's, in another checkout)
+        netns_sweep.sweep("sc")
         try:
             for replica in self.replicas:
                 replica.setup_network()
