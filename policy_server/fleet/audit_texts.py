@@ -100,6 +100,17 @@ ACTIONS: dict[str, str] = {
 }
 
 DETAIL_KEYS: dict[str, str] = {
+    'rooms': N_("rooms"),
+    'class_teacher_of': N_("class teacher of"),
+    'position': N_("position"),
+    'isuo_role': N_("ISUO role"),
+    'logins': N_("ISUO logins"),
+    'order': N_("order (number, date)"),
+    'login': N_("login column"),
+    'time': N_("time column"),
+    'action': N_("action column"),
+    'ip': N_("IP address column"),
+    'record_type': N_("record type column"),
     'accounts': N_("accounts"),
     'address': N_("address"),
     'after': N_("after"),

@@ -109,3 +109,21 @@ def test_an_unknown_code_is_shown_as_it_is():
     assert audit_texts.action_title("ky", "newdomain.thing_done") == "newdomain.thing_done"
     assert audit_texts.detail_text("ru", {"odd_key": {"a": [1, None]}, "x": "y"}) == "odd key: a: 1, —; x: y"
     assert audit_texts.detail_text("en", None) == ""
+
+
+def test_detail_keys_built_outside_the_call_have_names_too():
+    """`person.update`/`person.links` write `changes[...]`, `isuo.user_*` `_user_summary`, and
+    `isuo.source_created` the import's field mapping: their keys are named in every language."""
+    from policy_server.isuo.imports import FIELDS
+
+    people = (SERVER / "people" / "service.py").read_text()
+    isuo = (SERVER / "isuo" / "service.py").read_text()
+    keys = set(re.findall(r'changes\["([a-z_]+)"\]', people))
+    keys |= {"role", "full_name", "language"}  # update_account's own fields, as {"from", "to"}
+    summary = isuo[isuo.index("def _user_summary"):].split("\n\n")[0]
+    keys |= set(re.findall(r'"([a-z_]+)":', summary)) | set(FIELDS)
+    assert {"rooms", "position", "logins", "login"} <= keys
+    missing = keys - set(audit_texts.DETAIL_KEYS)
+    assert missing == set()
+    for key in keys:
+        assert audit_texts.key_text("ky", key) != audit_texts.DETAIL_KEYS[key], key
