@@ -100,3 +100,31 @@ def test_the_rooms_teacher_sees_both_classes_and_the_director_both_without_names
         answer = director.get("/api/v1/incidents")
         assert {of_7a, of_8b} <= {i["id"] for i in answer.json()["incidents"]}
         assert "pupil-of" not in answer.text  # the OS user names stay hidden from the director
+
+
+def test_a_students_own_account_names_the_class_before_the_timetable(world):
+    """A lab with a login per student maps each account to its class (`student_accounts`): an
+    incident of that account belongs to that class even during another class's period, as
+    the class-teacher notice reads it (`timetable.class_at`).  Last in the module: it adds an
+    incident to Room C."""
+    from policy_server.db.models import Incident, SchoolClass
+    from policy_server.timetable.models import StudentAccount
+    from policy_server.timetable.service import SCHOOL_TZ
+
+    server, _of_7a, _of_8b = world
+    with server.db() as db:
+        class_7a = db.scalar(select(SchoolClass.id).where(SchoolClass.name == "7-A"))
+        db.add(StudentAccount(os_user="own-login-7a", class_id=class_7a))
+        db.commit()
+    _agent, token = server.enroll("pc-c2", seat="c-02", room="Room C")
+    during_8b = (datetime.now(SCHOOL_TZ) - timedelta(days=1)).replace(hour=18, minute=5, second=0,
+                                                                       microsecond=0)
+    event = protocol.make_event("web.report", {"url": "http://own-login.example/page"},
+                                subject=protocol.Subject(os_user="own-login-7a", seat="c-02"),
+                                occurred_at=during_8b)
+    with server.agent_client(token) as agent:
+        answer = agent.post("/api/v1/events", json={"events": [event.model_dump(mode="json")]})
+        assert answer.status_code == 200 and answer.json()["accepted"], answer.text
+    with server.db() as db:
+        assert db.scalar(select(SchoolClass.name).join(Incident, Incident.class_id == SchoolClass.id)
+                         .where(Incident.os_user == "own-login-7a")) == "7-A"
