@@ -2,7 +2,9 @@
 
     sudo .venv/bin/python benchmarks/proxy/passthrough_page.py [--pages 60] [--objects 20] [--variants ...]
 
-Variants: `kalkan` (as shipped: CONNECT answered by the addon, relay = the splice pump process),
+Variants: `kalkan_front` (the front listener, agent/proxy/front.py, relay = the pump process),
+`kalkan_front_asyncio` (the front, relay = asyncio),
+`kalkan` (as shipped: CONNECT answered by the addon, relay = the splice pump process),
 `kalkan_thread` (the pump as a thread in mitmdump), `kalkan_asyncio` (the relay as asyncio
 protocols), `kalkan_mitm_connect` (CONNECT through mitmproxy's HTTP layer), `kalkan_mitm_relay`
 (mitmproxy's own relay), `bare` (mitmdump with `ignore_hosts`), `e2guardian`; `--before DIR`
@@ -139,6 +141,8 @@ def main() -> None:
             )
             procs["kalkan"], proxies["kalkan"] = kalkan, (kalkan.port, "news.test:443")
         for name, option in (("kalkan_asyncio", "kalkan_relay_mode=asyncio"),  # the relay's first form
+                             ("kalkan_front", "kalkan_front=true"),  # the front listener (front.py)
+                             ("kalkan_front_asyncio", "kalkan_front=true kalkan_relay_mode=asyncio"),
                              ("kalkan_thread", "kalkan_relay_mode=splice"),  # the pump as a thread
                              ("kalkan_mitm_connect", "kalkan_fast_connect=false")):  # CONNECT by mitmproxy
             if name in variants:
@@ -148,7 +152,7 @@ def main() -> None:
                     upstream=upstream,
                     bundle=base_bundle(),
                     upstream_ca=origin_ca,
-                    extra=[*extra, "--set", option],
+                    extra=[*extra, *(a for o in option.split() for a in ("--set", o))],
                 )
                 procs[name], proxies[name] = other, (other.port, "news.test:443")
         if "kalkan_mitm_relay" in variants:  # the same addon relaying through mitmproxy's layers

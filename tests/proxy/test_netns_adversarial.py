@@ -101,7 +101,7 @@ def policy(mode: str, version: int) -> PolicyBundle:
 @pytest.fixture(scope="module")
 def lab(readable_dir, accounts):
     tag = uuid.uuid4().hex[:6]
-    ws, net = f"nb-w{tag}", f"nb-n{tag}"
+    ws, net = f"nf-w{tag}", f"nf-n{tag}"
     proxy_user, exempt = _account("kalkan-t-prx"), _account("kalkan-t-exm")
     etc = Path("/etc/netns") / ws  # `ip netns exec` mounts these over /etc: the seat's resolver
     etc.mkdir(parents=True)
@@ -207,6 +207,8 @@ def lab(readable_dir, accounts):
                 f"kalkan_state_dir={state}",
                 "--set",
                 "kalkan_seat=adv-01",
+                # e.g. KALKAN_TEST_PROXY_SET="kalkan_front=true": the suite with another option
+                *(a for o in os.environ.get("KALKAN_TEST_PROXY_SET", "").split() for a in ("--set", o)),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -260,7 +260,9 @@ def start_proxy(state_dir: Path, *, school_ca: Pem, upstream: dict[str, tuple[st
            *(["--set", f"ssl_verify_upstream_trusted_ca={upstream_ca}"] if upstream_ca else []),
            "--set", f"kalkan_state_dir={state_dir}", "--set", f"kalkan_seat={seat}",
            "--set", f"kalkan_language={language}", "--set", f"test_upstream_map={mapping}",
-           *(extra or [])]
+           *(extra or []),
+           # e.g. KALKAN_TEST_PROXY_SET="kalkan_front=true": the whole suite with another option
+           *(a for o in os.environ.get("KALKAN_TEST_PROXY_SET", "").split() for a in ("--set", o))]
     kwargs = {"user": user[0], "group": user[1], "extra_groups": []} if user else {}
     log = open(proxy.log, "ab")  # noqa: SIM115
     proxy.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
