@@ -26,6 +26,7 @@ marked for the addon, which then opens the tunnel without answering again.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import os
 import socket
@@ -51,6 +52,8 @@ class Front:
         self.addon = addon
         self.adopted: dict[int, Any] = {}  # fd → the listening socket taken over
         self.tasks: set[asyncio.Task] = set()
+        self._hooks: list = []
+        self._hooks_key: tuple = ()
 
     # ------------------------------------------------------------------ listening
 
@@ -99,6 +102,17 @@ class Front:
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
 
+    def _server_connect_hooks(self) -> list:
+        """Every addon's `server_connect`, in the order mitmproxy calls them (its chain and each
+        addon's children), looked up again whenever the chain changes."""
+        addons = ctx.master.addons
+        key = tuple(map(id, addons.chain))
+        if key != self._hooks_key:
+            self._hooks = [func for addon in addons.chain
+                           for _, func in addons._iter_hooks(addon, ServerConnectHook(None))]  # type: ignore[arg-type]
+            self._hooks_key = key
+        return self._hooks
+
     # ------------------------------------------------------------------ one connection
 
     async def _serve(self, sock: socket.socket, instance: Any) -> None:
@@ -114,11 +128,8 @@ class Front:
                 dst = platform.original_addr(sock)  # type: ignore[misc]
             else:
                 dst = sock.getsockname()
-            try:
-                first = await asyncio.wait_for(loop.sock_recv(sock, 65536), FIRST_BYTES_S)
-            except TimeoutError:
-                first = b""
-            if not first:
+            first = await _recv(sock)
+            if not first:  # closed, or silent for FIRST_BYTES_S: mitmproxy's business
                 sock = await self._hand_off(sock, instance, first)
                 return
             client = connection.Client(peername=peer, sockname=dst, proxy_mode=instance.mode,
@@ -169,11 +180,10 @@ class Front:
     async def _read_hello(self, sock: socket.socket) -> bytes:
         """The tunnel's first bytes; a TLS record is read whole (up to one record) when it comes in
         pieces, as mitmproxy's TLS layer would wait for it."""
-        loop = asyncio.get_running_loop()
-        data = await asyncio.wait_for(loop.sock_recv(sock, 65536), FIRST_BYTES_S)
+        data = await _recv(sock)
         while data and data[0] == 0x16 and 5 <= len(data) < min(5 + int.from_bytes(data[3:5], "big"),
                                                                   MAX_HELLO):
-            more = await asyncio.wait_for(loop.sock_recv(sock, 65536), FIRST_BYTES_S)
+            more = await _recv(sock)
             if not more:
                 break
             data += more
@@ -202,7 +212,10 @@ class Front:
         upstream: socket.socket | None = None
         try:
             data = ServerConnectionHookData(server=server, client=client)
-            await ctx.master.addons.handle_lifecycle(ServerConnectHook(data))
+            for hook in self._server_connect_hooks():  # every addon's, in mitmproxy's order
+                result = hook(data)
+                if result is not None and inspect.isawaitable(result):
+                    await result
             if server.error or not server.address:
                 raise ConnectionRefusedError(server.error or "no address")
             host, port = server.address[0], server.address[1]
@@ -241,6 +254,46 @@ class Front:
                 upstream.close()
             return
         await _asyncio_relay(end, sock, upstream)
+
+
+async def _recv(sock: socket.socket) -> bytes:
+    """What the client has sent (at once when it is there); b"" when it closed or stayed silent
+    for FIRST_BYTES_S.  (asyncio's sock_recv under wait_for costs a task per read.)"""
+    try:
+        return sock.recv(65536)
+    except (BlockingIOError, InterruptedError):
+        pass
+    loop = asyncio.get_running_loop()
+    fut = loop.create_future()
+    fd = sock.fileno()
+
+    def ready() -> None:
+        try:
+            data = sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            finish()
+            if not fut.done():
+                fut.set_exception(exc)
+            return
+        finish()
+        if not fut.done():
+            fut.set_result(data)
+
+    def silent() -> None:
+        loop.remove_reader(fd)
+        if not fut.done():
+            fut.set_result(b"")
+
+    def finish() -> None:
+        loop.remove_reader(fd)
+        timer.cancel()
+
+    timer = loop.call_later(FIRST_BYTES_S, silent)
+    loop.add_reader(fd, ready)
+    fut.add_done_callback(lambda f: finish() if f.cancelled() else None)
+    return await fut
 
 
 class _End:
