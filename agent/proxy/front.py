@@ -38,6 +38,7 @@ from mitmproxy.proxy import mode_specs
 from mitmproxy.proxy.server_hooks import ServerConnectHook, ServerConnectionHookData
 
 from agent.proxy import relay as relay_mod
+from agent.proxy import splicepump
 from agent.proxy.fastconnect import MAX_HEAD, parse_connect
 from agent.proxy.sni import UNSURE, client_hello_sni
 
@@ -245,13 +246,18 @@ class Front:
         end = _End(addon, client)
         mode = addon._relay_mode
         pump = relay_mod._pump_process() if mode == "process" and relay_mod.SPLICE_AVAILABLE else None
-        if pump is not None:
-            end.fds = (sock, upstream)
+        if pump is not None:  # the pump process (relay.py): its copies of the sockets, ours closed
             try:
                 pump.add(end, os.dup(sock.fileno()), os.dup(upstream.fileno()))
             finally:
                 sock.close()
                 upstream.close()
+            return
+        if mode in ("process", "splice") and relay_mod.SPLICE_AVAILABLE:  # the pump as a thread
+            def pumped() -> None:  # in the pump thread
+                loop.call_soon_threadsafe(end.close)
+
+            splicepump.thread_pump().add(splicepump.Pair(sock.detach(), upstream.detach(), pumped, None))
             return
         await _asyncio_relay(end, sock, upstream)
 
@@ -301,7 +307,6 @@ class _End:
 
     def __init__(self, addon: Any, client: connection.Client) -> None:
         self.addon, self.client, self.done = addon, client, False
-        self.fds: tuple = ()
         self.transports: list[asyncio.Transport] = []
 
     def close(self) -> None:

@@ -3,7 +3,7 @@
     sudo .venv/bin/python benchmarks/proxy/passthrough_page.py [--pages 60] [--objects 20] [--variants ...]
 
 Variants: `kalkan_front` (the front listener, agent/proxy/front.py, relay = the pump process),
-`kalkan_front_asyncio` (the front, relay = asyncio),
+`kalkan_front_asyncio` (the front, relay = asyncio), `kalkan_front_thread` (the front, the pump as a thread),
 `kalkan` (as shipped: CONNECT answered by the addon, relay = the splice pump process),
 `kalkan_thread` (the pump as a thread in mitmdump), `kalkan_asyncio` (the relay as asyncio
 protocols), `kalkan_mitm_connect` (CONNECT through mitmproxy's HTTP layer), `kalkan_mitm_relay`
@@ -143,6 +143,7 @@ def main() -> None:
         for name, option in (("kalkan_asyncio", "kalkan_relay_mode=asyncio"),  # the relay's first form
                              ("kalkan_front", "kalkan_front=true"),  # the front listener (front.py)
                              ("kalkan_front_asyncio", "kalkan_front=true kalkan_relay_mode=asyncio"),
+                             ("kalkan_front_thread", "kalkan_front=true kalkan_relay_mode=splice"),
                              ("kalkan_thread", "kalkan_relay_mode=splice"),  # the pump as a thread
                              ("kalkan_mitm_connect", "kalkan_fast_connect=false")):  # CONNECT by mitmproxy
             if name in variants:
