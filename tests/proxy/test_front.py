@@ -70,7 +70,8 @@ print(json.dumps(out))
 @pytest.fixture(scope="module")
 def proxies(tmp_path_factory, pki, origin, origin_ca_file, accounts):
     made = {}
-    for name, extra in (("mitmproxy", []), ("front", ["--set", "kalkan_front=true"])):
+    for name, on in (("mitmproxy", "false"), ("front", "true")):
+        extra = ["--set", f"kalkan_front={on}"]
         made[name] = start_proxy(tmp_path_factory.mktemp(f"front-{name}"), school_ca=pki["school"],
                                  upstream=upstream_for(origin), bundle=base_bundle(),
                                  upstream_ca=origin_ca_file, extra=extra)

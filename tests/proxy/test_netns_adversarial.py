@@ -41,7 +41,7 @@ from policy_server.protocol import (
     PolicyBundle,
 )
 from tests.proxy.conftest import STUDENT, TEACHER, _account
-from tests.support.proxy_rig import ENTRY, MITMDUMP, make_ca, make_leaf
+from tests.support.proxy_rig import ENTRY, MITMDUMP, env_options, make_ca, make_leaf
 
 pytestmark = pytest.mark.root
 HERE = Path(__file__).parent
@@ -207,8 +207,7 @@ def lab(readable_dir, accounts):
                 f"kalkan_state_dir={state}",
                 "--set",
                 "kalkan_seat=adv-01",
-                # e.g. KALKAN_TEST_PROXY_SET="kalkan_front=true": the suite with another option
-                *(a for o in os.environ.get("KALKAN_TEST_PROXY_SET", "").split() for a in ("--set", o)),
+                *env_options([]),  # e.g. KALKAN_TEST_PROXY_SET="kalkan_front=true"
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

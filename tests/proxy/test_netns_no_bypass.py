@@ -22,7 +22,7 @@ from agent.platform.firewall import LinuxFirewall
 from agent.proxy.ca import write_proxy_ca
 from agent.proxy.nftables import FirewallConfig, render_ruleset
 from tests.proxy.conftest import _account, base_bundle
-from tests.support.proxy_rig import ENTRY, MITMDUMP, make_ca, make_leaf
+from tests.support.proxy_rig import ENTRY, MITMDUMP, env_options, make_ca, make_leaf
 
 pytestmark = pytest.mark.root
 TPORT = 3129
@@ -53,7 +53,7 @@ def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def lab(readable_dir, accounts):
     tag = uuid.uuid4().hex[:6]
-    ws, net = f"kws{tag}", f"knet{tag}"
+    ws, net = f"nf-s{tag}", f"nf-t{tag}"
     proxy_user, exempt = _account("kalkan-t-prx"), _account("kalkan-t-exm")
     sh("ip", "netns", "add", ws)
     sh("ip", "netns", "add", net)
@@ -98,7 +98,8 @@ def lab(readable_dir, accounts):
                                   "--mode", f"transparent@::1:{TPORT}",  # the collector runs it
                                   "--set", f"confdir={state / 'mitmproxy'}",
                                   "--set", "connection_strategy=lazy", "--set", "ssl_insecure=true",
-                                  "--set", f"kalkan_state_dir={state}", "--set", "kalkan_seat=ns-01"],
+                                  "--set", f"kalkan_state_dir={state}", "--set", "kalkan_seat=ns-01",
+                                  *env_options([])],  # e.g. KALKAN_TEST_PROXY_SET="kalkan_front=true"
                                  stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HOME": str(state)})
         procs.append(proxy)
         deadline = time.monotonic() + 30
