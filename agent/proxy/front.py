@@ -145,13 +145,17 @@ class Front:
                     sock = await self._hand_off(sock, instance, first)
                     return
                 host, port, version = target
+                web_port = port in addon.engine.proxy_ports
+                if web_port:  # answered at once: the owner is looked up while the client writes its hello
+                    await loop.sock_sendall(sock, version + b" 200 Connection established\r\n\r\n")
                 addon.client_connected(client)
-                if port not in addon.engine.proxy_ports and not addon._subject_of(client).system:
-                    addon.client_disconnected(client)
-                    client = None
-                    sock = await self._hand_off(sock, instance, first)  # refused and reported there
-                    return
-                await loop.sock_sendall(sock, version + b" 200 Connection established\r\n\r\n")
+                if not web_port:
+                    if not addon._subject_of(client).system:
+                        addon.client_disconnected(client)
+                        client = None
+                        sock = await self._hand_off(sock, instance, first)  # refused and reported there
+                        return
+                    await loop.sock_sendall(sock, version + b" 200 Connection established\r\n\r\n")
                 server_address = (host, port)
                 answered = (host, port, version)
                 hello = await self._read_hello(sock)
