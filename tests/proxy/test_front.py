@@ -149,7 +149,7 @@ def test_front_reports_passed_through_hosts_like_the_addon(proxies, accounts, or
     assert any(e["data"]["state"] == "start" for e in started), started
 
 
-def test_front_took_the_listener(proxies):
+def test_front_logged_no_error(proxies):
     log = proxies["front"].log.read_text()
     assert "Traceback" not in log, log[-3000:]
 
