@@ -129,6 +129,8 @@ class KalkanAddon:
         self._fast_relay = False
         self._relay_mode = "process"
         self._fast_connect = False
+        self._front = None  # agent/proxy/front.py, when `kalkan_front` is on
+        self._front_answered: dict[tuple, tuple[str, int, bytes]] = {}  # client address → CONNECT answered
         # the destination checks (no name that does not lead where the connection goes)
         self.dest = DestinationCheck()
         self._claims: dict[str, str] = {}  # client id → the name its TLS ClientHello claimed
@@ -160,6 +162,9 @@ class KalkanAddon:
         loader.add_option("kalkan_fast_connect", bool, True,
                           "Answer a plain CONNECT on the explicit port without mitmproxy's HTTP layer "
                           "(agent/proxy/fastconnect.py); its tunnel is decided as before.")
+        loader.add_option("kalkan_front", bool, False,
+                          "Accept the proxy's connections in Kalkan's front listener (agent/proxy/front.py): "
+                          "passed-through TLS never enters mitmproxy; everything else is handed to it.")
 
     def configure(self, updated: set[str]) -> None:
         opts = ctx.options
@@ -205,6 +210,11 @@ class KalkanAddon:
         if ctx.options.rawtcp:
             ctx.options.update(rawtcp=False)
         self._task = asyncio.get_running_loop().create_task(self._background())
+        if ctx.options.kalkan_front:
+            from agent.proxy.front import Front
+
+            self._front = Front(self)
+            self._front.adopt()
 
     def done(self) -> None:
         now = self.clock()
@@ -225,6 +235,8 @@ class KalkanAddon:
                 index_changed = self._index_watch is not None and self._index_watch.changed()
                 if policy_changed or index_changed:
                     await asyncio.to_thread(self.reload_policy, False)
+                if self._front is not None:
+                    self._front.adopt()  # mitmproxy restarted a listener (its modes changed)
                 now = self.clock()
                 for user, event in self.isuo.expire(now):
                     self._emit("isuo.session", event, user)
@@ -312,6 +324,12 @@ class KalkanAddon:
         context = nextlayer.context
         if context.client.transport_protocol != "tcp":
             return
+        if self._front_answered and stack_match(context, _EXPLICIT):
+            answered = self._front_answered.pop(tuple(context.client.peername[:2]), None)
+            if answered is not None:  # the front answered this CONNECT; the tunnel's bytes follow
+                context.server.address = (answered[0], answered[1])
+                nextlayer.layer = AnsweredConnect(context, answered[2], answered=True)
+                return
         if self._fast_connect and stack_match(context, _EXPLICIT):
             self._answer_connect(nextlayer)
             return
@@ -335,6 +353,10 @@ class KalkanAddon:
         if self._pass_untouched(context.client, context.server, sni):  # type: ignore[arg-type]
             if not (self._fast_relay and relay.hand_off(nextlayer, data, self._relay_mode)):
                 nextlayer.layer = mitm_layers.TCPLayer(context, ignore=True)
+
+    def front_answered(self, peer: tuple, connect: tuple[str, int, bytes]) -> None:
+        """The front answered this client's CONNECT and hands its tunnel to mitmproxy."""
+        self._front_answered[tuple(peer[:2])] = connect
 
     def _answer_connect(self, nextlayer: mitm_layer.NextLayer) -> None:
         """The first bytes on the explicit port: a plain CONNECT to a web port is answered here

@@ -50,9 +50,10 @@ def parse_connect(data: bytes) -> tuple[str, int, bytes] | None:
 class AnsweredConnect(layer.Layer):
     """The CONNECT is answered ("200"); every later event goes to the tunnel's `NextLayer`."""
 
-    def __init__(self, context, version: bytes) -> None:
+    def __init__(self, context, version: bytes, *, answered: bool = False) -> None:
         super().__init__(context)
         self.version = version
+        self.answered = answered  # by the front listener (agent/proxy/front.py): the bytes are the tunnel's
         self.child: layer.Layer | None = None
 
     def _handle_event(self, event: events.Event) -> layer.CommandGenerator[None]:
@@ -60,11 +61,12 @@ class AnsweredConnect(layer.Layer):
             if isinstance(event, events.Start):
                 return
             # the replayed event that carried the CONNECT head: answer it, open the tunnel
-            answer = self.version + b" 200 Connection established\r\n\r\n"
-            yield commands.SendData(self.context.client, answer)
+            if not self.answered:
+                answer = self.version + b" 200 Connection established\r\n\r\n"
+                yield commands.SendData(self.context.client, answer)
             self.child = layer.NextLayer(self.context)
             self._handle_event = self.child.handle_event  # type: ignore[method-assign]
             yield from self.child.handle_event(events.Start())
-            if isinstance(event, events.DataReceived):
+            if isinstance(event, events.DataReceived) and not self.answered:
                 return
         yield from self.child.handle_event(event)

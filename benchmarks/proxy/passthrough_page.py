@@ -2,7 +2,9 @@
 
     sudo .venv/bin/python benchmarks/proxy/passthrough_page.py [--pages 60] [--objects 20] [--variants ...]
 
-Variants: `kalkan` (as shipped: CONNECT answered by the addon, relay = the splice pump process),
+Variants: `kalkan_front` (the front listener, agent/proxy/front.py, relay = the pump process),
+`kalkan_front_asyncio` (the front, relay = asyncio), `kalkan_front_thread` (the front, the pump as a thread),
+`kalkan` (as shipped: CONNECT answered by the addon, relay = the splice pump process),
 `kalkan_thread` (the pump as a thread in mitmdump), `kalkan_asyncio` (the relay as asyncio
 protocols), `kalkan_mitm_connect` (CONNECT through mitmproxy's HTTP layer), `kalkan_mitm_relay`
 (mitmproxy's own relay), `bare` (mitmdump with `ignore_hosts`), `e2guardian`; `--before DIR`
@@ -139,6 +141,9 @@ def main() -> None:
             )
             procs["kalkan"], proxies["kalkan"] = kalkan, (kalkan.port, "news.test:443")
         for name, option in (("kalkan_asyncio", "kalkan_relay_mode=asyncio"),  # the relay's first form
+                             ("kalkan_front", "kalkan_front=true"),  # the front listener (front.py)
+                             ("kalkan_front_asyncio", "kalkan_front=true kalkan_relay_mode=asyncio"),
+                             ("kalkan_front_thread", "kalkan_front=true kalkan_relay_mode=splice"),
                              ("kalkan_thread", "kalkan_relay_mode=splice"),  # the pump as a thread
                              ("kalkan_mitm_connect", "kalkan_fast_connect=false")):  # CONNECT by mitmproxy
             if name in variants:
@@ -148,7 +153,7 @@ def main() -> None:
                     upstream=upstream,
                     bundle=base_bundle(),
                     upstream_ca=origin_ca,
-                    extra=[*extra, "--set", option],
+                    extra=[*extra, *(a for o in option.split() for a in ("--set", o))],
                 )
                 procs[name], proxies[name] = other, (other.port, "news.test:443")
         if "kalkan_mitm_relay" in variants:  # the same addon relaying through mitmproxy's layers
@@ -200,9 +205,13 @@ def main() -> None:
         if e2g is not None:
             pids["e2guardian"] = e2g.pid
         cpu_before = {name: tree_cpu_ns(pid) for name, pid in pids.items()}
+        own_before = {name: own_cpu_ns(pid) for name, pid in pids.items()}
         result = teacher.run(["/usr/bin/python3", "-c", CLIENT, json.dumps(spec)])
         cpu_per_page = {
             name: (tree_cpu_ns(pid) - cpu_before[name]) / args.pages / 1e6 for name, pid in pids.items()
+        }
+        own_per_page = {
+            name: (own_cpu_ns(pid) - own_before[name]) / args.pages / 1e6 for name, pid in pids.items()
         }
         if result.returncode != 0:
             raise RuntimeError(result.stderr[-2000:])
@@ -231,18 +240,29 @@ def main() -> None:
     direct = times["direct"]
     print(
         "| variant | page p50 (ms) | added p50 (ms) | added p90 (ms) | added per object p50 (ms) "
-        "| proxy CPU per page (ms) |"
+        "| proxy CPU per page (ms) | of which the main process (ms) |"
     )
-    print("| --- | --- | --- | --- | --- | --- |")
-    print(f"| direct | {statistics.median(direct) * 1e3:.2f} | – | – | – | – |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print(f"| direct | {statistics.median(direct) * 1e3:.2f} | – | – | – | – | – |")
     for name in variants:
         added = sorted((t - d) * 1e3 for t, d in zip(times[name], direct, strict=True))
         p50 = statistics.median(added)
         p90 = added[int(0.9 * (len(added) - 1))]
         print(
             f"| {name} | {statistics.median(times[name]) * 1e3:.2f} | {p50:+.2f} | {p90:+.2f} | "
-            f"{p50 / max(args.objects, 1):+.3f} | {cpu_per_page[name]:.2f} |"
+            f"{p50 / max(args.objects, 1):+.3f} | {cpu_per_page[name]:.2f} | {own_per_page[name]:.2f} |"
         )
+
+
+def own_cpu_ns(pid: int) -> int:
+    """On-CPU nanoseconds of the process itself (its threads, not its children)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total
 
 
 def tree_cpu_ns(pid: int) -> int:

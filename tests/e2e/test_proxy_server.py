@@ -21,6 +21,7 @@ import pytest
 
 from policy_server.protocol import Group, GroupKind, PolicyBundle
 from tests.support.netns_lab import STUDENT, TEACHER, NetnsLab
+from tests.support.proxy_rig import env_options
 from tests.support.server import KalkanServerProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.root]
@@ -51,7 +52,7 @@ def world(tmp_path_factory):
             idle_socket = lab.files / "idle.sock"  # the agent's idle collector listens there
             seat = lab.add_seat(SEAT, server, room="lab-1", collectors=("proxy", "idle"),
                                 settings={"idle_socket": str(idle_socket)},
-                                extra_args=("--set", "kalkan_isuo_idle_s=1"),
+                                extra_args=("--set", "kalkan_isuo_idle_s=1", *env_options([])),
                                 env={"KALKAN_IDLE_SOCKET": str(idle_socket)})
             yield {"server": server, "lab": lab, "seat": seat, "agent": seat.agent, "shared": lab.files,
                    "idle_socket": idle_socket}

@@ -42,7 +42,7 @@ from policy_server.protocol import (
 )
 from tests.proxy.conftest import STUDENT, TEACHER, _account
 from tests.support import netns_sweep
-from tests.support.proxy_rig import ENTRY, MITMDUMP, make_ca, make_leaf
+from tests.support.proxy_rig import ENTRY, MITMDUMP, env_options, make_ca, make_leaf
 
 pytestmark = pytest.mark.root
 HERE = Path(__file__).parent
@@ -211,6 +211,7 @@ def lab(readable_dir, accounts):
                 f"kalkan_state_dir={state}",
                 "--set",
                 "kalkan_seat=adv-01",
+                *env_options([]),  # e.g. KALKAN_TEST_PROXY_SET="kalkan_front=true"
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

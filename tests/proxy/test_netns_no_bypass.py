@@ -23,7 +23,7 @@ from agent.proxy.ca import write_proxy_ca
 from agent.proxy.nftables import FirewallConfig, render_ruleset
 from tests.proxy.conftest import _account, base_bundle
 from tests.support import netns_sweep
-from tests.support.proxy_rig import ENTRY, MITMDUMP, make_ca, make_leaf
+from tests.support.proxy_rig import ENTRY, MITMDUMP, env_options, make_ca, make_leaf
 
 pytestmark = pytest.mark.root
 TPORT = 3129
@@ -103,7 +103,8 @@ def lab(readable_dir, accounts):
                                   "--mode", f"transparent@::1:{TPORT}",  # the collector runs it
                                   "--set", f"confdir={state / 'mitmproxy'}",
                                   "--set", "connection_strategy=lazy", "--set", "ssl_insecure=true",
-                                  "--set", f"kalkan_state_dir={state}", "--set", "kalkan_seat=ns-01"],
+                                  "--set", f"kalkan_state_dir={state}", "--set", "kalkan_seat=ns-01",
+                                  *env_options([])],  # e.g. KALKAN_TEST_PROXY_SET="kalkan_front=true"
                                  stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HOME": str(state)})
         procs.append(proxy)
         deadline = time.monotonic() + 30

@@ -240,6 +240,15 @@ def report_through_proxy(port: int, event_fd: int) -> dict:
         return json.loads(pipe.readline())
 
 
+def env_options(extra: list[str]) -> list[str]:
+    """`KALKAN_TEST_PROXY_SET="kalkan_front=true …"`: every test mitmdump with these options too (the
+    whole suite with another option), except those the test sets itself.  (mitmproxy drops every
+    option a script defines when one of them is given twice.)"""
+    own = {extra[i + 1].partition("=")[0] for i, arg in enumerate(extra[:-1]) if arg == "--set"}
+    return [arg for option in os.environ.get("KALKAN_TEST_PROXY_SET", "").split()
+            if option.partition("=")[0] not in own for arg in ("--set", option)]
+
+
 def start_proxy(state_dir: Path, *, school_ca: Pem, upstream: dict[str, tuple[str, int]] | None = None,
                 seat: str = "lab1-01", language: str = "ky", extra: list[str] | None = None,
                 bundle=None, user: tuple[int, int] | None = None,
@@ -260,7 +269,7 @@ def start_proxy(state_dir: Path, *, school_ca: Pem, upstream: dict[str, tuple[st
            *(["--set", f"ssl_verify_upstream_trusted_ca={upstream_ca}"] if upstream_ca else []),
            "--set", f"kalkan_state_dir={state_dir}", "--set", f"kalkan_seat={seat}",
            "--set", f"kalkan_language={language}", "--set", f"test_upstream_map={mapping}",
-           *(extra or [])]
+           *env_options(extra or []), *(extra or [])]
     kwargs = {"user": user[0], "group": user[1], "extra_groups": []} if user else {}
     log = open(proxy.log, "ab")  # noqa: SIM115
     proxy.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,

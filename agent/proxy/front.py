@@ -1,0 +1,367 @@
+"""The front listener: connections on the proxy's ports accepted and decided before mitmproxy.
+
+Why: a passed-through HTTPS connection costs mitmproxy ~3 ms of CPU before its first byte is
+relayed (accept, a connection handler, its layers, every addon's hooks walked), which is what
+kept Kalkan's pass-through slower than E2Guardian's tunnel (benchmarks/proxy/RESULTS.md).
+
+How: inside the mitmdump process (started by the addon, option `kalkan_front`), the front takes
+over the accepting of mitmproxy's own listening sockets (regular and transparent modes): the
+same sockets, the same ports, the same account, so the firewall rules are unchanged.  Per
+connection it reads what the addon's fast path reads — the CONNECT head (explicit port) or the
+original destination (transparent port, SO_ORIGINAL_DST as mitmproxy does), then the TLS
+ClientHello — and asks the addon's own decision (`KalkanAddon._pass_untouched`: the verdict from
+the SNI or the destination, the fronting rule, the IP-literal rule, ISUO, usage and history, the
+refusals and their reports), then runs every addon's `server_connect` hook (the SNI→destination
+DNS check, refusals, a test's upstream mapping) exactly as the relay after the addon's decision
+does.  Only "pass through" stays here: the front dials and relays (the splice pump process, or
+asyncio; option `kalkan_relay_mode`).  Everything else — a CONNECT in pieces or with bytes after
+it, another method, plain HTTP, bytes that are not TLS ('nothing raw': refused and reported by
+the addon), a ClientHello the strict reader is unsure of, interception, the block page — is
+handed to mitmproxy unchanged: the accepted socket and the bytes already read become the
+stream of mitmproxy's own `handle_stream`, so its peer, its original destination and the
+owner lookup are those of the real client.  A CONNECT the front already answered ("200") is
+marked for the addon, which then opens the tunnel without answering again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import os
+import socket
+from typing import Any
+
+from mitmproxy import connection, ctx
+from mitmproxy.connection import ConnectionState
+from mitmproxy.proxy import mode_specs
+from mitmproxy.proxy.server_hooks import ServerConnectHook, ServerConnectionHookData
+
+from agent.proxy import relay as relay_mod
+from agent.proxy import splicepump
+from agent.proxy.fastconnect import MAX_HEAD, parse_connect
+from agent.proxy.sni import UNSURE, client_hello_sni
+
+log = logging.getLogger("kalkan.proxy.front")
+FIRST_BYTES_S = 30.0  # a client that says nothing this long goes to mitmproxy (its own timeouts)
+MAX_HELLO = 16384 + 5
+ACCEPT_BATCH = 32
+
+
+class Front:
+    def __init__(self, addon: Any) -> None:
+        self.addon = addon
+        self.adopted: dict[int, Any] = {}  # fd → the listening socket taken over
+        self.tasks: set[asyncio.Task] = set()
+        self._hooks: list = []
+        self._hooks_key: tuple = ()
+
+    # ------------------------------------------------------------------ listening
+
+    def adopt(self) -> int:
+        """Take over the accepting of mitmproxy's regular and transparent listeners (again after
+        mitmproxy restarted them); returns how many sockets the front accepts on."""
+        proxyserver = ctx.master.addons.get("proxyserver")
+        if proxyserver is None:
+            return 0
+        loop = asyncio.get_running_loop()
+        live = set()
+        for instance in proxyserver.servers:
+            if not isinstance(instance.mode, (mode_specs.RegularMode, mode_specs.TransparentMode)):
+                continue
+            for server in getattr(instance, "_servers", ()):
+                for tsock in getattr(server, "sockets", ()):
+                    sock = getattr(tsock, "_sock", None)  # asyncio's TransportSocket wraps it
+                    if not isinstance(sock, socket.socket) or sock.type != socket.SOCK_STREAM:
+                        continue
+                    fd = sock.fileno()
+                    if fd < 0:
+                        continue
+                    live.add(fd)
+                    if self.adopted.get(fd) is sock:
+                        continue
+                    loop.remove_reader(fd)  # asyncio's accept for mitmproxy's server
+                    loop.add_reader(fd, self._accept, sock, instance)
+                    self.adopted[fd] = sock
+        for fd in set(self.adopted) - live:
+            del self.adopted[fd]
+        return len(self.adopted)
+
+    def _accept(self, lsock: socket.socket, instance: Any) -> None:
+        loop = asyncio.get_running_loop()
+        for _ in range(ACCEPT_BATCH):
+            try:
+                sock, _ = lsock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # out of descriptors: the connection waits in the backlog
+                log.warning("kalkan front: accept failed: %s", exc)
+                return
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as asyncio's transports do
+            task = loop.create_task(self._serve(sock, instance))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    def _server_connect_hooks(self) -> list:
+        """Every addon's `server_connect`, in the order mitmproxy calls them (its chain and each
+        addon's children), looked up again whenever the chain changes."""
+        addons = ctx.master.addons
+        key = tuple(map(id, addons.chain))
+        if key != self._hooks_key:
+            self._hooks = [func for addon in addons.chain
+                           for _, func in addons._iter_hooks(addon, ServerConnectHook(None))]  # type: ignore[arg-type]
+            self._hooks_key = key
+        return self._hooks
+
+    # ------------------------------------------------------------------ one connection
+
+    async def _serve(self, sock: socket.socket, instance: Any) -> None:
+        loop = asyncio.get_running_loop()
+        addon = self.addon
+        client: connection.Client | None = None
+        try:
+            transparent = isinstance(instance.mode, mode_specs.TransparentMode)
+            peer = sock.getpeername()
+            if transparent:
+                from mitmproxy import platform
+
+                dst = platform.original_addr(sock)  # type: ignore[misc]
+            else:
+                dst = sock.getsockname()
+            first = await _recv(sock)
+            if not first:  # closed, or silent for FIRST_BYTES_S: mitmproxy's business
+                sock = await self._hand_off(sock, instance, first)
+                return
+            client = connection.Client(peername=peer, sockname=dst, proxy_mode=instance.mode,
+                                       state=ConnectionState.OPEN)
+            if transparent:
+                server_address = (dst[0], dst[1])
+                answered = None
+                hello = first
+            else:
+                target = parse_connect(first)
+                if target is None:  # not one plain CONNECT head: mitmproxy's HTTP layer
+                    sock = await self._hand_off(sock, instance, first)
+                    return
+                host, port, version = target
+                web_port = port in addon.engine.proxy_ports
+                if web_port:  # answered at once: the owner is looked up while the client writes its hello
+                    await loop.sock_sendall(sock, version + b" 200 Connection established\r\n\r\n")
+                addon.client_connected(client)
+                if not web_port:
+                    if not addon._subject_of(client).system:
+                        addon.client_disconnected(client)
+                        client = None
+                        sock = await self._hand_off(sock, instance, first)  # refused and reported there
+                        return
+                    await loop.sock_sendall(sock, version + b" 200 Connection established\r\n\r\n")
+                server_address = (host, port)
+                answered = (host, port, version)
+                hello = await self._read_hello(sock)
+            if transparent:
+                addon.client_connected(client)
+            sni = client_hello_sni(hello) if hello and hello[0] == 0x16 else UNSURE
+            server = connection.Server(address=server_address)
+            if sni is UNSURE or not addon._pass_untouched(client, server, sni):  # type: ignore[arg-type]
+                # interception, HTTP, anything raw (refused there), an unusual hello: mitmproxy
+                addon.client_disconnected(client)
+                client = None
+                sock = await self._hand_off(sock, instance, hello, answered)
+                return
+            if client.id in addon._refused:  # blocked, never intercepted: as `server_connect` does
+                return
+            await self._pass(sock, client, server, hello)
+            client = None  # the relay ends it
+            sock = None  # type: ignore[assignment]
+        except Exception as exc:  # the origin is down, a hook failed: the client sees a closed connection
+            log.debug("kalkan front: connection failed: %s", exc)
+        finally:
+            if client is not None:
+                addon.client_disconnected(client)
+            if sock is not None:
+                sock.close()
+
+    async def _read_hello(self, sock: socket.socket) -> bytes:
+        """The tunnel's first bytes; a TLS record is read whole (up to one record) when it comes in
+        pieces, as mitmproxy's TLS layer would wait for it."""
+        data = await _recv(sock)
+        while data and data[0] == 0x16 and 5 <= len(data) < min(5 + int.from_bytes(data[3:5], "big"),
+                                                                  MAX_HELLO):
+            more = await _recv(sock)
+            if not more:
+                break
+            data += more
+        return data
+
+    async def _hand_off(self, sock: socket.socket, instance: Any, data: bytes,
+                        answered: tuple[str, int, bytes] | None = None) -> None:
+        """The connection becomes mitmproxy's, as if it had accepted it, with `data` unread."""
+        loop = asyncio.get_running_loop()
+        if answered is not None:
+            self.addon.front_answered(sock.getpeername(), answered)
+        reader = asyncio.StreamReader(limit=2 ** 16, loop=loop)
+        if data:
+            reader.feed_data(data)
+        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+        transport, _ = await loop.connect_accepted_socket(lambda: protocol, sock)
+        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+        await instance.handle_stream(reader, writer)
+
+    async def _pass(self, sock: socket.socket, client: connection.Client, server: connection.Server,
+                    hello: bytes) -> None:
+        """Every addon's `server_connect` (the destination check, a test's mapping), the dial, the
+        relay — what `relay.hand_off` does after the addon's decision."""
+        loop = asyncio.get_running_loop()
+        addon = self.addon
+        upstream: socket.socket | None = None
+        try:
+            data = ServerConnectionHookData(server=server, client=client)
+            for hook in self._server_connect_hooks():  # every addon's, in mitmproxy's order
+                result = hook(data)
+                if result is not None and inspect.isawaitable(result):
+                    await result
+            if server.error or not server.address:
+                raise ConnectionRefusedError(server.error or "no address")
+            host, port = server.address[0], server.address[1]
+            infos = relay_mod._literal(host, port) or await loop.getaddrinfo(
+                host, port, type=socket.SOCK_STREAM)
+            error: Exception = OSError(f"no address for {host}")
+            for family, kind, proto, _, address in infos:
+                upstream = socket.socket(family, kind, proto)
+                upstream.setblocking(False)
+                try:
+                    await loop.sock_connect(upstream, address)
+                    break
+                except OSError as exc:
+                    error = exc
+                    upstream.close()
+                    upstream = None
+            if upstream is None:
+                raise error
+            upstream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            await loop.sock_sendall(upstream, hello)
+        except BaseException:
+            if upstream is not None:
+                upstream.close()
+            sock.close()
+            addon.client_disconnected(client)
+            raise
+        end = _End(addon, client)
+        mode = addon._relay_mode
+        pump = relay_mod._pump_process() if mode == "process" and relay_mod.SPLICE_AVAILABLE else None
+        if pump is not None:  # the pump process (relay.py): its copies of the sockets, ours closed
+            try:
+                pump.add(end, os.dup(sock.fileno()), os.dup(upstream.fileno()))
+            finally:
+                sock.close()
+                upstream.close()
+            return
+        if mode in ("process", "splice") and relay_mod.SPLICE_AVAILABLE:  # the pump as a thread
+            def pumped() -> None:  # in the pump thread
+                loop.call_soon_threadsafe(end.close)
+
+            splicepump.thread_pump().add(splicepump.Pair(sock.detach(), upstream.detach(), pumped, None))
+            return
+        await _asyncio_relay(end, sock, upstream)
+
+
+async def _recv(sock: socket.socket) -> bytes:
+    """What the client has sent (at once when it is there); b"" when it closed or stayed silent
+    for FIRST_BYTES_S.  (asyncio's sock_recv under wait_for costs a task per read.)"""
+    try:
+        return sock.recv(65536)
+    except (BlockingIOError, InterruptedError):
+        pass
+    loop = asyncio.get_running_loop()
+    fut = loop.create_future()
+    fd = sock.fileno()
+
+    def ready() -> None:
+        try:
+            data = sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            finish()
+            if not fut.done():
+                fut.set_exception(exc)
+            return
+        finish()
+        if not fut.done():
+            fut.set_result(data)
+
+    def silent() -> None:
+        loop.remove_reader(fd)
+        if not fut.done():
+            fut.set_result(b"")
+
+    def finish() -> None:
+        loop.remove_reader(fd)
+        timer.cancel()
+
+    timer = loop.call_later(FIRST_BYTES_S, silent)
+    loop.add_reader(fd, ready)
+    fut.add_done_callback(lambda f: finish() if f.cancelled() else None)
+    return await fut
+
+
+class _End:
+    """The end of a passed-through connection: the addon forgets it (`client_disconnected`)."""
+
+    def __init__(self, addon: Any, client: connection.Client) -> None:
+        self.addon, self.client, self.done = addon, client, False
+        self.transports: list[asyncio.Transport] = []
+
+    def close(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        for transport in self.transports:
+            if not transport.is_closing():
+                transport.close()
+        self.client.state = ConnectionState.CLOSED
+        self.addon.client_disconnected(self.client)
+
+
+class _NoWatch:
+    @staticmethod
+    def register_activity() -> None:
+        return None
+
+
+class _Pair:
+    """What `relay._Side` needs of its relay."""
+
+    watchdog = _NoWatch()
+
+    def __init__(self, end: _End) -> None:
+        self.end = end
+
+    def lost(self, side) -> None:
+        self.end.close()
+
+    def close(self) -> None:
+        self.end.close()
+
+
+async def _asyncio_relay(end: _End, client_sock: socket.socket, server_sock: socket.socket) -> None:
+    loop = asyncio.get_running_loop()
+    pair = _Pair(end)
+    client, server = relay_mod._Side(pair, "client"), relay_mod._Side(pair, "server")  # type: ignore[arg-type]
+    client.peer, server.peer = server, client
+    try:
+        ct, _ = await loop.connect_accepted_socket(lambda: client, client_sock)
+        end.transports.append(ct)
+        st, _ = await loop.connect_accepted_socket(lambda: server, server_sock)
+        end.transports.append(st)
+    except BaseException:
+        client_sock.close()
+        server_sock.close()
+        end.close()
+        raise
+    client.flush_pending()
+    server.flush_pending()
+
+
+__all__ = ["Front", "MAX_HEAD"]
