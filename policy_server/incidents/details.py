@@ -272,6 +272,22 @@ def _bypass(t: _T, d: Mapping[str, Any]) -> Described:
     return Described(t(N_("%(kind)s: %(where)s"), kind=kind, where=where), rows)
 
 
+def _upgrade(t: _T, d: Mapping[str, Any]) -> Described:
+    from policy_server.upgrades.texts import REASON_NAMES, STATE_NAMES
+
+    state = t.pick(STATE_NAMES, d.get("state"))
+    summary = t(N_("%(from_version)s → %(to_version)s: %(state)s"), state=state,
+                from_version=t.value(d.get("from_version")), to_version=t.value(d.get("to_version")))
+    rows = [(t(N_("Rollout no.")), t.value(d.get("rollout"))), (t(N_("Upgrade result")), state),
+            (t(N_("From version")), t.value(d.get("from_version"))),
+            (t(N_("To version")), t.value(d.get("to_version")))]
+    if d.get("reason_code"):
+        rows.append((t(N_("Why")), t.pick(REASON_NAMES, d.get("reason_code"))))
+    if d.get("reason"):  # the package manager's own words: not translated, shown as it said them
+        rows.append((t(N_("What the package manager said")), str(d["reason"])))
+    return Described(summary, rows)
+
+
 def _generic(t: _T, d: Mapping[str, Any]) -> Described:
     rows = [(key.replace("_", " "), t.value(value)) for key, value in d.items()]
     return Described("", rows)
@@ -298,6 +314,7 @@ DESCRIBERS: dict[str, Callable[[_T, Mapping[str, Any]], Described]] = {
     "web.alert": _web,
     "web.unblock_request": _web,
     "net.bypass": _bypass,
+    "agent.upgrade": _upgrade,
 }
 
 # Incident params whose values are codes: the title shows them in the reader's language.

@@ -18,6 +18,7 @@ from policy_server.db.session import get_db
 from policy_server.errors import KalkanError, NotFound
 from policy_server.operations import apt_repo
 from policy_server.upgrades import service
+from policy_server.upgrades.texts import REASON_NAMES, STATE_NAMES
 from policy_server.web.i18n import N_
 
 router = APIRouter(include_in_schema=False)
@@ -27,17 +28,6 @@ NOTICES = {
     "started": N_("The seats are offered the new version, a few at a time, never during a lesson "
                   "in their room."),
     "stopped": N_("The upgrade is stopped: no more seats are offered it."),
-}
-REASON_NAMES = {
-    "fetch_failed": N_("the package could not be fetched from the server"),
-    "install_failed": N_("the package manager failed"),
-    "not_running": N_("the new version did not start"),
-    "rollback_failed": N_("the upgrade failed and going back to the version before failed too"),
-    "no_answer": N_("the seat did not answer in time"),
-}
-STATE_NAMES = {
-    "waiting": N_("waiting"), "offered": N_("upgrading now"), "upgraded": N_("upgraded"),
-    "rolled_back": N_("rolled back"), "failed": N_("failed"),
 }
 
 

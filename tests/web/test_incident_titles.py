@@ -59,3 +59,18 @@ def test_bypass_kinds_are_shown_in_the_readers_language():
     assert shown.summary == "трафик, отклонённый межсетевым экраном компьютера: 203.0.113.9 : 51820"
     assert ("Попытки", "4") in shown.rows
     assert ("Вид", "трафик, отклонённый межсетевым экраном компьютера") in shown.rows
+
+
+def test_an_agent_upgrade_event_is_told_in_the_readers_language():
+    """`agent.upgrade` (a rollout from the console) in the event details: the state and the
+    reason in ky/ru/en, the package manager's own words as it said them."""
+    from policy_server.incidents.details import describe
+
+    data = {"rollout": 3, "state": "rolled_back", "from_version": "2.0", "to_version": "3.0",
+            "reason_code": "install_failed", "reason": "dpkg: error processing package kalkan-agent"}
+    ky, ru = describe("ky", "agent.upgrade", data), describe("ru", "agent.upgrade", data)
+    assert ky.summary == "2.0 → 3.0: мурунку версияга кайтарылды"
+    assert "пакеттер менеджеринде ката чыкты" in [value for _label, value in ky.rows]
+    assert ("Прежняя версия", "2.0") in ru.rows
+    assert ("Что сообщил менеджер пакетов", "dpkg: error processing package kalkan-agent") in ru.rows
+    assert not any("_" in label for label, _value in ky.rows + ru.rows)  # no raw key names
