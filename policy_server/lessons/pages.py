@@ -542,12 +542,13 @@ def form_period_delete(request: Request, period_id: int, csrf_token: str = Form(
                                                                                                      viewer))
 
 
-@router.post("/timetable/import")
-async def form_import(request: Request, viewer: scope.Viewer = Depends(admins),
-                      db: Session = Depends(get_db)):
+async def _import_csv(request: Request, db: Session, viewer: scope.Viewer, *, text_field: str,
+                      importer, done: str) -> Response:
+    """A CSV import form of the timetable page (periods, or classes): the uploaded file or the
+    pasted text, all or nothing; bad rows named by line, the text kept in its box to fix."""
     form = await request.form()
     upload = form.get("file")
-    text = str(form.get("csv_text") or "")
+    text = str(form.get(text_field) or "")
     if isinstance(upload, UploadFile) or hasattr(upload, "read"):
         raw = await upload.read()
         if raw:
@@ -559,59 +560,38 @@ async def form_import(request: Request, viewer: scope.Viewer = Depends(admins),
         if not _csrf_ok(page, token):
             return page.error_page(403, page._("The form's security token is missing or out of date. "
                                                "Go back, reload the page and try again."))
+        kept = {text_field: text}
         try:
-            count, problems = timetable.import_csv(db, viewer, text=text)
+            _count, problems = importer(db, viewer, text=text)
         except KalkanError as exc:
             db.rollback()
-            return _timetable(page, db, viewer, errors=[_message(page, exc)], status_code=422, csv_text=text)
+            return _timetable(page, db, viewer, errors=[_message(page, exc)], status_code=422, **kept)
         if problems:
             db.rollback()
             rows = [{"line": p.line, "text": translate(page.language, TEXTS[p.message_code], **p.params)}
                     for p in problems]
-            return _timetable(page, db, viewer, status_code=422, csv_text=text, problems=rows,
+            return _timetable(page, db, viewer, status_code=422, problems=rows, **kept,
                               errors=[translate(page.language, TEXTS["timetable.csv_errors"],
                                                 count=len(rows))])
         db.commit()
-        return _redirect("/timetable", "imported")
+        return _redirect("/timetable", done)
 
     return await asyncio.to_thread(run)
+
+
+@router.post("/timetable/import")
+async def form_import(request: Request, viewer: scope.Viewer = Depends(admins),
+                      db: Session = Depends(get_db)):
+    return await _import_csv(request, db, viewer, text_field="csv_text", importer=timetable.import_csv,
+                             done="imported")
 
 
 @router.post("/timetable/classes/import")
 async def form_import_classes(request: Request, viewer: scope.Viewer = Depends(admins),
                               db: Session = Depends(get_db)):
     """The class list (and students' OS accounts → class) from CSV, all or nothing."""
-    form = await request.form()
-    upload = form.get("file")
-    text = str(form.get("classes_text") or "")
-    if isinstance(upload, UploadFile) or hasattr(upload, "read"):
-        raw = await upload.read()
-        if raw:
-            text = raw.decode("utf-8-sig", errors="replace")
-    token = str(form.get("csrf_token") or "")
-
-    def run() -> Response:
-        page = _page(request, db)
-        if not _csrf_ok(page, token):
-            return page.error_page(403, page._("The form's security token is missing or out of date. "
-                                               "Go back, reload the page and try again."))
-        try:
-            _counts, problems = timetable.import_classes_csv(db, viewer, text=text)
-        except KalkanError as exc:
-            db.rollback()
-            return _timetable(page, db, viewer, errors=[_message(page, exc)], status_code=422,
-                              classes_text=text)
-        if problems:
-            db.rollback()
-            rows = [{"line": p.line, "text": translate(page.language, TEXTS[p.message_code], **p.params)}
-                    for p in problems]
-            return _timetable(page, db, viewer, status_code=422, classes_text=text, problems=rows,
-                              errors=[translate(page.language, TEXTS["timetable.csv_errors"],
-                                                count=len(rows))])
-        db.commit()
-        return _redirect("/timetable", "classes_imported")
-
-    return await asyncio.to_thread(run)
+    return await _import_csv(request, db, viewer, text_field="classes_text",
+                             importer=timetable.import_classes_csv, done="classes_imported")
 
 
 @router.post("/timetable/schedule")
