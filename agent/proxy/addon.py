@@ -112,6 +112,7 @@ class KalkanAddon:
         self.usage = UsageCounter()
         self.isuo = IsuoTracker()
         self._subjects: dict[str, ConnSubject] = {}
+        self._known: dict[str, _KnownShape] = {}  # client id → its last request's shape (`request`)
         self._isuo_conns: dict[str, tuple[str, str]] = {}
         self._refused: set[str] = set()
         self._recent_blocks: dict[tuple[str | None, str], float] = {}
@@ -294,6 +295,7 @@ class KalkanAddon:
 
     def client_disconnected(self, client: connection.Client) -> None:
         self._subjects.pop(client.id, None)
+        self._known.pop(client.id, None)
         self._refused.discard(client.id)
         self._claims.pop(client.id, None)
         isuo = self._isuo_conns.pop(client.id, None)
@@ -499,10 +501,50 @@ class KalkanAddon:
     # ------------------------------------------------------------------ HTTP
 
     def request(self, flow: http.HTTPFlow) -> None:
-        req = flow.request
+        data = flow.request.data
         # one pass over the header fields for everything this hook reads from them
-        host_field, dest, accept = _header_values(req.headers, b"host", b"sec-fetch-dest", b"accept")
-        pretty_host, url = _host_and_url(req, host_field)
+        host_field, dest, accept = _request_headers(data.headers.fields)
+        client_id = flow.client_conn.id
+        known = self._known.get(client_id)
+        if (known is None or known.engine is not self.engine
+                or known.shape != (host_field, data.authority, data.scheme, data.http_version, data.host,
+                                   data.port)
+                or known.subject is not self._subjects.get(client_id, UNKNOWN)
+                or data.method == b"CONNECT" or data.path.startswith(_UNBLOCK_PATH)
+                or (known.target is not None and self._agrees(known.host, known.target) is not True)):
+            self._request_full(flow, host_field, dest, accept)
+            return
+        # A request shaped like the connection's previous one (same Host, authority, scheme,
+        # version, destination; same subject and policy): everything `_request_full` worked out
+        # from the shape holds — not the report host, not a system account, a web port, Host and
+        # destination agree, not ISUO, no SafeSearch — so only the per-URL part is left, and not
+        # even the verdict when the engine keeps it for this minute (`decide_for_minute`: it is
+        # then the verdict of every URL with this authority).
+        now = self.clock()
+        minute = int(now // 60)
+        into = now - minute * 60
+        url = None
+        if (known.minute == minute and _MINUTE_LO <= into <= _MINUTE_HI
+                and known.seat is self._seat and known.room is self._room):
+            verdict = known.verdict
+        else:
+            url = known.url(data.path)
+            verdict, held = known.engine.decide_for_minute(url, group=known.group, user=known.subject.name,
+                                                           seat=self._seat, room=self._room, when=now)
+            known.minute, known.verdict, known.seat, known.room = held, verdict, self._seat, self._room
+        if not verdict.allowed:
+            self._block(flow, known.subject, known.group, verdict, now)
+            return
+        self.usage.count_normal(known.host, now)
+        name = known.subject.name
+        if name and (dest in _DOCUMENT_DESTS if dest else accept is not None and "text/html" in accept):
+            self.history.add(name, url or known.url(data.path), now)
+            self._lesson_open(known.subject, known.group, known.host, now, document=True)
+
+    def _request_full(self, flow: http.HTTPFlow, host_field: str | None, dest: str | None,
+                      accept: str | None) -> None:
+        req = flow.request
+        pretty_host, url, origin = _host_url_origin(req, host_field)
         host = pretty_host.lower().rstrip(".")
         if host == REPORT_HOST:
             self._serve_report(flow)
@@ -510,7 +552,8 @@ class KalkanAddon:
         if req.data.path.startswith(_UNBLOCK_PATH):
             self._serve_unblock(flow)
             return
-        subject = self._subjects.get(flow.client_conn.id, UNKNOWN)
+        client_id = flow.client_conn.id
+        subject = self._subjects.get(client_id, UNKNOWN)
         if subject.system:
             return
         now = self.clock()
@@ -521,7 +564,8 @@ class KalkanAddon:
             return
         # One authority decides and is the one connected to: the name decided (Host) and the
         # destination (the absolute URI's host, the connection's address) must agree.
-        agree = self._agrees(host, target.lower().rstrip("."))
+        target_name = target.lower().rstrip(".")
+        agree = self._agrees(host, target_name)
         authority = req.data.authority
         if agree is not False and authority and req.data.http_version not in _HTTP2_OR_3:
             # an absolute URI (a transparent connection, or inside a tunnel) names where the
@@ -543,11 +587,23 @@ class KalkanAddon:
             return
         group = engine.group_of(subject.name, subject.groups)
         user = subject.name
-        verdict = engine.decide(url, group=group, user=user, seat=self._seat, room=self._room, when=now)
+        verdict, held = engine.decide_for_minute(url, group=group, user=user, seat=self._seat,
+                                                 room=self._room, when=now)
+        safe_search = search_engine and engine.safe_search_on
+        if agree is True and origin is not None and not safe_search:
+            # the next request of this shape on this connection skips all of the above
+            data = req.data
+            self._known[client_id] = _KnownShape(
+                shape=(host_field, data.authority, data.scheme, data.http_version, data.host, data.port),
+                engine=engine, subject=subject, host=host, origin=origin, group=group,
+                # only names equal to the destination agree whatever the resolver's cache holds
+                target=None if host == target_name or is_ip(host) else target_name,
+                minute=held, verdict=verdict, seat=self._seat, room=self._room,
+                downloads=engine.may_block_downloads(group))
         if not verdict.allowed:
             self._block(flow, subject, group, verdict, now)
             return
-        rewrite = engine.safe_search(url, host) if search_engine and engine.safe_search_on else None
+        rewrite = engine.safe_search(url, host) if safe_search else None
         if rewrite is not None:
             if rewrite.url != url:
                 req.url = rewrite.url
@@ -608,12 +664,19 @@ class KalkanAddon:
         """A blocked download gets the same block page (decided on the response headers)."""
         if flow.response is None or flow.metadata.get("kalkan") == "page":
             return
-        subject = self._subject_of(flow.client_conn)
+        client_id = flow.client_conn.id
+        subject = self._subjects.get(client_id, UNKNOWN)
         if subject.system:
             return
-        group = self._group(subject)
-        if not self.engine.may_block_downloads(group):  # teachers: nothing to look at
-            return
+        known = self._known.get(client_id)
+        if known is not None and known.engine is self.engine and known.subject is subject:
+            if not known.downloads:  # teachers: nothing to look at
+                return
+            group = known.group
+        else:
+            group = self._group(subject)
+            if not self.engine.may_block_downloads(group):
+                return
         content_type, disposition = _header_values(flow.response.headers, b"content-type",
                                                    b"content-disposition")
         verdict = self.engine.download(flow.request.pretty_url, group=group, content_type=content_type or "",
@@ -835,6 +898,8 @@ def _origin(scheme: bytes, host_header: str) -> tuple[str, str]:
 
 _READ_IT = object()
 _HTTP2_OR_3 = (b"HTTP/2.0", b"HTTP/3")
+# a verdict kept for a minute is used only this far inside it (engine.minute_reusable)
+_MINUTE_LO, _MINUTE_HI = engine_mod._EDGE_S, 60 - engine_mod._EDGE_S
 
 
 def _host_and_url(req: http.Request, host_field: Any = _READ_IT) -> tuple[str, str]:
@@ -842,17 +907,69 @@ def _host_and_url(req: http.Request, host_field: Any = _READ_IT) -> tuple[str, s
     and the addon needs both on every request (same results, one remembered parse; the raw
     request fields are read directly, not through properties that decode each one).
     `host_field`: the Host header's value if the caller already read it (None: there is none)."""
+    return _host_url_origin(req, host_field)[:2]
+
+
+def _host_url_origin(req: http.Request, host_field: Any = _READ_IT) -> tuple[str, str, str | None]:
+    """`_host_and_url`, and the ``scheme://host[:port]`` the URL was made of when it is that
+    origin followed by the request's path (`_url_of`); None when it was made otherwise."""
     data = req.data
     if host_field is _READ_IT:
         host_field = data.headers.get("Host", None)
     host_header = (req.authority or host_field) if data.http_version in _HTTP2_OR_3 else host_field
     if data.method == b"CONNECT":
-        return (_origin(data.scheme, host_header)[0] if host_header else req.host), req.authority
+        return (_origin(data.scheme, host_header)[0] if host_header else req.host), req.authority, None
     if not host_header:
-        return req.host, req.url
+        return req.host, req.url, None
     host, origin = _origin(data.scheme, host_header)
-    path = data.path.decode("utf-8", "surrogateescape")
-    return host, origin + ("" if path == "*" else path)
+    return host, _url_of(origin, data.path), origin
+
+
+def _url_of(origin: str, path: bytes) -> str:
+    text = path.decode("utf-8", "surrogateescape")
+    return origin + ("" if text == "*" else text)
+
+
+@dataclass(slots=True, eq=False)
+class _KnownShape:
+    """What `request` worked out for one connection's last request from its shape alone:
+    `shape` = (Host field, absolute URI's authority, scheme, HTTP version, destination host,
+    destination port), valid for one Engine (policy version) and one subject object.  Kept
+    only for a request that went on to the URL decision (allowed Host/destination, a web port,
+    not ISUO, no SafeSearch), with an origin-form URL (`origin` + path)."""
+
+    shape: tuple
+    engine: engine_mod.Engine
+    subject: ConnSubject
+    host: str  # the decided host (lower case, no trailing dot)
+    origin: str
+    group: str
+    target: str | None  # None: Host and destination agree whatever the DNS caches hold; else re-ask
+    minute: int | None  # the minute `verdict` holds for every URL of this authority (None: none)
+    verdict: engine_mod.Verdict
+    seat: str | None  # the options `verdict` was decided with
+    room: str | None
+    downloads: bool  # whether the subject's group may be refused a download (`response`)
+
+    def url(self, path: bytes) -> str:
+        return _url_of(self.origin, path)
+
+
+def _request_headers(fields: tuple) -> tuple[str | None, str | None, str | None]:
+    """`_header_values(headers, b"host", b"sec-fetch-dest", b"accept")`, what `request` reads,
+    without its general bookkeeping (the common request names each at most once)."""
+    host = dest = accept = None
+    for raw_name, raw_value in fields:
+        lowered = raw_name.lower()
+        if lowered == b"host":
+            host = raw_value if host is None else host + b", " + raw_value
+        elif lowered == b"accept":
+            accept = raw_value if accept is None else accept + b", " + raw_value
+        elif lowered == b"sec-fetch-dest":
+            dest = raw_value if dest is None else dest + b", " + raw_value
+    return (None if host is None else host.decode("utf-8", "surrogateescape"),
+            None if dest is None else dest.decode("utf-8", "surrogateescape"),
+            None if accept is None else accept.decode("utf-8", "surrogateescape"))
 
 
 def _header_values(headers: http.Headers, *names: bytes) -> list[str | None]:
@@ -875,10 +992,14 @@ def _header_values(headers: http.Headers, *names: bytes) -> list[str | None]:
             for name in names]
 
 
+_DOCUMENT_DESTS = ("document", "iframe")
+
+
 def _is_document(dest: str | None, accept: str | None) -> bool:
-    """A page a person opened (for the report page's list), from Sec-Fetch-Dest, else Accept."""
+    """A page a person opened (for the report page's list), from Sec-Fetch-Dest, else Accept.
+    (`request` has the same test written out.)"""
     if dest:
-        return dest in ("document", "iframe")
+        return dest in _DOCUMENT_DESTS
     return "text/html" in (accept or "")
 
 

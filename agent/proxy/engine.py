@@ -202,22 +202,32 @@ class Engine:
         always decided in full, as are instants within a millisecond of a minute's edge.
         A new policy builds a new Engine: its caches start empty.
         """
+        return self.decide_for_minute(url, group=group, user=user, seat=seat, room=room, when=when)[0]
+
+    def decide_for_minute(self, url: str, *, group: str, user: str | None, seat: str | None,
+                          room: str | None, when: float) -> tuple[Verdict, int | None]:
+        """`decide`, and the minute (since the epoch) for which this verdict is the one of *every*
+        URL with this URL's authority for this subject — the minute `decide` keeps it for — or
+        None when it is not (the path matters for the host, an unsafe minute, a minute's edge).
+        The addon keeps it per connection, so a keep-alive connection's next request to the same
+        authority in that minute (not within `_EDGE_S` of its edges) skips the engine."""
         host = self._authority_cache.get(_authority(url))
         if host is None:
             host = self._per_host_name(url)
         if not host:  # _NOT_PER_HOST: the path matters for this host
-            return self.decide_full(url, group=group, user=user, seat=seat, room=room, when=when)
+            return self.decide_full(url, group=group, user=user, seat=seat, room=room, when=when), None
         minute = int(when // 60)
-        into = when - minute * 60
-        if into < _EDGE_S or into > 60 - _EDGE_S or minute in self._unsafe_minutes:
-            return self.decide_full(url, group=group, user=user, seat=seat, room=room, when=when)
+        if not minute_reusable(when, minute) or minute in self._unsafe_minutes:
+            return self.decide_full(url, group=group, user=user, seat=seat, room=room, when=when), None
         key = (host, group, user, seat, room, minute)
         found = self._url_cache.get(key)
-        if found is None:
-            found = self.decide_full(url, group=group, user=user, seat=seat, room=room, when=when)
-            if self._minute_is_whole(minute):
-                _remember(self._url_cache, key, found, URL_CACHE_MAX)
-        return found
+        if found is not None:
+            return found, minute
+        found = self.decide_full(url, group=group, user=user, seat=seat, room=room, when=when)
+        if self._minute_is_whole(minute):
+            _remember(self._url_cache, key, found, URL_CACHE_MAX)
+            return found, minute
+        return found, None
 
     def decide_full(self, url: str, *, group: str, user: str | None, seat: str | None, room: str | None,
                     when: float) -> Verdict:
@@ -331,6 +341,13 @@ def _minutes_with_boundaries(policy: Any) -> frozenset[int]:
         if rest:
             minutes.add(minute)
     return frozenset(minutes)
+
+
+def minute_reusable(when: float, minute: int) -> bool:
+    """Whether `when` lies inside `minute` (``int(when // 60)``) at least `_EDGE_S` from both
+    edges: only there is a verdict kept for the minute used (`Engine.decide`)."""
+    into = when - minute * 60
+    return _EDGE_S <= into <= 60 - _EDGE_S
 
 
 def _at(when: float) -> datetime:

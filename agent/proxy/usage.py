@@ -23,7 +23,10 @@ class UsageCounter:
         self._lock = threading.Lock()
 
     def count(self, domain: str, now: float) -> None:
-        domain = domain.lower().rstrip(".")
+        self.count_normal(domain.lower().rstrip("."), now)
+
+    def count_normal(self, domain: str, now: float) -> None:
+        """`count` for a domain already in lower case without a trailing dot."""
         with self._lock:
             if self._started is None:
                 self._started = now
