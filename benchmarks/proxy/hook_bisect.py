@@ -19,6 +19,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -35,11 +36,15 @@ ENTRY = HERE / "hook_variant_entry.py"
 DIRECT_MAIN = HERE / "hook_variant_main.py"
 
 
-def start(spec: str, where: Path, mapping: str, index: str) -> tuple[subprocess.Popen, int]:
+def start(spec: str, where: Path, mapping: str, index: str, origin_port: int) -> tuple[subprocess.Popen, int]:
     name, _, code = spec.partition("=")
     port = free_port()
     where.mkdir(parents=True)
-    (where / "policy.json").write_text(base_bundle().model_dump_json())
+    # the load asks the origin's own port: a port the proxy may connect to (network.proxy_ports), as in ab.py
+    bundle = base_bundle()
+    bundle = bundle.model_copy(update={"network": bundle.network.model_copy(
+        update={"proxy_ports": [80, 443, origin_port]})})
+    (where / "policy.json").write_text(bundle.model_dump_json())
     cmd = [str(MITMDUMP), "--quiet", "-s", str(UPSTREAM_MAP), "--mode", f"regular@127.0.0.1:{port}",
            "--set", f"confdir={where}", "--set", "connection_strategy=lazy",
            "--set", f"test_upstream_map={mapping}"]
@@ -50,6 +55,8 @@ def start(spec: str, where: Path, mapping: str, index: str) -> tuple[subprocess.
         if name != "noindex":
             cmd += ["--set", f"kalkan_index={index}"]
         env["KALKAN_HOOK_VARIANT"] = "full" if (code or name == "noindex") else name
+        if name.startswith("timed"):  # `timed`, or e.g. `timed-before=DIR`: the hooks timed
+            env["KALKAN_HOOK_VARIANT"], env["KALKAN_TIMED_LABEL"] = "timed", spec
         if name.startswith("direct"):
             # the addon in mitmdump's own chain (agent/proxy/mitmdump_main.py), not a -s script;
             # `direct` is the full addon, `direct-VARIANT` a hook_variant_entry variant
@@ -61,6 +68,24 @@ def start(spec: str, where: Path, mapping: str, index: str) -> tuple[subprocess.
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_port(port, proc=proc)
     return proc, port
+
+
+def hook_times(since: float) -> None:
+    """The `timed` variants' own hook CPU inside the running proxy (hook_variant_entry.py), summed
+    over their processes of this run."""
+    sums: dict[str, list[int]] = {}
+    for path in Path("/tmp").glob("kalkan-hook-times-*.txt"):
+        if path.stat().st_mtime < since:
+            continue
+        label, *numbers = path.read_text().splitlines()[-1].split()
+        if len(numbers) != 5:
+            continue
+        total = sums.setdefault(label, [0] * 5)
+        for i, value in enumerate(numbers):
+            total[i] += int(value)
+    for label, (calls, _wall, cpu, resp_calls, resp_cpu) in sorted(sums.items()):
+        print(f"{label}: thread CPU inside the proxy, request hook {cpu / calls / 1000:.1f} µs, "
+              f"response hook {resp_cpu / max(resp_calls, 1) / 1000:.1f} µs per call ({calls} requests)")
 
 
 def main() -> None:
@@ -83,6 +108,7 @@ def main() -> None:
     script.write_text(WRK_LUA.format(url=f"http://{ip_host}/", host=ip_host))
     script.chmod(0o644)
     costs: dict[str, list[float]] = {spec: [] for spec in args.variants}
+    started = time.time()
     running: dict[str, tuple[subprocess.Popen, int]] = {}
     try:
         for i in range(args.rounds):
@@ -90,7 +116,7 @@ def main() -> None:
                 for proc, _ in running.values():
                     proc.terminate()
                     proc.wait(10)
-                running = {spec: start(spec, tmp / f"r{i}-{n}", mapping, args.index)
+                running = {spec: start(spec, tmp / f"r{i}-{n}", mapping, args.index, origin.http_port)
                            for n, spec in enumerate(args.variants)}
                 for _, port in running.values():
                     run_wrk(teacher, port, 2, script)  # warm-up
@@ -105,6 +131,7 @@ def main() -> None:
             proc.terminate()
             proc.wait(10)
         origin.close()
+    hook_times(started)
     first = statistics.median(costs[args.variants[0]])
     print(f"{args.rounds} rounds, fresh processes every 2; 1-min load now {os.getloadavg()[0]:.1f}")
     for spec, values in costs.items():

@@ -4,8 +4,9 @@
 
 Variants: full, noreq (request and response no-ops), reqonly (response a no-op), responly
 (request a no-op), nohooks (no connection or request hooks), inert (nohooks and no background
-task), timed (full, and the `request` hook's own wall and thread-CPU time per call is written
-to /tmp/kalkan-hook-times-<pid>.txt every 2,000 requests).  `hook_bisect.py` runs them side by side
+task), timed (full, and the `request` hook's own wall and thread-CPU time per call, and the
+`response` hook's thread-CPU time, are written to /tmp/kalkan-hook-times-<pid>.txt every 2,000
+requests; `hook_bisect.py` sums them per variant).  `hook_bisect.py` runs them side by side
 to find which hook carries a cost.
 """
 
@@ -43,8 +44,9 @@ if MODE == "inert":
 if MODE == "timed":
     import time
 
-    _real_request = KalkanAddon.request
-    _totals = [0, 0, 0]  # calls, wall ns, thread CPU ns
+    _real_request, _real_response = KalkanAddon.request, KalkanAddon.response
+    _totals = [0, 0, 0, 0, 0]  # request calls, wall ns, thread CPU ns; response calls, thread CPU ns
+    _LABEL = os.environ.get("KALKAN_TIMED_LABEL", "timed")
 
     def _timed_request(self, flow) -> None:
         wall, cpu = time.perf_counter_ns(), time.thread_time_ns()
@@ -55,8 +57,17 @@ if MODE == "timed":
         if _totals[0] % 2000 == 0:
             Path(f"/tmp/kalkan-hook-times-{os.getpid()}.txt").write_text(
                 f"{_totals[0]} calls, wall {_totals[1] / _totals[0] / 1000:.1f} µs, "
-                f"thread CPU {_totals[2] / _totals[0] / 1000:.1f} µs per call\n")
+                f"thread CPU {_totals[2] / _totals[0] / 1000:.1f} µs per call; response "
+                f"{_totals[4] / max(_totals[3], 1) / 1000:.1f} µs thread CPU per call\n"
+                f"{_LABEL} {' '.join(map(str, _totals))}\n")
+
+    def _timed_response(self, flow) -> None:
+        cpu = time.thread_time_ns()
+        _real_response(self, flow)
+        _totals[4] += time.thread_time_ns() - cpu
+        _totals[3] += 1
 
     Variant.request = _timed_request
+    Variant.response = _timed_response
 
 addons = [Variant()]

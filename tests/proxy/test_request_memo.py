@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime, timedelta
+from unittest import mock
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -23,6 +24,7 @@ from hypothesis import strategies as st
 from mitmproxy import http
 from mitmproxy.test import taddons, tflow
 
+from agent.proxy import pages
 from agent.proxy.addon import ConnSubject, KalkanAddon
 from agent.proxy.destcheck import DestinationCheck
 from agent.proxy.engine import Engine
@@ -69,6 +71,12 @@ SUBJECTS = {
     "teacher": ConnSubject(user=OsUser(1002, "tch", ()), system=False),
     "system": ConnSubject(user=OsUser(105, "_apt", ()), system=True),
 }
+
+
+class _FrozenNow(datetime):
+    @classmethod
+    def now(cls, tz=None):
+        return T0.astimezone(tz)
 
 
 class Sink:
@@ -179,7 +187,8 @@ def run_program(start: float, program: list) -> tuple[Side, Side]:
     """Run `program` through an addon that keeps the memo and one that forgets it before every
     hook; assert they answer every request alike and end in the same state."""
     clock = [T0_S + start]
-    with taddons.context() as tctx:
+    # the block page prints the wall clock's minute: the same for both sides
+    with taddons.context() as tctx, mock.patch.object(pages, "datetime", _FrozenNow):
         tctx.options.update()  # the block page reads kalkan_language through ctx.options
         sides = [Side(clock, forget=False), Side(clock, forget=True)]
         tctx.master.addons.add(sides[0].addon)
@@ -314,3 +323,23 @@ def test_keep_alive_requests_take_the_memo() -> None:
         side.hook("request", _flow("c1", {**req, "host_header": "news.test", "authority": "news.test",
                                           "target": "news.test"}))
         assert len(full) == 2  # another shape: the full path again
+
+
+def test_entry_script_module_answers_every_hook_name_with_none() -> None:
+    """mitm_entry binds every hook name to None (a missing name costs an AttributeError on each
+    event); mitmproxy still finds each hook on the addon, and nothing on the module itself."""
+    from mitmproxy import hooks
+    from mitmproxy.addonmanager import AddonManager
+    from mitmproxy.addons.script import load_script
+    from mitmproxy.proxy.layers.http import HttpRequestHook, HttpResponseHook
+
+    from agent.proxy import mitm_entry
+
+    module = load_script(mitm_entry.__file__)
+    assert all(getattr(module, name) is None for name in hooks.all_hooks)
+    assert isinstance(module.addons[0], KalkanAddon)
+    manager = AddonManager.__new__(AddonManager)  # `_iter_hooks` needs no master
+    flow = tflow.tflow(resp=True)
+    for hook in (hooks.UpdateHook([flow]), HttpRequestHook(flow), HttpResponseHook(flow)):
+        found = [addon for addon, _ in manager._iter_hooks(module, hook)]
+        assert found == ([] if hook.name == "update" else [module.addons[0]]), hook.name
