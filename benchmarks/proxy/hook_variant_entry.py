@@ -6,8 +6,9 @@ Variants: full, noreq (request and response no-ops), reqonly (response a no-op),
 (request a no-op), nohooks (no connection or request hooks), inert (nohooks and no background
 task), timed (full, and the `request` hook's own wall and thread-CPU time per call, and the
 `response` hook's thread-CPU time, are written to /tmp/kalkan-hook-times-<pid>.txt every 2,000
-requests; `hook_bisect.py` sums them per variant).  `hook_bisect.py` runs them side by side
-to find which hook carries a cost.
+requests; `hook_bisect.py` sums them per variant), gcfreeze (full, and `gc.freeze()` once
+running: the policy and every module loaded so far leave the cyclic collector's walks).
+`hook_bisect.py` runs them side by side to find which hook carries a cost.
 """
 
 import os
@@ -69,5 +70,14 @@ if MODE == "timed":
 
     Variant.request = _timed_request
     Variant.response = _timed_response
+
+if MODE == "gcfreeze":  # the full addon, and everything loaded so far out of the collector's walks
+    import gc
+
+    def _running_then_freeze(self) -> None:
+        KalkanAddon.running(self)
+        gc.freeze()
+
+    Variant.running = _running_then_freeze
 
 addons = [Variant()]
