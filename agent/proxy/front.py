@@ -29,6 +29,7 @@ import asyncio
 import inspect
 import logging
 import os
+import select
 import socket
 from typing import Any
 
@@ -37,8 +38,8 @@ from mitmproxy.connection import ConnectionState
 from mitmproxy.proxy import mode_specs
 from mitmproxy.proxy.server_hooks import ServerConnectHook, ServerConnectionHookData
 
+from agent.proxy import kernel_relay, splicepump
 from agent.proxy import relay as relay_mod
-from agent.proxy import splicepump
 from agent.proxy.fastconnect import MAX_HEAD, parse_connect
 from agent.proxy.sni import UNSURE, client_hello_sni
 
@@ -103,6 +104,12 @@ class Front:
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
 
+    async def _run_hooks(self, data: ServerConnectionHookData) -> None:
+        for hook in self._server_connect_hooks():  # every addon's, in mitmproxy's order
+            result = hook(data)
+            if result is not None and inspect.isawaitable(result):
+                await result
+
     def _server_connect_hooks(self) -> list:
         """Every addon's `server_connect`, in the order mitmproxy calls them (its chain and each
         addon's children), looked up again whenever the chain changes."""
@@ -120,6 +127,7 @@ class Front:
         loop = asyncio.get_running_loop()
         addon = self.addon
         client: connection.Client | None = None
+        early: _EarlyDial | None = None
         try:
             transparent = isinstance(instance.mode, mode_specs.TransparentMode)
             peer = sock.getpeername()
@@ -129,12 +137,20 @@ class Front:
                 dst = platform.original_addr(sock)  # type: ignore[misc]
             else:
                 dst = sock.getsockname()
-            first = await _recv(sock)
-            if not first:  # closed, or silent for FIRST_BYTES_S: mitmproxy's business
-                sock = await self._hand_off(sock, instance, first)
-                return
             client = connection.Client(peername=peer, sockname=dst, proxy_mode=instance.mode,
                                        state=ConnectionState.OPEN)
+            if transparent:  # dialled while the ClientHello is on its way
+                addon.client_connected(client)
+                early = self._dial_early(sock, client, (dst[0], dst[1]), addon.dest.name_of(dst[0]), True)
+                if early is not None:
+                    early.start()
+            first = await _recv(sock)
+            if not first:  # closed, or silent for FIRST_BYTES_S: mitmproxy's business
+                if transparent:
+                    addon.client_disconnected(client)
+                client = None
+                sock = await self._hand_off(sock, instance, first)
+                return
             if transparent:
                 server_address = (dst[0], dst[1])
                 answered = None
@@ -142,26 +158,35 @@ class Front:
             else:
                 target = parse_connect(first)
                 if target is None:  # not one plain CONNECT head: mitmproxy's HTTP layer
+                    client = None
                     sock = await self._hand_off(sock, instance, first)
                     return
                 host, port, version = target
                 web_port = port in addon.engine.proxy_ports
-                if web_port:  # answered at once: the owner is looked up while the client writes its hello
-                    await loop.sock_sendall(sock, version + b" 200 Connection established\r\n\r\n")
                 addon.client_connected(client)
-                if not web_port:
-                    if not addon._subject_of(client).system:
-                        addon.client_disconnected(client)
-                        client = None
-                        sock = await self._hand_off(sock, instance, first)  # refused and reported there
-                        return
-                    await loop.sock_sendall(sock, version + b" 200 Connection established\r\n\r\n")
+                if not web_port and not addon._subject_of(client).system:
+                    addon.client_disconnected(client)
+                    client = None
+                    sock = await self._hand_off(sock, instance, first)  # refused and reported there
+                    return
                 server_address = (host, port)
                 answered = (host, port, version)
+                # A tunnel that will most likely pass through is dialled before it is answered, as
+                # E2Guardian and Squid do: the client's ClientHello (written at once after the
+                # answer) then finds the server connected.  Nothing is sent to it before the
+                # hello is decided; a failed dial is answered all the same, and fails as before.
+                early = self._dial_early(sock, client, server_address, host, False)
+                if early is not None:
+                    await early.dial_now(stage=False)
+                await loop.sock_sendall(sock, version + b" 200 Connection established\r\n\r\n")
+                if early is not None:
+                    early.stage()  # while the client writes its hello
                 hello = await self._read_hello(sock)
-            if transparent:
-                addon.client_connected(client)
             sni = client_hello_sni(hello) if hello and hello[0] == 0x16 else UNSURE
+            if early is not None and sni is not UNSURE and sni and early.foreseen(sni):
+                if await self._pass_foreseen(sock, client, server_address, hello, sni, early):
+                    early = client = sock = None  # type: ignore[assignment]  # the relay's now
+                    return
             server = connection.Server(address=server_address)
             if sni is UNSURE or not addon._pass_untouched(client, server, sni):  # type: ignore[arg-type]
                 # interception, HTTP, anything raw (refused there), an unusual hello: mitmproxy
@@ -171,16 +196,29 @@ class Front:
                 return
             if client.id in addon._refused:  # blocked, never intercepted: as `server_connect` does
                 return
-            await self._pass(sock, client, server, hello)
+            await self._pass(sock, client, server, hello, early)
             client = None  # the relay ends it
             sock = None  # type: ignore[assignment]
         except Exception as exc:  # the origin is down, a hook failed: the client sees a closed connection
             log.debug("kalkan front: connection failed: %s", exc)
         finally:
+            if early is not None:
+                early.drop()
             if client is not None:
                 addon.client_disconnected(client)
             if sock is not None:
                 sock.close()
+
+    def _dial_early(self, sock: socket.socket, client: connection.Client, address: tuple[str, int],
+                    name: str | None, transparent: bool) -> _EarlyDial | None:
+        """Start dialling `address` now when the decision to come will most likely pass the
+        connection through (the addon's verdict for `name`, the CONNECT's host or the name this
+        seat resolved to the destination): the dial then overlaps the client's writing of its
+        ClientHello, as E2Guardian's tunnel dials at the CONNECT.  Nothing is sent on it before
+        the decision; a connection that is not passed through closes it unused."""
+        if not name or not self.addon.likely_passed(client, name):
+            return None
+        return _EarlyDial(self, sock, client, address, name, transparent)
 
     async def _read_hello(self, sock: socket.socket) -> bytes:
         """The tunnel's first bytes; a TLS record is read whole (up to one record) when it comes in
@@ -208,48 +246,84 @@ class Front:
         writer = asyncio.StreamWriter(transport, protocol, reader, loop)
         await instance.handle_stream(reader, writer)
 
+    async def _pass_foreseen(self, sock: socket.socket, client: connection.Client,
+                             server_address: tuple[str, int], hello: bytes, sni: str,
+                             early: _EarlyDial) -> bool:
+        """The ClientHello names what the early dial foresaw (the same name, the same policy, and
+        in transparent mode a destination that name resolves to): the decision is the one
+        already taken, so the hello goes out at once, and the decision's records (usage,
+        history, the lesson, ISUO) are made right after by the same `_pass_untouched`.  False:
+        not possible here (no staged kernel pair); the usual path goes on."""
+        dialled = await early.result()
+        if dialled is None or dialled[2] is None:
+            return False
+        _, upstream, staged = dialled
+        early.take()
+        end = _End(self.addon, client)
+        if not kernel_relay.start(staged, end, hello):  # (the pair is abandoned)
+            upstream.close()  # the usual path dials again
+            return False
+        sock.detach()
+        upstream.detach()
+        addon = self.addon
+        if not addon._pass_untouched(client, connection.Server(address=server_address), sni) \
+                or client.id in addon._refused:  # the policy said otherwise within the same instant
+            log.warning("kalkan front: %s was foreseen passed but is not; reset", sni)
+            staged.finish(reset=True)
+        return True
+
     async def _pass(self, sock: socket.socket, client: connection.Client, server: connection.Server,
-                    hello: bytes) -> None:
+                    hello: bytes, early: _EarlyDial | None = None) -> None:
         """Every addon's `server_connect` (the destination check, a test's mapping), the dial, the
-        relay — what `relay.hand_off` does after the addon's decision."""
+        relay — what `relay.hand_off` does after the addon's decision.  With an early dial, the
+        hooks already ran for the same address before the decision; only Kalkan's own, whose
+        answer depends on the decision (the name claimed, a refusal), runs again now."""
         loop = asyncio.get_running_loop()
         addon = self.addon
         upstream: socket.socket | None = None
+        staged: kernel_relay.Pair | None = None
         try:
-            data = ServerConnectionHookData(server=server, client=client)
-            for hook in self._server_connect_hooks():  # every addon's, in mitmproxy's order
-                result = hook(data)
-                if result is not None and inspect.isawaitable(result):
-                    await result
-            if server.error or not server.address:
-                raise ConnectionRefusedError(server.error or "no address")
-            host, port = server.address[0], server.address[1]
-            infos = relay_mod._literal(host, port) or await loop.getaddrinfo(
-                host, port, type=socket.SOCK_STREAM)
-            error: Exception = OSError(f"no address for {host}")
-            for family, kind, proto, _, address in infos:
-                upstream = socket.socket(family, kind, proto)
-                upstream.setblocking(False)
-                try:
-                    await loop.sock_connect(upstream, address)
-                    break
-                except OSError as exc:
-                    error = exc
-                    upstream.close()
-                    upstream = None
-            if upstream is None:
-                raise error
-            upstream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            dialled = await early.result() if early is not None else None
+            if dialled is not None:
+                early.take()  # type: ignore[union-attr]
+                data, upstream, staged = dialled
+                # Kalkan's hook again, now that the decision is made, on the address as that hook
+                # saw it in the chain
+                check = ServerConnectionHookData(
+                    server=connection.Server(address=early.address_for_check), client=client)  # type: ignore[union-attr]
+                await addon.server_connect(check)
+                if check.server.error:
+                    raise ConnectionRefusedError(check.server.error)
+            else:
+                data = ServerConnectionHookData(server=server, client=client)
+                await self._run_hooks(data)
+                if server.error or not server.address:
+                    raise ConnectionRefusedError(server.error or "no address")
+                upstream = await _connect(server.address[0], server.address[1])
+            end = _End(addon, client)
+            if staged is not None:
+                started = kernel_relay.start(staged, end, hello)
+                staged = None
+            elif addon._relay_mode == "kernel":
+                started = kernel_relay.add(end, sock.fileno(), upstream.fileno(), hello)
+            else:
+                started = False
+            if started:
+                sock.detach()  # the kernel relay's now (it closes them and tells `end`)
+                upstream.detach()
+                return
             await loop.sock_sendall(upstream, hello)
         except BaseException:
+            if staged is not None:
+                kernel_relay.abandon(staged)
             if upstream is not None:
                 upstream.close()
             sock.close()
             addon.client_disconnected(client)
             raise
-        end = _End(addon, client)
         mode = addon._relay_mode
-        pump = relay_mod._pump_process() if mode == "process" and relay_mod.SPLICE_AVAILABLE else None
+        pumped_by_process = mode in ("process", "kernel") and relay_mod.SPLICE_AVAILABLE
+        pump = relay_mod._pump_process() if pumped_by_process else None
         if pump is not None:  # the pump process (relay.py): its copies of the sockets, ours closed
             try:
                 pump.add(end, os.dup(sock.fileno()), os.dup(upstream.fileno()))
@@ -264,6 +338,142 @@ class Front:
             splicepump.thread_pump().add(splicepump.Pair(sock.detach(), upstream.detach(), pumped, None))
             return
         await _asyncio_relay(end, sock, upstream)
+
+
+async def _connect(host: str, port: int) -> socket.socket:
+    """A connected, non-blocking TCP socket to (`host`, `port`): each address in turn."""
+    loop = asyncio.get_running_loop()
+    infos = relay_mod._literal(host, port) or await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    error: Exception = OSError(f"no address for {host}")
+    for family, kind, proto, _, address in infos:
+        upstream = socket.socket(family, kind, proto)
+        upstream.setblocking(False)
+        try:
+            await _sock_connect(loop, upstream, address)
+        except BaseException as exc:  # (cancelled: an early dial no longer wanted)
+            upstream.close()
+            if not isinstance(exc, OSError):
+                raise
+            error = exc
+            continue
+        upstream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return upstream
+    raise error
+
+
+async def _sock_connect(loop: asyncio.AbstractEventLoop, sock: socket.socket, address: tuple) -> None:
+    """`loop.sock_connect`, minus a round of the loop when the handshake is already over by the
+    time connect() returns (the school's LAN, a loopback origin): one poll with no wait."""
+    try:
+        sock.connect(address)
+        return
+    except (BlockingIOError, InterruptedError):
+        pass
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLOUT)
+    if not poller.poll(0):
+        fut = loop.create_future()
+        fd = sock.fileno()
+        loop.add_writer(fd, lambda: fut.done() or fut.set_result(None))
+        try:
+            await fut
+        finally:
+            loop.remove_writer(fd)
+    error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if error:
+        raise OSError(error, f"connect {address}: {os.strerror(error)}")
+
+
+class _EarlyDial:
+    """`Front._dial_early`: every addon's `server_connect` for the address, the dial, and (kernel
+    relay) the server's half of the pair staged in the map.  Whoever uses the result `take()`s
+    it (its sockets are then theirs); `drop()` closes whatever nobody took."""
+
+    def __init__(self, front: Front, sock: socket.socket, client: connection.Client,
+                 address: tuple[str, int], name: str, transparent: bool) -> None:
+        self.front, self.sock, self.client, self.address = front, sock, client, address
+        self.name = name.lower().rstrip(".")
+        self.transparent = transparent
+        self.engine = front.addon.engine  # the policy the foresight was made with
+        self.address_for_check = address
+        self.handed = False
+        self.task: asyncio.Future = asyncio.get_running_loop().create_future()  # `start` or `dial_now`
+
+    def start(self) -> _EarlyDial:
+        """Dial in a task, beside the reading of the ClientHello."""
+        self.task = asyncio.get_running_loop().create_task(self._dial())
+        return self
+
+    async def _dial(self, stage: bool = True) -> tuple | None:
+        try:
+            server = connection.Server(address=self.address)
+            data = ServerConnectionHookData(server=server, client=self.client)
+            own = getattr(self.front.addon, "server_connect", None)
+            for hook in self.front._server_connect_hooks():
+                if hook == own:  # what Kalkan's hook sees (later hooks may change the address)
+                    self.address_for_check = server.address
+                result = hook(data)
+                if result is not None and inspect.isawaitable(result):
+                    await result
+            if data.server.error or not data.server.address:
+                return None
+            upstream = await _connect(data.server.address[0], data.server.address[1])
+        except (OSError, ValueError) as exc:
+            log.debug("kalkan front: early dial to %s failed: %s", self.address, exc)
+            return None
+        staged = None
+        if stage and self.front.addon._relay_mode == "kernel":
+            staged = kernel_relay.stage(self.sock.fileno(), upstream.fileno())
+        return data, upstream, staged
+
+    def foreseen(self, sni: str) -> bool:
+        """Whether the decision for `sni` is the one foreseen: the same name under the same
+        policy, and (transparent mode) a destination this name resolves to."""
+        addon = self.front.addon
+        if sni.lower().rstrip(".") != self.name or addon.engine is not self.engine:
+            return False
+        return not self.transparent or addon.dest.leads_to_cached(self.name, self.address[0]) is True
+
+    async def dial_now(self, stage: bool) -> None:
+        """Dial here and now (the CONNECT waits for it: no task, no extra round of the loop);
+        `stage=False`: the kernel pair is staged later (`stage()`)."""
+        self.task = asyncio.get_running_loop().create_future()
+        try:
+            self.task.set_result(await self._dial(stage))
+        except Exception as exc:  # (e.g. a hook that failed: the usual path meets it again)
+            self.task.set_result(None)
+            log.debug("kalkan front: early dial failed: %s", exc)
+
+    def stage(self) -> None:
+        """The server's half of the kernel pair into the map, for a dial made with `stage=False`."""
+        dialled = self.task.result() if self.task.done() and not self.handed else None
+        if dialled is not None and dialled[2] is None and self.front.addon._relay_mode == "kernel":
+            data, upstream, _ = dialled
+            self.task = asyncio.get_running_loop().create_future()
+            self.task.set_result((data, upstream, kernel_relay.stage(self.sock.fileno(), upstream.fileno())))
+
+    async def result(self) -> tuple | None:
+        """(hook data, the connected socket, the staged kernel pair or None); None: no dial (it
+        failed, or was already taken)."""
+        dialled = await self.task
+        return None if self.handed else dialled
+
+    def take(self) -> None:
+        self.handed = True
+
+    def drop(self) -> None:
+        if self.handed:
+            return
+        self.handed = True
+        if not self.task.done():
+            self.task.cancel()  # a dial still under way closes its socket
+            return
+        if self.task.cancelled() or self.task.exception() is not None or self.task.result() is None:
+            return
+        _, upstream, staged = self.task.result()
+        if staged is not None:
+            kernel_relay.abandon(staged)
+        upstream.close()
 
 
 async def _recv(sock: socket.socket) -> bytes:

@@ -41,7 +41,7 @@ from mitmproxy.connection import ConnectionState
 from mitmproxy.proxy import commands, events, layer
 from mitmproxy.proxy.server_hooks import ServerConnectHook, ServerConnectionHookData
 
-from agent.proxy import splicepump
+from agent.proxy import kernel_relay, splicepump
 
 log = logging.getLogger("kalkan.proxy.relay")
 HIGH_WATER = 256 * 1024
@@ -293,6 +293,12 @@ class _SpliceRelay(_Relay):
             server.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             first = b"".join(self.server.pending)
             self.server.pending.clear()
+            if self.mode == "kernel" and not self.done and kernel_relay.add(
+                    self, self.client_fd, server.fileno(), first):
+                self.watchdog.can_timeout.clear()  # idle connections end with their peers
+                self.client_fd = -1
+                server.detach()
+                return
             if first:
                 await loop.sock_sendall(server, first)
             if self.done:
@@ -300,7 +306,7 @@ class _SpliceRelay(_Relay):
                 return
             client_fd, server_fd = self.client_fd, server.detach()
             self.client_fd, server = -1, None
-            pump = _pump_process() if self.mode == "process" else None
+            pump = _pump_process() if self.mode in ("process", "kernel") else None
             if pump is not None:
                 self.watchdog.can_timeout.clear()  # idle connections end with their peers
                 pump.add(self, client_fd, server_fd)
@@ -343,7 +349,8 @@ def _literal(host: str, port: int) -> list | None:
 
 def hand_off(nextlayer: layer.NextLayer, first: bytes, mode: str = "splice") -> bool:
     """Pass the connection of `nextlayer` through with the cheap relay; False: not possible here
-    (the caller then sets mitmproxy's own TCP relay).  `mode`: "splice" or "asyncio"."""
+    (the caller then sets mitmproxy's own TCP relay).  `mode`: "kernel", "process", "splice" or
+    "asyncio"."""
     context = nextlayer.context
     proxyserver = ctx.master.addons.get("proxyserver")
     handler = getattr(proxyserver, "connections", {}).get(context.client.id) if proxyserver else None
@@ -355,8 +362,10 @@ def hand_off(nextlayer: layer.NextLayer, first: bytes, mode: str = "splice") -> 
     if not isinstance(getattr(io, "reader", None), asyncio.StreamReader) or not isinstance(
             transport, asyncio.Transport) or not hasattr(transport, "set_protocol"):
         return False
-    if mode in ("process", "splice") and SPLICE_AVAILABLE and transport.get_write_buffer_size() == 0 \
-            and transport.get_extra_info("socket") is not None:
+    if mode == "kernel" and not kernel_relay.available():
+        mode = "process"  # (kernel_relay.why_not() was logged once)
+    if mode in ("kernel", "process", "splice") and (mode == "kernel" or SPLICE_AVAILABLE) \
+            and transport.get_write_buffer_size() == 0 and transport.get_extra_info("socket") is not None:
         relay: _Relay = _SpliceRelay(handler, context, first)
         relay.loop = asyncio.get_running_loop()  # type: ignore[attr-defined]
         relay.mode = mode  # type: ignore[attr-defined]

@@ -2,9 +2,10 @@
 
     sudo .venv/bin/python benchmarks/proxy/passthrough_page.py [--pages 60] [--objects 20] [--variants ...]
 
-Variants: `kalkan_front` (the front listener, agent/proxy/front.py, relay = the pump process),
+Variants: `kalkan` (as shipped: relay = the kernel, agent/proxy/kernel_relay.py), `kalkan_process`
+(relay = the splice pump process), `kalkan_front` (the front listener, agent/proxy/front.py, relay =
+the kernel), `kalkan_front_process` (the front, relay = the pump process),
 `kalkan_front_asyncio` (the front, relay = asyncio), `kalkan_front_thread` (the front, the pump as a thread),
-`kalkan` (as shipped: CONNECT answered by the addon, relay = the splice pump process),
 `kalkan_thread` (the pump as a thread in mitmdump), `kalkan_asyncio` (the relay as asyncio
 protocols), `kalkan_mitm_connect` (CONNECT through mitmproxy's HTTP layer), `kalkan_mitm_relay`
 (mitmproxy's own relay), `bare` (mitmdump with `ignore_hosts`), `e2guardian`; `--before DIR`
@@ -29,6 +30,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
+import subprocess
 import statistics
 import sys
 import tempfile
@@ -111,6 +114,9 @@ def main() -> None:
     parser.add_argument(
         "--kalkan-extra", default="", help="extra mitmdump arguments for Kalkan (space separated)"
     )
+    parser.add_argument("--spy", type=Path, default=None,
+                        help="record each proxy with py-spy (collapsed stacks) into this folder "
+                             "(summarise with spy_top.py)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root: the client runs as a real teacher account")
@@ -141,7 +147,9 @@ def main() -> None:
             )
             procs["kalkan"], proxies["kalkan"] = kalkan, (kalkan.port, "news.test:443")
         for name, option in (("kalkan_asyncio", "kalkan_relay_mode=asyncio"),  # the relay's first form
+                             ("kalkan_process", "kalkan_relay_mode=process"),  # the splice pump process
                              ("kalkan_front", "kalkan_front=true"),  # the front listener (front.py)
+                             ("kalkan_front_process", "kalkan_front=true kalkan_relay_mode=process"),
                              ("kalkan_front_asyncio", "kalkan_front=true kalkan_relay_mode=asyncio"),
                              ("kalkan_front_thread", "kalkan_front=true kalkan_relay_mode=splice"),
                              ("kalkan_thread", "kalkan_relay_mode=splice"),  # the pump as a thread
@@ -206,7 +214,20 @@ def main() -> None:
             pids["e2guardian"] = e2g.pid
         cpu_before = {name: tree_cpu_ns(pid) for name, pid in pids.items()}
         own_before = {name: own_cpu_ns(pid) for name, pid in pids.items()}
+        spies = []
+        if args.spy:
+            args.spy.mkdir(parents=True, exist_ok=True)
+            spy = Path(sys.executable).parent / "py-spy"
+            spies = [subprocess.Popen([str(spy), "record", "--format", "raw", "--nonblocking", "--rate", "500", "-p",
+                                       str(pid), "-o", str(args.spy / f"{name}.txt")],
+                                      stdout=subprocess.DEVNULL,
+                                      stderr=open(args.spy / f"{name}.log", "wb"))  # noqa: SIM115
+                     for name, pid in pids.items() if name != "e2guardian"]
+            time.sleep(1.0)
         result = teacher.run(["/usr/bin/python3", "-c", CLIENT, json.dumps(spec)])
+        for spy_proc in spies:
+            spy_proc.send_signal(signal.SIGINT)
+            spy_proc.wait(30)
         cpu_per_page = {
             name: (tree_cpu_ns(pid) - cpu_before[name]) / args.pages / 1e6 for name, pid in pids.items()
         }
