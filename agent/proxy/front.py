@@ -149,7 +149,7 @@ class Front:
                 if transparent:
                     addon.client_disconnected(client)
                 client = None
-                sock = await self._hand_off(sock, instance, first)
+                sock = await self._hand_off(sock, instance, first, early)
                 return
             if transparent:
                 server_address = (dst[0], dst[1])
@@ -192,7 +192,7 @@ class Front:
                 # interception, HTTP, anything raw (refused there), an unusual hello: mitmproxy
                 addon.client_disconnected(client)
                 client = None
-                sock = await self._hand_off(sock, instance, hello, answered)
+                sock = await self._hand_off(sock, instance, hello, answered, early)
                 return
             if client.id in addon._refused:  # blocked, never intercepted: as `server_connect` does
                 return
@@ -233,8 +233,13 @@ class Front:
         return data
 
     async def _hand_off(self, sock: socket.socket, instance: Any, data: bytes,
-                        answered: tuple[str, int, bytes] | None = None) -> None:
-        """The connection becomes mitmproxy's, as if it had accepted it, with `data` unread."""
+                        answered: tuple[str, int, bytes] | None = None,
+                        early: _EarlyDial | None = None) -> None:
+        """The connection becomes mitmproxy's, as if it had accepted it, with `data` unread (an
+        early dial is closed first: mitmproxy dials by itself, and may hand the client's socket
+        to the kernel relay under the same key)."""
+        if early is not None:
+            early.drop()
         loop = asyncio.get_running_loop()
         if answered is not None:
             self.addon.front_answered(sock.getpeername(), answered)
