@@ -167,7 +167,7 @@ class KalkanAddon:
         loader.add_option("kalkan_fast_connect", bool, True,
                           "Answer a plain CONNECT on the explicit port without mitmproxy's HTTP layer "
                           "(agent/proxy/fastconnect.py); its tunnel is decided as before.")
-        loader.add_option("kalkan_front", bool, False,
+        loader.add_option("kalkan_front", bool, True,
                           "Accept the proxy's connections in Kalkan's front listener (agent/proxy/front.py): "
                           "passed-through TLS never enters mitmproxy; everything else is handed to it.")
 

@@ -13,14 +13,25 @@ ClientHello — and asks the addon's own decision (`KalkanAddon._pass_untouched`
 the SNI or the destination, the fronting rule, the IP-literal rule, ISUO, usage and history, the
 refusals and their reports), then runs every addon's `server_connect` hook (the SNI→destination
 DNS check, refusals, a test's upstream mapping) exactly as the relay after the addon's decision
-does.  Only "pass through" stays here: the front dials and relays (the splice pump process, or
-asyncio; option `kalkan_relay_mode`).  Everything else — a CONNECT in pieces or with bytes after
-it, another method, plain HTTP, bytes that are not TLS ('nothing raw': refused and reported by
-the addon), a ClientHello the strict reader is unsure of, interception, the block page — is
-handed to mitmproxy unchanged: the accepted socket and the bytes already read become the
-stream of mitmproxy's own `handle_stream`, so its peer, its original destination and the
-owner lookup are those of the real client.  A CONNECT the front already answered ("200") is
-marked for the addon, which then opens the tunnel without answering again.
+does.  Only "pass through" stays here: the front dials and relays (the kernel relay,
+kernel_relay.py, or the splice pump, or asyncio; option `kalkan_relay_mode`).  Everything else —
+a CONNECT in pieces or with bytes after it, another method, plain HTTP, bytes that are not TLS
+('nothing raw': refused and reported by the addon), a ClientHello the strict reader is unsure
+of, interception, the block page — is handed to mitmproxy unchanged: the accepted socket and the
+bytes already read become the stream of mitmproxy's own `handle_stream`, so its peer, its
+original destination and the owner lookup are those of the real client.  A CONNECT the front
+already answered ("200") is marked for the addon, which then opens the tunnel without answering
+again.
+
+The early dial: when the addon foresees that the connection will pass through (its verdict for
+the CONNECT's host, or for the name this seat resolved to the transparent destination), the
+server is dialled before the ClientHello is read — before the CONNECT is answered on the
+explicit port, as E2Guardian and Squid do, and beside the reading of the hello on the
+transparent port — and the server's half of the kernel pair is staged.  Nothing is sent to the
+server before the decision.  When the hello names what was foreseen (the same name, the same
+policy, a destination that name resolves to), the hello goes out at once and the decision's
+records are made right after by the same `_pass_untouched`; otherwise the usual path decides
+(and uses the dial when it passes, or closes it unused).
 """
 
 from __future__ import annotations

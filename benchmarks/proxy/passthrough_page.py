@@ -2,12 +2,12 @@
 
     sudo .venv/bin/python benchmarks/proxy/passthrough_page.py [--pages 60] [--objects 20] [--variants ...]
 
-Variants: `kalkan` (as shipped: relay = the kernel, agent/proxy/kernel_relay.py), `kalkan_process`
-(relay = the splice pump process), `kalkan_front` (the front listener, agent/proxy/front.py, relay =
-the kernel), `kalkan_front_process` (the front, relay = the pump process),
-`kalkan_front_asyncio` (the front, relay = asyncio), `kalkan_front_thread` (the front, the pump as a thread),
-`kalkan_thread` (the pump as a thread in mitmdump), `kalkan_asyncio` (the relay as asyncio
-protocols), `kalkan_mitm_connect` (CONNECT through mitmproxy's HTTP layer), `kalkan_mitm_relay`
+Variants: `kalkan` (as shipped: the front listener, agent/proxy/front.py, with its early dial,
+and the kernel relay, agent/proxy/kernel_relay.py), `kalkan_process` / `kalkan_thread` /
+`kalkan_asyncio` (the front with the splice pump process / the pump as a thread / asyncio as the
+relay), `kalkan_no_front` (accepted by mitmproxy, decided in the addon's `next_layer`, kernel
+relay), `kalkan_no_front_process` (the same with the pump process: the shipped default before),
+`kalkan_mitm_connect` (no front, CONNECT through mitmproxy's HTTP layer), `kalkan_mitm_relay`
 (mitmproxy's own relay), `bare` (mitmdump with `ignore_hosts`), `e2guardian`; `--before DIR`
 adds an older checkout.  CPU per page counts the proxy's threads and children (the pump, E2Guardian's
 forks).
@@ -31,8 +31,8 @@ import argparse
 import json
 import os
 import signal
-import subprocess
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -146,14 +146,12 @@ def main() -> None:
                 extra=extra + args.kalkan_extra.split(),
             )
             procs["kalkan"], proxies["kalkan"] = kalkan, (kalkan.port, "news.test:443")
-        for name, option in (("kalkan_asyncio", "kalkan_relay_mode=asyncio"),  # the relay's first form
-                             ("kalkan_process", "kalkan_relay_mode=process"),  # the splice pump process
-                             ("kalkan_front", "kalkan_front=true"),  # the front listener (front.py)
-                             ("kalkan_front_process", "kalkan_front=true kalkan_relay_mode=process"),
-                             ("kalkan_front_asyncio", "kalkan_front=true kalkan_relay_mode=asyncio"),
-                             ("kalkan_front_thread", "kalkan_front=true kalkan_relay_mode=splice"),
-                             ("kalkan_thread", "kalkan_relay_mode=splice"),  # the pump as a thread
-                             ("kalkan_mitm_connect", "kalkan_fast_connect=false")):  # CONNECT by mitmproxy
+        for name, option in (("kalkan_process", "kalkan_relay_mode=process"),  # the front, the pump process
+                             ("kalkan_asyncio", "kalkan_relay_mode=asyncio"),  # the front, asyncio
+                             ("kalkan_thread", "kalkan_relay_mode=splice"),  # the front, the pump as a thread
+                             ("kalkan_no_front", "kalkan_front=false"),  # accepted by mitmproxy, kernel relay
+                             ("kalkan_no_front_process", "kalkan_front=false kalkan_relay_mode=process"),
+                             ("kalkan_mitm_connect", "kalkan_front=false kalkan_fast_connect=false")):
             if name in variants:
                 other = start_proxy(
                     tmp / name,
@@ -171,7 +169,7 @@ def main() -> None:
                 upstream=upstream,
                 bundle=base_bundle(),
                 upstream_ca=origin_ca,
-                extra=[*extra, "--set", "kalkan_fast_relay=false"],
+                extra=[*extra, "--set", "kalkan_front=false", "--set", "kalkan_fast_relay=false"],
             )
             procs["kalkan_mitm_relay"], proxies["kalkan_mitm_relay"] = slow, (slow.port, "news.test:443")
         if "before" in variants:
@@ -218,8 +216,8 @@ def main() -> None:
         if args.spy:
             args.spy.mkdir(parents=True, exist_ok=True)
             spy = Path(sys.executable).parent / "py-spy"
-            spies = [subprocess.Popen([str(spy), "record", "--format", "raw", "--nonblocking", "--rate", "500", "-p",
-                                       str(pid), "-o", str(args.spy / f"{name}.txt")],
+            record = [str(spy), "record", "--format", "raw", "--nonblocking", "--rate", "500"]
+            spies = [subprocess.Popen([*record, "-p", str(pid), "-o", str(args.spy / f"{name}.txt")],
                                       stdout=subprocess.DEVNULL,
                                       stderr=open(args.spy / f"{name}.log", "wb"))  # noqa: SIM115
                      for name, pid in pids.items() if name != "e2guardian"]
