@@ -26,6 +26,7 @@ import os
 import re
 import signal
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -384,15 +385,21 @@ class KalkanAddon:
     def likely_passed(self, client: connection.Client, name: str | None) -> bool:
         """Whether a TLS connection to `name` (a CONNECT's host, or the name this seat resolved
         to the destination) will most likely be passed through: the front then dials before
-        the ClientHello is decided (agent/proxy/front.py).  No side effect, nothing recorded."""
-        subject = self._subject_of(client)
-        if subject.system:
+        the ClientHello is decided (agent/proxy/front.py).  Before the connection's owner is
+        looked up: passed through for some group.  No side effect, nothing recorded."""
+        subject = self._subjects.get(client.id)
+        if subject is not None and subject.system:
             return True
         if not name or is_ip(name):
             return False
-        verdict = self.engine.host_verdict(name, group=self._group(subject), user=subject.name,
-                                           seat=self._seat, room=self._room, when=self.clock())
-        return verdict.action == engine_mod.PASSTHROUGH
+        now = self.clock()
+        if subject is None:  # the owner is not looked up yet: passed through for some group
+            groups: Iterable[str] = self.engine.policy.groups
+            user = None
+        else:
+            groups, user = (self._group(subject),), subject.name
+        return any(self.engine.host_verdict(name, group=group, user=user, seat=self._seat, room=self._room,
+                                            when=now).action == engine_mod.PASSTHROUGH for group in groups)
 
     def _pass_untouched(self, client: connection.Client, server: connection.Server, sni: str | None) -> bool:
         """Decide from the SNI (or the original destination) and record what the decision

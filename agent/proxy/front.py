@@ -174,24 +174,29 @@ class Front:
                     return
                 host, port, version = target
                 web_port = port in addon.engine.proxy_ports
-                addon.client_connected(client)
-                if not web_port and not addon._subject_of(client).system:
-                    addon.client_disconnected(client)
-                    client = None
-                    sock = await self._hand_off(sock, instance, first)  # refused and reported there
-                    return
+                if not web_port:
+                    addon.client_connected(client)
+                    if not addon._subject_of(client).system:
+                        addon.client_disconnected(client)
+                        client = None
+                        sock = await self._hand_off(sock, instance, first)  # refused and reported there
+                        return
                 server_address = (host, port)
                 answered = (host, port, version)
                 # A tunnel that will most likely pass through is dialled before it is answered, as
                 # E2Guardian and Squid do: the client's ClientHello (written at once after the
-                # answer) then finds the server connected.  Nothing is sent to it before the
-                # hello is decided; a failed dial is answered all the same, and fails as before.
-                early = self._dial_early(sock, client, server_address, host, False)
+                # answer) then finds the server connected.  Foreseen for the default group, before
+                # the owner is known (looked up while the client writes its hello); the owner's
+                # own verdict is checked before anything is sent (`_EarlyDial.foreseen`).  A failed
+                # dial is answered all the same, and fails as before.
+                early = self._dial_early(sock, client, server_address, host, False) if web_port else None
                 if early is not None:
                     await early.dial_now(stage=False)
                 await loop.sock_sendall(sock, version + b" 200 Connection established\r\n\r\n")
+                if web_port:
+                    addon.client_connected(client)
                 if early is not None:
-                    early.stage()  # while the client writes its hello
+                    early.stage()
                 hello = await self._read_hello(sock)
             sni = client_hello_sni(hello) if hello and hello[0] == 0x16 else UNSURE
             if early is not None and sni is not UNSURE and sni and early.foreseen(sni):
@@ -444,9 +449,12 @@ class _EarlyDial:
 
     def foreseen(self, sni: str) -> bool:
         """Whether the decision for `sni` is the one foreseen: the same name under the same
-        policy, and (transparent mode) a destination this name resolves to."""
+        policy, passed through for the connection's owner, and (transparent mode) a destination
+        this name resolves to."""
         addon = self.front.addon
         if sni.lower().rstrip(".") != self.name or addon.engine is not self.engine:
+            return False
+        if not addon.likely_passed(self.client, self.name):  # the owner's verdict, now it is known
             return False
         return not self.transparent or addon.dest.leads_to_cached(self.name, self.address[0]) is True
 
