@@ -183,20 +183,17 @@ class Front:
                         return
                 server_address = (host, port)
                 answered = (host, port, version)
-                # A tunnel that will most likely pass through is dialled before it is answered, as
-                # E2Guardian and Squid do: the client's ClientHello (written at once after the
-                # answer) then finds the server connected.  Foreseen for the default group, before
-                # the owner is known (looked up while the client writes its hello); the owner's
-                # own verdict is checked before anything is sent (`_EarlyDial.foreseen`).  A failed
-                # dial is answered all the same, and fails as before.
+                # Answered at once; then, while the client writes its ClientHello, a tunnel that
+                # will most likely pass through is dialled (foreseen for some group: the owner is
+                # not looked up yet; the owner's own verdict is checked before anything is sent,
+                # `_EarlyDial.foreseen`) and the owner is looked up.  The hello then finds the
+                # server connected, as E2Guardian's tunnel (which dials before it answers) does.
+                await loop.sock_sendall(sock, version + b" 200 Connection established\r\n\r\n")
                 early = self._dial_early(sock, client, server_address, host, False) if web_port else None
                 if early is not None:
-                    await early.dial_now(stage=False)
-                await loop.sock_sendall(sock, version + b" 200 Connection established\r\n\r\n")
+                    await early.dial_now()
                 if web_port:
                     addon.client_connected(client)
-                if early is not None:
-                    early.stage()
                 hello = await self._read_hello(sock)
             sni = client_hello_sni(hello) if hello and hello[0] == 0x16 else UNSURE
             if early is not None and sni is not UNSURE and sni and early.foreseen(sni):
@@ -425,7 +422,7 @@ class _EarlyDial:
         self.task = asyncio.get_running_loop().create_task(self._dial())
         return self
 
-    async def _dial(self, stage: bool = True) -> tuple | None:
+    async def _dial(self) -> tuple | None:
         try:
             server = connection.Server(address=self.address)
             data = ServerConnectionHookData(server=server, client=self.client)
@@ -443,7 +440,7 @@ class _EarlyDial:
             log.debug("kalkan front: early dial to %s failed: %s", self.address, exc)
             return None
         staged = None
-        if stage and self.front.addon._relay_mode == "kernel":
+        if self.front.addon._relay_mode == "kernel":
             staged = kernel_relay.stage(self.sock.fileno(), upstream.fileno())
         return data, upstream, staged
 
@@ -458,23 +455,15 @@ class _EarlyDial:
             return False
         return not self.transparent or addon.dest.leads_to_cached(self.name, self.address[0]) is True
 
-    async def dial_now(self, stage: bool) -> None:
-        """Dial here and now (the CONNECT waits for it: no task, no extra round of the loop);
-        `stage=False`: the kernel pair is staged later (`stage()`)."""
+    async def dial_now(self) -> None:
+        """Dial here and now, inline (no task, no extra round of the loop): the client is busy
+        writing its ClientHello meanwhile."""
         self.task = asyncio.get_running_loop().create_future()
         try:
-            self.task.set_result(await self._dial(stage))
+            self.task.set_result(await self._dial())
         except Exception as exc:  # (e.g. a hook that failed: the usual path meets it again)
             self.task.set_result(None)
             log.debug("kalkan front: early dial failed: %s", exc)
-
-    def stage(self) -> None:
-        """The server's half of the kernel pair into the map, for a dial made with `stage=False`."""
-        dialled = self.task.result() if self.task.done() and not self.handed else None
-        if dialled is not None and dialled[2] is None and self.front.addon._relay_mode == "kernel":
-            data, upstream, _ = dialled
-            self.task = asyncio.get_running_loop().create_future()
-            self.task.set_result((data, upstream, kernel_relay.stage(self.sock.fileno(), upstream.fileno())))
 
     async def result(self) -> tuple | None:
         """(hook data, the connected socket, the staged kernel pair or None); None: no dial (it
