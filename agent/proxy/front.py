@@ -58,6 +58,7 @@ log = logging.getLogger("kalkan.proxy.front")
 FIRST_BYTES_S = 30.0  # a client that says nothing this long goes to mitmproxy (its own timeouts)
 MAX_HELLO = 16384 + 5
 ACCEPT_BATCH = 32
+HTTPS_PORT = 443
 
 
 class Front:
@@ -150,11 +151,13 @@ class Front:
                 dst = sock.getsockname()
             client = connection.Client(peername=peer, sockname=dst, proxy_mode=instance.mode,
                                        state=ConnectionState.OPEN)
-            if transparent:  # dialled while the ClientHello is on its way
+            if transparent:
                 addon.client_connected(client)
-                early = self._dial_early(sock, client, (dst[0], dst[1]), addon.dest.name_of(dst[0]), True)
-                if early is not None:
-                    early.start()
+                if dst[1] == HTTPS_PORT:  # dialled while the ClientHello is on its way (plain HTTP
+                    # goes to mitmproxy, which dials by itself: no second connection for it)
+                    early = self._dial_early(sock, client, (dst[0], dst[1]), addon.dest.name_of(dst[0]), True)
+                    if early is not None:
+                        early.start()
             first = await _recv(sock)
             if not first:  # closed, or silent for FIRST_BYTES_S: mitmproxy's business
                 if transparent:
