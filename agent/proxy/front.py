@@ -40,7 +40,6 @@ import asyncio
 import inspect
 import logging
 import os
-import select
 import socket
 from typing import Any
 
@@ -320,7 +319,7 @@ class Front:
                 await self._run_hooks(data)
                 if server.error or not server.address:
                     raise ConnectionRefusedError(server.error or "no address")
-                upstream = await _connect(server.address[0], server.address[1])
+                upstream = await relay_mod.dial(server.address[0], server.address[1])
             end = _End(addon, client)
             if staged is not None:
                 started = kernel_relay.start(staged, end, hello)
@@ -361,50 +360,6 @@ class Front:
         await _asyncio_relay(end, sock, upstream)
 
 
-async def _connect(host: str, port: int) -> socket.socket:
-    """A connected, non-blocking TCP socket to (`host`, `port`): each address in turn."""
-    loop = asyncio.get_running_loop()
-    infos = relay_mod._literal(host, port) or await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    error: Exception = OSError(f"no address for {host}")
-    for family, kind, proto, _, address in infos:
-        upstream = socket.socket(family, kind, proto)
-        upstream.setblocking(False)
-        try:
-            await _sock_connect(loop, upstream, address)
-        except BaseException as exc:  # (cancelled: an early dial no longer wanted)
-            upstream.close()
-            if not isinstance(exc, OSError):
-                raise
-            error = exc
-            continue
-        upstream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return upstream
-    raise error
-
-
-async def _sock_connect(loop: asyncio.AbstractEventLoop, sock: socket.socket, address: tuple) -> None:
-    """`loop.sock_connect`, minus a round of the loop when the handshake is already over by the
-    time connect() returns (the school's LAN, a loopback origin): one poll with no wait."""
-    try:
-        sock.connect(address)
-        return
-    except (BlockingIOError, InterruptedError):
-        pass
-    poller = select.poll()
-    poller.register(sock.fileno(), select.POLLOUT)
-    if not poller.poll(0):
-        fut = loop.create_future()
-        fd = sock.fileno()
-        loop.add_writer(fd, lambda: fut.done() or fut.set_result(None))
-        try:
-            await fut
-        finally:
-            loop.remove_writer(fd)
-    error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-    if error:
-        raise OSError(error, f"connect {address}: {os.strerror(error)}")
-
-
 class _EarlyDial:
     """`Front._dial_early`: every addon's `server_connect` for the address, the dial, and (kernel
     relay) the server's half of the pair staged in the map.  Whoever uses the result `take()`s
@@ -438,7 +393,7 @@ class _EarlyDial:
                     await result
             if data.server.error or not data.server.address:
                 return None
-            upstream = await _connect(data.server.address[0], data.server.address[1])
+            upstream = await relay_mod.dial(data.server.address[0], data.server.address[1])
         except (OSError, ValueError) as exc:
             log.debug("kalkan front: early dial to %s failed: %s", self.address, exc)
             return None
