@@ -41,6 +41,7 @@ from agent.collectors.base import Collector, CollectorContext, healthy, unhealth
 from agent.platform.firewall import FirewallError, firewall_adapter
 from agent.proxy import ca as ca_mod
 from agent.proxy import hosts as hosts_mod
+from agent.proxy import kernel_relay
 from agent.proxy.events import read_events
 from agent.proxy.nftables import DEFAULT_TRANSPARENT_PORT, RulesetError, config_from_policy, render_ruleset
 from policy_server.protocol import CollectorHealth, CollectorState, PolicyBundle, Subject
@@ -118,7 +119,8 @@ def ipv6_loopback_available() -> bool:
 
 
 def mitmdump_command(settings: ProxySettings, *, state_dir: Path, confdir: Path,
-                     seat: str | None, room: str | None = None, event_fd: int | None = None) -> list[str]:
+                     seat: str | None, room: str | None = None, event_fd: int | None = None,
+                     kernel_maps: str | None = None) -> list[str]:
     """The child's command line (pure: tested on its own)."""
     args = [mitmdump_binary(), "--quiet", "-s", str(ENTRY),
             "--mode", f"regular@{settings.listen_host}:{settings.regular_port}"]
@@ -143,6 +145,9 @@ def mitmdump_command(settings: ProxySettings, *, state_dir: Path, confdir: Path,
         args += ["--set", f"kalkan_index={settings.index}"]
     if event_fd is not None:
         args += ["--set", f"kalkan_event_fd={event_fd}"]
+    # the kernel relay's maps, made by this (root) process: the proxy's account only adds its
+    # own sockets to them; "off" where they could not be made (the proxy relays in user space)
+    args += ["--set", f"kalkan_kernel_relay={kernel_maps or 'off'}"]
     return args + list(settings.extra_args)
 
 
@@ -197,6 +202,8 @@ class ProxyCollector(Collector):
         self._lock = threading.Lock()
         self._restart_requested = False
         self.restarts = 0
+        self._maps: kernel_relay.Maps | None = None  # made once, kept across restarts
+        self.relay_problem = ""
         self.last_exit: int | None = None
         self.problem = ""
         self.firewall_problem = ""
@@ -252,21 +259,36 @@ class ProxyCollector(Collector):
         self.account_problem = ""
         return account
 
+    def _kernel_maps(self) -> kernel_relay.Maps | None:
+        """The kernel relay's maps (agent/proxy/kernel_relay.py), made once and kept for every
+        restart of the proxy; None (and why, in the health detail) where this kernel or this
+        process cannot make them."""
+        if self._maps is None and self.relay_problem == "":
+            try:
+                self._maps = kernel_relay.create_maps()
+            except OSError as exc:
+                self.relay_problem = f"relay in user space: no BPF sockhash ({exc})"
+                self.ctx.log.info("kalkan proxy: %s", self.relay_problem)
+        return self._maps
+
     def _spawn(self) -> subprocess.Popen:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.confdir.mkdir(parents=True, exist_ok=True)
         account = self._proxy_account()
         read_fd, write_fd = os.pipe()
         log_file = open(self.dir / "mitmdump.log", "ab")  # noqa: SIM115 - handed to the child
+        maps = self._kernel_maps()
         cmd = mitmdump_command(self.settings, state_dir=Path(self.ctx.state_dir), confdir=self.confdir,
-                               seat=self.ctx.seat, room=self.ctx.room, event_fd=write_fd)
+                               seat=self.ctx.seat, room=self.ctx.room, event_fd=write_fd,
+                               kernel_maps=maps.option() if maps else None)
         if account is not None:
             os.chown(self.confdir, account.pw_uid, account.pw_gid)
             cmd = drop_privileges(account) + cmd
         env = {**os.environ, "HOME": str(self.dir)}
         try:
+            fds = (write_fd, maps.pairs_fd, maps.counts_fd) if maps else (write_fd,)
             proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env,
-                                    start_new_session=True, pass_fds=(write_fd,))
+                                    start_new_session=True, pass_fds=fds)
         except BaseException:
             os.close(read_fd)
             raise
@@ -379,7 +401,8 @@ class ProxyCollector(Collector):
             pid = self.pid()
             if pid is None:
                 return unhealthy(self.problem or "mitmdump is not running", failed=self.restarts > 5)
-            detail = f"mitmdump pid {pid}, restarts {self.restarts}"
+            detail = f"mitmdump pid {pid}, restarts {self.restarts}, " + (
+                self.relay_problem or "relay in the kernel")
             if self.problem or self.firewall_problem or self.account_problem:
                 return unhealthy(f"{detail}; {self.problem or self.firewall_problem or self.account_problem}")
             if not (self.confdir / ca_mod.SCHOOL_CA_MARK).exists():

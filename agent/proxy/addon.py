@@ -26,6 +26,7 @@ import os
 import re
 import signal
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -44,7 +45,7 @@ from agent.artifacts import current_index, index_dir, read_report_status, report
 from agent.network.detectors import Finding
 from agent.network.ratelimit import RateLimiter
 from agent.proxy import engine as engine_mod
-from agent.proxy import relay
+from agent.proxy import kernel_relay, relay
 from agent.proxy.destcheck import DestinationCheck, is_ip, normal_ip
 from agent.proxy.fastconnect import AnsweredConnect, parse_connect
 from agent.proxy.history import RecentPages
@@ -128,7 +129,7 @@ class KalkanAddon:
         self._room: str | None = None
         self._system_uid_max = 999
         self._fast_relay = False
-        self._relay_mode = "process"
+        self._relay_mode = "kernel"
         self._fast_connect = False
         self._front = None  # agent/proxy/front.py, when `kalkan_front` is on
         self._front_answered: dict[tuple, tuple[str, int, bytes]] = {}  # client address → CONNECT answered
@@ -156,14 +157,19 @@ class KalkanAddon:
         loader.add_option("kalkan_fast_relay", bool, True,
                           "Relay passed-through TLS with Kalkan's own socket relay (agent/proxy/relay.py) "
                           "instead of mitmproxy's layers.")
-        loader.add_option("kalkan_relay_mode", str, "process",
-                          "How Kalkan's relay moves the bytes: process (os.splice in a small pump process), "
-                          "splice (the same pump as a thread) or asyncio.",
-                          choices=["process", "splice", "asyncio"])
+        loader.add_option("kalkan_relay_mode", str, "kernel",
+                          "How Kalkan's relay moves the bytes: kernel (a BPF sockhash redirects them, "
+                          "agent/proxy/kernel_relay.py; where it is not available: process), process "
+                          "(os.splice in a small pump process), splice (the same pump as a thread) "
+                          "or asyncio.",
+                          choices=["kernel", "process", "splice", "asyncio"])
+        loader.add_option("kalkan_kernel_relay", str, "auto",
+                          "The kernel relay's maps: 'P,C' (descriptors the agent created and passed), "
+                          "'auto' (create them if this process may: root) or 'off'.")
         loader.add_option("kalkan_fast_connect", bool, True,
                           "Answer a plain CONNECT on the explicit port without mitmproxy's HTTP layer "
                           "(agent/proxy/fastconnect.py); its tunnel is decided as before.")
-        loader.add_option("kalkan_front", bool, False,
+        loader.add_option("kalkan_front", bool, True,
                           "Accept the proxy's connections in Kalkan's front listener (agent/proxy/front.py): "
                           "passed-through TLS never enters mitmproxy; everything else is handed to it.")
 
@@ -174,6 +180,8 @@ class KalkanAddon:
         self._system_uid_max = opts.kalkan_system_uid_max
         self._fast_relay = opts.kalkan_fast_relay
         self._relay_mode = opts.kalkan_relay_mode
+        if "kalkan_kernel_relay" in updated:
+            kernel_relay.configure(opts.kalkan_kernel_relay)
         self._fast_connect = opts.kalkan_fast_connect
         if "kalkan_language" in updated and opts.kalkan_language not in ("ky", "ru", "en"):
             raise ValueError(f"kalkan_language={opts.kalkan_language!r}: use ky, ru or en")
@@ -375,6 +383,25 @@ class KalkanAddon:
     def tls_clienthello(self, data: tls.ClientHelloData) -> None:
         if self._pass_untouched(data.context.client, data.context.server, data.client_hello.sni):
             data.ignore_connection = True
+
+    def likely_passed(self, client: connection.Client, name: str | None) -> bool:
+        """Whether a TLS connection to `name` (a CONNECT's host, or the name this seat resolved
+        to the destination) will most likely be passed through: the front then dials before
+        the ClientHello is decided (agent/proxy/front.py).  Before the connection's owner is
+        looked up: passed through for some group.  No side effect, nothing recorded."""
+        subject = self._subjects.get(client.id)
+        if subject is not None and subject.system:
+            return True
+        if not name or is_ip(name):
+            return False
+        now = self.clock()
+        if subject is None:  # the owner is not looked up yet: passed through for some group
+            groups: Iterable[str] = self.engine.policy.groups
+            user = None
+        else:
+            groups, user = (self._group(subject),), subject.name
+        return any(self.engine.host_verdict(name, group=group, user=user, seat=self._seat, room=self._room,
+                                            when=now).action == engine_mod.PASSTHROUGH for group in groups)
 
     def _pass_untouched(self, client: connection.Client, server: connection.Server, sni: str | None) -> bool:
         """Decide from the SNI (or the original destination) and record what the decision

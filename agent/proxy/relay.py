@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import select
 import socket
 import struct
 import subprocess
@@ -41,7 +42,7 @@ from mitmproxy.connection import ConnectionState
 from mitmproxy.proxy import commands, events, layer
 from mitmproxy.proxy.server_hooks import ServerConnectHook, ServerConnectionHookData
 
-from agent.proxy import splicepump
+from agent.proxy import kernel_relay, splicepump
 
 log = logging.getLogger("kalkan.proxy.relay")
 HIGH_WATER = 256 * 1024
@@ -274,25 +275,16 @@ class _SpliceRelay(_Relay):
             if self.done or data.server.error or not data.server.address:
                 self.close()
                 return
-            host, port = data.server.address[0], data.server.address[1]
             loop = asyncio.get_running_loop()
-            infos = _literal(host, port) or await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-            error: Exception = OSError(f"no address for {host}")
-            for family, kind, proto, _, address in infos:
-                server = socket.socket(family, kind, proto)
-                server.setblocking(False)
-                try:
-                    await loop.sock_connect(server, address)
-                    break
-                except OSError as exc:
-                    error = exc
-                    server.close()
-                    server = None
-            if server is None:
-                raise error
-            server.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            server = await dial(data.server.address[0], data.server.address[1])
             first = b"".join(self.server.pending)
             self.server.pending.clear()
+            if self.mode == "kernel" and not self.done and kernel_relay.add(
+                    self, self.client_fd, server.fileno(), first):
+                self.watchdog.can_timeout.clear()  # idle connections end with their peers
+                self.client_fd = -1
+                server.detach()
+                return
             if first:
                 await loop.sock_sendall(server, first)
             if self.done:
@@ -300,7 +292,7 @@ class _SpliceRelay(_Relay):
                 return
             client_fd, server_fd = self.client_fd, server.detach()
             self.client_fd, server = -1, None
-            pump = _pump_process() if self.mode == "process" else None
+            pump = _pump_process() if self.mode in ("process", "kernel") else None
             if pump is not None:
                 self.watchdog.can_timeout.clear()  # idle connections end with their peers
                 pump.add(self, client_fd, server_fd)
@@ -329,6 +321,50 @@ class _SpliceRelay(_Relay):
             self.reader.feed_eof()
 
 
+async def dial(host: str, port: int) -> socket.socket:
+    """A connected, non-blocking TCP socket to (`host`, `port`): each address in turn."""
+    loop = asyncio.get_running_loop()
+    infos = _literal(host, port) or await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    error: Exception = OSError(f"no address for {host}")
+    for family, kind, proto, _, address in infos:
+        upstream = socket.socket(family, kind, proto)
+        upstream.setblocking(False)
+        try:
+            await _sock_connect(loop, upstream, address)
+        except BaseException as exc:  # (cancelled: an early dial no longer wanted)
+            upstream.close()
+            if not isinstance(exc, OSError):
+                raise
+            error = exc
+            continue
+        upstream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return upstream
+    raise error
+
+
+async def _sock_connect(loop: asyncio.AbstractEventLoop, sock: socket.socket, address: tuple) -> None:
+    """`loop.sock_connect`, minus a round of the loop when the handshake is already over by the
+    time connect() returns (the school's LAN, a loopback origin): one poll with no wait."""
+    try:
+        sock.connect(address)
+        return
+    except (BlockingIOError, InterruptedError):
+        pass
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLOUT)
+    if not poller.poll(0):
+        fut = loop.create_future()
+        fd = sock.fileno()
+        loop.add_writer(fd, lambda: fut.done() or fut.set_result(None))
+        try:
+            await fut
+        finally:
+            loop.remove_writer(fd)
+    error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if error:
+        raise OSError(error, f"connect {address}: {os.strerror(error)}")
+
+
 def _literal(host: str, port: int) -> list | None:
     """An address needs no resolver (asyncio's getaddrinfo is a round through a thread pool)."""
     for family in (socket.AF_INET, socket.AF_INET6):
@@ -343,7 +379,8 @@ def _literal(host: str, port: int) -> list | None:
 
 def hand_off(nextlayer: layer.NextLayer, first: bytes, mode: str = "splice") -> bool:
     """Pass the connection of `nextlayer` through with the cheap relay; False: not possible here
-    (the caller then sets mitmproxy's own TCP relay).  `mode`: "splice" or "asyncio"."""
+    (the caller then sets mitmproxy's own TCP relay).  `mode`: "kernel", "process", "splice" or
+    "asyncio"."""
     context = nextlayer.context
     proxyserver = ctx.master.addons.get("proxyserver")
     handler = getattr(proxyserver, "connections", {}).get(context.client.id) if proxyserver else None
@@ -355,8 +392,10 @@ def hand_off(nextlayer: layer.NextLayer, first: bytes, mode: str = "splice") -> 
     if not isinstance(getattr(io, "reader", None), asyncio.StreamReader) or not isinstance(
             transport, asyncio.Transport) or not hasattr(transport, "set_protocol"):
         return False
-    if mode in ("process", "splice") and SPLICE_AVAILABLE and transport.get_write_buffer_size() == 0 \
-            and transport.get_extra_info("socket") is not None:
+    if mode == "kernel" and not kernel_relay.available():
+        mode = "process"  # (kernel_relay.why_not() was logged once)
+    if mode in ("kernel", "process", "splice") and (mode == "kernel" or SPLICE_AVAILABLE) \
+            and transport.get_write_buffer_size() == 0 and transport.get_extra_info("socket") is not None:
         relay: _Relay = _SpliceRelay(handler, context, first)
         relay.loop = asyncio.get_running_loop()  # type: ignore[attr-defined]
         relay.mode = mode  # type: ignore[attr-defined]

@@ -2,11 +2,12 @@
 
     sudo .venv/bin/python benchmarks/proxy/passthrough_page.py [--pages 60] [--objects 20] [--variants ...]
 
-Variants: `kalkan_front` (the front listener, agent/proxy/front.py, relay = the pump process),
-`kalkan_front_asyncio` (the front, relay = asyncio), `kalkan_front_thread` (the front, the pump as a thread),
-`kalkan` (as shipped: CONNECT answered by the addon, relay = the splice pump process),
-`kalkan_thread` (the pump as a thread in mitmdump), `kalkan_asyncio` (the relay as asyncio
-protocols), `kalkan_mitm_connect` (CONNECT through mitmproxy's HTTP layer), `kalkan_mitm_relay`
+Variants: `kalkan` (as shipped: the front listener, agent/proxy/front.py, with its early dial,
+and the kernel relay, agent/proxy/kernel_relay.py), `kalkan_process` / `kalkan_thread` /
+`kalkan_asyncio` (the front with the splice pump process / the pump as a thread / asyncio as the
+relay), `kalkan_no_front` (accepted by mitmproxy, decided in the addon's `next_layer`, kernel
+relay), `kalkan_no_front_process` (the same with the pump process: the shipped default before),
+`kalkan_mitm_connect` (no front, CONNECT through mitmproxy's HTTP layer), `kalkan_mitm_relay`
 (mitmproxy's own relay), `bare` (mitmdump with `ignore_hosts`), `e2guardian`; `--before DIR`
 adds an older checkout.  CPU per page counts the proxy's threads and children (the pump, E2Guardian's
 forks).
@@ -29,7 +30,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -111,6 +114,9 @@ def main() -> None:
     parser.add_argument(
         "--kalkan-extra", default="", help="extra mitmdump arguments for Kalkan (space separated)"
     )
+    parser.add_argument("--spy", type=Path, default=None,
+                        help="record each proxy with py-spy (collapsed stacks) into this folder "
+                             "(summarise with spy_top.py)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root: the client runs as a real teacher account")
@@ -140,12 +146,12 @@ def main() -> None:
                 extra=extra + args.kalkan_extra.split(),
             )
             procs["kalkan"], proxies["kalkan"] = kalkan, (kalkan.port, "news.test:443")
-        for name, option in (("kalkan_asyncio", "kalkan_relay_mode=asyncio"),  # the relay's first form
-                             ("kalkan_front", "kalkan_front=true"),  # the front listener (front.py)
-                             ("kalkan_front_asyncio", "kalkan_front=true kalkan_relay_mode=asyncio"),
-                             ("kalkan_front_thread", "kalkan_front=true kalkan_relay_mode=splice"),
-                             ("kalkan_thread", "kalkan_relay_mode=splice"),  # the pump as a thread
-                             ("kalkan_mitm_connect", "kalkan_fast_connect=false")):  # CONNECT by mitmproxy
+        for name, option in (("kalkan_process", "kalkan_relay_mode=process"),  # the front, the pump process
+                             ("kalkan_asyncio", "kalkan_relay_mode=asyncio"),  # the front, asyncio
+                             ("kalkan_thread", "kalkan_relay_mode=splice"),  # the front, the pump as a thread
+                             ("kalkan_no_front", "kalkan_front=false"),  # accepted by mitmproxy, kernel relay
+                             ("kalkan_no_front_process", "kalkan_front=false kalkan_relay_mode=process"),
+                             ("kalkan_mitm_connect", "kalkan_front=false kalkan_fast_connect=false")):
             if name in variants:
                 other = start_proxy(
                     tmp / name,
@@ -163,7 +169,7 @@ def main() -> None:
                 upstream=upstream,
                 bundle=base_bundle(),
                 upstream_ca=origin_ca,
-                extra=[*extra, "--set", "kalkan_fast_relay=false"],
+                extra=[*extra, "--set", "kalkan_front=false", "--set", "kalkan_fast_relay=false"],
             )
             procs["kalkan_mitm_relay"], proxies["kalkan_mitm_relay"] = slow, (slow.port, "news.test:443")
         if "before" in variants:
@@ -206,7 +212,20 @@ def main() -> None:
             pids["e2guardian"] = e2g.pid
         cpu_before = {name: tree_cpu_ns(pid) for name, pid in pids.items()}
         own_before = {name: own_cpu_ns(pid) for name, pid in pids.items()}
+        spies = []
+        if args.spy:
+            args.spy.mkdir(parents=True, exist_ok=True)
+            spy = Path(sys.executable).parent / "py-spy"
+            record = [str(spy), "record", "--format", "raw", "--nonblocking", "--rate", "500"]
+            spies = [subprocess.Popen([*record, "-p", str(pid), "-o", str(args.spy / f"{name}.txt")],
+                                      stdout=subprocess.DEVNULL,
+                                      stderr=open(args.spy / f"{name}.log", "wb"))  # noqa: SIM115
+                     for name, pid in pids.items() if name != "e2guardian"]
+            time.sleep(1.0)
         result = teacher.run(["/usr/bin/python3", "-c", CLIENT, json.dumps(spec)])
+        for spy_proc in spies:
+            spy_proc.send_signal(signal.SIGINT)
+            spy_proc.wait(30)
         cpu_per_page = {
             name: (tree_cpu_ns(pid) - cpu_before[name]) / args.pages / 1e6 for name, pid in pids.items()
         }

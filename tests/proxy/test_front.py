@@ -6,6 +6,7 @@ works; a raw byte stream is refused and reported."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -18,7 +19,7 @@ PROBE = r"""
 import json, socket, ssl, sys
 spec = json.loads(sys.argv[1])
 out = {}
-sock = socket.create_connection(("127.0.0.1", spec["port"]), timeout=10)
+sock = socket.create_connection(("127.0.0.1", spec["port"]), timeout=spec.get("timeout", 10))
 try:
     sock.sendall(spec["head"].encode("latin-1"))
     if spec["head"].startswith("CONNECT"):
@@ -80,8 +81,9 @@ def proxies(tmp_path_factory, pki, origin, origin_ca_file, accounts):
         proc.stop()
 
 
-def probe(account, proxy, head: str, *, sni: str = "", raw: str = "", cas=()) -> dict:
-    spec = {"port": proxy.port, "head": head, "sni": sni, "raw": raw, "cas": [str(c) for c in cas]}
+def probe(account, proxy, head: str, *, sni: str = "", raw: str = "", cas=(), timeout: float = 10) -> dict:
+    spec = {"port": proxy.port, "head": head, "sni": sni, "raw": raw, "cas": [str(c) for c in cas],
+            "timeout": timeout}
     result = account.run(["/usr/bin/python3", "-c", PROBE, json.dumps(spec)])
     assert result.returncode == 0, result.stderr[-2000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -147,6 +149,59 @@ def test_front_reports_passed_through_hosts_like_the_addon(proxies, accounts, or
           cas=(origin_ca_file,))
     started = proxies["front"].wait_events("isuo.session")
     assert any(e["data"]["state"] == "start" for e in started), started
+
+
+class Recorder:
+    """A TCP "origin" that records, per connection, the bytes it received (it never answers)."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.received: list[bytearray] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import threading
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            got = bytearray()
+            self.received.append(got)
+            threading.Thread(target=self._read, args=(conn, got), daemon=True).start()
+
+    @staticmethod
+    def _read(conn, got: bytearray) -> None:
+        with conn:
+            while chunk := conn.recv(65536):
+                got += chunk
+
+
+def test_an_early_dial_sends_nothing_before_the_decision(tmp_path, pki, accounts, school_ca_file):
+    """news.test passes through for teachers only.  A student's CONNECT to it is dialled early
+    (some group passes it), but the student's own verdict is checked before anything is sent: the
+    server gets a connection and not one byte, and the student gets the school's block page.  The
+    teacher's hello reaches it (the positive control)."""
+    recorder = Recorder()
+    proxy = start_proxy(tmp_path / "early", school_ca=pki["school"], bundle=base_bundle(),
+                        upstream={"news.test:443": ("127.0.0.1", recorder.port)})
+    try:
+        seen = probe(accounts["student"], proxy, connect("news.test:443"), sni="news.test",
+                     cas=(school_ca_file,))
+        assert seen.get("tls") == "Kalkan Test School CA", seen  # intercepted: the block page's TLS
+        time.sleep(0.3)
+        assert len(recorder.received) >= 1, "no early dial: the test no longer tests it"
+        assert all(len(got) == 0 for got in recorder.received), [bytes(g[:40]) for g in recorder.received]
+        # the recorder never answers: the teacher's probe gives up after a second
+        probe(accounts["teacher"], proxy, connect("news.test:443"), sni="news.test", timeout=1)
+        hellos = [got for got in recorder.received if got.startswith(b"\x16\x03")]
+        assert hellos, "the teacher's hello never came"
+    finally:
+        proxy.stop()
+        recorder.server.close()
 
 
 def test_front_logged_no_error(proxies):

@@ -1,0 +1,286 @@
+"""The kernel relay (agent/proxy/kernel_relay.py) on this machine's real kernel: a pair of TCP
+connections handed to the BPF sockhash carries bytes both ways without user space, ends exactly
+(the last bytes before a FIN are never overtaken), passes a reset on, leaves nothing in the maps;
+and a real mitmdump relays passed-through TLS this way by default."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import struct
+import threading
+
+import pytest
+
+from agent.proxy import kernel_relay
+
+try:
+    MAPS = kernel_relay.create_maps()
+except OSError as exc:  # pragma: no cover - the CI machine has BPF (root, kernel ≥ 5.13)
+    MAPS = None
+    WHY = str(exc)
+
+pytestmark = pytest.mark.skipif(MAPS is None, reason="no BPF sockhash on this machine")
+
+
+class Ended:
+    def __init__(self) -> None:
+        self.event = threading.Event()
+
+    def close(self) -> None:
+        self.event.set()
+
+
+class Loop:
+    """An asyncio loop in a thread, as mitmproxy's, with one KernelRelay."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.relay = kernel_relay.KernelRelay(self.loop, MAPS)
+
+    def call(self, fn, *args):
+        done = threading.Event()
+        box = {}
+
+        def run():
+            box["value"] = fn(*args)
+            done.set()
+        self.loop.call_soon_threadsafe(run)
+        assert done.wait(5)
+        return box["value"]
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+@pytest.fixture(scope="module")
+def loop():
+    made = Loop()
+    yield made
+    made.stop()
+
+
+def relayed_pair(loop: Loop, first: bytes = b""):
+    """client ⇄ [front socket … upstream socket] ⇄ origin, the middle handed to the kernel."""
+    lsock = socket.create_server(("127.0.0.1", 0))
+    osock = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(lsock.getsockname())
+    front, _ = lsock.accept()
+    upstream = socket.create_connection(osock.getsockname())
+    origin, _ = osock.accept()
+    lsock.close()
+    osock.close()
+    for sock in (client, origin):
+        sock.settimeout(10)
+    ended = Ended()
+    assert loop.call(loop.relay.add, ended, front.detach(), upstream.detach(), first)
+    return client, origin, ended
+
+
+def read_exactly(sock: socket.socket, n: int) -> bytes:
+    data = bytearray()
+    while len(data) < n:
+        chunk = sock.recv(min(1 << 20, n - len(data)))
+        assert chunk, f"closed after {len(data)} of {n} bytes"
+        data += chunk
+    return bytes(data)
+
+
+def test_bytes_both_ways_and_the_first_bytes_go_first(loop):
+    client, origin, ended = relayed_pair(loop, first=b"HELLO")
+    assert read_exactly(origin, 5) == b"HELLO"
+    for size in (1, 100, 70_000):
+        client.sendall(b"c" * size)
+        assert read_exactly(origin, size) == b"c" * size
+        origin.sendall(b"o" * size)
+        assert read_exactly(client, size) == b"o" * size
+    client.close()
+    origin.close()
+    assert ended.event.wait(10)
+
+
+def test_a_large_answer_then_close_arrives_whole(loop):
+    """The origin writes 8 MB and closes at once: its FIN must not overtake the bytes the kernel
+    still moves on its work queue."""
+    client, origin, ended = relayed_pair(loop)
+    body = os.urandom(1 << 20) * 8
+
+    def answer():
+        origin.sendall(body)
+        origin.close()
+    writer = threading.Thread(target=answer)
+    writer.start()
+    got = bytearray()
+    while True:
+        chunk = client.recv(1 << 20)
+        if not chunk:
+            break
+        got += chunk
+    writer.join()
+    assert len(got) == len(body) and bytes(got) == body
+    client.close()
+    assert ended.event.wait(10)
+    assert not loop.call(lambda: len(loop.relay.pairs))
+
+
+def test_half_close_the_answer_still_comes(loop):
+    """The client says it will send no more; the origin still answers, then closes."""
+    client, origin, ended = relayed_pair(loop)
+    client.sendall(b"question")
+    client.shutdown(socket.SHUT_WR)
+    assert read_exactly(origin, 8) == b"question"
+    assert origin.recv(10) == b""  # the client's FIN passed on, after the bytes
+    origin.sendall(b"answer" * 10_000)
+    origin.close()
+    got = bytearray()
+    while chunk := client.recv(65536):
+        got += chunk
+    assert bytes(got) == b"answer" * 10_000
+    client.close()
+    assert ended.event.wait(10)
+
+
+def test_a_reset_ends_the_pair_and_the_maps_forget_it(loop):
+    client, origin, ended = relayed_pair(loop)
+    client.sendall(b"x")
+    assert read_exactly(origin, 1) == b"x"
+    cookies = loop.call(lambda: [(p.client.cookie, p.server.cookie) for p in loop.relay.pairs])[0]
+    origin.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    origin.close()  # RST
+    assert ended.event.wait(10)
+    with pytest.raises(OSError):
+        client.sendall(b"y" * 100_000)
+        client.recv(1)  # the reset reached the client: its connection is gone
+    for cookie in cookies:
+        with pytest.raises(OSError):
+            loop.relay.redirected(cookie)  # the count is gone from the map
+    client.close()
+
+
+def test_bytes_never_reach_user_space(loop):
+    """What the kernel moved is counted by the program: 1 MB each way, none of it read by us."""
+    client, origin, ended = relayed_pair(loop)
+    pair = loop.call(lambda: next(iter(loop.relay.pairs)))
+    client.sendall(b"a" * 1_000_000)
+    read_exactly(origin, 1_000_000)
+    origin.sendall(b"b" * 1_000_000)
+    read_exactly(client, 1_000_000)
+    assert loop.relay.redirected(pair.client.cookie) == 1_000_000
+    assert loop.relay.redirected(pair.server.cookie) == 1_000_000
+    client.close()
+    origin.close()
+    assert ended.event.wait(10)
+
+
+def test_the_proxy_can_add_pairs_without_any_privilege(loop):
+    """The agent (root) makes the maps; the proxy's account, with no capability, only adds its
+    own sockets to them (the descriptors it was given)."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through its exit code
+        code = 1
+        try:
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            relay = kernel_relay.KernelRelay(asyncio.new_event_loop(), MAPS)
+            lsock = socket.create_server(("127.0.0.1", 0))
+            a = socket.create_connection(lsock.getsockname())
+            b, _ = lsock.accept()
+            c = socket.create_connection(lsock.getsockname())
+            d, _ = lsock.accept()
+            code = 0 if relay.add(Ended(), b.detach(), c.detach(), b"") else 2
+            a.sendall(b"ping")
+            d.settimeout(5)
+            code = code or (0 if d.recv(4) == b"ping" else 3)
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+# --- a real mitmdump relays passed-through TLS in the kernel ----------------------------------
+
+def _bpf_attr(cmd: int, attr: bytes) -> bytes:
+    """bpf(2) returning the attribute block as the kernel left it (for the commands that answer
+    in it)."""
+    import ctypes
+    buf = ctypes.create_string_buffer(attr, 128)
+    if kernel_relay._libc.syscall(kernel_relay._SYS_BPF, cmd, buf, 128) < 0:
+        raise OSError(ctypes.get_errno(), "bpf")
+    return buf.raw
+
+
+def _counts_in_kernel() -> list[int]:
+    """Every value of every `kalkan_counts` map on this machine (BPF map ids walked as
+    `bpftool map` does): bytes each relayed socket has had redirected so far."""
+    import ctypes
+    values, map_id = [], 0
+    while True:
+        try:  # BPF_MAP_GET_NEXT_ID: {start_id, next_id, open_flags}
+            map_id = struct.unpack_from("I", _bpf_attr(12, struct.pack("III", map_id, 0, 0)), 4)[0]
+        except OSError:
+            return values
+        try:
+            fd = kernel_relay._bpf(14, struct.pack("III", map_id, 0, 0))  # BPF_MAP_GET_FD_BY_ID
+        except OSError:
+            continue
+        try:
+            info = ctypes.create_string_buffer(88)  # struct bpf_map_info: name at 24
+            kernel_relay._bpf(15, struct.pack("IIQ", fd, len(info), ctypes.addressof(info)))
+            if info.raw[24:40].rstrip(b"\0") != kernel_relay.COUNTS_NAME:
+                continue
+            key, nxt, value = (ctypes.create_string_buffer(8) for _ in range(3))
+            first = True
+            while True:
+                try:  # BPF_MAP_GET_NEXT_KEY
+                    kernel_relay._bpf(4, struct.pack("IIQQ", fd, 0, 0 if first else ctypes.addressof(key),
+                                                     ctypes.addressof(nxt)))
+                except OSError:
+                    break
+                first = False
+                ctypes.memmove(key, nxt, 8)
+                try:
+                    kernel_relay._elem(fd, kernel_relay._BPF_MAP_LOOKUP, key.raw, value)
+                except OSError:
+                    continue
+                values.append(struct.unpack("Q", value.raw)[0])
+        finally:
+            os.close(fd)
+
+
+@pytest.fixture(scope="module")
+def proxies(tmp_path_factory, pki, origin, origin_ca_file):
+    from tests.proxy.conftest import base_bundle, upstream_for
+    from tests.support.proxy_rig import start_proxy
+    made = {}
+    for name, front in (("mitmproxy", "false"), ("front", "true")):
+        made[name] = start_proxy(tmp_path_factory.mktemp(f"kernel-{name}"), school_ca=pki["school"],
+                                 upstream=upstream_for(origin), bundle=base_bundle(),
+                                 upstream_ca=origin_ca_file, extra=["--set", f"kalkan_front={front}"])
+    yield made
+    for proc in made.values():
+        proc.stop()
+
+
+@pytest.mark.parametrize("listener", ["mitmproxy", "front"])
+def test_mitmdump_relays_a_passed_through_tunnel_in_the_kernel(proxies, origin_ca_file, listener):
+    """A CONNECT passed through (root is a system account: never intercepted): 300 kB sent inside
+    the TLS tunnel are counted by the kernel program, i.e. never read by the proxy."""
+    import ssl
+    sock = socket.create_connection(("127.0.0.1", proxies[listener].port), timeout=10)
+    sock.sendall(b"CONNECT news.test:443 HTTP/1.1\r\nHost: news.test:443\r\n\r\n")
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(4096)
+    assert head.split(b" ")[1] == b"200", head
+    ctx = ssl.create_default_context(cafile=str(origin_ca_file))
+    tls = ctx.wrap_socket(sock, server_hostname="news.test")
+    body = b"k" * 300_000
+    tls.sendall(b"POST /upload HTTP/1.1\r\nHost: news.test\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    assert tls.recv(4096).startswith(b"HTTP/1.1 ")
+    assert max(_counts_in_kernel(), default=0) >= len(body), "the tunnel was not relayed by the kernel"
+    tls.close()
