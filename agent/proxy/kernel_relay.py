@@ -225,14 +225,18 @@ class Pair:
                 return
             self.finish(reset=True)  # a reset (or timeout) on one side resets the other
             return
-        if data:  # not redirected (should not happen): sent on by hand, counted
+        if data:  # from before the pair was complete (no count: the program passed it): by hand
             peer = self.peer(side)
-            try:
-                peer.sock.sendall(data)
-            except OSError:
-                self.finish()
-                return
             peer.sent_by_hand += len(data)
+            try:
+                sent = peer.sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                self.finish(reset=True)
+                return
+            if sent < len(data):  # a full socket: the rest in a task (rare: a few bytes at most)
+                self.relay.send_later(self, peer, data[sent:])
             return
         side.eof = True
         self.relay.loop.remove_reader(side.sock.fileno())
@@ -363,16 +367,19 @@ class KernelRelay:
             pair.finish(reset=True)
             return True
         if sent < len(first):  # a full send buffer (rare for a ClientHello): the rest in a task
-            task = self.loop.create_task(self._send_rest(pair, first[sent:]))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self.send_later(pair, s, first[sent:])
         return True
 
-    async def _send_rest(self, pair: Pair, rest: bytes) -> None:
+    def send_later(self, pair: Pair, side: _Side, rest: bytes) -> None:
+        task = self.loop.create_task(self._send_rest(pair, side, rest))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send_rest(self, pair: Pair, side: _Side, rest: bytes) -> None:
         try:
-            await self.loop.sock_sendall(pair.server.sock, rest)
+            await self.loop.sock_sendall(side.sock, rest)
         except OSError:
-            pair.finish()
+            pair.finish(reset=True)
 
     def forget(self, pair: Pair) -> None:
         self.pairs.discard(pair)

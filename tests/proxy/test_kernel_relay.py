@@ -10,6 +10,7 @@ import os
 import socket
 import struct
 import threading
+import time
 
 import pytest
 
@@ -171,6 +172,37 @@ def test_bytes_never_reach_user_space(loop):
     read_exactly(client, 1_000_000)
     assert loop.relay.redirected(pair.client.cookie) == 1_000_000
     assert loop.relay.redirected(pair.server.cookie) == 1_000_000
+    client.close()
+    origin.close()
+    assert ended.event.wait(10)
+
+
+def test_bytes_from_before_the_pair_was_complete_are_sent_on(loop):
+    """A server that speaks before the decision (the early dial is staged, the client's hello not
+    yet sent): the program leaves those bytes to user space, which passes them on once started;
+    then the kernel relays as usual."""
+    lsock = socket.create_server(("127.0.0.1", 0))
+    osock = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(lsock.getsockname())
+    front, _ = lsock.accept()
+    upstream = socket.create_connection(osock.getsockname())
+    origin, _ = osock.accept()
+    lsock.close()
+    osock.close()
+    for sock in (client, origin):
+        sock.settimeout(10)
+    pair = loop.call(loop.relay.stage, front.detach(), upstream.detach())
+    assert pair is not None
+    origin.sendall(b"server speaks first")
+    time.sleep(0.1)
+    ended = Ended()
+    assert loop.call(loop.relay.start, pair, ended, b"HELLO")
+    assert read_exactly(origin, 5) == b"HELLO"
+    assert read_exactly(client, 19) == b"server speaks first"
+    client.sendall(b"abc")
+    assert read_exactly(origin, 3) == b"abc"
+    origin.sendall(b"xyz")
+    assert read_exactly(client, 3) == b"xyz"
     client.close()
     origin.close()
     assert ended.event.wait(10)
