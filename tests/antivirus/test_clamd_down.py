@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import datetime
 
 import pytest
 
@@ -45,6 +46,12 @@ class CountingConnect:
         return self._connect()
 
 
+# Outside the weekly window (Saturday 10:00–16:00 by default): on the wall clock, a run on a
+# Saturday morning in Bishkek started the full scan of / as soon as clamd was back, and the
+# parked downloads waited behind it.
+WEDNESDAY_NOON = datetime.fromisoformat("2026-11-25T12:00:00+06:00")
+
+
 def test_without_clamd_files_are_parked_quietly_and_scanned_once_it_is_back(tmp_path, sink, caplog):
     downloads = tmp_path / "Downloads"
     downloads.mkdir()
@@ -53,7 +60,8 @@ def test_without_clamd_files_are_parked_quietly_and_scanned_once_it_is_back(tmp_
     bundle = PolicyBundle(antivirus=AntivirusSection(download_dirs=[str(downloads)]))
     ctx = CollectorContext(sink=sink, state_dir=state, policy=bundle)
     collector = AntivirusCollector(ctx, clamd_socket=clamd.socket_path, tick_s=2.0, first_retry_s=0.25,
-                                   mounts_file="/dev/null", nobody_at_console=lambda: False)
+                                   mounts_file="/dev/null", nobody_at_console=lambda: False,
+                                   clock=lambda: WEDNESDAY_NOON)
     connects = CountingConnect(collector.client)
     caplog.set_level(logging.INFO, logger="kalkan.agent")
     collector.start()
