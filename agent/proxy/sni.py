@@ -20,7 +20,7 @@ import struct
 from mitmproxy.net import check
 
 UNSURE = object()  # not read here: let mitmproxy's TLS layer parse the ClientHello
-_HANDSHAKE, _CLIENT_HELLO, _SERVER_NAME, _HOST_NAME = 0x16, 0x01, 0x0000, 0
+_HANDSHAKE, _CLIENT_HELLO, _SERVER_NAME, _ALPN, _HOST_NAME = 0x16, 0x01, 0x0000, 0x0010, 0
 
 
 def client_hello_sni(data: bytes) -> str | None | object:
@@ -68,6 +68,8 @@ def _read(data: memoryview) -> str | None | object:
             name = _server_name(body[pos:pos + length])
             if name is UNSURE:
                 return UNSURE
+        elif kind == _ALPN and not _alpn_complete(body[pos:pos + length]):
+            return UNSURE  # mitmproxy's parser rejects the hello: so must we be unsure
         pos += length
     return name
 
@@ -84,3 +86,14 @@ def _server_name(ext: memoryview) -> str | object:
     if not check.is_valid_host(host):
         return UNSURE
     return host.decode("ascii")
+
+
+def _alpn_complete(ext: memoryview) -> bool:
+    """The ALPN extension as mitmproxy's parser reads it (the only other extension it parses): a
+    2-byte length, then protocol names (1-byte length + bytes) to the extension's end."""
+    if len(ext) < 2:
+        return False
+    pos = 2
+    while pos < len(ext):
+        pos += 1 + ext[pos]
+    return pos == len(ext)

@@ -72,10 +72,15 @@ def test_unusual_hellos_are_left_to_mitmproxy() -> None:
         "truncated (the rest of the hello still to come)": with_sni[:-10],
         "one more byte after the record": with_sni + b"\x16",
         "not a handshake record": b"\x17" + with_sni[1:],
+        # mitmproxy's parser reads ALPN too, and rejects a broken one (found by the fuzz test below)
+        "an ALPN list that overruns its extension":
+            _with_extensions(without, struct.pack("!HH", 16, 5) + b"\x00\x03\x08h2"),
         "empty": b"",
     }
     for why, data in unusual.items():
         assert client_hello_sni(data) is UNSURE, why
+    good_alpn = _with_extensions(with_sni, struct.pack("!HH", 16, 5) + b"\x00\x03\x02h2")
+    assert client_hello_sni(good_alpn) == "news.test" == mitmproxy_sni(good_alpn)
 
 
 def test_hello_split_over_two_records_is_left_to_mitmproxy() -> None:
