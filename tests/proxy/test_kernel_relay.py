@@ -65,8 +65,8 @@ def loop():
     made.stop()
 
 
-def relayed_pair(loop: Loop, first: bytes = b""):
-    """client ⇄ [front socket … upstream socket] ⇄ origin, the middle handed to the kernel."""
+def four_sockets():
+    """client ⇄ front … upstream ⇄ origin: two TCP connections; the middle two are the relay's."""
     lsock = socket.create_server(("127.0.0.1", 0))
     osock = socket.create_server(("127.0.0.1", 0))
     client = socket.create_connection(lsock.getsockname())
@@ -77,6 +77,12 @@ def relayed_pair(loop: Loop, first: bytes = b""):
     osock.close()
     for sock in (client, origin):
         sock.settimeout(10)
+    return client, front, upstream, origin
+
+
+def relayed_pair(loop: Loop, first: bytes = b""):
+    """client ⇄ [front socket … upstream socket] ⇄ origin, the middle handed to the kernel."""
+    client, front, upstream, origin = four_sockets()
     ended = Ended()
     assert loop.call(loop.relay.add, ended, front.detach(), upstream.detach(), first)
     return client, origin, ended
@@ -181,16 +187,7 @@ def test_bytes_from_before_the_pair_was_complete_are_sent_on(loop):
     """A server that speaks before the decision (the early dial is staged, the client's hello not
     yet sent): the program leaves those bytes to user space, which passes them on once started;
     then the kernel relays as usual."""
-    lsock = socket.create_server(("127.0.0.1", 0))
-    osock = socket.create_server(("127.0.0.1", 0))
-    client = socket.create_connection(lsock.getsockname())
-    front, _ = lsock.accept()
-    upstream = socket.create_connection(osock.getsockname())
-    origin, _ = osock.accept()
-    lsock.close()
-    osock.close()
-    for sock in (client, origin):
-        sock.settimeout(10)
+    client, front, upstream, origin = four_sockets()
     pair = loop.call(loop.relay.stage, front.detach(), upstream.detach())
     assert pair is not None
     origin.sendall(b"server speaks first")
