@@ -26,6 +26,7 @@ mode) or the original destination (transparent mode; mitmproxy puts it in
 from __future__ import annotations
 
 import errno
+import functools
 import ipaddress
 import itertools
 import os
@@ -60,6 +61,7 @@ def _unmapped(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     return addr
 
 
+@functools.lru_cache(maxsize=256)
 def families(src_ip: str) -> tuple[int, ...]:
     """Where to look: an IPv4 client socket is usually AF_INET, but a dual-stack client
     (an AF_INET6 socket dialling ::ffff:a.b.c.d) shows in AF_INET6 with mapped addresses."""
@@ -68,6 +70,7 @@ def families(src_ip: str) -> tuple[int, ...]:
     return (socket.AF_INET6,)
 
 
+@functools.lru_cache(maxsize=512)  # a lab's few addresses, parsed once (ipaddress is slow)
 def _address_bytes(ip: str, family: int) -> bytes:
     addr = _unmapped(ip)
     if family == socket.AF_INET:

@@ -1,13 +1,19 @@
 """The proxy's pure parts: languages, pages, history, usage counts, ISUO sessions,
-socket-owner lookup, the nftables ruleset text."""
+socket-owner lookup, the nftables ruleset text, the collector's view of an engine."""
 
 from __future__ import annotations
 
+import gc
+import json
 import os
 import socket
+import time
+import weakref
 
 import pytest
 
+from agent.proxy.addon import freeze_startup_objects
+from agent.proxy.engine import Engine
 from agent.proxy.history import RecentPages
 from agent.proxy.i18n import MESSAGES, RULES, pick_language
 from agent.proxy.isuo import IsuoTracker
@@ -16,6 +22,7 @@ from agent.proxy.pages import BlockInfo, PageSet, RecentPage
 from agent.proxy.subject import socket_owner_uid
 from agent.proxy.usage import UsageCounter
 from filters.decision import RULES as FILTER_RULES
+from tests.proxy.conftest import base_bundle
 
 
 @pytest.mark.parametrize(("header", "expected"), [
@@ -127,3 +134,26 @@ def test_system_resolvers(tmp_path):
     conf = tmp_path / "resolv.conf"
     conf.write_text("nameserver 127.0.0.53\nnameserver 10.1.1.1\nnameserver fe80::1%eth0\nsearch x\n")
     assert system_resolvers(conf) == ("10.1.1.1", "fe80::1")
+
+
+def test_a_replaced_engine_leaves_no_cyclic_garbage():
+    """What makes freezing the startup objects safe (addon.freeze_startup_objects): a policy
+    reload drops the old engine by reference count, so a frozen engine is never garbage the
+    collector would have had to find."""
+    raw = json.loads(base_bundle().model_dump_json())
+    gc.collect()
+    engine = Engine.from_bundle(raw, index=None)
+    engine.host_verdict("news.test", group="student", user=None, seat=None, room=None, when=time.time())
+    engine.decide("http://news.test/page", group="student", user=None, seat=None, room=None, when=time.time())
+    alive = weakref.ref(engine)
+    del engine
+    assert alive() is None  # freed at once, not left for the collector
+    assert gc.collect() == 0
+
+
+def test_startup_objects_are_frozen_out_of_the_collectors_walk():
+    try:
+        frozen = freeze_startup_objects()
+        assert frozen > 1000 and gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()
