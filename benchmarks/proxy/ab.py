@@ -23,11 +23,15 @@ index; the load generators are those of run.py):
 * connect: new connection + CONNECT + TLS to the origin + one request; Kalkan passes it through
   (an allowed host, decided at the ClientHello), bare by `ignore_hosts`;
 * tls: the same to a host both intercept (Kalkan decides at the ClientHello that it intercepts).
+
+`--gc` also times every proxy's cyclic garbage collections (gc_meter.py, loaded into each variant
+alike) and prints their CPU per request: a cost far below what the CPU ratio can resolve here.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import statistics
@@ -69,6 +73,7 @@ class Slice:
     requests: int
     seconds: float
     cpu_s: float
+    gc_s: float | None = None  # the cyclic GC's share of cpu_s (`--gc`)
 
     @property
     def rate(self) -> float:
@@ -104,10 +109,37 @@ def run_connect(account, port: int, seconds: float, host: str, cafile: Path,
     return int(done), float(elapsed)
 
 
-def measure(pid: int, load) -> Slice:
+GC_METER = Path(__file__).resolve().parent / "gc_meter.py"
+
+
+def gc_args(out: Path | None) -> list[str]:
+    """mitmdump arguments that time its garbage collections into `out` (nothing when None)."""
+    return ["-s", str(GC_METER), "--set", f"bench_gc={out}"] if out else []
+
+
+def gc_cpu_ns(pid: int, out: Path) -> int:
+    """The GC's CPU time so far in `pid` (gc_meter.py writes its totals on SIGUSR1)."""
+    seq = json.loads(out.read_text())["seq"] if out.exists() else 0
+    os.kill(pid, signal.SIGUSR1)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            data = json.loads(out.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            data = {"seq": seq}
+        if data["seq"] > seq:
+            return sum(ns for _, ns in data["gens"].values())
+        time.sleep(0.002)
+    raise RuntimeError(f"no GC totals from {pid} in {out}")
+
+
+def measure(pid: int, load, gc_file: Path | None = None) -> Slice:
+    gc_before = gc_cpu_ns(pid, gc_file) if gc_file else 0
     before = cpu_ns(pid)
     requests, seconds = load()
-    return Slice(requests, seconds, (cpu_ns(pid) - before) / 1e9)
+    cpu_s = (cpu_ns(pid) - before) / 1e9
+    gc_s = (gc_cpu_ns(pid, gc_file) - gc_before) / 1e9 if gc_file else None
+    return Slice(requests, seconds, cpu_s, gc_s)
 
 
 @dataclass
@@ -115,6 +147,7 @@ class Running:
     proc: subprocess.Popen
     port: int
     tls_ca: Path  # the CA the intercepted-TLS load trusts for this proxy
+    gc_file: Path | None = None  # gc_meter.py's totals (`--gc`)
 
 
 def stop_all(running: dict[str, Running]) -> None:
@@ -190,6 +223,9 @@ def main() -> None:
                              "memory and threads land), so each variant is measured in several processes")
     parser.add_argument("--aa", action="store_true",
                         help="add a second bare mitmdump ('bare2'): the A/A control shows the noise floor")
+    parser.add_argument("--gc", action="store_true",
+                        help="time every proxy's cyclic garbage collections (gc_meter.py, loaded into "
+                             "each variant alike) and report their CPU per request")
     parser.add_argument("--index", type=Path, default=None,
                         help="an already compiled UT1 index (else compiled from ../shared/data/ut1)")
     args = parser.parse_args()
@@ -240,11 +276,14 @@ def main() -> None:
         generation += 1
         here = tmp / f"gen{generation}"
         here.mkdir()
+        def gc_file(variant: str) -> Path | None:
+            return here / f"{variant}.gc.json" if args.gc else None
+
         kalkan = start_proxy(here / "kalkan", school_ca=school, upstream=upstream, bundle=bundle,
                              upstream_ca=origin_ca,
-                             extra=["--set", f"kalkan_index={index}",
+                             extra=["--set", f"kalkan_index={index}", *gc_args(gc_file("kalkan")),
                                     *profile_args(args.profile / "kalkan.prof" if args.profile else None)])
-        running = {"kalkan": Running(kalkan.proc, kalkan.port, school_ca)}
+        running = {"kalkan": Running(kalkan.proc, kalkan.port, school_ca, gc_file("kalkan"))}
         if args.before:
             import tests.support.proxy_rig as rig
 
@@ -252,16 +291,18 @@ def main() -> None:
             try:
                 before = start_proxy(here / "before", school_ca=school, upstream=upstream,
                                      bundle=bundle, upstream_ca=origin_ca,
-                                     extra=["--set", f"kalkan_index={index}"])
+                                     extra=["--set", f"kalkan_index={index}", *gc_args(gc_file("before"))])
             finally:
                 rig.ENTRY = entry
-            running["before"] = Running(before.proc, before.port, school_ca)
+            running["before"] = Running(before.proc, before.port, school_ca, gc_file("before"))
         bare, bare_port = bare_proxy(here / "bare", upstream, origin_ca,
-                                     args.profile / "bare.prof" if args.profile else None)
-        running["bare"] = Running(bare, bare_port, here / "bare" / "mitmproxy-ca-cert.pem")
+                                     args.profile / "bare.prof" if args.profile else None,
+                                     gc_args(gc_file("bare")))
+        running["bare"] = Running(bare, bare_port, here / "bare" / "mitmproxy-ca-cert.pem", gc_file("bare"))
         if args.aa:
-            bare2, bare2_port = bare_proxy(here / "bare2", upstream, origin_ca)
-            running["bare2"] = Running(bare2, bare2_port, here / "bare2" / "mitmproxy-ca-cert.pem")
+            bare2, bare2_port = bare_proxy(here / "bare2", upstream, origin_ca, None, gc_args(gc_file("bare2")))
+            running["bare2"] = Running(bare2, bare2_port, here / "bare2" / "mitmproxy-ca-cert.pem",
+                                       gc_file("bare2"))
         return running
 
     def load_for(name: str, proxy: Running, seconds: int):
@@ -284,12 +325,12 @@ def main() -> None:
                     if args.py_spy and not spies:
                         spies = start_spies(running, args.py_spy)
                     for proxy in running.values():  # the same warm-up for each
-                        measure(proxy.proc.pid, load_for(name, proxy, args.warmup))
+                        measure(proxy.proc.pid, load_for(name, proxy, args.warmup), proxy.gc_file)
                 series.loads.append(os.getloadavg()[0])
                 order = list(running) if i % 2 == 0 else list(reversed(running))  # ABBA (ABC CBA)
                 for variant in order:
                     proxy = running[variant]
-                    slice_ = measure(proxy.proc.pid, load_for(name, proxy, args.seconds))
+                    slice_ = measure(proxy.proc.pid, load_for(name, proxy, args.seconds), proxy.gc_file)
                     series.slices.setdefault(variant, []).append(slice_)
             series.loads.append(os.getloadavg()[0])
     finally:
@@ -319,6 +360,11 @@ def main() -> None:
             print(f"  {variant:7s} req/s: {', '.join(f'{s.rate:.0f}' for s in slices)}; CPU µs/request: "
                   f"{', '.join(f'{s.cpu_us_per_request:.0f}' for s in slices)}; "
                   f"{sum(s.requests for s in slices)} requests, {sum(s.cpu_s for s in slices):.1f} CPU s")
+            if args.gc:
+                gc_us = [s.gc_s / s.requests * 1e6 for s in slices]
+                print(f"    GC CPU µs/request: {', '.join(f'{v:.1f}' for v in gc_us)}; median "
+                      f"{statistics.median(gc_us):.1f} = {statistics.median(s.gc_s / s.cpu_s for s in slices):.1%} "
+                      "of the proxy's CPU")
             if variant != "bare":
                 pairs = list(zip(slices, bare, strict=True))
                 print(f"    / bare, req/s: {', '.join(f'{k.rate / b.rate:.3f}' for k, b in pairs)}")

@@ -66,7 +66,7 @@ def profile_args(out: Path | None) -> list[str]:
 
 
 def bare_proxy(state: Path, upstream: dict, origin_ca: Path,
-               profile: Path | None = None) -> tuple[subprocess.Popen, int]:
+               profile: Path | None = None, extra: list[str] = ()) -> tuple[subprocess.Popen, int]:
     port = free_port()
     mapping = ",".join(f"{k}={v[0]}:{v[1]}" for k, v in upstream.items())
     proc = subprocess.Popen([str(MITMDUMP), "--quiet", "-s", str(UPSTREAM_MAP), "--mode",
@@ -75,7 +75,7 @@ def bare_proxy(state: Path, upstream: dict, origin_ca: Path,
                              # bare mitmdump's own pass-through for the same host Kalkan passes
                              "--set", r"ignore_hosts=^news\.test",
                              "--set", f"ssl_verify_upstream_trusted_ca={origin_ca}",
-                             *profile_args(profile)],
+                             *profile_args(profile), *extra],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_port(port, proc=proc)
     return proc, port
