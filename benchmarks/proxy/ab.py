@@ -300,7 +300,8 @@ def main() -> None:
                                      gc_args(gc_file("bare")))
         running["bare"] = Running(bare, bare_port, here / "bare" / "mitmproxy-ca-cert.pem", gc_file("bare"))
         if args.aa:
-            bare2, bare2_port = bare_proxy(here / "bare2", upstream, origin_ca, None, gc_args(gc_file("bare2")))
+            bare2, bare2_port = bare_proxy(here / "bare2", upstream, origin_ca, None,
+                                           gc_args(gc_file("bare2")))
             running["bare2"] = Running(bare2, bare2_port, here / "bare2" / "mitmproxy-ca-cert.pem",
                                        gc_file("bare2"))
         return running
@@ -362,9 +363,9 @@ def main() -> None:
                   f"{sum(s.requests for s in slices)} requests, {sum(s.cpu_s for s in slices):.1f} CPU s")
             if args.gc:
                 gc_us = [s.gc_s / s.requests * 1e6 for s in slices]
+                gc_share = statistics.median(s.gc_s / s.cpu_s for s in slices)
                 print(f"    GC CPU µs/request: {', '.join(f'{v:.1f}' for v in gc_us)}; median "
-                      f"{statistics.median(gc_us):.1f} = {statistics.median(s.gc_s / s.cpu_s for s in slices):.1%} "
-                      "of the proxy's CPU")
+                      f"{statistics.median(gc_us):.1f} = {gc_share:.1%} of the proxy's CPU")
             if variant != "bare":
                 pairs = list(zip(slices, bare, strict=True))
                 print(f"    / bare, req/s: {', '.join(f'{k.rate / b.rate:.3f}' for k, b in pairs)}")
