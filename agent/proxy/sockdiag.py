@@ -92,6 +92,14 @@ def build_request(src: tuple[str, int], dst: tuple[str, int], seq: int, family: 
     return _NLMSGHDR.pack(_NLMSGHDR.size + len(body), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST, seq, 0) + body
 
 
+def is_remnant(uid: int, inode: int) -> bool:
+    """A socket no process holds: once a client has closed and its FIN is acknowledged, the
+    kernel keeps a time-wait remnant that reports uid 0 and no inode.  Read as root it would make
+    a student's send-and-close connection a system account's; its owner is unknown instead (the
+    strictest group).  (A process's socket always has an inode.)"""
+    return uid == 0 and inode == 0
+
+
 def parse_reply(data: bytes, seq: int) -> int | None:
     """The uid in the kernel's answer, or None when it has no such socket (pure)."""
     offset = 0
@@ -109,8 +117,8 @@ def parse_reply(data: bytes, seq: int) -> int | None:
             if msg_type == NLMSG_DONE:
                 return None
             if msg_type == SOCK_DIAG_BY_FAMILY and length >= _NLMSGHDR.size + _MSG_UID_OFFSET + _MSG_UID.size:
-                uid, _inode = _MSG_UID.unpack_from(data, payload + _MSG_UID_OFFSET)
-                return uid
+                uid, inode = _MSG_UID.unpack_from(data, payload + _MSG_UID_OFFSET)
+                return None if is_remnant(uid, inode) else uid
         offset += (length + 3) & ~3
     return None
 

@@ -21,7 +21,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from agent.platform.accounts import user_and_groups
-from agent.proxy.sockdiag import SockDiag, SockDiagUnavailable
+from agent.proxy.sockdiag import SockDiag, SockDiagUnavailable, is_remnant
 
 log = logging.getLogger("kalkan.proxy.subject")
 PROC_NET = Path("/proc/net")
@@ -63,8 +63,9 @@ def socket_owner_uid(peer_ip: str, peer_port: int, proc_net: Path = PROC_NET) ->
                 next(fh, None)  # header
                 for line in fh:
                     fields = line.split()
-                    if len(fields) > 7 and fields[1] == local:
-                        return int(fields[7])
+                    if len(fields) > 9 and fields[1] == local:
+                        uid, inode = int(fields[7]), int(fields[9])
+                        return None if is_remnant(uid, inode) else uid
         except FileNotFoundError:
             continue
     return None

@@ -6,6 +6,9 @@
     attack_probe.py icmp HOST                   one ICMP echo (unprivileged ping socket)
     attack_probe.py rawproto HOST PROTO         one raw IP packet of protocol PROTO (needs CAP_NET_RAW)
     attack_probe.py connect PROXYPORT TARGET [SEND]   CONNECT TARGET through 127.0.0.1:PROXYPORT, then SEND
+    attack_probe.py sendclose HOST PORT SEND    connect, send SEND and close at once (no answer read):
+                                                the socket is gone before the proxy asks who owns it
+    attack_probe.py helloclose HOST PORT NAME   the same with a real TLS ClientHello for NAME
 
 SEND may use \\r\\n escapes.  Prints what was received, or ``FAILED <why>``; never raises.
 """
@@ -37,6 +40,19 @@ def read_all(sock, limit=5.0):
     return b"".join(chunks)
 
 
+def client_hello(name):
+    """The ClientHello Python's TLS would send to `name` (nothing sent anywhere)."""
+    import ssl
+
+    outgoing = ssl.MemoryBIO()
+    tls = ssl.create_default_context().wrap_bio(ssl.MemoryBIO(), outgoing, server_hostname=name)
+    try:
+        tls.do_handshake()
+    except ssl.SSLWantReadError:  # it waits for the server's answer: the hello is written
+        pass
+    return outgoing.read()
+
+
 def main(argv):
     kind = argv[0]
     if kind == "tcp":
@@ -45,6 +61,13 @@ def main(argv):
         if len(argv) > 3:
             sock.sendall(unescape(argv[3]))
         return read_all(sock)
+    if kind in ("sendclose", "helloclose"):
+        host, port = argv[1], int(argv[2])
+        payload = client_hello(argv[3]) if kind == "helloclose" else unescape(argv[3])
+        sock = socket.create_connection((host, port), timeout=4)
+        sock.sendall(payload)
+        sock.close()
+        return b"SENT"
     if kind in ("udp", "udplite"):
         host, port = argv[1], int(argv[2])
         sock = socket.socket(family(host), socket.SOCK_DGRAM, 136 if kind == "udplite" else 0)

@@ -4,7 +4,8 @@ Usage: python netns_internet.py CERT KEY ZONE_JSON
 
 * web servers (HTTP 80, HTTPS 443) on the "good" and "bad" addresses; every answer says which
   address served it (``via=…``) and which Host it was asked for, so a test can tell a request
-  that reached a server it must not reach;
+  that reached a server it must not reach; and they remember every request (``GET /__seen__``
+  lists them) for the requests whose sender no longer reads an answer;
 * the attacker's own server on its addresses: a raw TCP echo that first sends a banner on
   22, 80, 443, 853, 3128 and 5222 (an SSH server, a foreign proxy, a raw tunnel), and UDP
   echoes on 53, 443, 5353 and 51820 (a foreign resolver, QUIC, mDNS, WireGuard);
@@ -25,11 +26,22 @@ UDPLITE = 136
 SCTP = 132
 
 
+SEEN: list[str] = []  # every request served, as "via=ADDRESS PATH"; GET /__seen__ lists them
+
+
 class Page(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def do_GET(self):
         local = self.connection.getsockname()[0]
+        if self.path == "/__seen__":  # a test's question: which requests reached a server at all
+            body = "\n".join(SEEN).encode() + b"\n"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        SEEN.append(f"via={local} {self.path}")
         body = f"ORIGIN host={self.headers.get('host')} path={self.path} via={local}\n".encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
@@ -61,6 +73,7 @@ class RawEcho(socketserver.BaseRequestHandler):
                 data = self.request.recv(4096)
                 if not data:
                     return
+                SEEN.append(f"raw via={local} {data[:64]!r}")
                 self.request.sendall(b"RAW-ECHO " + data)
         except OSError:
             return

@@ -229,6 +229,7 @@ def lab(readable_dir, accounts):
         yield {
             "ws": ws,
             "in_ws": in_ws,
+            "in_net": in_net,
             "firewall": firewall,
             "proxy_user": proxy_user,
             "exempt": exempt,
@@ -589,3 +590,36 @@ def test_attempts_are_counted_and_reported(lab):
     events = [r for r in rows if r["type"] == "net.bypass"]
     assert all(r["subject"]["os_user"] == STUDENT for r in events if r["data"]["kind"] in ("raw", "mismatch"))
     assert all("content" not in r["data"] for r in events)
+
+
+def test_a_program_that_sends_and_closes_is_not_taken_for_root(lab):
+    """A program that connects, sends and closes at once: once its FIN is acknowledged its socket
+    is a time-wait remnant that reads as uid 0, and had the proxy asked then, the request would
+    have passed as root's (a system account: unfiltered).  Here the proxy asks within a
+    millisecond and the remnant comes ~40 ms later (the delayed ACK), so this guards the whole
+    path; the remnant itself is read as nobody's in test_sockdiag.py."""
+    set_mode(lab, "default", 40)
+    nonce = uuid.uuid4().hex[:8]
+
+    def request(path: str) -> str:
+        return f"GET {path} HTTP/1.1\\r\\nHost: blocked.test\\r\\n\\r\\n"
+
+    # positive control: the same program, from the exempt account (not redirected to the proxy)
+    assert run_as(lab, lab["exempt"], *probe("sendclose", BAD4, "80", request(f"/exempt-{nonce}"))) == "SENT"
+    for attempt in range(5):
+        path = f"/student-{nonce}-{attempt}"
+        assert run_as(lab, lab["student"], *probe("sendclose", BAD4, "80", request(path))) == "SENT"
+    # raw bytes and a TLS record to the attacker's own server (relayed as they are for a system
+    # account; refused for a student: "nothing raw", and no such name passes)
+    hello = "\\x16\\x03\\x01\\x00\\x05" + f"TLSX-{nonce}"
+    for attempt in range(5):
+        run_as(lab, lab["student"], *probe("sendclose", EVIL4, "443", f"RAWX-{nonce}-{attempt}\\r\\n"))
+        run_as(lab, lab["student"], *probe("sendclose", EVIL4, "443", hello))
+        run_as(lab, lab["student"], *probe("helloclose", EVIL4, "443", f"tlsx-{nonce}.evil.test"))
+    assert run_as(lab, lab["exempt"], *probe("sendclose", EVIL4, "443", f"RAWX-exempt-{nonce}")) == "SENT"
+    time.sleep(1.5)  # whatever the proxy would relay, it has relayed by now
+    seen = sh(*lab["in_net"], "curl", "-sS", "--max-time", "5", f"http://{BAD4}/__seen__").stdout
+    assert f"via={BAD4} /exempt-{nonce}" in seen and f"RAWX-exempt-{nonce}" in seen, seen
+    assert f"/student-{nonce}" not in seen, seen
+    assert f"RAWX-{nonce}" not in seen and f"TLSX-{nonce}" not in seen, seen
+    assert f"raw via={EVIL4} b'\\x16\\x03" not in seen, seen  # no ClientHello reached it

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import struct
 import subprocess
+import time
 
 import pytest
 
@@ -98,3 +99,51 @@ def test_dual_stack_listener_sees_a_mapped_v4_peer(accounts):
         finally:
             child.stdin.close()
             child.wait(10)
+
+
+SEND_AND_CLOSE = """
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+print(s.getsockname()[1], flush=True)
+s.sendall(b"SSH-2.0-x\\r\\n")
+s.close()
+"""
+
+
+def test_a_closed_clients_remnant_is_nobodys_not_roots(accounts):
+    """Once a client has sent, closed and had its FIN acknowledged, the kernel keeps a time-wait
+    remnant of its socket that reports uid 0.  Taken at its word, a student's send-and-close
+    connection would be root's (a system account: unfiltered); it is nobody's instead."""
+    student = accounts["student"]
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        child = subprocess.run(["setpriv", f"--reuid={student.uid}", f"--regid={student.gid}",
+                                "--clear-groups", "/usr/bin/python3", "-c", SEND_AND_CLOSE, str(port)],
+                               capture_output=True, text=True, check=True)
+        accepted, peer = listener.accept()
+        with accepted:
+            assert accepted.recv(100) == b"SSH-2.0-x\r\n"
+            assert peer[1] == int(child.stdout)
+            deadline = time.monotonic() + 5  # the remnant appears once the FIN is acknowledged
+            while time.monotonic() < deadline and b"TIME-WAIT" not in _ss_state(peer[1]) \
+                    and b"FIN-WAIT-2" not in _ss_state(peer[1]):
+                time.sleep(0.01)
+            time.sleep(0.1)
+            assert subject.connection_owner(peer[0], peer[1], ("127.0.0.1", port)) is None
+            assert subject.socket_owner_uid(peer[0], peer[1]) is None
+
+
+def _ss_state(port: int) -> bytes:
+    return subprocess.run(["ss", "-tanH", f"sport = :{port}"], capture_output=True).stdout
+
+
+def test_a_remnant_reply_names_no_owner():
+    def reply(uid: int, inode: int) -> bytes:
+        msg = bytes(4 + 48 + 12) + struct.pack("=II", uid, inode)
+        return struct.pack("=IHHII", 16 + len(msg), SOCK_DIAG_BY_FAMILY, 0, 9, 0) + msg
+
+    assert parse_reply(reply(0, 0), 9) is None  # a time-wait remnant
+    assert parse_reply(reply(0, 4711), 9) == 0  # root's live socket
+    assert parse_reply(reply(1001, 0), 9) == 1001  # a closed socket of a user still names that user
