@@ -36,13 +36,9 @@ class Page(http.server.BaseHTTPRequestHandler):
         local = self.connection.getsockname()[0]
         if self.path == "/__seen__":  # a test's question: which requests reached a server at all
             body = "\n".join(SEEN).encode() + b"\n"
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-            return
-        SEEN.append(f"via={local} {self.path}")
-        body = f"ORIGIN host={self.headers.get('host')} path={self.path} via={local}\n".encode()
+        else:
+            SEEN.append(f"via={local} {self.path}")
+            body = f"ORIGIN host={self.headers.get('host')} path={self.path} via={local}\n".encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
