@@ -240,7 +240,7 @@ def cmd_schools(args: argparse.Namespace) -> int:
                 engine.dispose()
         print(translate(_language, texts.ADDED, slug=entry.slug, name=entry.name,
                         hosts=", ".join(entry.hosts)))
-        print(translate(_language, texts.RESTART))
+        print(translate(_language, texts.SERVED_SOON))
         return 0
     schools = load(settings)
     if args.json:

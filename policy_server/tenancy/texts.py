@@ -5,7 +5,7 @@ from policy_server.errors import register_error_texts
 from policy_server.web.i18n import N_
 
 ADDED = N_("added school %(slug)s (%(name)s) at %(hosts)s")
-RESTART = N_("restart kalkan-server to serve it")
+SERVED_SOON = N_("a running kalkan-server serves it within a few seconds; no restart is needed")
 SINGLE = N_("no school added: this server is a single school")
 UNKNOWN_HOST = N_("No school is served at this address. Use the address the school's responsible person "
                   "gave you (the host name matters, not only the IP address).")

@@ -65,6 +65,7 @@ class District:
     port: int
     proc: subprocess.Popen
     schools: dict[str, School]
+    service_db: str = ""
 
     @property
     def url(self) -> str:
@@ -210,7 +211,7 @@ def district(postgres_cluster, tmp_path_factory: pytest.TempPathFactory):
     )
     log.close()
     schools = {slug: School(slug, HOSTS[slug], entries[slug].db_url) for slug in HOSTS}
-    world = District(root=root, port=port, proc=proc, schools=schools)
+    world = District(root=root, port=port, proc=proc, schools=schools, service_db=service_db)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -463,6 +464,88 @@ def test_an_unknown_host_is_told_so_and_named_no_school(district: District):
             ).status_code
             == 404
         )
+
+
+def test_a_school_added_while_the_service_runs_is_served_without_a_restart(district: District):
+    """`schools add` while the service runs (two workers, PostgreSQL): its host is served from the
+    first requests on, by every worker (each looks at schools.json on its own), its admin logs in,
+    A's people are strangers there, and its periodic jobs run (its scheduled backup, of its own
+    database): its lifespan was started like the others'."""
+    _cli("schools", "add", "school-c", "--name", "Lyceum C", "--host", "c.district.test", "--admin",
+         "admin-school-c", "--password-stdin", root=district.root, service_db=district.service_db,
+         stdin=PASSWORD + "\n")
+    served = 0
+    deadline = time.monotonic() + 30
+    while served < 8:  # eight in a row, each on a new connection: both workers answer for C
+        with httpx.Client(base_url=district.url, headers={"Host": "c.district.test"}, timeout=40) as client:
+            status = client.get("/healthz").status_code
+        served = served + 1 if status == 200 else 0
+        assert time.monotonic() < deadline, (district.root / "server.log").read_text()[-3000:]
+    with httpx.Client(base_url=district.url, headers={"Host": "c.district.test"}, timeout=10) as client:
+        ok = client.post("/api/v1/login", json={"username": "admin-school-c", "password": PASSWORD})
+        assert ok.status_code == 200, ok.text
+        stranger = client.post("/api/v1/login", json={"username": "admin-school-a", "password": PASSWORD})
+        assert stranger.status_code == 401
+    with district.client("school-a") as client:  # and A still is A
+        assert client.post("/api/v1/login", json={"username": "admin-school-c", "password": PASSWORD}
+                           ).status_code == 401
+    deadline = time.monotonic() + 60
+    backups = district.root / "backups" / "school-c"
+    while not [p for p in backups.glob("*") if not p.name.endswith(".partial")]:
+        assert time.monotonic() < deadline, (district.root / "server.log").read_text()[-3000:]
+        time.sleep(0.5)
+
+
+def test_a_school_added_in_one_process_is_served_at_its_first_request(tmp_path):
+    """In-process, SQLite, one process: a school added while the service runs is served from the
+    first request for its host (no wait for the next look at the registry), its lifespan runs and
+    stops with the service's; a registry written wrong by hand, or a school claiming a host that is
+    another's, leaves every school served as before."""
+    import asyncio
+    import json
+
+    from policy_server.tenancy import dispatch
+    from policy_server.tenancy.schools import add_school, registry_path
+
+    settings = Settings(state_dir=tmp_path / "svc", tls=False)
+    add_school(settings, slug="first", name="First", hosts=["first.test"])
+    service = dispatch.SchoolsService(settings)
+    dispatch.REGISTRY_CHECK_S = 600.0  # (this module's value for this test: only a request looks)
+
+    async def scenario() -> None:
+        inbox: asyncio.Queue = asyncio.Queue()
+        outbox: asyncio.Queue = asyncio.Queue()
+        await inbox.put({"type": "lifespan.startup"})
+        lifespan = asyncio.create_task(service({"type": "lifespan"}, inbox.get, outbox.put))
+        assert (await outbox.get())["type"] == "lifespan.startup.complete"
+        transport = httpx.ASGITransport(app=service)
+        async with httpx.AsyncClient(transport=transport, base_url="http://second.test") as second:
+            assert (await second.get("/healthz")).status_code == 404  # not a school yet
+            await asyncio.to_thread(add_school, settings, slug="second", name="Second", hosts=["second.test"])
+            r = await second.get("/healthz")
+            assert r.status_code == 200, r.text
+        app = service.app_for("second.test")
+        assert app is service.apps["second"] and app is not service.apps["first"]
+        assert app.state.lesson_ticker._task is not None  # its lifespan runs
+        path = registry_path(settings)
+        good = path.read_text()
+        entries = json.loads(good)["schools"]
+        path.write_text(json.dumps({"schools": [*entries, {**entries[0], "slug": "third"}]}))  # first's host
+        path.write_text(path.read_text() + "{")  # and then broken by hand
+        async with httpx.AsyncClient(transport=transport, base_url="http://third.test") as third:
+            assert (await third.get("/healthz")).status_code == 404
+        async with httpx.AsyncClient(transport=transport, base_url="http://first.test") as first:
+            assert (await first.get("/healthz")).status_code == 200
+        assert set(service.apps) == {"first", "second"}
+        await inbox.put({"type": "lifespan.shutdown"})
+        assert (await outbox.get())["type"] == "lifespan.shutdown.complete"
+        await lifespan
+        assert app.state.lesson_ticker._task is None  # stopped with the others
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        dispatch.REGISTRY_CHECK_S = 2.0
 
 
 def test_a_single_school_ignores_the_host_name(tmp_path):
