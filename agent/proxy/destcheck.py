@@ -32,9 +32,18 @@ RECENT_S = 600.0
 MAX_ADDRESSES = 64
 
 
+_IPV4_CHARACTERS = frozenset("0123456789.")
+
+
 def is_ip(text: str) -> bool:
+    text = text.strip("[]")
+    # Asked of a name on every connection's path, where `ipaddress` would build and format two
+    # exceptions: an IPv4 address is ASCII digits and dots only, an IPv6 one always has a colon,
+    # so anything else is a name without trying.
+    if ":" not in text and not _IPV4_CHARACTERS.issuperset(text):
+        return False
     try:
-        ipaddress.ip_address(text.strip("[]"))
+        ipaddress.ip_address(text)
     except ValueError:
         return False
     return True

@@ -38,9 +38,11 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import itertools
 import logging
 import os
 import socket
+import uuid
 from typing import Any
 
 from mitmproxy import connection, ctx
@@ -58,6 +60,17 @@ FIRST_BYTES_S = 30.0  # a client that says nothing this long goes to mitmproxy (
 MAX_HELLO = 16384 + 5
 ACCEPT_BATCH = 32
 HTTPS_PORT = 443
+
+# The front's own connection objects get ids without a uuid4 each (a getrandom() call and a UUID
+# built and formatted, three objects per connection).  They are only keys of the addon's
+# per-connection records and never leave this process; the random prefix keeps them apart from
+# mitmproxy's own ids.
+_ID_PREFIX = uuid.uuid4().hex[:12]
+_ID_COUNTER = itertools.count()
+
+
+def _front_id() -> str:
+    return f"{_ID_PREFIX}-{next(_ID_COUNTER)}"
 
 
 class Front:
@@ -149,7 +162,7 @@ class Front:
             else:
                 dst = sock.getsockname()
             client = connection.Client(peername=peer, sockname=dst, proxy_mode=instance.mode,
-                                       state=ConnectionState.OPEN)
+                                       state=ConnectionState.OPEN, id=_front_id())
             if transparent:
                 addon.client_connected(client)
                 if dst[1] == HTTPS_PORT:  # dialled while the ClientHello is on its way (plain HTTP
@@ -202,7 +215,7 @@ class Front:
                 if await self._pass_foreseen(sock, client, server_address, hello, sni, early):
                     early = client = sock = None  # type: ignore[assignment]  # the relay's now
                     return
-            server = connection.Server(address=server_address)
+            server = connection.Server(address=server_address, id=_front_id())
             if sni is UNSURE or not addon._pass_untouched(client, server, sni):  # type: ignore[arg-type]
                 # interception, HTTP, anything raw (refused there), an unusual hello: mitmproxy
                 addon.client_disconnected(client)
@@ -286,7 +299,7 @@ class Front:
         sock.detach()
         upstream.detach()
         addon = self.addon
-        if not addon._pass_untouched(client, connection.Server(address=server_address), sni) \
+        if not addon._pass_untouched(client, connection.Server(address=server_address, id=_front_id()), sni) \
                 or client.id in addon._refused:  # the policy said otherwise within the same instant
             log.warning("kalkan front: %s was foreseen passed but is not; reset", sni)
             staged.finish(reset=True)
@@ -310,7 +323,7 @@ class Front:
                 # Kalkan's hook again, now that the decision is made, on the address as that hook
                 # saw it in the chain
                 check = ServerConnectionHookData(
-                    server=connection.Server(address=early.address_for_check), client=client)  # type: ignore[union-attr]
+                    server=connection.Server(address=early.address_for_check, id=_front_id()), client=client)  # type: ignore[union-attr]
                 await addon.server_connect(check)
                 if check.server.error:
                     raise ConnectionRefusedError(check.server.error)
@@ -382,7 +395,7 @@ class _EarlyDial:
 
     async def _dial(self) -> tuple | None:
         try:
-            server = connection.Server(address=self.address)
+            server = connection.Server(address=self.address, id=_front_id())
             data = ServerConnectionHookData(server=server, client=self.client)
             own = getattr(self.front.addon, "server_connect", None)
             for hook in self.front._server_connect_hooks():

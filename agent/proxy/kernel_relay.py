@@ -389,13 +389,14 @@ class KernelRelay:
                     self.loop.remove_reader(side.sock.fileno())
                 except (ValueError, OSError):
                     pass
-        self._unmap(pair)
-        pair.client.sock.close()  # closing also takes each socket out of `pairs`
+        self._unmap(pair, counts_only=True)
+        pair.client.sock.close()  # closing takes each socket out of `pairs` (the kernel unlinks it)
         pair.server.sock.close()
 
-    def _unmap(self, pair: Pair) -> None:
+    def _unmap(self, pair: Pair, counts_only: bool = False) -> None:
+        maps = (self.maps.counts_fd,) if counts_only else (self.maps.pairs_fd, self.maps.counts_fd)
         for side in (pair.client, pair.server):
-            for fd in (self.maps.pairs_fd, self.maps.counts_fd):
+            for fd in maps:
                 try:
                     _elem(fd, _BPF_MAP_DELETE, _u64(side.cookie))
                 except OSError:

@@ -162,9 +162,12 @@ def test_a_reset_ends_the_pair_and_the_maps_forget_it(loop):
     with pytest.raises(OSError):
         client.sendall(b"y" * 100_000)
         client.recv(1)  # the reset reached the client: its connection is gone
+    found = kernel_relay.ctypes.create_string_buffer(8)
     for cookie in cookies:
         with pytest.raises(OSError):
             loop.relay.redirected(cookie)  # the count is gone from the map
+        with pytest.raises(OSError):  # and the peer socket from `pairs` (closing it unlinked it)
+            kernel_relay._elem(MAPS.pairs_fd, kernel_relay._BPF_MAP_LOOKUP, kernel_relay._u64(cookie), found)
     client.close()
 
 

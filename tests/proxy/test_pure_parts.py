@@ -160,3 +160,24 @@ def test_startup_objects_are_frozen_out_of_the_collectors_walk():
         assert not any(found is alive_at_start for found in gc.get_objects())
     finally:
         gc.unfreeze()
+
+
+def test_is_ip_answers_as_ipaddress_does_without_trying_names():
+    """The destination check's `is_ip` skips `ipaddress` (two exceptions) for a name; its answer
+    is still exactly `ipaddress`'s for addresses, names and the spellings in between."""
+    import ipaddress
+
+    from agent.proxy.destcheck import is_ip
+
+    def reference(text: str) -> bool:
+        try:
+            ipaddress.ip_address(text.strip("[]"))
+        except ValueError:
+            return False
+        return True
+
+    cases = ["1.2.3.4", "[fd00::1]", "::ffff:1.2.3.4", "fe80::1%eth0", "ff::", "01.2.3.4", "1.2.3",
+             "1.2.3.4.", "256.1.1.1", "1e100.net", "news.test", "", "[", "١.٢.٣.٤", "1.2.3.4 ", "12345",
+             "localhost", "a:b", "::", "[::1]:443", "0x7f.0.0.1"]
+    assert [is_ip(c) for c in cases] == [reference(c) for c in cases]
+    assert is_ip("10.0.0.1") and is_ip("[::1]") and not is_ip("news.test")
