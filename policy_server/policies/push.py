@@ -72,6 +72,7 @@ class PushHub:
         self._listener: asyncio.Task | None = None
         self.listening = False  # True while a LISTEN connection is up (PostgreSQL)
         self.latest: protocol.PolicyPush | None = None
+        self.database: str | None = None  # the database this hub tells about (`_database_of`)
 
     # --- lifecycle (called from the app's lifespan)
 
@@ -85,6 +86,7 @@ class PushHub:
                         short_error(exc))
         self._poller = asyncio.create_task(self._poll())
         engine = sessionmaker.kw.get("bind")
+        self.database = _database_of(engine)
         if engine is not None and engine.dialect.name == "postgresql":
             self._listener = asyncio.create_task(self._listen(engine.url))
         with _hubs_lock:
@@ -239,6 +241,14 @@ class PushHub:
             self._loop.call_soon_threadsafe(self.broadcast, push)
 
 
+def _database_of(bind) -> str | None:
+    """Which database an engine (or a connection) is on, as the hubs tell them apart; None when
+    unknown (then every hub is told, as before)."""
+    engine = getattr(bind, "engine", None)
+    url = getattr(engine, "url", None)
+    return url.render_as_string(hide_password=True) if url is not None else None
+
+
 def _put_newest(queue: asyncio.Queue, item) -> None:
     if queue.full():  # the client is behind: drop what it has not read, keep the newest
         with contextlib.suppress(asyncio.QueueEmpty):
@@ -285,8 +295,12 @@ def notify_committed_versions(session: Session) -> None:
     reports = session.info.pop(_REPORTS_KEY, None)
     if not pushes and not revoked and not reports:
         return
+    # Only the hubs of the database that committed: a service of many schools runs one hub per
+    # school in the same process, and school A's new version told to school B's hub would make B's
+    # agents fetch for nothing and B's hub ignore B's own next versions up to A's number.
+    database = _database_of(session.get_bind())
     with _hubs_lock:
-        hubs = list(_hubs)
+        hubs = [hub for hub in _hubs if None in (hub.database, database) or hub.database == database]
     for hub in hubs:
         for push in pushes or ():
             hub.notify_threadsafe(push)

@@ -548,6 +548,58 @@ def test_a_school_added_in_one_process_is_served_at_its_first_request(tmp_path):
         dispatch.REGISTRY_CHECK_S = 2.0
 
 
+def test_a_policy_change_in_one_school_is_told_to_its_own_hub_only(tmp_path):
+    """One process serving two schools (a service on SQLite runs as one): the commit of school A's
+    new policy version reaches A's push hub and not B's.  Told to B's hub, B's agents would be
+    sent a push for nothing and, worse, B's hub would ignore B's own next versions up to A's
+    number (it keeps only what is newer than the newest it heard)."""
+    import asyncio
+
+    from policy_server.db.session import make_engine, make_sessionmaker
+    from policy_server.policies.push import PushHub
+    from policy_server.policies.service import amend_policy, current_bundle
+    from policy_server.tenancy.schools import add_school, school_settings
+
+    service = Settings(state_dir=tmp_path / "svc", tls=False)
+    makers = {}
+    for slug in ("school-a", "school-b"):
+        entry = add_school(service, slug=slug, name=slug, hosts=[f"{slug}.district.test"])
+        makers[slug] = make_sessionmaker(make_engine(school_settings(service, entry).database_url))
+
+    def amend(slug: str, times: int = 1) -> int:
+        with makers[slug]() as db:
+            for n in range(times):
+                amend_policy(db, actor="test", comment=f"{slug} {n}", change=lambda bundle: bundle)
+                db.commit()
+            return current_bundle(db).version
+
+    amend("school-b", 1)
+    amend("school-a", 4)  # A a few versions ahead of B
+
+    async def scenario() -> None:
+        hubs = {slug: PushHub() for slug in makers}
+        for slug, hub in hubs.items():
+            await hub.start(makers[slug])
+        b_before = hubs["school-b"].latest.version
+        queues = {slug: hub.subscribe(f"agent-of-{slug}") for slug, hub in hubs.items()}
+        try:
+            a_version = await asyncio.to_thread(amend, "school-a")
+            assert a_version > b_before + 1
+            heard = await asyncio.wait_for(queues["school-a"].get(), 10)
+            assert heard.version == a_version  # A's hub heard A's commit at once
+            await asyncio.sleep(0.5)
+            assert queues["school-b"].empty() and hubs["school-b"].latest.version == b_before
+            b_version = await asyncio.to_thread(amend, "school-b")  # and B's own next version…
+            assert (await asyncio.wait_for(queues["school-b"].get(), 10)).version == b_version  # …is pushed
+        finally:
+            for hub in hubs.values():
+                await hub.stop()
+
+    asyncio.run(scenario())
+    for maker in makers.values():
+        maker.kw["bind"].dispose()
+
+
 def test_a_single_school_ignores_the_host_name(tmp_path):
     """Today's install (no schools.json), SQLite, a real process: any host name, one school."""
     with KalkanServerProcess(tmp_path / "single", tls=False) as server:
