@@ -25,6 +25,7 @@ from policy_server.events.partitions import partition_jobs
 from policy_server.filtering.jobs import filtering_jobs
 from policy_server.fleet.service import fleet_jobs
 from policy_server.health.service import UNAVAILABLE_ERRORS, HealthCache, unavailable_response
+from policy_server.notices.service import badge_counter
 from policy_server.operations.backup import backup_jobs
 from policy_server.scope import NotAllowed, NotLoggedIn
 from policy_server.security.errors import install_input_errors
@@ -154,6 +155,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.health = HealthCache(app.state.sessionmaker, dialect=engine.dialect.name,
                                    state_dir=settings.state_dir, sqlite_path=_sqlite_path(engine))
     app.state.lesson_ticker = LessonTicker(app.state.sessionmaker)
+    app.state.notice_count = badge_counter(app.state.sessionmaker)  # the menu's badge, this school's
     # periodic checks (weekly scan overdue, ISUO cross-checks): docs/server.md "Periodic checks"
     app.state.checks = CheckScheduler(
         app.state.sessionmaker,

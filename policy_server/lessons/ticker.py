@@ -20,9 +20,6 @@ log = logging.getLogger("kalkan.lessons")
 class LessonTicker:
     def __init__(self, sessionmaker, *, interval_s: float = 1.0, mail_interval_s: float = 10.0) -> None:
         self.sessionmaker = sessionmaker
-        from policy_server.notices.service import install_badge
-
-        install_badge(sessionmaker)  # the notices badge in every page's menu
         self.interval_s = interval_s
         self.mail_interval_s = mail_interval_s
         self._task: asyncio.Task | None = None

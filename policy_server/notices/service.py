@@ -5,6 +5,7 @@ ticker, outside any request).  Texts are stored in the person's language."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import datetime
 
 from sqlalchemy import func, select, update
@@ -126,31 +127,25 @@ def deliver_pending(db: Session, *, now: datetime | None = None, limit: int = 50
 
 # --------------------------------------------------------------------------- the badge on every page
 
-_badge_sessions = None
-
-
-def install_badge(sessionmaker_) -> None:
-    """Give every page's layout `notice_count(person_id)` (the badge in the menu).  It reads
-    through a read-only engine: on SQLite a page's own transaction holds the write lock, and a
-    reader must not wait for it."""
-    global _badge_sessions
+def badge_counter(sessionmaker_) -> Callable[[int], int] | None:
+    """`notice_count(person_id)` for the badge in every page's menu, on this school's database
+    (an app keeps its own: `app.state.notice_count`, given to each page by `Page.render`; a
+    module-wide one would count another school's notices in a service of many schools).  It
+    reads through a read-only engine: on SQLite a page's own transaction holds the write lock,
+    and a reader must not wait for it."""
     from policy_server.db.session import make_sessionmaker, read_only_engine
-    from policy_server.web import i18n, templating
 
     engine = sessionmaker_.kw.get("bind")
     if engine is None:
-        return
-    _badge_sessions = make_sessionmaker(read_only_engine(engine))
-    for language in i18n.LANGUAGES:
-        templating.environment(language).globals["notice_count"] = notice_count
+        return None
+    sessions = make_sessionmaker(read_only_engine(engine))
 
+    def notice_count(person_id: int) -> int:
+        try:
+            with sessions() as db:
+                return db.scalar(select(func.count()).select_from(Notice)
+                                 .where(Notice.person_id == person_id, Notice.read_at.is_(None))) or 0
+        except Exception:  # noqa: BLE001 - a badge never breaks a page
+            return 0
 
-def notice_count(person_id: int) -> int:
-    if _badge_sessions is None:
-        return 0
-    try:
-        with _badge_sessions() as db:
-            return db.scalar(select(func.count()).select_from(Notice)
-                             .where(Notice.person_id == person_id, Notice.read_at.is_(None))) or 0
-    except Exception:  # noqa: BLE001 - a badge never breaks a page
-        return 0
+    return notice_count

@@ -77,6 +77,9 @@ class Page:
             "error": None,
             "section": "",
         }
+        notice_count = getattr(self.request.app.state, "notice_count", None)  # (the app's own school)
+        if notice_count is not None:
+            base["notice_count"] = notice_count
         html = templating.render(self.language, template, **{**base, **context})
         response = HTMLResponse(html, status_code=status_code)
         self.remember_language(response)

@@ -134,3 +134,33 @@ def test_badge_on_every_page(school, now_periods):
     school.client.post("/notices/read", data={"csrf_token": __import__("re").search(
         r'name="csrf_token" value="([^"]+)"', school.client.get("/notices").text).group(1)})
     assert '<span class="badge"' not in school.client.get("/incidents").text
+
+
+def test_the_badge_counts_this_schools_notices_only(school, tmp_path):
+    """Two schools' apps in one process (a service of many schools): the badge of school A's
+    page counts A's notices, never those of the person with the same number in school B (the
+    badge's database was once the last app's made)."""
+    from policy_server.app import create_app
+    from policy_server.db.models import Person
+    from policy_server.notices.service import notify
+    from policy_server.people.service import create_person
+    from policy_server.settings import Settings
+
+    with school.db() as db:
+        aigul_id = db.query(Person).filter_by(username="aigul").one().id
+    other = create_app(Settings(state_dir=tmp_path / "school-b", tls=False))  # made after A's
+    with other.state.sessionmaker() as db:
+        while (db.query(Person).count() or 0) < aigul_id:
+            create_person(db, username=f"b{uuid.uuid4().hex[:8]}", role="teacher", password="x" * 12,
+                          actor="test")
+            db.flush()
+        notify(db, person_id=aigul_id, kind="test", subject_id="Notices", body_id="Saved.", params={})
+        db.commit()
+    from policy_server.notices.models import Notice
+
+    with other.state.sessionmaker() as db:  # B's person of that number has one unread
+        assert db.query(Notice).filter_by(person_id=aigul_id, read_at=None).count() == 1
+    web_login(school, "aigul")
+    page = school.client.get("/incidents")
+    assert page.status_code == 200 and '<span class="badge"' not in page.text  # A's aigul has none
+    other.state.sessionmaker.kw["bind"].dispose()
