@@ -8,7 +8,9 @@
   with `GET /api/v1/policy` (If-None-Match) and applies it, well within 2 s.
   A slow poll is the fallback when the push channel is down.
 * The same channel says when reports sent from this seat were decided (`data:` is
-  ``{"reports": "decided"}``): `on_reports` (the runtime: read the report status now).
+  ``{"reports": "decided"}``): `on_reports` (the runtime: read the report status now), and when
+  a rollout of a new agent version started (``{"upgrade": "started"}``): `on_upgrade` (the
+  runtime: ask the server whether it is this seat's turn, agent/upgrade.py).
 """
 
 from __future__ import annotations
@@ -83,10 +85,12 @@ class PolicyManager:
     every applied bundle (the runtime passes it to every collector)."""
 
     def __init__(self, state: AgentState, on_apply: Callable[[PolicyBundle], None],
-                 on_reports: Callable[[], None] | None = None) -> None:
+                 on_reports: Callable[[], None] | None = None,
+                 on_upgrade: Callable[[], None] | None = None) -> None:
         self.state = state
         self.on_apply = on_apply
         self.on_reports = on_reports
+        self.on_upgrade = on_upgrade
         self.current: PolicyBundle | None = state.load_policy()
         self.etag: str | None = None
         self.applied_at: float | None = None
@@ -173,6 +177,10 @@ class PolicyManager:
         if data.startswith('{"reports"'):  # reports from this seat were decided (not a policy)
             if self.on_reports is not None:
                 self.on_reports()
+            return
+        if data.startswith('{"upgrade"'):  # a rollout started (not a policy)
+            if self.on_upgrade is not None:
+                self.on_upgrade()
             return
         try:
             push = PolicyPush.model_validate_json(data)

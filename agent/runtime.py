@@ -33,6 +33,7 @@ from agent.outbox import DEFAULT_MAX_BYTES, Outbox, OutboxSink
 from agent.policy import DEFAULT_POLL_S, PolicyManager
 from agent.server_client import ServerClient
 from agent.state import AgentConfig, AgentState
+from agent.upgrade import UpgradeLoop  # upgrades ordered from the console
 from agent.uplink import Uplink
 from policy_server.protocol import CollectorHealth, PolicyBundle, Subject
 
@@ -98,8 +99,10 @@ class AgentRuntime:
                                seat=self.config.seat if self.config else None)
         # category index and report status from the server (docs/filtering-console.md)
         self.artifacts = ArtifactFetcher(self.paths.root, self.client) if self.client is not None else None
+        self.upgrade = UpgradeLoop(self.paths.root) if self.client is not None else None
         self.policy = PolicyManager(state, on_apply=self._apply_policy,
-                                    on_reports=self.artifacts.reports_now if self.artifacts else None)
+                                    on_reports=self.artifacts.reports_now if self.artifacts else None,
+                                    on_upgrade=self.upgrade.wake if self.upgrade else None)
         if self.artifacts is not None and self.policy.current is not None:
             self.artifacts.on_policy(self.policy.current)
         self.slots: dict[str, _Slot] = {}
@@ -209,9 +212,8 @@ class AgentRuntime:
             self._thread("policy-poll", self.policy.run_poll, self.client, self._stop, self.poll_interval_s)
             if self.artifacts is not None:
                 self._thread("artifacts", self.artifacts.run, self._stop)
-            from agent.upgrade import UpgradeLoop  # upgrades ordered from the console
-
-            self._thread("upgrade", UpgradeLoop(self.state.paths.root).run, self.client, self._stop)
+            if self.upgrade is not None:
+                self._thread("upgrade", self.upgrade.run, self.client, self._stop)
         log.info("agent %s started: collectors %s, platform %s, policy version %s", AGENT_VERSION,
                  ", ".join(self.collector_names) or "none", self.platform, self.policy.version)
 
@@ -227,6 +229,8 @@ class AgentRuntime:
         self._wake_uplink()
         if self.artifacts is not None:
             self.artifacts.wake()
+        if self.upgrade is not None:
+            self.upgrade.wake()  # (it waits for a push or its next poll)
         self.policy.close_stream()
         for slot in reversed(list(self.slots.values())):
             if slot.collector is not None:

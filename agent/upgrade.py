@@ -2,9 +2,11 @@
 
 Two halves:
 
-* `UpgradeLoop` runs in the agent (thread `agent-upgrade`): every `interval` seconds it first
-  hands the server the result of the last upgrade if the server has not taken it yet
-  (`upgrade-result.json`), then asks `GET /api/v1/upgrade`; an order for a version it has not run
+* `UpgradeLoop` runs in the agent (thread `agent-upgrade`): when the push channel says a rollout
+  started (`wake`, after a random wait of up to `jitter` seconds: a district's seats all hear it
+  at once) and otherwise every `interval` seconds (15 minutes) it first hands the server the
+  result of the last upgrade if the server has not taken it yet (`upgrade-result.json`), then
+  asks `GET /api/v1/upgrade`; an order for a version it has not run
   yet starts the runner *outside the agent's own service* (`systemd-run --unit
   kalkan-agent-upgrade-N`, else a detached process): the package manager stops and restarts the
   agent, which must not take the runner down with it.
@@ -25,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -41,6 +44,7 @@ PACKAGE = "kalkan-agent"
 RESULT_FILE = "upgrade-result.json"
 STARTED_FILE = "upgrade-started.json"
 START_WAIT_S = float(os.environ.get("KALKAN_UPGRADE_START_WAIT_S", "60"))
+RESULT_CHECK_S = 2.0  # how often the loop looks for a result the runner wrote (a stat)
 
 
 def _arch() -> str:
@@ -204,10 +208,22 @@ def runner_argv(state_dir: Path, version: str, rollout: int) -> list[str]:
 
 
 class UpgradeLoop:
-    def __init__(self, state_dir: Path, *, interval_s: float | None = None) -> None:
+    def __init__(self, state_dir: Path, *, interval_s: float | None = None,
+                 jitter_s: float | None = None) -> None:
         self.state_dir = Path(state_dir)
-        self.interval_s = interval_s or float(os.environ.get("KALKAN_UPGRADE_POLL_S", "60"))
+        # The push is the fast path; the poll is for a push channel that is down, and a slot a
+        # seat frees is taken by the next seat that polls (thousands of seats: every few seconds).
+        self.interval_s = interval_s or float(os.environ.get("KALKAN_UPGRADE_POLL_S", "900"))
+        if jitter_s is None:
+            jitter_s = float(os.environ.get("KALKAN_UPGRADE_JITTER_S", "20"))
+        self.jitter_s = jitter_s
         self.last_error: str | None = None
+        self._woken = threading.Event()
+        self._result_tried: float | None = None  # the result file's time when last handed up
+
+    def wake(self) -> None:
+        """A rollout started (the push channel), or the agent stops: ask now."""
+        self._woken.set()
 
     def _started(self) -> int | None:
         try:
@@ -261,12 +277,29 @@ class UpgradeLoop:
                                  cwd="/")
             log.info("upgrade to %s started (rollout %s)", version, rollout)
 
+    def _new_result(self) -> float | None:
+        """The time of a result file not yet tried (the runner wrote it while this agent ran on:
+        it goes up at once, not at the next poll)."""
+        try:
+            written = (self.state_dir / RESULT_FILE).stat().st_mtime
+        except OSError:
+            return None
+        return written if written != self._result_tried else None
+
     def run(self, client, stop: threading.Event) -> None:
+        next_round = 0.0
         while not stop.is_set():
-            try:
-                self.step(client)
-                self.last_error = None
-            except Exception as exc:  # noqa: BLE001 — the loop keeps going; the next round retries
-                self.last_error = str(exc)
-                log.debug("upgrade poll: %s", exc)
-            stop.wait(self.interval_s)
+            result = self._new_result()
+            if time.monotonic() >= next_round or result is not None:
+                self._result_tried = result if result is not None else self._result_tried
+                try:
+                    self.step(client)
+                    self.last_error = None
+                except Exception as exc:  # noqa: BLE001 — the loop keeps going; the next round retries
+                    self.last_error = str(exc)
+                    log.debug("upgrade poll: %s", exc)
+                next_round = time.monotonic() + self.interval_s
+            if self._woken.wait(RESULT_CHECK_S) and not stop.is_set():  # a rollout started (a push)
+                self._woken.clear()
+                stop.wait(random.uniform(0, self.jitter_s))
+                next_round = 0.0

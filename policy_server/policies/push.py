@@ -26,6 +26,10 @@ PostgreSQL workers).  The agent then reads its report status at once, so the stu
 page says "rejected" / "blocked" / "allowed" within a second or two of the decision instead of
 at the agent's next 30 s poll (a rejection changes no policy).  Agents that do not know the
 message ignore it (it is not a `PolicyPush`).
+
+And ``event: upgrade`` (`UPGRADE`), to every agent of the school, when a rollout starts
+(`schedule_upgrade_push` in `upgrades.service.start_rollout`): each agent then asks
+`GET /api/v1/upgrade` after a random wait of up to its jitter, instead of at its next slow poll.
 """
 
 from __future__ import annotations
@@ -52,6 +56,8 @@ REVOKED_CHANNEL = "kalkan_revoked"
 CLOSE = object()  # put in a stream's queue: the stream ends
 REPORTS = object()  # put in a stream's queue: "your reports were decided, read their status"
 REPORTS_CHANNEL = "kalkan_reports"
+UPGRADE = object()  # put in a stream's queue: "a rollout started, ask whether it is your turn"
+UPGRADE_CHANNEL = "kalkan_upgrade"
 LISTEN_RETRY_S = 5.0
 QUEUE_SIZE = 8  # a slow client only ever needs the newest version
 
@@ -60,6 +66,7 @@ _hubs_lock = threading.Lock()
 _PENDING_KEY = "kalkan_policy_pushes"
 _REVOKED_KEY = "kalkan_revoked_agents"
 _REPORTS_KEY = "kalkan_reports_agents"
+_UPGRADE_KEY = "kalkan_upgrade_started"
 
 
 class PushHub:
@@ -153,6 +160,7 @@ class PushHub:
                     await conn.execute(f"LISTEN {CHANNEL}")
                     await conn.execute(f"LISTEN {REVOKED_CHANNEL}")
                     await conn.execute(f"LISTEN {REPORTS_CHANNEL}")
+                    await conn.execute(f"LISTEN {UPGRADE_CHANNEL}")
                     self.listening = True
                     # A change committed while we were not listening: the poll's read, now.
                     latest = await asyncio.to_thread(self._read_latest)
@@ -163,6 +171,8 @@ class PushHub:
                             self.close_agent(note.payload)
                         elif note.channel == REPORTS_CHANNEL:
                             self.tell_reports(note.payload.split(","))
+                        elif note.channel == UPGRADE_CHANNEL:
+                            self.tell_upgrade()
                         else:
                             self.broadcast(protocol.PolicyPush.model_validate_json(note.payload))
             except asyncio.CancelledError:
@@ -209,6 +219,17 @@ class PushHub:
         for queue in queues:
             _put_newest(queue, REPORTS)
         return len(queues)
+
+    def tell_upgrade(self) -> int:
+        """Tell every open stream that a rollout started (loop thread)."""
+        queues = list(self._clients)
+        for queue in queues:
+            _put_newest(queue, UPGRADE)
+        return len(queues)
+
+    def tell_upgrade_threadsafe(self) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self.tell_upgrade)
 
     def tell_reports_threadsafe(self, agent_ids: list[str]) -> None:
         if self._loop is not None and not self._loop.is_closed():
@@ -277,6 +298,14 @@ def schedule_reports_push(db: Session, agent_ids) -> None:
                    {"channel": REPORTS_CHANNEL, "payload": ",".join(ids)})
 
 
+def schedule_upgrade_push(db: Session) -> None:
+    """After the transaction commits, tell every agent of the school that a rollout started (this
+    process's hubs by the `after_commit` hook; every PostgreSQL worker's by NOTIFY)."""
+    db.info[_UPGRADE_KEY] = True
+    if db.get_bind().dialect.name == "postgresql":
+        db.execute(text("SELECT pg_notify(:channel, '')"), {"channel": UPGRADE_CHANNEL})
+
+
 def schedule_push(db: Session, push: protocol.PolicyPush) -> None:
     """Remember a new version on the session; it is pushed once the transaction commits.
 
@@ -293,7 +322,8 @@ def notify_committed_versions(session: Session) -> None:
     pushes = session.info.pop(_PENDING_KEY, None)
     revoked = session.info.pop(_REVOKED_KEY, None)
     reports = session.info.pop(_REPORTS_KEY, None)
-    if not pushes and not revoked and not reports:
+    upgrade = session.info.pop(_UPGRADE_KEY, False)
+    if not pushes and not revoked and not reports and not upgrade:
         return
     # Only the hubs of the database that committed: a service of many schools runs one hub per
     # school in the same process, and school A's new version told to school B's hub would make B's
@@ -308,6 +338,8 @@ def notify_committed_versions(session: Session) -> None:
             hub.close_agent_threadsafe(agent_id)
         if reports:
             hub.tell_reports_threadsafe(sorted(reports))
+        if upgrade:
+            hub.tell_upgrade_threadsafe()
 
 
 @event.listens_for(Session, "after_rollback")
@@ -315,3 +347,4 @@ def _forget_rolled_back(session: Session) -> None:
     session.info.pop(_PENDING_KEY, None)
     session.info.pop(_REVOKED_KEY, None)
     session.info.pop(_REPORTS_KEY, None)
+    session.info.pop(_UPGRADE_KEY, None)

@@ -13,7 +13,7 @@ from policy_server import protocol, scope
 from policy_server.agents.auth import authenticate_agent, bearer_token, current_agent
 from policy_server.db.models import Workstation
 from policy_server.db.session import get_db
-from policy_server.policies.push import CLOSE, REPORTS
+from policy_server.policies.push import CLOSE, REPORTS, UPGRADE
 from policy_server.policies.service import current_bundle, etag_of
 
 router = APIRouter(prefix="/api/v1", tags=["policy"])
@@ -94,7 +94,8 @@ def _room_of(sessionmaker, agent_id: str) -> str | None:
 async def policy_stream(request: Request) -> StreamingResponse:
     """Server-sent events: a `policy` event with `PolicyPush` JSON (the room's bundle inline) on
     connect and on every new version; a `reports` event when reports sent from this seat were
-    decided; a comment line every 15 s keeps proxies and NAT from closing the connection."""
+    decided; an `upgrade` event when a rollout started; a comment line every 15 s keeps proxies
+    and NAT from closing the connection."""
     token = bearer_token(request)
     agent = await asyncio.to_thread(authenticate_agent, request.app.state.sessionmaker, token)
     hub = request.app.state.push_hub
@@ -126,6 +127,9 @@ async def policy_stream(request: Request) -> StreamingResponse:
                     return
                 if push is REPORTS:  # reports sent from this seat were decided (policies/push.py)
                     yield 'event: reports\ndata: {"reports": "decided"}\n\n'
+                    continue
+                if push is UPGRADE:  # a rollout started: the agent asks whether it is its turn
+                    yield 'event: upgrade\ndata: {"upgrade": "started"}\n\n'
                     continue
                 yield await event(push)
         finally:

@@ -1,8 +1,11 @@
 """Rolling agent upgrades (docs/operations.md "Upgrading seats from the console").
 
 The responsible person starts a rollout of a package version the server's apt repository holds
-(`operations.apt_repo.versions`).  Each agent asks `GET /api/v1/upgrade` (agents/… poll, every
-minute); `offer_for` answers with the version only when
+(`operations.apt_repo.versions`).  Each agent asks `GET /api/v1/upgrade` when the push channel
+says a rollout started (`event: upgrade`, after a random wait of up to 20 s so that a whole
+district does not ask in the same second) and otherwise every 15 minutes; with many seats those
+polls come every few seconds in all, so a slot a seat frees is soon taken by the next.  `offer_for`
+answers with the version only when
 
 * fewer than `batch_size` seats of the rollout are upgrading now (offered, no result yet, offered
   less than `OFFER_TIMEOUT` ago): a few at a time, in the order the seats ask;
@@ -26,6 +29,7 @@ from sqlalchemy.orm import Session
 from policy_server.audit import audit
 from policy_server.db.models import Workstation, utcnow
 from policy_server.errors import KalkanError, NotFound
+from policy_server.policies.push import schedule_upgrade_push
 from policy_server.upgrades.models import Rollout, RolloutSeat
 
 OFFER_TIMEOUT = timedelta(minutes=15)
@@ -66,6 +70,7 @@ def start_rollout(db: Session, *, actor: str, version: str, batch_size: int, ava
     db.flush()
     audit(db, actor=actor, action="upgrade.start", target=version,
           detail={"rollout": rollout.id, "batch_size": batch_size})
+    schedule_upgrade_push(db)  # every connected agent asks now (after its jitter), not at its next poll
     return rollout
 
 

@@ -245,3 +245,44 @@ def test_a_failing_version_rolls_back_and_the_fleet_page_says_why(rig, browser, 
     page.goto(server.url + "/fleet")
     shoot(page, artifacts, "fleet-upgrade-failures")
     context.close()
+
+
+def test_a_rollout_started_on_the_console_reaches_a_seat_at_once(tmp_path):
+    """The push: a seat that would poll only every 10 minutes is offered the new version within
+    seconds of the responsible person starting the rollout on the console page (`event: upgrade`
+    on its push channel, policies/push.py), and upgrades."""
+    debs = tmp_path / "debs"
+    debs.mkdir()
+    first = package(debs, "1.0")
+    state = tmp_path / "server"
+    (state / "packages").mkdir(parents=True)
+    package(state / "packages", "2.0")
+    with mock.patch.dict(os.environ, {"KALKAN_CHECKS_FIRST_DELAY_S": "600"}):
+        server = KalkanServerProcess(state).start()
+    agent = AgentProcess(tmp_path / "agent")
+    try:
+        server.create_user("admin", "rp.push", PASSWORD)
+        root = scratch_root(tmp_path / "root", first)
+        agent.enroll(server, seat="lab9-01", room="lab-9")
+        with mock.patch.dict(os.environ, {"KALKAN_UPGRADE_DPKG_ROOT": str(root),
+                                          "KALKAN_UPGRADE_POLL_S": "600", "KALKAN_UPGRADE_JITTER_S": "0"}):
+            agent.start(collectors=["heartbeat"], heartbeat_s=1)
+        agent.wait_status(lambda s: s["policy"]["push_connected"])
+        time.sleep(1)  # (its first poll, at start, is over: the next would be in 10 minutes)
+        with server.login("rp.push", PASSWORD) as web:
+            started = web.post("/upgrades", data={"csrf_token": web.headers["X-CSRF-Token"], "version": "2.0",
+                                                  "batch_size": "3"})
+            assert started.status_code == 303, started.text
+        with server.db() as db:
+            rid = db.scalar(select(Rollout.id).where(Rollout.status == "running"))
+        wait("the seat offered the new version", lambda: seats_of(server, rid).get("lab9-01"), timeout=15)
+
+        def upgraded() -> bool:
+            row = seats_of(server, rid).get("lab9-01")
+            return row is not None and row.state == "upgraded"
+
+        wait("the seat upgraded", upgraded, timeout=60)
+        assert installed(root) == "2.0"
+    finally:
+        agent.stop()
+        server.stop()
