@@ -22,7 +22,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from agent import __version__ as AGENT_VERSION
 from agent.collectors.registry import COLLECTORS, load_collector_class
 from agent.i18n import choose_language, message
 from agent.outbox import Outbox
@@ -30,6 +29,7 @@ from agent.runtime import PLATFORMS, AgentRuntime
 from agent.server_client import ServerClient, ServerError, TransportError
 from agent.state import AgentConfig, AgentState, NotEnrolled, StatePaths
 from agent.tls import PinMismatch, fetch_certificate, normalise_fingerprint, pretty_fingerprint
+from agent.version import agent_version
 
 # Each module, if importable, has `register(subparsers)` adding its own subcommands.
 SUBCOMMAND_MODULES = (
@@ -290,7 +290,7 @@ def _yes_no(value: bool | None, lang: str) -> str:
 
 
 def format_status(report: dict[str, Any], lang: str) -> str:
-    lines = [f"{_t('title', lang)} {AGENT_VERSION}  ({report['state_dir']})"]
+    lines = [f"{_t('title', lang)} {agent_version()}  ({report['state_dir']})"]
 
     def row(key: str, value: Any) -> None:
         lines.append(f"  {_t(key, lang) + ':':<34} {value}")
@@ -362,7 +362,7 @@ def cmd_uninstall(args: argparse.Namespace) -> int:
 
 def build_parser(*, with_extras: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kalkan-agent", description="Kalkan workstation agent")
-    parser.add_argument("--version", action="version", version=f"kalkan-agent {AGENT_VERSION}")
+    parser.add_argument("--version", action="version", version=f"kalkan-agent {agent_version()}")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
     parser.add_argument("--log-format", default="text", choices=["text", "json"],
                         help="json: one JSON object a line (for journald, Loki, Elasticsearch)")

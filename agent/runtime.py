@@ -25,7 +25,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from agent import __version__ as AGENT_VERSION
 from agent.artifacts import ArtifactFetcher
 from agent.collectors.base import Collector, CollectorContext, unhealthy
 from agent.collectors.registry import COLLECTORS, load_collector_class
@@ -35,6 +34,7 @@ from agent.server_client import ServerClient
 from agent.state import AgentConfig, AgentState
 from agent.upgrade import UpgradeLoop  # upgrades ordered from the console
 from agent.uplink import Uplink
+from agent.version import agent_version
 from policy_server.protocol import CollectorHealth, PolicyBundle, Subject
 
 log = logging.getLogger("kalkan.agent")
@@ -214,7 +214,7 @@ class AgentRuntime:
                 self._thread("artifacts", self.artifacts.run, self._stop)
             if self.upgrade is not None:
                 self._thread("upgrade", self.upgrade.run, self.client, self._stop)
-        log.info("agent %s started: collectors %s, platform %s, policy version %s", AGENT_VERSION,
+        log.info("agent %s started: collectors %s, platform %s, policy version %s", agent_version(),
                  ", ".join(self.collector_names) or "none", self.platform, self.policy.version)
 
     def _thread(self, name: str, target: Any, *args: Any) -> None:
@@ -281,7 +281,7 @@ class AgentRuntime:
     def status(self, *, stopping: bool = False) -> dict[str, Any]:
         uplink = self.uplink.status.as_dict() if self.uplink else None
         return {
-            "agent_version": AGENT_VERSION,
+            "agent_version": agent_version(),
             "pid": os.getpid(),
             "hostname": socket.gethostname(),
             "running": not stopping,

@@ -28,8 +28,8 @@ from email.message import Message
 from typing import Any
 from urllib.parse import urlsplit
 
-from agent import __version__ as AGENT_VERSION
 from agent.tls import pinned_context
+from agent.version import agent_version
 from policy_server.protocol import PROTOCOL_VERSION, EnrollRequest, EnrollResponse
 
 EVENTS_PATH = "/api/v1/events"
@@ -38,7 +38,7 @@ STREAM_PATH = "/api/v1/policy/stream"
 ENROLL_PATH = "/api/v1/enroll"
 HEALTH_PATH = "/healthz"
 
-USER_AGENT = f"kalkan-agent/{AGENT_VERSION} (protocol {PROTOCOL_VERSION})"
+USER_AGENT = f"kalkan-agent/{agent_version()} (protocol {PROTOCOL_VERSION})"
 DEFAULT_TIMEOUT_S = 15.0  # connect, and each read or write (as httpx's single-number timeout)
 MAX_IDLE_CONNECTIONS = 2  # the uplink and the policy fetch may overlap; more would only idle
 
@@ -330,7 +330,7 @@ class ServerClient:
             code=code,
             hostname=socket.gethostname(),
             os=f"{platform.system()} {platform.release()}"[:128],
-            agent_version=AGENT_VERSION,
+            agent_version=agent_version()[:32],  # (the field's limit; a Debian version may be longer)
             seat=seat,
         )
         response = self.http.post(ENROLL_PATH, json=request.model_dump(mode="json"),

@@ -11,8 +11,8 @@ import socket
 import threading
 from typing import Protocol
 
-from agent import __version__ as AGENT_VERSION
 from agent.collectors.base import Collector, CollectorContext, healthy, unhealthy
+from agent.version import agent_version
 from policy_server.protocol import CollectorHealth, Heartbeat
 
 DEFAULT_INTERVAL_S = 60.0
@@ -33,10 +33,10 @@ class RuntimeView(Protocol):
 def build_heartbeat(view: RuntimeView | None, *, own_name: str = "heartbeat") -> Heartbeat:
     """The heartbeat data from a runtime view (pure: easy to test)."""
     if view is None:
-        return Heartbeat(agent_version=AGENT_VERSION, hostname=socket.gethostname())
+        return Heartbeat(agent_version=agent_version(), hostname=socket.gethostname())
     collectors = {name: health for name, health in view.collector_health().items() if name != own_name}
     return Heartbeat(
-        agent_version=AGENT_VERSION,
+        agent_version=agent_version(),
         hostname=socket.gethostname(),
         policy_version=view.policy_version(),
         outbox_depth=view.outbox_depth(),

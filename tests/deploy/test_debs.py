@@ -74,6 +74,9 @@ def test_agent_package_installs_upgrades_keeps_state_removes_and_purges(debs, tm
     assert root.run(depth).stdout.strip() == "1"
     root.run(f"dpkg -i {upgrade}", binds=binds)
     assert "+upgrade1" in root.run("dpkg-query -W -f='${Version}' kalkan-agent").stdout
+    # the agent says the package's version (what the fleet page and the rollouts show), not the
+    # source's, which is the same in every package built from it
+    assert root.run("/usr/bin/kalkan-agent --version").stdout.strip().endswith("+upgrade1")
     assert root.run(depth).stdout.strip() == "1", "the upgrade lost the outbox's event"
     assert root.run("getent passwd kalkan-proxy", check=False).returncode == 0
 
