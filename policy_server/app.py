@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse, Response
 from policy_server import protocol, serving
 from policy_server.checks.scheduler import CheckScheduler, periodic_check_jobs, summary_jobs
 from policy_server.db import migrate
+from policy_server.db.retention import retention_jobs
 from policy_server.db.session import make_engine, make_sessionmaker
 from policy_server.errors import KalkanError
 from policy_server.events.partitions import partition_jobs
@@ -163,7 +164,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                             isuo_interval_s=settings.isuo_checks_interval_s)
         + summary_jobs(settings)
         + fleet_jobs(settings)  # fleet health: control changes noted every 10 min (issue 11)
-        + backup_jobs(settings),
+        + backup_jobs(settings)
+        + retention_jobs(settings),  # minors' browsing records past their days (001 §2.15)
         first_delay_s=settings.checks_first_delay_s,
     )
     app.state.checks.jobs += filtering_jobs(settings.state_dir)  # weekly lists update, expiring allows

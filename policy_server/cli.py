@@ -427,17 +427,9 @@ def cmd_check_backup(args: argparse.Namespace) -> int:
 
 
 def _retention_days(args: argparse.Namespace) -> int:
-    from policy_server.db.retention import DEFAULT_DAYS
+    from policy_server.db.retention import days_from_env
 
-    if args.days is not None:
-        return args.days
-    raw = os.environ.get("KALKAN_RETENTION_DAYS", "").strip()
-    if not raw:
-        return DEFAULT_DAYS
-    if not raw.isdigit():
-        raise KalkanError(f"KALKAN_RETENTION_DAYS={raw!r} is not a whole number of days; e.g. 90",
-                          code="cli.bad_retention_days_env", params={"value": raw})
-    return int(raw)
+    return args.days if args.days is not None else days_from_env()
 
 
 def cmd_retention(args: argparse.Namespace) -> int:

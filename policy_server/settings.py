@@ -61,6 +61,9 @@ class Settings:
     # `/metrics` (a Prometheus scraper; None = only the responsible person's login).
     backup_dir: str | None = None
     backup_interval_s: float = 86400
+    # minors' browsing records older than KALKAN_RETENTION_DAYS removed by the server itself
+    # this often (db/retention.py; 0 = off: by hand or cron only)
+    retention_interval_s: float = 86400
     backup_keep: int = 14
     metrics_token: str | None = None
     # Agent packages served to the seats (GET /install/…); None: `state_dir/packages`.
@@ -118,6 +121,7 @@ class Settings:
             "checks_first_delay_s": float(os.environ.get("KALKAN_CHECKS_FIRST_DELAY_S", "60")),
             "backup_dir": os.environ.get("KALKAN_BACKUP_DIR") or None,
             "backup_interval_s": float(os.environ.get("KALKAN_BACKUP_INTERVAL_S", "86400")),
+            "retention_interval_s": float(os.environ.get("KALKAN_RETENTION_INTERVAL_S", "86400")),
             "backup_keep": int(os.environ.get("KALKAN_BACKUP_KEEP", "14")),
             "metrics_token": os.environ.get("KALKAN_METRICS_TOKEN") or None,
             "seat_package_dir": os.environ.get("KALKAN_SEAT_PACKAGE_DIR") or None,

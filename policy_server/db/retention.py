@@ -19,10 +19,16 @@ kept time stays exact to the second.  SQLite keeps the DELETE.
 
 `plan_retention` answers the same questions without changing anything (the CLI's default,
 dry run).  Other event types (security events, heartbeats…) are not touched here.
+
+The server applies it itself once a day (`retention_jobs`, the job `retention.browsing`, run by
+the checks' leader: `KALKAN_RETENTION_INTERVAL_S`, 0 = off), keeping `KALKAN_RETENTION_DAYS`
+(default 90): a school that never set up the cron line used to keep these records forever.  A
+day with nothing to remove writes nothing.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -31,7 +37,7 @@ from sqlalchemy.orm import Session
 
 from policy_server.audit import audit
 from policy_server.db.models import Event, Incident, IncidentEvent, IncidentStatus, TimelineEntry, utcnow
-from policy_server.errors import InvalidInput
+from policy_server.errors import InvalidInput, KalkanError
 
 BROWSING_TYPES = ("web.usage", "web.blocked")
 DEFAULT_DAYS = 90
@@ -142,3 +148,33 @@ def _drop_old_months(db: Session, cutoff: datetime) -> list[str]:
         partitions.drop_browsing_month(connection, month, keep_ids_sql=held)
         dropped.append(month.name)
     return dropped
+
+
+def days_from_env() -> int:
+    """`KALKAN_RETENTION_DAYS` (the server's job and the command), else DEFAULT_DAYS."""
+    raw = os.environ.get("KALKAN_RETENTION_DAYS", "").strip()
+    if not raw:
+        return DEFAULT_DAYS
+    if not raw.isdigit():
+        raise KalkanError(f"KALKAN_RETENTION_DAYS={raw!r} is not a whole number of days; e.g. 90",
+                          code="cli.bad_retention_days_env", params={"value": raw})
+    return check_days(int(raw))
+
+
+def retention_jobs(settings) -> list:
+    """The daily retention as a job of the server's scheduler (none when switched off)."""
+    from policy_server.checks.scheduler import Job
+
+    interval_s = float(getattr(settings, "retention_interval_s", 0))
+    if interval_s <= 0:
+        return []
+    days = days_from_env()  # (a wrong value stops the start, with the fix: never kept longer unseen)
+
+    def run(db: Session, now: datetime) -> int:
+        if not plan_retention(db, days=days, now=now).total:
+            return 0  # nothing to remove: no audit record for every quiet day
+        plan = apply_retention(db, actor="server", days=days, now=now)
+        db.commit()
+        return plan.total
+
+    return [Job(name="retention.browsing", interval_s=interval_s, run=run)]

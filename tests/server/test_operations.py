@@ -157,6 +157,40 @@ def test_retention_removes_old_browsing_events_keeps_open_evidence_and_audits(ap
     assert count(db_url) == 8
 
 
+def test_the_server_applies_retention_itself_once_a_day(api, monkeypatch):
+    """Without any cron line: the server's job `retention.browsing` (run daily by the checks'
+    leader) removes the browsing records past their days with the same audit record (by
+    "server"); a day with nothing to remove writes nothing; `KALKAN_RETENTION_INTERVAL_S=0` turns
+    it off (by hand or cron only, as before); a wrong `KALKAN_RETENTION_DAYS` stops the start
+    with the fix instead of keeping records longer unseen."""
+    from policy_server.db.retention import retention_jobs
+    from policy_server.errors import KalkanError
+    from policy_server.settings import Settings
+
+    job = {j.name: j for j in api.app.state.checks.jobs}["retention.browsing"]
+    assert job.interval_s == 86400
+    _, auth = api.enroll()
+    old = NOW - timedelta(days=100)
+    api.post(auth, *[usage(old + timedelta(minutes=i)) for i in range(3)], usage(NOW - timedelta(days=2)))
+    with api.db() as db:
+        assert job.run(db, NOW) == 3
+    with api.db() as db:
+        assert db.scalar(select(func.count()).select_from(Event).where(Event.type == "web.usage")) == 1
+        (record,) = db.scalars(select(AuditRecord).where(AuditRecord.action == "retention.applied"))
+        assert record.actor == "server" and record.detail["removed"] == {"web.usage": 3}
+        assert job.run(db, NOW) == 0  # the next day: nothing to remove…
+        assert db.scalar(select(func.count()).select_from(AuditRecord)
+                         .where(AuditRecord.action == "retention.applied")) == 1  # …and nothing written
+    assert retention_jobs(Settings(state_dir=api.app.state.settings.state_dir, retention_interval_s=0)) == []
+    monkeypatch.setenv("KALKAN_RETENTION_DAYS", "ninety")
+    try:
+        retention_jobs(api.app.state.settings)
+    except KalkanError as exc:
+        assert "KALKAN_RETENTION_DAYS" in str(exc)
+    else:
+        raise AssertionError("a wrong KALKAN_RETENTION_DAYS was taken")
+
+
 def _report_incident(db) -> set[int]:
     return set(db.scalars(select(Incident.id).where(Incident.rule == "web.report")))
 
