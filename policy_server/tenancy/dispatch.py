@@ -55,7 +55,6 @@ class SchoolsService:
         self.by_host = {}  # normalised host -> FastAPI app
         for entry in self.schools:
             self._serve(entry, self._build(entry))
-        self._running: AsyncExitStack | None = None  # the lifespan's, while the service runs
         self._look_now: asyncio.Event | None = None
         self._looked: asyncio.Event | None = None  # set after each look at the registry
         self._looking = False  # a look (and the start of what it found) is under way
