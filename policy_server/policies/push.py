@@ -281,9 +281,7 @@ def schedule_revocation(db: Session, agent_id: str) -> None:
     """Close the agent's open push streams once the transaction commits: this process's
     hubs by the `after_commit` hook, every PostgreSQL worker's by NOTIFY."""
     db.info.setdefault(_REVOKED_KEY, []).append(agent_id)
-    if db.get_bind().dialect.name == "postgresql":
-        db.execute(text("SELECT pg_notify(:channel, :payload)"),
-                   {"channel": REVOKED_CHANNEL, "payload": agent_id})
+    _notify_other_workers(db, REVOKED_CHANNEL, agent_id)
 
 
 def schedule_reports_push(db: Session, agent_ids) -> None:
@@ -293,17 +291,14 @@ def schedule_reports_push(db: Session, agent_ids) -> None:
     if not ids:
         return
     db.info.setdefault(_REPORTS_KEY, set()).update(ids)
-    if db.get_bind().dialect.name == "postgresql":
-        db.execute(text("SELECT pg_notify(:channel, :payload)"),
-                   {"channel": REPORTS_CHANNEL, "payload": ",".join(ids)})
+    _notify_other_workers(db, REPORTS_CHANNEL, ",".join(ids))
 
 
 def schedule_upgrade_push(db: Session) -> None:
     """After the transaction commits, tell every agent of the school that a rollout started (this
     process's hubs by the `after_commit` hook; every PostgreSQL worker's by NOTIFY)."""
     db.info[_UPGRADE_KEY] = True
-    if db.get_bind().dialect.name == "postgresql":
-        db.execute(text("SELECT pg_notify(:channel, '')"), {"channel": UPGRADE_CHANNEL})
+    _notify_other_workers(db, UPGRADE_CHANNEL, "")
 
 
 def schedule_push(db: Session, push: protocol.PolicyPush) -> None:
@@ -312,9 +307,14 @@ def schedule_push(db: Session, push: protocol.PolicyPush) -> None:
     On PostgreSQL the NOTIFY goes out with the commit to every listening hub, in every
     process; the `after_commit` hook below still tells this process's hubs directly."""
     db.info.setdefault(_PENDING_KEY, []).append(push)
+    _notify_other_workers(db, CHANNEL, push.model_dump_json())
+
+
+def _notify_other_workers(db: Session, channel: str, payload: str) -> None:
+    """PostgreSQL: a NOTIFY in the same transaction, delivered to every listening worker only if
+    it commits.  (This process's hubs are told by the `after_commit` hook, on every database.)"""
     if db.get_bind().dialect.name == "postgresql":
-        db.execute(text("SELECT pg_notify(:channel, :payload)"),
-                   {"channel": CHANNEL, "payload": push.model_dump_json()})
+        db.execute(text("SELECT pg_notify(:channel, :payload)"), {"channel": channel, "payload": payload})
 
 
 @event.listens_for(Session, "after_commit")
