@@ -217,12 +217,13 @@ def test_server_logs_are_json_lines(server):
 
 def test_each_school_of_one_process_counts_its_own(tmp_path: Path):
     """In-process, SQLite, one process serving two schools (policy_server/tenancy): an event batch
-    posted by an agent of school A, and a run of A's periodic job, are counted in A's `/metrics`
-    and not in B's (each app keeps its own registry, `app.state.metrics`; a module-wide one showed
-    every school the sum of all)."""
+    posted by an agent of school A, and runs of A's periodic jobs (one passes, one fails), are
+    counted in A's `/metrics` and not in B's (each app keeps its own registry, `app.state.metrics`;
+    a module-wide one showed every school the sum of all)."""
     import asyncio
 
     from policy_server.agents.service import create_enrollment_code, parse_expiry
+    from policy_server.checks.scheduler import Job
     from policy_server.school.service import ensure_room
     from policy_server.tenancy import dispatch
     from policy_server.tenancy.schools import add_school
@@ -240,6 +241,7 @@ def test_each_school_of_one_process_counts_its_own(tmp_path: Path):
         code = create_enrollment_code(db, actor="test", room="Lab 1", uses=1, expires_at=parse_expiry("1d"))
         db.commit()
     job = next(j for j in app_a.state.checks.jobs if j.name == "av.full_scan_overdue")
+    broken = Job(name="test.broken", interval_s=3600, run=lambda db, now: 1 / 0)
     events = [
         protocol.make_event("web.report", {"url": f"http://a{i}.test/"}).model_dump(mode="json")
         for i in range(3)
@@ -264,6 +266,7 @@ def test_each_school_of_one_process_counts_its_own(tmp_path: Path):
                     **agent, "content-type": "application/json"})
                 assert r.status_code == 400
             assert await asyncio.to_thread(app_a.state.checks.run_job, job)  # A's scheduler, as its loop does
+            assert not await asyncio.to_thread(app_a.state.checks.run_job, broken)  # a failed run, logged
             for slug, host in hosts.items():
                 async with httpx.AsyncClient(transport=transport, base_url=f"http://{host}") as client:
                     r = await client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
@@ -283,6 +286,8 @@ def test_each_school_of_one_process_counts_its_own(tmp_path: Path):
     assert value(a, "kalkan_ingest_batch_duration_seconds_count") == 2
     assert value(a, "kalkan_check_duration_seconds_count", check="av.full_scan_overdue") == 1
     assert value(a, "kalkan_check_failures_total", check="av.full_scan_overdue") == 0
+    assert value(a, "kalkan_check_failures_total", check="test.broken") == 1
+    assert value(a, "kalkan_check_last_run_timestamp_seconds", check="test.broken") > 0
     assert value(a, "kalkan_agents", state="online") == 1
     # B: nothing of A's — no batch, no event, no job run, no agent
     assert value(b, "kalkan_ingest_batches_total", outcome="stored") == 0
