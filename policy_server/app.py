@@ -28,6 +28,7 @@ from policy_server.fleet.service import fleet_jobs
 from policy_server.health.service import UNAVAILABLE_ERRORS, HealthCache, unavailable_response
 from policy_server.notices.service import badge_counter
 from policy_server.operations.backup import backup_jobs
+from policy_server.operations.metrics import Registry as MetricsRegistry
 from policy_server.scope import NotAllowed, NotLoggedIn
 from policy_server.security.errors import install_input_errors
 from policy_server.security.headers import SecurityHeaders
@@ -157,6 +158,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                    state_dir=settings.state_dir, sqlite_path=_sqlite_path(engine))
     app.state.lesson_ticker = LessonTicker(app.state.sessionmaker)
     app.state.notice_count = badge_counter(app.state.sessionmaker)  # the menu's badge, this school's
+    app.state.metrics = MetricsRegistry()  # /metrics counters, this school's (operations/metrics.py)
     # periodic checks (weekly scan overdue, ISUO cross-checks): docs/server.md "Periodic checks"
     app.state.checks = CheckScheduler(
         app.state.sessionmaker,
@@ -167,6 +169,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         + backup_jobs(settings)
         + retention_jobs(settings),  # minors' browsing records past their days (001 §2.15)
         first_delay_s=settings.checks_first_delay_s,
+        metrics=app.state.metrics,  # its runs counted in this school's /metrics
     )
     app.state.checks.jobs += filtering_jobs(settings.state_dir)  # weekly lists update, expiring allows
     app.state.checks.jobs += partition_jobs(settings)  # PostgreSQL: events' months made ahead (issue 16)

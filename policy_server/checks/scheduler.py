@@ -6,7 +6,9 @@ that restarts in a loop does not hammer the database, and tests that never wait 
 background writes).  A job that fails is logged with its traceback and simply runs again at
 its next round: a broken check must never take the server down.  Jobs run one after the
 other in one worker thread, each in its own session and transaction, so they never hold the
-event loop and never run twice at once.
+event loop and never run twice at once.  Each run is counted for `/metrics` in the
+scheduler's own `metrics` registry (the app's, `app.state.metrics`: one per school, never a
+module-wide one); a scheduler made without one counts nothing.
 """
 
 from __future__ import annotations
@@ -17,10 +19,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from policy_server.db.models import utcnow
+
+if TYPE_CHECKING:
+    from policy_server.operations.metrics import Registry
 
 log = logging.getLogger("kalkan.checks")
 
@@ -41,6 +47,7 @@ class CheckScheduler:
     sessions: sessionmaker
     jobs: list[Job]
     first_delay_s: float = 60.0
+    metrics: Registry | None = None  # the app's own counters (policy_server/operations/metrics.py)
     _task: asyncio.Task | None = field(default=None, init=False)
     _stop: asyncio.Event | None = field(default=None, init=False)
 
@@ -88,10 +95,12 @@ class CheckScheduler:
             job.failures += 1
             job.last_error = f"{type(exc).__name__}: {exc}"
             log.exception("periodic check %s failed; it runs again in %.0f s", job.name, job.interval_s)
-            record_check(job.name, time.perf_counter() - began, ok=False)
+            if self.metrics is not None:
+                record_check(self.metrics, job.name, time.perf_counter() - began, ok=False)
             return False
         job.last_error = None
-        record_check(job.name, time.perf_counter() - began, ok=True)
+        if self.metrics is not None:
+            record_check(self.metrics, job.name, time.perf_counter() - began, ok=True)
         return True
 
 

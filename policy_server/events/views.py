@@ -124,10 +124,10 @@ async def post_events(request: Request) -> Response:
     try:
         return await _post_events(request, began)
     except HTTPException as exc:  # counted for /metrics (policy_server/operations/metrics.py)
-        record_batch(time.perf_counter() - began, status=exc.status_code)
+        record_batch(request.app.state.metrics, time.perf_counter() - began, status=exc.status_code)
         raise
     except KalkanError as exc:
-        record_batch(time.perf_counter() - began, status=exc.status_code)
+        record_batch(request.app.state.metrics, time.perf_counter() - began, status=exc.status_code)
         raise
 
 
@@ -135,6 +135,7 @@ async def _post_events(request: Request, began: float) -> Response:
     token = bearer_token(request)
     body = await _read_body(request)
     sessionmaker = request.app.state.sessionmaker
+    metrics = request.app.state.metrics  # this school's counters (policy_server/operations/metrics.py)
 
     def work() -> bytes:
         agent_id = authenticate_agent(sessionmaker, token).id  # 401 before looking at the content
@@ -142,7 +143,7 @@ async def _post_events(request: Request, began: float) -> Response:
         # lock, so concurrent uploads validate while another batch is being stored.
         checked = check_batch(parse_batch(body))
         result = store_isolating(sessionmaker, agent_id=agent_id, checked=checked)
-        record_batch(time.perf_counter() - began, accepted=len(result.accepted),
+        record_batch(metrics, time.perf_counter() - began, accepted=len(result.accepted),
                      duplicates=len(result.duplicates), rejected=len(result.rejected))
         return orjson.dumps(result.model_dump())  # already a BatchResult: no second validation
 

@@ -4,6 +4,12 @@ Hand-written on purpose (no dependency): a few counters and histograms updated b
 paths (`record_batch`, `record_check`), and gauges read from the app and the database only
 when `/metrics` is scraped (`render`).  Thread-safe: ingest runs in the threadpool.
 
+The counters belong to one school: each app keeps its own `Registry` (`app.state.metrics`,
+made by `create_app`), the events view and the app's check scheduler count into it, and
+`render(app)` reads it.  There is no module-wide registry: in a service of many schools
+(policy_server/tenancy) one process holds several apps, and a shared one would show school A
+school B's batches and periodic jobs.
+
 With several workers (`kalkan-server run --workers N`) each worker counts its own requests;
 a scrape lands on one of them, so the counters carry a `worker` label (its pid) and
 Prometheus sums them.  Gauges read from the database are the same whichever worker answers.
@@ -25,9 +31,6 @@ CHECK_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0)
 ONLINE_AFTER = timedelta(seconds=120)  # heard from within 2 minutes: "online" (lessons/seats.py)
 STALE_AFTER = timedelta(minutes=10)  # agents/service.py STALE_AFTER_S: "not seen" after that
 
-_lock = threading.Lock()
-
-
 class Histogram:
     def __init__(self, buckets: tuple[float, ...]) -> None:
         self.buckets = buckets
@@ -43,11 +46,11 @@ class Histogram:
         self.sum += value
 
 
-class _Registry:
-    def __init__(self) -> None:
-        self.reset()
+class Registry:
+    """One app's (one school's) counters; every read and write under its own lock."""
 
-    def reset(self) -> None:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
         self.batches: dict[str, int] = defaultdict(int)  # outcome -> count (accepted|refused_4xx…)
         self.events: dict[str, int] = defaultdict(int)  # accepted|duplicate|rejected -> count
         self.ingest = Histogram(INGEST_BUCKETS)
@@ -57,29 +60,33 @@ class _Registry:
         self.started = time.time()
 
 
-REGISTRY = _Registry()
-
-
 def record_batch(
-    duration_s: float, *, accepted: int = 0, duplicates: int = 0, rejected: int = 0, status: int = 200
+    registry: Registry,
+    duration_s: float,
+    *,
+    accepted: int = 0,
+    duplicates: int = 0,
+    rejected: int = 0,
+    status: int = 200,
 ) -> None:
-    """One `POST /api/v1/events` answered: its duration and what became of its events."""
+    """One `POST /api/v1/events` answered by the app owning `registry`: its duration and what
+    became of its events."""
     outcome = "stored" if status < 400 else f"refused_{status}"
-    with _lock:
-        REGISTRY.batches[outcome] += 1
-        REGISTRY.ingest.observe(duration_s)
-        REGISTRY.events["accepted"] += accepted
-        REGISTRY.events["duplicate"] += duplicates
-        REGISTRY.events["rejected"] += rejected
+    with registry.lock:
+        registry.batches[outcome] += 1
+        registry.ingest.observe(duration_s)
+        registry.events["accepted"] += accepted
+        registry.events["duplicate"] += duplicates
+        registry.events["rejected"] += rejected
 
 
-def record_check(name: str, duration_s: float, *, ok: bool) -> None:
-    """One run of a periodic job (policy_server/checks/scheduler.py)."""
-    with _lock:
-        REGISTRY.checks.setdefault(name, Histogram(CHECK_BUCKETS)).observe(duration_s)
+def record_check(registry: Registry, name: str, duration_s: float, *, ok: bool) -> None:
+    """One run of a periodic job of the app owning `registry` (policy_server/checks/scheduler.py)."""
+    with registry.lock:
+        registry.checks.setdefault(name, Histogram(CHECK_BUCKETS)).observe(duration_s)
         if not ok:
-            REGISTRY.check_failures[name] += 1
-        REGISTRY.check_last_end[name] = time.time()
+            registry.check_failures[name] += 1
+        registry.check_last_end[name] = time.time()
 
 
 # ----------------------------------------------------------------------------- exposition
@@ -155,25 +162,26 @@ def agents_by_state(db, now) -> dict[str, int]:
 
 
 def render(app, db=None) -> str:
-    """The whole `/metrics` text for this app (reads the database with `db`, or a session of
-    its own: call it in a thread)."""
+    """The whole `/metrics` text for this app: its own counters (`app.state.metrics`) and its
+    own database (read with `db`, or a session of its own: call it in a thread)."""
     from policy_server.db.models import utcnow
     from policy_server.operations.backup import cached_backup_state
 
     worker = {"worker": os.getpid()}
     out = Exposition()
-    with _lock:
-        batches = dict(REGISTRY.batches)
-        events = dict(REGISTRY.events)
-        ingest = _copy(REGISTRY.ingest)
-        checks = {k: _copy(v) for k, v in REGISTRY.checks.items()}
-        failures = dict(REGISTRY.check_failures)
-        last_end = dict(REGISTRY.check_last_end)
+    registry: Registry = app.state.metrics
+    with registry.lock:
+        batches = dict(registry.batches)
+        events = dict(registry.events)
+        ingest = _copy(registry.ingest)
+        checks = {k: _copy(v) for k, v in registry.checks.items()}
+        failures = dict(registry.check_failures)
+        last_end = dict(registry.check_last_end)
     out.family(
         "kalkan_server_start_time_seconds",
         "gauge",
         "Unix time this server process started.",
-        [(worker, REGISTRY.started)],
+        [(worker, registry.started)],
     )
     out.family(
         "kalkan_ingest_batches_total",

@@ -4,10 +4,10 @@
 (tenancy/schools.py), each on the school's own database and folder, and answers each request
 with the app of the school its `Host` names; a host that is no school's gets a 404 that names
 no school.  Everything a school's app holds — its engine and sessions, push hub, login
-throttle, lesson ticker, periodic jobs — is its own, so a login session, an agent token, an
-enrolment code, a policy push or a periodic job of one school is unknown to every other:
-people and agents of school A that ask at school B's host are strangers there (401/404), and
-school B's console cannot name anything of A, its database has none of it.
+throttle, lesson ticker, periodic jobs, `/metrics` counters — is its own, so a login session,
+an agent token, an enrolment code, a policy push or a periodic job of one school is unknown to
+every other: people and agents of school A that ask at school B's host are strangers there
+(401/404), and school B's console cannot name anything of A, its database has none of it.
 
 The ASGI lifespan starts every school's own lifespan (push hub, checks, ticker) and stops them
 in reverse order.  Several worker processes (or replicas) on PostgreSQL: `service_worker_app`;

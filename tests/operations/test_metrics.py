@@ -213,3 +213,89 @@ def test_server_logs_are_json_lines(server):
     assert all({"ts", "level", "logger", "message"} <= set(r) for r in records)
     assert any(r["logger"].startswith("uvicorn") for r in records)
     assert any(r["logger"] == "kalkan.backup" and "backup written" in r["message"] for r in records)
+
+
+def test_each_school_of_one_process_counts_its_own(tmp_path: Path):
+    """In-process, SQLite, one process serving two schools (policy_server/tenancy): an event batch
+    posted by an agent of school A, and runs of A's periodic jobs (one passes, one fails), are
+    counted in A's `/metrics` and not in B's (each app keeps its own registry, `app.state.metrics`;
+    a module-wide one showed every school the sum of all)."""
+    import asyncio
+
+    from policy_server.agents.service import create_enrollment_code, parse_expiry
+    from policy_server.checks.scheduler import Job
+    from policy_server.school.service import ensure_room
+    from policy_server.tenancy import dispatch
+    from policy_server.tenancy.schools import add_school
+
+    settings = Settings(state_dir=tmp_path / "svc", tls=False, metrics_token=TOKEN,
+                        checks_first_delay_s=3600)  # no job runs by itself during the test
+    hosts = {"school-a": "a.metrics.test", "school-b": "b.metrics.test"}
+    for slug, host in hosts.items():
+        add_school(settings, slug=slug, name=slug, hosts=[host])
+    service = dispatch.SchoolsService(settings)
+    app_a, app_b = service.apps["school-a"], service.apps["school-b"]
+    assert app_a.state.metrics is not app_b.state.metrics
+    with app_a.state.sessionmaker() as db:
+        ensure_room(db, name="Lab 1", actor="test")
+        code = create_enrollment_code(db, actor="test", room="Lab 1", uses=1, expires_at=parse_expiry("1d"))
+        db.commit()
+    job = next(j for j in app_a.state.checks.jobs if j.name == "av.full_scan_overdue")
+    broken = Job(name="test.broken", interval_s=3600, run=lambda db, now: 1 / 0)
+    events = [
+        protocol.make_event("web.report", {"url": f"http://a{i}.test/"}).model_dump(mode="json")
+        for i in range(3)
+    ]
+
+    async def scenario() -> dict[str, dict[str, float]]:
+        inbox: asyncio.Queue = asyncio.Queue()
+        outbox: asyncio.Queue = asyncio.Queue()
+        await inbox.put({"type": "lifespan.startup"})
+        lifespan = asyncio.create_task(service({"type": "lifespan"}, inbox.get, outbox.put))
+        assert (await outbox.get())["type"] == "lifespan.startup.complete"
+        transport = httpx.ASGITransport(app=service)
+        scraped = {}
+        try:
+            async with httpx.AsyncClient(transport=transport, base_url=f"http://{hosts['school-a']}") as a:
+                r = await a.post("/api/v1/enroll", json={"code": code, "hostname": "pc-a", "seat": "s-1"})
+                assert r.status_code == 200, r.text
+                agent = {"Authorization": f"Bearer {r.json()['token']}"}
+                r = await a.post("/api/v1/events", json={"events": events}, headers=agent)
+                assert r.status_code == 200 and len(r.json()["accepted"]) == 3, r.text
+                r = await a.post("/api/v1/events", content=b"{not json", headers={
+                    **agent, "content-type": "application/json"})
+                assert r.status_code == 400
+            assert await asyncio.to_thread(app_a.state.checks.run_job, job)  # A's scheduler, as its loop does
+            assert not await asyncio.to_thread(app_a.state.checks.run_job, broken)  # a failed run, logged
+            for slug, host in hosts.items():
+                async with httpx.AsyncClient(transport=transport, base_url=f"http://{host}") as client:
+                    r = await client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+                    assert r.status_code == 200, r.text
+                    scraped[slug] = parse(r.text)
+        finally:
+            await inbox.put({"type": "lifespan.shutdown"})
+            assert (await outbox.get())["type"] == "lifespan.shutdown.complete"
+            await lifespan
+        return scraped
+
+    scraped = asyncio.run(scenario())
+    a, b = scraped["school-a"], scraped["school-b"]
+    assert value(a, "kalkan_ingest_batches_total", outcome="stored") == 1
+    assert value(a, "kalkan_ingest_batches_total", outcome="refused_400") == 1
+    assert value(a, "kalkan_ingest_events_total", result="accepted") == 3
+    assert value(a, "kalkan_ingest_batch_duration_seconds_count") == 2
+    assert value(a, "kalkan_check_duration_seconds_count", check="av.full_scan_overdue") == 1
+    assert value(a, "kalkan_check_failures_total", check="av.full_scan_overdue") == 0
+    assert value(a, "kalkan_check_failures_total", check="test.broken") == 1
+    assert value(a, "kalkan_check_last_run_timestamp_seconds", check="test.broken") > 0
+    assert value(a, "kalkan_agents", state="online") == 1
+    # B: nothing of A's — no batch, no event, no job run, no agent
+    assert value(b, "kalkan_ingest_batches_total", outcome="stored") == 0
+    assert not any("refused_" in key for key in b)
+    assert value(b, "kalkan_ingest_events_total", result="accepted") == 0
+    assert value(b, "kalkan_ingest_batch_duration_seconds_count") == 0
+    assert not any(key.startswith("kalkan_check_") for key in b), [k for k in b if "check" in k]
+    assert value(b, "kalkan_agents", state="online") == 0
+    # the exposition is otherwise unchanged: every counter carries this process's worker label
+    worker = f'worker="{os.getpid()}"'
+    assert all(worker in key for key in a if key.startswith(("kalkan_ingest_", "kalkan_check_")))
