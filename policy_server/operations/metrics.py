@@ -180,7 +180,7 @@ def render(app, db=None) -> str:
     out.family(
         "kalkan_server_start_time_seconds",
         "gauge",
-        "Unix time this server process started.",
+        "Unix time this school's counters began (the process's start, or the school's addition).",
         [(worker, registry.started)],
     )
     out.family(
