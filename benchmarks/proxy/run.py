@@ -66,10 +66,11 @@ def profile_args(out: Path | None) -> list[str]:
 
 
 def bare_proxy(state: Path, upstream: dict, origin_ca: Path,
-               profile: Path | None = None, extra: list[str] = ()) -> tuple[subprocess.Popen, int]:
+               profile: Path | None = None, extra: list[str] = (), prefix: list[str] = (),
+               ready_s: float = 30.0) -> tuple[subprocess.Popen, int]:
     port = free_port()
     mapping = ",".join(f"{k}={v[0]}:{v[1]}" for k, v in upstream.items())
-    proc = subprocess.Popen([str(MITMDUMP), "--quiet", "-s", str(UPSTREAM_MAP), "--mode",
+    proc = subprocess.Popen([*prefix, str(MITMDUMP), "--quiet", "-s", str(UPSTREAM_MAP), "--mode",
                              f"regular@127.0.0.1:{port}", "--set", f"confdir={state}",
                              "--set", "connection_strategy=lazy", "--set", f"test_upstream_map={mapping}",
                              # bare mitmdump's own pass-through for the same host Kalkan passes
@@ -77,7 +78,7 @@ def bare_proxy(state: Path, upstream: dict, origin_ca: Path,
                              "--set", f"ssl_verify_upstream_trusted_ca={origin_ca}",
                              *profile_args(profile), *extra],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_port(port, proc=proc)
+    wait_port(port, ready_s, proc=proc)
     return proc, port
 
 

@@ -252,7 +252,10 @@ def env_options(extra: list[str]) -> list[str]:
 def start_proxy(state_dir: Path, *, school_ca: Pem, upstream: dict[str, tuple[str, int]] | None = None,
                 seat: str = "lab1-01", language: str = "ky", extra: list[str] | None = None,
                 bundle=None, user: tuple[int, int] | None = None,
-                upstream_ca: Path | None = None) -> ProxyProcess:
+                upstream_ca: Path | None = None, prefix: list[str] | None = None,
+                ready_s: float = 30.0) -> ProxyProcess:
+    """`prefix`: a command that runs mitmdump (the instruction benchmark's valgrind), given
+    `ready_s` to listen."""
     from agent.proxy.ca import write_proxy_ca
 
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -263,7 +266,7 @@ def start_proxy(state_dir: Path, *, school_ca: Pem, upstream: dict[str, tuple[st
     if bundle is not None:
         proxy.write_policy(bundle)
     mapping = ",".join(f"{k}={v[0]}:{v[1]}" for k, v in (upstream or {}).items())
-    cmd = [str(MITMDUMP), "--quiet", "-s", str(ENTRY), "-s", str(UPSTREAM_MAP),
+    cmd = [*(prefix or []), str(MITMDUMP), "--quiet", "-s", str(ENTRY), "-s", str(UPSTREAM_MAP),
            "--mode", f"regular@127.0.0.1:{port}",
            "--set", f"confdir={confdir}", "--set", "connection_strategy=lazy",
            *(["--set", f"ssl_verify_upstream_trusted_ca={upstream_ca}"] if upstream_ca else []),
@@ -275,5 +278,5 @@ def start_proxy(state_dir: Path, *, school_ca: Pem, upstream: dict[str, tuple[st
     proxy.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                                   env={**os.environ, "HOME": str(state_dir)}, **kwargs)
     log.close()
-    wait_port(port, proc=proxy.proc)
+    wait_port(port, ready_s, proc=proxy.proc)
     return proxy
