@@ -170,6 +170,8 @@ DETAIL_KEYS: dict[str, str] = {
     'period': N_("timetable lesson"),
     'periods': N_("lessons"),
     'port': N_("port"),
+    'queue_copies_removed': N_("report copies removed from the queue"),
+    'queue_items_scrubbed': N_("decided queue items without seats and comments"),
     'product': N_("device"),
     'reason': N_("reason"),
     'removed': N_("records removed"),
