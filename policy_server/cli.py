@@ -396,6 +396,8 @@ def retention_lines(plan) -> list[str]:
     out.append("  " + _("report queue: copies of reports removed: %(copies)s; decided items losing seats "
                         "and comments: %(items)s", copies=f"{plan.queue_copies:,}",
                         items=f"{plan.queue_items_scrubbed:,}"))
+    out.append("  " + _("lesson summaries losing students' names and seats (the counts stay): %(count)s",
+                        count=f"{plan.lessons_depersonalised:,}"))
     return out
 
 
@@ -615,9 +617,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     retention = sub.add_parser("retention", parents=[common],
                                help="remove the records of minors' internet use (web.usage, web.blocked, "
-                                    "web.alert, web.unblock_request, web.report, net.bypass and the report "
-                                    "queue's copies) older than --days (default 90, or "
-                                    "KALKAN_RETENTION_DAYS); dry run without --apply")
+                                    "web.alert, web.unblock_request, web.report, net.bypass, the report "
+                                    "queue's copies, names in lesson summaries) older than --days (default "
+                                    "90, or KALKAN_RETENTION_DAYS); dry run without --apply")
     retention.add_argument("--days", type=int, help="keep this many days (default 90)")
     retention.add_argument("--apply", action="store_true", help="really remove them (default: only show)")
     retention.set_defaults(func=cmd_retention)

@@ -25,6 +25,10 @@ What `apply_retention` does, in one transaction:
   report is older too, the seats and the students' comments (the item keeps the URL, the
   counts and the decision: the school's filtering record, no longer tied to a child);
   undecided items stay whole until the responsible person decides them (000 §8.3);
+* takes the students out of the summaries of lessons that ended before the cut-off (names,
+  seats, OS accounts, the bans' reasons; lessons/summary.py): the counts, the class's blocked
+  sites and the allowed sites stay.  (The lesson's raw activity is already deleted when its
+  summary is made.)
 * for events held by *resolved* incidents, removes the link too and writes one timeline
   entry on each such incident ("events_removed", how many, why); the incident itself, its
   counts, first/last seen and parameters stay: incidents are never deleted;
@@ -59,6 +63,7 @@ from policy_server.audit import audit
 from policy_server.db.models import Event, Incident, IncidentEvent, IncidentStatus, TimelineEntry, utcnow
 from policy_server.errors import InvalidInput, KalkanError
 from policy_server.filtering import queue
+from policy_server.lessons import summary as lesson_summaries
 
 # The records of a person's internet use (001 §2.15); every other event type is kept.
 RETAINED_TYPES = ("web.usage", "web.blocked", "web.alert", "web.unblock_request", "web.report", "net.bypass")
@@ -76,6 +81,7 @@ class RetentionPlan:
     partitions_dropped: list[str] = field(default_factory=list)  # PostgreSQL: browsing months dropped whole
     queue_copies: int = 0  # report queue: per-report copies (URL as typed, seat, time) removed
     queue_items_scrubbed: int = 0  # report queue: decided items losing their seats and comments
+    lessons_depersonalised: int = 0  # lesson summaries losing students' names and seats
 
     @property
     def total(self) -> int:
@@ -83,7 +89,8 @@ class RetentionPlan:
 
     @property
     def anything(self) -> bool:
-        return bool(self.total or self.queue_copies or self.queue_items_scrubbed)
+        return bool(self.total or self.queue_copies or self.queue_items_scrubbed
+                    or self.lessons_depersonalised)
 
     def lines(self) -> list[str]:
         out = [f"records of internet use older than {self.days} days "
@@ -94,6 +101,8 @@ class RetentionPlan:
                    f"{len(self.incidents_affected):,}")
         out.append(f"  report queue: copies of reports removed: {self.queue_copies:,}; decided items "
                    f"losing seats and comments: {self.queue_items_scrubbed:,}")
+        out.append(f"  lesson summaries losing students' names and seats (the counts stay): "
+                   f"{self.lessons_depersonalised:,}")
         return out
 
 
@@ -136,6 +145,7 @@ def plan_retention(db: Session, *, days: int = DEFAULT_DAYS, now: datetime | Non
         .group_by(IncidentEvent.incident_id)).all())
     plan.queue_copies, plan.queue_items_scrubbed = queue.retention_counts(
         db, cutoff=cutoff, keep_event_ids=held)
+    plan.lessons_depersonalised = lesson_summaries.retention_count(db, cutoff=cutoff)
     return plan
 
 
@@ -155,6 +165,7 @@ def apply_retention(db: Session, *, actor: str, days: int = DEFAULT_DAYS,
         # The links to resolved incidents are gone, those to open ones were never selected.
         db.execute(delete(Event).where(Event.id.in_(removable_ids)), execution_options=no_sync)
     queue.apply_retention(db, cutoff=plan.cutoff, keep_event_ids=_held_by_open_incident())
+    lesson_summaries.apply_retention(db, cutoff=plan.cutoff)
     at = utcnow()
     for incident_id, count in sorted(plan.incidents_affected.items()):
         db.add(TimelineEntry(incident_id=incident_id, actor=actor, action="events_removed", at=at,
@@ -165,6 +176,7 @@ def apply_retention(db: Session, *, actor: str, days: int = DEFAULT_DAYS,
                   "incidents_affected": len(plan.incidents_affected), "partitions_dropped": dropped,
                   "queue_copies_removed": plan.queue_copies,
                   "queue_items_scrubbed": plan.queue_items_scrubbed,
+                  "lessons_depersonalised": plan.lessons_depersonalised,
                   "clauses": ["001 §2.15", "004 §3.6"]})
     plan.partitions_dropped = dropped
     return plan

@@ -158,6 +158,7 @@ DETAIL_KEYS: dict[str, str] = {
     'kind': N_("kind"),
     'language': N_("language"),
     'left_on': N_("left on"),
+    'lessons_depersonalised': N_("lesson summaries without names"),
     'lifted': N_("lifted"),
     'minutes': N_("minutes"),
     'mode': N_("mode"),

@@ -288,6 +288,63 @@ def test_retention_covers_every_record_of_internet_use_and_the_queue_copies(api,
         assert db.scalar(select(FilterRequest.count).where(FilterRequest.url.like("%maps.example%"))) == 1
 
 
+def test_retention_takes_the_students_out_of_old_lesson_summaries(api, db_url, tmp_path, capsys):
+    """A lesson's summary names students (seating plan) with their blocked attempts, requests,
+    alerts and bans: past the days the names, seats, OS accounts and the bans' reasons go, the
+    counts and sites stay, and the page says why.  A recent lesson keeps its names."""
+    from policy_server.lessons.models import Lesson, LessonBan
+    from policy_server.lessons.summary import PERSONAL_REMOVED
+    from policy_server.school.service import find_room
+
+    api.code()  # the school and room lab-1
+    boss = api.user("admin", "boss")
+    named = {"blocked": 7, "blocked_hosts": [["games.example", 7]], "by_student": {"Асан Үсөнов": 7},
+             "requested": [{"who": "Асан Үсөнов", "seat": "s1", "host": "maps.example"}],
+             "allowed": ["maps.example"],
+             "banned": [{"seat": "s1", "os_user": "asan", "who": "Асан Үсөнов", "lifted": False}],
+             "alerts": [{"who": "Бегимай", "seat": "s2", "host": "search.example", "lists": ["self-harm"]}],
+             "hands": 2, "repeated": [{"who": "Асан Үсөнов", "attempts": 7}], "ended_early": False,
+             "extended_min": 0}
+    with api.db() as db:
+        room = find_room(db, "lab-1")
+        for lesson_id, days in (("oldlesson", 120), ("newlesson", 3)):
+            ended = NOW - timedelta(days=days)
+            db.add(Lesson(id=lesson_id, room_id=room.id, teacher_id=boss, ends_at=ended, planned_end=ended,
+                          starts_at=ended - timedelta(minutes=45), summary=dict(named), summarised_at=ended))
+            db.flush()
+            db.add(LessonBan(id=f"ban{lesson_id[:3]}", lesson_id=lesson_id, seat="s1", os_user="asan",
+                             reason="played games", lifted_at=ended))
+        db.commit()
+    args = ("retention", "--db", db_url, "--state-dir", str(tmp_path / "state"))
+    code, text = cli(capsys, *args)
+    assert code == 0 and "lesson summaries losing students' names and seats (the counts stay): 1" in text
+
+    code, text = cli(capsys, *args, "--apply")
+    assert code == 0, text
+    with api.db() as db:
+        old, new = db.get(Lesson, "oldlesson"), db.get(Lesson, "newlesson")
+        assert new.summary == named
+        summary = old.summary
+        assert summary[PERSONAL_REMOVED] is True
+        assert "Асан" not in str(summary) and "Бегимай" not in str(summary) and "asan" not in str(summary)
+        assert summary["blocked"] == 7 and summary["blocked_hosts"] == [["games.example", 7]]
+        assert summary["by_student"] == {} and summary["repeated"] == []
+        assert [a["host"] for a in summary["alerts"]] == ["search.example"] and len(summary["banned"]) == 1
+        old_ban, new_ban = db.get(LessonBan, "banold"), db.get(LessonBan, "bannew")
+        assert (old_ban.seat, old_ban.os_user, old_ban.reason) == (None, None, "")
+        assert (new_ban.seat, new_ban.os_user, new_ban.reason) == ("s1", "asan", "played games")
+        (record,) = db.scalars(select(AuditRecord).where(AuditRecord.action == "retention.applied"))
+        assert record.detail["lessons_depersonalised"] == 1
+    api.login("boss")
+    page = api.client.get("/lessons/oldlesson?lang=ru")
+    assert page.status_code == 200, page.text
+    assert "имена учеников и места убраны из этих итогов" in page.text and "Асан" not in page.text
+    assert "search.example" in page.text and "games.example" in page.text
+    assert "Асан Үсөнов" in api.client.get("/lessons/newlesson?lang=ru").text
+    code, text = cli(capsys, *args, "--apply")  # done once
+    assert "(the counts stay): 0" in text
+
+
 def _report_incident(db) -> set[int]:
     return set(db.scalars(select(Incident.id).where(Incident.rule == "web.report")))
 
