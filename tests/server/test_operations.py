@@ -345,6 +345,20 @@ def test_retention_takes_the_students_out_of_old_lesson_summaries(api, db_url, t
     assert "(the counts stay): 0" in text
 
 
+def test_every_event_type_is_either_retained_or_kept_on_purpose():
+    """A new event type must be placed: a record of someone's internet use (removed past the
+    days, 001 §2.15) or the fleet's / security record (kept, 004 §3.6).  The browsing month
+    partitions, dropped whole, hold only retained types."""
+    from policy_server.db.retention import KEPT_TYPES, RETAINED_TYPES
+    from policy_server.events.partitions import BROWSING_TYPES
+    from policy_server.lessons.activity import LESSON_ONLY_TYPES
+
+    assert not set(RETAINED_TYPES) & set(KEPT_TYPES)
+    assert set(RETAINED_TYPES) | set(KEPT_TYPES) | LESSON_ONLY_TYPES == set(protocol.EVENT_TYPES)
+    assert {"web.alert", "web.unblock_request", "net.bypass"} <= set(RETAINED_TYPES)
+    assert set(BROWSING_TYPES) <= set(RETAINED_TYPES)
+
+
 def _report_incident(db) -> set[int]:
     return set(db.scalars(select(Incident.id).where(Incident.rule == "web.report")))
 
