@@ -384,15 +384,20 @@ def backup_lines(report) -> list[str]:
 
 def retention_lines(plan) -> list[str]:
     """`RetentionPlan.lines()` in the chosen language (English: the same lines)."""
-    from policy_server.db.retention import BROWSING_TYPES
+    from policy_server.db.retention import RETAINED_TYPES
 
-    out = [_("browsing events older than %(days)s days (before %(cutoff)s UTC):", days=plan.days,
+    out = [_("records of internet use older than %(days)s days (before %(cutoff)s UTC):", days=plan.days,
              cutoff=f"{plan.cutoff:%Y-%m-%d %H:%M}")]
-    out += [f"  {t}: {plan.removable.get(t, 0):,}" for t in BROWSING_TYPES]
+    out += [f"  {t}: {plan.removable.get(t, 0):,}" for t in RETAINED_TYPES]
     out.append("  " + _("kept because an open incident holds them: %(count)s",
                         count=f"{plan.kept_for_open_incidents:,}"))
     out.append("  " + _("resolved incidents losing their raw events (the incidents stay): %(count)s",
                         count=f"{len(plan.incidents_affected):,}"))
+    out.append("  " + _("report queue: copies of reports removed: %(copies)s; decided items losing seats "
+                        "and comments: %(items)s", copies=f"{plan.queue_copies:,}",
+                        items=f"{plan.queue_items_scrubbed:,}"))
+    out.append("  " + _("lesson summaries losing students' names and seats (the counts stay): %(count)s",
+                        count=f"{plan.lessons_depersonalised:,}"))
     return out
 
 
@@ -611,8 +616,10 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=cmd_check_backup)
 
     retention = sub.add_parser("retention", parents=[common],
-                               help="remove minors' browsing events (web.usage, web.blocked) older than "
-                                    "--days (default 90, or KALKAN_RETENTION_DAYS); dry run without --apply")
+                               help="remove the records of minors' internet use (web.usage, web.blocked, "
+                                    "web.alert, web.unblock_request, web.report, net.bypass, the report "
+                                    "queue's copies, names in lesson summaries) older than --days (default "
+                                    "90, or KALKAN_RETENTION_DAYS); dry run without --apply")
     retention.add_argument("--days", type=int, help="keep this many days (default 90)")
     retention.add_argument("--apply", action="store_true", help="really remove them (default: only show)")
     retention.set_defaults(func=cmd_retention)

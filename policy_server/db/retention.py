@@ -1,11 +1,34 @@
-"""Retention of minors' browsing records (001 §2.15), never silent (004 §3.6).
+"""Retention of the records of minors' internet use (001 §2.15), never silent (004 §3.6).
 
-Raw `web.usage` and `web.blocked` events say which pages a child visited or tried to visit:
-personal data of minors, kept only as long as needed (default 90 days, `--days`).  What
-`apply_retention` does, in one transaction:
+Every event that says what a person did on the internet is personal data of minors, kept only
+as long as needed (default 90 days, `--days`): `RETAINED_TYPES`, one list —
 
-* removes those events older than the cut-off (by `occurred_at`), except the ones an
-  unresolved incident holds: the responsible person still needs them;
+* `web.usage` (the sites visited, counted per domain), `web.blocked` (pages tried and refused);
+* `web.alert` (the search query or page over the alert threshold: the query text itself);
+* `web.unblock_request` (a page a student asked to see, with the student's reason),
+  `web.report` (a page a student reported as bad, with the comment);
+* `net.bypass` (attempts around the proxy: the destination, per seat and OS user).
+
+The fleet's and security events stay (000 §3.2, §4.2, §5.4, §5.6, §6.5, §6.8; 004 §3.6):
+heartbeats, upgrades, antivirus, USB, integrity, software, idle locking, ARP spoofing, rogue
+DHCP/RA, and `isuo.session` (the ISUO access log the regulation asks for, not a child's
+browsing).  `lesson.activity` is never stored as an event (lessons/activity.py).
+
+What `apply_retention` does, in one transaction:
+
+* folds report / unblock events the report queue has not seen yet into it (a report is never
+  lost unread), then removes the events of `RETAINED_TYPES` older than the cut-off (by
+  `occurred_at`), except the ones an unresolved incident holds: the responsible person still
+  needs them;
+* removes the report queue's per-report copies of the removed events (`filter_request_events`:
+  the URL as typed, seat, time) and, from queue items decided before the cut-off whose last
+  report is older too, the seats and the students' comments (the item keeps the URL, the
+  counts and the decision: the school's filtering record, no longer tied to a child);
+  undecided items stay whole until the responsible person decides them (000 §8.3);
+* takes the students out of the summaries of lessons that ended before the cut-off (names,
+  seats, OS accounts, the bans' reasons; lessons/summary.py): the counts, the class's blocked
+  sites and the allowed sites stay.  (The lesson's raw activity is already deleted when its
+  summary is made.)
 * for events held by *resolved* incidents, removes the link too and writes one timeline
   entry on each such incident ("events_removed", how many, why); the incident itself, its
   counts, first/last seen and parameters stay: incidents are never deleted;
@@ -18,7 +41,8 @@ partition first); the rows of the month the cut-off falls in are deleted as befo
 kept time stays exact to the second.  SQLite keeps the DELETE.
 
 `plan_retention` answers the same questions without changing anything (the CLI's default,
-dry run).  Other event types (security events, heartbeats…) are not touched here.
+dry run).  Month partitions only ever hold `web.usage`/`web.blocked` (`events_browsing`); the
+other retained types live in `events_other` beside the security events and are DELETEd.
 
 The server applies it itself once a day (`retention_jobs`, the job `retention.browsing`, run by
 the checks' leader: `KALKAN_RETENTION_INTERVAL_S`, 0 = off), keeping `KALKAN_RETENTION_DAYS`
@@ -38,10 +62,21 @@ from sqlalchemy.orm import Session
 from policy_server.audit import audit
 from policy_server.db.models import Event, Incident, IncidentEvent, IncidentStatus, TimelineEntry, utcnow
 from policy_server.errors import InvalidInput, KalkanError
+from policy_server.filtering import queue
+from policy_server.lessons import summary as lesson_summaries
 
-BROWSING_TYPES = ("web.usage", "web.blocked")
+# The records of a person's internet use (001 §2.15): removed past the days.
+RETAINED_TYPES = ("web.usage", "web.blocked", "web.alert", "web.unblock_request", "web.report", "net.bypass")
+# The fleet's and the school's security record, kept (000 §3.2, §4.2, §5.4–5.6, §6.4–6.8; 004 §3.6).
+# Every event type is in exactly one of the two lists (a test holds new types to that), except
+# `lesson.activity`, which is never stored as an event.
+KEPT_TYPES = ("agent.heartbeat", "agent.events_dropped", "agent.upgrade", "isuo.session",
+              "av.health", "av.scan.started", "av.scan.progress", "av.scan.completed", "av.threat",
+              "usb.connected", "usb.blocked", "usb.allowed", "integrity.changed", "integrity.baseline",
+              "integrity.tampered", "software.changed", "idle.locked", "idle.lock_failed",
+              "net.arp_spoof", "net.rogue_dhcp", "net.rogue_ra")
 DEFAULT_DAYS = 90
-REASON = "retention of minors' browsing records (001 §2.15)"
+REASON = "retention of records of minors' internet use (001 §2.15)"
 
 
 @dataclass
@@ -52,17 +87,30 @@ class RetentionPlan:
     kept_for_open_incidents: int = 0
     incidents_affected: dict[int, int] = field(default_factory=dict)  # resolved incident → links removed
     partitions_dropped: list[str] = field(default_factory=list)  # PostgreSQL: browsing months dropped whole
+    queue_copies: int = 0  # report queue: per-report copies (URL as typed, seat, time) removed
+    queue_items_scrubbed: int = 0  # report queue: decided items losing their seats and comments
+    lessons_depersonalised: int = 0  # lesson summaries losing students' names and seats
 
     @property
     def total(self) -> int:
         return sum(self.removable.values())
 
+    @property
+    def anything(self) -> bool:
+        return bool(self.total or self.queue_copies or self.queue_items_scrubbed
+                    or self.lessons_depersonalised)
+
     def lines(self) -> list[str]:
-        out = [f"browsing events older than {self.days} days (before {self.cutoff:%Y-%m-%d %H:%M} UTC):"]
-        out += [f"  {t}: {self.removable.get(t, 0):,}" for t in BROWSING_TYPES]
+        out = [f"records of internet use older than {self.days} days "
+               f"(before {self.cutoff:%Y-%m-%d %H:%M} UTC):"]
+        out += [f"  {t}: {self.removable.get(t, 0):,}" for t in RETAINED_TYPES]
         out.append(f"  kept because an open incident holds them: {self.kept_for_open_incidents:,}")
         out.append(f"  resolved incidents losing their raw events (the incidents stay): "
                    f"{len(self.incidents_affected):,}")
+        out.append(f"  report queue: copies of reports removed: {self.queue_copies:,}; decided items "
+                   f"losing seats and comments: {self.queue_items_scrubbed:,}")
+        out.append(f"  lesson summaries losing students' names and seats (the counts stay): "
+                   f"{self.lessons_depersonalised:,}")
         return out
 
 
@@ -79,20 +127,20 @@ def _held_by_open_incident():
             .where(Incident.status != IncidentStatus.resolved))
 
 
-def _old_browsing(cutoff: datetime):
-    return (Event.type.in_(BROWSING_TYPES), Event.occurred_at < cutoff)
+def _old_records(cutoff: datetime):
+    return (Event.type.in_(RETAINED_TYPES), Event.occurred_at < cutoff)
 
 
 def _removable_ids(cutoff: datetime):
-    """Old browsing events that no unresolved incident holds."""
-    return select(Event.id).where(*_old_browsing(cutoff), Event.id.not_in(_held_by_open_incident()))
+    """Old records of internet use that no unresolved incident holds."""
+    return select(Event.id).where(*_old_records(cutoff), Event.id.not_in(_held_by_open_incident()))
 
 
 def plan_retention(db: Session, *, days: int = DEFAULT_DAYS, now: datetime | None = None) -> RetentionPlan:
     """What `apply_retention` would remove now; changes nothing."""
     days = check_days(days)
     cutoff = (now or utcnow()) - timedelta(days=days)
-    old = _old_browsing(cutoff)
+    old = _old_records(cutoff)
     held = _held_by_open_incident()
     removable_ids = _removable_ids(cutoff)
     plan = RetentionPlan(days=days, cutoff=cutoff)
@@ -103,6 +151,9 @@ def plan_retention(db: Session, *, days: int = DEFAULT_DAYS, now: datetime | Non
     plan.incidents_affected = dict(db.execute(
         select(IncidentEvent.incident_id, func.count()).where(IncidentEvent.event_id.in_(removable_ids))
         .group_by(IncidentEvent.incident_id)).all())
+    plan.queue_copies, plan.queue_items_scrubbed = queue.retention_counts(
+        db, cutoff=cutoff, keep_event_ids=held)
+    plan.lessons_depersonalised = lesson_summaries.retention_count(db, cutoff=cutoff)
     return plan
 
 
@@ -110,6 +161,7 @@ def apply_retention(db: Session, *, actor: str, days: int = DEFAULT_DAYS,
                     now: datetime | None = None) -> RetentionPlan:
     """Remove what the plan says, with a timeline entry per affected incident and one audit
     record; the caller commits (all or nothing)."""
+    queue.fold_all(db)  # a report or unblock request is never removed before the queue has it
     plan = plan_retention(db, days=days, now=now)
     removable_ids = _removable_ids(plan.cutoff)
     no_sync = {"synchronize_session": False}  # bulk DELETEs: nothing of these is loaded in the session
@@ -120,6 +172,8 @@ def apply_retention(db: Session, *, actor: str, days: int = DEFAULT_DAYS,
     if plan.total:
         # The links to resolved incidents are gone, those to open ones were never selected.
         db.execute(delete(Event).where(Event.id.in_(removable_ids)), execution_options=no_sync)
+    queue.apply_retention(db, cutoff=plan.cutoff, keep_event_ids=_held_by_open_incident())
+    lesson_summaries.apply_retention(db, cutoff=plan.cutoff)
     at = utcnow()
     for incident_id, count in sorted(plan.incidents_affected.items()):
         db.add(TimelineEntry(incident_id=incident_id, actor=actor, action="events_removed", at=at,
@@ -128,6 +182,9 @@ def apply_retention(db: Session, *, actor: str, days: int = DEFAULT_DAYS,
           detail={"days": plan.days, "cutoff": plan.cutoff.isoformat(), "removed": plan.removable,
                   "total": plan.total, "kept_for_open_incidents": plan.kept_for_open_incidents,
                   "incidents_affected": len(plan.incidents_affected), "partitions_dropped": dropped,
+                  "queue_copies_removed": plan.queue_copies,
+                  "queue_items_scrubbed": plan.queue_items_scrubbed,
+                  "lessons_depersonalised": plan.lessons_depersonalised,
                   "clauses": ["001 §2.15", "004 §3.6"]})
     plan.partitions_dropped = dropped
     return plan
@@ -135,12 +192,16 @@ def apply_retention(db: Session, *, actor: str, days: int = DEFAULT_DAYS,
 
 def _drop_old_months(db: Session, cutoff: datetime) -> list[str]:
     """PostgreSQL, partitioned: drop every browsing month wholly before the cut-off (keeping
-    the rows open incidents hold); returns the partitions dropped.  Elsewhere: nothing."""
+    the rows open incidents hold); returns the partitions dropped.  Elsewhere: nothing.
+    Only `events_browsing` months are ever dropped (they hold `web.usage`/`web.blocked` and
+    nothing else); the retained types in `events_other` go by the DELETE that follows."""
     from policy_server.events import partitions
 
     connection = db.connection()
     if not partitions.is_partitioned(connection):
         return []
+    if not set(partitions.BROWSING_TYPES) <= set(RETAINED_TYPES):  # a whole month holds only these
+        raise RuntimeError(f"events_browsing holds {partitions.BROWSING_TYPES}, not all retained")
     held = str(_held_by_open_incident().compile(dialect=connection.dialect,
                                                 compile_kwargs={"literal_binds": True}))
     dropped = []
@@ -171,7 +232,7 @@ def retention_jobs(settings) -> list:
     days = days_from_env()  # (a wrong value stops the start, with the fix: never kept longer unseen)
 
     def run(db: Session, now: datetime) -> int:
-        if not plan_retention(db, days=days, now=now).total:
+        if not plan_retention(db, days=days, now=now).anything:
             return 0  # nothing to remove: no audit record for every quiet day
         plan = apply_retention(db, actor="server", days=days, now=now)
         db.commit()

@@ -14,10 +14,12 @@ and not the server's receiving time: a retried delivery carries the same envelop
 same (id, type, occurred_at), so it lands in the same partition and `INSERT … ON CONFLICT
 (id, type, occurred_at) DO NOTHING` refuses it exactly as the old `ON CONFLICT (id)` did —
 however many months later the agent retries, with no second table to write and no probe of
-every partition.  Retention of minors' browsing records is already by `occurred_at`
-(db/retention.py), so a whole month of `events_browsing` past the cut-off is dropped with
-one `DROP TABLE` instead of millions of row deletions; security events (`events_other`)
-are never removed (004 §3.6).
+every partition.  Retention of the records of minors' internet use is already by
+`occurred_at` (db/retention.py), so a whole month of `events_browsing` past the cut-off is
+dropped with one `DROP TABLE` instead of millions of row deletions.  `events_other` months are
+never dropped: they hold the security and fleet events, kept (004 §3.6), beside the few
+retained types that are not browsing branch (`web.alert`, `web.unblock_request`, `web.report`,
+`net.bypass`), which retention DELETEs row by row.
 
 Partitions are made ahead (`ensure_months`, the periodic job `events.partitions` and the
 migration: the current month and `AHEAD_MONTHS` after it).  A row whose month has no

@@ -28,7 +28,7 @@ import hashlib
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -365,3 +365,51 @@ def expire_job(db: Session, now: datetime) -> None:
 def workstation_seat(db: Session, agent_id: str) -> str | None:
     ws = db.get(Workstation, agent_id)
     return ws.seat if ws else None
+
+
+# ------------------------------------------------------------------ retention (001 §2.15)
+
+
+def fold_all(db: Session) -> int:
+    """Fold every report / unblock event not yet in the queue (retention runs this first, so no
+    student's report is removed before the responsible person's queue holds it)."""
+    total = 0
+    while done := sync_events(db):
+        total += done
+    return total
+
+
+def _old_copies(cutoff: datetime, keep_event_ids):
+    """The queue's per-report copies past the cut-off whose event is removed (or gone): those of
+    events an open incident holds stay with them (and keep them from being folded twice)."""
+    return (FilterRequestEvent.occurred_at < cutoff, FilterRequestEvent.event_id.not_in(keep_event_ids))
+
+
+def _items_to_scrub(db: Session, cutoff: datetime) -> list[FilterRequest]:
+    """Decided items whose last report and decision are both before the cut-off and that still
+    name seats or carry students' comments.  Undecided items stay whole: they wait for the
+    responsible person (000 §8.3)."""
+    rows = db.scalars(select(FilterRequest).where(
+        FilterRequest.status != "received", FilterRequest.last_at < cutoff,
+        FilterRequest.decided_at.is_not(None), FilterRequest.decided_at < cutoff))
+    return [r for r in rows if r.seats or r.comments]
+
+
+def retention_counts(db: Session, *, cutoff: datetime, keep_event_ids) -> tuple[int, int]:
+    """(copies to remove, decided items to scrub) at this cut-off; changes nothing."""
+    copies = db.scalar(select(func.count()).select_from(FilterRequestEvent)
+                       .where(*_old_copies(cutoff, keep_event_ids))) or 0
+    return copies, len(_items_to_scrub(db, cutoff))
+
+
+def apply_retention(db: Session, *, cutoff: datetime, keep_event_ids) -> tuple[int, int]:
+    """Remove the old per-report copies (URL as typed, seat, time) and the seats and comments of
+    old decided items; the items keep URL, kinds, counts, times and the decision (the school's
+    filtering record).  Called by `policy_server.db.retention` in its transaction."""
+    removed = db.execute(delete(FilterRequestEvent).where(*_old_copies(cutoff, keep_event_ids)),
+                         execution_options={"synchronize_session": False}).rowcount or 0
+    rows = _items_to_scrub(db, cutoff)
+    for row in rows:
+        row.seats, row.comments = [], []
+    db.flush()
+    return removed, len(rows)

@@ -102,3 +102,48 @@ def _notify_repeated(db: Session, lesson: Lesson, summary: dict) -> None:
                body_id=N_("Lesson in %(room)s, class %(cls)s: %(names)s. See the lesson's summary."),
                params={"room": room.name if room else "", "cls": cls.name if cls else "—", "names": names},
                link=f"/lessons/{lesson.id}")
+
+
+# ------------------------------------------------------------------ retention (001 §2.15)
+
+PERSONAL_REMOVED = "personal_removed"  # the summary's marker: names and seats taken out
+
+
+def _old_named(db: Session, cutoff: datetime) -> list[Lesson]:
+    """Lessons that ended before the cut-off whose summary still names students or seats."""
+    rows = db.scalars(select(Lesson).where(Lesson.summarised_at.is_not(None), Lesson.ends_at < cutoff))
+    return [les for les in rows if les.summary and not les.summary.get(PERSONAL_REMOVED)]
+
+
+def depersonalised(summary: dict) -> dict:
+    """The summary without a student in it: counts, the class's blocked sites, the sites
+    requested and alerted on (no one's name or seat), the allowed sites stay."""
+    out = dict(summary)
+    out["by_student"] = {}
+    out["repeated"] = []
+    out["requested"] = [{"who": "", "seat": "", "host": r.get("host", "")}
+                        for r in summary.get("requested", [])]
+    out["alerts"] = [{"who": "", "seat": "", "host": a.get("host", ""), "lists": list(a.get("lists", []))}
+                     for a in summary.get("alerts", [])]
+    out["banned"] = [{"who": "", "seat": "", "os_user": "", "lifted": bool(b.get("lifted"))}
+                     for b in summary.get("banned", [])]
+    out[PERSONAL_REMOVED] = True
+    return out
+
+
+def retention_count(db: Session, *, cutoff: datetime) -> int:
+    """How many lesson summaries past the cut-off still name students; changes nothing."""
+    return len(_old_named(db, cutoff))
+
+
+def apply_retention(db: Session, *, cutoff: datetime) -> int:
+    """Take the students out of the summaries (and the bans: OS account, the teacher's reason)
+    of the lessons that ended before the cut-off; the counts stay.  Called by
+    `policy_server.db.retention` in its transaction."""
+    lessons = _old_named(db, cutoff)
+    for lesson in lessons:
+        lesson.summary = depersonalised(lesson.summary)
+        for ban in db.scalars(select(LessonBan).where(LessonBan.lesson_id == lesson.id)):
+            ban.os_user, ban.seat, ban.reason = None, None, ""
+    db.flush()
+    return len(lessons)

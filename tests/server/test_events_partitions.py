@@ -154,12 +154,62 @@ def test_retention_drops_whole_browsing_months_and_keeps_what_open_incidents_hol
         # the open incident's events moved to the browsing default partition, not lost
         assert {left[str(e.id)] for e in held} == {"events_browsing_default"}
         assert not any(str(e.id) in left for e in usage)
-        assert left[str(security.id)] == partitions.partition_name("other", old)  # never removed
+        # a student's report: held by its open incident (the month of events_other is never dropped)
+        assert left[str(security.id)] == partitions.partition_name("other", old)
         assert left[str(recent.id)] == partitions.partition_name("browsing", THIS_MONTH)
         audit = db.execute(text("SELECT detail FROM audit_log WHERE action = 'retention.applied'")).scalar()
         assert audit["partitions_dropped"] == plan.partitions_dropped
     # a retry of a removed event is stored again only if the agent still has it: same as before
     assert pg_api.post(auth, held[0])["duplicates"] == [str(held[0].id)]
+
+
+def test_retention_deletes_the_other_records_of_internet_use_and_drops_only_browsing_months(pg_api):
+    """`web.alert`, `web.unblock_request`, `web.report` and `net.bypass` live in `events_other`
+    beside the security events: retention DELETEs them row by row and never drops an
+    `events_other` month (the heartbeat and the USB event of that month stay), while the
+    browsing month of the same time is dropped whole."""
+    from policy_server.incidents.service import resolve
+    from policy_server.scope import Viewer
+
+    _, auth = pg_api.enroll()
+    old = partitions.add_months(THIS_MONTH, -5)
+    with pg_api.db() as db:
+        for branch in partitions.BRANCHES:
+            partitions.create_month(db.connection(), branch, old)
+        db.commit()
+    st1, st2 = protocol.Subject(os_user="st1", seat="seat-1"), protocol.Subject(os_user="st2", seat="seat-1")
+    at = old + timedelta(days=5)
+    usage = protocol.make_event("web.usage", {"period_start": at.isoformat(), "period_end": at.isoformat(),
+                                              "counts": {"edu.kg": 2}}, occurred_at=at)
+    alert = protocol.make_event("web.alert", {"query": "how to hurt", "score": 90, "lists": ["self-harm"]},
+                                subject=st1, occurred_at=at)
+    unblock = protocol.make_event("web.unblock_request", {"url": "http://games.example/", "comment": "pls"},
+                                  subject=st1, occurred_at=at)
+    held = protocol.make_event("net.bypass", {"kind": "tor", "dst_ip": "203.0.113.9"}, subject=st2,
+                               occurred_at=at)
+    heartbeat = protocol.make_event("agent.heartbeat", {"agent_version": "1.0"}, occurred_at=at)
+    usb = protocol.make_event("usb.blocked", {"device": {"vendor_id": "0781", "product_id": "5567"}},
+                              occurred_at=at)
+    recent = protocol.make_event("web.alert", {"query": "essay", "score": 60}, subject=st1)
+    pg_api.post(auth, usage, alert, unblock, held, heartbeat, usb, recent)
+    with pg_api.db() as db:
+        held_incident = db.scalar(select(Incident.id).where(Incident.rule == "net.bypass"))
+        for incident in db.scalars(select(Incident).where(Incident.id != held_incident)):
+            resolve(db, incident_id=incident.id, viewer=Viewer.system(), reason="done")
+        db.commit()
+        before = _where(db, [alert.id, heartbeat.id])
+        assert set(before.values()) == {partitions.partition_name("other", old)}
+        plan = apply_retention(db, actor="test", days=90)
+        db.commit()
+        assert plan.partitions_dropped == [partitions.partition_name("browsing", old)]
+        assert plan.removable == {"web.usage": 1, "web.alert": 1, "web.unblock_request": 1}
+        assert plan.kept_for_open_incidents == 1
+        other_old = partitions.partition_name("other", old)
+        assert db.scalar(text("SELECT to_regclass(:n)"), {"n": other_old}) is not None
+        left = _where(db, [e.id for e in (usage, alert, unblock, held, heartbeat, usb, recent)])
+        assert set(left) == {str(e.id) for e in (held, heartbeat, usb, recent)}
+        assert left[str(held.id)] == left[str(heartbeat.id)] == left[str(usb.id)] == other_old
+        assert left[str(recent.id)] == partitions.partition_name("other", THIS_MONTH)
 
 
 def _heads_but(config, skip: str) -> list[str]:

@@ -60,7 +60,7 @@ def test_cli_in_kyrgyz_from_the_option_for_a_command_and_its_error(tmp_path):
     dry = run_cli("--lang", "ky", "retention", "--state-dir", state, lang_env={"LANG": "ru_RU.UTF-8"})
     assert dry.returncode == 0, dry.stderr
     lines = dry.stdout.splitlines()
-    assert lines[0].startswith("90 күндөн эски серептөө окуялары")
+    assert lines[0].startswith("90 күндөн эски интернетти колдонуу жазуулары")
     assert "  web.usage: 0" in lines
     assert lines[-1] == "сынамык иштетүү: эч нерсе өчүрүлгөн жок. Өчүрүү үчүн --apply менен кайра иштетиңиз."
 
@@ -254,6 +254,8 @@ def test_english_report_lines_are_the_services_own(tmp_path):
     cli._language = "ru"
     try:
         assert cli.backup_lines(report)[0].endswith("12,345 байт")
-        assert cli.retention_lines(plan)[-1].startswith("  решённые инциденты")
+        assert cli.retention_lines(plan)[-3].startswith("  решённые инциденты")
+        assert cli.retention_lines(plan)[-2].startswith("  очередь сообщений: удалено копий")
+        assert cli.retention_lines(plan)[-1].startswith("  итоги уроков, из которых убраны имена")
     finally:
         cli._language = cli.DEFAULT_LANGUAGE
