@@ -32,6 +32,7 @@ from agent.outbox import DEFAULT_MAX_BYTES, Outbox, OutboxSink
 from agent.policy import DEFAULT_POLL_S, PolicyManager
 from agent.server_client import ServerClient
 from agent.state import AgentConfig, AgentState
+from agent.tls import PinSet
 from agent.upgrade import UpgradeLoop  # upgrades ordered from the console
 from agent.uplink import Uplink
 from agent.version import agent_version
@@ -119,7 +120,14 @@ class AgentRuntime:
             log.warning("not enrolled: events stay in the outbox until `kalkan-agent enroll`")
             return None
         return ServerClient(self.config.server_url, token=self.state.read_token(),
-                            sha256=self.config.server_sha256)
+                            sha256=self.config.pin_set(on_change=self._store_pins))
+
+    def _store_pins(self, pins: PinSet) -> None:
+        """The server announced its next certificate, or switched to it: keep the pins in
+        config.json (atomically), so a restart accepts the same ones."""
+        assert self.config is not None
+        self.config.server_sha256, self.config.server_sha256_next = pins.current, pins.next
+        self.state.save_config(self.config)
 
     def _wake_uplink(self) -> None:
         if self.uplink is not None:
@@ -166,6 +174,12 @@ class AgentRuntime:
 
     def uptime_s(self) -> float:
         return time.monotonic() - self.started_at
+
+    def tls_pins(self) -> list[str]:
+        """The server certificate fingerprints this agent accepts (the heartbeat reports them,
+        so `kalkan-server tls status` can tell which seats learned the next certificate)."""
+        pins = self.client.pins if self.client is not None else None
+        return pins.pins if pins is not None else []
 
     # ------------------------------------------------------------------ policy
 
