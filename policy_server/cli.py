@@ -114,6 +114,7 @@ def _session(settings: Settings, *, may_create: bool = False):
 def cmd_run(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from policy_server.certs.served import remember_served
     from policy_server.tls import cert_fingerprint, ensure_school_ca, ensure_server_cert
     from policy_server.workers import check_workers, default_workers
 
@@ -131,6 +132,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     scheme = "http"
     if settings.tls:
         ensure_server_cert(settings.cert_path, settings.key_path)
+        remember_served(settings.cert_path)  # what the pages show until the next start (tls activate)
         ssl = {"ssl_certfile": str(settings.cert_path), "ssl_keyfile": str(settings.key_path)}
         scheme = "https"
         print(_("server certificate SHA-256: %(fingerprint)s",
@@ -177,6 +179,7 @@ def _run_schools(args: argparse.Namespace, settings: Settings) -> int:
     by the request's host name (policy_server/tenancy)."""
     import uvicorn
 
+    from policy_server.certs.served import remember_served
     from policy_server.tenancy import dispatch
     from policy_server.tenancy.schools import load
     from policy_server.tls import cert_fingerprint, ensure_server_cert
@@ -193,6 +196,7 @@ def _run_schools(args: argparse.Namespace, settings: Settings) -> int:
     scheme = "http"
     if settings.tls:
         ensure_server_cert(settings.cert_path, settings.key_path, extra_names=_school_cert_names(settings))
+        remember_served(settings.cert_path)  # what the pages show until the next start (tls activate)
         common.update(ssl_certfile=str(settings.cert_path), ssl_keyfile=str(settings.key_path))
         scheme = "https"
         print(_("server certificate SHA-256: %(fingerprint)s",

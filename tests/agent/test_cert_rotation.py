@@ -15,8 +15,10 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
+from agent.server_certs import APT_CA_ENV, pem_sha256
 from agent.tls import NEXT_PIN_HEADER
 from policy_server.db.models import Event
 from tests.support.agent_process import AgentProcess
@@ -70,8 +72,19 @@ def server(tmp_path):
         yield srv
 
 
-def test_a_seat_follows_the_rotation_and_an_unannounced_seat_is_told_to_enrol_again(server, tmp_path):
+def pem_shas(path: Path) -> list[str]:
+    """The SHA-256 of each certificate in a PEM bundle (apt's CaInfo file)."""
+    end = "-----END CERTIFICATE-----"
+    blocks = [b + end + "\n" for b in path.read_text().split(end) if "BEGIN" in b]
+    return [pem_sha256(b) for b in blocks]
+
+
+def test_a_seat_follows_the_rotation_and_an_unannounced_seat_is_told_to_enrol_again(server, tmp_path,
+                                                                                   monkeypatch):
     cert_a = server.fingerprint
+    apt_ca = tmp_path / "apt-kalkan-server.crt"  # as the seat install writes it: apt trusts the server
+    apt_ca.write_text(server.cert_path.read_text())
+    monkeypatch.setenv(APT_CA_ENV, str(apt_ca))  # (the agent processes inherit it)
     follower = AgentProcess(tmp_path / "follower")
     follower.enroll(server, seat="seat-1")
     stay_away = AgentProcess(tmp_path / "away")  # enrolled, then off during the whole rotation
@@ -91,6 +104,9 @@ def test_a_seat_follows_the_rotation_and_an_unannounced_seat_is_told_to_enrol_ag
         # the running server announces it (no restart); the agent stores it beside its pin
         wait_for(lambda: follower.config.get("server_sha256_next") == cert_b, what="the next pin stored")
         assert follower.config["server_sha256"] == cert_a
+        # apt on the seat trusts both, so `apt update` works on either side of the switch
+        wait_for(lambda: pem_shas(apt_ca) == [cert_a, cert_b], what="apt trusting A and B")
+        assert pem_sha256((follower.state_dir / "server.next.pem").read_text()) == cert_b
         # … and reports it: tls status counts it
         def counted():
             status = json.loads(server_cli(server.state_dir, "tls", "status", "--json").stdout)
@@ -122,11 +138,20 @@ def test_a_seat_follows_the_rotation_and_an_unannounced_seat_is_told_to_enrol_ag
         prints = server_cli(server.state_dir, "fingerprint")
         assert prints.stdout.strip() == cert_b and prints.stderr == ""
 
+        # what the server hands out follows what it serves: A until the restart, then B
+        with httpx.Client(base_url=server.url, verify=False) as plain:
+            assert pem_sha256(plain.get("/install/server.crt").text) == cert_a
         server.restart()  # now serving B; the agent was not touched
+        with server.client() as client:  # (trusts B alone)
+            assert pem_sha256(client.get("/install/server.crt").text) == cert_b
+            assert client.get("/install/server.next.crt").status_code == 404
         event_id = follower.emit("web.report", {"url": "http://after-rotation.test/"})
         wait_for(lambda: delivered(server, event_id), what="an event delivered over certificate B")
         wait_for(lambda: follower.config.get("server_sha256") == cert_b, what="the old pin dropped")
         assert follower.config.get("server_sha256_next") is None
+        wait_for(lambda: pem_shas(apt_ca) == [cert_b], what="apt trusting B alone")
+        assert pem_sha256((follower.state_dir / "server.pem").read_text()) == cert_b
+        assert not (follower.state_dir / "server.next.pem").exists()
         assert "not the pinned" not in follower.log_text()
 
     # the seat that was off never heard of B: refused, with what to do
