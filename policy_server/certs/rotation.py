@@ -73,6 +73,15 @@ def _is_address(name: str) -> bool:
     return True
 
 
+def _owned_like(path: Path, model: Path) -> None:
+    """Give a file made by a command run as root the owner of the served files (the service's
+    user, `kalkan-server`, must read the key after `activate`)."""
+    if os.geteuid() != 0:
+        return
+    st = model.stat()
+    os.chown(path, st.st_uid, st.st_gid)
+
+
 @dataclass
 class NextCert:
     current: str
@@ -108,6 +117,8 @@ def make_next(files: CertFiles, *, school_hosts: list[str], extra_names: list[st
             dns.append(check_host(name))
     next_cert, next_key = files.next
     write_server_cert(next_cert, next_key, dns_names=dns, ip_addresses=ips)
+    _owned_like(next_cert, files.cert)
+    _owned_like(next_key, files.key)
     made_dns, made_ips = cert_names(next_cert)
     return NextCert(current=cert_fingerprint(files.cert), next=cert_fingerprint(next_cert),
                     dns_names=made_dns, ip_addresses=made_ips, replaced=existing)
@@ -204,6 +215,7 @@ def activate(files: CertFiles, *, ready: Readiness, force: bool = False) -> Acti
     for src, dst in ((files.cert, prev_cert), (files.key, prev_key)):
         tmp = dst.with_name(dst.name + ".tmp")
         shutil.copy2(src, tmp)
+        _owned_like(tmp, src)
         os.replace(tmp, dst)
     os.replace(next_key, files.key)
     os.replace(next_cert, files.cert)

@@ -4,6 +4,7 @@ tests/agent/test_cert_rotation.py."""
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime, timedelta
 from email.message import Message
 from pathlib import Path
@@ -85,6 +86,9 @@ def test_the_next_pin_is_kept_in_config_json_and_an_old_config_still_loads(tmp_p
 def test_activate_switches_the_files_and_keeps_the_old_ones(tmp_path: Path):
     files = rotation.CertFiles(tmp_path / "tls" / "server.crt", tmp_path / "tls" / "server.key")
     ensure_server_cert(files.cert, files.key)
+    for path in (files.cert, files.key):  # the service's own user owns them (the command runs as root)
+        if os.geteuid() == 0:
+            os.chown(path, 4242, 4243)
     old = cert_fingerprint(files.cert)
     made = rotation.make_next(files, school_hosts=["school-9.test", "10.0.0.9"], extra_names=[])
     assert "school-9.test" in made.dns_names and "10.0.0.9" in made.ip_addresses
@@ -107,3 +111,6 @@ def test_activate_switches_the_files_and_keeps_the_old_ones(tmp_path: Path):
     key = serialization.load_pem_private_key(files.key.read_bytes(), password=None)
     assert cert.public_key().public_numbers() == key.public_key().public_numbers()  # a matching pair
     assert files.key.stat().st_mode & 0o077 == 0 and files.previous[1].stat().st_mode & 0o077 == 0
+    if os.geteuid() == 0:
+        for path in (files.cert, files.key, *files.previous):
+            assert (path.stat().st_uid, path.stat().st_gid) == (4242, 4243), path
