@@ -28,7 +28,7 @@ from email.message import Message
 from typing import Any
 from urllib.parse import urlsplit
 
-from agent.tls import NEXT_PIN_HEADER, PinSet, pinned_context
+from agent.tls import NEXT_PIN_HEADER, WITHDRAWN_PIN_HEADER, PinSet, pinned_context
 from agent.version import agent_version
 from policy_server.protocol import PROTOCOL_VERSION, EnrollRequest, EnrollResponse
 
@@ -263,6 +263,7 @@ class HttpSession:
         """An answer's headers, read over this session's pinned connection: the server's
         announcement of its next certificate, if any, goes to the pin set."""
         if self._pins is not None:
+            self._pins.withdraw(headers.get(WITHDRAWN_PIN_HEADER))
             self._pins.announce(headers.get(NEXT_PIN_HEADER))
 
 

@@ -21,6 +21,8 @@ Only answers read over this pinned channel count (`PinSet.announce`, called by t
 HTTP session for https:// servers alone), so nobody but the holder of the pinned key can
 add a pin.  The agent then accepts either fingerprint; the first handshake that shows the
 next certificate makes it the only pin and drops the old one (`PinSet.check`).
+`Kalkan-Withdrawn-Pin` (`PinSet.withdraw`, after `kalkan-server tls cancel`) drops an
+announced pin again; the pinned one is never dropped that way.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from urllib.parse import urlsplit
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 NEXT_PIN_HEADER = "Kalkan-Next-Pin"  # the server's next certificate: "sha256:<64 hex>"
+WITHDRAWN_PIN_HEADER = "Kalkan-Withdrawn-Pin"  # a next certificate the server withdrew (tls cancel)
 
 log = logging.getLogger("kalkan.agent.tls")
 
@@ -123,6 +126,25 @@ class PinSet:
             log.warning("the server announced its next certificate %s; accepting it beside the pinned %s",
                         pretty_fingerprint(announced), pretty_fingerprint(self.current))
             self.next = announced
+            self._changed()
+            return True
+
+    def withdraw(self, value: str | None) -> bool:
+        """The pinned server's `Kalkan-Withdrawn-Pin` header: a next certificate it no longer
+        means to use (`kalkan-server tls cancel`).  Drops it if it is this set's next pin; the
+        pinned one is never dropped this way.  True when it dropped it."""
+        if not value:
+            return False
+        try:
+            withdrawn = normalise_fingerprint(value)
+        except ValueError:
+            return False
+        with self._lock:
+            if withdrawn != self.next:
+                return False
+            log.warning("the server withdrew its next certificate %s: no longer accepted",
+                        pretty_fingerprint(withdrawn))
+            self.next = None
             self._changed()
             return True
 

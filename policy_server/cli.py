@@ -13,6 +13,7 @@
     kalkan-server tls rotate [--name HOST ...] [--replace] [--json]   (make the next certificate)
     kalkan-server tls status [--days 14] [--json]     (which seats hold the next certificate)
     kalkan-server tls activate [--days 14] [--force] [--json]   (serve the next one after a restart)
+    kalkan-server tls cancel [--json]                 (withdraw the next certificate)
     kalkan-server backup --out FILE         (SQLite online backup / pg_dump, then checked)
     kalkan-server check-backup FILE
     kalkan-server retention [--days 90] [--apply]
@@ -698,6 +699,10 @@ def build_parser() -> argparse.ArgumentParser:
                           help="activate anyway: the seats without the next pin must be enrolled again")
     activate.add_argument("--json", action="store_true")
     activate.set_defaults(func=cmd_tls)
+    cancel = tls_sub.add_parser("cancel", parents=[service],
+                                help="withdraw the next certificate (key deleted; the seats drop its pin)")
+    cancel.add_argument("--json", action="store_true")
+    cancel.set_defaults(func=cmd_tls)
     schools = sub.add_parser("schools", help="many schools on one service: add a school, list them")
     schools_sub = schools.add_subparsers(dest="schools_command", required=True)
     add = schools_sub.add_parser("add", parents=[common], help="add a school (its own database and folder)")

@@ -75,7 +75,23 @@ def run(args, settings, t: Callable[..., str]) -> int:
         return _rotate(args, settings, files, t)
     if args.tls_command == "status":
         return _status(args, settings, files, t)
+    if args.tls_command == "cancel":
+        return _cancel(args, settings, files, t)
     return _activate(args, settings, files, t)
+
+
+def _cancel(args, settings, files: rotation.CertFiles, t) -> int:
+    withdrawn = rotation.cancel(files)
+    with _databases(settings) as dbs:
+        for _slug, db in dbs:
+            audit(db, actor=ACTOR_CLI, action="tls.next_withdrawn", target="tls/server.withdrawn.crt",
+                  detail={"new_certificate": withdrawn, "clauses": ["000 §3.2"]})
+            db.commit()
+    if args.json:
+        print(json.dumps({"withdrawn": withdrawn}))
+        return 0
+    print(t(texts.CANCELLED, fingerprint=withdrawn))
+    return 0
 
 
 def _rotate(args, settings, files: rotation.CertFiles, t) -> int:
@@ -114,13 +130,15 @@ def _status(args, settings, files: rotation.CertFiles, t) -> int:
     served = rotation.fingerprint_or_none(files.cert)
     upcoming = rotation.next_fingerprint(files)
     previous = rotation.fingerprint_or_none(files.previous[0])
+    withdrawn = rotation.fingerprint_or_none(files.withdrawn)
     now = datetime.now(UTC)
     with _databases(settings) as dbs:
         seats = _all_seats(dbs)
     target = upcoming or served
     ready = rotation.readiness(seats, fingerprint=target, days=args.days, now=now) if target else None
     if args.json:
-        out = {"served": served, "next": upcoming, "previous": previous, "days": args.days}
+        out = {"served": served, "next": upcoming, "previous": previous, "withdrawn": withdrawn,
+               "days": args.days}
         if ready is not None:
             out.update(seats=ready.total, ready=[_seat_json(s) for s in ready.ready],
                        waiting=[_seat_json(s) for s in ready.waiting],
@@ -132,6 +150,8 @@ def _status(args, settings, files: rotation.CertFiles, t) -> int:
     print(t(texts.NEXT_CERT, fingerprint=upcoming, path=files.next[0]) if upcoming else t(texts.NO_NEXT))
     if previous:
         print(t(texts.PREVIOUS, fingerprint=previous, path=files.previous[0]))
+    if withdrawn:
+        print(t(texts.WITHDRAWN, fingerprint=withdrawn))
     if ready is None:
         return 0
     print(t(texts.READY_NEXT if upcoming else texts.READY_SERVED, ready=len(ready.ready), total=ready.total))

@@ -4,6 +4,8 @@ Files, beside the served certificate (`Settings.cert_path`, `tls/server.crt` + `
 
     server.next.crt / .key      the next certificate: announced, not served yet
     server.previous.crt / .key  the one served before the last `activate` (kept, never served)
+    server.withdrawn.crt        a next certificate `tls cancel` withdrew (its key is deleted):
+                                announced as withdrawn, so the seats drop its pin
 
 Everything here is plain functions on paths and sessions; `policy_server/certs/cli.py` says
 it to the person.
@@ -44,6 +46,10 @@ class CertFiles:
     @property
     def previous(self) -> tuple[Path, Path]:
         return self._beside("previous")
+
+    @property
+    def withdrawn(self) -> Path:
+        return self._beside("withdrawn")[0]
 
     @classmethod
     def of(cls, settings) -> CertFiles:
@@ -119,6 +125,7 @@ def make_next(files: CertFiles, *, school_hosts: list[str], extra_names: list[st
     write_server_cert(next_cert, next_key, dns_names=dns, ip_addresses=ips)
     _owned_like(next_cert, files.cert)
     _owned_like(next_key, files.key)
+    files.withdrawn.unlink(missing_ok=True)  # the new announcement replaces the withdrawn pin anyway
     made_dns, made_ips = cert_names(next_cert)
     return NextCert(current=cert_fingerprint(files.cert), next=cert_fingerprint(next_cert),
                     dns_names=made_dns, ip_addresses=made_ips, replaced=existing)
@@ -220,3 +227,17 @@ def activate(files: CertFiles, *, ready: Readiness, force: bool = False) -> Acti
     os.replace(next_key, files.key)
     os.replace(next_cert, files.cert)
     return Activated(previous=previous, current=fingerprint)
+
+
+def cancel(files: CertFiles) -> str:
+    """Withdraw the next certificate (e.g. its key may have leaked before `activate`): its key
+    is deleted, its certificate kept as `server.withdrawn.crt`, which every answer then names
+    (`Kalkan-Withdrawn-Pin`) so the seats drop the pin.  Returns its fingerprint."""
+    fingerprint = next_fingerprint(files)
+    if fingerprint is None:
+        raise NotFound("there is no next certificate to withdraw; see kalkan-server tls status",
+                       code="tls.nothing_to_cancel")
+    next_cert, next_key = files.next
+    os.replace(next_cert, files.withdrawn)
+    next_key.unlink()
+    return fingerprint

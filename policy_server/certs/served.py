@@ -47,6 +47,16 @@ def served_fingerprint(settings) -> str | None:
     return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest() if cert else None
 
 
+def remembered_fingerprint() -> str | None:
+    """The served certificate's SHA-256 when `kalkan-server run` remembered it, else None."""
+    pem = os.environ.get(SERVED_ENV)
+    try:
+        cert = x509.load_pem_x509_certificate(pem.encode()) if pem else None
+    except ValueError:
+        return None
+    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest() if cert else None
+
+
 def served_pubkey_pin(settings) -> str | None:
     """curl's `--pinnedpubkey` value (`sha256//…`) of the served certificate's key."""
     cert = _cert(settings)

@@ -42,6 +42,10 @@ FORCED = N_("--force: %(count)s seat(s) seen recently do not hold the new certif
             "(kalkan-agent enroll --force …).")
 ABSENT_AFTER = N_("%(count)s seat(s) not seen recently do not hold the new certificate: enrol them again "
                   "when they are back.")
+CANCELLED = N_("Withdrew the next certificate %(fingerprint)s: its key is deleted, and the running server "
+               "tells the seats to drop its pin (no restart needed). Start again with kalkan-server tls "
+               "rotate.")
+WITHDRAWN = N_("withdrawn certificate: %(fingerprint)s (the seats are told to drop its pin)")
 FINGERPRINT_NEXT = N_("a rotation is under way: the next certificate %(fingerprint)s is announced to the "
                       "seats, not served yet (kalkan-server tls status)")
 
@@ -51,6 +55,7 @@ ERROR_TEXTS = {
     "tls.next_exists": N_("A next certificate exists already (%(fingerprint)s); the seats may be learning "
                           "it. See kalkan-server tls status, then kalkan-server tls activate; or make "
                           "another with --replace."),
+    "tls.nothing_to_cancel": N_("There is no next certificate to withdraw. See kalkan-server tls status."),
     "tls.no_next": N_("There is no next certificate to activate. Make one with kalkan-server tls rotate."),
     "tls.next_changed": N_("The next certificate changed while its seats were counted. Run the command "
                            "again."),

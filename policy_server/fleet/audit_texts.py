@@ -96,6 +96,7 @@ ACTIONS: dict[str, str] = {
     'timetable.student_account': N_("Student computer account added"),
     'tls.activated': N_("Server certificate: the next one made the served one"),
     'tls.next_made': N_("Server certificate: the next one made"),
+    'tls.next_withdrawn': N_("Server certificate: the next one withdrawn"),
     'upgrade.start': N_("Agent upgrade started"),
     'upgrade.stop': N_("Agent upgrade stopped"),
     'usb.keep_blocked': N_("USB device kept blocked"),

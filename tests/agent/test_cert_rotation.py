@@ -100,6 +100,9 @@ def test_a_seat_follows_the_rotation_and_an_unannounced_seat_is_told_to_enrol_ag
         cert_b = json.loads(made.stdout)["next"]
         assert json.loads(made.stdout)["served"] == cert_a != cert_b
         assert server.fingerprint == cert_a  # not served yet
+        late = AgentProcess(tmp_path / "late")  # enrolled during the rotation: holds both at once
+        late.enroll(server, seat="seat-3")
+        assert (late.config["server_sha256"], late.config["server_sha256_next"]) == (cert_a, cert_b)
 
         # the running server announces it (no restart); the agent stores it beside its pin
         wait_for(lambda: follower.config.get("server_sha256_next") == cert_b, what="the next pin stored")
@@ -113,14 +116,14 @@ def test_a_seat_follows_the_rotation_and_an_unannounced_seat_is_told_to_enrol_ag
             return status if [s["seat"] for s in status["ready"]] == ["seat-1"] else None
         status = wait_for(counted, what="the seat counted as ready")
         assert status["served"] == cert_a and status["next"] == cert_b
-        assert {s["seat"] for s in status["absent"]} == {"seat-2", "seat-old"}  # never seen
+        assert {s["seat"] for s in status["absent"]} == {"seat-2", "seat-3", "seat-old"}  # never seen
 
         # an old agent seen now, without the next pin, holds the activation back
         old_agent_heartbeat(server, old_token)
         status = json.loads(server_cli(server.state_dir, "tls", "status", "--json").stdout)
         assert [s["seat"] for s in status["waiting"]] == ["seat-old"]
         text = server_cli(server.state_dir, "tls", "status").stdout
-        assert "seats holding the next certificate: 1 of 3" in text and "seat-old (room lab-1" in text
+        assert "seats holding the next certificate: 1 of 4" in text and "seat-old (room lab-1" in text
         refused = server_cli(server.state_dir, "tls", "activate")
         assert refused.returncode == 2
         assert ("1 seat(s) seen in the last 14 days do not hold the next certificate yet: seat-old"
@@ -141,10 +144,13 @@ def test_a_seat_follows_the_rotation_and_an_unannounced_seat_is_told_to_enrol_ag
         # what the server hands out follows what it serves: A until the restart, then B
         with httpx.Client(base_url=server.url, verify=False) as plain:
             assert pem_sha256(plain.get("/install/server.crt").text) == cert_a
+            # … and B is still announced, for a seat that comes on before the restart
+            assert plain.get("/api/v1/policy").headers[NEXT_PIN_HEADER] == f"sha256:{cert_b}"
         server.restart()  # now serving B; the agent was not touched
         with server.client() as client:  # (trusts B alone)
             assert pem_sha256(client.get("/install/server.crt").text) == cert_b
             assert client.get("/install/server.next.crt").status_code == 404
+            assert NEXT_PIN_HEADER not in client.get("/api/v1/policy").headers
         event_id = follower.emit("web.report", {"url": "http://after-rotation.test/"})
         wait_for(lambda: delivered(server, event_id), what="an event delivered over certificate B")
         wait_for(lambda: follower.config.get("server_sha256") == cert_b, what="the old pin dropped")
@@ -161,7 +167,15 @@ def test_a_seat_follows_the_rotation_and_an_unannounced_seat_is_told_to_enrol_ag
     assert stay_away.config["server_sha256"] == cert_a
 
 
-def test_a_certificate_nobody_announced_is_refused(server, tmp_path):
+def serve(server: KalkanServerProcess, cert: bytes, key: bytes) -> None:
+    """Restart the server on this certificate and key (someone else's server at the address)."""
+    server.stop()
+    server.cert_path.write_bytes(cert)
+    (server.state_dir / "tls" / "server.key").write_bytes(key)
+    server.start()
+
+
+def test_unannounced_and_withdrawn_certificates_are_refused(server, tmp_path):
     from policy_server.tls import write_server_cert
 
     cert_a = server.fingerprint
@@ -169,19 +183,44 @@ def test_a_certificate_nobody_announced_is_refused(server, tmp_path):
     agent.enroll(server, seat="seat-1")
     made = server_cli(server.state_dir, "tls", "rotate", "--json")
     cert_b = json.loads(made.stdout)["next"]
+    tls = server.state_dir / "tls"
+    stolen = (tls / "server.next.crt").read_bytes(), (tls / "server.next.key").read_bytes()
     with agent.start(collectors=["heartbeat"], heartbeat_s=1):
         wait_for(lambda: agent.config.get("server_sha256_next") == cert_b, what="the next pin stored")
-        # someone else's certificate (a new key for the same names) in place of both
-        server.stop()
-        write_server_cert(server.cert_path, server.state_dir / "tls" / "server.key",
-                          dns_names=["localhost"], ip_addresses=["127.0.0.1"])
-        cert_c = server.fingerprint
-        assert cert_c not in (cert_a, cert_b)
-        server.start()
+
+        # someone else's certificate (a new key, the same names), never announced
+        other = tmp_path / "other"
+        other.mkdir()
+        write_server_cert(other / "c.crt", other / "c.key", dns_names=["localhost"],
+                          ip_addresses=["127.0.0.1"])
+        original = server.cert_path.read_bytes(), (tls / "server.key").read_bytes()
+        serve(server, (other / "c.crt").read_bytes(), (other / "c.key").read_bytes())
+        assert server.fingerprint not in (cert_a, cert_b)
         event_id = agent.emit("web.report", {"url": "http://never-delivered.test/"})
         wait_for(lambda: "not the pinned" in agent.log_text(), what="the agent refusing certificate C")
         time.sleep(2)
         assert not delivered(server, event_id)
         assert agent.config["server_sha256"] == cert_a and agent.config["server_sha256_next"] == cert_b
+
+        # back on A; the next certificate's key may have leaked: withdraw it
+        serve(server, *original)
+        wait_for(lambda: delivered(server, event_id), what="the event delivered once A is back")
+        cancelled = server_cli(server.state_dir, "tls", "cancel", lang="ky")
+        assert cancelled.returncode == 0 and cert_b in cancelled.stdout and "кайтарылып" in cancelled.stdout
+        wait_for(lambda: agent.config.get("server_sha256_next") is None, what="the withdrawn pin dropped")
+        status = json.loads(server_cli(server.state_dir, "tls", "status", "--json").stdout)
+        assert (status["next"], status["withdrawn"]) == (None, cert_b)
+
+        # whoever holds the withdrawn key is refused now
+        def refusals() -> int:
+            return (agent.state_dir / "agent.log").read_text(errors="replace").count("not the pinned")
+        before = refusals()
+        serve(server, *stolen)
+        second = agent.emit("web.report", {"url": "http://also-never-delivered.test/"})
+        wait_for(lambda: refusals() > before,
+                 what="the agent refusing the withdrawn certificate")
+        time.sleep(2)
+        assert not delivered(server, second)
+        assert agent.config["server_sha256"] == cert_a
     with agent.outbox() as outbox:
         assert outbox.depth() >= 1  # kept for the real server

@@ -114,3 +114,15 @@ def test_activate_switches_the_files_and_keeps_the_old_ones(tmp_path: Path):
     if os.geteuid() == 0:
         for path in (files.cert, files.key, *files.previous):
             assert (path.stat().st_uid, path.stat().st_gid) == (4242, 4243), path
+
+
+def test_a_withdrawn_next_pin_is_dropped_but_never_the_pinned_one():
+    calls = []
+    pins = PinSet(A, B, on_change=calls.append)
+    assert not pins.withdraw(f"sha256:{C}") and not pins.withdraw("garbage") and not pins.withdraw(None)
+    assert not pins.withdraw(A) and pins.pins == [A, B]  # the pinned certificate stays
+    session = ServerClient("https://127.0.0.1:9", token=None, sha256=pins).http
+    message = Message()
+    message["Kalkan-Withdrawn-Pin"] = f"sha256:{B}"
+    session.heard(message)
+    assert pins.pins == [A] and len(calls) == 1
