@@ -126,3 +126,19 @@ def test_a_withdrawn_next_pin_is_dropped_but_never_the_pinned_one():
     message["Kalkan-Withdrawn-Pin"] = f"sha256:{B}"
     session.heard(message)
     assert pins.pins == [A] and len(calls) == 1
+
+
+def test_status_shows_the_pins_and_says_what_to_do_on_a_mismatch_in_each_language():
+    from agent.cli import format_status
+
+    report = {"state_dir": "/var/lib/kalkan-agent", "enrolled": True, "agent_id": "x", "server_url": "https://s",
+              "seat": "s1", "room": "lab", "server_sha256": A, "server_sha256_next": B,
+              "server_reachable": False, "server_error": "PinMismatch: …",
+              "server_error_code": "pin_mismatch",
+              "running": False, "policy_version": None, "outbox_depth": 0, "collectors": {}}
+    texts = {lang: format_status(report, lang) for lang in ("en", "ru", "ky")}
+    assert "AA:AA" in texts["en"] and "BB:BB" in texts["en"]
+    assert "next, announced by the server" in texts["en"]
+    assert "enrol it again: kalkan-agent enroll --force" in texts["en"]
+    assert "зарегистрируйте его заново" in texts["ru"] and "кайра каттаңыз" in texts["ky"]
+    assert "kalkan-server tls activate" in texts["ky"]
