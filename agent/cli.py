@@ -63,6 +63,24 @@ _TEXT: dict[str, dict[str, str]] = {
     "no": {"en": "no", "ru": "нет", "ky": "жок"},
     "unknown": {"en": "unknown", "ru": "неизвестно", "ky": "белгисиз"},
     "none": {"en": "none", "ru": "нет", "ky": "жок"},
+    "pins": {"en": "Server certificate pins", "ru": "Закреплённые сертификаты сервера",
+             "ky": "Сервердин бекитилген сертификаттары"},
+    "next_pin": {"en": "next, announced by the server", "ru": "следующий, объявлен сервером",
+                 "ky": "кийинкиси, сервер жарыялаган"},
+    "pin_mismatch": {
+        "en": "The server shows a certificate this workstation does not know. If the server was "
+              "reinstalled, or its certificate was rotated (kalkan-server tls activate) before this "
+              "workstation learned the new one, enrol it again: kalkan-agent enroll --force --server URL "
+              "--code CODE. Otherwise something sits between them: investigate.",
+        "ru": "Сервер показывает сертификат, который этот компьютер не знает. Если сервер переустановили "
+              "или сменили его сертификат (kalkan-server tls activate) раньше, чем компьютер узнал новый, "
+              "зарегистрируйте его заново: kalkan-agent enroll --force --server URL --code CODE. Иначе "
+              "между ними кто-то есть: разберитесь.",
+        "ky": "Сервер бул компьютер билбеген сертификатты көрсөтүүдө. Эгер сервер кайра орнотулса же анын "
+              "сертификаты (kalkan-server tls activate) компьютер жаңысын билгенге чейин алмаштырылса, аны "
+              "кайра каттаңыз: kalkan-agent enroll --force --server URL --code CODE. Антпесе алардын "
+              "ортосунда бирөө бар: текшериңиз.",
+    },
 }
 
 # What `enroll` tells the IT person, in the same language as `status`.
@@ -184,6 +202,8 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         server_url=url,
         agent_id=answer.agent_id,
         server_sha256=sha256,
+        # enrolled during a certificate rotation: the next certificate the server announced
+        server_sha256_next=client.pins.next if client.pins is not None else None,
         seat=answer.seat or args.seat,
         room=answer.room,
         school=answer.school,
@@ -253,11 +273,12 @@ def gather_status(state: AgentState, *, check_server: bool = True) -> dict[str, 
             report["config_error"] = str(exc)
     if config is not None:
         report.update(agent_id=config.agent_id, server_url=config.server_url, seat=config.seat,
-                      room=config.room)
+                      room=config.room, server_sha256=config.server_sha256,
+                      server_sha256_next=config.server_sha256_next)
     report["server_reachable"] = None
     if config is not None and check_server:
         try:
-            client = ServerClient(config.server_url, token=state.read_token(), sha256=config.server_sha256)
+            client = ServerClient(config.server_url, token=state.read_token(), sha256=config.pin_set())
             try:
                 report["server_reachable"] = client.healthz()
             finally:
@@ -265,6 +286,8 @@ def gather_status(state: AgentState, *, check_server: bool = True) -> dict[str, 
         except (TransportError, OSError, ValueError, NotEnrolled) as exc:
             report["server_reachable"] = False
             report["server_error"] = str(exc)
+            if isinstance(exc.__cause__, PinMismatch):
+                report["server_error_code"] = "pin_mismatch"
     bundle = state.load_policy()
     report["policy_version"] = bundle.version if bundle else None
     if state.paths.outbox.exists():
@@ -301,8 +324,15 @@ def format_status(report: dict[str, Any], lang: str) -> str:
         row("server", report["server_url"])
     if "config_error" in report:
         lines.append(f"  ! {report['config_error']}")
+    if report.get("server_sha256"):
+        row("pins", pretty_fingerprint(report["server_sha256"]))
+        if report.get("server_sha256_next"):
+            lines.append(f"  {'':<34} {pretty_fingerprint(report['server_sha256_next'])} "
+                         f"({_t('next_pin', lang)})")
     row("reachable", _yes_no(report["server_reachable"], lang)
         + (f"  ({report['server_error']})" if report.get("server_error") else ""))
+    if report.get("server_error_code") == "pin_mismatch":
+        lines.append(f"  ! {_t('pin_mismatch', lang)}")
     row("running", _yes_no(report["running"], lang))
     row("policy", report["policy_version"] if report["policy_version"] is not None else _t("none", lang))
     row("outbox", report["outbox_depth"])

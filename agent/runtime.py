@@ -32,6 +32,7 @@ from agent.outbox import DEFAULT_MAX_BYTES, Outbox, OutboxSink
 from agent.policy import DEFAULT_POLL_S, PolicyManager
 from agent.server_client import ServerClient
 from agent.state import AgentConfig, AgentState
+from agent.tls import PinSet
 from agent.upgrade import UpgradeLoop  # upgrades ordered from the console
 from agent.uplink import Uplink
 from agent.version import agent_version
@@ -42,6 +43,7 @@ log = logging.getLogger("kalkan.agent")
 PLATFORMS = ("linux", "fake")
 
 
+CERTS_RETRY_S = 60.0
 LESSON_UPLINK_POLL_S = 0.25
 IDLE_UPLINK_POLL_S = 1.0
 
@@ -109,6 +111,7 @@ class AgentRuntime:
         self.started_at = time.monotonic()
         self.started_wall = time.time()
         self._stop = threading.Event()
+        self._certs_due = 0.0  # the server certificate files are checked once at start, then on a change
         self._threads: list[threading.Thread] = []
         self._running = False
 
@@ -119,7 +122,30 @@ class AgentRuntime:
             log.warning("not enrolled: events stay in the outbox until `kalkan-agent enroll`")
             return None
         return ServerClient(self.config.server_url, token=self.state.read_token(),
-                            sha256=self.config.server_sha256)
+                            sha256=self.config.pin_set(on_change=self._store_pins))
+
+    def _store_pins(self, pins: PinSet) -> None:
+        """The server announced its next certificate, or switched to it: keep the pins in
+        config.json (atomically), so a restart accepts the same ones."""
+        assert self.config is not None
+        self.config.server_sha256, self.config.server_sha256_next = pins.current, pins.next
+        self.state.save_config(self.config)
+        self._certs_due = 0.0  # the certificate files follow (status loop: not inside a handshake)
+
+    def _sync_server_certs(self) -> None:
+        """server.pem / server.next.pem and apt's trust for the server, as the pins say
+        (agent/server_certs.py); on failure tried again a minute later."""
+        pins = getattr(self.client, "pins", None)
+        if pins is None or time.monotonic() < self._certs_due:
+            return
+        from agent import server_certs
+
+        try:
+            server_certs.sync(self.client, self.paths, pins)
+            self._certs_due = float("inf")
+        except (OSError, ValueError) as exc:
+            log.warning("server certificate files not updated yet: %s", exc)
+            self._certs_due = time.monotonic() + CERTS_RETRY_S
 
     def _wake_uplink(self) -> None:
         if self.uplink is not None:
@@ -166,6 +192,12 @@ class AgentRuntime:
 
     def uptime_s(self) -> float:
         return time.monotonic() - self.started_at
+
+    def tls_pins(self) -> list[str]:
+        """The server certificate fingerprints this agent accepts (the heartbeat reports them,
+        so `kalkan-server tls status` can tell which seats learned the next certificate)."""
+        pins = getattr(self.client, "pins", None)
+        return pins.pins if pins is not None else []
 
     # ------------------------------------------------------------------ policy
 
@@ -274,6 +306,7 @@ class AgentRuntime:
                     self.outbox.report_drops(subject=Subject(seat=seat) if seat else None)
                     self._wake_uplink()
                 self._write_status()
+                self._sync_server_certs()
             except Exception:
                 log.exception("writing status failed")
             self._stop.wait(self.status_interval_s)

@@ -28,7 +28,7 @@ from email.message import Message
 from typing import Any
 from urllib.parse import urlsplit
 
-from agent.tls import pinned_context
+from agent.tls import NEXT_PIN_HEADER, WITHDRAWN_PIN_HEADER, PinSet, pinned_context
 from agent.version import agent_version
 from policy_server.protocol import PROTOCOL_VERSION, EnrollRequest, EnrollResponse
 
@@ -137,7 +137,7 @@ class HttpSession:
     status (that is the caller's to judge)."""
 
     def __init__(self, base_url: str, *, context: ssl.SSLContext | None, headers: dict[str, str],
-                 timeout: float) -> None:
+                 timeout: float, pins: PinSet | None = None) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"{base_url!r} is not an http(s):// URL; give the server as https://HOST:PORT")
@@ -147,6 +147,8 @@ class HttpSession:
         self._prefix = parts.path.rstrip("/")
         self._context = context
         self._headers = headers
+        # The certificate rotation's announcement is believed only over the pinned channel.
+        self._pins = pins if self._https else None
         self.timeout = timeout
         self._idle: list[http.client.HTTPConnection] = []
         self._lock = threading.Lock()
@@ -220,6 +222,7 @@ class HttpSession:
         raw = conn.getresponse()
         content = raw.read()
         response = Response(raw.status, raw.reason, raw.headers, content)
+        self.heard(raw.headers)
         if raw.will_close:
             conn.close()
         else:
@@ -251,9 +254,17 @@ class HttpSession:
                 raw = conn.getresponse()
             except (OSError, http.client.HTTPException) as exc:
                 raise _transport_error(exc) from exc
+            self.heard(raw.headers)
             yield StreamResponse(raw, conn.sock)
         finally:
             conn.close()
+
+    def heard(self, headers: Message) -> None:
+        """An answer's headers, read over this session's pinned connection: the server's
+        announcement of its next certificate, if any, goes to the pin set."""
+        if self._pins is not None:
+            self._pins.withdraw(headers.get(WITHDRAWN_PIN_HEADER))
+            self._pins.announce(headers.get(NEXT_PIN_HEADER))
 
 
 def _still_open(conn: http.client.HTTPConnection) -> bool:
@@ -268,11 +279,11 @@ def _still_open(conn: http.client.HTTPConnection) -> bool:
     return not readable
 
 
-def _context_for(url: str, sha256: str | None) -> ssl.SSLContext | None:
+def _pin_set(url: str, sha256: str | PinSet | None) -> PinSet | None:
     if url.startswith("https://"):
         if not sha256:
             raise ValueError("an https:// server needs a pinned certificate fingerprint; enrol again")
-        return pinned_context(sha256)
+        return sha256 if isinstance(sha256, PinSet) else PinSet(sha256)
     return None  # plain http:// (a server run with --no-tls, e.g. on a test bench): nothing to pin
 
 
@@ -291,14 +302,17 @@ def error_detail(response: Response | StreamResponse) -> str:
 class ServerClient:
     """Talks to one server with the pinned certificate and the agent's bearer token."""
 
-    def __init__(self, base_url: str, *, token: str | None, sha256: str | None,
+    def __init__(self, base_url: str, *, token: str | None, sha256: str | PinSet | None,
                  timeout: float = DEFAULT_TIMEOUT_S) -> None:
+        """`sha256`: the pinned fingerprint, or a `PinSet` (the pinned one and the announced
+        next one, kept up to date by this client's answers); None only for http://."""
         self.base_url = base_url.rstrip("/")
         headers = {"User-Agent": USER_AGENT, "Accept": "*/*"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        self.http = HttpSession(self.base_url, context=_context_for(self.base_url, sha256),
-                                headers=headers, timeout=timeout)
+        self.pins = _pin_set(self.base_url, sha256)
+        self.http = HttpSession(self.base_url, context=pinned_context(self.pins) if self.pins else None,
+                                headers=headers, timeout=timeout, pins=self.pins)
 
     def close(self) -> None:
         self.http.close()

@@ -3,7 +3,8 @@
 Layout (default `/var/lib/kalkan-agent`, overridden by `KALKAN_AGENT_STATE` or
 `--state-dir`):
 
-    config.json    server URL, agent id, pinned server certificate SHA-256, seat, room
+    config.json    server URL, agent id, pinned server certificate SHA-256 (and the next one the
+                   server announced during a certificate rotation), seat, room
     token          the bearer token from enrolment (mode 0600: only root reads it)
     server.pem     the server certificate fetched and pinned at enrolment (for people to inspect)
     outbox.sqlite  the durable event outbox (agent.outbox), plus its -wal/-shm files
@@ -21,10 +22,12 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from agent.tls import PinSet
 from policy_server.protocol import PolicyBundle
 
 DEFAULT_STATE_DIR = Path("/var/lib/kalkan-agent")
@@ -100,6 +103,15 @@ class AgentConfig:
     heartbeat_s: float = 60.0
     collectors: list[str] | None = None  # None: every registered collector
     extra: dict[str, Any] = field(default_factory=dict)
+    # The server's next certificate, announced over the pinned channel (agent/tls.py PinSet):
+    # accepted beside `server_sha256` until the server switches to it, then it replaces it.
+    server_sha256_next: str | None = None
+
+    def pin_set(self, on_change: Callable[[PinSet], None] | None = None) -> PinSet | None:
+        """The fingerprints to accept (None for an http:// server: nothing is pinned)."""
+        if not self.server_sha256:
+            return None
+        return PinSet(self.server_sha256, self.server_sha256_next, on_change=on_change)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)

@@ -199,7 +199,7 @@ def _client(state_dir: Path):
 
     state = AgentState(StatePaths.from_option(str(state_dir)))
     config = state.load_config()
-    return ServerClient(config.server_url, token=state.read_token(), sha256=config.server_sha256)
+    return ServerClient(config.server_url, token=state.read_token(), sha256=config.pin_set())
 
 
 def runner_argv(state_dir: Path, version: str, rollout: int) -> list[str]:

@@ -17,6 +17,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
 from policy_server import protocol, serving
+from policy_server.certs.announce import AnnounceNextPin
+from policy_server.certs.rotation import CertFiles
 from policy_server.checks.scheduler import CheckScheduler, periodic_check_jobs, summary_jobs
 from policy_server.db import migrate
 from policy_server.db.retention import retention_jobs
@@ -148,6 +150,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   docs_url=None, redoc_url=None, openapi_url=None)
     app.state.settings = settings
     app.add_middleware(SecurityHeaders, tls=bool(settings.tls))  # policy_server/security/headers.py
+    app.add_middleware(AnnounceNextPin, files=CertFiles.of(settings))  # policy_server/certs (rotation)
     app.state.engine = engine
     app.state.sessionmaker = make_sessionmaker(engine)
     app.state.push_hub = hub

@@ -10,6 +10,10 @@
     kalkan-server rebind-agent AGENT_ID [--seat SEAT | --no-seat] [--hostname NAME]
     kalkan-server demo [--json]
     kalkan-server fingerprint
+    kalkan-server tls rotate [--name HOST ...] [--replace] [--json]   (make the next certificate)
+    kalkan-server tls status [--days 14] [--json]     (which seats hold the next certificate)
+    kalkan-server tls activate [--days 14] [--force] [--json]   (serve the next one after a restart)
+    kalkan-server tls cancel [--json]                 (withdraw the next certificate)
     kalkan-server backup --out FILE         (SQLite online backup / pg_dump, then checked)
     kalkan-server check-backup FILE
     kalkan-server retention [--days 90] [--apply]
@@ -111,6 +115,7 @@ def _session(settings: Settings, *, may_create: bool = False):
 def cmd_run(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from policy_server.certs.served import remember_served
     from policy_server.tls import cert_fingerprint, ensure_school_ca, ensure_server_cert
     from policy_server.workers import check_workers, default_workers
 
@@ -128,6 +133,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     scheme = "http"
     if settings.tls:
         ensure_server_cert(settings.cert_path, settings.key_path)
+        remember_served(settings.cert_path)  # what the pages show until the next start (tls activate)
         ssl = {"ssl_certfile": str(settings.cert_path), "ssl_keyfile": str(settings.key_path)}
         scheme = "https"
         print(_("server certificate SHA-256: %(fingerprint)s",
@@ -174,6 +180,7 @@ def _run_schools(args: argparse.Namespace, settings: Settings) -> int:
     by the request's host name (policy_server/tenancy)."""
     import uvicorn
 
+    from policy_server.certs.served import remember_served
     from policy_server.tenancy import dispatch
     from policy_server.tenancy.schools import load
     from policy_server.tls import cert_fingerprint, ensure_server_cert
@@ -189,8 +196,8 @@ def _run_schools(args: argparse.Namespace, settings: Settings) -> int:
               "timeout_graceful_shutdown": 3}
     scheme = "http"
     if settings.tls:
-        names = [h for e in schools for h in e.hosts if not h[:1].isdigit() and ":" not in h]  # not addresses
-        ensure_server_cert(settings.cert_path, settings.key_path, extra_names=names)
+        ensure_server_cert(settings.cert_path, settings.key_path, extra_names=_school_cert_names(settings))
+        remember_served(settings.cert_path)  # what the pages show until the next start (tls activate)
         common.update(ssl_certfile=str(settings.cert_path), ssl_keyfile=str(settings.key_path))
         scheme = "https"
         print(_("server certificate SHA-256: %(fingerprint)s",
@@ -214,6 +221,13 @@ def _run_schools(args: argparse.Namespace, settings: Settings) -> int:
     os.environ[SETTINGS_ENV] = settings_to_env(settings)
     uvicorn.run("policy_server.tenancy.dispatch:service_worker_app", factory=True, workers=workers, **common)
     return 0
+
+
+def _school_cert_names(settings: Settings) -> list[str]:
+    """The schools' host names (not addresses) a new server certificate names (none: one school)."""
+    from policy_server.tenancy.schools import load
+
+    return [h for e in load(settings) for h in e.hosts if not h[:1].isdigit() and ":" not in h]
 
 
 def cmd_schools(args: argparse.Namespace) -> int:
@@ -525,9 +539,24 @@ def cmd_fingerprint(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     settings.ensure_state_dir()
-    ensure_server_cert(settings.cert_path, settings.key_path)
+    # as `run` would make it (a many-schools service: with the schools' host names)
+    ensure_server_cert(settings.cert_path, settings.key_path, extra_names=_school_cert_names(settings))
     print(cert_fingerprint(settings.cert_path))
+    from policy_server.certs import texts
+    from policy_server.certs.rotation import CertFiles, next_fingerprint
+
+    upcoming = next_fingerprint(CertFiles.of(settings))
+    if upcoming:  # on stderr: the machine output stays the served fingerprint alone
+        print(translate(_language, texts.FINGERPRINT_NEXT, fingerprint=upcoming), file=sys.stderr)
     return 0
+
+
+def cmd_tls(args: argparse.Namespace) -> int:
+    """`tls rotate|status|activate`: the server certificate's rotation (docs/operations.md)."""
+    from policy_server.certs import cli as tls_cli
+
+    return tls_cli.run(args, _service_settings(args), lambda message, **params: translate(
+        _language, message, **params))
 
 
 def cmd_lists(args: argparse.Namespace) -> int:
@@ -650,6 +679,37 @@ def build_parser() -> argparse.ArgumentParser:
     lists.add_argument("--force", action="store_true", help="download and publish even if unchanged")
     lists.add_argument("--json", action="store_true")
     lists.set_defaults(func=cmd_lists)
+    service = argparse.ArgumentParser(add_help=False)  # the certificate is the whole service's
+    service.add_argument("--state-dir", help="folder for the database, certificates and CA")
+    service.add_argument("--db", help="database URL (default: SQLite in the state dir)")
+    tls = sub.add_parser("tls", help="rotate the server certificate without enrolling the seats again")
+    tls_sub = tls.add_subparsers(dest="tls_command", required=True)
+    rotate = tls_sub.add_parser("rotate", parents=[service],
+                                help="make the next certificate (a new key): announced, not served yet")
+    rotate.add_argument("--name", action="append", metavar="HOST",
+                        help="another host name or address for the next certificate (repeatable); it also "
+                             "gets the current names and every school's hosts")
+    rotate.add_argument("--replace", action="store_true", help="replace a next certificate made before")
+    rotate.add_argument("--json", action="store_true")
+    rotate.set_defaults(func=cmd_tls)
+    tls_status = tls_sub.add_parser("status", parents=[service],
+                                    help="the served and next certificates; which seats hold the next one")
+    tls_status.add_argument("--days", type=int, default=14,
+                            help="seats seen within these days count as in use (default 14)")
+    tls_status.add_argument("--json", action="store_true")
+    tls_status.set_defaults(func=cmd_tls)
+    activate = tls_sub.add_parser("activate", parents=[service],
+                                  help="make the next certificate the served one (after a restart)")
+    activate.add_argument("--days", type=int, default=14,
+                          help="refuse while a seat seen within these days lacks the next pin (default 14)")
+    activate.add_argument("--force", action="store_true",
+                          help="activate anyway: the seats without the next pin must be enrolled again")
+    activate.add_argument("--json", action="store_true")
+    activate.set_defaults(func=cmd_tls)
+    cancel = tls_sub.add_parser("cancel", parents=[service],
+                                help="withdraw the next certificate (key deleted; the seats drop its pin)")
+    cancel.add_argument("--json", action="store_true")
+    cancel.set_defaults(func=cmd_tls)
     schools = sub.add_parser("schools", help="many schools on one service: add a school, list them")
     schools_sub = schools.add_subparsers(dest="schools_command", required=True)
     add = schools_sub.add_parser("add", parents=[common], help="add a school (its own database and folder)")

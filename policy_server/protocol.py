@@ -37,6 +37,7 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
+    model_serializer,
 )
 
 PROTOCOL_VERSION = 1
@@ -59,6 +60,7 @@ MIN_TIME = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_TIME = datetime(3000, 1, 1, tzinfo=UTC)
 Time = Annotated[datetime, Field(ge=MIN_TIME, lt=MAX_TIME)]
 AwareTime = Annotated[AwareDatetime, Field(ge=MIN_TIME, lt=MAX_TIME)]
+Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 # Integers the server stores in an INTEGER column (PostgreSQL: 32 bits).
 DB_INT_MAX = 2**31 - 1
 
@@ -129,6 +131,18 @@ class Heartbeat(_Data):
     dropped_events: dict[str, int] = Field(default_factory=dict)
     collectors: dict[str, CollectorHealth] = Field(default_factory=dict)
     uptime_s: float = 0.0
+    # The server certificate fingerprints the agent accepts (hex SHA-256, the pinned one first;
+    # two during a rotation): `kalkan-server tls status` counts the seats ready for the next one.
+    tls_pins: list[Sha256Hex] = Field(default_factory=list, max_length=4)
+
+    @model_serializer(mode="wrap")
+    def _without_empty_pins(self, handler):
+        """No `tls_pins` key when there are none: a heartbeat stays byte for byte what it was
+        before rotations existed (the outbox's sizes, an older server)."""
+        data = handler(self)
+        if isinstance(data, dict) and not data.get("tls_pins"):
+            data.pop("tls_pins", None)
+        return data
 
 
 class AgentUpgrade(_Data):

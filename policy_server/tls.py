@@ -46,12 +46,20 @@ def ensure_server_cert(cert_path: Path, key_path: Path, *, extra_names: list[str
     """Create the self-signed server certificate unless it already exists."""
     if cert_path.exists() and key_path.exists():
         return
+    write_server_cert(cert_path, key_path, ip_addresses=["127.0.0.1", "::1"],
+                      dns_names=["localhost", socket.gethostname(), *(extra_names or [])])
+
+
+def write_server_cert(cert_path: Path, key_path: Path, *, dns_names: list[str],
+                      ip_addresses: list[str]) -> None:
+    """A new key and self-signed server certificate for these names (SANs), written over
+    `cert_path`/`key_path` (also the next certificate of a rotation: policy_server/certs)."""
     key = ec.generate_private_key(ec.SECP256R1())
     hostname = socket.gethostname()
-    dns = sorted({"localhost", hostname, *(extra_names or [])})
-    sans: list[x509.GeneralName] = [x509.DNSName(n) for n in dns]
-    sans += [x509.IPAddress(ipaddress.ip_address(a)) for a in ("127.0.0.1", "::1")]
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"Kalkan server {hostname}")])
+    sans: list[x509.GeneralName] = [x509.DNSName(n) for n in sorted(set(dns_names))]
+    sans += [x509.IPAddress(ipaddress.ip_address(a))
+             for a in sorted(set(ip_addresses), key=lambda a: (":" in a, a))]
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"Kalkan server {hostname}"[:64])])
     now = datetime.now(UTC)
     cert = (
         x509.CertificateBuilder()
@@ -67,6 +75,17 @@ def ensure_server_cert(cert_path: Path, key_path: Path, *, extra_names: list[str
     )
     _write_private(key_path, _key_pem(key))
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+
+def cert_names(cert_path: Path) -> tuple[list[str], list[str]]:
+    """The certificate's SANs: (DNS names, IP addresses)."""
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return [], []
+    return (list(san.get_values_for_type(x509.DNSName)),
+            [str(a) for a in san.get_values_for_type(x509.IPAddress)])
 
 
 def _allows_subordinates(cert_path: Path) -> bool:

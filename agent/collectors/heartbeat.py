@@ -28,6 +28,7 @@ class RuntimeView(Protocol):
     def dropped_totals(self) -> dict[str, int]: ...
     def policy_version(self) -> int | None: ...
     def uptime_s(self) -> float: ...
+    def tls_pins(self) -> list[str]: ...
 
 
 def build_heartbeat(view: RuntimeView | None, *, own_name: str = "heartbeat") -> Heartbeat:
@@ -43,6 +44,7 @@ def build_heartbeat(view: RuntimeView | None, *, own_name: str = "heartbeat") ->
         dropped_events=view.dropped_totals(),
         collectors=collectors,
         uptime_s=round(view.uptime_s(), 1),
+        tls_pins=view.tls_pins() if hasattr(view, "tls_pins") else [],
     )
 
 

@@ -54,7 +54,7 @@ def fetch_school_ca(state_dir: Path) -> SeatCa:
         raise CaFetchError("not enrolled yet: enrol with `kalkan-agent enroll`, then the school CA is "
                            "fetched by itself")
     config = state.load_config()
-    client = ServerClient(config.server_url, token=state.read_token(), sha256=config.server_sha256)
+    client = ServerClient(config.server_url, token=state.read_token(), sha256=config.pin_set())
     try:
         response = client.http.get(CA_PATH)
     except Exception as exc:  # network, TLS pin mismatch: all mean "try again later"

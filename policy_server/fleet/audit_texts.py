@@ -94,12 +94,22 @@ ACTIONS: dict[str, str] = {
     'timetable.period.delete': N_("Lesson removed from the timetable"),
     'timetable.seating': N_("Seating changed"),
     'timetable.student_account': N_("Student computer account added"),
+    'tls.activated': N_("Server certificate: the next one made the served one"),
+    'tls.next_made': N_("Server certificate: the next one made"),
+    'tls.next_withdrawn': N_("Server certificate: the next one withdrawn"),
     'upgrade.start': N_("Agent upgrade started"),
     'upgrade.stop': N_("Agent upgrade stopped"),
     'usb.keep_blocked': N_("USB device kept blocked"),
 }
 
 DETAIL_KEYS: dict[str, str] = {
+    # the server certificate's rotation (policy_server/certs)
+    'certificate': N_("certificate (SHA-256)"),
+    'new_certificate': N_("next certificate (SHA-256)"),
+    'previous': N_("previous certificate (SHA-256)"),
+    'names': N_("names"),
+    'replaced': N_("replaced"),
+    'forced': N_("forced"),
     'rooms': N_("rooms"),
     'class_teacher_of': N_("class teacher of"),
     'position': N_("position"),

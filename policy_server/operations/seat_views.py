@@ -4,8 +4,6 @@ neither holds a secret (the enrolment code is only in the command the person run
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
@@ -34,14 +32,15 @@ def agent_package(request: Request) -> FileResponse:
 
 @router.get("/seat.sh", dependencies=[Depends(scope.public)])
 async def seat_script(request: Request) -> Response:
-    from policy_server.tls import cert_fingerprint
+    from policy_server.certs.served import served_fingerprint, served_pubkey_pin
 
     settings = request.app.state.settings
     package = _package(request)
     digest = await run_in_threadpool(seat.sha256_file, package)
     url = settings.public_url or str(request.base_url).rstrip("/")
-    text = seat.seat_script(server_url=url, pin=seat.pubkey_pin(settings.cert_path),
-                            fingerprint=cert_fingerprint(settings.cert_path), package_sha256=digest)
+    # the certificate this process serves (after `tls activate`, until the restart: the old one)
+    text = seat.seat_script(server_url=url, pin=served_pubkey_pin(settings),
+                            fingerprint=served_fingerprint(settings), package_sha256=digest)
     return Response(text, media_type="text/x-shellscript; charset=utf-8",
                     headers={"Cache-Control": "no-store"})
 
@@ -60,13 +59,30 @@ async def apt_keyring(request: Request) -> Response:
 
 
 @router.get("/server.crt", dependencies=[Depends(scope.public)])
-def server_certificate(request: Request) -> FileResponse:
+def server_certificate(request: Request) -> Response:
     """The server's own certificate: apt on a seat trusts it for this host only (fetched pinned)."""
+    from policy_server.certs.served import served_pem
+
     settings = request.app.state.settings
-    if not getattr(settings, "tls", False) or not Path(settings.cert_path).is_file():
+    pem = served_pem(settings) if getattr(settings, "tls", False) else None
+    if pem is None:
         raise NotFound("this server runs without TLS: it has no certificate for the seats",
                        code="install.no_certificate")
-    return FileResponse(settings.cert_path, media_type="application/x-pem-file")
+    return Response(pem, media_type="application/x-pem-file")
+
+
+@router.get("/server.next.crt", dependencies=[Depends(scope.public)])
+def next_server_certificate(request: Request) -> FileResponse:
+    """The next certificate of a rotation (`kalkan-server tls rotate`): an agent that heard its
+    fingerprint fetches it over its pinned channel, checks it, and adds it to apt's trust for
+    this host, so upgrades keep working after `tls activate` (agent/server_certs.py)."""
+    from policy_server.certs.rotation import CertFiles, next_fingerprint
+
+    files = CertFiles.of(request.app.state.settings)
+    if next_fingerprint(files) is None:
+        raise NotFound("no certificate rotation is under way: there is no next certificate",
+                       code="install.no_next_certificate")
+    return FileResponse(files.next[0], media_type="application/x-pem-file")
 
 
 @router.get("/apt/{name:path}", dependencies=[Depends(scope.public)])

@@ -40,15 +40,14 @@ def _int(value: str, default: int = 0) -> int:
 
 
 def _fingerprint(request: Request) -> str | None:
+    """The served certificate's SHA-256 (policy_server/certs/served.py: after `tls activate` and
+    before the restart, still the one the seats meet)."""
     settings = request.app.state.settings
     if not getattr(settings, "tls", False):
         return None
-    try:
-        from policy_server.tls import cert_fingerprint
+    from policy_server.certs.served import served_fingerprint
 
-        return cert_fingerprint(settings.cert_path)
-    except (OSError, ValueError):
-        return None
+    return served_fingerprint(settings)
 
 
 def _pin(request: Request) -> str | None:
@@ -56,12 +55,9 @@ def _pin(request: Request) -> str | None:
     settings = request.app.state.settings
     if not getattr(settings, "tls", False):
         return None
-    try:
-        from policy_server.operations.seat import pubkey_pin
+    from policy_server.certs.served import served_pubkey_pin
 
-        return pubkey_pin(settings.cert_path)
-    except (OSError, ValueError):
-        return None
+    return served_pubkey_pin(settings)
 
 
 def _server_url(request: Request) -> str:
