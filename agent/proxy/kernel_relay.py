@@ -44,6 +44,7 @@ import os
 import platform
 import socket
 import struct
+import threading
 from typing import Any, Protocol
 
 log = logging.getLogger("kalkan.proxy.kernel_relay")
@@ -79,14 +80,39 @@ def _bpf(cmd: int, attr: bytes) -> int:
     return result
 
 
-def _elem(map_fd: int, cmd: int, key: bytes, value: ctypes.Array | None = None, flags: int = 0) -> None:
-    k = ctypes.create_string_buffer(key, len(key))
-    _bpf(cmd, struct.pack("IIQQQ", map_fd, 0, ctypes.addressof(k),
-                          ctypes.addressof(value) if value is not None else 0, flags))
+class _ElemMemory(threading.local):
+    """This thread's memory for one map-element call: the bpf attribute (32 bytes), then the key,
+    then the value.  One `pack_into` and one system call per element: making ctypes buffers for
+    the key, the value and the attribute cost more than the call itself, ~8 times a relayed
+    connection (benchmarks/proxy/RESULTS.md, "seventh session")."""
+
+    def __init__(self) -> None:
+        self.buf = ctypes.create_string_buffer(48)
+        self.key = ctypes.addressof(self.buf) + 32
+        self.value = self.key + 8
 
 
-def _u64(value: int) -> bytes:
-    return struct.pack("Q", value)
+_ELEM = _ElemMemory()
+
+
+def _elem(map_fd: int, cmd: int, cookie: int, value: int | ctypes.Array | None = None,
+          flags: int = 0) -> None:
+    """One element of a map keyed by a socket cookie (8-byte keys and values): `value` an int to
+    store, a ctypes buffer to read into (a lookup), or None (a delete)."""
+    if _SYS_BPF is None:
+        raise OSError(errno.ENOSYS, f"no bpf system call known for {platform.machine()}")
+    mine = _ELEM
+    if value is None:
+        value_at, stored = 0, 0
+    elif isinstance(value, int):
+        value_at, stored = mine.value, value
+    else:
+        value_at, stored = ctypes.addressof(value), 0
+    # (update, delete and lookup only read the attribute: the kernel writes a lookup's value)
+    struct.pack_into("IIQQQQQ", mine.buf, 0, map_fd, 0, mine.key, value_at, flags, cookie, stored)
+    if _libc.syscall(_SYS_BPF, cmd, mine.buf, 32) < 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
 
 
 # --- the program -----------------------------------------------------------------------------
@@ -291,7 +317,7 @@ class KernelRelay:
         self._tasks: set[asyncio.Task] = set()
 
     def redirected(self, cookie: int) -> int:
-        _elem(self.maps.counts_fd, _BPF_MAP_LOOKUP, _u64(cookie), self._count)
+        _elem(self.maps.counts_fd, _BPF_MAP_LOOKUP, cookie, self._count)
         return struct.unpack("Q", self._count.raw)[0]
 
     def add(self, end: End, client_fd: int, server_fd: int, first: bytes) -> bool:
@@ -316,8 +342,8 @@ class KernelRelay:
                 side.written_at_start = _written(side.sock)
             # The server's socket enters the map; what it receives before `start` (a server
             # that speaks first) has no count, so the program leaves it to user space.
-            _elem(self.maps.counts_fd, _BPF_MAP_UPDATE, _u64(pair.client.cookie), _ZERO)
-            _elem(self.maps.pairs_fd, _BPF_MAP_UPDATE, _u64(pair.client.cookie), _fd_value(server))
+            _elem(self.maps.counts_fd, _BPF_MAP_UPDATE, pair.client.cookie, 0)
+            _elem(self.maps.pairs_fd, _BPF_MAP_UPDATE, pair.client.cookie, server.fileno())
         except OSError as exc:
             log.warning("kalkan: kernel relay: the pair cannot be added (%s); relaying in user space", exc)
             if pair is not None:
@@ -338,8 +364,8 @@ class KernelRelay:
         `first`.  False as for `add` (the pair is abandoned)."""
         c, s = pair.client, pair.server
         try:
-            _elem(self.maps.pairs_fd, _BPF_MAP_UPDATE, _u64(s.cookie), _fd_value(c.sock))
-            _elem(self.maps.counts_fd, _BPF_MAP_UPDATE, _u64(s.cookie), _ZERO)
+            _elem(self.maps.pairs_fd, _BPF_MAP_UPDATE, s.cookie, c.sock.fileno())
+            _elem(self.maps.counts_fd, _BPF_MAP_UPDATE, s.cookie, 0)
         except OSError as exc:
             log.warning("kalkan: kernel relay: the pair cannot be added (%s); relaying in user space", exc)
             self.abandon(pair)
@@ -398,16 +424,11 @@ class KernelRelay:
         for side in (pair.client, pair.server):
             for fd in maps:
                 try:
-                    _elem(fd, _BPF_MAP_DELETE, _u64(side.cookie))
+                    _elem(fd, _BPF_MAP_DELETE, side.cookie)
                 except OSError:
                     pass  # not there
 
 
-_ZERO = ctypes.create_string_buffer(8)
-
-
-def _fd_value(sock: socket.socket) -> ctypes.Array:
-    return ctypes.create_string_buffer(_u64(sock.fileno()), 8)
 
 
 # --- which maps this process uses ---------------------------------------------------------------

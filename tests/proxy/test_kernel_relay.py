@@ -167,7 +167,7 @@ def test_a_reset_ends_the_pair_and_the_maps_forget_it(loop):
         with pytest.raises(OSError):
             loop.relay.redirected(cookie)  # the count is gone from the map
         with pytest.raises(OSError):  # and the peer socket from `pairs` (closing it unlinked it)
-            kernel_relay._elem(MAPS.pairs_fd, kernel_relay._BPF_MAP_LOOKUP, kernel_relay._u64(cookie), found)
+            kernel_relay._elem(MAPS.pairs_fd, kernel_relay._BPF_MAP_LOOKUP, cookie, found)
     client.close()
 
 
@@ -276,7 +276,8 @@ def _counts_in_kernel() -> list[int]:
                 first = False
                 ctypes.memmove(key, nxt, 8)
                 try:
-                    kernel_relay._elem(fd, kernel_relay._BPF_MAP_LOOKUP, key.raw, value)
+                    cookie = struct.unpack("Q", key.raw)[0]
+                    kernel_relay._elem(fd, kernel_relay._BPF_MAP_LOOKUP, cookie, value)
                 except OSError:
                     continue
                 values.append(struct.unpack("Q", value.raw)[0])
