@@ -237,7 +237,9 @@ def keep_unused_modules_out() -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     keep_unused_modules_out()  # before the first server connection imports httpcore
     state = AgentState(StatePaths.from_option(args.state_dir))
-    collectors = [c.strip() for c in args.collectors.split(",") if c.strip()] if args.collectors else None
+    # `--collectors ""` is none at all (a test's bare agent); no option at all, the configured set
+    collectors = ([c.strip() for c in args.collectors.split(",") if c.strip()]
+                  if args.collectors is not None else None)
     try:
         runtime = AgentRuntime(state, collectors=collectors, platform=args.platform,
                                heartbeat_s=args.heartbeat, status_interval_s=args.status_interval)
@@ -412,7 +414,8 @@ def build_parser(*, with_extras: bool = True) -> argparse.ArgumentParser:
     enroll.set_defaults(func=cmd_enroll)
 
     run = with_state_dir(sub.add_parser("run", help="run the agent until SIGTERM"))
-    run.add_argument("--collectors", help=f"comma-separated subset of: {', '.join(COLLECTORS)}")
+    run.add_argument("--collectors", help=f"comma-separated subset of: {', '.join(COLLECTORS)} "
+                                          "(empty: none)")
     run.add_argument("--platform", choices=PLATFORMS, default="linux")
     run.add_argument("--heartbeat", type=float, default=None, help="heartbeat interval in seconds")
     run.add_argument("--status-interval", type=float, default=5.0, help="seconds between status.json writes")

@@ -117,3 +117,22 @@ def test_sigterm_stops_the_agent_cleanly(tmp_path: Path) -> None:
     status = json.loads((state_dir / "status.json").read_text())
     assert status["running"] is False and status["collectors"]["heartbeat"]["state"] in ("ok", "failed")
     assert "agent stopped" in proc.stderr.read()
+
+
+def test_an_empty_collectors_option_runs_none(tmp_path: Path) -> None:
+    """`--collectors ""` is none at all, not the configured set: a test's bare agent started every
+    collector (antivirus, integrity, the proxy…) and on a loaded machine wrote no status in 30 s."""
+    state_dir = tmp_path / "state"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agent.cli", "run", "--state-dir", str(state_dir), "--platform", "fake",
+         "--collectors", ""], cwd=REPO, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        assert _wait(lambda: (state_dir / "status.json").exists(), 30)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert json.loads((state_dir / "status.json").read_text())["collectors"] == {}
+    assert "collectors none" in proc.stderr.read()
