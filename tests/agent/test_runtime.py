@@ -101,11 +101,12 @@ def test_heartbeat_content_from_runtime_view(state, sample_registry) -> None:
         runtime.stop()
 
 
-def test_sigterm_stops_the_agent_cleanly(tmp_path: Path) -> None:
-    state_dir = tmp_path / "state"
+def _run_until_status_then_stop(state_dir: Path, collectors: str) -> str:
+    """`kalkan-agent run --collectors COLLECTORS` until it writes its status, then SIGTERM; its
+    log (stderr)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "agent.cli", "run", "--state-dir", str(state_dir), "--platform", "fake",
-         "--collectors", "heartbeat"], cwd=REPO, stderr=subprocess.PIPE, text=True,
+         "--collectors", collectors], cwd=REPO, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONPATH": str(REPO)})
     try:
         assert _wait(lambda: (state_dir / "status.json").exists(), 30)
@@ -114,25 +115,21 @@ def test_sigterm_stops_the_agent_cleanly(tmp_path: Path) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
+    return proc.stderr.read()
+
+
+def test_sigterm_stops_the_agent_cleanly(tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    log = _run_until_status_then_stop(state_dir, "heartbeat")
     status = json.loads((state_dir / "status.json").read_text())
     assert status["running"] is False and status["collectors"]["heartbeat"]["state"] in ("ok", "failed")
-    assert "agent stopped" in proc.stderr.read()
+    assert "agent stopped" in log
 
 
 def test_an_empty_collectors_option_runs_none(tmp_path: Path) -> None:
     """`--collectors ""` is none at all, not the configured set: a test's bare agent started every
     collector (antivirus, integrity, the proxy…) and on a loaded machine wrote no status in 30 s."""
     state_dir = tmp_path / "state"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "agent.cli", "run", "--state-dir", str(state_dir), "--platform", "fake",
-         "--collectors", ""], cwd=REPO, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)})
-    try:
-        assert _wait(lambda: (state_dir / "status.json").exists(), 30)
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(10) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    log = _run_until_status_then_stop(state_dir, "")
     assert json.loads((state_dir / "status.json").read_text())["collectors"] == {}
-    assert "collectors none" in proc.stderr.read()
+    assert "collectors none" in log
