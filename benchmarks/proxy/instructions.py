@@ -59,7 +59,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from run import bare_proxy  # noqa: E402
+from run import bare_proxy, compile_index  # noqa: E402
 
 from tests.proxy.conftest import FAKE_HOSTS, TEACHER, _account, base_bundle, upstream_for  # noqa: E402
 from tests.support.proxy_rig import make_ca, start_origin, start_proxy  # noqa: E402
@@ -245,13 +245,7 @@ def main() -> None:
     teacher = _account(TEACHER)
     tmp = Path(tempfile.mkdtemp(prefix="kalkan-instr-"))
     tmp.chmod(0o755)
-    index = args.index
-    if index is None:
-        index = tmp / "ut1.idx"
-        subprocess.run([sys.executable, "-m", "filters.cli", "compile", "-o", str(index), "--ut1",
-                        str(REPO.parent / "shared" / "data" / "ut1")],
-                       check=True, capture_output=True, cwd=REPO)
-        index.chmod(0o644)
+    index = args.index or compile_index(tmp / "ut1.idx")
     origin = start_origin(FAKE_HOSTS, tmp)
     origin_ca = tmp / "origin-ca.pem"
     school = make_ca("Bench School CA")

@@ -65,6 +65,14 @@ def profile_args(out: Path | None) -> list[str]:
     return ["-s", str(PROFILE_ADDON), "--set", f"bench_profile={out}"] if out else []
 
 
+def compile_index(out: Path) -> Path:
+    """The UT1 index compiled from ../shared/data/ut1 into `out`, readable by the proxies' accounts."""
+    subprocess.run([sys.executable, "-m", "filters.cli", "compile", "-o", str(out), "--ut1",
+                    str(REPO.parent / "shared" / "data" / "ut1")], check=True, capture_output=True, cwd=REPO)
+    out.chmod(0o644)
+    return out
+
+
 def bare_proxy(state: Path, upstream: dict, origin_ca: Path,
                profile: Path | None = None, extra: list[str] = (), prefix: list[str] = (),
                ready_s: float = 30.0) -> tuple[subprocess.Popen, int]:
@@ -224,10 +232,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="kalkan-bench-"))
     tmp.chmod(0o755)
     ut1 = REPO.parent / "shared" / "data" / "ut1"
-    index = tmp / "ut1.idx"
-    subprocess.run([sys.executable, "-m", "filters.cli", "compile", "-o", str(index), "--ut1", str(ut1)],
-                   check=True, capture_output=True, cwd=REPO)
-    index.chmod(0o644)
+    index = compile_index(tmp / "ut1.idx")
     from filters.categories import UT1_MAP
 
     e2g_lists = tmp / "ut1-mapped"  # the same UT1 folders Kalkan's index imports
