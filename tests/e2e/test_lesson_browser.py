@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 
 from policy_server.protocol import Group, GroupKind, PolicyBundle
-from policy_server.timetable.service import SCHOOL_TZ
 from tests.support.netns_lab import STUDENT, TEACHER, NetnsLab
 from tests.support.server import KalkanServerProcess
+from tests.support.timetable import period_fields, wait_out_midnight
 
 pytestmark = [pytest.mark.e2e, pytest.mark.root]
 
@@ -47,14 +47,13 @@ def _period(server: KalkanServerProcess) -> datetime:
     from policy_server.scope import viewer_for
     from policy_server.timetable.service import add_period
 
+    wait_out_midnight(timedelta(minutes=3))  # the period must end exactly then: no cutting it short
     now = datetime.now(UTC)
     start = (now - timedelta(minutes=1)).replace(second=0, microsecond=0)
     end = (now + timedelta(seconds=60)).replace(second=0, microsecond=0) + timedelta(minutes=1)
     with server.db() as db:
         boss = viewer_for(db, get_person_by_username(db, ADMIN[0]))
-        add_period(db, boss, weekday=start.astimezone(SCHOOL_TZ).weekday() + 1,
-                   starts=start.astimezone(SCHOOL_TZ).strftime("%H:%M"),
-                   ends=end.astimezone(SCHOOL_TZ).strftime("%H:%M"), room="lab-1", school_class="7-Б",
+        add_period(db, boss, **period_fields(start, end), room="lab-1", school_class="7-Б",
                    teacher=TEACHER_LOGIN[0])
         db.commit()
     return end

@@ -4,40 +4,34 @@ the `postgres` mark), two labs, two teachers, one period running now in each lab
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
 from policy_server.app import create_app
-from policy_server.db.models import utcnow
 from policy_server.settings import Settings
-from policy_server.timetable.service import SCHOOL_TZ
 from tests.server.conftest import PASSWORD, Api, db_url  # noqa: F401  (fixtures)
 from tests.support.postgres import postgres_cluster, postgres_url  # noqa: F401  (fixtures)
-
-
-def hhmm(at: datetime) -> str:
-    return at.astimezone(SCHOOL_TZ).strftime("%H:%M")
+from tests.support.timetable import period_now
 
 
 class School(Api):
     agents: dict
 
-    def period(self, *, teacher: str, room: str, cls: str = "7-Б", start: datetime | None = None,
-               minutes: int = 45) -> int:
+    def period(self, *, teacher: str, room: str, cls: str = "7-Б", ago: timedelta = timedelta(minutes=5),
+               minutes: int = 45, fields: dict | None = None) -> int:
+        """A period of `teacher` in `room`: by default one running now (begun `ago`), else at
+        `fields` (add_period's weekday, starts, ends)."""
+        from policy_server.people.service import get_person_by_username
         from policy_server.scope import viewer_for
         from policy_server.timetable.service import add_period
 
-        start = start or utcnow() - timedelta(minutes=5)
+        fields = fields or period_now(ago=ago, length=timedelta(minutes=minutes))
         with self.db() as db:
-            from policy_server.people.service import get_person_by_username
-
             boss = viewer_for(db, get_person_by_username(db, "boss"))
-            period = add_period(db, boss, weekday=start.astimezone(SCHOOL_TZ).weekday() + 1,
-                                starts=hhmm(start), ends=hhmm(start + timedelta(minutes=minutes)), room=room,
-                                school_class=cls, teacher=teacher)
+            period = add_period(db, boss, **fields, room=room, school_class=cls, teacher=teacher)
             db.commit()
             return period.id
 

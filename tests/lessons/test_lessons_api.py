@@ -3,10 +3,12 @@ bans that end with the lesson, allowed sites, locks, extension cap, the hard end
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from policy_server import protocol
 from policy_server.db.models import utcnow
+from policy_server.timetable.service import SCHOOL_TZ
+from tests.support.timetable import period_fields
 
 
 def bundle_of(school, room: str, seat: str) -> protocol.PolicyBundle:
@@ -108,7 +110,7 @@ def test_lesson_ends_by_itself_on_the_server(school):
     # A period ending within the next two minutes: the timetable keeps whole minutes, so one that
     # ended "in one minute" had only 60 − (the clock's seconds) left, and at :59 it was over
     # before the lesson could start (a flake seen in CI).
-    school.period(teacher="aigul", room="lab-1", start=utcnow() - timedelta(minutes=44), minutes=46)
+    school.period(teacher="aigul", room="lab-1", ago=timedelta(minutes=44), minutes=46)
     csrf = school.login("aigul")
     lesson = school.client.post("/api/v1/lessons", json={}, headers=csrf).json()
     school.client.post(f"/api/v1/lessons/{lesson['id']}/bans", json={"seat": "s1"}, headers=csrf)
@@ -128,7 +130,9 @@ def test_ad_hoc_lesson_needs_an_end_and_room_scope(school):
     until = (utcnow() + timedelta(minutes=30)).isoformat()
     r = school.client.post("/api/v1/lessons", json={"room": "lab-1", "ends_at": until}, headers=csrf)
     assert r.status_code == 404  # lab-1 is not one of aigul's rooms yet (no period there)
-    school.period(teacher="aigul", room="lab-1", start=utcnow() + timedelta(hours=2))
+    tomorrow = (datetime.now(SCHOOL_TZ) + timedelta(days=1)).replace(hour=9, minute=0)
+    at_nine = period_fields(tomorrow, tomorrow + timedelta(minutes=45))
+    school.period(teacher="aigul", room="lab-1", fields=at_nine)
     r = school.client.post("/api/v1/lessons", json={"room": "lab-1", "ends_at": until}, headers=csrf)
     assert r.status_code == 200, r.text
     far = (utcnow() + timedelta(hours=5)).isoformat()

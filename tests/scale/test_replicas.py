@@ -23,6 +23,7 @@ from sqlalchemy import func, select
 from policy_server.db.models import Event
 from tests.support.agent_process import AgentProcess
 from tests.support.replicas import ReplicaRig
+from tests.support.timetable import period_now
 
 pytestmark = pytest.mark.postgres
 
@@ -233,21 +234,17 @@ def test_a_lesson_lock_through_replica_a_reaches_the_seat_and_the_teachers_live_
     seat map (SSE through nginx, on either replica) shows the lock made through A."""
     from datetime import timedelta
 
-    from policy_server.db.models import utcnow
     from policy_server.people.service import get_person_by_username
     from policy_server.scope import viewer_for
-    from policy_server.timetable.service import SCHOOL_TZ, add_period
+    from policy_server.timetable.service import add_period
 
     a, b = rig.replicas
     rig.front.create_user("teacher", "nurlan", "long-password-nurlan", full_name="Nurlan")
     _, token = rig.front.enroll("lab1-s1", seat="s1", room="lab-1")
-    start = utcnow() - timedelta(minutes=5)
     with rig.front.db() as db:
         boss = viewer_for(db, get_person_by_username(db, "boss"))
-        local = start.astimezone(SCHOOL_TZ)
-        period = add_period(db, boss, weekday=local.weekday() + 1, starts=local.strftime("%H:%M"),
-                            ends=(local + timedelta(minutes=45)).strftime("%H:%M"), room="lab-1",
-                            school_class="7-A", teacher="nurlan")
+        period = add_period(db, boss, **period_now(ago=timedelta(minutes=5), length=timedelta(minutes=45)),
+                            room="lab-1", school_class="7-A", teacher="nurlan")
         db.commit()
         period_id = period.id
     with httpx.Client(base_url=a.url, verify=rig.verify, timeout=30) as first:
