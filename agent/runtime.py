@@ -55,12 +55,15 @@ class _Slot:
     name: str
     collector: Collector | None = None
     error: str | None = None
+    started: bool = False
 
     def health(self) -> CollectorHealth:
         if self.collector is None:
             return unhealthy(self.error or "not loaded", failed=True)
         if self.error:
             return unhealthy(self.error, failed=True)
+        if not self.started:
+            return unhealthy("starting")
         try:
             return self.collector.health()
         except Exception as exc:  # health() must never raise; if it does, say so
@@ -111,6 +114,7 @@ class AgentRuntime:
         self.started_at = time.monotonic()
         self.started_wall = time.time()
         self._stop = threading.Event()
+        self._status_now = threading.Event()  # write the status at once (the collectors have started)
         self._certs_due = 0.0  # the server certificate files are checked once at start, then on a change
         self._threads: list[threading.Thread] = []
         self._running = False
@@ -228,6 +232,9 @@ class AgentRuntime:
         # Load every collector before starting any, so the first heartbeat knows them all.
         for name in self.collector_names:
             self.slots[name] = self._load(name)
+        # The status file first: a collector slow to start (one that looks through many folders)
+        # shows as "starting" instead of the whole agent looking dead to the supervisor.
+        self._thread("status", self._status_loop)
         for name, slot in self.slots.items():
             if slot.collector is None:
                 log.error("collector %s: %s", name, slot.error)
@@ -237,7 +244,8 @@ class AgentRuntime:
             except Exception as exc:
                 log.exception("collector %s failed to start", name)
                 slot.error = f"start() raised {exc.__class__.__name__}: {exc}"
-        self._thread("status", self._status_loop)
+            slot.started = True
+        self._status_now.set()
         if self.client is not None and self.uplink is not None:
             self._thread("uplink", self.uplink.run, self._stop)
             self._thread("policy-push", self.policy.run_push, self.client, self._stop)
@@ -258,6 +266,7 @@ class AgentRuntime:
         if not self._running:
             return
         self._stop.set()
+        self._status_now.set()
         self._wake_uplink()
         if self.artifacts is not None:
             self.artifacts.wake()
@@ -309,7 +318,8 @@ class AgentRuntime:
                 self._sync_server_certs()
             except Exception:
                 log.exception("writing status failed")
-            self._stop.wait(self.status_interval_s)
+            self._status_now.wait(self.status_interval_s)
+            self._status_now.clear()
 
     def status(self, *, stopping: bool = False) -> dict[str, Any]:
         uplink = self.uplink.status.as_dict() if self.uplink else None
@@ -341,6 +351,8 @@ class AgentRuntime:
                 "rejected": self.outbox.rejected_count(),
             },
             "collectors": {name: h.model_dump(mode="json") for name, h in self.collector_health().items()},
+            # the collectors whose start() has not returned yet (the status is written before them)
+            "starting": [s.name for s in self.slots.values() if s.collector is not None and not s.started],
             "filter_lists": self.artifacts.status() if self.artifacts is not None else None,
         }
 

@@ -127,6 +127,10 @@ class AntivirusCollector(Collector):
         detail = f"signatures {last.signature_version}"
         if self.scanning.is_set():
             detail += ", full scan running"
+        if crowded := self.download_watcher.top_level_only:
+            # not a fault: new files there are still scanned; those in subfolders wait for the weekly scan
+            detail += (f", {', '.join(crowded)}: more than {self.download_watcher.max_subfolders} subfolders,"
+                       " new files in subfolders wait for the full scan")
         return healthy(detail)
 
     def on_policy(self, bundle: PolicyBundle) -> None:

@@ -45,3 +45,13 @@ class WithUninstall(Recording):
     @classmethod
     def uninstall(cls, state_dir: Path) -> None:
         (Path(state_dir) / "uninstalled-marker").write_text("done")
+
+
+class SlowStart(Recording):
+    """A collector whose start() takes as long as the test wants (`release` ends it)."""
+
+    release = None  # a threading.Event the test sets
+
+    def start(self) -> None:
+        assert self.release is not None and self.release.wait(30), "the test never released start()"
+        super().start()

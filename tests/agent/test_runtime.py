@@ -25,7 +25,8 @@ SAMPLES = "tests.agent.sample_collectors"
 @pytest.fixture
 def sample_registry(monkeypatch):
     for name, cls in {"recording": "Recording", "broken_start": "BrokenStart",
-                      "broken_health": "BrokenHealth", "with_uninstall": "WithUninstall"}.items():
+                      "broken_health": "BrokenHealth", "with_uninstall": "WithUninstall",
+                      "slow_start": "SlowStart"}.items():
         monkeypatch.setitem(registry.COLLECTORS, name, f"{SAMPLES}:{cls}")
     monkeypatch.setitem(registry.COLLECTORS, "ghost", "tests.agent.no_such_module:Ghost")
 
@@ -41,6 +42,35 @@ def _wait(predicate, timeout: float = 10.0) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+def test_the_status_is_written_while_a_collector_is_still_starting(state: AgentState,
+                                                                   sample_registry) -> None:
+    """A collector slow to start (the download watcher once walked a /tmp of 146,000 folders)
+    must not leave the agent without a status: the supervisor and the tests would call it dead."""
+    import threading
+
+    from tests.agent import sample_collectors
+
+    release = threading.Event()
+    sample_collectors.SlowStart.release = release
+    runtime = AgentRuntime(state, collectors=["recording", "slow_start"], platform="fake",
+                           status_interval_s=0.2)
+    starter = threading.Thread(target=runtime.start)
+    starter.start()
+    try:
+        assert _wait(lambda: (state.read_status() or {}).get("starting") == ["slow_start"])
+        status = state.read_status()
+        assert status["collectors"]["slow_start"] == {"state": "degraded", "detail": "starting",
+                                                      "since": None}
+        release.set()
+        starter.join(10)
+        assert _wait(lambda: state.read_status()["starting"] == [], timeout=1.0)  # at once, not next round
+        assert state.read_status()["collectors"]["slow_start"]["state"] == "ok"
+    finally:
+        release.set()
+        starter.join(10)
+        runtime.stop()
 
 
 def test_failing_collectors_are_reported_and_the_rest_runs(state: AgentState, sample_registry) -> None:
@@ -59,9 +89,11 @@ def test_failing_collectors_are_reported_and_the_rest_runs(state: AgentState, sa
         beat = next(e for e in _events(runtime) if e["type"] == "agent.heartbeat")
         assert set(beat["data"]["collectors"]) == {"recording", "broken_start", "broken_health", "ghost"}
         assert any(e["type"] == "web.report" for e in _events(runtime))  # the collector's own event
-        assert _wait(lambda: (state.read_status() or {}).get("collectors", {}).get("ghost") is not None)
+        assert _wait(lambda: (state.read_status() or {}).get("starting") == [])
+        assert _wait(lambda: state.read_status()["outbox"]["depth"] >= 2)  # the heartbeat, the report
         status = state.read_status()
-        assert status["running"] and status["outbox"]["depth"] >= 2 and status["enrolled"] is False
+        assert status["collectors"]["ghost"]["state"] == "failed"
+        assert status["running"] and status["enrolled"] is False
     finally:
         runtime.stop()
     assert runtime.slots["recording"].collector.stopped

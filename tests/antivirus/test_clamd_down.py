@@ -66,6 +66,7 @@ def test_without_clamd_files_are_parked_quietly_and_scanned_once_it_is_back(tmp_
     caplog.set_level(logging.INFO, logger="kalkan.agent")
     collector.start()
     try:
+        assert collector.download_watcher.watching.wait(5)  # (it looks at the folders on its own thread)
         names = [f"lesson-{i:02}.txt" for i in range(40)]
         for name in names:
             (downloads / name).write_text(f"homework {name}\n")

@@ -237,6 +237,7 @@ def test_download_and_media_scans(clamd, sink, tmp_path):
     collector.media_watcher.prefixes = (str(media_root) + "/",)
     collector.start()
     try:
+        assert collector.download_watcher.watching.wait(5)  # (it looks at the folders on its own thread)
         # a browser writes under a temporary name, then renames
         part = downloads / "game.exe.part"
         part.write_bytes(EICAR)

@@ -80,7 +80,8 @@ class AgentProcess:
         self.proc = subprocess.Popen(cmd, cwd=REPO, env=self._env(), stdout=log, stderr=subprocess.STDOUT)
         log.close()
         deadline = time.monotonic() + timeout
-        while not status_file.exists():
+        # the agent writes its status before its collectors start: wait for them too
+        while not status_file.exists() or self._still_starting():
             if self.proc.poll() is not None:
                 raise RuntimeError(f"kalkan-agent run exited with {self.proc.returncode}:\n{self.log_text()}")
             if time.monotonic() > deadline:
@@ -88,6 +89,12 @@ class AgentProcess:
                 raise RuntimeError(f"kalkan-agent wrote no status within {timeout}s:\n{self.log_text()}")
             time.sleep(0.05)
         return self
+
+    def _still_starting(self) -> bool:
+        try:
+            return bool(json.loads((self.state_dir / "status.json").read_text()).get("starting"))
+        except (OSError, ValueError):  # being replaced right now: look again
+            return True
 
     def stop(self, timeout: float = 15.0) -> int | None:
         if self.proc and self.proc.poll() is None:
