@@ -244,3 +244,30 @@ def test_workstations_and_isuo_log_from_real_agent_events(server, agent_token, p
     log_row = page.locator("tr", has_text="teacher-aigul").inner_text()
     assert "emis.edu.gov.kg" in log_row and "Lab 1 / 07" in log_row
     page.screenshot(path=str(artifacts_dir / "web-isuo-en.png"), full_page=True)
+
+
+@pytest.mark.parametrize("language, menu", [("ky", "Меню"), ("ru", "Меню"), ("en", "Menu")])
+def test_on_a_phone_the_sections_fold_behind_one_menu_button(server, page_for, artifacts_dir, language,
+                                                              menu):
+    """Fifteen sections took the whole first screen of every page at 390 px: they fold behind
+    "☰ Menu" there (no script: a checkbox and its label), and always show on a wider screen."""
+    server.create_user("admin", f"phone-{language}", PASSWORD)
+    page = page_for(language)
+    log_in(page, server, f"phone-{language}")
+    page.wait_for_url("**/incidents")
+    assert page.is_visible("nav.main-nav a[href='/fleet']") and not page.is_visible("label.menu-button")
+
+    page.set_viewport_size({"width": 390, "height": 844})
+    heading_top = page.locator("h1").bounding_box()["y"]
+    assert heading_top < 300, f"the page's heading starts {heading_top:.0f} px down on a phone"
+    assert not page.is_visible("nav.main-nav") and not page.is_visible("form[action='/logout']")
+    assert page.inner_text("label.menu-button").startswith(f"☰ {menu}")
+    page.screenshot(path=str(artifacts_dir / f"web-menu-closed-{language}-390.png"))
+
+    page.click("label.menu-button")
+    assert page.is_visible("nav.main-nav a[href='/fleet']") and page.is_visible("form[action='/logout']")
+    assert_fits_width(page)
+    page.screenshot(path=str(artifacts_dir / f"web-menu-open-{language}-390.png"), full_page=True)
+    page.click("nav.main-nav a[href='/fleet']")
+    page.wait_for_url("**/fleet")
+    assert not page.is_visible("nav.main-nav")  # a new page starts folded again
