@@ -62,6 +62,8 @@ PAGE_ERROR_TEXTS = {
 SHARED = N_("This certificate is shared by every school of this service, so only the service's operator "
             "changes it, on the service's machine (kalkan-server tls rotate, docs/operations.md). The "
             "counts below are this school's workstations.")
+RESTART_FIRST = N_("The server has not been restarted since the last certificate was activated. Restart it "
+                   "first (systemctl restart kalkan-server), then prepare the next certificate.")
 NO_TLS = N_("This server does not serve HTTPS itself (it was started with --no-tls, e.g. behind a reverse "
             "proxy): there is no certificate of its own to change here.")
 
@@ -85,6 +87,14 @@ def _read_only(settings) -> str | None:
     return None
 
 
+def _restart_pending(settings) -> bool:
+    """Activated, not restarted: this process serves another certificate than the file's."""
+    from policy_server.certs.served import served_fingerprint
+
+    serving = served_fingerprint(settings) if settings.tls else None
+    return bool(serving and serving != rotation.fingerprint_or_none(rotation.CertFiles.of(settings).cert))
+
+
 def _page(page, request: Request, db: Session, *, errors: FormErrors | None = None, status_code: int = 200,
           notice: str | None = None, restart: bool = False, force_checked: bool = False) -> Response:
     from policy_server.certs.served import served_fingerprint
@@ -103,7 +113,8 @@ def _page(page, request: Request, db: Session, *, errors: FormErrors | None = No
                        serving=serving, restart=restart or state.restart_needed,
                        restart_text=page._(texts.RESTART), replicas_text=page._(texts.REPLICAS),
                        read_only=page._(read_only) if read_only else None,
-                       errors=errors or FormErrors(), notice=notice, force_checked=force_checked)
+                       restart_first=page._(RESTART_FIRST), errors=errors or FormErrors(), notice=notice,
+                       force_checked=force_checked)
 
 
 @router.get(PATH)
@@ -141,6 +152,10 @@ def certificate_rotate(request: Request, csrf_token: str = Form(""), viewer: sco
     refusal = _read_only_refusal(page, request, db)
     if refusal is not None:
         return refusal
+    if _restart_pending(request.app.state.settings):  # the activated one is still being announced
+        errors = FormErrors()
+        errors.add("rotate", page._(RESTART_FIRST))
+        return _page(page, request, db, errors=errors, status_code=409)
     try:
         service.rotate(request.app.state.settings, [("", db)], actor=viewer.person.username)
     except KalkanError as exc:
