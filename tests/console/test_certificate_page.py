@@ -17,6 +17,7 @@ from sqlalchemy import select
 from policy_server.app import create_app
 from policy_server.certs import cli as tls_cli
 from policy_server.certs import rotation, service
+from policy_server.certs.served import SERVED_ENV
 from policy_server.db.models import AuditRecord, Workstation
 from policy_server.errors import Conflict, NotFound
 from policy_server.settings import Settings
@@ -156,7 +157,7 @@ def test_shared_certificate_of_a_many_schools_service(tmp_path):
     assert not service.shared_by_schools(Settings(state_dir=service_dir))
 
 
-def test_the_page_prepares_refuses_activates_anyway_and_says_restart(tls_app, files, seats):
+def test_the_page_prepares_refuses_activates_anyway_and_says_restart(tls_app, files, seats, monkeypatch):
     with TestClient(tls_app, base_url="https://127.0.0.1") as client:
         login(client, seats.person("admin"))
         page = client.get(PAGE + "?lang=en")
@@ -192,6 +193,16 @@ def test_the_page_prepares_refuses_activates_anyway_and_says_restart(tls_app, fi
             after = client.get(f"{PAGE}?done=activated&lang={lang}")
             assert 'id="restart"' in after.text and words in after.text, lang
             assert "systemctl restart kalkan-server" in after.text
+
+        # as under `kalkan-server run`, which remembers the certificate it started with
+        monkeypatch.setenv(SERVED_ENV, files.previous[0].read_text())
+        pending = client.get(PAGE + "?lang=en")
+        assert 'id="restart"' in pending.text and 'id="restart-first"' in pending.text
+        assert 'action="/server-certificate/rotate"' not in pending.text
+        early = client.post(PAGE + "/rotate", data={"csrf_token": token})
+        assert early.status_code == 409 and "has not been restarted" in early.text
+        assert not files.next[0].exists()
+        monkeypatch.delenv(SERVED_ENV)
 
         nothing = client.post(PAGE + "/cancel?lang=en", data={"csrf_token": token})
         assert nothing.status_code == 409 and "There is no next certificate to withdraw" in nothing.text
