@@ -67,6 +67,7 @@ API_ROUTERS = (
     "policy_server.operations.seat_views",
     "policy_server.upgrades.views",
     "policy_server.upgrades.pages",
+    "policy_server.certs.pages",
 )
 WEB_ROUTER = "policy_server.web.routes"
 

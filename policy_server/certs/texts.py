@@ -59,6 +59,9 @@ ERROR_TEXTS = {
     "tls.no_next": N_("There is no next certificate to activate. Make one with kalkan-server tls rotate."),
     "tls.next_changed": N_("The next certificate changed while its seats were counted. Run the command "
                            "again."),
+    "tls.files_not_writable": N_("The server may not write the certificate files in %(folder)s. Give the "
+                                 "user the server runs as the right to write there (chown -R kalkan-server: "
+                                 "%(folder)s), then run the command again."),
     "install.no_next_certificate": N_("No certificate rotation is under way: there is no next certificate."),
     "tls.seats_not_ready": N_("%(count)s seat(s) seen in the last %(days)s days do not hold the next "
                               "certificate yet: %(names)s. They would have to be enrolled again. Wait until "
