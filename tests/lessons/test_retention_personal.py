@@ -134,6 +134,11 @@ def test_old_class_teacher_notices_lose_the_student_recent_ones_stay(school, now
     school.login("ct8a")
     page = school.client.get("/notices?lang=en").text
     assert "shared" in page and SAYS_WHY["en"] not in page
+    (recent_json,) = school.client.get("/api/v1/notices").json()["notices"]
+    assert recent_json["personal_removed_at"] is None
+    school.login("ct7b")
+    assert all(n["personal_removed_at"] and "st7b" not in n["body"]
+               for n in school.client.get("/api/v1/notices").json()["notices"])
 
 
 def test_the_retention_plan_counts_the_notices_it_would_change(school, now_periods):
