@@ -1,5 +1,5 @@
-"""Notice tables (revision 0303_notices): notices to a person, their e-mail address, and the
-school's SMTP settings."""
+"""Notice tables (revisions 0303_notices, 0306_notices_retention): notices to a person, their
+e-mail address, and the school's SMTP settings."""
 
 from __future__ import annotations
 

@@ -46,6 +46,8 @@ def retention_count(db: Session, *, cutoff: datetime) -> int:
 def apply_retention(db: Session, *, cutoff: datetime, now: datetime) -> int:
     """Write the old naming notices again without the student (the caller commits)."""
     notices = list(db.scalars(select(Notice).where(*_old_naming(cutoff)).order_by(Notice.id)))
+    if not notices:
+        return 0
     languages = dict(db.execute(select(Person.id, Person.language)
                                 .where(Person.id.in_({n.person_id for n in notices}))).all())
     for notice in notices:
