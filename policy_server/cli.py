@@ -412,7 +412,9 @@ def retention_lines(plan) -> list[str]:
                         items=f"{plan.queue_items_scrubbed:,}"))
     out.append("  " + _("lesson summaries losing students' names and seats (the counts stay): %(count)s",
                         count=f"{plan.lessons_depersonalised:,}"))
-    return out
+    from policy_server.db.retention import personal_lines
+
+    return out + personal_lines(plan, _language)
 
 
 def cmd_backup(args: argparse.Namespace) -> int:

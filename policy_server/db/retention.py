@@ -29,6 +29,14 @@ What `apply_retention` does, in one transaction:
   seats, OS accounts, the bans' reasons; lessons/summary.py): the counts, the class's blocked
   sites and the allowed sites stay.  (The lesson's raw activity is already deleted when its
   summary is made.)
+* takes the students out of the notices that named them to a class teacher (a lesson's
+  repeated attempts, a new incident about a student of the class; notices/retention.py)
+  created before the cut-off: the text is written again with the room, class, counts and
+  incident, without the name, account or seat, and the page says why;
+* empties the seat and OS account in the audit records of a teacher's lesson actions (ban,
+  unban, lock, unlock of one seat) and in the comments of the policy amendments they made,
+  written before the cut-off (lessons/audit_retention.py): the audit log itself stays
+  (004 §3.6) with who acted, when, the lesson and the action;
 * for events held by *resolved* incidents, removes the link too and writes one timeline
   entry on each such incident ("events_removed", how many, why); the incident itself, its
   counts, first/last seen and parameters stay: incidents are never deleted;
@@ -63,7 +71,10 @@ from policy_server.audit import audit
 from policy_server.db.models import Event, Incident, IncidentEvent, IncidentStatus, TimelineEntry, utcnow
 from policy_server.errors import InvalidInput, KalkanError
 from policy_server.filtering import queue
+from policy_server.lessons import audit_retention as lesson_audit
 from policy_server.lessons import summary as lesson_summaries
+from policy_server.notices import retention as notices
+from policy_server.web.i18n import N_, translate
 
 # The records of a person's internet use (001 §2.15): removed past the days.
 RETAINED_TYPES = ("web.usage", "web.blocked", "web.alert", "web.unblock_request", "web.report", "net.bypass")
@@ -90,6 +101,9 @@ class RetentionPlan:
     queue_copies: int = 0  # report queue: per-report copies (URL as typed, seat, time) removed
     queue_items_scrubbed: int = 0  # report queue: decided items losing their seats and comments
     lessons_depersonalised: int = 0  # lesson summaries losing students' names and seats
+    notices_depersonalised: int = 0  # class teachers' notices losing the student's name, account, seat
+    audit_records_scrubbed: int = 0  # lesson actions' audit records losing the seat and account
+    policy_comments_scrubbed: int = 0  # policy history comments of those actions, the same
 
     @property
     def total(self) -> int:
@@ -98,7 +112,8 @@ class RetentionPlan:
     @property
     def anything(self) -> bool:
         return bool(self.total or self.queue_copies or self.queue_items_scrubbed
-                    or self.lessons_depersonalised)
+                    or self.lessons_depersonalised or self.notices_depersonalised
+                    or self.audit_records_scrubbed or self.policy_comments_scrubbed)
 
     def lines(self) -> list[str]:
         out = [f"records of internet use older than {self.days} days "
@@ -111,6 +126,7 @@ class RetentionPlan:
                    f"losing seats and comments: {self.queue_items_scrubbed:,}")
         out.append(f"  lesson summaries losing students' names and seats (the counts stay): "
                    f"{self.lessons_depersonalised:,}")
+        out += personal_lines(self, "en")
         return out
 
 
@@ -154,6 +170,9 @@ def plan_retention(db: Session, *, days: int = DEFAULT_DAYS, now: datetime | Non
     plan.queue_copies, plan.queue_items_scrubbed = queue.retention_counts(
         db, cutoff=cutoff, keep_event_ids=held)
     plan.lessons_depersonalised = lesson_summaries.retention_count(db, cutoff=cutoff)
+    plan.notices_depersonalised = notices.retention_count(db, cutoff=cutoff)
+    plan.audit_records_scrubbed, plan.policy_comments_scrubbed = lesson_audit.retention_counts(
+        db, cutoff=cutoff)
     return plan
 
 
@@ -173,8 +192,11 @@ def apply_retention(db: Session, *, actor: str, days: int = DEFAULT_DAYS,
         # The links to resolved incidents are gone, those to open ones were never selected.
         db.execute(delete(Event).where(Event.id.in_(removable_ids)), execution_options=no_sync)
     queue.apply_retention(db, cutoff=plan.cutoff, keep_event_ids=_held_by_open_incident())
-    lesson_summaries.apply_retention(db, cutoff=plan.cutoff)
     at = utcnow()
+    # Before the summaries: a notice stored without its counts takes them from its lesson's summary.
+    notices.apply_retention(db, cutoff=plan.cutoff, now=at)
+    lesson_summaries.apply_retention(db, cutoff=plan.cutoff)
+    lesson_audit.apply_retention(db, cutoff=plan.cutoff)
     for incident_id, count in sorted(plan.incidents_affected.items()):
         db.add(TimelineEntry(incident_id=incident_id, actor=actor, action="events_removed", at=at,
                              detail={"count": count, "reason": REASON, "days": plan.days}))
@@ -185,9 +207,26 @@ def apply_retention(db: Session, *, actor: str, days: int = DEFAULT_DAYS,
                   "queue_copies_removed": plan.queue_copies,
                   "queue_items_scrubbed": plan.queue_items_scrubbed,
                   "lessons_depersonalised": plan.lessons_depersonalised,
+                  "notices_depersonalised": plan.notices_depersonalised,
+                  "audit_records_scrubbed": plan.audit_records_scrubbed,
+                  "policy_comments_scrubbed": plan.policy_comments_scrubbed,
                   "clauses": ["001 §2.15", "004 §3.6"]})
     plan.partitions_dropped = dropped
     return plan
+
+
+# The CLI's lines for the records added after its catalog was made: their texts are in the
+# notices' own catalog (policy_server/notices/locale), the CLI asks for them in its language.
+NOTICES_LINE = N_("class teachers' notices losing the student's name, account and seat (the counts "
+                  "stay): %(count)s")
+AUDIT_LINE = N_("audit records of lesson actions losing the student's seat and account (the records "
+                "stay): %(count)s; policy history comments: %(comments)s")
+
+
+def personal_lines(plan: RetentionPlan, language: str) -> list[str]:
+    return ["  " + translate(language, NOTICES_LINE, count=f"{plan.notices_depersonalised:,}"),
+            "  " + translate(language, AUDIT_LINE, count=f"{plan.audit_records_scrubbed:,}",
+                             comments=f"{plan.policy_comments_scrubbed:,}")]
 
 
 def _drop_old_months(db: Session, cutoff: datetime) -> list[str]:

@@ -100,7 +100,9 @@ def _notify_repeated(db: Session, lesson: Lesson, summary: dict) -> None:
         notify(db, person_id=person_id, kind="lesson.repeated_attempts",
                subject_id=N_("Repeated attempts to open blocked sites (001 §2.7)"),
                body_id=N_("Lesson in %(room)s, class %(cls)s: %(names)s. See the lesson's summary."),
-               params={"room": room.name if room else "", "cls": cls.name if cls else "—", "names": names},
+               params={"room": room.name if room else "", "cls": cls.name if cls else "—", "names": names,
+                       # the counts alone: what the notice keeps past the retention days (001 §2.15)
+                       "attempts": [r["attempts"] for r in summary["repeated"]]},
                link=f"/lessons/{lesson.id}")
 
 

@@ -360,7 +360,9 @@ def import_periods(csv_text: str = Body(..., media_type="text/csv"), viewer: sco
 def my_notices(viewer: scope.Viewer = Depends(everyone), db: Session = Depends(get_db)) -> dict:
     return {"unread": notices.unread_count(db, viewer),
             "notices": [{"id": n.id, "kind": n.kind, "subject": n.subject, "body": n.body, "link": n.link,
-                         "created_at": _iso(n.created_at), "read_at": _iso(n.read_at)}
+                         "created_at": _iso(n.created_at), "read_at": _iso(n.read_at),
+                         # set once retention took the student out of the text (001 §2.15)
+                         "personal_removed_at": _iso(n.personal_removed_at)}
                         for n in notices.list_notices(db, viewer)]}
 
 

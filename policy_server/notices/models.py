@@ -1,14 +1,15 @@
-"""Notice tables (revision 0303_notices): notices to a person, their e-mail address, and the
-school's SMTP settings."""
+"""Notice tables (revisions 0303_notices, 0306_notices_retention): notices to a person, their
+e-mail address, and the school's SMTP settings."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from policy_server.db.models import Base, UtcDateTime, utcnow
+from policy_server.db.models import Base, JsonType, UtcDateTime, utcnow
 
 
 class Notice(Base):
@@ -25,6 +26,11 @@ class Notice(Base):
     read_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     emailed_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     email_error: Mapped[str] = mapped_column(String(300), default="")
+    # What subject and body were made from (revision 0306): retention writes the text again
+    # without the student from these, in the reader's language (notices/retention.py).
+    params: Mapped[dict[str, Any]] = mapped_column(JsonType, default=dict)
+    # Set once retention took the student's name, account and seat out (001 §2.15).
+    personal_removed_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
 
 
 class NoticeAddress(Base):

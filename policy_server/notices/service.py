@@ -28,7 +28,8 @@ def notify(db: Session, *, person_id: int, kind: str, subject_id: str, body_id: 
     person = db.get(Person, person_id)
     language = (person.language if person else None) or DEFAULT_LANGUAGE
     notice = Notice(person_id=person_id, kind=kind, subject=translate(language, subject_id, **params)[:200],
-                    body=translate(language, body_id, **params), link=link)
+                    body=translate(language, body_id, **params), link=link,
+                    params=dict(params))  # retention rewrites the text from these (notices/retention.py)
     db.add(notice)
     return notice
 

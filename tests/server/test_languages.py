@@ -254,8 +254,11 @@ def test_english_report_lines_are_the_services_own(tmp_path):
     cli._language = "ru"
     try:
         assert cli.backup_lines(report)[0].endswith("12,345 байт")
-        assert cli.retention_lines(plan)[-3].startswith("  решённые инциденты")
-        assert cli.retention_lines(plan)[-2].startswith("  очередь сообщений: удалено копий")
-        assert cli.retention_lines(plan)[-1].startswith("  итоги уроков, из которых убраны имена")
+        assert cli.retention_lines(plan)[-5].startswith("  решённые инциденты")
+        assert cli.retention_lines(plan)[-4].startswith("  очередь сообщений: удалено копий")
+        assert cli.retention_lines(plan)[-3].startswith("  итоги уроков, из которых убраны имена")
+        # the notices' and lesson audit's lines: texts of the notices' own catalog
+        assert cli.retention_lines(plan)[-2].startswith("  уведомления классным руководителям")
+        assert cli.retention_lines(plan)[-1].startswith("  записи аудита действий на уроке")
     finally:
         cli._language = cli.DEFAULT_LANGUAGE

@@ -1,0 +1,232 @@
+"""Retention (001 §2.15) of the two records that named a student for ever: the class teacher's
+notices (a lesson's repeated attempts, a new incident about a student of the class; 001 §2.7)
+and the audit of a teacher's lesson actions (ban, unban, lock, unlock of one seat; the audit
+log itself stays, 004 §3.6).  Made through the real routes, aged, then `apply_retention`
+with the days the server uses: old ones lose the name, account and seat and keep the rest;
+recent ones stay whole; a second run changes nothing.  SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import func, select, update
+
+from policy_server import protocol
+from policy_server.db.models import AuditRecord, PolicyVersion, utcnow
+from policy_server.db.retention import apply_retention, plan_retention
+from tests.lessons.test_class_teacher_notice import bypass
+
+AGED = timedelta(days=120)
+NAME = "Асан Үсөнов"
+SAYS_WHY = {"ky": "окуучунун аты, аккаунту жана орду бул билдирүүдөн алынып салынды",
+            "ru": "имя ученика, учётная запись и место убраны из этого уведомления",
+            "en": "the student's name, account and seat were taken out of this notice"}
+
+
+def blocked(os_user: str | None, seat: str) -> protocol.EventEnvelope:
+    return protocol.make_event("web.blocked", {"url": "https://games.example/x", "host": "games.example"},
+                               subject=protocol.Subject(os_user=os_user, seat=seat))
+
+
+def _apply(school):
+    with school.db() as db:
+        plan = apply_retention(db, actor="test", days=90)
+        db.commit()
+        return plan
+
+
+def _notices(school) -> dict[int, tuple]:
+    from policy_server.notices.models import Notice
+
+    with school.db() as db:
+        return {n.id: (n.person_id, n.kind, n.subject, n.body, n.link, n.params, n.personal_removed_at)
+                for n in db.scalars(select(Notice))}
+
+
+def _bodies(school) -> dict[int, str]:
+    from policy_server.notices.models import Notice
+
+    with school.db() as db:
+        return dict(db.execute(select(Notice.id, Notice.body)).all())
+
+
+def _class_teachers(school) -> None:
+    from policy_server.db.models import Person, PersonClass
+    from policy_server.school.service import find_room
+    from policy_server.scope import viewer_for
+    from policy_server.timetable.service import ensure_class, set_seating, set_student_account
+
+    school.user("teacher", "ct7b", language="ru")
+    school.user("teacher", "ct8a", language="en")
+    with school.db() as db:
+        people = {p.username: p for p in db.scalars(select(Person))}
+        boss = viewer_for(db, people["boss"])
+        c7b, c8a = ensure_class(db, "7-Б"), ensure_class(db, "8-А")
+        db.add_all([PersonClass(person_id=people["ct7b"].id, class_id=c7b.id, class_teacher=True),
+                    PersonClass(person_id=people["ct8a"].id, class_id=c8a.id, class_teacher=True)])
+        set_seating(db, boss, class_id=c7b.id, room_id=find_room(db, "lab-1").id, seat="s3", student=NAME)
+        set_student_account(db, boss, os_user="st7b", school_class="7-Б")
+        db.commit()
+
+
+def _aged_notices(school) -> str:
+    """The class teachers' notices of a lesson's repeated attempts (boss, ct7b) and of
+    incidents (the bypass of st7b, the blocked attempts), all made four months ago, and one
+    stored before revision 0306 (no params: its text the only record); the lesson's id."""
+    from policy_server.notices.models import Notice
+
+    _class_teachers(school)
+    csrf = school.login("aigul")
+    lesson_id = school.client.post("/api/v1/lessons", json={}, headers=csrf).json()["id"]
+    school.post(school.agents[("lab-1", "s1")][1], *[blocked("pupil1", "s1") for _ in range(6)])
+    school.post(school.agents[("lab-1", "s3")][1], *[blocked(None, "s3") for _ in range(5)])
+    assert school.client.post(f"/api/v1/lessons/{lesson_id}/end", headers=csrf).status_code == 200
+    school.post(school.agents[("lab-2", "s1")][1], *[bypass("st7b", "s1", m) for m in (3, 2, 1)])
+    with school.db() as db:
+        db.execute(update(Notice).values(created_at=utcnow() - AGED))
+        repeated = list(db.scalars(select(Notice).where(Notice.kind == "lesson.repeated_attempts")))
+        assert len(repeated) == 2 and all(f"pupil1 (6), {NAME} (5)" in n.body for n in repeated)
+        db.add(Notice(person_id=repeated[0].person_id, kind="lesson.repeated_attempts",
+                      subject=repeated[0].subject, body=repeated[0].body, link=f"/lessons/{lesson_id}",
+                      created_at=utcnow() - AGED))  # (params: the column's default, empty)
+        db.commit()
+    return lesson_id
+
+
+def test_old_class_teacher_notices_lose_the_student_recent_ones_stay(school, now_periods):
+    _aged_notices(school)
+    # a recent incident about another class's student: its notice stays whole
+    school.post(school.agents[("lab-2", "s2")][1], *[bypass("shared", "s2", m) for m in (3, 2, 1)])
+    bodies = _bodies(school)
+    (recent_id,) = [i for i, body in bodies.items() if "shared" in body]
+    assert sum(any(who in body for who in ("pupil1", NAME, "st7b")) for body in bodies.values()) >= 4
+
+    _apply(school)
+    after = _bodies(school)
+    named = [(i, body) for i, body in after.items() if any(who in body for who in ("pupil1", NAME, "st7b"))]
+    assert not named, named  # (the code before this change left every one as it was)
+    assert after[recent_id] == bodies[recent_id]
+    lessons = [body for i, body in after.items() if body != bodies[i] and "lab-1" in body]
+    assert len(lessons) == 3 and all("7-Б" in body and "6, 5" in body for body in lessons), lessons
+    before = _notices(school)
+    recent = {recent_id: before[recent_id]}
+    _apply(school)  # done once: a second run changes nothing
+    assert _notices(school) == before
+
+    for notice_id, (_person, kind, subject, body, _link, params, removed_at) in before.items():
+        if notice_id in recent:
+            assert removed_at is None and "shared" in str(params)
+            continue
+        assert removed_at is not None and body == after[notice_id]
+        for who in ("pupil1", NAME, "Асан", "st7b", " s1", " s3"):
+            assert who not in str(params), (who, params)
+        if kind == "incident.class_teacher":
+            assert "7-Б" in subject and "№" in body and body.startswith("Ученик вашего класса: "), body
+    with school.db() as db:
+        assert plan_retention(db, days=90).notices_depersonalised == 0
+
+    for lang in ("ky", "ru", "en"):  # the page names nobody and says why
+        for who, gone in (("ct7b", "st7b"), ("boss", "pupil1")):
+            school.login(who)
+            page = school.client.get(f"/notices?lang={lang}")
+            assert page.status_code == 200 and SAYS_WHY[lang] in page.text and gone not in page.text
+            assert NAME not in page.text
+    school.login("ct8a")
+    page = school.client.get("/notices?lang=en").text
+    assert "shared" in page and SAYS_WHY["en"] not in page
+    (recent_json,) = school.client.get("/api/v1/notices").json()["notices"]
+    assert recent_json["personal_removed_at"] is None
+    school.login("ct7b")
+    assert all(n["personal_removed_at"] and "st7b" not in n["body"]
+               for n in school.client.get("/api/v1/notices").json()["notices"])
+
+
+def test_the_retention_plan_counts_the_notices_it_would_change(school, now_periods):
+    _aged_notices(school)
+    with school.db() as db:
+        from policy_server.notices.models import Notice
+
+        naming = db.scalar(select(func.count()).select_from(Notice))
+        plan = plan_retention(db, days=90)
+        assert plan.notices_depersonalised == naming and plan.anything
+        assert any(line.startswith("  class teachers' notices losing") and line.endswith(f": {naming}")
+                   for line in plan.lines())
+    assert _apply(school).notices_depersonalised == naming
+    with school.db() as db:
+        (record,) = db.scalars(select(AuditRecord).where(AuditRecord.action == "retention.applied"))
+        assert record.detail["notices_depersonalised"] == naming
+
+
+def _audit(school) -> dict[int, tuple]:
+    with school.db() as db:
+        return {r.id: (r.actor, r.action, r.target, r.detail) for r in db.scalars(
+            select(AuditRecord).where(AuditRecord.action != "retention.applied"))}
+
+
+def _comments(school) -> dict[int, str]:
+    with school.db() as db:
+        return dict(db.execute(select(PolicyVersion.version, PolicyVersion.comment)).all())
+
+
+def _scrubbed(comment: str, lesson_id: str) -> str:
+    """What retention must make of an aged amendment's comment (the recent ban s3 stays)."""
+    for verb in ("ban", "unban", "lock", "unlock"):
+        prefix = f"lesson {lesson_id}: {verb} "
+        if comment.startswith(prefix) and comment[len(prefix):] not in ("*", "all", "s3"):
+            return prefix.rstrip()
+    return comment
+
+
+def test_old_lesson_action_audit_loses_the_seat_and_account_recent_stays(school, now_periods):
+    csrf = school.login("aigul")
+    lesson_id = school.client.post("/api/v1/lessons", json={}, headers=csrf).json()["id"]
+    lesson = f"/api/v1/lessons/{lesson_id}"
+    ban_id = school.client.post(f"{lesson}/bans", json={"seat": "s2", "reason": "games"},
+                                headers=csrf).json()["ban_id"]
+    assert school.client.post(f"{lesson}/bans", json={"os_user": "pupil7"}, headers=csrf).status_code == 200
+    assert school.client.delete(f"{lesson}/bans/{ban_id}", headers=csrf).status_code == 200
+    for path, body in (("lock", {"seat": "s1"}), ("unlock", {"seat": "s1"}), ("lock", {}), ("unlock", {})):
+        assert school.client.post(f"{lesson}/{path}", json=body, headers=csrf).status_code == 200, path
+    with school.db() as db:  # all of it four months old
+        for record in db.scalars(select(AuditRecord)):
+            record.at -= AGED
+        for version in db.scalars(select(PolicyVersion)):
+            version.created_at -= AGED
+        db.commit()
+    recent = school.client.post(f"{lesson}/bans", json={"seat": "s3"}, headers=csrf)  # a recent ban
+    assert recent.status_code == 200
+    before, comments_before = _audit(school), _comments(school)
+    old_ban = next(i for i, r in before.items() if r[1] == "lesson.ban" and r[3]["os_user"] == "pupil7")
+    assert f"lesson {lesson_id}: ban pupil7" in comments_before.values()
+
+    plan = _apply(school)
+    after, comments = _audit(school), _comments(school)
+    for record_id, (actor, action, target, detail) in after.items():
+        old = before[record_id]
+        assert (actor, action, target) == old[:3]  # who acted, what, on which lesson: kept
+        if action == "policy.amend":
+            expected = _scrubbed(old[3]["comment"], lesson_id)
+            if expected == old[3]["comment"]:
+                assert detail == old[3]
+            else:
+                assert detail == {**old[3], "comment": expected, "personal_removed": True}
+        elif action.startswith("lesson.") and (old[3].get("seat") not in (None, "*", "s3")
+                                               or old[3].get("os_user")):
+            assert detail == {**old[3], "seat": None, **({"os_user": None} if "os_user" in old[3] else {}),
+                              "personal_removed": True}
+            assert "pupil7" not in str(detail) and "s2" not in str(detail) and "'s1'" not in str(detail)
+        else:
+            assert detail == old[3], (action, detail)  # whole-room lock, the unban by id, the recent ban
+    assert after[old_ban][3]["ban"] == before[old_ban][3]["ban"] and after[old_ban][3]["os_user"] is None
+    assert comments == {v: _scrubbed(c, lesson_id) for v, c in comments_before.items()}
+    texts = set(comments.values())
+    assert {f"lesson {lesson_id}: {c}" for c in ("ban s3", "lock *", "unlock all", "ban", "unban")} <= texts
+    assert not any("pupil7" in c or c.endswith(" s2") for c in texts)
+    # ban s2, ban pupil7, lock s1, unlock s1; the policy amendments of those and of the unban
+    assert (plan.audit_records_scrubbed, plan.policy_comments_scrubbed) == (4 + 5, 5)
+
+    with school.db() as db:
+        again = plan_retention(db, days=90)
+        assert (again.audit_records_scrubbed, again.policy_comments_scrubbed) == (0, 0)
+    _apply(school)
+    assert _audit(school) == after and _comments(school) == comments
