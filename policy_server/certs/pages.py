@@ -143,14 +143,18 @@ def _read_only_refusal(page, request, db) -> Response | None:
     return _page(page, request, db, errors=errors, status_code=409)
 
 
+def _not_here(page, request: Request, db: Session, csrf_token: str) -> Response | None:
+    """The answer when an action may not run at all: a forged form, or a read-only page."""
+    if not csrf_ok(page, csrf_token):
+        return csrf_refused(page)
+    return _read_only_refusal(page, request, db)
+
+
 @router.post(PATH + "/rotate")
 def certificate_rotate(request: Request, csrf_token: str = Form(""), viewer: scope.Viewer = Depends(ADMIN),
                        db: Session = Depends(get_db)) -> Response:
     page = page_of(request, db)
-    if not csrf_ok(page, csrf_token):
-        return csrf_refused(page)
-    refusal = _read_only_refusal(page, request, db)
-    if refusal is not None:
+    if (refusal := _not_here(page, request, db, csrf_token)) is not None:
         return refusal
     if _restart_pending(request.app.state.settings):  # the activated one is still being announced
         errors = FormErrors()
@@ -167,10 +171,7 @@ def certificate_rotate(request: Request, csrf_token: str = Form(""), viewer: sco
 def certificate_activate(request: Request, csrf_token: str = Form(""), anyway: str = Form(""),
                          viewer: scope.Viewer = Depends(ADMIN), db: Session = Depends(get_db)) -> Response:
     page = page_of(request, db)
-    if not csrf_ok(page, csrf_token):
-        return csrf_refused(page)
-    refusal = _read_only_refusal(page, request, db)
-    if refusal is not None:
+    if (refusal := _not_here(page, request, db, csrf_token)) is not None:
         return refusal
     try:
         service.activate(request.app.state.settings, [("", db)], actor=viewer.person.username,
@@ -184,10 +185,7 @@ def certificate_activate(request: Request, csrf_token: str = Form(""), anyway: s
 def certificate_cancel(request: Request, csrf_token: str = Form(""), viewer: scope.Viewer = Depends(ADMIN),
                        db: Session = Depends(get_db)) -> Response:
     page = page_of(request, db)
-    if not csrf_ok(page, csrf_token):
-        return csrf_refused(page)
-    refusal = _read_only_refusal(page, request, db)
-    if refusal is not None:
+    if (refusal := _not_here(page, request, db, csrf_token)) is not None:
         return refusal
     try:
         service.cancel(request.app.state.settings, [("", db)], actor=viewer.person.username)

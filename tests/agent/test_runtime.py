@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from agent.collectors.heartbeat import build_heartbeat
 from agent.runtime import AgentRuntime
 from agent.state import AgentState
 from policy_server.protocol import PolicyBundle
+from tests.support.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = "tests.agent.sample_collectors"
@@ -35,14 +35,6 @@ def _events(runtime: AgentRuntime) -> list[dict]:
     return [json.loads(e.body) for e in runtime.outbox.peek_batch(1000, max_bytes=10**9)]
 
 
-def _wait(predicate, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
-
 
 def test_the_status_is_written_while_a_collector_is_still_starting(state: AgentState,
                                                                    sample_registry) -> None:
@@ -55,17 +47,18 @@ def test_the_status_is_written_while_a_collector_is_still_starting(state: AgentS
     release = threading.Event()
     sample_collectors.SlowStart.release = release
     runtime = AgentRuntime(state, collectors=["recording", "slow_start"], platform="fake",
-                           status_interval_s=0.2)
+                           status_interval_s=5.0)
     starter = threading.Thread(target=runtime.start)
     starter.start()
     try:
-        assert _wait(lambda: (state.read_status() or {}).get("starting") == ["slow_start"])
+        assert wait_until(lambda: (state.read_status() or {}).get("starting") == ["slow_start"])
         status = state.read_status()
         assert status["collectors"]["slow_start"] == {"state": "degraded", "detail": "starting",
                                                       "since": None}
         release.set()
         starter.join(10)
-        assert _wait(lambda: state.read_status()["starting"] == [], timeout=1.0)  # at once, not next round
+        # written at once when the collectors have started, not at the next round 5 s later
+        assert wait_until(lambda: state.read_status()["starting"] == [], timeout=1.0)
         assert state.read_status()["collectors"]["slow_start"]["state"] == "ok"
     finally:
         release.set()
@@ -78,7 +71,7 @@ def test_failing_collectors_are_reported_and_the_rest_runs(state: AgentState, sa
                                               "ghost"], platform="fake", status_interval_s=0.2)
     runtime.start()
     try:
-        assert _wait(lambda: any(e["type"] == "agent.heartbeat" for e in _events(runtime)))
+        assert wait_until(lambda: any(e["type"] == "agent.heartbeat" for e in _events(runtime)))
         health = runtime.collector_health()
         assert health["recording"].state == "ok" and health["recording"].detail == "platform fake"
         assert health["broken_start"].state == "failed"
@@ -89,8 +82,8 @@ def test_failing_collectors_are_reported_and_the_rest_runs(state: AgentState, sa
         beat = next(e for e in _events(runtime) if e["type"] == "agent.heartbeat")
         assert set(beat["data"]["collectors"]) == {"recording", "broken_start", "broken_health", "ghost"}
         assert any(e["type"] == "web.report" for e in _events(runtime))  # the collector's own event
-        assert _wait(lambda: (state.read_status() or {}).get("starting") == [])
-        assert _wait(lambda: state.read_status()["outbox"]["depth"] >= 2)  # the heartbeat, the report
+        assert wait_until(lambda: (state.read_status() or {}).get("starting") == [])
+        assert wait_until(lambda: state.read_status()["outbox"]["depth"] >= 2)  # the heartbeat, the report
         status = state.read_status()
         assert status["collectors"]["ghost"]["state"] == "failed"
         assert status["running"] and status["enrolled"] is False
@@ -141,7 +134,7 @@ def _run_until_status_then_stop(state_dir: Path, collectors: str) -> str:
          "--collectors", collectors], cwd=REPO, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONPATH": str(REPO)})
     try:
-        assert _wait(lambda: (state_dir / "status.json").exists(), 30)
+        assert wait_until(lambda: (state_dir / "status.json").exists(), 30)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0
     finally:

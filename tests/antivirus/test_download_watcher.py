@@ -12,15 +12,7 @@ import pytest
 
 from agent.antivirus import downloads
 from agent.antivirus.downloads import DownloadWatcher, count_subfolders
-
-
-def _until(predicate, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
+from tests.support.waiting import wait_until
 
 
 def _tree(root: Path, folders: int) -> None:
@@ -56,9 +48,9 @@ def test_a_folder_with_few_subfolders_is_watched_with_them(tmp_path, watcher_of)
     downloads_dir = tmp_path / "Downloads"
     (downloads_dir / "unpacked").mkdir(parents=True)
     watcher, seen = watcher_of(str(downloads_dir))
-    assert _until(lambda: watcher.folders == [str(downloads_dir)])
+    assert wait_until(lambda: watcher.folders == [str(downloads_dir)])
     (downloads_dir / "unpacked" / "game.exe").write_bytes(b"MZ")
-    assert _until(lambda: str(downloads_dir / "unpacked" / "game.exe") in seen)
+    assert wait_until(lambda: str(downloads_dir / "unpacked" / "game.exe") in seen)
     assert watcher.top_level_only == []
 
 
@@ -66,10 +58,10 @@ def test_a_crowded_folder_is_watched_at_its_top_level_only(tmp_path, watcher_of)
     crowded = tmp_path / "tmp"
     _tree(crowded, 50)
     watcher, seen = watcher_of(str(crowded))
-    assert _until(lambda: watcher.top_level_only == [str(crowded)])
+    assert wait_until(lambda: watcher.top_level_only == [str(crowded)])
     (crowded / "d0" / "e0" / "deep.exe").write_bytes(b"MZ")
     (crowded / "top.exe").write_bytes(b"MZ")
-    assert _until(lambda: str(crowded / "top.exe") in seen)  # new files at the top are still scanned
+    assert wait_until(lambda: str(crowded / "top.exe") in seen)  # new files at the top are still scanned
     time.sleep(0.3)
     assert str(crowded / "d0" / "e0" / "deep.exe") not in seen  # the weekly full scan covers those
 
@@ -80,11 +72,11 @@ def test_a_tree_growing_past_the_limit_is_noticed_within_seconds(tmp_path, watch
     growing.mkdir()
     watcher, _seen = watcher_of(str(growing))  # a new-folder count every minute would be too late:
     watcher.rescan_folders_s = 3600.0          # the recount must come from the new folders themselves
-    assert _until(lambda: watcher.folders == [str(growing)])
+    assert wait_until(lambda: watcher.folders == [str(growing)])
     assert watcher.top_level_only == []
     for i in range(60):
         (growing / f"f{i}").mkdir()
-    assert _until(lambda: watcher.top_level_only == [str(growing)], timeout=8.0)
+    assert wait_until(lambda: watcher.top_level_only == [str(growing)], timeout=8.0)
 
 
 def test_start_returns_before_the_folders_are_walked(tmp_path, monkeypatch):
@@ -101,7 +93,7 @@ def test_start_returns_before_the_folders_are_walked(tmp_path, monkeypatch):
         watcher.start()  # would block here if it walked the folders itself
         assert walking.wait(5) and watcher.folders == []
         release.set()
-        assert _until(lambda: watcher.folders == [str(tmp_path)])
+        assert wait_until(lambda: watcher.folders == [str(tmp_path)])
     finally:
         release.set()
         watcher.stop()
