@@ -30,7 +30,7 @@ CONTROL_NAMES = {
     "backups": N_("Server backups made and checked"),
     "seats_reported": N_("Seats that reported"),
 }
-STATE_NAMES = {"good": N_("Good"), "attention": N_("Needs attention"), "failing": N_("Failing")}
+STATE_NAMES = {"good": N_("Good"), "attention": N_("Needs attention"), "failing": N_("Not compliant")}
 SEVERITY_NAMES = {"critical": N_("Critical"), "high": N_("High"), "medium": N_("Medium"), "low": N_("Low")}
 ISUO_NAMES = {
     "isuo.storage": N_("Storage device during an ISUO session"),

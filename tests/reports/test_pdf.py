@@ -17,7 +17,7 @@ from policy_server.web.i18n import translate
 GOLDEN = Path(__file__).parent / "golden" / "2026-W48.json"
 # Words that must come out of page 1 exactly as written (Kyrgyz ң ө ү, Cyrillic, Latin).
 MUST_READ = {
-    "ky": ["Бош турганда бөгөттөө иштейт", "Өткөн жумага караганда начар", "Инциденттер",
+    "ky": ["Аракетсиздикте бөгөттөө иштейт", "Өткөн жумага караганда начар", "Инциденттер",
            "Директор окуп, текшерди (002 §4.5)", "Текшерүүлөр: M орундан N орунда өтөт"],
     "ru": ["Блокировка при бездействии работает", "Хуже, чем на прошлой неделе", "Подпись"],
     "en": ["Idle lock working", "Worse than last week", "Signature"],

@@ -161,3 +161,56 @@ def test_each_domain_catalog_is_translated_and_compiled(po_path):
         if isinstance(message.id, str):
             assert compiled.gettext(message.id) == message.string, \
                 f"{po_path.with_suffix('.mo')} is stale for {message.id!r}: run pybabel compile"
+
+
+# ----------------------------------------------------------------------------- one word per message
+
+
+def _every_catalog(language: str) -> list[tuple[str, Path]]:
+    """The shared catalog and every domain's, in the order `i18n.translations` merges them."""
+    found = [("web", LOCALE / language / "LC_MESSAGES" / "messages.po")]
+    found += [(d.parent.name, d / language / "LC_MESSAGES" / "messages.po")
+              for d in i18n.domain_locale_dirs()]
+    return [(name, path) for name, path in found if path.exists()]
+
+
+def _as_shown(message, language: str):
+    """What a page shows for `message`: in English an empty msgstr means the msgid itself."""
+    if isinstance(message.id, tuple | list):
+        strings = tuple(message.string)
+        if language == "en":
+            strings = tuple(s or message.id[min(i, 1)] for i, s in enumerate(strings))
+        return strings if any(strings) else None
+    if language == "en":
+        return message.string or message.id
+    return message.string or None  # untranslated: checked by the tests above, not a clash
+
+
+@pytest.mark.parametrize("language", i18n.LANGUAGES)
+def test_a_message_has_one_translation_in_every_catalog(language):
+    """The catalogs are merged into one per language, a later domain's entry silently replacing
+    an earlier one: a msgid translated two ways shows another domain's word on some page."""
+    texts: dict[object, dict[str, object]] = {}
+    for name, path in _every_catalog(language):
+        with open(path, "rb") as handle:
+            catalog = read_po(handle, locale=language)
+        for message in catalog:
+            if not message.id:
+                continue
+            shown = _as_shown(message, language)
+            if shown is not None:
+                key = (message.context, tuple(message.id) if isinstance(message.id, list) else message.id)
+                texts.setdefault(key, {})[name] = shown
+    clashes = [
+        f"  {msgid!r}" + (f" (context {context!r})" if context else "") + ": "
+        + "; ".join(f"{name}: {text!r}" for name, text in by_catalog.items())
+        for (context, msgid), by_catalog in texts.items() if len(set(by_catalog.values())) > 1
+    ]
+    assert not clashes, (
+        f"{language}: {len(clashes)} msgid(s) translated differently in different catalogs "
+        "(policy_server/web/locale and policy_server/<domain>/locale are merged into one, so only one "
+        "of these shows, on every page):\n" + "\n".join(clashes) + "\n"
+        "Fix: where the meaning is the same, use one translation in every catalog; where it differs "
+        "(a person's name vs a scene's name…), give the code a distinct English msgid (e.g. 'Scene name') "
+        "and translate it in ky, ru and en; then run pybabel compile -d <that locale folder> -D messages."
+    )
