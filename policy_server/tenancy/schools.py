@@ -14,6 +14,8 @@ the school as well.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
+import functools
 import ipaddress
 import json
 import os
@@ -71,6 +73,24 @@ def _save(service: Settings, schools: list[SchoolEntry]) -> None:
         out.flush()
         os.fsync(out.fileno())
     os.replace(partial, path)
+
+
+def _one_at_a_time(change):
+    """The registry changed by one command at a time (`flock` on `schools.json.lock`): two
+    commands at once would each write the list they read, and one change would be lost."""
+
+    @functools.wraps(change)
+    def locked(service: Settings, **kwargs):
+        path = registry_path(service)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path.with_suffix(".json.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            return change(service, **kwargs)
+        finally:
+            os.close(fd)
+
+    return locked
 
 
 def normalise_host(host: str) -> str:
@@ -151,6 +171,7 @@ def _school_database(service: Settings, slug: str) -> str | None:
     return make_url(service.db_url).set(database=name).render_as_string(hide_password=False)
 
 
+@_one_at_a_time
 def add_school(service: Settings, *, slug: str, name: str, hosts: list[str],
                db_url: str | None = None, actor: str = "cli") -> SchoolEntry:
     """Register a school, make its database (migrated, with its `School` row) and folder."""
@@ -248,6 +269,7 @@ def database_label(service: Settings, entry: SchoolEntry) -> str:
     return url.render_as_string(hide_password=True)
 
 
+@_one_at_a_time
 def remove_school(service: Settings, *, slug: str, actor: str = "cli") -> SchoolEntry:
     """The school off the registry (its database and folder kept: `drop_school_database`)."""
     schools = load(service)
@@ -310,6 +332,7 @@ def drop_school_database(service: Settings, entry: SchoolEntry, *, actor: str = 
     return label
 
 
+@_one_at_a_time
 def set_hosts(service: Settings, *, slug: str, hosts: list[str], actor: str = "cli"
               ) -> tuple[SchoolEntry, SchoolEntry]:
     """New host names for a school (checked as `add_school` checks them); returns (before, after)."""

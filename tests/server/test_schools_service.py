@@ -991,7 +991,21 @@ def test_schools_remove_and_hosts_refuse_what_they_should(tmp_path, monkeypatch,
                        "school-4.district.test")
     assert code == 0 and "four.district.test, school-4.district.test" in out
     assert load(settings)[1].hosts == ("four.district.test", "school-4.district.test")
+    import fcntl
+    import threading
+
+    from policy_server.tenancy.schools import set_hosts
+
+    with open(tmp_path / "svc" / "schools.json.lock", "w") as held:  # another command is changing it
+        fcntl.flock(held, fcntl.LOCK_EX)
+        waiting = threading.Thread(target=set_hosts, args=(settings,),
+                                   kwargs={"slug": "school-1", "hosts": ["one.district.test"]})
+        waiting.start()
+        waiting.join(0.5)
+        assert waiting.is_alive() and load(settings)[0].hosts == ("school-1.district.test",)
+    waiting.join(10)
+    assert load(settings)[0].hosts == ("one.district.test",)
     trail = [json.loads(line) for line in (tmp_path / "svc" / "schools-audit.log").read_text().splitlines()]
     assert [(t["action"], t["school"]) for t in trail][3:] == [
         ("school.remove", "school-2"), ("school.remove", "school-3"), ("school.drop_database", "school-3"),
-        ("school.add", "school-4"), ("school.hosts", "school-4")]
+        ("school.add", "school-4"), ("school.hosts", "school-4"), ("school.hosts", "school-1")]
