@@ -740,27 +740,29 @@ def _add_live_school(district: District, slug: str, *hosts: str) -> tuple[str, s
     return db_url, r.json()["token"]
 
 
-def _wait_for_status(district: District, host: str, status: int, *, within: float = 20) -> None:
+def _wait_for_status(district: District | None, host: str, status: int, *, within: float = 20,
+                     url: str = "", log: Path | None = None) -> None:
     """`status` eight times in a row, each on a new connection (so from both workers)."""
     in_a_row, deadline = 0, time.monotonic() + within
     while in_a_row < 8:
-        with httpx.Client(base_url=district.url, headers={"Host": host}, timeout=40) as client:
+        with httpx.Client(base_url=url or district.url, headers={"Host": host}, timeout=40) as client:
             got = client.get("/healthz").status_code
         in_a_row = in_a_row + 1 if got == status else 0
         assert time.monotonic() < deadline, f"{host}: {got}, not {status}\n" + (
-            district.root / "server.log").read_text()[-3000:]
+            log or district.root / "server.log").read_text()[-3000:]
 
 
 class _Stream:
     """An agent's push stream read on a thread, until `until(lines)` or the server ends it."""
 
-    def __init__(self, district: District, host: str, token: str, until=lambda lines: False) -> None:
+    def __init__(self, district: District | str, host: str, token: str, until=lambda lines: False) -> None:
         import threading
 
         self.lines: list[str] = []
         self.ended_by_server = False
         self._until = until
-        self._thread = threading.Thread(target=self._read, args=(district.url, host, token), daemon=True)
+        url = district if isinstance(district, str) else district.url
+        self._thread = threading.Thread(target=self._read, args=(url, host, token), daemon=True)
         self._thread.start()
         deadline = time.monotonic() + 10
         while "retry: 2000" not in self.lines:
@@ -878,6 +880,37 @@ def test_a_schools_hosts_changed_while_the_service_runs_are_rerouted(district: D
             "after": ["e1.district.test", "e3.district.test"]}
     engine.dispose()
     assert stream.join(15) and not stream.ended_by_server, stream.lines  # the same stream heard it
+
+
+def test_on_sqlite_a_school_removed_while_the_service_runs_ends_its_streams(tmp_path):
+    """A real `kalkan-server run` on SQLite (one process): `remove_school` and its SQLite file
+    dropped while an agent of the school holds its push stream: the stream is ended by the
+    server, the school's host 404s, the other school is served all along."""
+    from policy_server.agents.service import create_enrollment_code, parse_expiry
+    from policy_server.db.session import make_engine, make_sessionmaker
+    from policy_server.tenancy.schools import add_school, drop_school_database, remove_school, school_settings
+
+    settings = Settings(state_dir=tmp_path / "svc", tls=False)
+    add_school(settings, slug="school-1", name="One", hosts=["127.0.0.1"])  # (the process's start check)
+    entry = add_school(settings, slug="school-2", name="Two", hosts=["two.district.test"])
+    engine = make_engine(school_settings(settings, entry).database_url)
+    with make_sessionmaker(engine)() as db:
+        code = create_enrollment_code(db, actor="test", uses=1, expires_at=parse_expiry("1d"))
+        db.commit()
+    engine.dispose()
+    with KalkanServerProcess(tmp_path / "svc", tls=False) as server:
+        two = httpx.Client(base_url=server.url, headers={"Host": "two.district.test"}, timeout=10)
+        with two:
+            r = two.post("/api/v1/enroll", json={"code": code, "hostname": "pc-2", "seat": "s-01"})
+            assert r.status_code == 200, r.text
+        stream = _Stream(server.url, "two.district.test", r.json()["token"])
+        remove_school(settings, slug="school-2", actor="test")
+        drop_school_database(settings, entry, actor="test")
+        assert stream.join(10) and stream.ended_by_server, server.log_text()
+        log = tmp_path / "svc" / "server.log"
+        _wait_for_status(None, "two.district.test", 404, within=10, url=server.url, log=log)
+        _wait_for_status(None, "127.0.0.1", 200, url=server.url, log=log)
+    assert not (tmp_path / "svc" / "schools" / "school-2" / "kalkan.sqlite").exists()
 
 
 def test_in_one_process_a_school_removed_stops_and_new_hosts_keep_the_app(tmp_path):
