@@ -112,7 +112,7 @@ class SchoolsService:
         rehosted, added = [], []
         for entry in entries:
             old = served.get(entry.slug)
-            if old is not None and set(old.hosts) == set(entry.hosts):
+            if old is not None and old.hosts == entry.hosts:  # (the order too: the first is its address)
                 continue
             taken = [h for h in entry.hosts if owner.get(h, entry.slug) != entry.slug]
             if taken:
