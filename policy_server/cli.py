@@ -21,6 +21,10 @@
     kalkan-server student-labs [ROOM ...] [--clear]     (rooms where students work; ISUO checks)
     kalkan-server lists update [--source URL|RSYNC-URL|TARBALL|FOLDER] [--sha256 HEX] [--force] [--json]
     kalkan-server lists show [--json]                   (category lists: source, published indexes)
+    kalkan-server schools add NAME --host H [--host H2] [--name N] [--admin U --password-stdin]
+    kalkan-server schools list [--json]
+    kalkan-server schools remove NAME [--yes] [--drop-database]   (a running service notices)
+    kalkan-server schools hosts NAME --host H [--host H2]          (all its host names; no restart)
 
 `--state-dir` and `--db` work with every command (or KALKAN_STATE_DIR / KALKAN_DB_URL).
 `kalkan-server --lang ky|ru|en COMMAND …` picks the language of what it prints (else the
@@ -256,6 +260,10 @@ def cmd_schools(args: argparse.Namespace) -> int:
                         hosts=", ".join(entry.hosts)))
         print(translate(_language, texts.SERVED_SOON))
         return 0
+    if args.schools_command == "remove":
+        return _remove_school(args, settings)
+    if args.schools_command == "hosts":
+        return _set_school_hosts(args, settings)
     schools = load(settings)
     if args.json:
         print(json.dumps([{k: v for k, v in e.to_json().items() if k != "db_url"} for e in schools]))
@@ -264,6 +272,51 @@ def cmd_schools(args: argparse.Namespace) -> int:
         print(translate(_language, texts.SINGLE))
     for entry in schools:
         print(f"{entry.slug}\t{entry.name}\t{', '.join(entry.hosts)}")
+    return 0
+
+
+def _remove_school(args: argparse.Namespace, settings: Settings) -> int:
+    """`schools remove NAME [--yes] [--drop-database]`: says what it does first; without --yes
+    nothing changes; the database is kept unless --drop-database and the short name typed."""
+    from policy_server.tenancy import texts
+    from policy_server.tenancy.schools import database_label, drop_school_database, find, remove_school
+
+    entry = find(settings, args.slug)
+    where = {"database": database_label(settings, entry), "folder": entry.state_dir(settings),
+             "slug": entry.slug}
+    print(translate(_language, texts.REMOVE_PLAN, slug=entry.slug, name=entry.name,
+                    hosts=", ".join(entry.hosts)))
+    print(translate(_language, texts.DROPS_DATABASE if args.drop_database else texts.KEEPS_DATABASE, **where))
+    if not args.yes:
+        raise KalkanError(f"nothing was removed: give --yes to remove the school {entry.slug!r}",
+                          code="schools.remove_needs_yes", params={"slug": entry.slug})
+    if args.drop_database:
+        print(translate(_language, texts.TYPE_SLUG, slug=entry.slug), flush=True)
+        typed = sys.stdin.readline().strip()
+        if typed != entry.slug:
+            raise KalkanError(f"nothing was removed: the short name typed was not {entry.slug!r}",
+                              code="schools.drop_not_confirmed", params={"slug": entry.slug})
+    remove_school(settings, slug=entry.slug, actor=ACTOR_CLI)
+    print(translate(_language, texts.REMOVED, slug=entry.slug), flush=True)
+    if args.drop_database:
+        dropped = drop_school_database(settings, entry, actor=ACTOR_CLI)
+        print(translate(_language, texts.DROPPED, database=dropped))
+    return 0
+
+
+def _set_school_hosts(args: argparse.Namespace, settings: Settings) -> int:
+    """`schools hosts NAME --host H [--host H2]`: the school's host names, all of them."""
+    from policy_server.tenancy import texts
+    from policy_server.tenancy.schools import set_hosts
+
+    before, after = set_hosts(settings, slug=args.slug, hosts=args.host, actor=ACTOR_CLI)
+    if before.hosts == after.hosts:
+        print(translate(_language, texts.HOSTS_SAME, slug=after.slug, hosts=", ".join(after.hosts)))
+        return 0
+    print(translate(_language, texts.HOSTS_CHANGED, slug=after.slug, hosts=", ".join(after.hosts),
+                    old=", ".join(before.hosts)))
+    if settings.tls and set(after.hosts) - set(before.hosts):
+        print(translate(_language, texts.CERT_HINT))
     return 0
 
 
@@ -712,7 +765,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 help="withdraw the next certificate (key deleted; the seats drop its pin)")
     cancel.add_argument("--json", action="store_true")
     cancel.set_defaults(func=cmd_tls)
-    schools = sub.add_parser("schools", help="many schools on one service: add a school, list them")
+    schools = sub.add_parser("schools", help="many schools on one service: add, list, remove a school, "
+                                               "set its host names")
     schools_sub = schools.add_subparsers(dest="schools_command", required=True)
     add = schools_sub.add_parser("add", parents=[common], help="add a school (its own database and folder)")
     add.add_argument("slug", help="short name, e.g. school-12 (lowercase letters, digits, '-')")
@@ -725,6 +779,19 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--password-stdin", action="store_true",
                      help="read the admin's password from standard input")
     add.set_defaults(func=cmd_schools)
+    remove = schools_sub.add_parser("remove", parents=[common],
+                                    help="stop serving a school (a running service notices within seconds)")
+    remove.add_argument("slug", help="the school's short name (kalkan-server schools list)")
+    remove.add_argument("--yes", action="store_true", help="do it (without: only say what it would do)")
+    remove.add_argument("--drop-database", action="store_true",
+                        help="also drop the school's database (after typing its short name); default: kept")
+    remove.set_defaults(func=cmd_schools)
+    hosts = schools_sub.add_parser("hosts", parents=[common],
+                                   help="set a school's host names (a running service re-routes in seconds)")
+    hosts.add_argument("slug", help="the school's short name (kalkan-server schools list)")
+    hosts.add_argument("--host", action="append", required=True,
+                       help="a host name the school's people and seats use (repeat for several; all of them)")
+    hosts.set_defaults(func=cmd_schools)
     listing = schools_sub.add_parser("list", parents=[common], help="the schools of this service")
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(func=cmd_schools)

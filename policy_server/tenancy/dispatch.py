@@ -19,8 +19,18 @@ restart: the lifespan looks at `schools.json` every REGISTRY_CHECK_S (a `stat`; 
 only when it changed), and a request for a host no school has looks at once.  The new school's
 app is built off the event loop, its lifespan is entered in the service's lifespan (so it stops
 with the others), and only then does its host name lead to it.  Each worker process does this on
-its own.  What still needs a restart: a school removed or renamed, hosts changed, and a school on
-SQLite added to a service of several workers (one writer: the service must run as one process).
+its own.
+
+The same look notices a school removed (`kalkan-server schools remove`) and a school's host
+names changed (`kalkan-server schools hosts`).  A removed school's hosts lead nowhere at once
+(404, as an unknown host), its push streams are ended (its agents reconnect and get the 404),
+the requests it is still answering get up to REMOVE_DRAIN_S to finish, and then its lifespan is
+left — periodic jobs, lesson ticker and push hub stopped, its database engine disposed — in the
+task that entered it; the other schools' requests are not touched.  Hosts changed: only the
+host-to-app map changes (and the school's public address when it came from its first host);
+the app, its sessions, jobs and streams go on.  What still needs a restart: a school renamed,
+and a school on SQLite added to a service of several workers (one writer: the service must run
+as one process).
 """
 
 from __future__ import annotations
@@ -38,6 +48,7 @@ from policy_server.tenancy.schools import SchoolEntry, load, normalise_host, reg
 log = logging.getLogger("kalkan.tenancy")
 REGISTRY_CHECK_S = 2.0
 NEW_SCHOOL_WAIT_S = 30.0  # a request for a school just added waits this long for its app at most
+REMOVE_DRAIN_S = 10.0  # a removed school's requests in flight get this long to finish
 
 
 class SchoolsService:
@@ -53,6 +64,8 @@ class SchoolsService:
                              "`kalkan-server schools add`")
         self.apps = {}  # slug -> FastAPI app
         self.by_host = {}  # normalised host -> FastAPI app
+        self._running: dict[str, AsyncExitStack] = {}  # slug -> its lifespan, while the service runs
+        self._in_flight: dict[str, int] = {}  # slug -> requests (and streams) being answered
         for entry in self.schools:
             self._serve(entry, self._build(entry))
         self._look_now: asyncio.Event | None = None
@@ -78,43 +91,105 @@ class SchoolsService:
 
     # ------------------------------------------------------------------ schools added live
 
-    def added_schools(self) -> list[SchoolEntry]:
-        """The registry's schools this service does not serve yet and can serve now (the file is
-        read again only when its size or time changed); the others are logged, once per change."""
+    def registry_changes(self) -> tuple[list[str], list[SchoolEntry], list[SchoolEntry]]:
+        """What changed in the registry since the last look: (schools removed, schools whose host
+        names changed, schools added that can be served now).  The file is read again only when
+        its size or time changed; what cannot be done is logged, once per change."""
         stamp = _stamp(self._registry)
         if stamp == self._registry_stamp:
-            return []
+            return [], [], []
         self._registry_stamp = stamp
         try:
             entries = load(self.settings)
         except (OSError, ValueError, KeyError, TypeError) as exc:  # written by hand, half-copied
             log.warning("kalkan: %s cannot be read (%s); serving the schools as before", self._registry, exc)
-            return []
-        added = []
+            return [], [], []
+        listed = {entry.slug for entry in entries}
+        removed = [slug for slug in self.apps if slug not in listed]
+        served = {e.slug: e for e in self.schools}
+        # the hosts each served school keeps once the removals are done: what others may not claim
+        owner = {h: e.slug for e in self.schools if e.slug not in removed for h in e.hosts}
+        rehosted, added = [], []
         for entry in entries:
-            if entry.slug in self.apps:
+            old = served.get(entry.slug)
+            if old is not None and old.hosts == entry.hosts:  # (the order too: the first is its address)
                 continue
-            taken = [h for h in entry.hosts if h in self.by_host]
+            taken = [h for h in entry.hosts if owner.get(h, entry.slug) != entry.slug]
             if taken:
-                log.warning("kalkan: school %s not served: its host %s belongs to another school", entry.slug,
-                            taken[0])
+                log.warning("kalkan: school %s not %s: its host %s belongs to the school %s", entry.slug,
+                            "re-routed" if old else "served", taken[0], owner[taken[0]])
+            elif old is not None:
+                rehosted.append(entry)
             elif not self.one_process and not (entry.db_url or "").startswith("postgresql"):
                 log.warning("kalkan: school %s is on SQLite (one writer) and this service runs several "
                             "workers: restart the service to serve it (it then runs as one process)",
                             entry.slug)
+                continue
             else:
                 added.append(entry)
-        return added
+            if not taken:
+                for host in (old.hosts if old else ()):
+                    owner.pop(host, None)
+                owner.update(dict.fromkeys(entry.hosts, entry.slug))
+        return removed, rehosted, added
 
-    async def _start_added_schools(self, running: AsyncExitStack) -> None:
-        for entry in self.added_schools():
+    def _unserve(self, slug: str):
+        """The school's hosts lead nowhere from now on (404); returns its app."""
+        app = self.apps.pop(slug)
+        for host in [h for h, a in self.by_host.items() if a is app]:
+            del self.by_host[host]
+        self.schools = [e for e in self.schools if e.slug != slug]
+        return app
+
+    def _rehost(self, entry: SchoolEntry) -> None:
+        """New host names for a served school: the same app (its sessions, jobs, streams go on)."""
+        app = self.apps[entry.slug]
+        old = next(e for e in self.schools if e.slug == entry.slug)
+        for host in old.hosts:
+            if self.by_host.get(host) is app:
+                del self.by_host[host]
+        for host in entry.hosts:
+            self.by_host[host] = app
+        settings = app.state.settings
+        if self.settings.public_url is None:  # its address (seat command) came from its first host
+            settings.public_url = school_settings(self.settings, entry).public_url
+        self.schools = [entry if e.slug == entry.slug else e for e in self.schools]
+        log.info("kalkan: school %s now served at %s (was %s)", entry.slug, ", ".join(entry.hosts),
+                 ", ".join(old.hosts))
+
+    async def _stop_removed_school(self, slug: str) -> None:
+        app = self._unserve(slug)
+        app.state.push_hub.close_all()  # its agents' streams end; they reconnect and get the 404
+        deadline = asyncio.get_running_loop().time() + REMOVE_DRAIN_S
+        while self._in_flight.get(slug) and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        if self._in_flight.get(slug):
+            log.warning("kalkan: school %s removed with %d requests still unanswered after %.0f s",
+                        slug, self._in_flight[slug], REMOVE_DRAIN_S)
+        running = self._running.pop(slug, None)
+        try:
+            if running is not None:
+                await running.aclose()  # its jobs, ticker and push hub stop; its engine is disposed
+        except Exception:  # noqa: BLE001 — the others go on
+            log.exception("kalkan: school %s did not stop cleanly", slug)
+        log.info("kalkan: school %s removed: no longer served", slug)
+
+    async def _apply_registry_changes(self) -> None:
+        removed, rehosted, added = self.registry_changes()
+        for slug in removed:
+            await self._stop_removed_school(slug)
+        for entry in rehosted:
+            self._rehost(entry)
+        for entry in added:
             try:
                 app = await asyncio.to_thread(self._build, entry)  # migrations, the CA: off the loop
+                running = AsyncExitStack()
                 await running.enter_async_context(app.router.lifespan_context(app))
             except Exception:  # noqa: BLE001 — the others go on
                 log.exception("kalkan: school %s could not be started; it is tried again when schools.json "
                               "changes, or at the service's restart", entry.slug)
                 continue
+            self._running[entry.slug] = running
             self.schools.append(entry)
             self._serve(entry, app)
             log.info("kalkan: school %s added, served at %s", entry.slug, ", ".join(entry.hosts))
@@ -147,23 +222,29 @@ class SchoolsService:
         if app is None:
             await _unknown_host(scope, send, _header(scope, b"accept-language"))
             return
-        await app(scope, receive, send)
+        slug = app.state.school_slug
+        self._in_flight[slug] = self._in_flight.get(slug, 0) + 1  # (a removed school waits for these)
+        try:
+            await app(scope, receive, send)
+        finally:
+            self._in_flight[slug] -= 1
 
     async def _lifespan(self, receive, send) -> None:
         message = await receive()
         assert message["type"] == "lifespan.startup"
-        stack = AsyncExitStack()
         try:
-            for app in self.apps.values():
-                await stack.enter_async_context(app.router.lifespan_context(app))
+            for slug, app in list(self.apps.items()):
+                running = AsyncExitStack()
+                await running.enter_async_context(app.router.lifespan_context(app))
+                self._running[slug] = running
         except BaseException as exc:  # noqa: BLE001 — reported to the server, which stops
-            await stack.aclose()
+            await self._stop_all()
             await send({"type": "lifespan.startup.failed", "message": f"{type(exc).__name__}: {exc}"})
             return
         await send({"type": "lifespan.startup.complete"})
         # Until the shutdown: the registry looked at every REGISTRY_CHECK_S, or at once when a
-        # request asks for a host no school has.  Schools added are started here, in the task
-        # that entered the others, so that they stop with them.
+        # request asks for a host no school has.  Schools added are started here, and schools
+        # removed stopped here, in the task that entered the others' lifespans.
         self._look_now, self._looked = asyncio.Event(), asyncio.Event()
         shutdown = asyncio.ensure_future(receive())
         try:
@@ -178,7 +259,7 @@ class SchoolsService:
                 looked, self._looked = self._looked, asyncio.Event()
                 self._looking = True
                 try:
-                    await self._start_added_schools(stack)
+                    await self._apply_registry_changes()
                 finally:
                     self._looking = False
                     looked.set()
@@ -186,9 +267,21 @@ class SchoolsService:
             shutdown.cancel()
             self._look_now = self._looked = None
             try:
-                await stack.aclose()
+                await self._stop_all()
             finally:
                 await send({"type": "lifespan.shutdown.complete"})
+
+    async def _stop_all(self) -> None:
+        """Every running school's lifespan left, the last started first."""
+        problem = None
+        while self._running:
+            _slug, running = self._running.popitem()
+            try:
+                await running.aclose()
+            except BaseException as exc:  # noqa: BLE001 — the others still stop
+                problem = problem or exc
+        if problem is not None:
+            raise problem
 
 
 def _stamp(path) -> tuple[int, int] | None:

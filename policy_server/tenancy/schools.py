@@ -14,6 +14,8 @@ the school as well.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
+import functools
 import ipaddress
 import json
 import os
@@ -71,6 +73,24 @@ def _save(service: Settings, schools: list[SchoolEntry]) -> None:
         out.flush()
         os.fsync(out.fileno())
     os.replace(partial, path)
+
+
+def _one_at_a_time(change):
+    """The registry changed by one command at a time (`flock` on `schools.json.lock`): two
+    commands at once would each write the list they read, and one change would be lost."""
+
+    @functools.wraps(change)
+    def locked(service: Settings, **kwargs):
+        path = registry_path(service)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path.with_suffix(".json.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            return change(service, **kwargs)
+        finally:
+            os.close(fd)
+
+    return locked
 
 
 def normalise_host(host: str) -> str:
@@ -151,6 +171,7 @@ def _school_database(service: Settings, slug: str) -> str | None:
     return make_url(service.db_url).set(database=name).render_as_string(hide_password=False)
 
 
+@_one_at_a_time
 def add_school(service: Settings, *, slug: str, name: str, hosts: list[str],
                db_url: str | None = None, actor: str = "cli") -> SchoolEntry:
     """Register a school, make its database (migrated, with its `School` row) and folder."""
@@ -190,4 +211,147 @@ def add_school(service: Settings, *, slug: str, name: str, hosts: list[str],
     finally:
         engine.dispose()
     _save(service, [*schools, entry])
+    _service_audit(service, actor=actor, action="school.add", slug=slug,
+                   detail={"hosts": list(entry.hosts), "database": database_label(service, entry)})
     return entry
+
+
+# ---------------------------------------------------------------- schools removed, hosts changed
+# (`kalkan-server schools remove` / `schools hosts`; a running service notices within
+# dispatch.REGISTRY_CHECK_S: tenancy/dispatch.py)
+
+AUDIT_NAME = "schools-audit.log"
+DROP_WAIT_S = 20.0  # a running service lets go of a removed school's database within this
+
+
+def _service_audit(service: Settings, *, actor: str, action: str, slug: str, detail: dict) -> None:
+    """One JSON line a change in `<state_dir>/schools-audit.log` (root-only readable): the
+    service's own trail, which outlives a school's dropped database."""
+    from datetime import UTC, datetime
+
+    line = json.dumps({"at": datetime.now(UTC).isoformat(timespec="seconds"), "actor": actor,
+                       "action": action, "school": slug, **detail}, ensure_ascii=False)
+    fd = os.open(Path(service.state_dir) / AUDIT_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    with os.fdopen(fd, "a") as out:
+        out.write(line + "\n")
+
+
+def _school_audit(service: Settings, entry: SchoolEntry, *, actor: str, action: str, detail: dict) -> bool:
+    """The change in the school's own audit trail too (its console's audit page); False if its
+    database cannot be reached (the change goes on: the service's trail has it)."""
+    import logging
+
+    from policy_server.audit import audit
+    from policy_server.db.session import make_engine, make_sessionmaker
+
+    try:
+        engine = make_engine(school_settings(service, entry).database_url)
+        try:
+            with make_sessionmaker(engine)() as db:
+                audit(db, actor=actor, action=action, target=entry.slug, detail=detail)
+                db.commit()
+        finally:
+            engine.dispose()
+    except Exception as exc:  # noqa: BLE001 — a school whose database is gone can still be removed
+        logging.getLogger("kalkan.tenancy").warning("school %s: %s not in its audit trail (%s)",
+                                                    entry.slug, action, exc)
+        return False
+    return True
+
+
+def database_label(service: Settings, entry: SchoolEntry) -> str:
+    """The school's database as the operator reads it (no password)."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(school_settings(service, entry).database_url)
+    if url.get_backend_name() == "sqlite":
+        return str(url.database)
+    return url.render_as_string(hide_password=True)
+
+
+@_one_at_a_time
+def remove_school(service: Settings, *, slug: str, actor: str = "cli") -> SchoolEntry:
+    """The school off the registry (its database and folder kept: `drop_school_database`)."""
+    schools = load(service)
+    entry = find(service, slug)
+    if len(schools) == 1:
+        raise Conflict(f"the school {slug!r} is this service's only school; a service needs one: stop "
+                       "the service instead, or add the school that takes its place first",
+                       code="schools.last_school", params={"slug": slug})
+    detail = {"hosts": list(entry.hosts), "database": database_label(service, entry)}
+    _school_audit(service, entry, actor=actor, action="school.remove", detail=detail)
+    _save(service, [s for s in schools if s.slug != slug])
+    _service_audit(service, actor=actor, action="school.remove", slug=slug, detail=detail)
+    return entry
+
+
+def drop_school_database(service: Settings, entry: SchoolEntry, *, actor: str = "cli",
+                         wait_s: float = DROP_WAIT_S) -> str:
+    """Drop a removed school's database: PostgreSQL `DROP DATABASE` (waiting up to `wait_s` for a
+    running service to let go of it, then ending its connections), SQLite its file.  Returns
+    what was dropped."""
+    import time
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import DBAPIError
+
+    label = database_label(service, entry)
+    url = make_url(school_settings(service, entry).database_url)
+    if url.get_backend_name() == "sqlite":
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            Path(str(url.database) + suffix).unlink(missing_ok=True)
+    else:
+        name = url.database
+        admin = make_url(service.db_url) if (service.db_url or "").startswith("postgresql") else url
+        if admin.database == name or admin.host != url.host or admin.port != url.port:
+            admin = url.set(database="postgres")
+        engine = create_engine(admin, isolation_level="AUTOCOMMIT")
+        deadline = time.monotonic() + wait_s
+        try:
+            with engine.connect() as connection:
+                while True:
+                    force = time.monotonic() >= deadline
+                    try:
+                        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}"'
+                                                + (" WITH (FORCE)" if force else "")))
+                        break
+                    except DBAPIError as exc:
+                        if force or "other users" not in str(exc.orig):  # (in use: wait for the service)
+                            problem = (str(exc.orig).strip().splitlines() or [type(exc).__name__])[0]
+                            raise KalkanError(
+                                f"could not drop the school's database {name} ({problem}); the school is "
+                                "removed from the service, drop the database yourself",
+                                code="schools.cannot_drop_database",
+                                params={"database": name, "problem": problem}) from None
+                        time.sleep(0.5)
+        finally:
+            engine.dispose()
+    _service_audit(service, actor=actor, action="school.drop_database", slug=entry.slug,
+                   detail={"database": label})
+    return label
+
+
+@_one_at_a_time
+def set_hosts(service: Settings, *, slug: str, hosts: list[str], actor: str = "cli"
+              ) -> tuple[SchoolEntry, SchoolEntry]:
+    """New host names for a school (checked as `add_school` checks them); returns (before, after)."""
+    if not hosts:
+        raise InvalidInput("give at least one --host: the name the school's people and seats use",
+                           code="schools.no_host")
+    hosts = list(dict.fromkeys(check_host(h) for h in hosts))
+    schools = load(service)
+    entry = find(service, slug)
+    for other in schools:
+        taken = set(hosts) & set(other.hosts) if other.slug != slug else set()
+        if taken:
+            raise Conflict(f"the host {sorted(taken)[0]} belongs to the school {other.slug!r} already; "
+                           "each host name serves one school", code="schools.host_taken",
+                           params={"host": sorted(taken)[0], "slug": other.slug})
+    changed = dataclasses.replace(entry, hosts=tuple(hosts))
+    if changed.hosts != entry.hosts:
+        detail = {"before": list(entry.hosts), "after": list(changed.hosts)}
+        _school_audit(service, entry, actor=actor, action="school.hosts", detail=detail)
+        _save(service, [changed if s.slug == slug else s for s in schools])
+        _service_audit(service, actor=actor, action="school.hosts", slug=slug, detail=detail)
+    return entry, changed

@@ -704,3 +704,341 @@ def test_a_school_database_that_cannot_be_made_is_said_plainly(postgres_cluster,
     assert "CREATEDB" in str(refused.value) and "--school-db" in str(refused.value)
     assert "CREATEDB" in refused.value.in_language("ky")
     assert not is_multi_school(service)
+
+
+# ---------------------------------------------------------------- schools removed, hosts changed live
+
+
+def _schools_cli(*args: str, district: District, stdin: str = "") -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "policy_server.cli", *args, "--state-dir",
+                           str(district.root / "service"), "--db", district.service_db],
+                          input=stdin, capture_output=True, text=True, cwd=REPO, env=env)
+
+
+def _add_live_school(district: District, slug: str, *hosts: str) -> tuple[str, str]:
+    """A school added to the running service (admin `admin-<slug>`), served at its first host,
+    with one enrolled agent; returns (its database URL, the agent's token)."""
+    from policy_server.agents.service import create_enrollment_code, parse_expiry
+    from policy_server.db.session import make_engine, make_sessionmaker
+    from policy_server.tenancy.schools import load
+
+    host_options = [option for host in hosts for option in ("--host", host)]
+    _cli("schools", "add", slug, *host_options, "--admin", f"admin-{slug}", "--password-stdin",
+         root=district.root, service_db=district.service_db, stdin=PASSWORD + "\n")
+    service = Settings(state_dir=district.root / "service", db_url=district.service_db)
+    db_url = next(e.db_url for e in load(service) if e.slug == slug)
+    engine = make_engine(db_url)
+    with make_sessionmaker(engine)() as db:
+        code = create_enrollment_code(db, actor="test", uses=1, expires_at=parse_expiry("1d"))
+        db.commit()
+    engine.dispose()
+    _wait_for_status(district, hosts[0], 200)
+    with httpx.Client(base_url=district.url, headers={"Host": hosts[0]}, timeout=10) as client:
+        r = client.post("/api/v1/enroll", json={"code": code, "hostname": f"pc-{slug}", "seat": "s-01"})
+        assert r.status_code == 200, r.text
+    return db_url, r.json()["token"]
+
+
+def _wait_for_status(district: District | None, host: str, status: int, *, within: float = 20,
+                     url: str = "", log: Path | None = None) -> None:
+    """`status` eight times in a row, each on a new connection (so from both workers)."""
+    in_a_row, deadline = 0, time.monotonic() + within
+    while in_a_row < 8:
+        with httpx.Client(base_url=url or district.url, headers={"Host": host}, timeout=40) as client:
+            got = client.get("/healthz").status_code
+        in_a_row = in_a_row + 1 if got == status else 0
+        assert time.monotonic() < deadline, f"{host}: {got}, not {status}\n" + (
+            log or district.root / "server.log").read_text()[-3000:]
+
+
+class _Stream:
+    """An agent's push stream read on a thread, until `until(lines)` or the server ends it."""
+
+    def __init__(self, district: District | str, host: str, token: str, until=lambda lines: False) -> None:
+        import threading
+
+        self.lines: list[str] = []
+        self.ended_by_server = False
+        self._until = until
+        url = district if isinstance(district, str) else district.url
+        self._thread = threading.Thread(target=self._read, args=(url, host, token), daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while "retry: 2000" not in self.lines:
+            assert self._thread.is_alive() and time.monotonic() < deadline, self.lines
+            time.sleep(0.05)
+
+    def _read(self, url: str, host: str, token: str) -> None:
+        timeout = httpx.Timeout(10, read=40)
+        with (httpx.Client(base_url=url, headers={"Host": host}, timeout=timeout) as client,
+              client.stream("GET", "/api/v1/policy/stream", headers={"Authorization": f"Bearer {token}"})
+              as stream):
+            for line in stream.iter_lines():
+                self.lines.append(line)
+                if self._until(self.lines):
+                    return
+        self.ended_by_server = True
+
+    def join(self, within: float) -> bool:
+        self._thread.join(within)
+        return not self._thread.is_alive()
+
+
+def test_a_school_removed_while_the_service_runs_is_stopped_at_once(district: District):
+    """`schools remove --yes --drop-database` while the service runs (two workers, PostgreSQL):
+    the school's agent's push stream is ended, its host 404s within a few seconds on every worker,
+    and the database is dropped once the service let go of it — while school A's requests, sent
+    all along, keep succeeding."""
+    import threading
+
+    from sqlalchemy import create_engine, text
+
+    db_url, token = _add_live_school(district, "school-d", "d.district.test")
+    stream = _Stream(district, "d.district.test", token)
+    a = district.schools["school-a"]
+    a_answers: list[int] = []
+    done = threading.Event()
+
+    def keep_asking() -> None:  # A's agent asks for its policy, one new connection each time
+        while not done.is_set():
+            with district.client("school-a") as client:
+                a_answers.append(client.get("/api/v1/policy", headers={
+                    "Authorization": f"Bearer {a.agent_token}"}).status_code)
+
+    asking = threading.Thread(target=keep_asking, daemon=True)
+    asking.start()
+    try:
+        refused = _schools_cli("schools", "remove", "school-d", district=district)
+        assert refused.returncode == 2 and "--yes" in refused.stderr
+        assert "Removing the school" in refused.stdout
+        removed = _schools_cli("schools", "remove", "school-d", "--yes", "--drop-database", district=district,
+                               stdin="school-d\n")
+        assert removed.returncode == 0, removed.stderr
+        assert "backup --school school-d" in removed.stdout and "dropped its database" in removed.stdout
+        assert stream.join(10) and stream.ended_by_server  # ended by the server, not timed out
+        _wait_for_status(district, "d.district.test", 404, within=10)
+        with httpx.Client(base_url=district.url, headers={"Host": "d.district.test"}, timeout=10) as client:
+            again = client.get("/api/v1/policy/stream", headers={"Authorization": f"Bearer {token}"})
+            assert again.status_code == 404 and again.json()["code"] == "schools.unknown_host"
+    finally:
+        done.set()
+        asking.join(15)
+    assert len(a_answers) > 10 and set(a_answers) == {200}, a_answers
+    engine = create_engine(district.service_db)
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM pg_database WHERE datname = 'kalkan_school_d'")
+                                  ).scalar() == 0
+    engine.dispose()
+    trail = (district.root / "service" / "schools-audit.log").read_text()
+    assert '"action": "school.remove", "school": "school-d"' in trail and "school.drop_database" in trail
+
+
+def test_a_schools_hosts_changed_while_the_service_runs_are_rerouted(district: District):
+    """`schools hosts` while the service runs (two workers, PostgreSQL): the new host answers for
+    the school, the host taken away 404s, and the school's app goes on as it was: a login session
+    at the kept host still works and the push stream opened before the change stays open and
+    carries the school's next policy version (its push hub was not restarted)."""
+    from sqlalchemy import select
+
+    from policy_server.db.models import AuditRecord
+    from policy_server.db.session import make_engine, make_sessionmaker
+    from policy_server.policies.service import amend_policy
+
+    db_url, token = _add_live_school(district, "school-e", "e1.district.test", "e2.district.test")
+    with httpx.Client(base_url=district.url, headers={"Host": "e1.district.test"}, timeout=10) as client:
+        login = client.post("/api/v1/login", json={"username": "admin-school-e", "password": PASSWORD})
+        assert login.status_code == 200, login.text
+        cookies = dict(client.cookies)
+    changed_policy = "school E, after its hosts changed"
+
+    def heard_the_change(lines: list[str]) -> bool:
+        return any(line.startswith("data:") and changed_policy in line for line in lines)
+
+    stream = _Stream(district, "e1.district.test", token, until=heard_the_change)
+    taken = _schools_cli("schools", "hosts", "school-e", "--host", "a.district.test", district=district)
+    assert taken.returncode == 2 and "school-a" in taken.stderr
+    changed = _schools_cli("schools", "hosts", "school-e", "--host", "e1.district.test", "--host",
+                           "e3.district.test", district=district)
+    assert changed.returncode == 0 and "e3.district.test" in changed.stdout, changed.stderr
+    _wait_for_status(district, "e3.district.test", 200)
+    _wait_for_status(district, "e2.district.test", 404)
+    for _ in range(4):  # the session made before the change, at the kept host (either worker)
+        with httpx.Client(base_url=district.url, headers={"Host": "e1.district.test"}, cookies=cookies,
+                          timeout=10) as client:
+            assert client.get("/api/v1/me").status_code == 200
+    engine = make_engine(db_url)
+    with make_sessionmaker(engine)() as db:
+        def change(bundle):
+            bundle.school = changed_policy
+            return bundle
+
+        amend_policy(db, actor="test", comment="after the hosts changed", change=change)
+        db.commit()
+        assert db.scalar(select(AuditRecord.detail).where(AuditRecord.action == "school.hosts")) == {
+            "before": ["e1.district.test", "e2.district.test"],
+            "after": ["e1.district.test", "e3.district.test"]}
+    engine.dispose()
+    assert stream.join(15) and not stream.ended_by_server, stream.lines  # the same stream heard it
+
+
+def test_on_sqlite_a_school_removed_while_the_service_runs_ends_its_streams(tmp_path):
+    """A real `kalkan-server run` on SQLite (one process): `remove_school` and its SQLite file
+    dropped while an agent of the school holds its push stream: the stream is ended by the
+    server, the school's host 404s, the other school is served all along."""
+    from policy_server.agents.service import create_enrollment_code, parse_expiry
+    from policy_server.db.session import make_engine, make_sessionmaker
+    from policy_server.tenancy.schools import add_school, drop_school_database, remove_school, school_settings
+
+    settings = Settings(state_dir=tmp_path / "svc", tls=False)
+    add_school(settings, slug="school-1", name="One", hosts=["127.0.0.1"])  # (the process's start check)
+    entry = add_school(settings, slug="school-2", name="Two", hosts=["two.district.test"])
+    engine = make_engine(school_settings(settings, entry).database_url)
+    with make_sessionmaker(engine)() as db:
+        code = create_enrollment_code(db, actor="test", uses=1, expires_at=parse_expiry("1d"))
+        db.commit()
+    engine.dispose()
+    with KalkanServerProcess(tmp_path / "svc", tls=False) as server:
+        two = httpx.Client(base_url=server.url, headers={"Host": "two.district.test"}, timeout=10)
+        with two:
+            r = two.post("/api/v1/enroll", json={"code": code, "hostname": "pc-2", "seat": "s-01"})
+            assert r.status_code == 200, r.text
+        stream = _Stream(server.url, "two.district.test", r.json()["token"])
+        remove_school(settings, slug="school-2", actor="test")
+        drop_school_database(settings, entry, actor="test")
+        assert stream.join(10) and stream.ended_by_server, server.log_text()
+        log = tmp_path / "svc" / "server.log"
+        _wait_for_status(None, "two.district.test", 404, within=10, url=server.url, log=log)
+        _wait_for_status(None, "127.0.0.1", 200, url=server.url, log=log)
+    assert not (tmp_path / "svc" / "schools" / "school-2" / "kalkan.sqlite").exists()
+
+
+def test_in_one_process_a_school_removed_stops_and_new_hosts_keep_the_app(tmp_path):
+    """In-process, SQLite, one process (a service on SQLite runs as one): a removed school's host
+    404s, its push streams get the end, its ticker and push hub stop; another school's new host is
+    served by the same app (not rebuilt, its ticker untouched), its old host 404s."""
+    import asyncio
+
+    from policy_server.policies import push
+    from policy_server.tenancy import dispatch
+    from policy_server.tenancy.schools import add_school, remove_school, set_hosts
+
+    settings = Settings(state_dir=tmp_path / "svc", tls=False)
+    for slug in ("first", "second", "third"):
+        add_school(settings, slug=slug, name=slug, hosts=[f"{slug}.test"])
+    service = dispatch.SchoolsService(settings)
+    dispatch.REGISTRY_CHECK_S = 0.2
+
+    async def status(host: str) -> int:
+        transport = httpx.ASGITransport(app=service)
+        async with httpx.AsyncClient(transport=transport, base_url=f"http://{host}") as client:
+            return (await client.get("/healthz")).status_code
+
+    async def scenario() -> None:
+        inbox: asyncio.Queue = asyncio.Queue()
+        outbox: asyncio.Queue = asyncio.Queue()
+        await inbox.put({"type": "lifespan.startup"})
+        lifespan = asyncio.create_task(service({"type": "lifespan"}, inbox.get, outbox.put))
+        assert (await outbox.get())["type"] == "lifespan.startup.complete"
+        second, third = service.apps["second"], service.apps["third"]
+        third_ticker = third.state.lesson_ticker._task
+        queue = second.state.push_hub.subscribe("agent-of-second")
+        await asyncio.to_thread(remove_school, settings, slug="second")
+        await asyncio.to_thread(set_hosts, settings, slug="third", hosts=["third.test", "new.test"])
+        assert await status("new.test") == 200  # a host no school had: looked at at once
+        assert service.app_for("new.test") is third and service.apps["third"] is third
+        assert await status("second.test") == 404 and "second" not in service.apps
+        assert await asyncio.wait_for(queue.get(), 5) is push.CLOSE
+        assert second.state.lesson_ticker._task is None and second.state.push_hub not in push._hubs
+        assert third.state.lesson_ticker._task is third_ticker and third.state.push_hub in push._hubs
+        assert third.state.settings.public_url == "http://third.test:8443"
+        await asyncio.to_thread(set_hosts, settings, slug="third", hosts=["new.test"])
+        for _ in range(50):
+            if await status("third.test") == 404:
+                break
+            await asyncio.sleep(0.1)
+        assert await status("third.test") == 404 and await status("new.test") == 200
+        assert third.state.settings.public_url == "http://new.test:8443"  # the seat command's address
+        assert await status("first.test") == 200
+        await inbox.put({"type": "lifespan.shutdown"})
+        assert (await outbox.get())["type"] == "lifespan.shutdown.complete"
+        await lifespan
+        assert third.state.lesson_ticker._task is None
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        dispatch.REGISTRY_CHECK_S = 2.0
+
+
+def test_schools_remove_and_hosts_refuse_what_they_should(tmp_path, monkeypatch, capsys):
+    """The commands (SQLite): remove says what it does and does nothing without --yes; an unknown
+    school is named with the known ones; the database is kept unless --drop-database and the
+    short name typed; the last school stays; hosts are checked as `schools add` checks them."""
+    import io
+    import json
+
+    from policy_server import cli
+    from policy_server.tenancy.schools import add_school, load, registry_path
+
+    monkeypatch.delenv("KALKAN_DB_URL", raising=False)
+    settings = Settings(state_dir=tmp_path / "svc", tls=False)
+    for slug in ("school-1", "school-2", "school-3"):
+        add_school(settings, slug=slug, name=slug, hosts=[f"{slug}.district.test"])
+    database = tmp_path / "svc" / "schools" / "school-2" / "kalkan.sqlite"
+
+    def run(*args: str, stdin: str = "") -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+        code = cli.main([*args[:1], "schools", *args[1:], "--state-dir", str(tmp_path / "svc")])
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    def slugs() -> list[str]:
+        return [e.slug for e in load(settings)]
+
+    code, out, err = run("--lang=en", "remove", "school-2")
+    assert code == 2 and "nothing was removed" in err.lower() and "--yes" in err
+    assert "404" in out and "school-2.district.test" in out and "are kept" in out
+    code, _, err = run("--lang=ru", "remove", "school-9", "--yes")
+    assert code == 2 and "нет школы school-9" in err and "school-1, school-2, school-3" in err
+    code, out, err = run("--lang=ky", "remove", "school-2", "--yes", "--drop-database", stdin="school-1\n")
+    assert code == 2 and "Эч нерсе өчүрүлгөн жок" in err and "backup --school school-2" in out
+    assert slugs() == ["school-1", "school-2", "school-3"] and database.exists()
+    code, out, _ = run("--lang=en", "remove", "school-2", "--yes")
+    assert code == 0 and "removed the school school-2" in out
+    assert slugs() == ["school-1", "school-3"] and database.exists()  # kept
+    assert oct(registry_path(settings).stat().st_mode & 0o777) == "0o600"
+    code, _, _ = run("--lang=en", "remove", "school-3", "--yes", "--drop-database", stdin="school-3\n")
+    assert code == 0 and not (tmp_path / "svc" / "schools" / "school-3" / "kalkan.sqlite").exists()
+    code, _, err = run("--lang=en", "remove", "school-1", "--yes")
+    assert code == 2 and "only school" in err and slugs() == ["school-1"]
+    add_school(settings, slug="school-4", name="4", hosts=["school-4.district.test"])
+    code, _, err = run("--lang=en", "hosts", "school-4", "--host", "School-1.district.test")
+    assert code == 2 and "belongs to the school 'school-1'" in err
+    code, _, err = run("--lang=ru", "hosts", "school-4", "--host", "bad host")
+    assert code == 2 and "не имя хоста" in err
+    code, _, err = run("--lang=en", "hosts", "school-9", "--host", "x.district.test")
+    assert code == 2 and "school-1, school-4" in err
+    assert [e.hosts for e in load(settings)] == [("school-1.district.test",), ("school-4.district.test",)]
+    code, out, _ = run("--lang=en", "hosts", "school-4", "--host", "four.district.test", "--host",
+                       "school-4.district.test")
+    assert code == 0 and "four.district.test, school-4.district.test" in out
+    assert load(settings)[1].hosts == ("four.district.test", "school-4.district.test")
+    import fcntl
+    import threading
+
+    from policy_server.tenancy.schools import set_hosts
+
+    with open(tmp_path / "svc" / "schools.json.lock", "w") as held:  # another command is changing it
+        fcntl.flock(held, fcntl.LOCK_EX)
+        waiting = threading.Thread(target=set_hosts, args=(settings,),
+                                   kwargs={"slug": "school-1", "hosts": ["one.district.test"]})
+        waiting.start()
+        waiting.join(0.5)
+        assert waiting.is_alive() and load(settings)[0].hosts == ("school-1.district.test",)
+    waiting.join(10)
+    assert load(settings)[0].hosts == ("one.district.test",)
+    trail = [json.loads(line) for line in (tmp_path / "svc" / "schools-audit.log").read_text().splitlines()]
+    assert [(t["action"], t["school"]) for t in trail][3:] == [
+        ("school.remove", "school-2"), ("school.remove", "school-3"), ("school.drop_database", "school-3"),
+        ("school.add", "school-4"), ("school.hosts", "school-4"), ("school.hosts", "school-1")]
