@@ -84,6 +84,8 @@ ACTIONS: dict[str, str] = {
     'room.create': N_("Room created"),
     'room.layout': N_("Room layout changed"),
     'school.create': N_("School created"),
+    'school.hosts': N_("School's host names changed"),
+    'school.remove': N_("School removed from the service"),
     'seat.retire': N_("Seat retired"),
     'summary.made': N_("Summary for the district made"),
     'summary.mailed': N_("Summary sent by mail"),
@@ -108,6 +110,9 @@ DETAIL_KEYS: dict[str, str] = {
     'new_certificate': N_("next certificate (SHA-256)"),
     'previous': N_("previous certificate (SHA-256)"),
     'names': N_("names"),
+    # a school removed or re-hosted on a service of many schools (policy_server/tenancy)
+    'hosts': N_("host names"),
+    'database': N_("database"),
     'replaced': N_("replaced"),
     'forced': N_("forced"),
     'rooms': N_("rooms"),
