@@ -8,6 +8,7 @@ import importlib
 import logging
 import signal
 import threading
+import weakref
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -99,13 +100,18 @@ def _close_streams_on_signal(hub) -> None:
     if threading.current_thread() is not threading.main_thread():
         return
     loop = asyncio.get_running_loop()
+    # Weakly: a school removed while the service runs leaves its handler in the chain, but not
+    # its hub (nor, through it, its app) alive until the process exits.
+    hub_ref = weakref.ref(hub)
     for sig in (signal.SIGTERM, signal.SIGINT):
         previous = signal.getsignal(sig)
         if not callable(previous):
             continue
 
         def handler(signum, frame, previous=previous):
-            loop.call_soon_threadsafe(hub.close_all)
+            live = hub_ref()
+            if live is not None:
+                loop.call_soon_threadsafe(live.close_all)
             previous(signum, frame)
 
         signal.signal(sig, handler)
