@@ -115,6 +115,7 @@ class AgentRuntime:
         self.started_wall = time.time()
         self._stop = threading.Event()
         self._status_now = threading.Event()  # write the status at once (the collectors have started)
+        self.collectors_started = threading.Event()  # every collector's start() has returned
         self._certs_due = 0.0  # the server certificate files are checked once at start, then on a change
         self._threads: list[threading.Thread] = []
         self._running = False
@@ -229,6 +230,7 @@ class AgentRuntime:
             return
         self._running = True
         self._stop.clear()
+        self.collectors_started.clear()
         # Load every collector before starting any, so the first heartbeat knows them all.
         for name in self.collector_names:
             self.slots[name] = self._load(name)
@@ -245,6 +247,7 @@ class AgentRuntime:
                 log.exception("collector %s failed to start", name)
                 slot.error = f"start() raised {exc.__class__.__name__}: {exc}"
             slot.started = True
+        self.collectors_started.set()
         self._status_now.set()
         if self.client is not None and self.uplink is not None:
             self._thread("uplink", self.uplink.run, self._stop)

@@ -16,6 +16,10 @@ from agent.version import agent_version
 from policy_server.protocol import CollectorHealth, Heartbeat
 
 DEFAULT_INTERVAL_S = 60.0
+# The first beat waits (at most this long) for the other collectors' start: sent at once it would
+# report them "starting", and the fleet page would show every seat booted in the morning as
+# degraded until the next beat.
+FIRST_BEAT_WAIT_S = 30.0
 
 
 class RuntimeView(Protocol):
@@ -80,7 +84,16 @@ class HeartbeatCollector(Collector):
         self.sent += 1
         return event_id
 
+    def _wait_for_the_others(self) -> None:
+        started = getattr(self.ctx.runtime, "collectors_started", None)  # (absent: a test's view)
+        waited = 0.0
+        while started is not None and not started.is_set() and waited < FIRST_BEAT_WAIT_S:
+            if self._stop.wait(0.05):
+                return
+            waited += 0.05
+
     def _run(self) -> None:
+        self._wait_for_the_others()
         while not self._stop.is_set():
             try:
                 self.beat()

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -60,6 +61,34 @@ def test_the_status_is_written_while_a_collector_is_still_starting(state: AgentS
         # written at once when the collectors have started, not at the next round 5 s later
         assert wait_until(lambda: state.read_status()["starting"] == [], timeout=1.0)
         assert state.read_status()["collectors"]["slow_start"]["state"] == "ok"
+    finally:
+        release.set()
+        starter.join(10)
+        runtime.stop()
+
+
+def test_the_first_heartbeat_waits_for_the_other_collectors_to_start(state: AgentState,
+                                                                     sample_registry) -> None:
+    """Sent at once, the first beat reported a collector still starting as "degraded", and the
+    fleet page showed a seat just switched on as degraded until the next beat (a minute)."""
+    import threading
+
+    from tests.agent import sample_collectors
+
+    release = threading.Event()
+    sample_collectors.SlowStart.release = release
+    runtime = AgentRuntime(state, collectors=["heartbeat", "slow_start"], platform="fake",
+                           status_interval_s=5.0)
+    starter = threading.Thread(target=runtime.start)
+    starter.start()
+    try:
+        assert wait_until(lambda: (state.read_status() or {}).get("starting") == ["slow_start"])
+        time.sleep(0.3)
+        assert not [e for e in _events(runtime) if e["type"] == "agent.heartbeat"]  # not yet
+        release.set()
+        assert wait_until(lambda: any(e["type"] == "agent.heartbeat" for e in _events(runtime)))
+        beat = next(e for e in _events(runtime) if e["type"] == "agent.heartbeat")
+        assert beat["data"]["collectors"]["slow_start"]["state"] == "ok"
     finally:
         release.set()
         starter.join(10)
