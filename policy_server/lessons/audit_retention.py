@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import Text, and_, cast, func, or_, select
 from sqlalchemy.orm import Session
 
 from policy_server.db.models import AuditRecord, PolicyVersion
@@ -121,9 +121,17 @@ def _scrubbed_bundle(bundle: dict) -> dict | None:
 def _old_bundles(db: Session, cutoff: datetime) -> list[tuple[PolicyVersion, dict]]:
     """Versions made before the cut-off, except the newest (in force), that still name a student."""
     newest = select(func.max(PolicyVersion.version)).scalar_subquery()
+    # Only the rows that may still name someone are read (the history grows by a version per
+    # lesson action, and this runs every day): a ban always has a seat or an account (both
+    # routes refuse one without), so a ban naming a student shows as `"seat": "…` or
+    # `"os_user": "…` in the stored JSON's text, the same on SQLite (json.dumps) and
+    # PostgreSQL (jsonb's text); a lesson's locked seats as `"locked_seats": ["…`.  The check
+    # below decides.
+    text = cast(PolicyVersion.bundle, Text)
+    maybe = or_(text.like('%"seat": "%'), text.like('%"os_user": "%'), text.like('%"locked_seats": ["%'))
     found = []
     for version in db.scalars(select(PolicyVersion).where(PolicyVersion.created_at < cutoff,
-                                                          PolicyVersion.version < newest)
+                                                          PolicyVersion.version < newest, maybe)
                               .order_by(PolicyVersion.version)):
         scrubbed = _scrubbed_bundle(version.bundle or {})
         if scrubbed is not None:

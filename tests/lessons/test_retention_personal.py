@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import event, func, select, update
 
 from policy_server import protocol
 from policy_server.db.models import AuditRecord, PolicyVersion, utcnow
@@ -311,6 +311,11 @@ def test_old_policy_versions_lose_the_bans_students_the_one_in_force_stays(schoo
     assert {v: b for v, b in again.items() if v > newest} == recent  # recent ones stay whole
     with school.db() as db:
         assert plan_retention(db, days=90).policy_bundles_scrubbed == 0
+        # and the daily run no longer even reads them (its pre-selection by the JSON's text)
+        reads = []
+        event.listen(db, "loaded_as_persistent", lambda _s, obj: reads.append(obj))
+        plan_retention(db, days=90)
+        assert not [v for v in reads if isinstance(v, PolicyVersion)], reads
     assert _apply(school).policy_bundles_scrubbed == 0  # done once: a second run changes nothing
     assert _bundles(school) == again
 
