@@ -37,6 +37,10 @@ What `apply_retention` does, in one transaction:
   unban, lock, unlock of one seat) and in the comments of the policy amendments they made,
   written before the cut-off (lessons/audit_retention.py): the audit log itself stays
   (004 §3.6) with who acted, when, the lesson and the action;
+* takes the students out of the bundles of the policy versions made before the cut-off, all
+  but the newest (the one in force stays whole): each ban's seat, OS account and reason, and
+  the lessons' locked seats (lessons/audit_retention.py); the recorded `content_hash` stays
+  what was sent then, so such a bundle no longer matches it (nothing checks an old one's);
 * for events held by *resolved* incidents, removes the link too and writes one timeline
   entry on each such incident ("events_removed", how many, why); the incident itself, its
   counts, first/last seen and parameters stay: incidents are never deleted;
@@ -104,6 +108,7 @@ class RetentionPlan:
     notices_depersonalised: int = 0  # class teachers' notices losing the student's name, account, seat
     audit_records_scrubbed: int = 0  # lesson actions' audit records losing the seat and account
     policy_comments_scrubbed: int = 0  # policy history comments of those actions, the same
+    policy_bundles_scrubbed: int = 0  # old policy versions (not the one in force) losing the bans' students
 
     @property
     def total(self) -> int:
@@ -113,7 +118,8 @@ class RetentionPlan:
     def anything(self) -> bool:
         return bool(self.total or self.queue_copies or self.queue_items_scrubbed
                     or self.lessons_depersonalised or self.notices_depersonalised
-                    or self.audit_records_scrubbed or self.policy_comments_scrubbed)
+                    or self.audit_records_scrubbed or self.policy_comments_scrubbed
+                    or self.policy_bundles_scrubbed)
 
     def lines(self) -> list[str]:
         out = [f"records of internet use older than {self.days} days "
@@ -173,6 +179,7 @@ def plan_retention(db: Session, *, days: int = DEFAULT_DAYS, now: datetime | Non
     plan.notices_depersonalised = notices.retention_count(db, cutoff=cutoff)
     plan.audit_records_scrubbed, plan.policy_comments_scrubbed = lesson_audit.retention_counts(
         db, cutoff=cutoff)
+    plan.policy_bundles_scrubbed = lesson_audit.bundle_retention_count(db, cutoff=cutoff)
     return plan
 
 
@@ -197,6 +204,7 @@ def apply_retention(db: Session, *, actor: str, days: int = DEFAULT_DAYS,
     notices.apply_retention(db, cutoff=plan.cutoff, now=at)
     lesson_summaries.apply_retention(db, cutoff=plan.cutoff)
     lesson_audit.apply_retention(db, cutoff=plan.cutoff)
+    lesson_audit.apply_bundle_retention(db, cutoff=plan.cutoff)
     for incident_id, count in sorted(plan.incidents_affected.items()):
         db.add(TimelineEntry(incident_id=incident_id, actor=actor, action="events_removed", at=at,
                              detail={"count": count, "reason": REASON, "days": plan.days}))
@@ -210,6 +218,7 @@ def apply_retention(db: Session, *, actor: str, days: int = DEFAULT_DAYS,
                   "notices_depersonalised": plan.notices_depersonalised,
                   "audit_records_scrubbed": plan.audit_records_scrubbed,
                   "policy_comments_scrubbed": plan.policy_comments_scrubbed,
+                  "policy_bundles_scrubbed": plan.policy_bundles_scrubbed,
                   "clauses": ["001 §2.15", "004 §3.6"]})
     plan.partitions_dropped = dropped
     return plan
@@ -221,12 +230,15 @@ NOTICES_LINE = N_("class teachers' notices losing the student's name, account an
                   "stay): %(count)s")
 AUDIT_LINE = N_("audit records of lesson actions losing the student's seat and account (the records "
                 "stay): %(count)s; policy history comments: %(comments)s")
+BUNDLES_LINE = N_("old policy versions losing the students' seats, accounts and ban reasons (the "
+                  "version in force stays whole): %(count)s")
 
 
 def personal_lines(plan: RetentionPlan, language: str) -> list[str]:
     return ["  " + translate(language, NOTICES_LINE, count=f"{plan.notices_depersonalised:,}"),
             "  " + translate(language, AUDIT_LINE, count=f"{plan.audit_records_scrubbed:,}",
-                             comments=f"{plan.policy_comments_scrubbed:,}")]
+                             comments=f"{plan.policy_comments_scrubbed:,}"),
+            "  " + translate(language, BUNDLES_LINE, count=f"{plan.policy_bundles_scrubbed:,}")]
 
 
 def _drop_old_months(db: Session, cutoff: datetime) -> list[str]:

@@ -9,8 +9,15 @@ become empty, who acted, when, on which lesson and what stays.  A whole-room loc
 "all") names nobody and stays as it is.  Run by `policy_server.db.retention`; each record is
 done once (a done one no longer matches), so a second run changes nothing.
 
-The policy versions' bundles themselves still list the bans of their time (seat, account,
-the teacher's reason): they are sealed by their content hash and are left as they are.
+The policy versions' bundles list the bans of their time (seat, account, the teacher's
+reason) and the lessons' locked seats.  Past the same days, every version but the newest (the
+one in force, never touched: a ban in force keeps working) loses them: each ban's seat and
+account become None and its reason "" (its id, end, who, room and lesson stay), a ban the
+responsible person made outside a lesson too (it names a student the same way), and a lesson's
+`locked_seats` keep only the whole-room "*".  The stored `content_hash` stays what was sent to
+the agents then, so such an old bundle no longer matches it; nothing checks an old version's
+hash (the push, the ETag and the agents only ever use the newest; the history page's diff and
+rollback read the groups and filtering, which stay as they were).
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import Text, and_, cast, func, or_, select
 from sqlalchemy.orm import Session
 
 from policy_server.db.models import AuditRecord, PolicyVersion
@@ -92,3 +99,55 @@ def apply_retention(db: Session, *, cutoff: datetime) -> tuple[int, int]:
         version.comment = _scrubbed_comment(version.comment)
     db.flush()
     return len(actions) + len(amends), len(versions)
+
+
+def _scrubbed_bundle(bundle: dict) -> dict | None:
+    """The bundle without the students' seats, accounts and ban reasons; None when it names nobody."""
+    changed = False
+    bans = []
+    for ban in bundle.get("bans") or []:
+        if ban.get("seat") is not None or ban.get("os_user") is not None or ban.get("reason"):
+            ban, changed = {**ban, "seat": None, "os_user": None, "reason": ""}, True
+        bans.append(ban)
+    lessons = []
+    for lesson in bundle.get("lessons") or []:
+        seats = lesson.get("locked_seats") or []
+        if any(seat not in WHOLE_ROOM for seat in seats):
+            lesson, changed = {**lesson, "locked_seats": [s for s in seats if s in WHOLE_ROOM]}, True
+        lessons.append(lesson)
+    return {**bundle, "bans": bans, "lessons": lessons} if changed else None
+
+
+def _old_bundles(db: Session, cutoff: datetime) -> list[tuple[PolicyVersion, dict]]:
+    """Versions made before the cut-off, except the newest (in force), that still name a student."""
+    newest = select(func.max(PolicyVersion.version)).scalar_subquery()
+    # Only the rows that may still name someone are read (the history grows by a version per
+    # lesson action, and this runs every day): a ban always has a seat or an account (both
+    # routes refuse one without), so a ban naming a student shows as `"seat": "…` or
+    # `"os_user": "…` in the stored JSON's text, the same on SQLite (json.dumps) and
+    # PostgreSQL (jsonb's text); a lesson's locked seats as `"locked_seats": ["…`.  The check
+    # below decides.
+    text = cast(PolicyVersion.bundle, Text)
+    maybe = or_(text.like('%"seat": "%'), text.like('%"os_user": "%'), text.like('%"locked_seats": ["%'))
+    found = []
+    for version in db.scalars(select(PolicyVersion).where(PolicyVersion.created_at < cutoff,
+                                                          PolicyVersion.version < newest, maybe)
+                              .order_by(PolicyVersion.version)):
+        scrubbed = _scrubbed_bundle(version.bundle or {})
+        if scrubbed is not None:
+            found.append((version, scrubbed))
+    return found
+
+
+def bundle_retention_count(db: Session, *, cutoff: datetime) -> int:
+    """Old policy versions (not the one in force) whose bundle still names a student; changes nothing."""
+    return len(_old_bundles(db, cutoff))
+
+
+def apply_bundle_retention(db: Session, *, cutoff: datetime) -> int:
+    """Take the students out of those bundles (the caller commits); `content_hash` stays."""
+    found = _old_bundles(db, cutoff)
+    for version, scrubbed in found:
+        version.bundle = scrubbed  # a new dict: the JSON column sees the change
+    db.flush()
+    return len(found)

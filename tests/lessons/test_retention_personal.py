@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import event, func, select, update
 
 from policy_server import protocol
 from policy_server.db.models import AuditRecord, PolicyVersion, utcnow
@@ -230,3 +230,103 @@ def test_old_lesson_action_audit_loses_the_seat_and_account_recent_stays(school,
         assert (again.audit_records_scrubbed, again.policy_comments_scrubbed) == (0, 0)
     _apply(school)
     assert _audit(school) == after and _comments(school) == comments
+
+
+def _bundles(school) -> dict[int, tuple[str, dict]]:
+    with school.db() as db:
+        return {v.version: (v.content_hash, v.bundle) for v in db.scalars(select(PolicyVersion))}
+
+
+def _without_students(bundle: dict) -> dict:
+    """What retention must make of an old, not-current version's bundle."""
+    return {**bundle, "bans": [{**b, "seat": None, "os_user": None, "reason": ""} for b in bundle["bans"]],
+            "lessons": [{**le, "locked_seats": [s for s in le["locked_seats"] if s == "*"]}
+                        for le in bundle["lessons"]]}
+
+
+def _names_a_student(bundle: dict) -> bool:
+    return any(b["seat"] or b["os_user"] or b["reason"] for b in bundle["bans"]) or any(
+        s != "*" for le in bundle["lessons"] for s in le["locked_seats"])
+
+
+def test_old_policy_versions_lose_the_bans_students_the_one_in_force_stays(school, now_periods):
+    csrf = school.login("boss")  # the responsible person's ban outside a lesson, every room
+    until = (utcnow() + timedelta(days=20)).isoformat()
+    assert school.client.post("/api/v1/bans", json={"os_user": "pupil9", "until": until, "reason": "hacking"},
+                              headers=csrf).status_code == 200
+    csrf = school.login("aigul")
+    lesson_id = school.client.post("/api/v1/lessons", json={}, headers=csrf).json()["id"]
+    lesson = f"/api/v1/lessons/{lesson_id}"
+    assert school.client.post(f"{lesson}/bans", json={"seat": "s2", "reason": "games"},
+                              headers=csrf).status_code == 200
+    assert school.client.post(f"{lesson}/bans", json={"os_user": "pupil7", "reason": "chat"},
+                              headers=csrf).status_code == 200
+    assert school.client.post(f"{lesson}/lock", json={"seat": "s1"}, headers=csrf).status_code == 200
+    with school.db() as db:  # all of it four months old
+        for version in db.scalars(select(PolicyVersion)):
+            version.created_at -= AGED
+        db.commit()
+    before = _bundles(school)
+    newest = max(before)
+    naming = [v for v, (_h, b) in before.items() if _names_a_student(b) and v != newest]
+    assert len(naming) >= 3, before  # the versions with the bans and the lock (the code before: kept)
+    in_force = before[newest][1]
+    assert {(b["seat"], b["os_user"], b["reason"]) for b in in_force["bans"]} == {
+        (None, "pupil9", "hacking"), ("s2", None, "games"), (None, "pupil7", "chat")}
+
+    with school.db() as db:
+        assert plan_retention(db, days=90).policy_bundles_scrubbed == len(naming)
+    plan = _apply(school)
+    assert plan.policy_bundles_scrubbed == len(naming)
+    after = _bundles(school)
+    for version, (content_hash, bundle) in after.items():
+        assert content_hash == before[version][0]  # what was sent to the agents then
+        if version == newest:
+            assert bundle == in_force  # the version in force: its bans keep working, whole
+        else:
+            assert bundle == _without_students(before[version][1]), version
+            assert not _names_a_student(bundle)
+    scrubbed = after[naming[-1]][1]
+    assert {(b["id"], b["by"], b["room"], b["lesson_id"], b["until"]) for b in scrubbed["bans"]} == {
+        (b["id"], b["by"], b["room"], b["lesson_id"], b["until"]) for b in before[naming[-1]][1]["bans"]}
+    assert any(b["lesson_id"] is None for b in scrubbed["bans"])  # the responsible person's, the same
+    with school.db() as db:
+        (record,) = db.scalars(select(AuditRecord).where(AuditRecord.action == "retention.applied"))
+        assert record.detail["policy_bundles_scrubbed"] == len(naming)
+        assert any(line.startswith("  old policy versions losing") for line in plan_retention(db).lines())
+    # the agents still get the ban in force
+    agent = school.agents[("lab-1", "s2")][1]
+    policy = school.client.get("/api/v1/policy", headers=agent).json()
+    assert {b["seat"] for b in policy["bans"]} >= {"s2"}
+
+    # recent versions: a ban now and the lock lifted; the old newest is no longer in force
+    assert school.client.post(f"{lesson}/bans", json={"seat": "s3", "reason": "noise"},
+                              headers=csrf).status_code == 200
+    assert school.client.post(f"{lesson}/unlock", json={"seat": "s1"}, headers=csrf).status_code == 200
+    recent = {v: b for v, b in _bundles(school).items() if v > newest}
+    assert len(recent) == 2 and all(_names_a_student(b[1]) for b in recent.values())
+    assert _apply(school).policy_bundles_scrubbed == 1  # the old one that was in force
+    again = _bundles(school)
+    assert again[newest][1] == _without_students(in_force) and again[newest][0] == before[newest][0]
+    assert {v: b for v, b in again.items() if v > newest} == recent  # recent ones stay whole
+    with school.db() as db:
+        assert plan_retention(db, days=90).policy_bundles_scrubbed == 0
+        # and the daily run no longer even reads them (its pre-selection by the JSON's text)
+        reads = []
+        event.listen(db, "loaded_as_persistent", lambda _s, obj: reads.append(obj))
+        plan_retention(db, days=90)
+        assert not [v for v in reads if isinstance(v, PolicyVersion)], reads
+    assert _apply(school).policy_bundles_scrubbed == 0  # done once: a second run changes nothing
+    assert _bundles(school) == again
+
+    # the filtering history, its differences and a rollback still work on a scrubbed version
+    csrf = school.login("boss")
+    for version in (*naming, newest):
+        page = school.client.get(f"/filtering/history?version={version}&lang=en")
+        assert page.status_code == 200 and "pupil7" not in page.text and "games" not in page.text
+    rolled = school.client.post("/filtering/policy/apply", data={
+        "csrf_token": csrf["X-CSRF-Token"], "kind": "rollback", "version": str(naming[0])},
+        follow_redirects=False)
+    assert rolled.status_code == 303 and "done=saved" in rolled.headers["location"], rolled.text
+    last = _bundles(school)
+    assert max(last) == max(again) + 1 and last[max(last)][1]["filtering"] == again[naming[0]][1]["filtering"]
