@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -37,51 +38,47 @@ def _events(runtime: AgentRuntime) -> list[dict]:
 
 
 
-def test_the_status_is_written_while_a_collector_is_still_starting(state: AgentState,
-                                                                   sample_registry) -> None:
-    """A collector slow to start (the download watcher once walked a /tmp of 146,000 folders)
-    must not leave the agent without a status: the supervisor and the tests would call it dead."""
+@contextmanager
+def _one_slow_start(state: AgentState, first: str):
+    """A runtime starting `first`, then a collector whose start() returns when the test sets
+    `release`; the runtime's start() runs on its own thread (it waits for that collector)."""
     import threading
 
     from tests.agent import sample_collectors
 
     release = threading.Event()
     sample_collectors.SlowStart.release = release
-    runtime = AgentRuntime(state, collectors=["recording", "slow_start"], platform="fake",
-                           status_interval_s=5.0)
+    runtime = AgentRuntime(state, collectors=[first, "slow_start"], platform="fake", status_interval_s=5.0)
     starter = threading.Thread(target=runtime.start)
     starter.start()
     try:
-        assert wait_until(lambda: (state.read_status() or {}).get("starting") == ["slow_start"])
-        status = state.read_status()
-        assert status["collectors"]["slow_start"] == {"state": "degraded", "detail": "starting",
-                                                      "since": None}
-        release.set()
-        starter.join(10)
-        # written at once when the collectors have started, not at the next round 5 s later
-        assert wait_until(lambda: state.read_status()["starting"] == [], timeout=1.0)
-        assert state.read_status()["collectors"]["slow_start"]["state"] == "ok"
+        yield runtime, release
     finally:
         release.set()
         starter.join(10)
         runtime.stop()
 
 
+def test_the_status_is_written_while_a_collector_is_still_starting(state: AgentState,
+                                                                   sample_registry) -> None:
+    """A collector slow to start (the download watcher once walked a /tmp of 146,000 folders)
+    must not leave the agent without a status: the supervisor and the tests would call it dead."""
+    with _one_slow_start(state, "recording") as (runtime, release):
+        assert wait_until(lambda: (state.read_status() or {}).get("starting") == ["slow_start"])
+        status = state.read_status()
+        assert status["collectors"]["slow_start"] == {"state": "degraded", "detail": "starting",
+                                                      "since": None}
+        release.set()
+        # written at once when the collectors have started, not at the next round 5 s later
+        assert wait_until(lambda: state.read_status()["starting"] == [], timeout=1.0)
+        assert state.read_status()["collectors"]["slow_start"]["state"] == "ok"
+
+
 def test_the_first_heartbeat_waits_for_the_other_collectors_to_start(state: AgentState,
                                                                      sample_registry) -> None:
     """Sent at once, the first beat reported a collector still starting as "degraded", and the
     fleet page showed a seat just switched on as degraded until the next beat (a minute)."""
-    import threading
-
-    from tests.agent import sample_collectors
-
-    release = threading.Event()
-    sample_collectors.SlowStart.release = release
-    runtime = AgentRuntime(state, collectors=["heartbeat", "slow_start"], platform="fake",
-                           status_interval_s=5.0)
-    starter = threading.Thread(target=runtime.start)
-    starter.start()
-    try:
+    with _one_slow_start(state, "heartbeat") as (runtime, release):
         assert wait_until(lambda: (state.read_status() or {}).get("starting") == ["slow_start"])
         time.sleep(0.3)
         assert not [e for e in _events(runtime) if e["type"] == "agent.heartbeat"]  # not yet
@@ -89,10 +86,6 @@ def test_the_first_heartbeat_waits_for_the_other_collectors_to_start(state: Agen
         assert wait_until(lambda: any(e["type"] == "agent.heartbeat" for e in _events(runtime)))
         beat = next(e for e in _events(runtime) if e["type"] == "agent.heartbeat")
         assert beat["data"]["collectors"]["slow_start"]["state"] == "ok"
-    finally:
-        release.set()
-        starter.join(10)
-        runtime.stop()
 
 
 def test_failing_collectors_are_reported_and_the_rest_runs(state: AgentState, sample_registry) -> None:
