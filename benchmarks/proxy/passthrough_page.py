@@ -70,8 +70,10 @@ def page(proxy_port, target):
         assert head.startswith(b"HTTP/1.1 200") or head.startswith(b"HTTP/1.0 200"), head
     else:
         sock = socket.create_connection(("127.0.0.1", spec["https_port"]))
+    answered = time.perf_counter()
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     tls = ctx.wrap_socket(sock, server_hostname="news.test")
+    shaken = time.perf_counter()
     reader = tls.makefile("rb")
     for i in range(spec["objects"]):
         tls.sendall(f"GET /obj{i} HTTP/1.1\r\nHost: news.test\r\n\r\n".encode())
@@ -83,10 +85,10 @@ def page(proxy_port, target):
             if line.lower().startswith(b"content-length:"):
                 length = int(line.split(b":")[1])
         reader.read(length)
-    elapsed = time.perf_counter() - t
+    end = time.perf_counter()
     reader.close()
     tls.close()
-    return elapsed
+    return end - t, answered - t, shaken - answered, end - shaken
 
 import random
 order = random.Random(20261205)
@@ -128,6 +130,9 @@ def main() -> None:
     parser.add_argument(
         "--kalkan-extra", default="", help="extra mitmdump arguments for Kalkan (space separated)"
     )
+    parser.add_argument("--phases", action="store_true",
+                        help="also print each page's phases, medians: connected (and the CONNECT "
+                             "answered) / the TLS handshake through the tunnel / the objects")
     parser.add_argument("--spy", type=Path, default=None,
                         help="record each proxy with py-spy (collapsed stacks) into this folder "
                              "(summarise with spy_top.py)")
@@ -248,7 +253,8 @@ def main() -> None:
         }
         if result.returncode != 0:
             raise RuntimeError(result.stderr[-2000:])
-        times = json.loads(result.stdout.strip().splitlines()[-1])
+        pages = json.loads(result.stdout.strip().splitlines()[-1])
+        times = {name: [one[0] for one in got] for name, got in pages.items()}
         load_after = os.getloadavg()[0]
     finally:
         for proc in procs.values():
@@ -285,6 +291,14 @@ def main() -> None:
             f"| {name} | {statistics.median(times[name]) * 1e3:.2f} | {p50:+.2f} | {p90:+.2f} | "
             f"{p50 / max(args.objects, 1):+.3f} | {cpu_per_page[name]:.2f} | {own_per_page[name]:.2f} |"
         )
+    if args.phases:
+        print()
+        print("| variant | connected, CONNECT answered p50 (ms) | TLS handshake p50 (ms) "
+              "| objects p50 (ms) |")
+        print("| --- | --- | --- | --- |")
+        for name in ["direct", *variants]:
+            medians = [statistics.median(one[phase] for one in pages[name]) * 1e3 for phase in (1, 2, 3)]
+            print(f"| {name} | " + " | ".join(f"{m:.2f}" for m in medians) + " |")
 
 
 def own_cpu_ns(pid: int) -> int:
