@@ -37,6 +37,9 @@ What `apply_retention` does, in one transaction:
   unban, lock, unlock of one seat) and in the comments of the policy amendments they made,
   written before the cut-off (lessons/audit_retention.py): the audit log itself stays
   (004 §3.6) with who acted, when, the lesson and the action;
+* takes the bans and lessons that ended before the cut-off and still name a student out of
+  the policy in force, by a new version pushed as any change (lessons/audit_retention.py),
+  and their students out of every older version that carried them;
 * takes the students out of the bundles of the policy versions made before the cut-off, all
   but the newest (the one in force stays whole): each ban's seat, OS account and reason, and
   the lessons' locked seats (lessons/audit_retention.py); the recorded `content_hash` stays
@@ -109,6 +112,7 @@ class RetentionPlan:
     audit_records_scrubbed: int = 0  # lesson actions' audit records losing the seat and account
     policy_comments_scrubbed: int = 0  # policy history comments of those actions, the same
     policy_bundles_scrubbed: int = 0  # old policy versions (not the one in force) losing the bans' students
+    policy_ended_removed: int = 0  # bans and lessons ended before the cut-off, out of the policy in force
 
     @property
     def total(self) -> int:
@@ -119,7 +123,7 @@ class RetentionPlan:
         return bool(self.total or self.queue_copies or self.queue_items_scrubbed
                     or self.lessons_depersonalised or self.notices_depersonalised
                     or self.audit_records_scrubbed or self.policy_comments_scrubbed
-                    or self.policy_bundles_scrubbed)
+                    or self.policy_bundles_scrubbed or self.policy_ended_removed)
 
     def lines(self) -> list[str]:
         out = [f"records of internet use older than {self.days} days "
@@ -179,7 +183,8 @@ def plan_retention(db: Session, *, days: int = DEFAULT_DAYS, now: datetime | Non
     plan.notices_depersonalised = notices.retention_count(db, cutoff=cutoff)
     plan.audit_records_scrubbed, plan.policy_comments_scrubbed = lesson_audit.retention_counts(
         db, cutoff=cutoff)
-    plan.policy_bundles_scrubbed = lesson_audit.bundle_retention_count(db, cutoff=cutoff)
+    plan.policy_ended_removed, plan.policy_bundles_scrubbed = lesson_audit.bundle_retention_count(
+        db, cutoff=cutoff)
     return plan
 
 
@@ -204,7 +209,7 @@ def apply_retention(db: Session, *, actor: str, days: int = DEFAULT_DAYS,
     notices.apply_retention(db, cutoff=plan.cutoff, now=at)
     lesson_summaries.apply_retention(db, cutoff=plan.cutoff)
     lesson_audit.apply_retention(db, cutoff=plan.cutoff)
-    lesson_audit.apply_bundle_retention(db, cutoff=plan.cutoff)
+    lesson_audit.apply_bundle_retention(db, actor=actor, days=plan.days, cutoff=plan.cutoff)
     for incident_id, count in sorted(plan.incidents_affected.items()):
         db.add(TimelineEntry(incident_id=incident_id, actor=actor, action="events_removed", at=at,
                              detail={"count": count, "reason": REASON, "days": plan.days}))
@@ -219,6 +224,7 @@ def apply_retention(db: Session, *, actor: str, days: int = DEFAULT_DAYS,
                   "audit_records_scrubbed": plan.audit_records_scrubbed,
                   "policy_comments_scrubbed": plan.policy_comments_scrubbed,
                   "policy_bundles_scrubbed": plan.policy_bundles_scrubbed,
+                  "policy_ended_removed": plan.policy_ended_removed,
                   "clauses": ["001 §2.15", "004 §3.6"]})
     plan.partitions_dropped = dropped
     return plan
@@ -232,13 +238,17 @@ AUDIT_LINE = N_("audit records of lesson actions losing the student's seat and a
                 "stay): %(count)s; policy history comments: %(comments)s")
 BUNDLES_LINE = N_("old policy versions losing the students' seats, accounts and ban reasons (the "
                   "version in force stays whole): %(count)s")
+# (in the lessons' catalog, policy_server/lessons/locale)
+ENDED_LINE = N_("bans and lessons that ended before the cut-off, taken out of the policy in force (a new "
+                "version goes to the seats): %(count)s")
 
 
 def personal_lines(plan: RetentionPlan, language: str) -> list[str]:
     return ["  " + translate(language, NOTICES_LINE, count=f"{plan.notices_depersonalised:,}"),
             "  " + translate(language, AUDIT_LINE, count=f"{plan.audit_records_scrubbed:,}",
                              comments=f"{plan.policy_comments_scrubbed:,}"),
-            "  " + translate(language, BUNDLES_LINE, count=f"{plan.policy_bundles_scrubbed:,}")]
+            "  " + translate(language, BUNDLES_LINE, count=f"{plan.policy_bundles_scrubbed:,}"),
+            "  " + translate(language, ENDED_LINE, count=f"{plan.policy_ended_removed:,}")]
 
 
 def _drop_old_months(db: Session, cutoff: datetime) -> list[str]:

@@ -189,6 +189,7 @@ DETAIL_KEYS: dict[str, str] = {
     'personal_removed': N_("student's seat and account removed (001 §2.15)"),
     'periods': N_("lessons"),
     'policy_bundles_scrubbed': N_("old policy versions without the students"),
+    'policy_ended_removed': N_("ended bans and lessons taken out of the policy in force"),
     'policy_comments_scrubbed': N_("policy comments without the student"),
     'port': N_("port"),
     'queue_copies_removed': N_("report copies removed from the queue"),

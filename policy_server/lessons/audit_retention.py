@@ -18,6 +18,12 @@ responsible person made outside a lesson too (it names a student the same way), 
 the agents then, so such an old bundle no longer matches it; nothing checks an old version's
 hash (the push, the ETag and the agents only ever use the newest; the history page's diff and
 rollback read the groups and filtering, which stay as they were).
+
+The version in force keeps a ban that ended until the policy next changes (`sync_bundle`
+drops ended ones), and an amendment made meanwhile carries it along.  So a ban or lesson of
+the policy in force that ended before the cut-off and still names a student is taken out by a
+new version (`amend_policy`, pushed to the agents as any change: they no longer enforce it
+anyway), and its student out of every version that carried it, however recent.
 """
 
 from __future__ import annotations
@@ -28,7 +34,9 @@ from datetime import datetime
 from sqlalchemy import Text, and_, cast, func, or_, select
 from sqlalchemy.orm import Session
 
+from policy_server import protocol
 from policy_server.db.models import AuditRecord, PolicyVersion
+from policy_server.policies.service import amend_policy
 
 # The lesson actions whose audit detail names a student, and the fields that do.
 STUDENT_FIELDS = {"lesson.ban": ("seat", "os_user"), "lesson.unban": ("seat",),
@@ -101,18 +109,23 @@ def apply_retention(db: Session, *, cutoff: datetime) -> tuple[int, int]:
     return len(actions) + len(amends), len(versions)
 
 
-def _scrubbed_bundle(bundle: dict) -> dict | None:
-    """The bundle without the students' seats, accounts and ban reasons; None when it names nobody."""
+def _scrubbed_bundle(bundle: dict, only: set[str] | None = None) -> dict | None:
+    """The bundle without the students' seats, accounts and ban reasons (of the bans and lessons
+    whose ids are in `only`, when given); None when it names nobody."""
     changed = False
     bans = []
     for ban in bundle.get("bans") or []:
-        if ban.get("seat") is not None or ban.get("os_user") is not None or ban.get("reason"):
+        if only is not None and ban.get("id") not in only:
+            pass
+        elif ban.get("seat") is not None or ban.get("os_user") is not None or ban.get("reason"):
             ban, changed = {**ban, "seat": None, "os_user": None, "reason": ""}, True
         bans.append(ban)
     lessons = []
     for lesson in bundle.get("lessons") or []:
         seats = lesson.get("locked_seats") or []
-        if any(seat not in WHOLE_ROOM for seat in seats):
+        if only is not None and lesson.get("id") not in only:
+            pass
+        elif any(seat not in WHOLE_ROOM for seat in seats):
             lesson, changed = {**lesson, "locked_seats": [s for s in seats if s in WHOLE_ROOM]}, True
         lessons.append(lesson)
     return {**bundle, "bans": bans, "lessons": lessons} if changed else None
@@ -139,15 +152,64 @@ def _old_bundles(db: Session, cutoff: datetime) -> list[tuple[PolicyVersion, dic
     return found
 
 
-def bundle_retention_count(db: Session, *, cutoff: datetime) -> int:
-    """Old policy versions (not the one in force) whose bundle still names a student; changes nothing."""
-    return len(_old_bundles(db, cutoff))
+def _at(text: str) -> datetime:
+    return datetime.fromisoformat(text)
 
 
-def apply_bundle_retention(db: Session, *, cutoff: datetime) -> int:
-    """Take the students out of those bundles (the caller commits); `content_hash` stays."""
-    found = _old_bundles(db, cutoff)
+def ended_in_force(db: Session, *, cutoff: datetime) -> set[str]:
+    """The ids of the bans and lessons in the policy in force that ended before the cut-off and
+    still name a student (a seat, an account, a reason; a lesson's locked seats).  The version
+    in force keeps them until the policy next changes (`sync_bundle` drops ended ones then), so
+    in a school whose policy stays the same the minor's ban would outlive every retention."""
+    # (the column alone: one bundle read a day, no row loaded into the session)
+    bundle = db.scalar(select(PolicyVersion.bundle).order_by(PolicyVersion.version.desc()).limit(1)) or {}
+    ended = {ban["id"] for ban in bundle.get("bans") or []
+             if _at(ban["until"]) < cutoff and (ban.get("seat") or ban.get("os_user") or ban.get("reason"))}
+    ended |= {lesson["id"] for lesson in bundle.get("lessons") or []
+              if _at(lesson["ends_at"]) < cutoff
+              and any(seat not in WHOLE_ROOM for seat in lesson.get("locked_seats") or [])}
+    return ended
+
+
+def _to_scrub(db: Session, cutoff: datetime, ended: set[str]) -> list[tuple[PolicyVersion, dict]]:
+    """`_old_bundles`, and every version that still names a student through one of the `ended`
+    bans or lessons, however recent (an amendment made after a ban ended carried it along)."""
+    found = {version.version: (version, scrubbed) for version, scrubbed in _old_bundles(db, cutoff)}
+    if ended:
+        text = cast(PolicyVersion.bundle, Text)
+        maybe = or_(*(text.like(f'%"{ident}"%') for ident in sorted(ended)))
+        for version in db.scalars(select(PolicyVersion).where(maybe).order_by(PolicyVersion.version)):
+            base = found[version.version][1] if version.version in found else (version.bundle or {})
+            scrubbed = _scrubbed_bundle(base, only=ended)
+            if scrubbed is not None:
+                found[version.version] = (version, scrubbed)
+    return [found[number] for number in sorted(found)]
+
+
+def bundle_retention_count(db: Session, *, cutoff: datetime) -> tuple[int, int]:
+    """(the ended bans and lessons the policy in force would lose, the policy versions whose
+    bundle would lose the students); changes nothing."""
+    ended = ended_in_force(db, cutoff=cutoff)
+    return len(ended), len(_to_scrub(db, cutoff, ended))
+
+
+def apply_bundle_retention(db: Session, *, actor: str, days: int, cutoff: datetime) -> tuple[int, int]:
+    """Take the ended bans and lessons out of the policy in force (a new version, pushed to the
+    agents as any change), then the students out of the old bundles (the caller commits);
+    each old version's `content_hash` stays what was sent then."""
+    ended = ended_in_force(db, cutoff=cutoff)
+    if ended:
+        def change(bundle: protocol.PolicyBundle) -> protocol.PolicyBundle:
+            bundle.bans = [ban for ban in bundle.bans if ban.id not in ended]
+            bundle.lessons = [lesson for lesson in bundle.lessons if lesson.id not in ended]
+            return bundle
+
+        amend_policy(db, actor=actor, change=change,
+                     comment=f"retention: {len(ended)} bans and lessons that ended more than {days} days "
+                             f"ago taken out of the policy in force (001 §2.15)")
+        db.flush()
+    found = _to_scrub(db, cutoff, ended)
     for version, scrubbed in found:
         version.bundle = scrubbed  # a new dict: the JSON column sees the change
     db.flush()
-    return len(found)
+    return len(ended), len(found)

@@ -330,3 +330,62 @@ def test_old_policy_versions_lose_the_bans_students_the_one_in_force_stays(schoo
     assert rolled.status_code == 303 and "done=saved" in rolled.headers["location"], rolled.text
     last = _bundles(school)
     assert max(last) == max(again) + 1 and last[max(last)][1]["filtering"] == again[naming[0]][1]["filtering"]
+
+
+def test_a_ban_ended_long_ago_leaves_the_policy_in_force_and_every_version(school, now_periods):
+    """The version in force kept an ended ban until the policy next changed, and an amendment
+    made after the ban ended carried it along: in a school whose policy stays the same the
+    student's ban outlived every retention.  Past the days, retention takes it out of the policy
+    in force (a new version, pushed as any change) and out of every version that carried it."""
+    csrf = school.login("boss")
+    soon, later = (utcnow() + timedelta(days=d) for d in (1, 20))
+    for who, until in (("pupil9", soon), ("pupil8", later)):
+        assert school.client.post("/api/v1/bans", json={"os_user": who, "until": until.isoformat(),
+                                                        "reason": "hacking"}, headers=csrf).status_code == 200
+    ended_at = (utcnow() - AGED).isoformat()
+    with school.db() as db:  # pupil9's ban ended four months ago; the two newest versions are recent
+        versions = list(db.scalars(select(PolicyVersion).order_by(PolicyVersion.version)))
+        assert len(versions) >= 2
+        for version in versions:
+            bans = [{**b, "until": ended_at} if b["os_user"] == "pupil9" else b
+                    for b in version.bundle["bans"]]
+            version.bundle = {**version.bundle, "bans": bans}
+        for version in versions[:-2]:
+            version.created_at -= AGED
+        db.commit()
+    before = _bundles(school)
+    newest = max(before)
+    carrying = [v for v, (_h, b) in before.items() if any(x["os_user"] == "pupil9" for x in b["bans"])]
+    old = [v for v, (_h, b) in before.items() if v < newest - 1 and _names_a_student(b)]
+
+    with school.db() as db:
+        plan = plan_retention(db, days=90)
+        assert (plan.policy_ended_removed, plan.policy_bundles_scrubbed) == (1, len(set(carrying) | set(old)))
+        assert any("taken out of the policy in force" in line for line in plan.lines())
+    applied = _apply(school)
+    assert (applied.policy_ended_removed, applied.policy_bundles_scrubbed) == (
+        plan.policy_ended_removed, plan.policy_bundles_scrubbed)
+    after = _bundles(school)
+    assert max(after) == newest + 1
+    in_force = after[newest + 1][1]
+    assert [(b["os_user"], b["reason"]) for b in in_force["bans"]] == [("pupil8", "hacking")]  # still working
+    for version in carrying:
+        assert all(b["os_user"] is None and b["reason"] == "" for b in after[version][1]["bans"]
+                   if b["id"] not in {x["id"] for x in in_force["bans"]}), version
+        assert after[version][0] == before[version][0]  # the hash sent then stays
+    for version in (newest - 1, newest):  # recent: only the ended ban lost its student
+        assert [b["os_user"] for b in after[version][1]["bans"]] == [
+            None if b["os_user"] == "pupil9" else b["os_user"] for b in before[version][1]["bans"]]
+    assert "pupil8" in {b["os_user"] for b in after[newest][1]["bans"]}
+    agent = school.agents[("lab-1", "s2")][1]
+    policy = school.client.get("/api/v1/policy", headers=agent).json()
+    assert policy["version"] == newest + 1 and {b["os_user"] for b in policy["bans"]} == {"pupil8"}
+    with school.db() as db:
+        row = db.get(PolicyVersion, newest + 1) or db.scalar(
+            select(PolicyVersion).where(PolicyVersion.version == newest + 1))
+        assert row.comment.startswith("retention: 1 bans and lessons") and "001 §2.15" in row.comment
+        record = db.scalar(select(AuditRecord).where(AuditRecord.action == "retention.applied"))
+        assert record.detail["policy_ended_removed"] == 1
+    again = _apply(school)  # done once: no second version, nothing more to scrub
+    assert (again.policy_ended_removed, again.policy_bundles_scrubbed) == (0, 0)
+    assert max(_bundles(school)) == newest + 1

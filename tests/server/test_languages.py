@@ -254,12 +254,14 @@ def test_english_report_lines_are_the_services_own(tmp_path):
     cli._language = "ru"
     try:
         assert cli.backup_lines(report)[0].endswith("12,345 байт")
-        assert cli.retention_lines(plan)[-6].startswith("  решённые инциденты")
-        assert cli.retention_lines(plan)[-5].startswith("  очередь сообщений: удалено копий")
-        assert cli.retention_lines(plan)[-4].startswith("  итоги уроков, из которых убраны имена")
-        # the notices', lesson audit's and old policy versions' lines: texts of the notices' own catalog
-        assert cli.retention_lines(plan)[-3].startswith("  уведомления классным руководителям")
-        assert cli.retention_lines(plan)[-2].startswith("  записи аудита действий на уроке")
-        assert cli.retention_lines(plan)[-1].startswith("  старые версии политики, из которых убраны места")
+        assert cli.retention_lines(plan)[-7].startswith("  решённые инциденты")
+        assert cli.retention_lines(plan)[-6].startswith("  очередь сообщений: удалено копий")
+        assert cli.retention_lines(plan)[-5].startswith("  итоги уроков, из которых убраны имена")
+        # the notices', lesson audit's and old policy versions' lines: texts of the notices' own catalog;
+        # the ended bans' line: of the lessons' catalog
+        assert cli.retention_lines(plan)[-4].startswith("  уведомления классным руководителям")
+        assert cli.retention_lines(plan)[-3].startswith("  записи аудита действий на уроке")
+        assert cli.retention_lines(plan)[-2].startswith("  старые версии политики, из которых убраны места")
+        assert cli.retention_lines(plan)[-1].startswith("  запреты и уроки, закончившиеся до границы срока")
     finally:
         cli._language = cli.DEFAULT_LANGUAGE
