@@ -49,9 +49,11 @@ def _cancel(args, settings, files: rotation.CertFiles, t) -> int:
 
 
 def _rotate(args, settings, files: rotation.CertFiles, t) -> int:
+    from policy_server.certs.served import recorded_served
+
     with service.databases(settings) as dbs:
         made = service.rotate(settings, dbs, actor=ACTOR_CLI, extra_names=args.name or [],
-                              replace=args.replace)
+                              replace=args.replace, served_fingerprint=recorded_served(files.cert))
     if args.json:
         print(json.dumps({"served": made.current, "next": made.next, "names": made.dns_names,
                           "addresses": made.ip_addresses, "replaced": made.replaced}))

@@ -4,7 +4,13 @@ fingerprint (the enrolment page, the seat command and `seat.sh`, `/install/serve
 `kalkan-server tls activate` replaces `tls/server.crt` at once, but uvicorn keeps serving the
 certificate it loaded at start until the restart.  `kalkan-server run` therefore remembers the
 PEM it started with (`remember_served`, an environment variable its worker processes inherit),
-and these functions answer with that one; without it (a test app, a command) the file."""
+and these functions answer with that one; without it (a test app, a command) the file.
+
+It also writes that certificate's fingerprint beside it (`tls/served.sha256`): a command run on
+the machine (`kalkan-server tls rotate`) cannot ask the running process, and making the next
+certificate between `tls activate` and the restart would announce a pin set without the
+certificate still being served (the seats would refuse it until the restart).  The page refuses
+the same from the process's own memory."""
 
 from __future__ import annotations
 
@@ -19,8 +25,25 @@ from cryptography.hazmat.primitives import serialization
 SERVED_ENV = "KALKAN_SERVED_CERT_PEM"
 
 
+SERVED_FILE = "served.sha256"
+
+
 def remember_served(cert_path: Path) -> None:
-    os.environ[SERVED_ENV] = Path(cert_path).read_text()
+    pem = Path(cert_path).read_text()
+    os.environ[SERVED_ENV] = pem
+    cert = x509.load_pem_x509_certificate(pem.encode())
+    recorded = Path(cert_path).parent / SERVED_FILE
+    partial = recorded.with_suffix(".partial")
+    partial.write_text(hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest() + "\n")
+    partial.replace(recorded)  # whole or not at all
+
+
+def recorded_served(cert_path: Path) -> str | None:
+    """The fingerprint the server's last start served (`remember_served`), None before any."""
+    try:
+        return (Path(cert_path).parent / SERVED_FILE).read_text().strip() or None
+    except OSError:
+        return None
 
 
 def served_pem(settings) -> bytes | None:

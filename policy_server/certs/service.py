@@ -25,7 +25,7 @@ from cryptography import x509
 
 from policy_server.audit import audit
 from policy_server.certs import rotation
-from policy_server.errors import KalkanError
+from policy_server.errors import Conflict, KalkanError
 from policy_server.tls import cert_names, ensure_server_cert
 
 CLAUSES = ["000 §3.2"]  # the server's certificate and key: like the other security actions
@@ -95,11 +95,19 @@ def _files_errors(path: Path) -> Iterator[None]:
 
 
 def rotate(settings, dbs, *, actor: str, extra_names: list[str] | None = None,
-           replace: bool = False) -> rotation.NextCert:
+           replace: bool = False, served_fingerprint: str | None = None) -> rotation.NextCert:
     """`tls rotate` / "Prepare the next certificate": a new key beside the served one,
-    announced to the seats at once (no restart)."""
+    announced to the seats at once (no restart).  Refused (`tls.restart_first`) while the
+    running server still serves another certificate than the file's (`served_fingerprint`:
+    activated, not restarted yet)."""
     settings.ensure_state_dir()
     files = rotation.CertFiles.of(settings)
+    on_file = rotation.fingerprint_or_none(files.cert)
+    if served_fingerprint and on_file and served_fingerprint != on_file:
+        raise Conflict("the server has not been restarted since the last certificate was activated: it "
+                       f"still serves {served_fingerprint}; restart it first (systemctl restart "
+                       "kalkan-server), then make the next certificate",
+                       code="tls.restart_first", params={"fingerprint": served_fingerprint})
     hosts = school_hosts(settings)
     with _files_errors(files.cert):
         if settings.tls and not files.cert.exists():  # as `run` would make it: rotate from a known start

@@ -62,6 +62,9 @@ ERROR_TEXTS = {
     "tls.files_not_writable": N_("The server may not write the certificate files in %(folder)s. Give the "
                                  "user the server runs as the right to write there (chown -R kalkan-server: "
                                  "%(folder)s), then run the command again."),
+    "tls.restart_first": N_("The server has not been restarted since the last certificate was activated: it "
+                            "still serves %(fingerprint)s. Restart it first (systemctl restart "
+                            "kalkan-server), then make the next certificate."),
     "install.no_next_certificate": N_("No certificate rotation is under way: there is no next certificate."),
     "tls.seats_not_ready": N_("%(count)s seat(s) seen in the last %(days)s days do not hold the next "
                               "certificate yet: %(names)s. They would have to be enrolled again. Wait until "

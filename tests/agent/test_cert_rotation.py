@@ -141,6 +141,15 @@ def test_a_seat_follows_the_rotation_and_an_unannounced_seat_is_told_to_enrol_ag
         prints = server_cli(server.state_dir, "fingerprint")
         assert prints.stdout.strip() == cert_b and prints.stderr == ""
 
+        # a next certificate now would be announced without A, which the server serves until the
+        # restart: refused, in the operator's language, and nothing made
+        early = server_cli(server.state_dir, "tls", "rotate")
+        assert early.returncode == 2 and f"still serves {cert_a}" in early.stderr, early.stderr
+        assert "systemctl restart kalkan-server" in early.stderr
+        ky = server_cli(server.state_dir, "tls", "rotate", lang="ky")
+        assert ky.returncode == 2 and "кайра иштетиле элек" in ky.stderr
+        assert json.loads(server_cli(server.state_dir, "tls", "status", "--json").stdout)["next"] is None
+
         # what the server hands out follows what it serves: A until the restart, then B
         with httpx.Client(base_url=server.url, verify=False) as plain:
             assert pem_sha256(plain.get("/install/server.crt").text) == cert_a
@@ -165,6 +174,9 @@ def test_a_seat_follows_the_rotation_and_an_unannounced_seat_is_told_to_enrol_ag
     assert "not the pinned" in status_text
     assert "kalkan-server tls activate" in status_text and "enroll" in status_text
     assert stay_away.config["server_sha256"] == cert_a
+    # restarted, the server serves what the file holds: the next rotation may begin
+    again = server_cli(server.state_dir, "tls", "rotate", "--json")
+    assert again.returncode == 0 and json.loads(again.stdout)["served"] == cert_b, again.stderr
 
 
 def serve(server: KalkanServerProcess, cert: bytes, key: bytes) -> None:
