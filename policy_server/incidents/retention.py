@@ -45,6 +45,7 @@ from policy_server.web.i18n import N_, translate
 
 REMOVED_KEY = "personal_removed"  # in params, and the timeline action
 CLAUSE = "001 §2.15"
+BATCH = 500  # incidents per round of apply_retention
 PLACEHOLDER = "…"  # the account in a text (as redact_path writes a home folder)
 KEY_PLACEHOLDER = "removed"  # the account's pseudonym in a dedup key: no rule makes it
 # Timeline entries the retention itself writes: not "activity" of the incident.
@@ -111,17 +112,22 @@ class _Scrubber:
 
 
 def apply_retention(db: Session, *, cutoff: datetime, days: int, actor: str, now: datetime) -> int:
-    """Take the student's account out of the old resolved incidents (the caller commits)."""
-    incidents = list(db.scalars(select(Incident).where(*_old_resolved(cutoff)).order_by(Incident.id)))
-    if not incidents:
-        return 0
-    by_id = {i.id: i for i in incidents}
+    """Take the student's account out of the old resolved incidents (the caller commits).
+    In batches (the first run on a school's years of incidents: bounded IN lists and memory)."""
+    ids = list(db.scalars(select(Incident.id).where(*_old_resolved(cutoff)).order_by(Incident.id)))
+    for start in range(0, len(ids), BATCH):
+        _apply_batch(db, ids[start:start + BATCH], days=days, actor=actor, now=now)
+    return len(ids)
+
+
+def _apply_batch(db: Session, ids: list[int], *, days: int, actor: str, now: datetime) -> None:
+    incidents = list(db.scalars(select(Incident).where(Incident.id.in_(ids))))
     scrubbers = {i.id: _Scrubber(i.os_user) for i in incidents}
-    for entry in db.scalars(select(TimelineEntry).where(TimelineEntry.incident_id.in_(sorted(by_id)))):
+    for entry in db.scalars(select(TimelineEntry).where(TimelineEntry.incident_id.in_(ids))):
         detail = scrubbers[entry.incident_id].value(entry.detail or {})
         if detail != (entry.detail or {}):
             entry.detail = detail  # a new dict: the JSON column sees the change
-    targets = {f"incident:{i}": i for i in by_id}
+    targets = {f"incident:{i}": i for i in ids}
     for record in db.scalars(select(AuditRecord).where(AuditRecord.action.like("incident.%"),
                                                        AuditRecord.target.in_(sorted(targets)))):
         detail = scrubbers[targets[record.target]].value(record.detail or {})
@@ -145,7 +151,6 @@ def apply_retention(db: Session, *, cutoff: datetime, days: int, actor: str, now
         db.add(TimelineEntry(incident_id=incident.id, actor=actor, action=REMOVED_KEY, at=now,
                              detail={"days": days, "clauses": [CLAUSE]}))
     db.flush()
-    return len(incidents)
 
 
 def removed_days(incident: Incident) -> int | None:

@@ -229,3 +229,21 @@ def test_old_student_account_audit_records_lose_the_account(school):
         csv = school.client.get(f"/audit.csv?what=timetable.student_account&lang={lang}")
         assert csv.status_code == 200 and "st7b" not in csv.text
         assert f"{ACCOUNT_REMOVED[lang]}: {YES[lang]}" in csv.text
+
+
+def test_many_old_incidents_are_done_in_batches(school, now_periods, monkeypatch):
+    """The first run on a school's years of incidents goes in batches: each incident loses its
+    own account, the counts add up (batches of one here)."""
+    from policy_server.incidents import retention as incident_accounts
+
+    ids = _incidents(school)
+    _age(school, ids["recent"])
+    monkeypatch.setattr(incident_accounts, "BATCH", 1)
+    with school.db() as db:
+        assert plan_retention(db, days=90).incidents_depersonalised == 2
+    assert _apply(school).incidents_depersonalised == 2
+    after = _snapshot(school)
+    for name, account in (("old", "st7b"), ("recent", "pupil2")):
+        assert after[ids[name]][9] is None and account not in str(after[ids[name]]), name
+        assert after[ids[name]][2]["personal_removed"] == {"days": 90}
+    assert after[ids["open"]][9] == "pupil1" and after[ids["late"]][9] == "loner"
