@@ -60,6 +60,9 @@ USER_REMOVED = N_("removed after %(days)s days (001 §2.15)")
 TIMELINE_ACTION = N_("Student's account removed")
 TIMELINE_NOTE = N_("the student's computer account was taken out of this incident after %(days)s days "
                    "(001 §2.15)")
+# db/retention.py's entry when a resolved incident's old events go (it showed as the raw code).
+EVENTS_ACTION = N_("Old events removed")
+EVENTS_NOTE = N_("events removed after %(days)s days: %(count)s (001 §2.15)")
 # The retention command's line (policy_server.db.retention.personal_lines).
 PLAN_LINE = N_("resolved incidents losing the student's computer account (the incident stays): "
                "%(count)s")
@@ -170,11 +173,16 @@ def user_removed_text(language: str, incident: Incident) -> str | None:
     return None if days is None else translate(language, USER_REMOVED, days=days)
 
 
-def timeline_texts(language: str, detail: dict) -> tuple[str, str]:
-    """The `personal_removed` timeline entry's action name and note in the reader's language."""
+def timeline_texts(language: str, action: str, detail: dict) -> tuple[str, str]:
+    """A retention timeline entry's (RETENTION_ACTIONS) action name and note in the reader's
+    language; names nobody, so every reader sees it."""
     days = detail.get("days")
-    return translate(language, TIMELINE_ACTION), translate(language, TIMELINE_NOTE,
-                                                           days=days if days is not None else "—")
+    days = days if days is not None else "—"
+    if action == REMOVED_KEY:
+        return translate(language, TIMELINE_ACTION), translate(language, TIMELINE_NOTE, days=days)
+    count = detail.get("count")
+    return translate(language, EVENTS_ACTION), translate(language, EVENTS_NOTE, days=days,
+                                                         count=count if count is not None else "—")
 
 
 def plan_line(language: str, count: int) -> str:

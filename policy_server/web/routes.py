@@ -257,8 +257,8 @@ def _timeline_rows(page: Page, incident) -> list[dict]:
             note = details.timeline_note(page.language, detail)
         if entry.action == "events_added" and detail.get("total"):
             note = page._("%(num)d events in all", num=int(detail["total"]))
-        if entry.action == incident_accounts.REMOVED_KEY:  # retention took the student's account out
-            action_name, note = incident_accounts.timeline_texts(page.language, detail)
+        if entry.action in incident_accounts.RETENTION_ACTIONS:  # old events, the student's account
+            action_name, note = incident_accounts.timeline_texts(page.language, entry.action, detail)
             rows.append({"at": entry.at, "actor": entry.actor, "action_name": action_name, "note": note})
             continue
         rows.append({

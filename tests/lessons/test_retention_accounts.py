@@ -26,6 +26,9 @@ USER_REMOVED = {"ky": "90 күн сакталгандан кийин алыны�
 TIMELINE_NOTE = {"ky": "окуучунун компьютердеги эсеби 90 күндөн кийин бул инциденттен алынып салынды",
                  "ru": "учётная запись ученика на компьютере убрана из этого инцидента через 90 дн.",
                  "en": "computer account was taken out of this incident after 90 days (001 §2.15)"}
+EVENTS_REMOVED = {"ky": "90 күндөн кийин алынып салынган окуялар: 3 (001 §2.15)",
+                  "ru": "событий удалено по истечении 90 дн.: 3 (001 §2.15)",
+                  "en": "events removed after 90 days: 3 (001 §2.15)"}
 ACCOUNT_REMOVED = {"ky": "окуучунун компьютердеги эсеби алынып салынды (001 §2.15)",
                    "ru": "учётная запись ученика на компьютере убрана (001 §2.15)",
                    "en": "student's computer account removed (001 §2.15)"}
@@ -156,6 +159,8 @@ def test_old_resolved_incident_loses_the_account_everywhere_others_stay(school, 
         assert page.status_code == 200, page.text
         assert USER_REMOVED[lang] in page.text and TIMELINE_NOTE[lang] in page.text, lang
         assert "st7b" not in page.text
+        # the old events' removal too, in words (it showed as the raw code "events_removed")
+        assert EVENTS_REMOVED[lang] in page.text and "events_removed" not in page.text
         listing = school.client.get(f"/incidents?status=resolved&lang={lang}")
         assert listing.status_code == 200 and "st7b" not in listing.text
         recent = school.client.get(f"/incidents/{ids['recent']}?lang={lang}").text
