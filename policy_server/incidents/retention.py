@@ -15,7 +15,7 @@ the retention cut-off loses the account:
   `/home/…/x`, as `rules.redact_path` writes) and, in the key, its pseudonym
   (`rules.pseudonym`, the stable stand-in a key carries since 0105) by `removed`;
 * `params["personal_removed"] = {"days": N}` and a timeline entry `personal_removed` (the
-  days, the clause) say why the account is empty: the incident page says "removed after N
+  days, the clause) say why the account is empty: the incident page says "account removed after N
   days (001 §2.15)" instead of a blank, in the reader's language.
 
 The rule, severity, clauses, counts, first/last seen, the seat and the workstation (facts
@@ -56,7 +56,7 @@ MACHINE_KEYS = frozenset({"seat", "where", "hostname", "room", "agent_id", "host
 ACCOUNT_KEYS = ("os_user", "user")
 
 # The incident page: the "User" row, and the timeline entry (incidents' catalog).
-USER_REMOVED = N_("removed after %(days)s days (001 §2.15)")
+USER_REMOVED = N_("account removed after %(days)s days (001 §2.15)")
 TIMELINE_ACTION = N_("Student's account removed")
 TIMELINE_NOTE = N_("the student's computer account was taken out of this incident after %(days)s days "
                    "(001 §2.15)")

@@ -20,9 +20,9 @@ from tests.lessons.test_class_teacher_notice import bypass
 from tests.lessons.test_retention_personal import blocked
 
 AGED = timedelta(days=120)
-USER_REMOVED = {"ky": "90 күн сакталгандан кийин алынып салынды (001 §2.15)",
-                "ru": "удалена после 90 дн. хранения (001 §2.15)",
-                "en": "removed after 90 days (001 §2.15)"}
+USER_REMOVED = {"ky": "эсеп 90 күн сакталгандан кийин алынып салынды (001 §2.15)",
+                "ru": "учётная запись удалена после 90 дн. хранения (001 §2.15)",
+                "en": "account removed after 90 days (001 §2.15)"}
 TIMELINE_NOTE = {"ky": "окуучунун компьютердеги эсеби 90 күндөн кийин бул инциденттен алынып салынды",
                  "ru": "учётная запись ученика на компьютере убрана из этого инцидента через 90 дн.",
                  "en": "computer account was taken out of this incident after 90 days (001 §2.15)"}

@@ -19,9 +19,9 @@ from tests.support.server import KalkanServerProcess
 
 ADMIN = ("boss", "a-long-admin-password")
 ACCOUNT = "asan.u"
-USER_REMOVED = {"ky": "90 күн сакталгандан кийин алынып салынды (001 §2.15)",
-                "ru": "удалена после 90 дн. хранения (001 §2.15)",
-                "en": "removed after 90 days (001 §2.15)"}
+USER_REMOVED = {"ky": "эсеп 90 күн сакталгандан кийин алынып салынды (001 §2.15)",
+                "ru": "учётная запись удалена после 90 дн. хранения (001 §2.15)",
+                "en": "account removed after 90 days (001 §2.15)"}
 ACCOUNT_REMOVED = {"ky": "окуучунун компьютердеги эсеби алынып салынды (001 §2.15)",
                    "ru": "учётная запись ученика на компьютере убрана (001 §2.15)",
                    "en": "student's computer account removed (001 §2.15)"}
