@@ -44,6 +44,13 @@ What `apply_retention` does, in one transaction:
   but the newest (the one in force stays whole): each ban's seat, OS account and reason, and
   the lessons' locked seats (lessons/audit_retention.py); the recorded `content_hash` stays
   what was sent then, so such a bundle no longer matches it (nothing checks an old one's);
+* takes the student's OS account out of the *resolved* incidents whose last activity is
+  before the cut-off (`os_user`, and the account wherever it is written in the incident's
+  params, title, dedup key, timeline and resolution; incidents/retention.py): the rule,
+  severity, clauses, counts, times, seat, workstation and resolution stay, and the page says
+  the account was removed after N days; an open incident keeps it until it is resolved;
+* empties the student's OS account in the audit records of linking it to a class
+  (`timetable.student_account`, written before the cut-off; timetable/audit_retention.py);
 * for events held by *resolved* incidents, removes the link too and writes one timeline
   entry on each such incident ("events_removed", how many, why); the incident itself, its
   counts, first/last seen and parameters stay: incidents are never deleted;
@@ -78,9 +85,11 @@ from policy_server.audit import audit
 from policy_server.db.models import Event, Incident, IncidentEvent, IncidentStatus, TimelineEntry, utcnow
 from policy_server.errors import InvalidInput, KalkanError
 from policy_server.filtering import queue
+from policy_server.incidents import retention as incident_accounts
 from policy_server.lessons import audit_retention as lesson_audit
 from policy_server.lessons import summary as lesson_summaries
 from policy_server.notices import retention as notices
+from policy_server.timetable import audit_retention as account_audit
 from policy_server.web.i18n import N_, translate
 
 # The records of a person's internet use (001 §2.15): removed past the days.
@@ -113,6 +122,8 @@ class RetentionPlan:
     policy_comments_scrubbed: int = 0  # policy history comments of those actions, the same
     policy_bundles_scrubbed: int = 0  # old policy versions (not the one in force) losing the bans' students
     policy_ended_removed: int = 0  # bans and lessons ended before the cut-off, out of the policy in force
+    incidents_depersonalised: int = 0  # old resolved incidents losing the student's OS account
+    account_records_scrubbed: int = 0  # `timetable.student_account` audit records losing the account
 
     @property
     def total(self) -> int:
@@ -123,7 +134,8 @@ class RetentionPlan:
         return bool(self.total or self.queue_copies or self.queue_items_scrubbed
                     or self.lessons_depersonalised or self.notices_depersonalised
                     or self.audit_records_scrubbed or self.policy_comments_scrubbed
-                    or self.policy_bundles_scrubbed or self.policy_ended_removed)
+                    or self.policy_bundles_scrubbed or self.policy_ended_removed
+                    or self.incidents_depersonalised or self.account_records_scrubbed)
 
     def lines(self) -> list[str]:
         out = [f"records of internet use older than {self.days} days "
@@ -185,6 +197,8 @@ def plan_retention(db: Session, *, days: int = DEFAULT_DAYS, now: datetime | Non
         db, cutoff=cutoff)
     plan.policy_ended_removed, plan.policy_bundles_scrubbed = lesson_audit.bundle_retention_count(
         db, cutoff=cutoff)
+    plan.incidents_depersonalised = incident_accounts.retention_count(db, cutoff=cutoff)
+    plan.account_records_scrubbed = account_audit.retention_count(db, cutoff=cutoff)
     return plan
 
 
@@ -210,6 +224,8 @@ def apply_retention(db: Session, *, actor: str, days: int = DEFAULT_DAYS,
     lesson_summaries.apply_retention(db, cutoff=plan.cutoff)
     lesson_audit.apply_retention(db, cutoff=plan.cutoff)
     lesson_audit.apply_bundle_retention(db, actor=actor, days=plan.days, cutoff=plan.cutoff)
+    incident_accounts.apply_retention(db, cutoff=plan.cutoff, days=plan.days, actor=actor, now=at)
+    account_audit.apply_retention(db, cutoff=plan.cutoff)
     for incident_id, count in sorted(plan.incidents_affected.items()):
         db.add(TimelineEntry(incident_id=incident_id, actor=actor, action="events_removed", at=at,
                              detail={"count": count, "reason": REASON, "days": plan.days}))
@@ -225,6 +241,8 @@ def apply_retention(db: Session, *, actor: str, days: int = DEFAULT_DAYS,
                   "policy_comments_scrubbed": plan.policy_comments_scrubbed,
                   "policy_bundles_scrubbed": plan.policy_bundles_scrubbed,
                   "policy_ended_removed": plan.policy_ended_removed,
+                  "incidents_depersonalised": plan.incidents_depersonalised,
+                  "account_records_scrubbed": plan.account_records_scrubbed,
                   "clauses": ["001 §2.15", "004 §3.6"]})
     plan.partitions_dropped = dropped
     return plan
@@ -248,7 +266,9 @@ def personal_lines(plan: RetentionPlan, language: str) -> list[str]:
             "  " + translate(language, AUDIT_LINE, count=f"{plan.audit_records_scrubbed:,}",
                              comments=f"{plan.policy_comments_scrubbed:,}"),
             "  " + translate(language, BUNDLES_LINE, count=f"{plan.policy_bundles_scrubbed:,}"),
-            "  " + translate(language, ENDED_LINE, count=f"{plan.policy_ended_removed:,}")]
+            "  " + translate(language, ENDED_LINE, count=f"{plan.policy_ended_removed:,}"),
+            "  " + incident_accounts.plan_line(language, plan.incidents_depersonalised),
+            "  " + account_audit.plan_line(language, plan.account_records_scrubbed)]
 
 
 def _drop_old_months(db: Session, cutoff: datetime) -> list[str]:

@@ -26,6 +26,7 @@ from policy_server.db.session import get_db
 from policy_server.errors import KalkanError, NotFound
 from policy_server.fleet.pages import NOTICES as DECISION_NOTICES
 from policy_server.incidents import details
+from policy_server.incidents import retention as incident_accounts
 from policy_server.incidents import service as incidents
 from policy_server.people import auth
 from policy_server.scope import MAX_ID, Viewer
@@ -256,6 +257,10 @@ def _timeline_rows(page: Page, incident) -> list[dict]:
             note = details.timeline_note(page.language, detail)
         if entry.action == "events_added" and detail.get("total"):
             note = page._("%(num)d events in all", num=int(detail["total"]))
+        if entry.action in incident_accounts.RETENTION_ACTIONS:  # old events, the student's account
+            action_name, note = incident_accounts.timeline_texts(page.language, entry.action, detail)
+            rows.append({"at": entry.at, "actor": entry.actor, "action_name": action_name, "note": note})
+            continue
         rows.append({
             "at": entry.at,
             "actor": entry.actor,
@@ -290,6 +295,7 @@ def _incident_detail(page: Page, db: Session, viewer: Viewer, incident, *, notic
         status_names=presenters.STATUS_NAMES, severity_names=presenters.SEVERITY_NAMES,
         role_names=presenters.ROLE_NAMES, notice=notice, error=error,
         resolution=incidents.resolution_text(incident, viewer=viewer, language=page.language),
+        user_removed=incident_accounts.user_removed_text(page.language, incident),
     )
 
 
