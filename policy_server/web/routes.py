@@ -218,7 +218,9 @@ def incident_list(
             "severity": i.severity,
             "status": i.status,
             "where": _where(stations.get(i.agent_id), i.seat),
-            "os_user": i.os_user if viewer.sees_personal_data else None,
+            # (past the retention days the account is gone: the list says so, as the page does)
+            "os_user": (i.os_user or incident_accounts.user_removed_text(page.language, i))
+            if viewer.sees_personal_data else None,
             "last_seen_at": i.last_seen_at,
             "event_count": i.event_count,
             "clauses": i.clauses or [],

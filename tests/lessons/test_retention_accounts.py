@@ -163,6 +163,7 @@ def test_old_resolved_incident_loses_the_account_everywhere_others_stay(school, 
         assert EVENTS_REMOVED[lang] in page.text and "events_removed" not in page.text
         listing = school.client.get(f"/incidents?status=resolved&lang={lang}")
         assert listing.status_code == 200 and "st7b" not in listing.text
+        assert USER_REMOVED[lang] in listing.text  # the list says why the account is empty too
         recent = school.client.get(f"/incidents/{ids['recent']}?lang={lang}").text
         assert "pupil2" in recent and USER_REMOVED[lang] not in recent
     body = school.client.get(f"/api/v1/incidents/{ids['old']}").json()

@@ -84,6 +84,12 @@ def test_an_old_resolved_incident_and_class_list_audit_name_no_account_after_ret
             page.screenshot(path=str(artifacts_dir / f"incident-retention-{lang}-{width}.png"),
                             full_page=True)
             assert_fits_width(page)
+            page.goto(f"{server.url}/incidents?status=resolved&lang={lang}")  # the list says it too
+            main = page.inner_text("main")
+            assert USER_REMOVED[lang] in main and ACCOUNT not in main, (lang, main)
+            page.screenshot(path=str(artifacts_dir / f"incidents-retention-{lang}-{width}.png"),
+                            full_page=True)
+            assert_fits_width(page)
             page.goto(f"{server.url}/audit?what=timetable.student_account&lang={lang}")
             main = page.inner_text("main")
             assert ACCOUNT_REMOVED[lang] in main and ACCOUNT not in main, (lang, main)
