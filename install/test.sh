@@ -16,4 +16,6 @@ done
 [ -z "$closed" ] || echo "WARNING: other accounts cannot enter$closed: the proxy tests will fail" \
   "(their proxy runs as kalkan-proxy from this checkout). Fix: chmod o+x$closed" >&2
 .venv/bin/ruff check .
-exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+# --durations: the 30 slowest tests at the end of every run, so the suite can be kept under
+# 30 minutes on a 2-core machine as it grows (share servers and clusters across a module).
+exec .venv/bin/python -m pytest -q -p no:cacheprovider --durations=30 "$@"
