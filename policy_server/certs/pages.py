@@ -64,6 +64,7 @@ SHARED = N_("This certificate is shared by every school of this service, so only
             "counts below are this school's workstations.")
 RESTART_FIRST = N_("The server has not been restarted since the last certificate was activated. Restart it "
                    "first (systemctl restart kalkan-server), then prepare the next certificate.")
+PAGE_ERROR_TEXTS["tls.restart_first"] = RESTART_FIRST  # the service's refusal, in the page's words
 NO_TLS = N_("This server does not serve HTTPS itself (it was started with --no-tls, e.g. behind a reverse "
             "proxy): there is no certificate of its own to change here.")
 
@@ -85,14 +86,6 @@ def _read_only(settings) -> str | None:
     if service.shared_by_schools(settings):
         return SHARED
     return None
-
-
-def _restart_pending(settings) -> bool:
-    """Activated, not restarted: this process serves another certificate than the file's."""
-    from policy_server.certs.served import served_fingerprint
-
-    serving = served_fingerprint(settings) if settings.tls else None
-    return bool(serving and serving != rotation.fingerprint_or_none(rotation.CertFiles.of(settings).cert))
 
 
 def _page(page, request: Request, db: Session, *, errors: FormErrors | None = None, status_code: int = 200,
@@ -156,12 +149,12 @@ def certificate_rotate(request: Request, csrf_token: str = Form(""), viewer: sco
     page = page_of(request, db)
     if (refusal := _not_here(page, request, db, csrf_token)) is not None:
         return refusal
-    if _restart_pending(request.app.state.settings):  # the activated one is still being announced
-        errors = FormErrors()
-        errors.add("rotate", page._(RESTART_FIRST))
-        return _page(page, request, db, errors=errors, status_code=409)
-    try:
-        service.rotate(request.app.state.settings, [("", db)], actor=viewer.person.username)
+    from policy_server.certs.served import served_fingerprint
+
+    settings = request.app.state.settings
+    try:  # refused (tls.restart_first) while this process serves another certificate than the file's
+        service.rotate(settings, [("", db)], actor=viewer.person.username,
+                       served_fingerprint=served_fingerprint(settings) if settings.tls else None)
     except KalkanError as exc:
         return _refused(page, request, db, exc, "rotate")
     return redirect(PATH, done="prepared")

@@ -29,12 +29,12 @@ SERVED_FILE = "served.sha256"
 
 
 def remember_served(cert_path: Path) -> None:
-    pem = Path(cert_path).read_text()
-    os.environ[SERVED_ENV] = pem
-    cert = x509.load_pem_x509_certificate(pem.encode())
+    from policy_server.tls import cert_fingerprint
+
+    os.environ[SERVED_ENV] = Path(cert_path).read_text()
     recorded = Path(cert_path).parent / SERVED_FILE
     partial = recorded.with_suffix(".partial")
-    partial.write_text(hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest() + "\n")
+    partial.write_text(cert_fingerprint(Path(cert_path)) + "\n")
     partial.replace(recorded)  # whole or not at all
 
 
