@@ -73,6 +73,34 @@ def _front_id() -> str:
     return f"{_ID_PREFIX}-{next(_ID_COUNTER)}"
 
 
+class _TakenServer:
+    """A uvloop server's listening sockets, taken over by the front.  uvloop keeps them inside
+    libuv, where no reader can be removed as asyncio's can; so the front keeps a duplicate of each
+    (which keeps it listening) and closes uvloop's handles.  This object takes the server's place
+    in mitmproxy's list: its `sockets` give mitmproxy the addresses it listens on, and its
+    `close()` (mitmproxy stopping or restarting the listener) closes the duplicates, so the port
+    is free again."""
+
+    def __init__(self, server: Any) -> None:
+        self.sockets = []
+        for pseudo in server.sockets:
+            sock = socket.socket(fileno=os.dup(pseudo.fileno()))
+            sock.setblocking(False)
+            self.sockets.append(sock)
+        server.close()
+
+    def close(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sock in self.sockets:
+            if sock.fileno() >= 0:
+                loop.remove_reader(sock.fileno())
+                sock.close()
+        self.sockets = []
+
+    async def wait_closed(self) -> None:
+        return None
+
+
 class Front:
     def __init__(self, addon: Any) -> None:
         self.addon = addon
@@ -94,9 +122,13 @@ class Front:
         for instance in proxyserver.servers:
             if not isinstance(instance.mode, (mode_specs.RegularMode, mode_specs.TransparentMode)):
                 continue
-            for server in getattr(instance, "_servers", ()):
+            servers = getattr(instance, "_servers", [])
+            for i, server in enumerate(servers):
+                if type(server).__module__.startswith("uvloop"):
+                    server = servers[i] = _TakenServer(server)
                 for tsock in getattr(server, "sockets", ()):
-                    sock = getattr(tsock, "_sock", None)  # asyncio's TransportSocket wraps it
+                    # asyncio's TransportSocket wraps the socket; a taken uvloop server's are ours
+                    sock = tsock if isinstance(tsock, socket.socket) else getattr(tsock, "_sock", None)
                     if not isinstance(sock, socket.socket) or sock.type != socket.SOCK_STREAM:
                         continue
                     fd = sock.fileno()

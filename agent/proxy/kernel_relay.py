@@ -248,6 +248,11 @@ class Pair:
             return  # a segment the program has not taken yet
         except OSError as exc:
             if exc.errno == errno.EPIPE:  # the kernel's report of a FIN it could not redirect
+                # (reported as an error: uvloop, like libuv, stops watching a socket on an error,
+                # where asyncio's selector watches on; watched again, the end still wakes us)
+                loop = self.relay.loop
+                loop.remove_reader(side.sock.fileno())
+                loop.add_reader(side.sock.fileno(), self.readable, side)
                 return
             self.finish(reset=True)  # a reset (or timeout) on one side resets the other
             return

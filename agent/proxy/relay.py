@@ -321,6 +321,17 @@ class _SpliceRelay(_Relay):
             self.reader.feed_eof()
 
 
+# what the relays use of a client's transport; uvloop's TCPTransport has all of it but is not an
+# `asyncio.Transport` subclass, hence no isinstance
+_TRANSPORT_METHODS = ("set_protocol", "pause_reading", "resume_reading", "is_reading", "get_extra_info",
+                      "get_write_buffer_size", "write", "can_write_eof", "write_eof", "close", "is_closing")
+
+
+def _is_stream_transport(transport: object) -> bool:
+    return transport is not None and all(callable(getattr(transport, name, None))
+                                         for name in _TRANSPORT_METHODS)
+
+
 async def dial(host: str, port: int) -> socket.socket:
     """A connected, non-blocking TCP socket to (`host`, `port`): each address in turn."""
     loop = asyncio.get_running_loop()
@@ -389,8 +400,8 @@ def hand_off(nextlayer: layer.NextLayer, first: bytes, mode: str = "splice") -> 
     io = handler.transports.get(handler.client)
     writer = getattr(io, "writer", None)
     transport = getattr(writer, "transport", None)
-    if not isinstance(getattr(io, "reader", None), asyncio.StreamReader) or not isinstance(
-            transport, asyncio.Transport) or not hasattr(transport, "set_protocol"):
+    if not isinstance(getattr(io, "reader", None), asyncio.StreamReader) \
+            or not _is_stream_transport(transport):
         return False
     if mode == "kernel" and not kernel_relay.available():
         mode = "process"  # (kernel_relay.why_not() was logged once)

@@ -49,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import CONNECT_LOAD, WRK_LUA, bare_proxy, compile_index, profile_args  # noqa: E402
 
 from tests.proxy.conftest import FAKE_HOSTS, TEACHER, _account, base_bundle, upstream_for  # noqa: E402
-from tests.support.proxy_rig import make_ca, start_origin, start_proxy  # noqa: E402
+from tests.support.proxy_rig import launch_of, make_ca, start_origin, start_proxy  # noqa: E402
 
 
 def cpu_ns(pid: int) -> int:
@@ -285,7 +285,8 @@ def main() -> None:
             try:
                 before = start_proxy(here / "before", school_ca=school, upstream=upstream,
                                      bundle=bundle, upstream_ca=origin_ca,
-                                     extra=["--set", f"kalkan_index={index}", *gc_args(gc_file("before"))])
+                                     extra=["--set", f"kalkan_index={index}", *gc_args(gc_file("before"))],
+                                     launch=launch_of(args.before))
             finally:
                 rig.ENTRY = entry
             running["before"] = Running(before.proc, before.port, school_ca, gc_file("before"))

@@ -8,7 +8,8 @@ and the kernel relay, agent/proxy/kernel_relay.py), `kalkan_process` / `kalkan_t
 relay), `kalkan_no_front` (accepted by mitmproxy, decided in the addon's `next_layer`, kernel
 relay), `kalkan_no_front_process` (the same with the pump process: the shipped default before),
 `kalkan_mitm_connect` (no front, CONNECT through mitmproxy's HTTP layer), `kalkan_mitm_relay`
-(mitmproxy's own relay), `bare` (mitmdump with `ignore_hosts`), `e2guardian`; `--before DIR`
+(mitmproxy's own relay), `kalkan_asyncio_loop` (as shipped, but mitmdump on asyncio's own event
+loop instead of uvloop), `bare` (mitmdump with `ignore_hosts`), `e2guardian`; `--before DIR`
 adds an older checkout.  CPU per page counts the proxy's threads and children (the pump, E2Guardian's
 forks).
 
@@ -51,7 +52,7 @@ from e2guardian_rig import start_e2guardian, stop_e2guardian  # noqa: E402
 from run import bare_proxy  # noqa: E402
 
 from tests.proxy.conftest import FAKE_HOSTS, TEACHER, _account, base_bundle, upstream_for  # noqa: E402
-from tests.support.proxy_rig import make_ca, start_origin, start_proxy  # noqa: E402
+from tests.support.proxy_rig import MITMDUMP, launch_of, make_ca, start_origin, start_proxy  # noqa: E402
 
 CLIENT = r"""
 import json, socket, ssl, sys, time
@@ -181,6 +182,18 @@ def main() -> None:
                     extra=[*extra, *(a for o in option.split() for a in ("--set", o))],
                 )
                 procs[name], proxies[name] = other, (other.port, "news.test:443")
+        if "kalkan_asyncio_loop" in variants:  # the same, mitmdump on asyncio's own loop
+            aloop = start_proxy(
+                tmp / "kalkan_asyncio_loop",
+                school_ca=school,
+                upstream=upstream,
+                bundle=base_bundle(),
+                upstream_ca=origin_ca,
+                extra=extra,
+                launch=[str(MITMDUMP)],
+            )
+            procs["kalkan_asyncio_loop"] = aloop
+            proxies["kalkan_asyncio_loop"] = (aloop.port, "news.test:443")
         if "kalkan_mitm_relay" in variants:  # the same addon relaying through mitmproxy's layers
             slow = start_proxy(
                 tmp / "kalkan_mitm_relay",
@@ -203,6 +216,7 @@ def main() -> None:
                     bundle=base_bundle(),
                     upstream_ca=origin_ca,
                     extra=extra,
+                    launch=launch_of(args.before),
                 )
             finally:
                 rig.ENTRY = entry

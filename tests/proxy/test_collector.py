@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import sys
 import time
 
 import pytest
 
 from agent.collectors.base import CollectorContext
-from agent.collectors.proxy import ProxyCollector, ProxySettings, mitmdump_command
+from agent.collectors.proxy import (
+    ENTRY,
+    UVLOOP_MAIN,
+    ProxyCollector,
+    ProxySettings,
+    SettingsError,
+    mitmdump_binary,
+    mitmdump_command,
+)
 from policy_server.protocol import CollectorState
 from tests.support.proxy_rig import free_port, report_through_proxy, wait_port
 
@@ -29,6 +39,23 @@ def test_command_line(tmp_path):
     assert cmd[cmd.index("--mode") + 1] == "regular@127.0.0.1:1" and "transparent@127.0.0.1:2" in cmd
     assert not [a for a in cmd if a.startswith("transparent@") and "127.0.0.1" not in a and "::1" not in a]
     assert f"kalkan_state_dir={tmp_path}" in cmd and "kalkan_seat=s1" in cmd and "kalkan_room=r1" in cmd
+
+
+def test_mitmdump_runs_on_uvloop_unless_told_otherwise(tmp_path):
+    cmd = mitmdump_command(ProxySettings(), state_dir=tmp_path, confdir=tmp_path / "c", seat=None)
+    assert cmd[:2] == [sys.executable, str(UVLOOP_MAIN)] and cmd[2:5] == ["--quiet", "-s", str(ENTRY)]
+    cmd = mitmdump_command(ProxySettings(event_loop="asyncio"), state_dir=tmp_path, confdir=tmp_path / "c",
+                           seat=None)
+    assert cmd[0] == mitmdump_binary() and cmd[1:4] == ["--quiet", "-s", str(ENTRY)]
+
+
+def test_an_unknown_event_loop_is_named_with_the_choices(tmp_path):
+    path = tmp_path / "settings.json"
+    path.write_text(json.dumps({"event_loop": "libuv"}))
+    with pytest.raises(SettingsError, match="event_loop must be one of uvloop, asyncio, not 'libuv'"):
+        ProxySettings.from_file(path)
+    path.write_text(json.dumps({"event_loop": "asyncio"}))
+    assert ProxySettings.from_file(path).event_loop == "asyncio"
 
 
 def test_supervised_child_restarts(tmp_path):

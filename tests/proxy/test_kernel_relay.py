@@ -13,6 +13,7 @@ import threading
 import time
 
 import pytest
+import uvloop
 
 from agent.proxy import kernel_relay
 
@@ -34,10 +35,11 @@ class Ended:
 
 
 class Loop:
-    """An asyncio loop in a thread, as mitmproxy's, with one KernelRelay."""
+    """An event loop in a thread, as mitmproxy's, with one KernelRelay: asyncio's own, or uvloop
+    (what the agent runs mitmdump on)."""
 
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
+    def __init__(self, kind: str = "asyncio") -> None:
+        self.loop = uvloop.new_event_loop() if kind == "uvloop" else asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         self.relay = kernel_relay.KernelRelay(self.loop, MAPS)
@@ -58,9 +60,9 @@ class Loop:
         self.thread.join(5)
 
 
-@pytest.fixture(scope="module")
-def loop():
-    made = Loop()
+@pytest.fixture(scope="module", params=["asyncio", "uvloop"])
+def loop(request):
+    made = Loop(request.param)
     yield made
     made.stop()
 

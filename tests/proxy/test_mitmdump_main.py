@@ -49,8 +49,9 @@ def test_the_direct_proxy_serves_kalkan_pages_and_sends_events(tmp_path):
     port = free_port()
     cmd = mitmdump_command(ProxySettings(regular_port=port, transparent_port=0), state_dir=tmp_path,
                            confdir=tmp_path / "conf", seat="s1", event_fd=write_fd)
-    assert cmd[1:4] == ["--quiet", "-s", str(ENTRY)]
-    cmd = [sys.executable, str(MAIN), "--quiet", *cmd[4:]]
+    start = cmd.index("--quiet")
+    assert cmd[start:start + 3] == ["--quiet", "-s", str(ENTRY)]
+    cmd = [sys.executable, str(MAIN), "--quiet", *cmd[start + 3:]]
     proc = subprocess.Popen(cmd, pass_fds=(write_fd,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env={**os.environ, "HOME": str(tmp_path)})
     os.close(write_fd)

@@ -42,7 +42,7 @@ from policy_server.protocol import (
 )
 from tests.proxy.conftest import STUDENT, TEACHER, _account
 from tests.support import netns_sweep
-from tests.support.proxy_rig import ENTRY, MITMDUMP, env_options, make_ca, make_leaf
+from tests.support.proxy_rig import ENTRY, LAUNCH, env_options, make_ca, make_leaf
 
 pytestmark = pytest.mark.root
 HERE = Path(__file__).parent
@@ -191,7 +191,7 @@ def lab(readable_dir, accounts):
                 f"--reuid={proxy_user.uid}",
                 f"--regid={proxy_user.gid}",
                 "--clear-groups",
-                str(MITMDUMP),
+                *LAUNCH,
                 "--quiet",
                 "-s",
                 str(ENTRY),

@@ -23,7 +23,7 @@ from agent.proxy.ca import write_proxy_ca
 from agent.proxy.nftables import FirewallConfig, render_ruleset
 from tests.proxy.conftest import _account, base_bundle
 from tests.support import netns_sweep
-from tests.support.proxy_rig import ENTRY, MITMDUMP, env_options, make_ca, make_leaf
+from tests.support.proxy_rig import ENTRY, LAUNCH, env_options, make_ca, make_leaf
 
 pytestmark = pytest.mark.root
 TPORT = 3129
@@ -98,7 +98,7 @@ def lab(readable_dir, accounts):
         (state / "policy.json").write_text(base_bundle().model_dump_json())
         log = open(state / "mitmdump.log", "ab")  # noqa: SIM115
         proxy = subprocess.Popen([*in_ws, "setpriv", f"--reuid={proxy_user.uid}", f"--regid={proxy_user.gid}",
-                                  "--clear-groups", str(MITMDUMP), "--quiet", "-s", str(ENTRY),
+                                  "--clear-groups", *LAUNCH, "--quiet", "-s", str(ENTRY),
                                   "--mode", f"transparent@127.0.0.1:{TPORT}",  # loopback only, as
                                   "--mode", f"transparent@::1:{TPORT}",  # the collector runs it
                                   "--set", f"confdir={state / 'mitmproxy'}",

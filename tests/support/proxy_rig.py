@@ -28,6 +28,15 @@ from cryptography.x509.oid import NameOID
 
 REPO = Path(__file__).resolve().parents[2]
 MITMDUMP = Path(sys.executable).parent / "mitmdump"
+# how the tests start the proxy: as the agent does (mitmdump on uvloop, agent/proxy/mitmdump_uvloop.py)
+LAUNCH = [sys.executable, str(REPO / "agent" / "proxy" / "mitmdump_uvloop.py")]
+
+
+def launch_of(checkout: Path) -> list[str]:
+    """How an older checkout's agent starts mitmdump (the benchmarks' `--before`): on uvloop
+    where it has the launcher, else mitmdump itself."""
+    launcher = checkout / "agent" / "proxy" / "mitmdump_uvloop.py"
+    return [sys.executable, str(launcher)] if launcher.exists() else [str(MITMDUMP)]
 ENTRY = REPO / "agent" / "proxy" / "mitm_entry.py"
 UPSTREAM_MAP = Path(__file__).resolve().parent / "upstream_map.py"
 
@@ -253,9 +262,9 @@ def start_proxy(state_dir: Path, *, school_ca: Pem, upstream: dict[str, tuple[st
                 seat: str = "lab1-01", language: str = "ky", extra: list[str] | None = None,
                 bundle=None, user: tuple[int, int] | None = None,
                 upstream_ca: Path | None = None, prefix: list[str] | None = None,
-                ready_s: float = 30.0) -> ProxyProcess:
+                ready_s: float = 30.0, launch: list[str] | None = None) -> ProxyProcess:
     """`prefix`: a command that runs mitmdump (the instruction benchmark's valgrind), given
-    `ready_s` to listen."""
+    `ready_s` to listen; `launch`: how mitmdump is started (default `LAUNCH`, as the agent does)."""
     from agent.proxy.ca import write_proxy_ca
 
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -266,7 +275,7 @@ def start_proxy(state_dir: Path, *, school_ca: Pem, upstream: dict[str, tuple[st
     if bundle is not None:
         proxy.write_policy(bundle)
     mapping = ",".join(f"{k}={v[0]}:{v[1]}" for k, v in (upstream or {}).items())
-    cmd = [*(prefix or []), str(MITMDUMP), "--quiet", "-s", str(ENTRY), "-s", str(UPSTREAM_MAP),
+    cmd = [*(prefix or []), *(launch or LAUNCH), "--quiet", "-s", str(ENTRY), "-s", str(UPSTREAM_MAP),
            "--mode", f"regular@127.0.0.1:{port}",
            "--set", f"confdir={confdir}", "--set", "connection_strategy=lazy",
            *(["--set", f"ssl_verify_upstream_trusted_ca={upstream_ca}"] if upstream_ca else []),
