@@ -4,10 +4,10 @@
 
 What the agent runs (`agent.collectors.proxy.mitmdump_command`).  Why: the front (front.py) does
 a few rounds of the event loop per connection it passes through (mitmproxy's layers more per
-intercepted request), and CPython's asyncio loop is Python code; on uvloop the proxy spends 4–8 %
-less CPU per request (benchmarks/proxy/RESULTS.md, "tenth session").  Nothing else changes: the same addon, options,
-hooks and decisions.  Without uvloop installed (it is a dependency of the package), mitmdump runs
-on asyncio's own loop, as `mitmdump` itself would.
+intercepted request), and CPython's asyncio loop is Python code; on uvloop the proxy spends
+4–8 % less CPU per request (benchmarks/proxy/RESULTS.md, "tenth session").  Nothing else
+changes: the same addon, options, hooks and decisions.  Without uvloop installed (it is a
+dependency of the package), mitmdump runs on asyncio's own loop, as `mitmdump` itself would.
 """
 
 from __future__ import annotations

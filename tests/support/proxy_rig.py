@@ -28,6 +28,8 @@ from cryptography.x509.oid import NameOID
 
 REPO = Path(__file__).resolve().parents[2]
 MITMDUMP = Path(sys.executable).parent / "mitmdump"
+ENTRY = REPO / "agent" / "proxy" / "mitm_entry.py"
+UPSTREAM_MAP = Path(__file__).resolve().parent / "upstream_map.py"
 # how the tests start the proxy: as the agent does (mitmdump on uvloop, agent/proxy/mitmdump_uvloop.py)
 LAUNCH = [sys.executable, str(REPO / "agent" / "proxy" / "mitmdump_uvloop.py")]
 
@@ -37,8 +39,6 @@ def launch_of(checkout: Path) -> list[str]:
     where it has the launcher, else mitmdump itself."""
     launcher = checkout / "agent" / "proxy" / "mitmdump_uvloop.py"
     return [sys.executable, str(launcher)] if launcher.exists() else [str(MITMDUMP)]
-ENTRY = REPO / "agent" / "proxy" / "mitm_entry.py"
-UPSTREAM_MAP = Path(__file__).resolve().parent / "upstream_map.py"
 
 
 # --------------------------------------------------------------------------- certificates
