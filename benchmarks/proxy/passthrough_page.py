@@ -166,12 +166,17 @@ def main() -> None:
                 extra=extra + args.kalkan_extra.split(),
             )
             procs["kalkan"], proxies["kalkan"] = kalkan, (kalkan.port, "news.test:443")
-        for name, option in (("kalkan_process", "kalkan_relay_mode=process"),  # the front, the pump process
-                             ("kalkan_asyncio", "kalkan_relay_mode=asyncio"),  # the front, asyncio
-                             ("kalkan_thread", "kalkan_relay_mode=splice"),  # the front, the pump as a thread
-                             ("kalkan_no_front", "kalkan_front=false"),  # accepted by mitmproxy, kernel relay
-                             ("kalkan_no_front_process", "kalkan_front=false kalkan_relay_mode=process"),
-                             ("kalkan_mitm_connect", "kalkan_front=false kalkan_fast_connect=false")):
+        # (variant, its `--set` options, how mitmdump is started: None = as the agent does)
+        for name, option, launch in (
+                ("kalkan_process", "kalkan_relay_mode=process", None),  # the front, the pump process
+                ("kalkan_asyncio", "kalkan_relay_mode=asyncio", None),  # the front, asyncio
+                ("kalkan_thread", "kalkan_relay_mode=splice", None),  # the front, the pump as a thread
+                ("kalkan_no_front", "kalkan_front=false", None),  # accepted by mitmproxy, kernel relay
+                ("kalkan_no_front_process", "kalkan_front=false kalkan_relay_mode=process", None),
+                ("kalkan_mitm_connect", "kalkan_front=false kalkan_fast_connect=false", None),
+                # the same addon relaying through mitmproxy's layers
+                ("kalkan_mitm_relay", "kalkan_front=false kalkan_fast_relay=false", None),
+                ("kalkan_asyncio_loop", "", [str(MITMDUMP)])):  # as shipped, on asyncio's own loop
             if name in variants:
                 other = start_proxy(
                     tmp / name,
@@ -180,30 +185,9 @@ def main() -> None:
                     bundle=base_bundle(),
                     upstream_ca=origin_ca,
                     extra=[*extra, *(a for o in option.split() for a in ("--set", o))],
+                    launch=launch,
                 )
                 procs[name], proxies[name] = other, (other.port, "news.test:443")
-        if "kalkan_asyncio_loop" in variants:  # the same, mitmdump on asyncio's own loop
-            aloop = start_proxy(
-                tmp / "kalkan_asyncio_loop",
-                school_ca=school,
-                upstream=upstream,
-                bundle=base_bundle(),
-                upstream_ca=origin_ca,
-                extra=extra,
-                launch=[str(MITMDUMP)],
-            )
-            procs["kalkan_asyncio_loop"] = aloop
-            proxies["kalkan_asyncio_loop"] = (aloop.port, "news.test:443")
-        if "kalkan_mitm_relay" in variants:  # the same addon relaying through mitmproxy's layers
-            slow = start_proxy(
-                tmp / "kalkan_mitm_relay",
-                school_ca=school,
-                upstream=upstream,
-                bundle=base_bundle(),
-                upstream_ca=origin_ca,
-                extra=[*extra, "--set", "kalkan_front=false", "--set", "kalkan_fast_relay=false"],
-            )
-            procs["kalkan_mitm_relay"], proxies["kalkan_mitm_relay"] = slow, (slow.port, "news.test:443")
         if "before" in variants:
             import tests.support.proxy_rig as rig
 

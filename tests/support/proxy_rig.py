@@ -26,18 +26,20 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from agent.collectors.proxy import UVLOOP_MAIN, mitmdump_launcher
+
 REPO = Path(__file__).resolve().parents[2]
 MITMDUMP = Path(sys.executable).parent / "mitmdump"
 ENTRY = REPO / "agent" / "proxy" / "mitm_entry.py"
 UPSTREAM_MAP = Path(__file__).resolve().parent / "upstream_map.py"
-# how the tests start the proxy: as the agent does (mitmdump on uvloop, agent/proxy/mitmdump_uvloop.py)
-LAUNCH = [sys.executable, str(REPO / "agent" / "proxy" / "mitmdump_uvloop.py")]
+# how the tests start the proxy: as the agent does (mitmdump on uvloop)
+LAUNCH = mitmdump_launcher("uvloop")
 
 
 def launch_of(checkout: Path) -> list[str]:
     """How an older checkout's agent starts mitmdump (the benchmarks' `--before`): on uvloop
     where it has the launcher, else mitmdump itself."""
-    launcher = checkout / "agent" / "proxy" / "mitmdump_uvloop.py"
+    launcher = checkout / UVLOOP_MAIN.relative_to(REPO)
     return [sys.executable, str(launcher)] if launcher.exists() else [str(MITMDUMP)]
 
 
