@@ -304,7 +304,7 @@ class ProxyCollector(Collector):
             cmd = drop_privileges(account) + cmd
         env = {**os.environ, "HOME": str(self.dir)}
         try:
-            fds = (write_fd, maps.pairs_fd, maps.counts_fd) if maps else (write_fd,)
+            fds = (write_fd, *maps.passed_fds()) if maps else (write_fd,)
             proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env,
                                     start_new_session=True, pass_fds=fds)
         except BaseException:

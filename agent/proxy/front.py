@@ -140,6 +140,10 @@ class Front:
                     loop.remove_reader(fd)  # asyncio's accept for mitmproxy's server
                     loop.add_reader(fd, self._accept, sock, instance)
                     self.adopted[fd] = sock
+                    # the students' sockets to this port (explicit) or to HTTPS (redirected here)
+                    # may send by the kernel relay's direct path
+                    kernel_relay.watch_port(sock.getsockname()[1] if isinstance(
+                        instance.mode, mode_specs.RegularMode) else HTTPS_PORT)
         for fd in set(self.adopted) - live:
             del self.adopted[fd]
         return len(self.adopted)

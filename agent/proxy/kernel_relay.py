@@ -30,6 +30,24 @@ the caller keeps the user-space relay.
 What cannot be seen this way: bytes a client sent after the ClientHello but before the pair was
 in the map (TLS 0-RTT early data).  They are read once, right after the pair is added, and sent
 on by hand before the ClientHello leaves (so nothing can be answered before).
+
+The direct path (student → server, no hop).  The stream-verdict redirect moves each segment on a
+kernel work queue: a wake-up and a hop on the proxy's socket per request, which kept the page
+behind E2Guardian's tunnel (RESULTS.md, fifth to tenth sessions).  The student's own socket is on
+this machine, so its bytes can be redirected where they are written, as Cilium accelerates local
+sockets: a `sock_ops` program on the cgroup puts every TCP socket that connects to a watched port
+(the proxy's explicit port, 443) into `clients`, a sockhash whose `sk_msg` program looks the
+socket's own flow (family, ports, addresses, as that socket sees them) up in `direct`; once the
+proxy has put the pair there (after the ClientHello left), each `send` of the student goes straight
+into the server socket's send queue, in the student's own system call.  The answers still come
+back through the stream verdict (the server's socket is not a local sender).  A flow not there
+(an unwatched port, a v4-mapped socket, a full map) is passed to the proxy's socket as before, and
+the stream verdict relays it: the direct path is only ever faster, never needed.  The order of
+the client's bytes holds because the client sends nothing between its ClientHello and the
+server's answer except TLS early data, which is read and sent by hand before the direct entry is
+made (a few bytes sent in the same microsecond as that entry could in theory take the old path
+and arrive after the new one's: the connection would then fail its TLS check, never reach
+anywhere else).  `direct` counts the bytes, for the tests and for `bpftool`.
 """
 
 from __future__ import annotations
@@ -44,6 +62,7 @@ import os
 import platform
 import socket
 import struct
+import sys
 import threading
 from typing import Any, Protocol
 
@@ -52,12 +71,15 @@ log = logging.getLogger("kalkan.proxy.kernel_relay")
 # --- the bpf(2) system call ------------------------------------------------------------------
 
 _SYS_BPF = {"x86_64": 321, "aarch64": 280, "armv7l": 386, "i686": 357}.get(platform.machine())
-_BPF_MAP_CREATE, _BPF_MAP_LOOKUP, _BPF_MAP_UPDATE, _BPF_MAP_DELETE = 0, 1, 2, 3
-_BPF_PROG_LOAD, _BPF_PROG_ATTACH = 5, 8
+_BPF_MAP_CREATE, _BPF_MAP_LOOKUP, _BPF_MAP_UPDATE, _BPF_MAP_DELETE, _BPF_MAP_GET_NEXT_KEY = 0, 1, 2, 3, 4
+_BPF_PROG_LOAD, _BPF_PROG_ATTACH, _BPF_LINK_CREATE = 5, 8, 28
 _MAP_HASH, _MAP_SOCKHASH = 1, 18
-_PROG_SK_SKB = 14
-_ATTACH_STREAM_VERDICT = 5
-_HELPER_LOOKUP, _HELPER_SOCKET_COOKIE, _HELPER_REDIRECT_HASH = 1, 46, 72
+_PROG_SOCK_OPS, _PROG_SK_SKB, _PROG_SK_MSG = 13, 14, 16
+_ATTACH_CGROUP_SOCK_OPS, _ATTACH_STREAM_VERDICT, _ATTACH_MSG_VERDICT = 3, 5, 7
+_HELPER_LOOKUP, _HELPER_SOCKET_COOKIE = 1, 46
+_HELPER_SOCK_HASH_UPDATE, _HELPER_MSG_REDIRECT_HASH, _HELPER_REDIRECT_HASH = 70, 71, 72
+_SOCK_OPS_ACTIVE_ESTABLISHED = 4  # a socket of this machine finished its connect()
+_SO_ORIGINAL_DST = 80  # (SOL_IP and SOL_IPV6 alike)
 _SO_COOKIE = 57
 _SK_PASS = 1
 _TIOCOUTQ = 0x5411
@@ -115,7 +137,18 @@ def _elem(map_fd: int, cmd: int, cookie: int, value: int | ctypes.Array | None =
         raise OSError(code, os.strerror(code))
 
 
-# --- the program -----------------------------------------------------------------------------
+def _flow_elem(map_fd: int, cmd: int, key: bytes, value: int | ctypes.Array | None = None) -> None:
+    """One element of a map keyed by a flow (`flow_key`): rare (twice a pair), so plain ctypes."""
+    key_buf = ctypes.create_string_buffer(key, len(key))
+    if isinstance(value, int):
+        value_buf = ctypes.create_string_buffer(struct.pack("Q", value), 8)
+    else:
+        value_buf = value
+    _bpf(cmd, struct.pack("IIQQQ", map_fd, 0, ctypes.addressof(key_buf),
+                          ctypes.addressof(value_buf) if value_buf is not None else 0, 0))
+
+
+# --- the programs ------------------------------------------------------------------------------
 
 def _insn(code: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> bytes:
     return struct.pack("<BBhi", code, (src << 4) | dst, off, imm)
@@ -147,52 +180,271 @@ def program(pairs_fd: int, counts_fd: int) -> bytes:
     ])
 
 
-class Maps:
-    """The two maps (descriptors): `pairs` (sockhash, cookie → the peer socket) and `counts`
-    (hash, cookie → bytes redirected from that socket)."""
+# The direct path's programs.  Both keep to the context fields and helpers their program types
+# allow: `sk_msg` has no socket cookie, hence a flow key built from the socket's own addresses.
+FLOW_KEY_LEN = 48  # family, local port, remote port, 0, local address (16), remote address (16)
+_AF_INET6 = 10
+_MSG_FAMILY, _MSG_REMOTE_IP4, _MSG_LOCAL_IP4 = 16, 20, 24  # offsets in struct sk_msg_md
+_MSG_REMOTE_IP6, _MSG_LOCAL_IP6, _MSG_REMOTE_PORT, _MSG_LOCAL_PORT, _MSG_SIZE = 28, 44, 60, 64, 68
+_OPS_REMOTE_PORT = 64  # in struct bpf_sock_ops (its `op` is at 0)
 
-    def __init__(self, pairs_fd: int, counts_fd: int) -> None:
+
+def sockops_program(ports_fd: int, clients_fd: int) -> bytes:
+    """On a finished connect(): a socket whose remote port is watched joins `clients` (so the
+    message program sees its sends)."""
+    out = 21  # the `return 1` below
+    return b"".join([
+        _insn(0xBF, 6, 1),                                   # 0  r6 = ctx
+        _insn(0x61, 2, 6, 0),                                # 1  r2 = ctx->op
+        _insn(0x55, 2, 0, out - 3, _SOCK_OPS_ACTIVE_ESTABLISHED),  # 2
+        _insn(0x61, 2, 6, _OPS_REMOTE_PORT),                 # 3  as the message program sees it
+        _insn(0x63, 10, 2, -4),                              # 4
+        _load_map(1, ports_fd),                              # 5, 6
+        _insn(0xBF, 2, 10), _insn(0x07, 2, imm=-4),          # 7, 8
+        _insn(0x85, imm=_HELPER_LOOKUP),                     # 9
+        _insn(0x15, 0, 0, out - 11, 0),                      # 10 not watched
+        _insn(0xBF, 1, 6),                                   # 11
+        _insn(0x85, imm=_HELPER_SOCKET_COOKIE),              # 12 (any key: the map is a set)
+        _insn(0x7B, 10, 0, -16),                             # 13
+        _insn(0xBF, 1, 6),                                   # 14
+        _load_map(2, clients_fd),                            # 15, 16
+        _insn(0xBF, 3, 10), _insn(0x07, 3, imm=-16),         # 17, 18
+        _insn(0xB7, 4, imm=0),                               # 19
+        _insn(0x85, imm=_HELPER_SOCK_HASH_UPDATE),           # 20 (full map: the socket stays out)
+        _insn(0xB7, 0, imm=1),                               # 21
+        _insn(0x95),
+    ])
+
+
+# Bytes a flow may send direct.  A send the server's socket cannot take now (a full send queue, a
+# non-blocking student) fails with EAGAIN although the student's own socket polls writable, so an
+# upload to a slow server would spin; every try counts, and past this the flow takes the stream
+# verdict's way, which queues.  (Leaving the direct path is safe at any time: its bytes are in
+# the server's socket before the send returns; only the way in must wait for the hello.)  A page's
+# requests are far below it.
+DIRECT_LIMIT = 1 << 20
+
+
+def msg_program(direct_fd: int, targets_fd: int) -> bytes:
+    """On each send of a socket in `clients`: its flow in `direct` → count the bytes and send
+    them out of `targets[flow]` (up to `DIRECT_LIMIT`); else they go their usual way."""
+    at = -FLOW_KEY_LEN  # the key on the stack
+    head = [_insn(0xBF, 6, 1),
+            _insn(0x61, 1, 6, _MSG_FAMILY), _insn(0x63, 10, 1, at),
+            _insn(0x61, 2, 6, _MSG_LOCAL_PORT), _insn(0x63, 10, 2, at + 4),
+            _insn(0x61, 2, 6, _MSG_REMOTE_PORT), _insn(0x63, 10, 2, at + 8),
+            _insn(0x62, 10, 0, at + 12, 0)]
+    v4 = [_insn(0x61, 2, 6, _MSG_LOCAL_IP4), _insn(0x63, 10, 2, at + 16)]
+    v4 += [_insn(0x62, 10, 0, at + 20 + 4 * i, 0) for i in range(3)]
+    v4 += [_insn(0x61, 2, 6, _MSG_REMOTE_IP4), _insn(0x63, 10, 2, at + 32)]
+    v4 += [_insn(0x62, 10, 0, at + 36 + 4 * i, 0) for i in range(3)]
+    v6: list[bytes] = []
+    for i in range(4):
+        v6 += [_insn(0x61, 2, 6, _MSG_LOCAL_IP6 + 4 * i), _insn(0x63, 10, 2, at + 16 + 4 * i),
+               _insn(0x61, 2, 6, _MSG_REMOTE_IP6 + 4 * i), _insn(0x63, 10, 2, at + 32 + 4 * i)]
+    tail = [_load_map(1, direct_fd), _insn(0xBF, 2, 10), _insn(0x07, 2, imm=at),
+            _insn(0x85, imm=_HELPER_LOOKUP),
+            _insn(0x55, 0, 0, 2, 0),                   # in `direct`: go on
+            _insn(0xB7, 0, imm=_SK_PASS), _insn(0x95),  # not: the usual way
+            _insn(0x79, 1, 0, 0),                      # r1 = bytes so far
+            _insn(0x25, 1, 0, -4, DIRECT_LIMIT),       # past the limit: the usual way from now on
+            _insn(0x61, 1, 6, _MSG_SIZE), _insn(0xDB, 0, 1, 0, 0),
+            _insn(0xBF, 1, 6), _load_map(2, targets_fd), _insn(0xBF, 3, 10), _insn(0x07, 3, imm=at),
+            _insn(0xB7, 4, imm=0),                     # flags 0: out of the target socket
+            _insn(0x85, imm=_HELPER_MSG_REDIRECT_HASH), _insn(0x95)]
+    return b"".join(head + [_insn(0x15, 1, 0, len(v4) + 1, _AF_INET6)] + v4
+                    + [_insn(0x05, off=len(v6))] + v6 + tail)
+
+
+def _ip_bytes(ip: str) -> tuple[int, bytes]:
+    if "." in ip:  # IPv4, or IPv4 mapped in IPv6 (a dual-stack socket's view of an IPv4 peer)
+        return socket.AF_INET, socket.inet_aton(ip.rsplit(":", 1)[-1]) + bytes(12)
+    return _AF_INET6, socket.inet_pton(socket.AF_INET6, ip.split("%", 1)[0])
+
+
+def _remote_port_word(port: int) -> int:
+    """A remote port as both programs load it: network order, in the word's high half on a
+    little-endian machine."""
+    return socket.htons(port) << 16 if sys.byteorder == "little" else port
+
+
+def flow_key(local: tuple, remote: tuple) -> bytes:
+    """The key the message program builds for a socket with these (address, port) ends."""
+    family, local_ip = _ip_bytes(local[0])
+    _, remote_ip = _ip_bytes(remote[0])
+    return struct.pack("IIII", family, local[1], _remote_port_word(remote[1]), 0) + local_ip + remote_ip
+
+
+def _original_destination(sock: socket.socket) -> tuple[str, int] | None:
+    """Where the client meant to connect, when the firewall redirected it here (conntrack)."""
+    try:
+        if sock.family == socket.AF_INET:
+            raw = sock.getsockopt(socket.SOL_IP, _SO_ORIGINAL_DST, 16)
+            return socket.inet_ntoa(raw[4:8]), struct.unpack_from("!H", raw, 2)[0]
+        raw = sock.getsockopt(socket.IPPROTO_IPV6, _SO_ORIGINAL_DST, 28)
+        return socket.inet_ntop(socket.AF_INET6, raw[8:24]), struct.unpack_from("!H", raw, 2)[0]
+    except OSError:  # not redirected (the explicit port), or no conntrack
+        return None
+
+
+def student_flow(sock: socket.socket) -> bytes:
+    """The flow key of the socket at the other end of `sock` (the proxy's accepted socket), as
+    that socket sees itself: its local end is our peer, its remote end the original destination
+    (or our own address, when it connected to the proxy's port)."""
+    return flow_key(sock.getpeername(), _original_destination(sock) or sock.getsockname())
+
+
+class Direct:
+    """The direct path's descriptors.  The proxy needs `targets` (sockhash, flow → the server's
+    socket), `direct` (hash, flow → bytes sent direct) and `ports` (the watched remote ports);
+    `clients` and the cgroup link stay with whoever made them (the agent)."""
+
+    def __init__(self, targets_fd: int, direct_fd: int, ports_fd: int,
+                 keep: tuple[int, ...] = ()) -> None:
+        self.targets_fd, self.direct_fd, self.ports_fd = targets_fd, direct_fd, ports_fd
+        self.keep = keep
+
+    def watch(self, port: int) -> None:
+        """Sockets connecting to this remote port join `clients` from now on."""
+        key = ctypes.create_string_buffer(struct.pack("I", _remote_port_word(port)), 4)
+        one = ctypes.create_string_buffer(struct.pack("I", 1), 4)
+        _bpf(_BPF_MAP_UPDATE, struct.pack("IIQQQ", self.ports_fd, 0, ctypes.addressof(key),
+                                          ctypes.addressof(one), 0))
+
+
+def _clear(map_fd: int, key_size: int) -> int:
+    """Delete every element of a map; how many there were."""
+    key = ctypes.create_string_buffer(key_size)
+    cleared = 0
+    while True:
+        try:  # BPF_MAP_GET_NEXT_KEY without a key: the first one
+            _bpf(_BPF_MAP_GET_NEXT_KEY, struct.pack("IIQQ", map_fd, 0, 0, ctypes.addressof(key)))
+            _bpf(_BPF_MAP_DELETE, struct.pack("IIQ", map_fd, 0, ctypes.addressof(key)))
+        except OSError:
+            return cleared
+        cleared += 1
+
+
+class Maps:
+    """The maps (descriptors): `pairs` (sockhash, cookie → the peer socket), `counts` (hash,
+    cookie → bytes redirected from that socket), and the direct path's (`Direct`, or None where
+    this kernel or machine has none)."""
+
+    def __init__(self, pairs_fd: int, counts_fd: int, direct: Direct | None = None) -> None:
         self.pairs_fd, self.counts_fd = pairs_fd, counts_fd
+        self.direct = direct
+        self.why_not_direct = ""
 
     def option(self) -> str:
-        return f"{self.pairs_fd},{self.counts_fd}"
+        fds = [self.pairs_fd, self.counts_fd]
+        if self.direct is not None:
+            fds += [self.direct.targets_fd, self.direct.direct_fd, self.direct.ports_fd]
+        return ",".join(str(fd) for fd in fds)
+
+    def passed_fds(self) -> tuple[int, ...]:
+        """The descriptors `option()` names (to keep open in the proxy's process)."""
+        return tuple(int(fd) for fd in self.option().split(","))
+
+    def clear_leftovers(self) -> int:
+        """Forget the entries of a proxy that ended without cleaning up (killed, crashed): counts
+        and flows stay in the agent's maps, and a stale flow would send a later connection with
+        the same addresses nowhere.  Called by a proxy taking the maps over, before any pair."""
+        cleared = _clear(self.counts_fd, 8)
+        if self.direct is not None:
+            for fd in (self.direct.direct_fd, self.direct.targets_fd):
+                cleared += _clear(fd, FLOW_KEY_LEN)
+        return cleared
 
     @classmethod
     def from_option(cls, text: str) -> Maps:
-        pairs, _, counts = text.partition(",")
-        return cls(int(pairs), int(counts))
+        fds = [int(fd) for fd in text.split(",")]
+        if len(fds) not in (2, 5):
+            raise ValueError(f"{text!r}: expected 'pairs,counts' or 'pairs,counts,targets,direct,ports'")
+        return cls(fds[0], fds[1], Direct(*fds[2:]) if len(fds) == 5 else None)
 
 
 PAIRS_NAME, COUNTS_NAME = b"kalkan_pairs", b"kalkan_counts"  # as `bpftool map` lists them
 
 
-def _map_attr(kind: int, name: bytes) -> bytes:
+def _map_attr(kind: int, name: bytes, key_size: int = 8, value_size: int = 8,
+              entries: int = 2 * MAX_PAIRS) -> bytes:
     # map_type, key_size, value_size, max_entries, map_flags, inner_map_fd, numa_node, map_name
-    return struct.pack("IIIIIII16s", kind, 8, 8, 2 * MAX_PAIRS, 0, 0, 0, name)
+    return struct.pack("IIIIIII16s", kind, key_size, value_size, entries, 0, 0, 0, name)
 
 
-def create_maps() -> Maps:
-    """Maps with the program attached (needs CAP_BPF and CAP_NET_ADMIN).  OSError says why not."""
-    pairs = _bpf(_BPF_MAP_CREATE, _map_attr(_MAP_SOCKHASH, PAIRS_NAME))
-    counts = prog = -1
+def _load(kind: int, code: bytes, name: bytes) -> int:
+    insns = ctypes.create_string_buffer(code, len(code))
+    licence = ctypes.create_string_buffer(b"GPL")  # the helpers used need a GPL program
+    return _bpf(_BPF_PROG_LOAD, struct.pack(
+        "IIQQIIQII16s", kind, len(code) // 8, ctypes.addressof(insns),
+        ctypes.addressof(licence), 0, 0, 0, 0, 0, name))
+
+
+def _cgroup2_root() -> str:
+    with open("/proc/self/mounts", encoding="utf-8") as mounts:
+        for line in mounts:
+            fields = line.split()
+            if len(fields) > 2 and fields[2] == "cgroup2":
+                return fields[1]
+    raise OSError(errno.ENOENT, "no cgroup2 hierarchy is mounted")
+
+
+def create_maps(direct: bool = True) -> Maps:
+    """Maps with the programs attached (needs CAP_BPF and CAP_NET_ADMIN).  OSError says why not.
+    The direct path is added where this machine allows it (`Maps.why_not_direct` says why not)."""
+    made: list[int] = []
+    prog = -1
     try:
+        pairs = _bpf(_BPF_MAP_CREATE, _map_attr(_MAP_SOCKHASH, PAIRS_NAME))
+        made.append(pairs)
         counts = _bpf(_BPF_MAP_CREATE, _map_attr(_MAP_HASH, COUNTS_NAME))
-        code = program(pairs, counts)
-        insns = ctypes.create_string_buffer(code, len(code))
-        licence = ctypes.create_string_buffer(b"GPL")  # the helpers used need a GPL program
-        prog = _bpf(_BPF_PROG_LOAD, struct.pack(
-            "IIQQIIQII16s", _PROG_SK_SKB, len(code) // 8, ctypes.addressof(insns),
-            ctypes.addressof(licence), 0, 0, 0, 0, 0, b"kalkan_relay"))
+        made.append(counts)
+        prog = _load(_PROG_SK_SKB, program(pairs, counts), b"kalkan_relay")
         _bpf(_BPF_PROG_ATTACH, struct.pack("IIII", pairs, prog, _ATTACH_STREAM_VERDICT, 0))
     except OSError:
-        for fd in (pairs, counts):
-            if fd >= 0:
-                os.close(fd)
+        for fd in made:
+            os.close(fd)
         raise
     finally:
         if prog >= 0:
             os.close(prog)  # the map holds the program now
-    return Maps(pairs, counts)
+    maps = Maps(pairs, counts)
+    if direct:
+        try:
+            maps.direct = _create_direct()
+        except OSError as exc:
+            maps.why_not_direct = f"no direct path ({exc})"
+            log.info("kalkan: kernel relay: %s", maps.why_not_direct)
+    return maps
+
+
+def _create_direct() -> Direct:
+    made: list[int] = []
+    progs: list[int] = []
+    try:
+        for kind, name, key_size, value_size in (
+                (_MAP_SOCKHASH, b"kalkan_clients", 8, 8), (_MAP_SOCKHASH, b"kalkan_targets", FLOW_KEY_LEN, 8),
+                (_MAP_HASH, b"kalkan_direct", FLOW_KEY_LEN, 8), (_MAP_HASH, b"kalkan_ports", 4, 4)):
+            made.append(_bpf(_BPF_MAP_CREATE, _map_attr(kind, name, key_size, value_size,
+                                                         64 if name == b"kalkan_ports" else 2 * MAX_PAIRS)))
+        clients, targets, counted, ports = made
+        progs.append(_load(_PROG_SK_MSG, msg_program(counted, targets), b"kalkan_direct"))
+        _bpf(_BPF_PROG_ATTACH, struct.pack("IIII", clients, progs[-1], _ATTACH_MSG_VERDICT, 0))
+        progs.append(_load(_PROG_SOCK_OPS, sockops_program(ports, clients), b"kalkan_clients"))
+        cgroup = os.open(_cgroup2_root(), os.O_RDONLY | os.O_DIRECTORY)
+        try:  # a link: detached when its last descriptor closes (the agent's exit), never left behind
+            link = _bpf(_BPF_LINK_CREATE, struct.pack("IIII", progs[-1], cgroup, _ATTACH_CGROUP_SOCK_OPS, 0)
+                        + bytes(32))
+        finally:
+            os.close(cgroup)
+    except OSError:
+        for fd in made:
+            os.close(fd)
+        raise
+    finally:
+        for fd in progs:
+            os.close(fd)
+    return Direct(targets, counted, ports, keep=(clients, link))
 
 
 # --- one relayed pair --------------------------------------------------------------------------
@@ -236,6 +488,7 @@ class Pair:
         self.client, self.server = _Side(client), _Side(server)
         self.done = False
         self.timer: asyncio.TimerHandle | None = None
+        self.flow: bytes | None = None  # the student's flow while its sends go direct
 
     def peer(self, side: _Side) -> _Side:
         return self.server if side is self.client else self.client
@@ -271,6 +524,8 @@ class Pair:
             return
         side.eof = True
         self.relay.loop.remove_reader(side.sock.fileno())
+        if side is self.client:
+            self.relay.undirect(self)  # the student sends no more: nothing may take its flow's entry
         self._flush_then_shut(self.peer(side), side, self.relay.loop.time() + FLUSH_WAIT_S)
 
     def _flush_then_shut(self, target: _Side, source: _Side, deadline: float) -> None:
@@ -399,7 +654,45 @@ class KernelRelay:
             return True
         if sent < len(first):  # a full send buffer (rare for a ClientHello): the rest in a task
             self.send_later(pair, s, first[sent:])
+        else:  # (after the hello: the student's next bytes must follow it)
+            self.go_direct(pair)
         return True
+
+    def go_direct(self, pair: Pair) -> None:
+        """From now on the student's sends go straight into the server's socket (the direct path,
+        see the top); where that cannot be, they keep the stream verdict's way."""
+        direct = self.maps.direct
+        if direct is None:
+            return
+        try:
+            flow = student_flow(pair.client.sock)
+            _flow_elem(direct.targets_fd, _BPF_MAP_UPDATE, flow, pair.server.sock.fileno())
+            pair.flow = flow
+            _flow_elem(direct.direct_fd, _BPF_MAP_UPDATE, flow, 0)
+        except OSError as exc:
+            log.debug("kalkan: kernel relay: no direct path for this pair (%s)", exc)
+            self.undirect(pair)
+
+    def sent_direct(self, pair: Pair) -> int | None:
+        """Bytes the student sent by the direct path (None: it is not on it)."""
+        if pair.flow is None or self.maps.direct is None:
+            return None
+        value = ctypes.create_string_buffer(8)
+        try:
+            _flow_elem(self.maps.direct.direct_fd, _BPF_MAP_LOOKUP, pair.flow, value)
+        except OSError:
+            return None
+        return struct.unpack("Q", value.raw)[0]
+
+    def undirect(self, pair: Pair) -> None:
+        flow, pair.flow = pair.flow, None
+        if flow is None or self.maps.direct is None:
+            return
+        for fd in (self.maps.direct.direct_fd, self.maps.direct.targets_fd):  # (in this order: the
+            try:                                 # program never finds a count without a target)
+                _flow_elem(fd, _BPF_MAP_DELETE, flow)
+            except OSError:
+                pass
 
     def send_later(self, pair: Pair, side: _Side, rest: bytes) -> None:
         task = self.loop.create_task(self._send_rest(pair, side, rest))
@@ -414,6 +707,7 @@ class KernelRelay:
 
     def forget(self, pair: Pair) -> None:
         self.pairs.discard(pair)
+        self.undirect(pair)
         for side in (pair.client, pair.server):
             if not side.eof:
                 try:
@@ -453,7 +747,13 @@ def configure(option: str) -> None:
         _WHY_NOT = "switched off (kalkan_kernel_relay=off)"
         return
     try:
-        _MAPS = Maps.from_option(option) if option not in ("", "auto") else create_maps()
+        if option in ("", "auto"):
+            _MAPS = create_maps()
+        else:
+            _MAPS = Maps.from_option(option)
+            cleared = _MAPS.clear_leftovers()
+            if cleared:
+                log.info("kalkan: kernel relay: %s entries left by an earlier proxy cleared", cleared)
     except (OSError, ValueError) as exc:
         _WHY_NOT = f"no BPF sockhash here ({exc})"
         log.info("kalkan: the kernel relay is not available: %s; relaying in user space", _WHY_NOT)
@@ -461,6 +761,16 @@ def configure(option: str) -> None:
 
 def available() -> bool:
     return _MAPS is not None
+
+
+def watch_port(port: int) -> None:
+    """The student's sockets connecting to `port` may take the direct path (see the top)."""
+    if _MAPS is None or _MAPS.direct is None:
+        return
+    try:
+        _MAPS.direct.watch(port)
+    except OSError as exc:
+        log.info("kalkan: kernel relay: port %s not watched for the direct path (%s)", port, exc)
 
 
 def why_not() -> str | None:

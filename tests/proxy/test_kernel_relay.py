@@ -70,24 +70,39 @@ def loop(request):
     made.stop()
 
 
-def four_sockets():
-    """client ⇄ front … upstream ⇄ origin: two TCP connections; the middle two are the relay's."""
-    lsock = socket.create_server(("127.0.0.1", 0))
+# The direct path's listeners: their ports are watched (the client's sends go direct), and they
+# stay open for the whole module so that no other test's listener gets a watched port.
+WATCHED: dict[str, socket.socket] = {}
+
+
+def watched_listener(host: str) -> socket.socket:
+    if host not in WATCHED:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        WATCHED[host] = socket.create_server((host, 0), family=family)
+        MAPS.direct.watch(WATCHED[host].getsockname()[1])
+    return WATCHED[host]
+
+
+def four_sockets(direct: str | None = None):
+    """client ⇄ front … upstream ⇄ origin: two TCP connections; the middle two are the relay's.
+    `direct`: the host of a watched listener (the client's sends may go direct)."""
+    lsock = watched_listener(direct) if direct else socket.create_server(("127.0.0.1", 0))
     osock = socket.create_server(("127.0.0.1", 0))
-    client = socket.create_connection(lsock.getsockname())
+    client = socket.create_connection(lsock.getsockname()[:2])
     front, _ = lsock.accept()
     upstream = socket.create_connection(osock.getsockname())
     origin, _ = osock.accept()
-    lsock.close()
+    if not direct:
+        lsock.close()
     osock.close()
     for sock in (client, origin):
         sock.settimeout(10)
     return client, front, upstream, origin
 
 
-def relayed_pair(loop: Loop, first: bytes = b""):
+def relayed_pair(loop: Loop, first: bytes = b"", direct: str | None = None):
     """client ⇄ [front socket … upstream socket] ⇄ origin, the middle handed to the kernel."""
-    client, front, upstream, origin = four_sockets()
+    client, front, upstream, origin = four_sockets(direct)
     ended = Ended()
     assert loop.call(loop.relay.add, ended, front.detach(), upstream.detach(), first)
     return client, origin, ended
@@ -239,6 +254,140 @@ def test_the_proxy_can_add_pairs_without_any_privilege(loop):
     assert os.waitstatus_to_exitcode(status) == 0
 
 
+# --- the direct path: the client's sends go straight into the server's socket -----------------
+
+needs_direct = pytest.mark.skipif(MAPS is None or MAPS.direct is None,
+                                  reason=f"no direct path here: {MAPS and MAPS.why_not_direct}")
+
+
+def _the_pair(loop):
+    return loop.call(lambda: next(iter(loop.relay.pairs)))
+
+
+@needs_direct
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+def test_the_clients_bytes_go_direct_once_the_hello_left(loop, host):
+    """After the hello, what the client sends is counted on the direct path and never crosses
+    the front's socket (its stream-verdict count stays 0); the answers still come back; the
+    client's end passes on after its last bytes; and the flow leaves the map at the end."""
+    client, origin, ended = relayed_pair(loop, first=b"HELLO", direct=host)
+    pair = _the_pair(loop)
+    assert read_exactly(origin, 5) == b"HELLO"
+    for size in (1, 100, 70_000):
+        client.sendall(b"c" * size)
+        assert read_exactly(origin, size) == b"c" * size
+        origin.sendall(b"o" * size)
+        assert read_exactly(client, size) == b"o" * size
+    assert loop.relay.sent_direct(pair) == 70_101
+    assert loop.relay.redirected(pair.client.cookie) == 0
+    assert loop.relay.redirected(pair.server.cookie) == 70_101
+    client.sendall(b"last")
+    client.shutdown(socket.SHUT_WR)
+    assert read_exactly(origin, 4) == b"last"
+    assert origin.recv(10) == b""
+    flow = pair.flow
+    assert flow is None  # the client's end took its flow out at once
+    origin.close()
+    assert client.recv(10) == b""
+    client.close()
+    assert ended.event.wait(10)
+
+
+@needs_direct
+def test_a_flow_leaves_the_maps_at_the_end(loop):
+    client, origin, ended = relayed_pair(loop, direct="127.0.0.1")
+    pair = _the_pair(loop)
+    flow = pair.flow
+    assert flow is not None
+    client.sendall(b"x")
+    assert read_exactly(origin, 1) == b"x"
+    origin.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    origin.close()  # RST
+    assert ended.event.wait(10)
+    value = kernel_relay.ctypes.create_string_buffer(8)
+    for fd in (MAPS.direct.direct_fd, MAPS.direct.targets_fd):
+        with pytest.raises(OSError):
+            kernel_relay._flow_elem(fd, kernel_relay._BPF_MAP_LOOKUP, flow, value)
+    client.close()
+
+
+@needs_direct
+def test_an_unwatched_port_keeps_the_kernels_other_way(loop):
+    """A client on a port the cgroup program does not watch is not in `clients`: its flow is in
+    the map but unused, and the stream verdict relays its bytes as before."""
+    client, origin, ended = relayed_pair(loop)
+    pair = _the_pair(loop)
+    client.sendall(b"abc")
+    assert read_exactly(origin, 3) == b"abc"
+    assert loop.relay.sent_direct(pair) == 0
+    assert loop.relay.redirected(pair.client.cookie) == 3
+    client.close()
+    origin.close()
+    assert ended.event.wait(10)
+
+
+@needs_direct
+def test_an_upload_to_a_slow_server_leaves_the_direct_path_in_order(loop):
+    """A non-blocking client sends 4 MB to an origin that does not read yet: past
+    `DIRECT_LIMIT` (every refused try counts) its bytes take the stream verdict's way, and the
+    origin still reads every byte once, in order."""
+    client, origin, ended = relayed_pair(loop, direct="127.0.0.1")
+    pair = _the_pair(loop)
+    data = b"".join(struct.pack("!I", i) * 256 for i in range(4000))
+    client.setblocking(False)
+    sent, refused = 0, 0
+    deadline = time.monotonic() + 2
+    while sent < len(data) and time.monotonic() < deadline:
+        try:
+            sent += client.send(data[sent:sent + 65536])
+        except BlockingIOError:
+            refused += 1
+    assert loop.relay.sent_direct(pair) > kernel_relay.DIRECT_LIMIT  # it left the direct path
+    assert refused < 100  # and did not spin on it
+    client.setblocking(True)
+    client.sendall(data[sent:])
+    assert read_exactly(origin, len(data)) == data
+    client.close()
+    origin.close()
+    assert ended.event.wait(10)
+
+
+@needs_direct
+def test_a_new_proxy_clears_what_a_dead_one_left():
+    """A proxy killed with pairs open leaves their counts and flows in the agent's maps; the next
+    proxy clears them before its first pair (a stale flow would send a later connection with the
+    same addresses nowhere)."""
+    maps = kernel_relay.create_maps()
+    try:
+        key = kernel_relay.flow_key(("10.0.0.5", 40000), ("93.184.216.34", 443))
+        kernel_relay._flow_elem(maps.direct.direct_fd, kernel_relay._BPF_MAP_UPDATE, key, 7)
+        kernel_relay._elem(maps.counts_fd, kernel_relay._BPF_MAP_UPDATE, 12345, 9)
+        given = kernel_relay.Maps.from_option(maps.option())
+        assert given.clear_leftovers() == 2
+        assert given.clear_leftovers() == 0
+    finally:
+        for fd in (maps.pairs_fd, maps.counts_fd, maps.direct.targets_fd, maps.direct.direct_fd,
+                   maps.direct.ports_fd, *maps.direct.keep):
+            os.close(fd)
+
+
+def test_flow_keys_are_what_the_message_program_builds():
+    """The key for a student's socket as the program reads it: family, local port as is, remote
+    port in network order in the high half (little-endian), addresses; an IPv4 peer seen by a
+    dual-stack socket gets the IPv4 key."""
+    key = kernel_relay.flow_key(("10.0.0.5", 40000), ("93.184.216.34", 443))
+    assert len(key) == kernel_relay.FLOW_KEY_LEN
+    assert key[:4] == struct.pack("I", socket.AF_INET)
+    assert struct.unpack_from("I", key, 4)[0] == 40000
+    assert key[16:20] == socket.inet_aton("10.0.0.5") and key[20:32] == bytes(12)
+    assert key[32:36] == socket.inet_aton("93.184.216.34")
+    assert kernel_relay.flow_key(("::ffff:10.0.0.5", 40000), ("::ffff:93.184.216.34", 443)) == key
+    v6 = kernel_relay.flow_key(("fd00::5", 40000), ("2001:db8::1", 443))
+    assert v6[:4] == struct.pack("I", 10) and v6[16:32] == socket.inet_pton(socket.AF_INET6, "fd00::5")
+    with pytest.raises(ValueError):
+        kernel_relay.Maps.from_option("3,4,5")
+
+
 # --- a real mitmdump relays passed-through TLS in the kernel ----------------------------------
 
 def _bpf_attr(cmd: int, attr: bytes) -> bytes:
@@ -251,9 +400,10 @@ def _bpf_attr(cmd: int, attr: bytes) -> bytes:
     return buf.raw
 
 
-def _counts_in_kernel() -> list[int]:
-    """Every value of every `kalkan_counts` map on this machine (BPF map ids walked as
-    `bpftool map` does): bytes each relayed socket has had redirected so far."""
+def _counts_in_kernel(name: bytes = kernel_relay.COUNTS_NAME) -> list[int]:
+    """Every value of every map of this name on this machine (BPF map ids walked as `bpftool map`
+    does): for `kalkan_counts`, bytes each relayed socket has had redirected so far; for
+    `kalkan_direct`, bytes each client sent by the direct path."""
     import ctypes
     values, map_id = [], 0
     while True:
@@ -268,9 +418,11 @@ def _counts_in_kernel() -> list[int]:
         try:
             info = ctypes.create_string_buffer(88)  # struct bpf_map_info: name at 24
             kernel_relay._bpf(15, struct.pack("IIQ", fd, len(info), ctypes.addressof(info)))
-            if info.raw[24:40].rstrip(b"\0") != kernel_relay.COUNTS_NAME:
+            if info.raw[24:40].rstrip(b"\0") != name:
                 continue
-            key, nxt, value = (ctypes.create_string_buffer(8) for _ in range(3))
+            key_size = struct.unpack_from("I", info.raw, 8)[0]
+            key, nxt = (ctypes.create_string_buffer(key_size) for _ in range(2))
+            value = ctypes.create_string_buffer(8)
             first = True
             while True:
                 try:  # BPF_MAP_GET_NEXT_KEY
@@ -279,10 +431,9 @@ def _counts_in_kernel() -> list[int]:
                 except OSError:
                     break
                 first = False
-                ctypes.memmove(key, nxt, 8)
+                ctypes.memmove(key, nxt, key_size)
                 try:
-                    cookie = struct.unpack("Q", key.raw)[0]
-                    kernel_relay._elem(fd, kernel_relay._BPF_MAP_LOOKUP, cookie, value)
+                    kernel_relay._flow_elem(fd, kernel_relay._BPF_MAP_LOOKUP, key.raw, value)
                 except OSError:
                     continue
                 values.append(struct.unpack("Q", value.raw)[0])
@@ -307,7 +458,8 @@ def proxies(tmp_path_factory, pki, origin, origin_ca_file):
 @pytest.mark.parametrize("listener", ["mitmproxy", "front"])
 def test_mitmdump_relays_a_passed_through_tunnel_in_the_kernel(proxies, origin_ca_file, listener):
     """A CONNECT passed through (root is a system account: never intercepted): 300 kB sent inside
-    the TLS tunnel are counted by the kernel program, i.e. never read by the proxy."""
+    the TLS tunnel are counted by the kernel program, i.e. never read by the proxy.  Through the
+    front, whose listening port the cgroup program watches, they go by the direct path."""
     import ssl
     sock = socket.create_connection(("127.0.0.1", proxies[listener].port), timeout=10)
     sock.sendall(b"CONNECT news.test:443 HTTP/1.1\r\nHost: news.test:443\r\n\r\n")
@@ -320,5 +472,8 @@ def test_mitmdump_relays_a_passed_through_tunnel_in_the_kernel(proxies, origin_c
     body = b"k" * 300_000
     tls.sendall(b"POST /upload HTTP/1.1\r\nHost: news.test\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
     assert tls.recv(4096).startswith(b"HTTP/1.1 ")
-    assert max(_counts_in_kernel(), default=0) >= len(body), "the tunnel was not relayed by the kernel"
+    if listener == "front" and MAPS.direct is not None:
+        assert max(_counts_in_kernel(b"kalkan_direct"), default=0) >= len(body), "not by the direct path"
+    else:
+        assert max(_counts_in_kernel(), default=0) >= len(body), "the tunnel was not relayed by the kernel"
     tls.close()
