@@ -76,7 +76,7 @@ _BPF_PROG_LOAD, _BPF_PROG_ATTACH, _BPF_LINK_CREATE = 5, 8, 28
 _MAP_HASH, _MAP_SOCKHASH = 1, 18
 _PROG_SOCK_OPS, _PROG_SK_SKB, _PROG_SK_MSG = 13, 14, 16
 _ATTACH_CGROUP_SOCK_OPS, _ATTACH_STREAM_VERDICT, _ATTACH_MSG_VERDICT = 3, 5, 7
-_HELPER_LOOKUP, _HELPER_SOCKET_COOKIE = 1, 46
+_HELPER_LOOKUP, _HELPER_DELETE, _HELPER_SOCKET_COOKIE = 1, 3, 46
 _HELPER_SOCK_HASH_UPDATE, _HELPER_MSG_REDIRECT_HASH, _HELPER_REDIRECT_HASH = 70, 71, 72
 _SOCK_OPS_ACTIVE_ESTABLISHED = 4  # a socket of this machine finished its connect()
 _SO_ORIGINAL_DST = 80  # (SOL_IP and SOL_IPV6 alike)
@@ -137,13 +137,14 @@ def _elem(map_fd: int, cmd: int, cookie: int, value: int | ctypes.Array | None =
         raise OSError(code, os.strerror(code))
 
 
-def _flow_elem(map_fd: int, cmd: int, key: bytes, value: int | ctypes.Array | None = None) -> None:
-    """One element of a map keyed by a flow (`flow_key`): rare (twice a pair), so plain ctypes."""
+def _flow_elem(map_fd: int, cmd: int, key: bytes,
+               value: int | bytes | ctypes.Array | None = None) -> None:
+    """One element of a map keyed by a flow (`flow_key`): rare (twice a pair), so plain ctypes.
+    `value`: an int or bytes to store, a buffer to read into, None to delete."""
     key_buf = ctypes.create_string_buffer(key, len(key))
     if isinstance(value, int):
-        value_buf = ctypes.create_string_buffer(struct.pack("Q", value), 8)
-    else:
-        value_buf = value
+        value = struct.pack("Q", value)
+    value_buf = ctypes.create_string_buffer(value, len(value)) if isinstance(value, bytes) else value
     _bpf(cmd, struct.pack("IIQQQ", map_fd, 0, ctypes.addressof(key_buf),
                           ctypes.addressof(value_buf) if value_buf is not None else 0, 0))
 
@@ -158,7 +159,19 @@ def _load_map(dst: int, map_fd: int) -> bytes:  # 64-bit immediate, src 1 = "thi
     return _insn(0x18, dst, 1, 0, map_fd) + _insn(0)
 
 
+# Bytes the stream verdict moves from one socket; after them, user space relays that direction.
+# Why a budget: a redirected segment is taken off the sending side's receive queue at once and
+# queued for the other socket without any limit (the kernel has no back-pressure on this path),
+# so a side that sends faster than the other takes (an upload to a slow server, a download the
+# student does not read) would queue without end in kernel memory: a student's program could
+# exhaust it in seconds.  Past the budget the program passes the bytes to the socket's own
+# receive queue, which is bounded (TCP's window closes), and the proxy relays them by hand,
+# waiting for the other side (`Pair.by_hand`).  Never back: the order holds only one way.
+KERNEL_BUDGET = 4 << 20
+
+
 def program(pairs_fd: int, counts_fd: int) -> bytes:
+    """The stream verdict: the pair started and the budget not spent → out of the peer socket."""
     return b"".join([
         _insn(0xBF, 6, 1),                          # r6 = skb
         _insn(0x85, imm=_HELPER_SOCKET_COOKIE),     # r0 = cookie of the receiving socket
@@ -169,6 +182,8 @@ def program(pairs_fd: int, counts_fd: int) -> bytes:
         _insn(0x55, 0, 0, 2, 0),                    # a count: the pair is started, go on
         _insn(0xB7, 0, imm=_SK_PASS),               # none: not started, user space reads it
         _insn(0x95),
+        _insn(0x79, 1, 0, 0),                       # r1 = bytes moved so far
+        _insn(0x35, 1, 0, -4, KERNEL_BUDGET),       # the budget spent: user space from now on
         _insn(0x61, 1, 6, 0),                       # r1 = skb->len
         _insn(0xDB, 0, 1, 0, 0),                    # atomic *r0 += r1
         _insn(0xBF, 1, 6),
@@ -218,16 +233,17 @@ def sockops_program(ports_fd: int, clients_fd: int) -> bytes:
 
 # Bytes a flow may send direct.  A send the server's socket cannot take now (a full send queue, a
 # non-blocking student) fails with EAGAIN although the student's own socket polls writable, so an
-# upload to a slow server would spin; every try counts, and past this the flow takes the stream
-# verdict's way, which queues.  (Leaving the direct path is safe at any time: its bytes are in
-# the server's socket before the send returns; only the way in must wait for the hello.)  A page's
-# requests are far below it.
+# upload to a slow server would spin; every try counts, and past this the flow's bytes go to the
+# proxy's socket and user space relays them (`Pair.by_hand`: bounded, it waits for the server).
+# Leaving the direct path is safe at any time: its bytes are in the server's socket before the
+# send returns (only the way in must wait for the hello).  A page's requests are far below it.
 DIRECT_LIMIT = 1 << 20
 
 
-def msg_program(direct_fd: int, targets_fd: int) -> bytes:
-    """On each send of a socket in `clients`: its flow in `direct` → count the bytes and send
-    them out of `targets[flow]` (up to `DIRECT_LIMIT`); else they go their usual way."""
+def msg_program(direct_fd: int, targets_fd: int, counts_fd: int) -> bytes:
+    """On each send of a socket in `clients`: its flow in `direct` (value: bytes so far, the
+    cookie of the proxy's socket of the pair) → count the bytes and send them out of
+    `targets[flow]`, up to `DIRECT_LIMIT`; else they go their usual way."""
     at = -FLOW_KEY_LEN  # the key on the stack
     head = [_insn(0xBF, 6, 1),
             _insn(0x61, 1, 6, _MSG_FAMILY), _insn(0x63, 10, 1, at),
@@ -247,11 +263,16 @@ def msg_program(direct_fd: int, targets_fd: int) -> bytes:
             _insn(0x55, 0, 0, 2, 0),                   # in `direct`: go on
             _insn(0xB7, 0, imm=_SK_PASS), _insn(0x95),  # not: the usual way
             _insn(0x79, 1, 0, 0),                      # r1 = bytes so far
-            _insn(0x25, 1, 0, -4, DIRECT_LIMIT),       # past the limit: the usual way from now on
+            _insn(0x25, 1, 0, 10, DIRECT_LIMIT),       # past the limit: leave (below)
             _insn(0x61, 1, 6, _MSG_SIZE), _insn(0xDB, 0, 1, 0, 0),
             _insn(0xBF, 1, 6), _load_map(2, targets_fd), _insn(0xBF, 3, 10), _insn(0x07, 3, imm=at),
             _insn(0xB7, 4, imm=0),                     # flags 0: out of the target socket
-            _insn(0x85, imm=_HELPER_MSG_REDIRECT_HASH), _insn(0x95)]
+            _insn(0x85, imm=_HELPER_MSG_REDIRECT_HASH), _insn(0x95),
+            # leave: the proxy's socket of this pair loses its count, so what the student sends
+            # from now on reaches user space, behind every direct byte (see DIRECT_LIMIT)
+            _insn(0xBF, 2, 0), _insn(0x07, 2, imm=8),  # the key: the value's second word
+            _load_map(1, counts_fd), _insn(0x85, imm=_HELPER_DELETE),
+            _insn(0xB7, 0, imm=_SK_PASS), _insn(0x95)]
     return b"".join(head + [_insn(0x15, 1, 0, len(v4) + 1, _AF_INET6)] + v4
                     + [_insn(0x05, off=len(v6))] + v6 + tail)
 
@@ -411,24 +432,24 @@ def create_maps(direct: bool = True) -> Maps:
     maps = Maps(pairs, counts)
     if direct:
         try:
-            maps.direct = _create_direct()
+            maps.direct = _create_direct(counts)
         except OSError as exc:
             maps.why_not_direct = f"no direct path ({exc})"
             log.info("kalkan: kernel relay: %s", maps.why_not_direct)
     return maps
 
 
-def _create_direct() -> Direct:
+def _create_direct(counts_fd: int) -> Direct:
     made: list[int] = []
     progs: list[int] = []
     try:
         for kind, name, key_size, value_size in (
                 (_MAP_SOCKHASH, b"kalkan_clients", 8, 8), (_MAP_SOCKHASH, b"kalkan_targets", FLOW_KEY_LEN, 8),
-                (_MAP_HASH, b"kalkan_direct", FLOW_KEY_LEN, 8), (_MAP_HASH, b"kalkan_ports", 4, 4)):
+                (_MAP_HASH, b"kalkan_direct", FLOW_KEY_LEN, 16), (_MAP_HASH, b"kalkan_ports", 4, 4)):
             made.append(_bpf(_BPF_MAP_CREATE, _map_attr(kind, name, key_size, value_size,
                                                          64 if name == b"kalkan_ports" else 2 * MAX_PAIRS)))
         clients, targets, counted, ports = made
-        progs.append(_load(_PROG_SK_MSG, msg_program(counted, targets), b"kalkan_direct"))
+        progs.append(_load(_PROG_SK_MSG, msg_program(counted, targets, counts_fd), b"kalkan_direct"))
         _bpf(_BPF_PROG_ATTACH, struct.pack("IIII", clients, progs[-1], _ATTACH_MSG_VERDICT, 0))
         progs.append(_load(_PROG_SOCK_OPS, sockops_program(ports, clients), b"kalkan_clients"))
         cgroup = os.open(_cgroup2_root(), os.O_RDONLY | os.O_DIRECTORY)
@@ -466,9 +487,10 @@ def _written(sock: socket.socket) -> int:
     return struct.unpack_from("Q", info, _TCPI_BYTES_ACKED)[0] + queued[0]
 
 
-FLUSH_WAIT_S = 10.0  # a peer that does not take the last bytes this long: its half is shut anyway
+FLUSH_WAIT_S = 10.0  # the last bytes not taken on for this long: the half is shut anyway
 HALF_OPEN_S = 120.0  # one side closed: the other gets this long to finish
 _POLL_S = 0.001
+_POLL_MAX_S = 0.05  # waiting for the kernel's bytes to reach a slow receiver: polled less often
 
 
 class _Side:
@@ -476,7 +498,9 @@ class _Side:
         self.sock = sock
         self.cookie = _cookie(sock)
         self.written_at_start = 0
-        self.sent_by_hand = 0  # bytes this relay wrote to the socket itself (the ClientHello)
+        self.sent_by_hand = 0  # bytes this relay took to write to the socket itself
+        self.pending = bytearray()  # … of which not yet in its send queue
+        self.held = False  # its reading is stopped until its peer takes the pending bytes
         self.eof = False  # its peer said it will send no more
         self.shut = False  # its write half is shut (its peer's EOF passed on)
 
@@ -494,7 +518,8 @@ class Pair:
         return self.server if side is self.client else self.client
 
     def readable(self, side: _Side) -> None:
-        """Only an EOF, an error or bytes that came before the pair was in the map wake us."""
+        """Only an EOF, an error, or bytes the program passed wake us: from before the pair was
+        in the map, or past the kernel's budget (`KERNEL_BUDGET`, `DIRECT_LIMIT`)."""
         try:
             data = side.sock.recv(65536)
         except (BlockingIOError, InterruptedError):
@@ -509,37 +534,80 @@ class Pair:
                 return
             self.finish(reset=True)  # a reset (or timeout) on one side resets the other
             return
-        if data:  # from before the pair was complete (no count: the program passed it): by hand
-            peer = self.peer(side)
-            peer.sent_by_hand += len(data)
-            try:
-                sent = peer.sock.send(data)
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            except OSError:
-                self.finish(reset=True)
-                return
-            if sent < len(data):  # a full socket: the rest in a task (rare: a few bytes at most)
-                self.relay.send_later(self, peer, data[sent:])
+        if data:
+            self.by_hand(side, data)
             return
         side.eof = True
         self.relay.loop.remove_reader(side.sock.fileno())
         if side is self.client:
             self.relay.undirect(self)  # the student sends no more: nothing may take its flow's entry
-        self._flush_then_shut(self.peer(side), side, self.relay.loop.time() + FLUSH_WAIT_S)
+        self._flush_then_shut(self.peer(side), side)
 
-    def _flush_then_shut(self, target: _Side, source: _Side, deadline: float) -> None:
-        """Shut `target` for writing once every byte from `source` has reached it."""
-        if self.done:
+    # --- bytes relayed by hand: after every byte the kernel moved the same way, at the pace of
+    # --- the receiving side (its send queue full: the sender is not read, its window closes)
+
+    def by_hand(self, source: _Side, data: bytes) -> None:
+        target = self.peer(source)
+        target.pending += data
+        target.sent_by_hand += len(data)
+        self._send_pending(source, target, _POLL_S)
+
+    def _kernel_bytes_in(self, source: _Side, target: _Side) -> bool:
+        """Has every byte the kernel moved from `source` reached `target`'s send queue (so that
+        bytes written by hand now come after them)?"""
+        handed = target.sent_by_hand - len(target.pending)
+        return _written(target.sock) - target.written_at_start >= self.relay.moved(source) + handed
+
+    def _send_pending(self, source: _Side, target: _Side, poll: float) -> None:
+        if self.done or not target.pending:
             return
         try:
-            expected = self.relay.redirected(source.cookie) + target.sent_by_hand
+            if not self._kernel_bytes_in(source, target):
+                self._hold(source)
+                self.relay.loop.call_later(poll, self._send_pending, source, target,
+                                           min(poll * 2, _POLL_MAX_S))
+                return
+            sent = target.sock.send(target.pending)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            self.finish(reset=True)
+            return
+        del target.pending[:sent]
+        if target.pending:  # its send queue is full: on when it can take more
+            self._hold(source)
+            self.relay.loop.add_writer(target.sock.fileno(), self._writable, source, target)
+        elif source.held:
+            source.held = False
+            self.relay.loop.add_reader(source.sock.fileno(), self.readable, source)
+
+    def _writable(self, source: _Side, target: _Side) -> None:
+        self.relay.loop.remove_writer(target.sock.fileno())
+        self._send_pending(source, target, _POLL_S)
+
+    def _hold(self, source: _Side) -> None:
+        if not source.held and not source.eof:
+            source.held = True
+            self.relay.loop.remove_reader(source.sock.fileno())
+
+    def _flush_then_shut(self, target: _Side, source: _Side,
+                         progress: tuple[int, float] | None = None) -> None:
+        """Shut `target` for writing once every byte from `source` has reached it; given up only
+        when none has moved for FLUSH_WAIT_S (a slow receiver still gets all of them)."""
+        if self.done:
+            return
+        loop = self.relay.loop
+        try:
+            expected = self.relay.moved(source) + target.sent_by_hand
             arrived = _written(target.sock) - target.written_at_start
         except OSError:
             arrived, expected = 0, 0
-        if arrived < expected and self.relay.loop.time() < deadline:
-            self.relay.loop.call_later(_POLL_S, self._flush_then_shut, target, source, deadline)
-            return
+        if arrived < expected:
+            if progress is None or arrived > progress[0]:
+                progress = (arrived, loop.time())
+            if loop.time() - progress[1] < FLUSH_WAIT_S:
+                loop.call_later(_POLL_S, self._flush_then_shut, target, source, progress)
+                return
         try:
             target.sock.shutdown(socket.SHUT_WR)
         except OSError:
@@ -548,7 +616,7 @@ class Pair:
         if self.client.shut and self.server.shut:
             self.finish()
         elif self.timer is None:
-            self.timer = self.relay.loop.call_later(HALF_OPEN_S, self.finish)
+            self.timer = loop.call_later(HALF_OPEN_S, self.finish)
 
     def finish(self, reset: bool = False) -> None:
         if self.done:
@@ -574,11 +642,18 @@ class KernelRelay:
         self.loop, self.maps = loop, maps
         self.pairs: set[Pair] = set()
         self._count = ctypes.create_string_buffer(8)
-        self._tasks: set[asyncio.Task] = set()
 
     def redirected(self, cookie: int) -> int:
         _elem(self.maps.counts_fd, _BPF_MAP_LOOKUP, cookie, self._count)
         return struct.unpack("Q", self._count.raw)[0]
+
+    def moved(self, side: _Side) -> int:
+        """Bytes the stream verdict moved from `side` (0: it has no count: not started, or the
+        direct path closed that way when it left)."""
+        try:
+            return self.redirected(side.cookie)
+        except OSError:
+            return 0
 
     def add(self, end: End, client_fd: int, server_fd: int, first: bytes) -> bool:
         """Relay `client_fd` ⇄ `server_fd` in the kernel; `first` (the ClientHello) goes to the
@@ -645,15 +720,16 @@ class KernelRelay:
             sent = 0
         except OSError:
             sent = -1
-        # only an end, an error or bytes from before the map wake these (after the send: not
-        # on the way of the first bytes)
+        # only an end, an error or bytes the program passed wake these (after the send: not on
+        # the way of the first bytes)
         self.loop.add_reader(client.fileno(), pair.readable, c)
         self.loop.add_reader(server.fileno(), pair.readable, s)
         if sent < 0:
             pair.finish(reset=True)
             return True
-        if sent < len(first):  # a full send buffer (rare for a ClientHello): the rest in a task
-            self.send_later(pair, s, first[sent:])
+        if sent < len(first):  # a full send buffer (rare for a ClientHello): the rest when it can
+            s.pending += first[sent:]
+            pair._send_pending(c, s, _POLL_S)
         else:  # (after the hello: the student's next bytes must follow it)
             self.go_direct(pair)
         return True
@@ -668,7 +744,7 @@ class KernelRelay:
             flow = student_flow(pair.client.sock)
             _flow_elem(direct.targets_fd, _BPF_MAP_UPDATE, flow, pair.server.sock.fileno())
             pair.flow = flow
-            _flow_elem(direct.direct_fd, _BPF_MAP_UPDATE, flow, 0)
+            _flow_elem(direct.direct_fd, _BPF_MAP_UPDATE, flow, struct.pack("QQ", 0, pair.client.cookie))
         except OSError as exc:
             log.debug("kalkan: kernel relay: no direct path for this pair (%s)", exc)
             self.undirect(pair)
@@ -677,12 +753,12 @@ class KernelRelay:
         """Bytes the student sent by the direct path (None: it is not on it)."""
         if pair.flow is None or self.maps.direct is None:
             return None
-        value = ctypes.create_string_buffer(8)
+        value = ctypes.create_string_buffer(16)
         try:
             _flow_elem(self.maps.direct.direct_fd, _BPF_MAP_LOOKUP, pair.flow, value)
         except OSError:
             return None
-        return struct.unpack("Q", value.raw)[0]
+        return struct.unpack_from("Q", value.raw)[0]
 
     def undirect(self, pair: Pair) -> None:
         flow, pair.flow = pair.flow, None
@@ -694,26 +770,17 @@ class KernelRelay:
             except OSError:
                 pass
 
-    def send_later(self, pair: Pair, side: _Side, rest: bytes) -> None:
-        task = self.loop.create_task(self._send_rest(pair, side, rest))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _send_rest(self, pair: Pair, side: _Side, rest: bytes) -> None:
-        try:
-            await self.loop.sock_sendall(side.sock, rest)
-        except OSError:
-            pair.finish(reset=True)
-
     def forget(self, pair: Pair) -> None:
         self.pairs.discard(pair)
         self.undirect(pair)
         for side in (pair.client, pair.server):
-            if not side.eof:
-                try:
+            try:
+                if not side.eof:
                     self.loop.remove_reader(side.sock.fileno())
-                except (ValueError, OSError):
-                    pass
+                if side.pending:
+                    self.loop.remove_writer(side.sock.fileno())
+            except (ValueError, OSError):
+                pass
         self._unmap(pair, counts_only=True)
         pair.client.sock.close()  # closing takes each socket out of `pairs` (the kernel unlinks it)
         pair.server.sock.close()

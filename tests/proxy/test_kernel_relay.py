@@ -254,6 +254,61 @@ def test_the_proxy_can_add_pairs_without_any_privilege(loop):
     assert os.waitstatus_to_exitcode(status) == 0
 
 
+# --- the kernel's queue is bounded: past its budget, user space relays at the receiver's pace ---
+
+def numbered(megabytes: int) -> bytes:
+    """Records that show any loss, repetition or reordering."""
+    return b"".join(struct.pack("!I", i) * 256 for i in range(megabytes * 1024))
+
+
+class Sender(threading.Thread):
+    """Sends `data` on a blocking socket as fast as the other side lets it; `sent` so far."""
+
+    def __init__(self, sock: socket.socket, data: bytes) -> None:
+        super().__init__(daemon=True)
+        self.sock, self.data, self.sent = sock, data, 0
+
+    def run(self) -> None:
+        view = memoryview(self.data)
+        try:
+            while self.sent < len(self.data):
+                self.sent += self.sock.send(view[self.sent:self.sent + 65536])
+        except OSError:
+            pass
+
+
+# What a sender may have written while the other side reads nothing: the kernel's budget, both
+# sockets' buffers and the relay's own (a fixed figure: the test must fail if the budget grows).
+BOUNDED = 48 << 20
+
+
+@pytest.mark.parametrize("direction", ["download", "upload", "upload-direct"])
+def test_a_side_that_does_not_read_stops_the_sender(loop, direction):
+    """The origin sends 128 MB that the client does not read for a while (or the client uploads
+    128 MB that the origin does not read): the sender is stopped after the kernel's budget and the
+    socket buffers, instead of the kernel queueing everything (before the budget, 650 MB a
+    second went into kernel memory here); then every byte arrives once, in order.  On the direct
+    path the sender waits for the server's socket itself, then leaves it past its limit."""
+    if direction == "upload-direct" and (MAPS.direct is None):
+        pytest.skip(f"no direct path here: {MAPS.why_not_direct}")
+    client, origin, ended = relayed_pair(loop, direct="127.0.0.1" if direction == "upload-direct" else None)
+    pair = _the_pair(loop)
+    data = numbered(128)
+    sender_sock, reader_sock, sending_side = ((origin, client, pair.server) if direction == "download"
+                                              else (client, origin, pair.client))
+    sender = Sender(sender_sock, data)
+    sender.start()
+    time.sleep(1.5)
+    assert kernel_relay.KERNEL_BUDGET < BOUNDED / 4
+    assert sender.sent < BOUNDED, "the kernel queued without a bound"
+    assert loop.relay.moved(sending_side) <= kernel_relay.KERNEL_BUDGET + 65536
+    assert read_exactly(reader_sock, len(data)) == data
+    sender.join(10)
+    client.close()
+    origin.close()
+    assert ended.event.wait(10)
+
+
 # --- the direct path: the client's sends go straight into the server's socket -----------------
 
 needs_direct = pytest.mark.skipif(MAPS is None or MAPS.direct is None,
@@ -360,7 +415,7 @@ def test_a_new_proxy_clears_what_a_dead_one_left():
     maps = kernel_relay.create_maps()
     try:
         key = kernel_relay.flow_key(("10.0.0.5", 40000), ("93.184.216.34", 443))
-        kernel_relay._flow_elem(maps.direct.direct_fd, kernel_relay._BPF_MAP_UPDATE, key, 7)
+        kernel_relay._flow_elem(maps.direct.direct_fd, kernel_relay._BPF_MAP_UPDATE, key, bytes(16))
         kernel_relay._elem(maps.counts_fd, kernel_relay._BPF_MAP_UPDATE, 12345, 9)
         given = kernel_relay.Maps.from_option(maps.option())
         assert given.clear_leftovers() == 2
@@ -420,9 +475,9 @@ def _counts_in_kernel(name: bytes = kernel_relay.COUNTS_NAME) -> list[int]:
             kernel_relay._bpf(15, struct.pack("IIQ", fd, len(info), ctypes.addressof(info)))
             if info.raw[24:40].rstrip(b"\0") != name:
                 continue
-            key_size = struct.unpack_from("I", info.raw, 8)[0]
+            key_size, value_size = struct.unpack_from("II", info.raw, 8)
             key, nxt = (ctypes.create_string_buffer(key_size) for _ in range(2))
-            value = ctypes.create_string_buffer(8)
+            value = ctypes.create_string_buffer(value_size)
             first = True
             while True:
                 try:  # BPF_MAP_GET_NEXT_KEY
@@ -436,7 +491,7 @@ def _counts_in_kernel(name: bytes = kernel_relay.COUNTS_NAME) -> list[int]:
                     kernel_relay._flow_elem(fd, kernel_relay._BPF_MAP_LOOKUP, key.raw, value)
                 except OSError:
                     continue
-                values.append(struct.unpack("Q", value.raw)[0])
+                values.append(struct.unpack_from("Q", value.raw)[0])
         finally:
             os.close(fd)
 
