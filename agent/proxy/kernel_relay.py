@@ -491,6 +491,7 @@ FLUSH_WAIT_S = 10.0  # the last bytes not taken on for this long: the half is sh
 HALF_OPEN_S = 120.0  # one side closed: the other gets this long to finish
 _POLL_S = 0.001
 _POLL_MAX_S = 0.05  # waiting for the kernel's bytes to reach a slow receiver: polled less often
+_CHUNK = 1 << 18  # read by hand at once (the bulk past the budget)
 
 
 class _Side:
@@ -501,6 +502,7 @@ class _Side:
         self.sent_by_hand = 0  # bytes this relay took to write to the socket itself
         self.pending = bytearray()  # … of which not yet in its send queue
         self.held = False  # its reading is stopped until its peer takes the pending bytes
+        self.kernel_done = False  # all the kernel moved from it has reached its peer (budget spent)
         self.eof = False  # its peer said it will send no more
         self.shut = False  # its write half is shut (its peer's EOF passed on)
 
@@ -521,7 +523,7 @@ class Pair:
         """Only an EOF, an error, or bytes the program passed wake us: from before the pair was
         in the map, or past the kernel's budget (`KERNEL_BUDGET`, `DIRECT_LIMIT`)."""
         try:
-            data = side.sock.recv(65536)
+            data = side.sock.recv(_CHUNK)
         except (BlockingIOError, InterruptedError):
             return  # a segment the program has not taken yet
         except OSError as exc:
@@ -548,15 +550,35 @@ class Pair:
 
     def by_hand(self, source: _Side, data: bytes) -> None:
         target = self.peer(source)
-        target.pending += data
         target.sent_by_hand += len(data)
+        if source.kernel_done and not target.pending:  # the bulk after the budget: straight on
+            try:
+                sent = target.sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                self.finish(reset=True)
+                return
+            if sent == len(data):
+                return
+            data = data[sent:]
+        target.pending += data
         self._send_pending(source, target, _POLL_S)
 
     def _kernel_bytes_in(self, source: _Side, target: _Side) -> bool:
-        """Has every byte the kernel moved from `source` reached `target`'s send queue (so that
-        bytes written by hand now come after them)?"""
+        """May bytes from `source` be written by hand now, after every byte the kernel moved the
+        same way?  A count under the budget means these bytes were passed before the pair
+        started (or by the direct path's leaving, whose bytes are already in): they go at once."""
+        if source.kernel_done:
+            return True
+        moved = self.relay.moved(source)
+        if moved < KERNEL_BUDGET:
+            return True
         handed = target.sent_by_hand - len(target.pending)
-        return _written(target.sock) - target.written_at_start >= self.relay.moved(source) + handed
+        if _written(target.sock) - target.written_at_start < moved + handed:
+            return False
+        source.kernel_done = True  # (the count is final: the program no longer adds to it)
+        return True
 
     def _send_pending(self, source: _Side, target: _Side, poll: float) -> None:
         if self.done or not target.pending:
