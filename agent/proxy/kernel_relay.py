@@ -38,16 +38,17 @@ this machine, so its bytes can be redirected where they are written, as Cilium a
 sockets: a `sock_ops` program on the cgroup puts every TCP socket that connects to a watched port
 (the proxy's explicit port, 443) into `clients`, a sockhash whose `sk_msg` program looks the
 socket's own flow (family, ports, addresses, as that socket sees them) up in `direct`; once the
-proxy has put the pair there (after the ClientHello left), each `send` of the student goes straight
-into the server socket's send queue, in the student's own system call.  The answers still come
-back through the stream verdict (the server's socket is not a local sender).  A flow not there
-(an unwatched port, a v4-mapped socket, a full map) is passed to the proxy's socket as before, and
-the stream verdict relays it: the direct path is only ever faster, never needed.  The order of
-the client's bytes holds because the client sends nothing between its ClientHello and the
-server's answer except TLS early data, which is read and sent by hand before the direct entry is
-made (a few bytes sent in the same microsecond as that entry could in theory take the old path
-and arrive after the new one's: the connection would then fail its TLS check, never reach
-anywhere else).  `direct` counts the bytes, for the tests and for `bpftool`.
+proxy has put the pair there (as the pair starts, just before the ClientHello leaves), each `send`
+of the student goes straight into the server socket's send queue, in the student's own system
+call.  The answers still come back through the stream verdict (the server's socket is not a local
+sender).  A flow not there (an unwatched port, a v4-mapped socket, a full map) is passed to the
+proxy's socket as before, and the stream verdict relays it: the direct path is only ever faster,
+never needed.  The order of the client's bytes holds because the client sends nothing between
+its ClientHello and the server's answer except TLS early data, which is already waiting in the
+proxy's socket and is sent with the hello (early data sent in the very microseconds between the
+direct entry and the hello's `send` would reach the server before the hello: that connection
+fails its TLS check, it never reaches anywhere else).  `direct` counts the bytes, for the tests
+and for `bpftool`.
 """
 
 from __future__ import annotations
@@ -708,10 +709,37 @@ class KernelRelay:
             client.detach()
             server.detach()
             return None
+        self._stage_direct(pair)
         return pair
+
+    def _stage_direct(self, pair: Pair) -> None:
+        """The direct path's target, ready (inert until `start` counts the flow): done here, off
+        the hello's way."""
+        direct = self.maps.direct
+        if direct is None:
+            return
+        try:
+            flow = student_flow(pair.client.sock)
+            _flow_elem(direct.targets_fd, _BPF_MAP_UPDATE, flow, pair.server.sock.fileno())
+            pair.flow = flow
+        except OSError as exc:
+            log.debug("kalkan: kernel relay: no direct path for this pair (%s)", exc)
+
+    def _open_direct(self, pair: Pair) -> None:
+        """From now on the student's sends go straight into the server's socket (the direct path,
+        see the top); where that cannot be, they keep the stream verdict's way."""
+        if pair.flow is None or self.maps.direct is None:
+            return
+        try:
+            _flow_elem(self.maps.direct.direct_fd, _BPF_MAP_UPDATE, pair.flow,
+                       struct.pack("QQ", 0, pair.client.cookie))
+        except OSError as exc:
+            log.debug("kalkan: kernel relay: no direct path for this pair (%s)", exc)
+            self.undirect(pair)
 
     def abandon(self, pair: Pair) -> None:
         """Undo `stage`: the descriptors are the caller's again, untouched."""
+        self.undirect(pair)
         self._unmap(pair)
         pair.client.sock.detach()
         pair.server.sock.detach()
@@ -729,6 +757,10 @@ class KernelRelay:
             return False
         pair.end = end
         self.pairs.add(pair)
+        # Before the hello leaves, never after: once the server has answered, the client's next
+        # bytes (its Finished, its request) must all take one way.  Until the server answers, the
+        # client sends nothing but TLS early data, which is already waiting here (read below).
+        self._open_direct(pair)
         client, server = c.sock, s.sock  # (non-blocking: both come from asyncio)
         try:
             early = client.recv(65536, socket.MSG_DONTWAIT)  # bytes that came before the pair was in the map
@@ -752,24 +784,7 @@ class KernelRelay:
         if sent < len(first):  # a full send buffer (rare for a ClientHello): the rest when it can
             s.pending += first[sent:]
             pair._send_pending(c, s, _POLL_S)
-        else:  # (after the hello: the student's next bytes must follow it)
-            self.go_direct(pair)
         return True
-
-    def go_direct(self, pair: Pair) -> None:
-        """From now on the student's sends go straight into the server's socket (the direct path,
-        see the top); where that cannot be, they keep the stream verdict's way."""
-        direct = self.maps.direct
-        if direct is None:
-            return
-        try:
-            flow = student_flow(pair.client.sock)
-            _flow_elem(direct.targets_fd, _BPF_MAP_UPDATE, flow, pair.server.sock.fileno())
-            pair.flow = flow
-            _flow_elem(direct.direct_fd, _BPF_MAP_UPDATE, flow, struct.pack("QQ", 0, pair.client.cookie))
-        except OSError as exc:
-            log.debug("kalkan: kernel relay: no direct path for this pair (%s)", exc)
-            self.undirect(pair)
 
     def sent_direct(self, pair: Pair) -> int | None:
         """Bytes the student sent by the direct path (None: it is not on it)."""
