@@ -138,16 +138,35 @@ def _elem(map_fd: int, cmd: int, cookie: int, value: int | ctypes.Array | None =
         raise OSError(code, os.strerror(code))
 
 
+class _FlowMemory(threading.local):
+    """As `_ElemMemory`, for the direct path's maps: attribute, key (a flow, up to 48 bytes),
+    value (up to 16): four calls a passed-through connection."""
+
+    def __init__(self) -> None:
+        self.buf = ctypes.create_string_buffer(32 + 48 + 16)
+        self.key = ctypes.addressof(self.buf) + 32
+        self.value = self.key + 48
+
+
+_FLOW = _FlowMemory()
+
+
 def _flow_elem(map_fd: int, cmd: int, key: bytes,
                value: int | bytes | ctypes.Array | None = None) -> None:
-    """One element of a map keyed by a flow (`flow_key`): rare (twice a pair), so plain ctypes.
-    `value`: an int or bytes to store, a buffer to read into, None to delete."""
-    key_buf = ctypes.create_string_buffer(key, len(key))
-    if isinstance(value, int):
-        value = struct.pack("Q", value)
-    value_buf = ctypes.create_string_buffer(value, len(value)) if isinstance(value, bytes) else value
-    _bpf(cmd, struct.pack("IIQQQ", map_fd, 0, ctypes.addressof(key_buf),
-                          ctypes.addressof(value_buf) if value_buf is not None else 0, 0))
+    """One element of a map keyed by a flow (`flow_key`), or any key up to 48 bytes.  `value`: an
+    int or bytes (up to 16) to store, a buffer to read into, None to delete."""
+    if _SYS_BPF is None:
+        raise OSError(errno.ENOSYS, f"no bpf system call known for {platform.machine()}")
+    mine = _FLOW
+    if value is None or isinstance(value, ctypes.Array):
+        at = 0 if value is None else ctypes.addressof(value)
+        struct.pack_into("IIQQQ48s", mine.buf, 0, map_fd, 0, mine.key, at, 0, key)
+    else:
+        stored = struct.pack("Q", value) if isinstance(value, int) else value
+        struct.pack_into("IIQQQ48s16s", mine.buf, 0, map_fd, 0, mine.key, mine.value, 0, key, stored)
+    if _libc.syscall(_SYS_BPF, cmd, mine.buf, 32) < 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
 
 
 # --- the programs ------------------------------------------------------------------------------
