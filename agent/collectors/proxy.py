@@ -289,6 +289,12 @@ class ProxyCollector(Collector):
                 self.ctx.log.info("kalkan proxy: %s", self.relay_problem)
         return self._maps
 
+    def _kernel_relay_detail(self) -> str:
+        maps = self._maps
+        if maps is not None and maps.direct is None:
+            return f"relay in the kernel, {maps.why_not_direct}"
+        return "relay in the kernel, with the direct path" if maps is not None else "relay in the kernel"
+
     def _spawn(self) -> subprocess.Popen:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.confdir.mkdir(parents=True, exist_ok=True)
@@ -419,8 +425,8 @@ class ProxyCollector(Collector):
             pid = self.pid()
             if pid is None:
                 return unhealthy(self.problem or "mitmdump is not running", failed=self.restarts > 5)
-            detail = f"mitmdump pid {pid}, restarts {self.restarts}, " + (
-                self.relay_problem or "relay in the kernel")
+            relay = self.relay_problem or self._kernel_relay_detail()
+            detail = f"mitmdump pid {pid}, restarts {self.restarts}, {relay}"
             if self.problem or self.firewall_problem or self.account_problem:
                 return unhealthy(f"{detail}; {self.problem or self.firewall_problem or self.account_problem}")
             if not (self.confdir / ca_mod.SCHOOL_CA_MARK).exists():

@@ -121,7 +121,7 @@ def test_school_ca_is_fetched_from_the_server_and_installed(world):
     status = agent.wait_status(lambda s: s["collectors"]["proxy"]["state"] == "ok", timeout=15)
     assert "mitmdump pid" in status["collectors"]["proxy"]["detail"]
     # the agent (root) made the kernel relay's maps and passed them to the proxy's account
-    assert "relay in the kernel" in status["collectors"]["proxy"]["detail"]
+    assert "relay in the kernel, with the direct path" in status["collectors"]["proxy"]["detail"]
 
 
 def test_report_from_the_report_page_reaches_the_server_as_an_incident(world):
