@@ -421,13 +421,23 @@ def _load(kind: int, code: bytes, name: bytes) -> int:
         ctypes.addressof(licence), 0, 0, 0, 0, 0, name))
 
 
+CGROUP2_FALLBACK = "/run/kalkan/cgroup2"
+
+
 def _cgroup2_root() -> str:
+    """Where this process sees the cgroup-v2 hierarchy's root.  None in sight (`ip netns exec`
+    mounts a fresh /sys over it, in a mount namespace of its own): mounted here, in that
+    namespace; a systemd machine always has one (/sys/fs/cgroup, or /sys/fs/cgroup/unified)."""
     with open("/proc/self/mounts", encoding="utf-8") as mounts:
         for line in mounts:
             fields = line.split()
             if len(fields) > 2 and fields[2] == "cgroup2":
                 return fields[1]
-    raise OSError(errno.ENOENT, "no cgroup2 hierarchy is mounted")
+    os.makedirs(CGROUP2_FALLBACK, exist_ok=True)
+    if _libc.mount(b"cgroup2", CGROUP2_FALLBACK.encode(), b"cgroup2", 0, None) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, f"no cgroup2 hierarchy is mounted and mounting one failed ({os.strerror(code)})")
+    return CGROUP2_FALLBACK
 
 
 def create_maps(direct: bool = True) -> Maps:
