@@ -407,10 +407,13 @@ class Maps:
 PAIRS_NAME, COUNTS_NAME = b"kalkan_pairs", b"kalkan_counts"  # as `bpftool map` lists them
 
 
+_NO_PREALLOC = 1
+
+
 def _map_attr(kind: int, name: bytes, key_size: int = 8, value_size: int = 8,
-              entries: int = 2 * MAX_PAIRS) -> bytes:
+              entries: int = 2 * MAX_PAIRS, flags: int = 0) -> bytes:
     # map_type, key_size, value_size, max_entries, map_flags, inner_map_fd, numa_node, map_name
-    return struct.pack("IIIIIII16s", kind, key_size, value_size, entries, 0, 0, 0, name)
+    return struct.pack("IIIIIII16s", kind, key_size, value_size, entries, flags, 0, 0, name)
 
 
 def _load(kind: int, code: bytes, name: bytes) -> int:
@@ -473,11 +476,13 @@ def _create_direct(counts_fd: int) -> Direct:
     made: list[int] = []
     progs: list[int] = []
     try:
-        for kind, name, key_size, value_size in (
-                (_MAP_SOCKHASH, b"kalkan_clients", 8, 8), (_MAP_SOCKHASH, b"kalkan_targets", FLOW_KEY_LEN, 8),
-                (_MAP_HASH, b"kalkan_direct", FLOW_KEY_LEN, 16), (_MAP_HASH, b"kalkan_ports", 4, 4)):
-            made.append(_bpf(_BPF_MAP_CREATE, _map_attr(kind, name, key_size, value_size,
-                                                         64 if name == b"kalkan_ports" else 2 * MAX_PAIRS)))
+        # (the flows' hash is not preallocated: 4 MiB of kernel memory for a lab seat's few pairs)
+        for kind, name, key_size, value_size, entries, flags in (
+                (_MAP_SOCKHASH, b"kalkan_clients", 8, 8, 2 * MAX_PAIRS, 0),
+                (_MAP_SOCKHASH, b"kalkan_targets", FLOW_KEY_LEN, 8, MAX_PAIRS, 0),
+                (_MAP_HASH, b"kalkan_direct", FLOW_KEY_LEN, 16, MAX_PAIRS, _NO_PREALLOC),
+                (_MAP_HASH, b"kalkan_ports", 4, 4, 64, 0)):
+            made.append(_bpf(_BPF_MAP_CREATE, _map_attr(kind, name, key_size, value_size, entries, flags)))
         clients, targets, counted, ports = made
         progs.append(_load(_PROG_SK_MSG, msg_program(counted, targets, counts_fd), b"kalkan_direct"))
         _bpf(_BPF_PROG_ATTACH, struct.pack("IIII", clients, progs[-1], _ATTACH_MSG_VERDICT, 0))
