@@ -448,7 +448,8 @@ class _EarlyDial:
             return None
         staged = None
         if self.front.addon._relay_mode == "kernel":
-            staged = kernel_relay.stage(self.sock.fileno(), upstream.fileno())
+            staged = kernel_relay.stage(self.sock.fileno(), upstream.fileno(),
+                                        (self.client.peername, self.client.sockname))
         return data, upstream, staged
 
     def foreseen(self, sni: str) -> bool:

@@ -720,11 +720,12 @@ class KernelRelay:
         pair = self.stage(client_fd, server_fd)
         return pair is not None and self.start(pair, end, first)
 
-    def stage(self, client_fd: int, server_fd: int) -> Pair | None:
+    def stage(self, client_fd: int, server_fd: int, ends: tuple | None = None) -> Pair | None:
         """The first half of `add`, done while the decision is still to be made: the server's
         socket goes into the map (keyed by the client's cookie; the client's socket is not in
         the map yet, so nothing of the client's is redirected).  Then `start` (passed through)
-        or `abandon` (not)."""
+        or `abandon` (not).  `ends`: the client's (peer, original destination), where the caller
+        knows them (the student's flow, without asking the socket again)."""
         client = socket.socket(fileno=client_fd)
         server = socket.socket(fileno=server_fd)
         pair: Pair | None = None
@@ -743,17 +744,16 @@ class KernelRelay:
             client.detach()
             server.detach()
             return None
-        self._stage_direct(pair)
+        self._stage_direct(pair, ends)
         return pair
 
-    def _stage_direct(self, pair: Pair) -> None:
-        """The direct path's target, ready (inert until `start` counts the flow): done here, off
-        the hello's way."""
+    def _stage_direct(self, pair: Pair, ends: tuple | None) -> None:
+        """The direct path's target, ready (inert until `start` counts the flow)."""
         direct = self.maps.direct
         if direct is None:
             return
         try:
-            flow = student_flow(pair.client.sock)
+            flow = flow_key(*ends) if ends else student_flow(pair.client.sock)
             _flow_elem(direct.targets_fd, _BPF_MAP_UPDATE, flow, pair.server.sock.fileno())
             pair.flow = flow
         except OSError as exc:
@@ -929,9 +929,9 @@ def add(end: Any, client_fd: int, server_fd: int, first: bytes) -> bool:
     return relay is not None and relay.add(end, client_fd, server_fd, first)
 
 
-def stage(client_fd: int, server_fd: int) -> Pair | None:
+def stage(client_fd: int, server_fd: int, ends: tuple | None = None) -> Pair | None:
     relay = relay_for(asyncio.get_running_loop())
-    return relay.stage(client_fd, server_fd) if relay is not None else None
+    return relay.stage(client_fd, server_fd, ends) if relay is not None else None
 
 
 def start(pair: Pair, end: Any, first: bytes) -> bool:

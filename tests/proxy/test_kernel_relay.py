@@ -1,7 +1,9 @@
 """The kernel relay (agent/proxy/kernel_relay.py) on this machine's real kernel: a pair of TCP
 connections handed to the BPF sockhash carries bytes both ways without user space, ends exactly
 (the last bytes before a FIN are never overtaken), passes a reset on, leaves nothing in the maps;
-and a real mitmdump relays passed-through TLS this way by default."""
+the client's sends take the direct path (straight into the server's socket) where its port is
+watched; a side that does not read stops the sender after the kernel's budget instead of the
+kernel queueing without end; and a real mitmdump relays passed-through TLS this way by default."""
 
 from __future__ import annotations
 
