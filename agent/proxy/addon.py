@@ -181,8 +181,9 @@ class KalkanAddon:
                           "or asyncio.",
                           choices=["kernel", "process", "splice", "asyncio"])
         loader.add_option("kalkan_kernel_relay", str, "auto",
-                          "The kernel relay's maps: 'P,C' (descriptors the agent created and passed), "
-                          "'auto' (create them if this process may: root) or 'off'.")
+                          "The kernel relay's maps: 'P,C' or 'P,C,T,D,W' with the direct path "
+                          "(descriptors the agent created and passed), 'auto' (create them if this "
+                          "process may: root) or 'off'.")
         loader.add_option("kalkan_fast_connect", bool, True,
                           "Answer a plain CONNECT on the explicit port without mitmproxy's HTTP layer "
                           "(agent/proxy/fastconnect.py); its tunnel is decided as before.")

@@ -31,24 +31,24 @@ What cannot be seen this way: bytes a client sent after the ClientHello but befo
 in the map (TLS 0-RTT early data).  They are read once, right after the pair is added, and sent
 on by hand before the ClientHello leaves (so nothing can be answered before).
 
-The direct path (student → server, no hop).  The stream-verdict redirect moves each segment on a
+The direct path (student → server, no hop). The stream-verdict redirect moves each segment on a
 kernel work queue: a wake-up and a hop on the proxy's socket per request, which kept the page
-behind E2Guardian's tunnel (RESULTS.md, fifth to tenth sessions).  The student's own socket is on
+behind E2Guardian's tunnel (RESULTS.md, fifth to tenth sessions). The student's own socket is on
 this machine, so its bytes can be redirected where they are written, as Cilium accelerates local
 sockets: a `sock_ops` program on the cgroup puts every TCP socket that connects to a watched port
 (the proxy's explicit port, 443) into `clients`, a sockhash whose `sk_msg` program looks the
-socket's own flow (family, ports, addresses, as that socket sees them) up in `direct`; once the
-proxy has put the pair there (as the pair starts, just before the ClientHello leaves), each `send`
-of the student goes straight into the server socket's send queue, in the student's own system
-call.  The answers still come back through the stream verdict (the server's socket is not a local
-sender).  A flow not there (an unwatched port, a v4-mapped socket, a full map) is passed to the
-proxy's socket as before, and the stream verdict relays it: the direct path is only ever faster,
-never needed.  The order of the client's bytes holds because the client sends nothing between
-its ClientHello and the server's answer except TLS early data, which is already waiting in the
-proxy's socket and is sent with the hello (early data sent in the very microseconds between the
-direct entry and the hello's `send` would reach the server before the hello: that connection
-fails its TLS check, it never reaches anywhere else).  `direct` counts the bytes, for the tests
-and for `bpftool`.
+socket's own flow (family, ports, addresses as that socket sees them, and its network namespace)
+up in `direct`; once the proxy has put the pair there (as the pair starts, just before the
+ClientHello leaves), each `send` of the student goes straight into the server socket's send queue,
+in the student's own system call. The answers still come back through the stream verdict (the
+server's socket is not a local sender). A flow not there (an unwatched port, a v4-mapped socket, a
+full map) is passed to the proxy's socket as before, and the stream verdict relays it: the direct
+path is only ever faster, never needed. The order of the client's bytes holds because the client
+sends nothing between its ClientHello and the server's answer except TLS early data, which is
+already waiting in the proxy's socket and is sent with the hello (early data sent in the very
+microseconds between the direct entry and the hello's `send` would reach the server before the
+hello: that connection fails its TLS check, it never reaches anywhere else). `direct` counts the
+bytes, for the tests and for `bpftool`.
 """
 
 from __future__ import annotations
@@ -139,13 +139,13 @@ def _elem(map_fd: int, cmd: int, cookie: int, value: int | ctypes.Array | None =
 
 
 class _FlowMemory(threading.local):
-    """As `_ElemMemory`, for the direct path's maps: attribute, key (a flow, up to 48 bytes),
+    """As `_ElemMemory`, for the direct path's maps: attribute, key (a flow, up to 56 bytes),
     value (up to 16): four calls a passed-through connection."""
 
     def __init__(self) -> None:
-        self.buf = ctypes.create_string_buffer(32 + 48 + 16)
+        self.buf = ctypes.create_string_buffer(32 + 56 + 16)
         self.key = ctypes.addressof(self.buf) + 32
-        self.value = self.key + 48
+        self.value = self.key + 56
 
 
 _FLOW = _FlowMemory()
@@ -153,17 +153,17 @@ _FLOW = _FlowMemory()
 
 def _flow_elem(map_fd: int, cmd: int, key: bytes,
                value: int | bytes | ctypes.Array | None = None) -> None:
-    """One element of a map keyed by a flow (`flow_key`), or any key up to 48 bytes.  `value`: an
+    """One element of a map keyed by a flow (`flow_key`), or any key up to 56 bytes.  `value`: an
     int or bytes (up to 16) to store, a buffer to read into, None to delete."""
     if _SYS_BPF is None:
         raise OSError(errno.ENOSYS, f"no bpf system call known for {platform.machine()}")
     mine = _FLOW
     if value is None or isinstance(value, ctypes.Array):
         at = 0 if value is None else ctypes.addressof(value)
-        struct.pack_into("IIQQQ48s", mine.buf, 0, map_fd, 0, mine.key, at, 0, key)
+        struct.pack_into("IIQQQ56s", mine.buf, 0, map_fd, 0, mine.key, at, 0, key)
     else:
         stored = struct.pack("Q", value) if isinstance(value, int) else value
-        struct.pack_into("IIQQQ48s16s", mine.buf, 0, map_fd, 0, mine.key, mine.value, 0, key, stored)
+        struct.pack_into("IIQQQ56s16s", mine.buf, 0, map_fd, 0, mine.key, mine.value, 0, key, stored)
     if _libc.syscall(_SYS_BPF, cmd, mine.buf, 32) < 0:
         code = ctypes.get_errno()
         raise OSError(code, os.strerror(code))
@@ -216,8 +216,12 @@ def program(pairs_fd: int, counts_fd: int) -> bytes:
 
 
 # The direct path's programs.  Both keep to the context fields and helpers their program types
-# allow: `sk_msg` has no socket cookie, hence a flow key built from the socket's own addresses.
-FLOW_KEY_LEN = 48  # family, local port, remote port, 0, local address (16), remote address (16)
+# allow: `sk_msg` has no socket cookie, hence a flow key built from the socket's own addresses,
+# and its network namespace: the cgroup program sees every namespace, and a student may make one
+# (an unprivileged user namespace) whose socket has another flow's four addresses and ports.
+FLOW_KEY_LEN = 56  # family, local port, remote port, 0, netns cookie (8), local (16), remote (16)
+_HELPER_NETNS_COOKIE = 122
+_SO_NETNS_COOKIE = 71
 _AF_INET6 = 10
 _MSG_FAMILY, _MSG_REMOTE_IP4, _MSG_LOCAL_IP4 = 16, 20, 24  # offsets in struct sk_msg_md
 _MSG_REMOTE_IP6, _MSG_LOCAL_IP6, _MSG_REMOTE_PORT, _MSG_LOCAL_PORT, _MSG_SIZE = 28, 44, 60, 64, 68
@@ -265,19 +269,21 @@ def msg_program(direct_fd: int, targets_fd: int, counts_fd: int) -> bytes:
     cookie of the proxy's socket of the pair) → count the bytes and send them out of
     `targets[flow]`, up to `DIRECT_LIMIT`; else they go their usual way."""
     at = -FLOW_KEY_LEN  # the key on the stack
+    local, remote = at + 24, at + 40
     head = [_insn(0xBF, 6, 1),
+            _insn(0x85, imm=_HELPER_NETNS_COOKIE), _insn(0x7B, 10, 0, at + 16),  # (r1: the context)
             _insn(0x61, 1, 6, _MSG_FAMILY), _insn(0x63, 10, 1, at),
             _insn(0x61, 2, 6, _MSG_LOCAL_PORT), _insn(0x63, 10, 2, at + 4),
             _insn(0x61, 2, 6, _MSG_REMOTE_PORT), _insn(0x63, 10, 2, at + 8),
             _insn(0x62, 10, 0, at + 12, 0)]
-    v4 = [_insn(0x61, 2, 6, _MSG_LOCAL_IP4), _insn(0x63, 10, 2, at + 16)]
-    v4 += [_insn(0x62, 10, 0, at + 20 + 4 * i, 0) for i in range(3)]
-    v4 += [_insn(0x61, 2, 6, _MSG_REMOTE_IP4), _insn(0x63, 10, 2, at + 32)]
-    v4 += [_insn(0x62, 10, 0, at + 36 + 4 * i, 0) for i in range(3)]
+    v4 = [_insn(0x61, 2, 6, _MSG_LOCAL_IP4), _insn(0x63, 10, 2, local)]
+    v4 += [_insn(0x62, 10, 0, local + 4 + 4 * i, 0) for i in range(3)]
+    v4 += [_insn(0x61, 2, 6, _MSG_REMOTE_IP4), _insn(0x63, 10, 2, remote)]
+    v4 += [_insn(0x62, 10, 0, remote + 4 + 4 * i, 0) for i in range(3)]
     v6: list[bytes] = []
     for i in range(4):
-        v6 += [_insn(0x61, 2, 6, _MSG_LOCAL_IP6 + 4 * i), _insn(0x63, 10, 2, at + 16 + 4 * i),
-               _insn(0x61, 2, 6, _MSG_REMOTE_IP6 + 4 * i), _insn(0x63, 10, 2, at + 32 + 4 * i)]
+        v6 += [_insn(0x61, 2, 6, _MSG_LOCAL_IP6 + 4 * i), _insn(0x63, 10, 2, local + 4 * i),
+               _insn(0x61, 2, 6, _MSG_REMOTE_IP6 + 4 * i), _insn(0x63, 10, 2, remote + 4 * i)]
     tail = [_load_map(1, direct_fd), _insn(0xBF, 2, 10), _insn(0x07, 2, imm=at),
             _insn(0x85, imm=_HELPER_LOOKUP),
             _insn(0x55, 0, 0, 2, 0),                   # in `direct`: go on
@@ -309,11 +315,19 @@ def _remote_port_word(port: int) -> int:
     return socket.htons(port) << 16 if sys.byteorder == "little" else port
 
 
-def flow_key(local: tuple, remote: tuple) -> bytes:
-    """The key the message program builds for a socket with these (address, port) ends."""
+def flow_key(local: tuple, remote: tuple, netns: int) -> bytes:
+    """The key the message program builds for a socket with these (address, port) ends in the
+    network namespace whose cookie is `netns`."""
     family, local_ip = _ip_bytes(local[0])
     _, remote_ip = _ip_bytes(remote[0])
-    return struct.pack("IIII", family, local[1], _remote_port_word(remote[1]), 0) + local_ip + remote_ip
+    head = struct.pack("IIIIQ", family, local[1], _remote_port_word(remote[1]), 0, netns)
+    return head + local_ip + remote_ip
+
+
+def netns_cookie(sock: socket.socket) -> int:
+    """The cookie of the network namespace `sock` lives in (the student's socket, connected to
+    it, lives in the same one)."""
+    return struct.unpack("Q", sock.getsockopt(socket.SOL_SOCKET, _SO_NETNS_COOKIE, 8))[0]
 
 
 def _original_destination(sock: socket.socket) -> tuple[str, int] | None:
@@ -332,7 +346,7 @@ def student_flow(sock: socket.socket) -> bytes:
     """The flow key of the socket at the other end of `sock` (the proxy's accepted socket), as
     that socket sees itself: its local end is our peer, its remote end the original destination
     (or our own address, when it connected to the proxy's port)."""
-    return flow_key(sock.getpeername(), _original_destination(sock) or sock.getsockname())
+    return flow_key(sock.getpeername(), _original_destination(sock) or sock.getsockname(), netns_cookie(sock))
 
 
 class Direct:
@@ -753,7 +767,8 @@ class KernelRelay:
         if direct is None:
             return
         try:
-            flow = flow_key(*ends) if ends else student_flow(pair.client.sock)
+            sock = pair.client.sock
+            flow = flow_key(*ends, netns_cookie(sock)) if ends else student_flow(sock)
             _flow_elem(direct.targets_fd, _BPF_MAP_UPDATE, flow, pair.server.sock.fileno())
             pair.flow = flow
         except OSError as exc:

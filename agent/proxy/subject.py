@@ -56,7 +56,9 @@ def _candidates(ip: str, port: int) -> list[tuple[str, str]]:
 
 
 def socket_owner_uid(peer_ip: str, peer_port: int, proc_net: Path = PROC_NET) -> int | None:
-    """The uid owning the TCP socket whose local address is (peer_ip, peer_port)."""
+    """The uid owning the TCP socket whose local address is (peer_ip, peer_port).  A time-wait
+    remnant of an earlier connection from the same address and port (to another destination)
+    may be listed first: it is passed over, and only a live socket's owner is an answer."""
     for table, local in _candidates(peer_ip, peer_port):
         try:
             with open(proc_net / table, encoding="ascii") as fh:
@@ -65,7 +67,8 @@ def socket_owner_uid(peer_ip: str, peer_port: int, proc_net: Path = PROC_NET) ->
                     fields = line.split()
                     if len(fields) > 9 and fields[1] == local:
                         uid, inode = int(fields[7]), int(fields[9])
-                        return None if is_remnant(uid, inode) else uid
+                        if not is_remnant(uid, inode):
+                            return uid
         except FileNotFoundError:
             continue
     return None

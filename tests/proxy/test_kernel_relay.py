@@ -119,14 +119,20 @@ def read_exactly(sock: socket.socket, n: int) -> bytes:
     return bytes(data)
 
 
-def test_bytes_both_ways_and_the_first_bytes_go_first(loop):
-    client, origin, ended = relayed_pair(loop, first=b"HELLO")
+def exchange(client: socket.socket, origin: socket.socket) -> int:
+    """The hello first, then requests and answers of growing sizes; how many bytes each way."""
     assert read_exactly(origin, 5) == b"HELLO"
     for size in (1, 100, 70_000):
         client.sendall(b"c" * size)
         assert read_exactly(origin, size) == b"c" * size
         origin.sendall(b"o" * size)
         assert read_exactly(client, size) == b"o" * size
+    return 70_101
+
+
+def test_bytes_both_ways_and_the_first_bytes_go_first(loop):
+    client, origin, ended = relayed_pair(loop, first=b"HELLO")
+    exchange(client, origin)
     client.close()
     origin.close()
     assert ended.event.wait(10)
@@ -323,21 +329,16 @@ def _the_pair(loop):
 
 @needs_direct
 @pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
-def test_the_clients_bytes_go_direct_once_the_hello_left(loop, host):
+def test_the_clients_bytes_after_the_hello_go_direct(loop, host):
     """After the hello, what the client sends is counted on the direct path and never crosses
     the front's socket (its stream-verdict count stays 0); the answers still come back; the
     client's end passes on after its last bytes; and the flow leaves the map at the end."""
     client, origin, ended = relayed_pair(loop, first=b"HELLO", direct=host)
     pair = _the_pair(loop)
-    assert read_exactly(origin, 5) == b"HELLO"
-    for size in (1, 100, 70_000):
-        client.sendall(b"c" * size)
-        assert read_exactly(origin, size) == b"c" * size
-        origin.sendall(b"o" * size)
-        assert read_exactly(client, size) == b"o" * size
-    assert loop.relay.sent_direct(pair) == 70_101
+    each_way = exchange(client, origin)
+    assert loop.relay.sent_direct(pair) == each_way
     assert loop.relay.redirected(pair.client.cookie) == 0
-    assert loop.relay.redirected(pair.server.cookie) == 70_101
+    assert loop.relay.redirected(pair.server.cookie) == each_way
     client.sendall(b"last")
     client.shutdown(socket.SHUT_WR)
     assert read_exactly(origin, 4) == b"last"
@@ -366,6 +367,54 @@ def test_a_flow_leaves_the_maps_at_the_end(loop):
         with pytest.raises(OSError):
             kernel_relay._flow_elem(fd, kernel_relay._BPF_MAP_LOOKUP, flow, value)
     client.close()
+
+
+def _same_four_tuple_in_another_namespace(local: tuple, remote_port: int) -> int:
+    """A child in a network namespace of its own (as a student's unprivileged user namespace
+    could make) connects with exactly `local` → 127.0.0.1:`remote_port` and sends "INJECT".
+    The exit code: 0 sent, else where it failed."""
+    import ctypes
+    import subprocess
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - reports through its exit code
+        code = 1
+        try:
+            if ctypes.CDLL(None, use_errno=True).unshare(0x40000000) != 0:  # CLONE_NEWNET
+                os._exit(2)
+            subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+            listener = socket.create_server(("127.0.0.1", remote_port))
+            sock = socket.socket()
+            sock.bind(local)
+            sock.connect(("127.0.0.1", remote_port))
+            listener.accept()
+            sock.sendall(b"INJECT")
+            time.sleep(0.2)
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+@needs_direct
+def test_a_socket_with_the_same_addresses_in_another_namespace_is_not_redirected(loop):
+    """The cgroup program sees every network namespace: a student's own namespace can hold a
+    socket with exactly the four addresses and ports of someone's live flow.  The flow's key
+    holds its namespace, so that socket's bytes stay its own; the real client's still go."""
+    client, origin, ended = relayed_pair(loop, first=b"HELLO", direct="127.0.0.1")
+    pair = _the_pair(loop)
+    assert read_exactly(origin, 5) == b"HELLO"
+    assert _same_four_tuple_in_another_namespace(client.getsockname(), client.getpeername()[1]) == 0
+    origin.settimeout(0.5)
+    with pytest.raises(TimeoutError):
+        origin.recv(10)  # nothing injected into the server's socket
+    origin.settimeout(10)
+    client.sendall(b"mine")
+    assert read_exactly(origin, 4) == b"mine"
+    assert loop.relay.sent_direct(pair) == 4
+    client.close()
+    origin.close()
+    assert ended.event.wait(10)
 
 
 @needs_direct
@@ -416,7 +465,7 @@ def test_a_new_proxy_clears_what_a_dead_one_left():
     same addresses nowhere)."""
     maps = kernel_relay.create_maps()
     try:
-        key = kernel_relay.flow_key(("10.0.0.5", 40000), ("93.184.216.34", 443))
+        key = kernel_relay.flow_key(("10.0.0.5", 40000), ("93.184.216.34", 443), 1)
         kernel_relay._flow_elem(maps.direct.direct_fd, kernel_relay._BPF_MAP_UPDATE, key, bytes(16))
         kernel_relay._elem(maps.counts_fd, kernel_relay._BPF_MAP_UPDATE, 12345, 9)
         given = kernel_relay.Maps.from_option(maps.option())
@@ -430,17 +479,19 @@ def test_a_new_proxy_clears_what_a_dead_one_left():
 
 def test_flow_keys_are_what_the_message_program_builds():
     """The key for a student's socket as the program reads it: family, local port as is, remote
-    port in network order in the high half (little-endian), addresses; an IPv4 peer seen by a
-    dual-stack socket gets the IPv4 key."""
-    key = kernel_relay.flow_key(("10.0.0.5", 40000), ("93.184.216.34", 443))
+    port in network order in the high half (little-endian), the network namespace, addresses; an
+    IPv4 peer seen by a dual-stack socket gets the IPv4 key."""
+    key = kernel_relay.flow_key(("10.0.0.5", 40000), ("93.184.216.34", 443), 7)
     assert len(key) == kernel_relay.FLOW_KEY_LEN
     assert key[:4] == struct.pack("I", socket.AF_INET)
     assert struct.unpack_from("I", key, 4)[0] == 40000
-    assert key[16:20] == socket.inet_aton("10.0.0.5") and key[20:32] == bytes(12)
-    assert key[32:36] == socket.inet_aton("93.184.216.34")
-    assert kernel_relay.flow_key(("::ffff:10.0.0.5", 40000), ("::ffff:93.184.216.34", 443)) == key
-    v6 = kernel_relay.flow_key(("fd00::5", 40000), ("2001:db8::1", 443))
-    assert v6[:4] == struct.pack("I", 10) and v6[16:32] == socket.inet_pton(socket.AF_INET6, "fd00::5")
+    assert struct.unpack_from("Q", key, 16)[0] == 7
+    assert key[24:28] == socket.inet_aton("10.0.0.5") and key[28:40] == bytes(12)
+    assert key[40:44] == socket.inet_aton("93.184.216.34")
+    assert kernel_relay.flow_key(("::ffff:10.0.0.5", 40000), ("::ffff:93.184.216.34", 443), 7) == key
+    assert kernel_relay.flow_key(("10.0.0.5", 40000), ("93.184.216.34", 443), 8) != key
+    v6 = kernel_relay.flow_key(("fd00::5", 40000), ("2001:db8::1", 443), 7)
+    assert v6[:4] == struct.pack("I", 10) and v6[24:40] == socket.inet_pton(socket.AF_INET6, "fd00::5")
     with pytest.raises(ValueError):
         kernel_relay.Maps.from_option("3,4,5")
 

@@ -588,13 +588,16 @@ def test_attempts_are_counted_and_reported(lab):
         time.sleep(0.2)
     assert {"tunnel", "raw", "mismatch"} <= kinds, kinds
     events = [r for r in rows if r["type"] == "net.bypass"]
-    # This test's own attempts are the student's.  (The outbox also holds the module's earlier
-    # attacks: on a loaded machine one of those, ended by curl's time limit before the proxy
-    # looked up its owner, is reported as nobody's, which is right, and is not this test's.)
+    # These attempts are the student's.  The events may be the module's earlier ones: one event a
+    # minute per (user, kind, destination), so this test's own repeats are counted, not sent
+    # again.  Among them, an attempt sent and closed at once (or ended by curl's time limit)
+    # before the proxy looked up its owner is nobody's, which is right (the strictest group
+    # applied); no attempt is ever another account's.
     ours = [r for r in events if (r["data"]["kind"], r["data"]["dst_ip"], r["data"]["dst_port"])
             in {("raw", EVIL4, 443), ("mismatch", BAD4, 443)}]
-    assert {r["data"]["kind"] for r in ours} == {"raw", "mismatch"}, events
-    assert all(r["subject"]["os_user"] == STUDENT for r in ours), ours
+    seen = [(r["data"]["kind"], r["subject"]["os_user"]) for r in ours]
+    assert {kind for kind, user in seen if user == STUDENT} == {"raw", "mismatch"}, seen
+    assert all(user in (STUDENT, None) for _, user in seen), seen
     assert all("content" not in r["data"] for r in events)
 
 

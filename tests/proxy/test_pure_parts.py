@@ -181,3 +181,19 @@ def test_is_ip_answers_as_ipaddress_does_without_trying_names():
              "localhost", "a:b", "::", "[::1]:443", "0x7f.0.0.1"]
     assert [is_ip(c) for c in cases] == [reference(c) for c in cases]
     assert is_ip("10.0.0.1") and is_ip("[::1]") and not is_ip("news.test")
+
+
+def test_a_remnant_listed_first_does_not_hide_the_live_socket(tmp_path):
+    """/proc/net/tcp may list a time-wait remnant of an earlier connection from the same address
+    and port (to another destination) before the live socket: the live one's owner is the answer;
+    with only the remnant, nobody's."""
+    from agent.proxy.subject import _candidates
+
+    table, local = next(iter(_candidates("127.0.0.1", 45932)))
+    head = "  sl  local_address rem_address st tx_queue rx_queue tr tm->when retrnsmt uid timeout inode\n"
+    remnant = f"   0: {local} 0100007F:1F90 06 00000000:00000000 03:00000000 00000000     0        0 0 3\n"
+    live = f"   1: {local} 0100007F:2328 01 00000000:00000000 00:00000000 00000000  1002        0 4242 1\n"
+    (tmp_path / table).write_text(head + remnant + live)
+    assert socket_owner_uid("127.0.0.1", 45932, proc_net=tmp_path) == 1002
+    (tmp_path / table).write_text(head + remnant)
+    assert socket_owner_uid("127.0.0.1", 45932, proc_net=tmp_path) is None
