@@ -268,12 +268,16 @@ class HttpSession:
 
 
 def _still_open(conn: http.client.HTTPConnection) -> bool:
-    """False when the server has closed an idle connection (it is then readable: EOF)."""
+    """False when the server has closed an idle connection (it is then readable: EOF).  poll, not
+    select: select cannot watch a descriptor above 1023, and a process holding that many would
+    never reuse a connection again."""
     sock = conn.sock
     if sock is None:
         return False
     try:
-        readable, _, _ = select.select([sock], [], [], 0)
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        readable = poller.poll(0)
     except (OSError, ValueError):
         return False
     return not readable

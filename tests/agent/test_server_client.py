@@ -4,6 +4,7 @@ server closed while idle, timeouts, the streamed push channel and its shutdown."
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -200,3 +201,21 @@ def test_push_stream_lines_arrive_as_sent_and_shutdown_ends_the_read(raw_server:
     thread.join(timeout=5)
     assert not thread.is_alive(), "shutdown() did not end the blocked read"
     assert len(lines) == 4 and len(errors) <= 1  # a clean end or a transport error: both end the loop
+
+
+def test_keep_alive_holds_in_a_process_with_many_descriptors(raw_server: RawServer) -> None:
+    """A long-running agent may hold more than 1023 descriptors: the idle check must still see
+    the kept-alive connection as open (select() cannot watch such a descriptor)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard < 2048:
+        pytest.skip(f"this machine allows {hard} descriptors")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 2048), hard))
+    ballast = [os.open("/dev/null", os.O_RDONLY) for _ in range(1100)]
+    try:
+        test_requests_reuse_one_keep_alive_connection(raw_server)
+    finally:
+        for fd in ballast:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
