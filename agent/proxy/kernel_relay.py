@@ -361,10 +361,8 @@ class Direct:
 
     def watch(self, port: int) -> None:
         """Sockets connecting to this remote port join `clients` from now on."""
-        key = ctypes.create_string_buffer(struct.pack("I", _remote_port_word(port)), 4)
-        one = ctypes.create_string_buffer(struct.pack("I", 1), 4)
-        _bpf(_BPF_MAP_UPDATE, struct.pack("IIQQQ", self.ports_fd, 0, ctypes.addressof(key),
-                                          ctypes.addressof(one), 0))
+        word = struct.pack("I", _remote_port_word(port))
+        _flow_elem(self.ports_fd, _BPF_MAP_UPDATE, word, struct.pack("I", 1))
 
 
 def _clear(map_fd: int, key_size: int) -> int:
@@ -390,15 +388,14 @@ class Maps:
         self.direct = direct
         self.why_not_direct = ""
 
-    def option(self) -> str:
-        fds = [self.pairs_fd, self.counts_fd]
-        if self.direct is not None:
-            fds += [self.direct.targets_fd, self.direct.direct_fd, self.direct.ports_fd]
-        return ",".join(str(fd) for fd in fds)
-
     def passed_fds(self) -> tuple[int, ...]:
-        """The descriptors `option()` names (to keep open in the proxy's process)."""
-        return tuple(int(fd) for fd in self.option().split(","))
+        """The descriptors the proxy's process is given (kept open in it; `option()` names them)."""
+        direct = self.direct
+        extra = () if direct is None else (direct.targets_fd, direct.direct_fd, direct.ports_fd)
+        return (self.pairs_fd, self.counts_fd, *extra)
+
+    def option(self) -> str:
+        return ",".join(str(fd) for fd in self.passed_fds())
 
     def clear_leftovers(self) -> int:
         """Forget the entries of a proxy that ended without cleaning up (killed, crashed): counts
