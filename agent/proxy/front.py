@@ -73,6 +73,19 @@ def _front_id() -> str:
     return f"{_ID_PREFIX}-{next(_ID_COUNTER)}"
 
 
+class _Listener(socket.socket):
+    """A taken listening socket whose address is read once: mitmproxy asks every listener for it
+    before each dial (its check that the proxy does not connect to itself), and a listening
+    socket's address never changes."""
+
+    def __init__(self, fileno: int) -> None:
+        super().__init__(fileno=fileno)
+        self._address = super().getsockname()
+
+    def getsockname(self) -> Any:
+        return self._address
+
+
 class _TakenServer:
     """A uvloop server's listening sockets, taken over by the front.  uvloop keeps them inside
     libuv, where no reader can be removed as asyncio's can; so the front keeps a duplicate of each
@@ -84,7 +97,7 @@ class _TakenServer:
     def __init__(self, server: Any) -> None:
         self.sockets = []
         for pseudo in server.sockets:
-            sock = socket.socket(fileno=os.dup(pseudo.fileno()))
+            sock = _Listener(fileno=os.dup(pseudo.fileno()))
             sock.setblocking(False)
             self.sockets.append(sock)
         server.close()
@@ -234,17 +247,16 @@ class Front:
                         return
                 server_address = (host, port)
                 answered = (host, port, version)
-                # Answered at once; then, while the client writes its ClientHello, a tunnel that
-                # will most likely pass through is dialled (foreseen for some group: the owner is
-                # not looked up yet; the owner's own verdict is checked before anything is sent,
-                # `_EarlyDial.foreseen`) and the owner is looked up.  The hello then finds the
-                # server connected, as E2Guardian's tunnel (which dials before it answers) does.
+                # Answered at once; then, while the client writes its ClientHello, the owner is
+                # looked up and a tunnel that will most likely pass through for that owner is
+                # dialled.  The hello then finds the server connected, as E2Guardian's tunnel
+                # (which dials before it answers) does.
                 await loop.sock_sendall(sock, version + b" 200 Connection established\r\n\r\n")
+                if web_port:  # (another port: a service account's, looked up above)
+                    addon.client_connected(client)
                 early = self._dial_early(sock, client, server_address, host, False) if web_port else None
                 if early is not None:
                     await early.dial_now()
-                if web_port:
-                    addon.client_connected(client)
                 hello = await self._read_hello(sock)
             sni = client_hello_sni(hello) if hello and hello[0] == 0x16 else UNSURE
             if early is not None and sni is not UNSURE and sni and early.foreseen(sni):

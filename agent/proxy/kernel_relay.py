@@ -264,10 +264,11 @@ def sockops_program(ports_fd: int, clients_fd: int) -> bytes:
 DIRECT_LIMIT = 1 << 20
 
 
-def msg_program(direct_fd: int, targets_fd: int, counts_fd: int) -> bytes:
+def msg_program(direct_fd: int, pairs_fd: int, counts_fd: int) -> bytes:
     """On each send of a socket in `clients`: its flow in `direct` (value: bytes so far, the
-    cookie of the proxy's socket of the pair) → count the bytes and send them out of
-    `targets[flow]`, up to `DIRECT_LIMIT`; else they go their usual way."""
+    cookie of the proxy's socket of the pair) → count the bytes and send them out of the pair's
+    server socket (`pairs[that cookie]`, there from `stage` on), up to `DIRECT_LIMIT`; else they
+    go their usual way."""
     at = -FLOW_KEY_LEN  # the key on the stack
     local, remote = at + 24, at + 40
     head = [_insn(0xBF, 6, 1),
@@ -291,8 +292,9 @@ def msg_program(direct_fd: int, targets_fd: int, counts_fd: int) -> bytes:
             _insn(0x79, 1, 0, 0),                      # r1 = bytes so far
             _insn(0x25, 1, 0, 10, DIRECT_LIMIT),       # past the limit: leave (below)
             _insn(0x61, 1, 6, _MSG_SIZE), _insn(0xDB, 0, 1, 0, 0),
-            _insn(0xBF, 1, 6), _load_map(2, targets_fd), _insn(0xBF, 3, 10), _insn(0x07, 3, imm=at),
-            _insn(0xB7, 4, imm=0),                     # flags 0: out of the target socket
+            _insn(0xBF, 1, 6), _load_map(2, pairs_fd),
+            _insn(0xBF, 3, 0), _insn(0x07, 3, imm=8),  # the key: the value's second word
+            _insn(0xB7, 4, imm=0),                     # flags 0: out of the server's socket
             _insn(0x85, imm=_HELPER_MSG_REDIRECT_HASH), _insn(0x95),
             # leave: the proxy's socket of this pair loses its count, so what the student sends
             # from now on reaches user space, behind every direct byte (see DIRECT_LIMIT)
@@ -350,13 +352,12 @@ def student_flow(sock: socket.socket) -> bytes:
 
 
 class Direct:
-    """The direct path's descriptors.  The proxy needs `targets` (sockhash, flow → the server's
-    socket), `direct` (hash, flow → bytes sent direct) and `ports` (the watched remote ports);
-    `clients` and the cgroup link stay with whoever made them (the agent)."""
+    """The direct path's descriptors.  The proxy needs `direct` (hash, flow → bytes sent direct
+    and the pair's cookie in `pairs`, where the server's socket is) and `ports` (the watched
+    remote ports); `clients` and the cgroup link stay with whoever made them (the agent)."""
 
-    def __init__(self, targets_fd: int, direct_fd: int, ports_fd: int,
-                 keep: tuple[int, ...] = ()) -> None:
-        self.targets_fd, self.direct_fd, self.ports_fd = targets_fd, direct_fd, ports_fd
+    def __init__(self, direct_fd: int, ports_fd: int, keep: tuple[int, ...] = ()) -> None:
+        self.direct_fd, self.ports_fd = direct_fd, ports_fd
         self.keep = keep
 
     def watch(self, port: int) -> None:
@@ -391,7 +392,7 @@ class Maps:
     def passed_fds(self) -> tuple[int, ...]:
         """The descriptors the proxy's process is given (kept open in it; `option()` names them)."""
         direct = self.direct
-        extra = () if direct is None else (direct.targets_fd, direct.direct_fd, direct.ports_fd)
+        extra = () if direct is None else (direct.direct_fd, direct.ports_fd)
         return (self.pairs_fd, self.counts_fd, *extra)
 
     def option(self) -> str:
@@ -403,16 +404,15 @@ class Maps:
         the same addresses nowhere.  Called by a proxy taking the maps over, before any pair."""
         cleared = _clear(self.counts_fd, 8)
         if self.direct is not None:
-            for fd in (self.direct.direct_fd, self.direct.targets_fd):
-                cleared += _clear(fd, FLOW_KEY_LEN)
+            cleared += _clear(self.direct.direct_fd, FLOW_KEY_LEN)
         return cleared
 
     @classmethod
     def from_option(cls, text: str) -> Maps:
         fds = [int(fd) for fd in text.split(",")]
-        if len(fds) not in (2, 5):
-            raise ValueError(f"{text!r}: expected 'pairs,counts' or 'pairs,counts,targets,direct,ports'")
-        return cls(fds[0], fds[1], Direct(*fds[2:]) if len(fds) == 5 else None)
+        if len(fds) not in (2, 4):
+            raise ValueError(f"{text!r}: expected 'pairs,counts' or 'pairs,counts,direct,ports'")
+        return cls(fds[0], fds[1], Direct(*fds[2:]) if len(fds) == 4 else None)
 
 
 PAIRS_NAME, COUNTS_NAME = b"kalkan_pairs", b"kalkan_counts"  # as `bpftool map` lists them
@@ -476,26 +476,25 @@ def create_maps(direct: bool = True) -> Maps:
     maps = Maps(pairs, counts)
     if direct:
         try:
-            maps.direct = _create_direct(counts)
+            maps.direct = _create_direct(pairs, counts)
         except OSError as exc:
             maps.why_not_direct = f"no direct path ({exc})"
             log.info("kalkan: kernel relay: %s", maps.why_not_direct)
     return maps
 
 
-def _create_direct(counts_fd: int) -> Direct:
+def _create_direct(pairs_fd: int, counts_fd: int) -> Direct:
     made: list[int] = []
     progs: list[int] = []
     try:
         # (the flows' hash is not preallocated: 4 MiB of kernel memory for a lab seat's few pairs)
         for kind, name, key_size, value_size, entries, flags in (
                 (_MAP_SOCKHASH, b"kalkan_clients", 8, 8, 2 * MAX_PAIRS, 0),
-                (_MAP_SOCKHASH, b"kalkan_targets", FLOW_KEY_LEN, 8, MAX_PAIRS, 0),
                 (_MAP_HASH, b"kalkan_direct", FLOW_KEY_LEN, 16, MAX_PAIRS, _NO_PREALLOC),
                 (_MAP_HASH, b"kalkan_ports", 4, 4, 64, 0)):
             made.append(_bpf(_BPF_MAP_CREATE, _map_attr(kind, name, key_size, value_size, entries, flags)))
-        clients, targets, counted, ports = made
-        progs.append(_load(_PROG_SK_MSG, msg_program(counted, targets, counts_fd), b"kalkan_direct"))
+        clients, counted, ports = made
+        progs.append(_load(_PROG_SK_MSG, msg_program(counted, pairs_fd, counts_fd), b"kalkan_direct"))
         _bpf(_BPF_PROG_ATTACH, struct.pack("IIII", clients, progs[-1], _ATTACH_MSG_VERDICT, 0))
         progs.append(_load(_PROG_SOCK_OPS, sockops_program(ports, clients), b"kalkan_clients"))
         cgroup = os.open(_cgroup2_root(), os.O_RDONLY | os.O_DIRECTORY)
@@ -511,7 +510,7 @@ def _create_direct(counts_fd: int) -> Direct:
     finally:
         for fd in progs:
             os.close(fd)
-    return Direct(targets, counted, ports, keep=(clients, link))
+    return Direct(counted, ports, keep=(clients, link))
 
 
 # --- one relayed pair --------------------------------------------------------------------------
@@ -759,15 +758,13 @@ class KernelRelay:
         return pair
 
     def _stage_direct(self, pair: Pair, ends: tuple | None) -> None:
-        """The direct path's target, ready (inert until `start` counts the flow)."""
-        direct = self.maps.direct
-        if direct is None:
+        """The student's flow, for `start` to open (the message program sends its bytes out of
+        `pairs[the client's cookie]`, the server's socket, already in the map)."""
+        if self.maps.direct is None:
             return
         try:
             sock = pair.client.sock
-            flow = flow_key(*ends, netns_cookie(sock)) if ends else student_flow(sock)
-            _flow_elem(direct.targets_fd, _BPF_MAP_UPDATE, flow, pair.server.sock.fileno())
-            pair.flow = flow
+            pair.flow = flow_key(*ends, netns_cookie(sock)) if ends else student_flow(sock)
         except OSError as exc:
             log.debug("kalkan: kernel relay: no direct path for this pair (%s)", exc)
 
@@ -847,11 +844,10 @@ class KernelRelay:
         flow, pair.flow = pair.flow, None
         if flow is None or self.maps.direct is None:
             return
-        for fd in (self.maps.direct.direct_fd, self.maps.direct.targets_fd):  # (in this order: the
-            try:                                 # program never finds a count without a target)
-                _flow_elem(fd, _BPF_MAP_DELETE, flow)
-            except OSError:
-                pass
+        try:  # (before the pair leaves `pairs`: the program never finds a flow without its target)
+            _flow_elem(self.maps.direct.direct_fd, _BPF_MAP_DELETE, flow)
+        except OSError:
+            pass
 
     def forget(self, pair: Pair) -> None:
         self.pairs.discard(pair)

@@ -363,9 +363,10 @@ def test_a_flow_leaves_the_maps_at_the_end(loop):
     origin.close()  # RST
     assert ended.event.wait(10)
     value = kernel_relay.ctypes.create_string_buffer(8)
-    for fd in (MAPS.direct.direct_fd, MAPS.direct.targets_fd):
-        with pytest.raises(OSError):
-            kernel_relay._flow_elem(fd, kernel_relay._BPF_MAP_LOOKUP, flow, value)
+    with pytest.raises(OSError):
+        kernel_relay._flow_elem(MAPS.direct.direct_fd, kernel_relay._BPF_MAP_LOOKUP, flow, value)
+    with pytest.raises(OSError):  # (the direct path's target, the server's socket, left with the pair)
+        kernel_relay._elem(MAPS.pairs_fd, kernel_relay._BPF_MAP_LOOKUP, pair.client.cookie, value)
     client.close()
 
 
@@ -472,8 +473,8 @@ def test_a_new_proxy_clears_what_a_dead_one_left():
         assert given.clear_leftovers() == 2
         assert given.clear_leftovers() == 0
     finally:
-        for fd in (maps.pairs_fd, maps.counts_fd, maps.direct.targets_fd, maps.direct.direct_fd,
-                   maps.direct.ports_fd, *maps.direct.keep):
+        for fd in (maps.pairs_fd, maps.counts_fd, maps.direct.direct_fd, maps.direct.ports_fd,
+                   *maps.direct.keep):
             os.close(fd)
 
 
