@@ -320,6 +320,10 @@ class KalkanAddon:
         system = owner is not None and owner.uid <= self._system_uid_max
         self._subjects[client.id] = ConnSubject(user=owner, system=system)
 
+    def owner_known(self, client: connection.Client) -> bool:
+        """Whether this connection's owner has been looked up (`client_connected`)."""
+        return client.id in self._subjects
+
     def client_disconnected(self, client: connection.Client) -> None:
         self._subjects.pop(client.id, None)
         self._known.pop(client.id, None)

@@ -42,6 +42,7 @@ import itertools
 import logging
 import os
 import socket
+import time
 import uuid
 from typing import Any
 
@@ -59,6 +60,11 @@ log = logging.getLogger("kalkan.proxy.front")
 FIRST_BYTES_S = 30.0  # a client that says nothing this long goes to mitmproxy (its own timeouts)
 MAX_HELLO = 16384 + 5
 ACCEPT_BATCH = 32
+# A ClientHello this soon after its dial was foreseen for its (known) owner is decided as foreseen,
+# without asking the policy again: the same policy object and owner give the same verdict, and
+# the clock only matters to schedules of minutes.  (`_pass_untouched` decides again, and records,
+# right after the hello leaves; a different answer resets the connection.)
+FORESIGHT_S = 1.0
 HTTPS_PORT = 443
 
 # The front's own connection objects get ids without a uuid4 each (a getrandom() call and a UUID
@@ -120,7 +126,7 @@ class Front:
         self.adopted: dict[int, Any] = {}  # fd → the listening socket taken over
         self.tasks: set[asyncio.Task] = set()
         self._hooks: list = []
-        self._hooks_key: tuple = ()
+        self._hooks_of: tuple[list | None, int] = (None, 0)  # the chain (held) and its length
 
     # ------------------------------------------------------------------ listening
 
@@ -187,11 +193,13 @@ class Front:
         """Every addon's `server_connect`, in the order mitmproxy calls them (its chain and each
         addon's children), looked up again whenever the chain changes."""
         addons = ctx.master.addons
-        key = tuple(map(id, addons.chain))
-        if key != self._hooks_key:
-            self._hooks = [func for addon in addons.chain
+        chain = addons.chain
+        # mitmproxy appends to its chain to add an addon and makes a new list to remove one; the
+        # list held here cannot be freed, so no other list can take its place unseen
+        if self._hooks_of[0] is not chain or self._hooks_of[1] != len(chain):
+            self._hooks = [func for addon in chain
                            for _, func in addons._iter_hooks(addon, ServerConnectHook(None))]  # type: ignore[arg-type]
-            self._hooks_key = key
+            self._hooks_of = (chain, len(chain))
         return self._hooks
 
     # ------------------------------------------------------------------ one connection
@@ -432,6 +440,8 @@ class _EarlyDial:
         self.name = name.lower().rstrip(".")
         self.transparent = transparent
         self.engine = front.addon.engine  # the policy the foresight was made with
+        self.for_owner = front.addon.owner_known(client)  # … and for whom (else: for some group)
+        self.at = time.monotonic()
         self.address_for_check = address
         self.handed = False
         self.task: asyncio.Future = asyncio.get_running_loop().create_future()  # `start` or `dial_now`
@@ -471,7 +481,8 @@ class _EarlyDial:
         addon = self.front.addon
         if sni.lower().rstrip(".") != self.name or addon.engine is not self.engine:
             return False
-        if not addon.likely_passed(self.client, self.name):  # the owner's verdict, now it is known
+        fresh = self.for_owner and time.monotonic() - self.at < FORESIGHT_S
+        if not fresh and not addon.likely_passed(self.client, self.name):  # the owner's verdict now
             return False
         return not self.transparent or addon.dest.leads_to_cached(self.name, self.address[0]) is True
 

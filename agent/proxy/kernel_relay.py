@@ -736,8 +736,9 @@ class KernelRelay:
         the map yet, so nothing of the client's is redirected).  Then `start` (passed through)
         or `abandon` (not).  `ends`: the client's (peer, original destination), where the caller
         knows them (the student's flow, without asking the socket again)."""
-        client = socket.socket(fileno=client_fd)
-        server = socket.socket(fileno=server_fd)
+        # (type and protocol given: not asked of each socket again, on every connection's way)
+        client = socket.socket(type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP, fileno=client_fd)
+        server = socket.socket(type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP, fileno=server_fd)
         pair: Pair | None = None
         try:
             pair = Pair(self, client, server)

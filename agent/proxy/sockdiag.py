@@ -30,9 +30,11 @@ import functools
 import ipaddress
 import itertools
 import os
+import select
 import socket
 import struct
 import threading
+import time
 
 NETLINK_SOCK_DIAG = 4
 SOCK_DIAG_BY_FAMILY = 20
@@ -129,12 +131,18 @@ class SockDiag:
 
     def __init__(self, timeout: float = 0.5) -> None:
         try:
-            self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
+            # Non-blocking: the kernel answers inside `send`, so the answer is read at once; a
+            # socket with a timeout would poll before each send and each read (a lookup is on
+            # the way of every connection to the proxy)
+            self._sock = socket.socket(socket.AF_NETLINK,
+                                       socket.SOCK_RAW | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK,
                                        NETLINK_SOCK_DIAG)
-            self._sock.settimeout(timeout)
             self._sock.bind((0, 0))
         except OSError as exc:
             raise SockDiagUnavailable(exc.errno, f"NETLINK_SOCK_DIAG unavailable: {exc}") from None
+        self._timeout = timeout
+        self._poll = select.poll()
+        self._poll.register(self._sock.fileno(), select.POLLIN)
         self._seq = itertools.count(1)
         self._lock = threading.Lock()
 
@@ -154,8 +162,16 @@ class SockDiag:
         with self._lock:
             seq = next(self._seq) & 0xFFFFFFFF
             self._sock.send(request[:8] + struct.pack("=I", seq) + request[12:])
+            deadline = 0.0
             while True:  # skip answers to earlier, timed-out requests
-                data = self._sock.recv(8192)
+                try:
+                    data = self._sock.recv(8192)
+                except BlockingIOError:  # (not answered yet: waited for, up to the timeout)
+                    deadline = deadline or time.monotonic() + self._timeout
+                    left = deadline - time.monotonic()
+                    if left <= 0 or not self._poll.poll(left * 1000):
+                        raise TimeoutError(errno.ETIMEDOUT, "sock_diag: no answer") from None
+                    continue
                 _len, _type, _flags, msg_seq, _pid = _NLMSGHDR.unpack_from(data, 0)
                 if msg_seq == seq:
                     return parse_reply(data, seq)

@@ -182,10 +182,11 @@ class Recorder:
 
 
 def test_an_early_dial_sends_nothing_before_the_decision(tmp_path, pki, accounts, school_ca_file):
-    """news.test passes through for teachers only.  A student's CONNECT to it is dialled early
-    (some group passes it), but the student's own verdict is checked before anything is sent: the
-    server gets a connection and not one byte, and the student gets the school's block page.  The
-    teacher's hello reaches it (the positive control)."""
+    """news.test passes through for teachers only.  The owner is looked up before the early dial,
+    so a student's CONNECT to it is not dialled at all (the student gets the school's block page).
+    A teacher's CONNECT to it is dialled early; a ClientHello naming another, blocked site is then
+    decided on that name: the server gets a connection and not one byte.  The teacher's own hello
+    for news.test reaches it (the positive control)."""
     recorder = Recorder()
     proxy = start_proxy(tmp_path / "early", school_ca=pki["school"], bundle=base_bundle(),
                         upstream={"news.test:443": ("127.0.0.1", recorder.port)})
@@ -193,6 +194,11 @@ def test_an_early_dial_sends_nothing_before_the_decision(tmp_path, pki, accounts
         seen = probe(accounts["student"], proxy, connect("news.test:443"), sni="news.test",
                      cas=(school_ca_file,))
         assert seen.get("tls") == "Kalkan Test School CA", seen  # intercepted: the block page's TLS
+        time.sleep(0.3)
+        assert recorder.received == [], "a student's CONNECT to a teachers' site was dialled"
+        seen = probe(accounts["teacher"], proxy, connect("news.test:443"), sni="bad.test",
+                     cas=(school_ca_file,))
+        assert seen.get("tls") == "Kalkan Test School CA", seen  # bad.test's block page
         time.sleep(0.3)
         # only the front dials early: on uvloop (as the agent runs it) the front took the listener
         assert len(recorder.received) >= 1, "no early dial: the test no longer tests it"
