@@ -59,8 +59,10 @@ import ctypes
 import errno
 import fcntl
 import logging
+import mmap
 import os
 import platform
+import select
 import socket
 import struct
 import sys
@@ -74,11 +76,12 @@ log = logging.getLogger("kalkan.proxy.kernel_relay")
 _SYS_BPF = {"x86_64": 321, "aarch64": 280, "armv7l": 386, "i686": 357}.get(platform.machine())
 _BPF_MAP_CREATE, _BPF_MAP_LOOKUP, _BPF_MAP_UPDATE, _BPF_MAP_DELETE, _BPF_MAP_GET_NEXT_KEY = 0, 1, 2, 3, 4
 _BPF_PROG_LOAD, _BPF_PROG_ATTACH, _BPF_LINK_CREATE = 5, 8, 28
-_MAP_HASH, _MAP_SOCKHASH = 1, 18
+_MAP_HASH, _MAP_SOCKHASH, _MAP_RINGBUF = 1, 18, 27
 _PROG_SOCK_OPS, _PROG_SK_SKB, _PROG_SK_MSG = 13, 14, 16
 _ATTACH_CGROUP_SOCK_OPS, _ATTACH_STREAM_VERDICT, _ATTACH_MSG_VERDICT = 3, 5, 7
 _HELPER_LOOKUP, _HELPER_DELETE, _HELPER_SOCKET_COOKIE = 1, 3, 46
 _HELPER_SOCK_HASH_UPDATE, _HELPER_MSG_REDIRECT_HASH, _HELPER_REDIRECT_HASH = 70, 71, 72
+_HELPER_RINGBUF_OUTPUT = 130
 _SOCK_OPS_ACTIVE_ESTABLISHED = 4  # a socket of this machine finished its connect()
 _SO_ORIGINAL_DST = 80  # (SOL_IP and SOL_IPV6 alike)
 _SO_COOKIE = 57
@@ -189,9 +192,51 @@ def _load_map(dst: int, map_fd: int) -> bytes:  # 64-bit immediate, src 1 = "thi
 # waiting for the other side (`Pair.by_hand`).  Never back: the order holds only one way.
 KERNEL_BUDGET = 4 << 20
 
+# The signal to user space.  The kernel wakes whoever polls a socket for input after each segment
+# it redirects, although nothing is left to read: a wake-up of the proxy per answer the student
+# gets, on the CPU the student's program is about to run on (benchmarks/proxy/RESULTS.md,
+# "twelfth session").  So the relay does not poll its sockets for input while the kernel carries
+# them (only for their end: `KernelRelay.quiet`); instead, when a socket's bytes start coming to
+# user space (its budget spent, or the direct path left), the program writes the socket's cookie
+# to this ring buffer, which the relay polls.  TOLD, added to the count, says that was done (once
+# per socket; a full ring is tried again at the next segment).
+RING_SIZE = 1 << 16  # 4,096 signals; at most three per pair, read at once
+TOLD = 1 << 40
 
-def program(pairs_fd: int, counts_fd: int) -> bytes:
-    """The stream verdict: the pair started and the budget not spent → out of the peer socket."""
+
+def _tell(ring_fd: int, key_at: int, mark: int | None = None) -> list[bytes]:
+    """Write the cookie at r10+`key_at` to the ring; then, if the ring took it, mark the count
+    that r`mark` points to as told.  Spends r0-r5."""
+    tell = [_load_map(1, ring_fd), _insn(0xBF, 2, 10), _insn(0x07, 2, imm=key_at),
+            _insn(0xB7, 3, imm=8), _insn(0xB7, 4, imm=0),
+            _insn(0x85, imm=_HELPER_RINGBUF_OUTPUT)]
+    if mark is None:
+        return tell
+    return tell + [_insn(0x55, 0, 0, 3, 0),                    # the ring full: at a later segment
+                   _insn(0xB7, 1, imm=1), _insn(0x67, 1, imm=40),  # r1 = TOLD
+                   _insn(0xDB, mark, 1, 0, 0)]                 # atomic *r<mark> += TOLD
+
+
+def program(pairs_fd: int, counts_fd: int, ring_fd: int | None = None) -> bytes:
+    """The stream verdict: the pair started and the budget not spent → out of the peer socket;
+    the budget spent → to user space (told through the ring, once)."""
+    spent = [_insn(0xB7, 0, imm=_SK_PASS), _insn(0x95)]
+    if ring_fd is not None:
+        tell = _tell(ring_fd, -8, mark=7)
+        spent = [_insn(0xBF, 7, 0),                                 # r7 = &count
+                 _insn(0xB7, 2, imm=1), _insn(0x67, 2, imm=40),     # r2 = TOLD
+                 _insn(0x3D, 1, 2, _count(tell)),                   # told already: pass on
+                 *tell, *spent]
+    go_on = [
+        _insn(0x61, 1, 6, 0),                       # r1 = skb->len
+        _insn(0xDB, 0, 1, 0, 0),                    # atomic *r0 += r1
+        _insn(0xBF, 1, 6),
+        _load_map(2, pairs_fd),
+        _insn(0xBF, 3, 10), _insn(0x07, 3, imm=-8),
+        _insn(0xB7, 4, imm=0),                      # flags 0: out of the peer socket
+        _insn(0x85, imm=_HELPER_REDIRECT_HASH),
+        _insn(0x95),                                # return its verdict
+    ]
     return b"".join([
         _insn(0xBF, 6, 1),                          # r6 = skb
         _insn(0x85, imm=_HELPER_SOCKET_COOKIE),     # r0 = cookie of the receiving socket
@@ -202,17 +247,15 @@ def program(pairs_fd: int, counts_fd: int) -> bytes:
         _insn(0x55, 0, 0, 2, 0),                    # a count: the pair is started, go on
         _insn(0xB7, 0, imm=_SK_PASS),               # none: not started, user space reads it
         _insn(0x95),
-        _insn(0x79, 1, 0, 0),                       # r1 = bytes moved so far
-        _insn(0x35, 1, 0, -4, KERNEL_BUDGET),       # the budget spent: user space from now on
-        _insn(0x61, 1, 6, 0),                       # r1 = skb->len
-        _insn(0xDB, 0, 1, 0, 0),                    # atomic *r0 += r1
-        _insn(0xBF, 1, 6),
-        _load_map(2, pairs_fd),
-        _insn(0xBF, 3, 10), _insn(0x07, 3, imm=-8),
-        _insn(0xB7, 4, imm=0),                      # flags 0: out of the peer socket
-        _insn(0x85, imm=_HELPER_REDIRECT_HASH),
-        _insn(0x95),                                # return its verdict
+        _insn(0x79, 1, 0, 0),                       # r1 = bytes moved so far (and TOLD)
+        _insn(0x35, 1, 0, _count(go_on), KERNEL_BUDGET),  # the budget spent: user space from now on
+        *go_on, *spent,
     ])
+
+
+def _count(parts: list[bytes]) -> int:
+    """How many instructions (a map load counts two)."""
+    return sum(len(part) for part in parts) // 8
 
 
 # The direct path's programs.  Both keep to the context fields and helpers their program types
@@ -264,7 +307,7 @@ def sockops_program(ports_fd: int, clients_fd: int) -> bytes:
 DIRECT_LIMIT = 1 << 20
 
 
-def msg_program(direct_fd: int, pairs_fd: int, counts_fd: int) -> bytes:
+def msg_program(direct_fd: int, pairs_fd: int, counts_fd: int, ring_fd: int | None = None) -> bytes:
     """On each send of a socket in `clients`: its flow in `direct` (value: bytes so far, the
     cookie of the proxy's socket of the pair) → count the bytes and send them out of the pair's
     server socket (`pairs[that cookie]`, there from `stage` on), up to `DIRECT_LIMIT`; else they
@@ -297,9 +340,12 @@ def msg_program(direct_fd: int, pairs_fd: int, counts_fd: int) -> bytes:
             _insn(0xB7, 4, imm=0),                     # flags 0: out of the server's socket
             _insn(0x85, imm=_HELPER_MSG_REDIRECT_HASH), _insn(0x95),
             # leave: the proxy's socket of this pair loses its count, so what the student sends
-            # from now on reaches user space, behind every direct byte (see DIRECT_LIMIT)
+            # from now on reaches user space, behind every direct byte (see DIRECT_LIMIT); the
+            # relay is told (at each send, until it takes the flow out of `direct`)
+            _insn(0x79, 1, 0, 8), _insn(0x7B, 10, 1, at - 8),  # the cookie, below the flow key
             _insn(0xBF, 2, 0), _insn(0x07, 2, imm=8),  # the key: the value's second word
             _load_map(1, counts_fd), _insn(0x85, imm=_HELPER_DELETE),
+            *(_tell(ring_fd, at - 8) if ring_fd is not None else []),
             _insn(0xB7, 0, imm=_SK_PASS), _insn(0x95)]
     return b"".join(head + [_insn(0x15, 1, 0, len(v4) + 1, _AF_INET6)] + v4
                     + [_insn(0x05, off=len(v6))] + v6 + tail)
@@ -384,16 +430,26 @@ class Maps:
     cookie → bytes redirected from that socket), and the direct path's (`Direct`, or None where
     this kernel or machine has none)."""
 
-    def __init__(self, pairs_fd: int, counts_fd: int, direct: Direct | None = None) -> None:
+    def __init__(self, pairs_fd: int, counts_fd: int, direct: Direct | None = None,
+                 ring: int | None = None) -> None:
         self.pairs_fd, self.counts_fd = pairs_fd, counts_fd
         self.direct = direct
+        self.ring = ring  # the signals' ring buffer (`TOLD`), or None
         self.why_not_direct = ""
+        self._signals: Signals | None = None
+
+    def signals(self) -> Signals | None:
+        """The ring's reader (one per process: it keeps the read position)."""
+        if self._signals is None and self.ring is not None:
+            self._signals = Signals(self.ring)
+        return self._signals
 
     def passed_fds(self) -> tuple[int, ...]:
         """The descriptors the proxy's process is given (kept open in it; `option()` names them)."""
         direct = self.direct
+        ring = () if self.ring is None else (self.ring,)
         extra = () if direct is None else (direct.direct_fd, direct.ports_fd)
-        return (self.pairs_fd, self.counts_fd, *extra)
+        return (self.pairs_fd, self.counts_fd, *ring, *extra)
 
     def option(self) -> str:
         return ",".join(str(fd) for fd in self.passed_fds())
@@ -405,17 +461,57 @@ class Maps:
         cleared = _clear(self.counts_fd, 8)
         if self.direct is not None:
             cleared += _clear(self.direct.direct_fd, FLOW_KEY_LEN)
+        signals = self.signals()
+        if signals is not None:
+            cleared += len(signals.read())  # (a dead proxy's sockets: nobody to tell)
         return cleared
 
     @classmethod
     def from_option(cls, text: str) -> Maps:
+        """'pairs,counts', then the ring if there is one, then 'direct,ports' if there is one."""
         fds = [int(fd) for fd in text.split(",")]
-        if len(fds) not in (2, 4):
-            raise ValueError(f"{text!r}: expected 'pairs,counts' or 'pairs,counts,direct,ports'")
-        return cls(fds[0], fds[1], Direct(*fds[2:]) if len(fds) == 4 else None)
+        if len(fds) not in (2, 3, 4, 5):
+            raise ValueError(f"{text!r}: expected 'pairs,counts[,ring][,direct,ports]'")
+        ring = fds[2] if len(fds) in (3, 5) else None
+        direct = Direct(*fds[-2:]) if len(fds) >= 4 else None
+        return cls(fds[0], fds[1], direct, ring=ring)
 
 
-PAIRS_NAME, COUNTS_NAME = b"kalkan_pairs", b"kalkan_counts"  # as `bpftool map` lists them
+class Signals:
+    """The ring buffer's reader (the kernel's BPF ring: a consumer page we write, then the
+    producer page and the data, mapped twice in a row so that a record never wraps)."""
+
+    _BUSY, _DISCARD, _LENGTH = 1 << 31, 1 << 30, (1 << 30) - 1
+
+    def __init__(self, ring_fd: int) -> None:
+        page = mmap.PAGESIZE
+        self.fd = ring_fd
+        self._consumer = mmap.mmap(ring_fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        self._producer = mmap.mmap(ring_fd, page + 2 * RING_SIZE, mmap.MAP_SHARED, mmap.PROT_READ,
+                                   offset=page)
+        self._data = page
+        self._lock = threading.Lock()  # (several event loops of one process share the reader)
+
+    def read(self) -> list[int]:
+        """The cookies written since the last read."""
+        cookies = []
+        with self._lock:
+            consumer = struct.unpack_from("Q", self._consumer, 0)[0]
+            producer = struct.unpack_from("Q", self._producer, 0)[0]
+            while consumer < producer:
+                at = self._data + (consumer & (RING_SIZE - 1))
+                header = struct.unpack_from("I", self._producer, at)[0]
+                if header & self._BUSY:  # (being written: the next wake-up reads it)
+                    break
+                length = header & self._LENGTH
+                if not header & self._DISCARD and length == 8:
+                    cookies.append(struct.unpack_from("Q", self._producer, at + 8)[0])
+                consumer += (length + 8 + 7) & ~7
+            struct.pack_into("Q", self._consumer, 0, consumer)
+        return cookies
+
+
+PAIRS_NAME, COUNTS_NAME, RING_NAME = b"kalkan_pairs", b"kalkan_counts", b"kalkan_told"  # (`bpftool map`)
 
 
 _NO_PREALLOC = 1
@@ -464,7 +560,10 @@ def create_maps(direct: bool = True) -> Maps:
         made.append(pairs)
         counts = _bpf(_BPF_MAP_CREATE, _map_attr(_MAP_HASH, COUNTS_NAME))
         made.append(counts)
-        prog = _load(_PROG_SK_SKB, program(pairs, counts), b"kalkan_relay")
+        ring = _create_ring()
+        if ring is not None:
+            made.append(ring)
+        prog = _load(_PROG_SK_SKB, program(pairs, counts, ring), b"kalkan_relay")
         _bpf(_BPF_PROG_ATTACH, struct.pack("IIII", pairs, prog, _ATTACH_STREAM_VERDICT, 0))
     except OSError:
         for fd in made:
@@ -473,17 +572,27 @@ def create_maps(direct: bool = True) -> Maps:
     finally:
         if prog >= 0:
             os.close(prog)  # the map holds the program now
-    maps = Maps(pairs, counts)
+    maps = Maps(pairs, counts, ring=ring)
     if direct:
         try:
-            maps.direct = _create_direct(pairs, counts)
+            maps.direct = _create_direct(pairs, counts, ring)
         except OSError as exc:
             maps.why_not_direct = f"no direct path ({exc})"
             log.info("kalkan: kernel relay: %s", maps.why_not_direct)
     return maps
 
 
-def _create_direct(pairs_fd: int, counts_fd: int) -> Direct:
+def _create_ring() -> int | None:
+    """The signals' ring buffer (`RING_SIZE`); None on a kernel without ring buffers (before
+    5.8): the relay then polls its sockets for input, as before."""
+    try:
+        return _bpf(_BPF_MAP_CREATE, _map_attr(_MAP_RINGBUF, RING_NAME, 0, 0, RING_SIZE))
+    except OSError as exc:
+        log.info("kalkan: kernel relay: no ring buffer (%s); the proxy is woken at each segment", exc)
+        return None
+
+
+def _create_direct(pairs_fd: int, counts_fd: int, ring_fd: int | None = None) -> Direct:
     made: list[int] = []
     progs: list[int] = []
     try:
@@ -494,7 +603,8 @@ def _create_direct(pairs_fd: int, counts_fd: int) -> Direct:
                 (_MAP_HASH, b"kalkan_ports", 4, 4, 64, 0)):
             made.append(_bpf(_BPF_MAP_CREATE, _map_attr(kind, name, key_size, value_size, entries, flags)))
         clients, counted, ports = made
-        progs.append(_load(_PROG_SK_MSG, msg_program(counted, pairs_fd, counts_fd), b"kalkan_direct"))
+        code = msg_program(counted, pairs_fd, counts_fd, ring_fd)
+        progs.append(_load(_PROG_SK_MSG, code, b"kalkan_direct"))
         _bpf(_BPF_PROG_ATTACH, struct.pack("IIII", clients, progs[-1], _ATTACH_MSG_VERDICT, 0))
         progs.append(_load(_PROG_SOCK_OPS, sockops_program(ports, clients), b"kalkan_clients"))
         cgroup = os.open(_cgroup2_root(), os.O_RDONLY | os.O_DIRECTORY)
@@ -521,6 +631,12 @@ class End(Protocol):
 
 def _cookie(sock: socket.socket) -> int:
     return struct.unpack("Q", sock.getsockopt(socket.SOL_SOCKET, _SO_COOKIE, 8))[0]
+
+
+def _has_input(sock: socket.socket) -> bool:
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN)
+    return bool(poller.poll(0))
 
 
 def _written(sock: socket.socket) -> int:
@@ -550,6 +666,7 @@ class _Side:
         self.kernel_done = False  # all the kernel moved from it has reached its peer (budget spent)
         self.eof = False  # its peer said it will send no more
         self.shut = False  # its write half is shut (its peer's EOF passed on)
+        self.quiet = False  # watched for its end only, while the kernel carries its bytes (`TOLD`)
 
 
 class Pair:
@@ -646,7 +763,7 @@ class Pair:
             self.relay.loop.add_writer(target.sock.fileno(), self._writable, source, target)
         elif source.held:
             source.held = False
-            self.relay.loop.add_reader(source.sock.fileno(), self.readable, source)
+            self.relay.watch(self, source, quiet=False)
 
     def _writable(self, source: _Side, target: _Side) -> None:
         self.relay.loop.remove_writer(target.sock.fileno())
@@ -655,7 +772,7 @@ class Pair:
     def _hold(self, source: _Side) -> None:
         if not source.held and not source.eof:
             source.held = True
-            self.relay.loop.remove_reader(source.sock.fileno())
+            self.relay.unwatch(source)
 
     def _flush_then_shut(self, target: _Side, source: _Side,
                          progress: tuple[int, float] | None = None) -> None:
@@ -709,10 +826,87 @@ class KernelRelay:
         self.loop, self.maps = loop, maps
         self.pairs: set[Pair] = set()
         self._count = ctypes.create_string_buffer(8)
+        self._sides: dict[int, tuple[Pair, _Side]] = {}  # cookie → its pair and side
+        self._quiet: select.epoll | None = None  # the quiet sides (made on the loop, at first use)
+        self._quiet_fds: dict[int, tuple[Pair, _Side]] = {}
 
     def redirected(self, cookie: int) -> int:
         _elem(self.maps.counts_fd, _BPF_MAP_LOOKUP, cookie, self._count)
-        return struct.unpack("Q", self._count.raw)[0]
+        return struct.unpack("Q", self._count.raw)[0] & (TOLD - 1)
+
+    # --- watching the sides: quiet (their end only) while the kernel carries them, else for input
+
+    def _quiet_set(self) -> select.epoll | None:
+        signals = self.maps.signals()
+        if signals is None:
+            return None
+        if self._quiet is None:
+            self._quiet = select.epoll()
+            self.loop.add_reader(self._quiet.fileno(), self._quiet_event)
+            self.loop.add_reader(signals.fd, self._signal_event)
+        return self._quiet
+
+    def _own(self, pair: Pair) -> None:
+        for side in (pair.client, pair.server):
+            self._sides[side.cookie] = (pair, side)
+            _OWNERS[side.cookie] = self
+
+    def watch(self, pair: Pair, side: _Side, quiet: bool = True) -> None:
+        """Watch `side`: for its end only (`quiet`, where the ring can tell us of its bytes), or
+        for input."""
+        fd = side.sock.fileno()
+        epoll = self._quiet_set() if quiet else None
+        if epoll is None:
+            self.loop.add_reader(fd, pair.readable, side)
+            return
+        epoll.register(fd, select.EPOLLRDHUP)  # (errors and hang-ups are always reported)
+        self._quiet_fds[fd] = (pair, side)
+        side.quiet = True
+        if _has_input(side.sock):  # passed before the pair started (a server that speaks first)
+            self.loud(pair, side)
+
+    def unwatch(self, side: _Side) -> None:
+        fd = side.sock.fileno()
+        if side.quiet:
+            side.quiet = False
+            self._quiet_fds.pop(fd, None)
+            if self._quiet is not None:
+                self._quiet.unregister(fd)
+        else:
+            self.loop.remove_reader(fd)
+
+    def loud(self, pair: Pair, side: _Side) -> None:
+        """Its bytes come to user space now (or its end, or an error): watched for input, and
+        read at once."""
+        if not side.quiet or pair.done:
+            return
+        self.unwatch(side)
+        self.watch(pair, side, quiet=False)
+        pair.readable(side)
+
+    def _quiet_event(self) -> None:
+        for fd, _ in self._quiet.poll(0):  # type: ignore[union-attr]
+            found = self._quiet_fds.get(fd)
+            if found is not None:
+                self.loud(*found)
+
+    def _signal_event(self) -> None:
+        signals = self.maps.signals()
+        for cookie in signals.read() if signals is not None else ():
+            owner = _OWNERS.get(cookie)
+            if owner is self:
+                self._told(cookie)
+            elif owner is not None:  # (another event loop of this process: its own thread)
+                owner.loop.call_soon_threadsafe(owner._told, cookie)
+
+    def _told(self, cookie: int) -> None:
+        found = self._sides.get(cookie)
+        if found is None:
+            return
+        pair, side = found
+        if side is pair.client:  # the direct path left (the program tells at each send until
+            self.undirect(pair)  # its flow is out of `direct`), or the budget of the usual way
+        self.loud(pair, side)
 
     def moved(self, side: _Side) -> int:
         """Bytes the stream verdict moved from `side` (0: it has no count: not started, or the
@@ -820,8 +1014,9 @@ class KernelRelay:
             sent = -1
         # only an end, an error or bytes the program passed wake these (after the send: not on
         # the way of the first bytes)
-        self.loop.add_reader(client.fileno(), pair.readable, c)
-        self.loop.add_reader(server.fileno(), pair.readable, s)
+        self._own(pair)
+        for side in (c, s):
+            self.watch(pair, side)
         if sent < 0:
             pair.finish(reset=True)
             return True
@@ -854,9 +1049,12 @@ class KernelRelay:
         self.pairs.discard(pair)
         self.undirect(pair)
         for side in (pair.client, pair.server):
+            self._sides.pop(side.cookie, None)
+            if _OWNERS.get(side.cookie) is self:
+                del _OWNERS[side.cookie]
             try:
                 if not side.eof:
-                    self.loop.remove_reader(side.sock.fileno())
+                    self.unwatch(side)
                 if side.pending:
                     self.loop.remove_writer(side.sock.fileno())
             except (ValueError, OSError):
@@ -880,6 +1078,7 @@ class KernelRelay:
 # --- which maps this process uses ---------------------------------------------------------------
 
 _RELAYS: dict[int, KernelRelay] = {}
+_OWNERS: dict[int, KernelRelay] = {}  # a live pair's socket cookie → its relay (the ring's reader)
 _MAPS: Maps | None = None
 _WHY_NOT: str | None = None
 

@@ -33,6 +33,7 @@ same origin.  The TLS server name is news.test for every variant.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import signal
@@ -49,6 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ab import cpu_ns  # noqa: E402
 from e2guardian_rig import start_e2guardian, stop_e2guardian  # noqa: E402
+from nginx_origin import NginxOrigin  # noqa: E402
 from run import bare_proxy  # noqa: E402
 
 from tests.proxy.conftest import FAKE_HOSTS, TEACHER, _account, base_bundle, upstream_for  # noqa: E402
@@ -131,6 +133,9 @@ def main() -> None:
     parser.add_argument(
         "--kalkan-extra", default="", help="extra mitmdump arguments for Kalkan (space separated)"
     )
+    parser.add_argument("--origin", choices=("python", "nginx"), default="python",
+                        help="the origin server: the test rig's Python one (as before) or nginx "
+                             "(nginx_origin.py says why)")
     parser.add_argument("--phases", action="store_true",
                         help="also print each page's phases, medians: connected (and the CONNECT "
                              "answered) / the TLS handshake through the tunnel / the objects")
@@ -149,6 +154,10 @@ def main() -> None:
     origin = start_origin(FAKE_HOSTS, tmp)
     origin_ca = tmp / "origin-ca.pem"
     origin_ca.chmod(0o644)
+    served = None
+    if args.origin == "nginx":  # the same certificate, served by nginx: every variant goes there
+        served = NginxOrigin(tmp)
+        origin = dataclasses.replace(origin, https_port=served.https_port)
     upstream = upstream_for(origin)
     school = make_ca("Bench School CA")
     procs: dict[str, object] = {}
@@ -264,6 +273,8 @@ def main() -> None:
         if e2g is not None:
             stop_e2guardian(e2g)
         origin.close()
+        if served is not None:
+            served.close()
     cpu = next(
         (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
         "?",
@@ -271,7 +282,7 @@ def main() -> None:
     print(
         f"machine: nproc={os.cpu_count()}, CPU {cpu}; {started}; "
         f"1-min load average {load:.1f} → {load_after:.1f}; "
-        f"{args.pages} pages of {args.objects} objects per variant, interleaved"
+        f"{args.pages} pages of {args.objects} objects per variant, interleaved; origin: {args.origin}"
     )
     print()
     direct = times["direct"]
