@@ -41,7 +41,7 @@ from agent.collectors.base import Collector, CollectorContext, healthy, unhealth
 from agent.platform.firewall import FirewallError, firewall_adapter
 from agent.proxy import ca as ca_mod
 from agent.proxy import hosts as hosts_mod
-from agent.proxy import kernel_relay
+from agent.proxy import kernel_maps
 from agent.proxy.events import read_events
 from agent.proxy.nftables import DEFAULT_TRANSPARENT_PORT, RulesetError, config_from_policy, render_ruleset
 from policy_server.protocol import CollectorHealth, CollectorState, PolicyBundle, Subject
@@ -220,7 +220,7 @@ class ProxyCollector(Collector):
         self._lock = threading.Lock()
         self._restart_requested = False
         self.restarts = 0
-        self._maps: kernel_relay.Maps | None = None  # made once, kept across restarts
+        self._maps: kernel_maps.Maps | None = None  # made once, kept across restarts
         self.relay_problem = ""
         self.last_exit: int | None = None
         self.problem = ""
@@ -277,13 +277,13 @@ class ProxyCollector(Collector):
         self.account_problem = ""
         return account
 
-    def _kernel_maps(self) -> kernel_relay.Maps | None:
-        """The kernel relay's maps (agent/proxy/kernel_relay.py), made once and kept for every
+    def _kernel_maps(self) -> kernel_maps.Maps | None:
+        """The kernel relay's maps (agent/proxy/kernel_maps.py), made once and kept for every
         restart of the proxy; None (and why, in the health detail) where this kernel or this
         process cannot make them."""
         if self._maps is None and self.relay_problem == "":
             try:
-                self._maps = kernel_relay.create_maps()
+                self._maps = kernel_maps.create_maps()
             except OSError as exc:
                 self.relay_problem = f"relay in user space: no BPF sockhash ({exc})"
                 self.ctx.log.info("kalkan proxy: %s", self.relay_problem)
