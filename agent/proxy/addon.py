@@ -181,7 +181,7 @@ class KalkanAddon:
                           "or asyncio.",
                           choices=["kernel", "process", "splice", "asyncio"])
         loader.add_option("kalkan_kernel_relay", str, "auto",
-                          "The kernel relay's maps: 'P,C' or 'P,C,T,D,W' with the direct path "
+                          "The kernel relay's maps: 'pairs,counts[,ring][,direct,ports]' "
                           "(descriptors the agent created and passed), 'auto' (create them if this "
                           "process may: root) or 'off'.")
         loader.add_option("kalkan_fast_connect", bool, True,

@@ -146,7 +146,13 @@ KERNEL_BUDGET = 4 << 20
 # to this ring buffer, which the relay polls.  TOLD, added to the count, says that was done (once
 # per socket; a full ring is tried again at the next segment).
 RING_SIZE = 1 << 16  # 4,096 signals; at most three per pair, read at once
-TOLD = 1 << 40
+_TOLD_BIT = 40
+TOLD = 1 << _TOLD_BIT
+
+
+def _told_in(reg: int) -> list[bytes]:
+    """r<reg> = TOLD (a 64-bit constant: two instructions)."""
+    return [_insn(0xB7, reg, imm=1), _insn(0x67, reg, imm=_TOLD_BIT)]
 
 
 def _tell(ring_fd: int, key_at: int, mark: int | None = None) -> list[bytes]:
@@ -158,7 +164,7 @@ def _tell(ring_fd: int, key_at: int, mark: int | None = None) -> list[bytes]:
     if mark is None:
         return tell
     return tell + [_insn(0x55, 0, 0, 3, 0),                    # the ring full: at a later segment
-                   _insn(0xB7, 1, imm=1), _insn(0x67, 1, imm=40),  # r1 = TOLD
+                   *_told_in(1),
                    _insn(0xDB, mark, 1, 0, 0)]                 # atomic *r<mark> += TOLD
 
 
@@ -169,7 +175,7 @@ def program(pairs_fd: int, counts_fd: int, ring_fd: int | None = None) -> bytes:
     if ring_fd is not None:
         tell = _tell(ring_fd, -8, mark=7)
         spent = [_insn(0xBF, 7, 0),                                 # r7 = &count
-                 _insn(0xB7, 2, imm=1), _insn(0x67, 2, imm=40),     # r2 = TOLD
+                 *_told_in(2),
                  _insn(0x3D, 1, 2, _count(tell)),                   # told already: pass on
                  *tell, *spent]
     go_on = [

@@ -332,8 +332,6 @@ class KernelRelay:
         epoll.register(fd, select.EPOLLRDHUP)  # (errors and hang-ups are always reported)
         self._quiet_fds[fd] = (pair, side)
         side.quiet = True
-        if _has_input(side.sock):  # passed before the pair started (a server that speaks first)
-            self.loud(pair, side)
 
     def unwatch(self, side: _Side) -> None:
         fd = side.sock.fileno()
@@ -487,6 +485,8 @@ class KernelRelay:
         self._own(pair)
         for side in (c, s):
             self.watch(pair, side)
+        if s.quiet and _has_input(server):  # passed before its count was there (a server that
+            self.loud(pair, s)              # speaks first; the client's early bytes were read above)
         if sent < 0:
             pair.finish(reset=True)
             return True

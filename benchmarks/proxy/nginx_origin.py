@@ -14,10 +14,10 @@ keep-alive as the Python origin.
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
-import time
 from pathlib import Path
+
+from tests.support.proxy_rig import free_port, wait_port
 
 # as the Python origin answers a page's object (tests/support/proxy_rig.py, `_EchoHandler`)
 BODY = ("<!doctype html><html><head><title>origin news.test</title></head>"
@@ -62,25 +62,19 @@ class NginxOrigin:
             raise RuntimeError("nginx is not installed: apt-get install nginx (install/apt-packages.txt)")
         prefix = folder / "nginx"
         prefix.mkdir(exist_ok=True)
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.https_port = probe.getsockname()[1]
+        self.https_port = free_port()
         conf = prefix / "nginx.conf"
         conf.write_text(CONF.format(prefix=prefix, port=self.https_port, cert=folder / "leaf.pem",
                                     key=folder / "leaf.key", body=BODY))
         self.proc = subprocess.Popen([nginx, "-p", str(prefix), "-c", str(conf)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"nginx exited: {(prefix / 'error.log').read_text()[-2000:]}")
-            try:
-                socket.create_connection(("127.0.0.1", self.https_port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        self.close()
-        raise TimeoutError("nginx did not listen within 10 s")
+        try:
+            wait_port(self.https_port, 10, self.proc)
+        except (RuntimeError, TimeoutError) as exc:
+            self.close()
+            log = prefix / "error.log"
+            raise RuntimeError(f"nginx did not start ({exc}): "
+                               f"{log.read_text()[-2000:] if log.exists() else ''}") from exc
 
     def close(self) -> None:
         self.proc.terminate()
